@@ -1,1 +1,44 @@
-//! placeholder
+//! Turnstone's domain core: ids, the event model, every SQL statement, the turn
+//! queue's transitions, the capability registry and secret encryption.
+//!
+//! The control plane (`turnstone-api`) and the workers (`turnstone-worker`) both
+//! depend on this crate and on nothing else of each other. PostgreSQL is the only
+//! channel between them, so everything they must agree on — table shapes, event
+//! types, NOTIFY channels and payloads, task arguments — is defined here once.
+//!
+//! This crate must not know HTTP (no poem types), must not call LLMs, and must
+//! not hold cross-process state in memory.
+//!
+//! # Layout
+//! - [`error`]: the crate's one error enum.
+//! - [`ids`]: UUIDv7 ids and their prefixed wire form (`agt_…`, `ses_…`).
+//! - [`limits`]: size limits shared by validation and the OpenAPI schema.
+//! - [`crypto`]: the master key and XChaCha20-Poly1305 sealing of secrets.
+//! - [`db`]: pool construction and migrations (ours plus apalis').
+//! - [`orgs`]: organisations, API keys and first-start bootstrap.
+//! - [`providers`], [`agents`], [`sessions`]: tenant resources.
+//! - [`events`]: the append-only event log and its NOTIFY wake-ups.
+//! - [`turns`]: the turn queue — enqueue, claim, guarded step commits, finalise.
+//! - [`capabilities`]: the registry of tools an agent can enable (with [`math`]).
+//! - [`page`]: cursor pagination.
+//! - [`validate`]: length, tag and URL rules with stable error codes.
+//! - [`idempotency`]: stored first responses for `Idempotency-Key` retries.
+
+pub mod agents;
+pub mod capabilities;
+pub mod crypto;
+pub mod db;
+pub mod error;
+pub mod events;
+pub mod idempotency;
+pub mod ids;
+pub mod limits;
+pub mod math;
+pub mod orgs;
+pub mod page;
+pub mod providers;
+pub mod sessions;
+pub mod turns;
+pub mod validate;
+
+pub use error::{Error, Result};

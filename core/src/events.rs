@@ -1,0 +1,248 @@
+//! The append-only event log, and the NOTIFY wake-ups that announce it.
+//!
+//! Appending allocates sequence numbers from `sessions.last_sequence` under the
+//! session row lock, inserts the rows and calls `pg_notify` — one statement, in
+//! the caller's transaction, so the wake-up is delivered exactly when (and only
+//! if) the events commit. The payload carries ids only; listeners re-read the log.
+//! Token deltas are never stored: they ride in a NOTIFY payload of their own.
+
+use crate::error::{Error, Result};
+use crate::ids::new_id;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sqlx::{PgConnection, PgPool};
+use uuid::Uuid;
+
+/// Channel announcing committed events: payload `{"s": session uuid, "q": last sequence}`.
+pub const EVENTS_CHANNEL: &str = "turnstone_events";
+/// Channel carrying ephemeral token deltas: payload is a [`Delta`].
+pub const DELTAS_CHANNEL: &str = "turnstone_deltas";
+/// PostgreSQL rejects NOTIFY payloads of 8000 bytes or more; stay well below.
+pub const MAX_NOTIFY_BYTES: usize = 7900;
+
+/// Event types, dot-named. Stable: clients switch on them.
+pub mod types {
+    pub const INPUT_MESSAGE: &str = "input.message";
+    pub const SESSION_ACTIVATED: &str = "session.activated";
+    pub const SESSION_IDLED: &str = "session.idled";
+    pub const TURN_STARTED: &str = "turn.started";
+    pub const REASON_STARTED: &str = "reason.started";
+    pub const OUTPUT_MESSAGE_DELTA: &str = "output.message.delta";
+    pub const OUTPUT_MESSAGE_COMPLETED: &str = "output.message.completed";
+    pub const TOOL_STARTED: &str = "tool.started";
+    pub const TOOL_COMPLETED: &str = "tool.completed";
+    pub const TURN_COMPLETED: &str = "turn.completed";
+    pub const TURN_FAILED: &str = "turn.failed";
+    pub const TURN_CANCELLED: &str = "turn.cancelled";
+
+    /// Every persisted type (deltas are not persisted), for filter validation.
+    pub const PERSISTED: &[&str] = &[
+        INPUT_MESSAGE,
+        SESSION_ACTIVATED,
+        SESSION_IDLED,
+        TURN_STARTED,
+        REASON_STARTED,
+        OUTPUT_MESSAGE_COMPLETED,
+        TOOL_STARTED,
+        TOOL_COMPLETED,
+        TURN_COMPLETED,
+        TURN_FAILED,
+        TURN_CANCELLED,
+    ];
+}
+
+/// One stored event.
+#[derive(Debug, Clone, sqlx::FromRow, Serialize)]
+pub struct Event {
+    pub id: Uuid,
+    pub session_id: Uuid,
+    pub sequence: i64,
+    #[sqlx(rename = "type")]
+    pub kind: String,
+    pub turn_id: Option<Uuid>,
+    pub data: Value,
+    pub ts: DateTime<Utc>,
+}
+
+/// An event to append. `step_key`, when set, must be unique within the turn:
+/// it is how a step's result is recorded at most once.
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    pub kind: &'static str,
+    pub data: Value,
+    pub step_key: Option<String>,
+}
+
+impl NewEvent {
+    pub fn new(kind: &'static str, data: Value) -> Self {
+        Self { kind, data, step_key: None }
+    }
+    pub fn step(kind: &'static str, step_key: impl Into<String>, data: Value) -> Self {
+        Self { kind, data, step_key: Some(step_key.into()) }
+    }
+}
+
+/// The NOTIFY payload for committed events.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Appended {
+    #[serde(rename = "s")]
+    pub session_id: Uuid,
+    #[serde(rename = "q")]
+    pub last_sequence: i64,
+}
+
+/// An ephemeral token delta, carried in a NOTIFY payload.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Delta {
+    #[serde(rename = "s")]
+    pub session_id: Uuid,
+    #[serde(rename = "t")]
+    pub turn_id: Uuid,
+    #[serde(rename = "i")]
+    pub iteration: i32,
+    #[serde(rename = "d")]
+    pub text: String,
+    pub ts: DateTime<Utc>,
+}
+
+/// Appends events to a session's log in the caller's transaction and announces them.
+/// The session must belong to `org_id`; the caller should already hold its row
+/// lock if it needs ordering with other writes (the UPDATE takes it anyway).
+pub async fn append(
+    conn: &mut PgConnection,
+    org_id: Uuid,
+    session_id: Uuid,
+    turn_id: Option<Uuid>,
+    events: Vec<NewEvent>,
+) -> Result<Vec<Event>> {
+    if events.is_empty() {
+        return Ok(Vec::new());
+    }
+    let n = events.len() as i64;
+    let ids: Vec<Uuid> = events.iter().map(|_| new_id()).collect();
+    let kinds: Vec<&str> = events.iter().map(|e| e.kind).collect();
+    let data: Vec<Value> = events.iter().map(|e| e.data.clone()).collect();
+    let step_keys: Vec<Option<String>> = events.into_iter().map(|e| e.step_key).collect();
+    let rows: Vec<Event> = sqlx::query_as(
+        "WITH seq AS (
+            UPDATE sessions SET last_sequence = last_sequence + $4, updated_at = now()
+             WHERE org_id = $1 AND id = $2
+             RETURNING last_sequence
+         ), ins AS (
+            INSERT INTO events (id, org_id, session_id, sequence, type, turn_id, step_key, data)
+            SELECT u.id, $1, $2, seq.last_sequence - $4 + u.ord, u.type, $3, u.step_key, u.data
+              FROM seq, unnest($5::uuid[], $6::text[], $7::jsonb[], $8::text[]) WITH ORDINALITY AS u(id, type, data, step_key, ord)
+            RETURNING id, session_id, sequence, type, turn_id, data, ts
+         ), wake AS (
+            SELECT pg_notify($9, json_build_object('s', $2::uuid, 'q', last_sequence)::text) FROM seq
+         )
+         SELECT ins.* FROM ins, wake ORDER BY sequence",
+    )
+    .bind(org_id)
+    .bind(session_id)
+    .bind(turn_id)
+    .bind(n)
+    .bind(&ids)
+    .bind(&kinds)
+    .bind(&data)
+    .bind(&step_keys)
+    .bind(EVENTS_CHANNEL)
+    .fetch_all(conn)
+    .await?;
+    if rows.is_empty() {
+        return Err(Error::NotFound("session"));
+    }
+    Ok(rows)
+}
+
+/// Publishes a token delta (never stored). Splits text so each payload stays
+/// under PostgreSQL's NOTIFY limit. Outside any transaction: a lost delta only
+/// costs a viewer some live typing, the completed message is persisted.
+pub async fn publish_delta(pool: &PgPool, delta: Delta) -> Result<()> {
+    for payload in delta_payloads(delta) {
+        sqlx::query("SELECT pg_notify($1, $2)").bind(DELTAS_CHANNEL).bind(payload).execute(pool).await?;
+    }
+    Ok(())
+}
+
+/// Serialises a delta into one or more payloads under [`MAX_NOTIFY_BYTES`].
+pub fn delta_payloads(delta: Delta) -> Vec<String> {
+    let json = serde_json::to_string(&delta).expect("delta serialises");
+    if json.len() <= MAX_NOTIFY_BYTES || delta.text.chars().count() < 2 {
+        return vec![json];
+    }
+    let mid = delta.text.char_indices().nth(delta.text.chars().count() / 2).map(|(i, _)| i).unwrap_or(0);
+    let (a, b) = delta.text.split_at(mid);
+    let mut out = delta_payloads(Delta { text: a.to_owned(), ..delta.clone() });
+    out.extend(delta_payloads(Delta { text: b.to_owned(), ..delta }));
+    out
+}
+
+/// Filters for listing a session's events.
+#[derive(Debug, Clone, Default)]
+pub struct EventFilter {
+    pub after_sequence: i64,
+    /// Empty = all types.
+    pub types: Vec<String>,
+    pub limit: u32,
+}
+
+/// Events of a session in sequence order, after a sequence number.
+pub async fn list(pool: &PgPool, org_id: Uuid, session_id: Uuid, filter: &EventFilter) -> Result<Vec<Event>> {
+    let rows = sqlx::query_as(
+        "SELECT id, session_id, sequence, type, turn_id, data, ts FROM events
+          WHERE org_id = $1 AND session_id = $2 AND sequence > $3
+            AND (cardinality($4::text[]) = 0 OR type = ANY($4))
+          ORDER BY sequence LIMIT $5",
+    )
+    .bind(org_id)
+    .bind(session_id)
+    .bind(filter.after_sequence)
+    .bind(&filter.types)
+    .bind(i64::from(filter.limit))
+    .fetch_all(pool)
+    .await?;
+    Ok(rows)
+}
+
+/// The sequence number of an event of this session (to resume a stream from it).
+pub async fn sequence_of(pool: &PgPool, org_id: Uuid, session_id: Uuid, event_id: Uuid) -> Result<i64> {
+    sqlx::query_scalar("SELECT sequence FROM events WHERE org_id = $1 AND session_id = $2 AND id = $3")
+        .bind(org_id)
+        .bind(session_id)
+        .bind(event_id)
+        .fetch_optional(pool)
+        .await?
+        .ok_or(Error::NotFound("event"))
+}
+
+/// A session's whole log in order: the conversation a worker rebuilds the prompt from.
+pub async fn all_for_session(pool: &PgPool, org_id: Uuid, session_id: Uuid) -> Result<Vec<Event>> {
+    let rows = sqlx::query_as(
+        "SELECT id, session_id, sequence, type, turn_id, data, ts FROM events WHERE org_id = $1 AND session_id = $2 ORDER BY sequence",
+    )
+    .bind(org_id)
+    .bind(session_id)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn big_deltas_split_under_the_notify_limit() {
+        let d = Delta { session_id: Uuid::nil(), turn_id: Uuid::nil(), iteration: 1, text: "é\"".repeat(9000), ts: Utc::now() };
+        let parts = delta_payloads(d.clone());
+        assert!(parts.len() > 1);
+        let mut joined = String::new();
+        for p in &parts {
+            assert!(p.len() <= MAX_NOTIFY_BYTES);
+            joined.push_str(&serde_json::from_str::<Delta>(p).unwrap().text);
+        }
+        assert_eq!(joined, d.text);
+    }
+}

@@ -1,0 +1,196 @@
+//! LLM providers (OpenAI-compatible endpoints with an encrypted key) and their models.
+
+use crate::crypto::{KeyRing, Secret};
+use crate::error::{Error, Result};
+use crate::ids::new_id;
+use crate::page::Page;
+use crate::{limits, validate};
+use chrono::{DateTime, Utc};
+use sqlx::{AssertSqlSafe, PgConnection, PgPool};
+use uuid::Uuid;
+
+/// Associated-data purpose of a provider's sealed API key.
+const API_KEY_PURPOSE: &str = "provider.api_key";
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Provider {
+    pub id: Uuid,
+    pub name: String,
+    pub base_url: String,
+    /// Whether a key is stored; the key itself never leaves the database unsealed.
+    pub has_api_key: bool,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Model {
+    pub id: Uuid,
+    pub provider_id: Uuid,
+    pub name: String,
+    pub is_default: bool,
+    pub created_at: DateTime<Utc>,
+}
+
+/// What a worker needs to call a model.
+#[derive(Debug, Clone)]
+pub struct Endpoint {
+    pub model_id: Uuid,
+    pub base_url: String,
+    pub api_key: Option<Secret>,
+    pub model_name: String,
+}
+
+const PROVIDER_COLUMNS: &str = "id, name, base_url, api_key_ciphertext IS NOT NULL AS has_api_key, created_at";
+
+pub async fn create_provider(
+    conn: impl sqlx::Acquire<'_, Database = sqlx::Postgres>,
+    keys: &KeyRing,
+    org_id: Uuid,
+    name: &str,
+    base_url: &str,
+    api_key: Option<&Secret>,
+) -> Result<Uuid> {
+    validate::name("name", name)?;
+    validate::base_url(base_url)?;
+    if let Some(k) = api_key {
+        validate::text("api_key", k.expose(), limits::MAX_SECRET_CHARS)?;
+    }
+    let id = new_id();
+    let sealed = api_key.map(|k| keys.seal(org_id, id, API_KEY_PURPOSE, k.expose())).transpose()?;
+    let mut conn = conn.acquire().await?;
+    let res = sqlx::query("INSERT INTO providers (id, org_id, name, base_url, api_key_ciphertext) VALUES ($1, $2, $3, $4, $5)")
+        .bind(id)
+        .bind(org_id)
+        .bind(name)
+        .bind(base_url.trim_end_matches('/'))
+        .bind(sealed)
+        .execute(&mut *conn)
+        .await
+        .map_err(Error::from);
+    match res {
+        Err(e) if e.is_unique_violation() => Err(Error::conflict("provider_name_taken", format!("a provider named {name:?} exists"))),
+        other => other.map(|_| id),
+    }
+}
+
+pub async fn get_provider(pool: &PgPool, org_id: Uuid, id: Uuid) -> Result<Provider> {
+    sqlx::query_as(AssertSqlSafe(format!("SELECT {PROVIDER_COLUMNS} FROM providers WHERE org_id = $1 AND id = $2")))
+        .bind(org_id)
+        .bind(id)
+        .fetch_optional(pool)
+        .await?
+        .ok_or(Error::NotFound("provider"))
+}
+
+pub async fn list_providers(pool: &PgPool, org_id: Uuid, after: Option<Uuid>, limit: u32) -> Result<Page<Provider>> {
+    let rows: Vec<Provider> = sqlx::query_as(AssertSqlSafe(format!(
+        "SELECT {PROVIDER_COLUMNS} FROM providers WHERE org_id = $1 AND ($2::uuid IS NULL OR id < $2) ORDER BY id DESC LIMIT $3"
+    )))
+    .bind(org_id)
+    .bind(after)
+    .bind(i64::from(limit) + 1)
+    .fetch_all(pool)
+    .await?;
+    Ok(Page::from_rows(rows, limit, |p| p.id))
+}
+
+/// Deletes a provider that no model uses; otherwise a 409.
+pub async fn delete_provider(pool: &PgPool, org_id: Uuid, id: Uuid) -> Result<()> {
+    let in_use: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM models WHERE org_id = $1 AND provider_id = $2)")
+        .bind(org_id)
+        .bind(id)
+        .fetch_one(pool)
+        .await?;
+    if in_use {
+        return Err(Error::conflict("provider_in_use", "delete the provider's models first"));
+    }
+    let done = sqlx::query("DELETE FROM providers WHERE org_id = $1 AND id = $2").bind(org_id).bind(id).execute(pool).await?;
+    if done.rows_affected() == 0 {
+        return Err(Error::NotFound("provider"));
+    }
+    Ok(())
+}
+
+pub async fn create_model(
+    conn: impl sqlx::Acquire<'_, Database = sqlx::Postgres>,
+    org_id: Uuid,
+    provider_id: Uuid,
+    name: &str,
+    is_default: bool,
+) -> Result<Uuid> {
+    validate::name("name", name)?;
+    let mut tx = conn.begin().await?;
+    let provider_exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM providers WHERE org_id = $1 AND id = $2)")
+        .bind(org_id)
+        .bind(provider_id)
+        .fetch_one(&mut *tx)
+        .await?;
+    if !provider_exists {
+        return Err(Error::NotFound("provider"));
+    }
+    if is_default {
+        sqlx::query("UPDATE models SET is_default = false WHERE org_id = $1 AND is_default").bind(org_id).execute(&mut *tx).await?;
+    }
+    let id = new_id();
+    sqlx::query("INSERT INTO models (id, org_id, provider_id, name, is_default) VALUES ($1, $2, $3, $4, $5)")
+        .bind(id)
+        .bind(org_id)
+        .bind(provider_id)
+        .bind(name)
+        .bind(is_default)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(id)
+}
+
+pub async fn get_model(pool: &PgPool, org_id: Uuid, id: Uuid) -> Result<Model> {
+    sqlx::query_as("SELECT id, provider_id, name, is_default, created_at FROM models WHERE org_id = $1 AND id = $2")
+        .bind(org_id)
+        .bind(id)
+        .fetch_optional(pool)
+        .await?
+        .ok_or(Error::NotFound("model"))
+}
+
+pub async fn list_models(pool: &PgPool, org_id: Uuid, after: Option<Uuid>, limit: u32) -> Result<Page<Model>> {
+    let rows: Vec<Model> = sqlx::query_as(
+        "SELECT id, provider_id, name, is_default, created_at FROM models
+          WHERE org_id = $1 AND ($2::uuid IS NULL OR id < $2) ORDER BY id DESC LIMIT $3",
+    )
+    .bind(org_id)
+    .bind(after)
+    .bind(i64::from(limit) + 1)
+    .fetch_all(pool)
+    .await?;
+    Ok(Page::from_rows(rows, limit, |m| m.id))
+}
+
+/// Checks that a model id belongs to the org (used when agents and sessions reference one).
+pub async fn ensure_model(conn: &mut PgConnection, org_id: Uuid, id: Uuid) -> Result<()> {
+    let ok: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM models WHERE org_id = $1 AND id = $2)")
+        .bind(org_id)
+        .bind(id)
+        .fetch_one(conn)
+        .await?;
+    if ok { Ok(()) } else { Err(Error::NotFound("model")) }
+}
+
+/// Resolves the model for a turn — explicit choice, else the org default — and
+/// unseals its provider key. Only workers call this.
+pub async fn resolve_endpoint(pool: &PgPool, keys: &KeyRing, org_id: Uuid, model_id: Option<Uuid>) -> Result<Endpoint> {
+    let row: Option<(Uuid, String, Uuid, String, Option<Vec<u8>>)> = sqlx::query_as(
+        "SELECT m.id, m.name, p.id, p.base_url, p.api_key_ciphertext
+           FROM models m JOIN providers p ON p.id = m.provider_id AND p.org_id = m.org_id
+          WHERE m.org_id = $1 AND (m.id = $2 OR ($2::uuid IS NULL AND m.is_default))",
+    )
+    .bind(org_id)
+    .bind(model_id)
+    .fetch_optional(pool)
+    .await?;
+    let (model_id, model_name, provider_id, base_url, sealed) = row.ok_or_else(|| {
+        Error::invalid("no_model", "no model given on the session or agent, and the org has no default model")
+    })?;
+    let api_key = sealed.map(|s| keys.open(org_id, provider_id, API_KEY_PURPOSE, &s)).transpose()?;
+    Ok(Endpoint { model_id, base_url, api_key, model_name })
+}

@@ -1,0 +1,91 @@
+//! Sessions: one conversation with an agent. `status` is derived in the same
+//! transactions that enqueue and finish turns (see [`crate::turns`]).
+
+use crate::error::{Error, Result};
+use crate::ids::new_id;
+use crate::page::Page;
+use crate::{limits, providers, validate};
+use chrono::{DateTime, Utc};
+use sqlx::{AssertSqlSafe, PgConnection, PgPool};
+use uuid::Uuid;
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Session {
+    pub id: Uuid,
+    pub agent_id: Uuid,
+    pub model_id: Option<Uuid>,
+    pub title: Option<String>,
+    pub tags: Vec<String>,
+    /// `idle`, `queued` or `running`.
+    pub status: String,
+    pub last_sequence: i64,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct SessionInput {
+    pub agent_id: Uuid,
+    pub model_id: Option<Uuid>,
+    pub title: Option<String>,
+    pub tags: Vec<String>,
+}
+
+const COLUMNS: &str = "id, agent_id, model_id, title, tags, status, last_sequence, created_at, updated_at";
+
+pub async fn create_session(conn: &mut PgConnection, org_id: Uuid, input: SessionInput) -> Result<Session> {
+    if let Some(t) = &input.title {
+        validate::text("title", t, limits::MAX_TITLE_CHARS)?;
+    }
+    validate::tags(&input.tags)?;
+    let archived: Option<Option<DateTime<Utc>>> = sqlx::query_scalar("SELECT archived_at FROM agents WHERE org_id = $1 AND id = $2")
+        .bind(org_id)
+        .bind(input.agent_id)
+        .fetch_optional(&mut *conn)
+        .await?;
+    match archived {
+        None => return Err(Error::NotFound("agent")),
+        Some(Some(_)) => return Err(Error::conflict("agent_archived", "the agent is archived")),
+        Some(None) => {}
+    }
+    if let Some(m) = input.model_id {
+        providers::ensure_model(conn, org_id, m).await?;
+    }
+    let session = sqlx::query_as(AssertSqlSafe(format!(
+        "INSERT INTO sessions (id, org_id, agent_id, model_id, title, tags) VALUES ($1, $2, $3, $4, $5, $6) RETURNING {COLUMNS}"
+    )))
+    .bind(new_id())
+    .bind(org_id)
+    .bind(input.agent_id)
+    .bind(input.model_id)
+    .bind(input.title)
+    .bind(input.tags)
+    .fetch_one(conn)
+    .await?;
+    Ok(session)
+}
+
+pub async fn get_session(pool: &PgPool, org_id: Uuid, id: Uuid) -> Result<Session> {
+    sqlx::query_as(AssertSqlSafe(format!("SELECT {COLUMNS} FROM sessions WHERE org_id = $1 AND id = $2")))
+        .bind(org_id)
+        .bind(id)
+        .fetch_optional(pool)
+        .await?
+        .ok_or(Error::NotFound("session"))
+}
+
+/// Newest first, optionally only one agent's sessions.
+pub async fn list_sessions(pool: &PgPool, org_id: Uuid, after: Option<Uuid>, limit: u32, agent_id: Option<Uuid>) -> Result<Page<Session>> {
+    let rows: Vec<Session> = sqlx::query_as(AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM sessions
+          WHERE org_id = $1 AND ($2::uuid IS NULL OR id < $2) AND ($3::uuid IS NULL OR agent_id = $3)
+          ORDER BY id DESC LIMIT $4"
+    )))
+    .bind(org_id)
+    .bind(after)
+    .bind(agent_id)
+    .bind(i64::from(limit) + 1)
+    .fetch_all(pool)
+    .await?;
+    Ok(Page::from_rows(rows, limit, |s| s.id))
+}

@@ -1,0 +1,339 @@
+//! The turn queue: one turn per input message, one running turn per session.
+//!
+//! Transitions, each in one transaction that also appends its events:
+//! - [`post_message`]: append `input.message`; insert the turn as `queued` (task
+//!   pushed to apalis in the same transaction) when the session is idle, else as
+//!   `pending` behind the running turn.
+//! - [`start`]: a worker takes the turn; `attempt` is bumped and becomes the
+//!   fencing token of every later write.
+//! - [`commit_step`]: a step's events commit only if the caller still holds the
+//!   current attempt; `events.step_key` is unique per turn, so a step can never
+//!   be recorded twice.
+//! - [`finish`]: the terminal event, then the next pending turn is enqueued or
+//!   the session goes idle.
+//!
+//! Lock order is always session row, then turn row, so concurrent posts,
+//! steps and finishes never deadlock.
+
+use crate::error::{Error, Result};
+use crate::events::{self, Event, NewEvent, types};
+use crate::ids::new_id;
+use crate::limits;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use sqlx::{PgConnection, PgPool};
+use uuid::Uuid;
+
+/// The apalis queue (job_type) turn tasks live in.
+pub const QUEUE: &str = "turns";
+
+/// The apalis task payload: everything else is read from the database.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub struct TurnTask {
+    pub turn_id: Uuid,
+}
+
+/// One part of a message's content.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ContentPart {
+    Text { text: String },
+}
+
+/// Checks message content: 1..=MAX_MESSAGE_PARTS parts of non-empty bounded text.
+pub fn validate_content(parts: &[ContentPart]) -> Result<()> {
+    if parts.is_empty() || parts.len() > limits::MAX_MESSAGE_PARTS {
+        return Err(Error::invalid("invalid_content", format!("content must have 1-{} parts", limits::MAX_MESSAGE_PARTS)));
+    }
+    for p in parts {
+        let ContentPart::Text { text } = p;
+        if text.is_empty() {
+            return Err(Error::invalid("invalid_content", "text parts must not be empty"));
+        }
+        crate::validate::text("content.text", text, limits::MAX_MESSAGE_TEXT_CHARS)?;
+    }
+    Ok(())
+}
+
+/// The plain text of message content, parts joined by newlines.
+pub fn content_text(parts: &[ContentPart]) -> String {
+    parts.iter().map(|ContentPart::Text { text }| text.as_str()).collect::<Vec<_>>().join("\n")
+}
+
+/// What `POST …/messages` acknowledges.
+#[derive(Debug, Clone)]
+pub struct Posted {
+    pub message: Event,
+    pub turn_id: Uuid,
+    /// `queued` when the turn was enqueued at once, `pending` when it waits behind another.
+    pub turn_status: &'static str,
+}
+
+/// Appends the user's message and enqueues its turn, in the caller's transaction.
+pub async fn post_message(
+    tx: &mut PgConnection,
+    org_id: Uuid,
+    session_id: Uuid,
+    content: Vec<ContentPart>,
+    model_id: Option<Uuid>,
+) -> Result<Posted> {
+    validate_content(&content)?;
+    let status: String = sqlx::query_scalar("SELECT status FROM sessions WHERE org_id = $1 AND id = $2 FOR UPDATE")
+        .bind(org_id)
+        .bind(session_id)
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or(Error::NotFound("session"))?;
+    if let Some(m) = model_id {
+        crate::providers::ensure_model(tx, org_id, m).await?;
+    }
+    let idle = status == "idle";
+    let turn_id = new_id();
+    let mut new = vec![NewEvent::new(
+        types::INPUT_MESSAGE,
+        json!({ "message": { "role": "user", "content": content } }),
+    )];
+    if idle {
+        new.push(NewEvent::new(types::SESSION_ACTIVATED, json!({})));
+    }
+    let appended = events::append(tx, org_id, session_id, Some(turn_id), new).await?;
+    let message = appended.into_iter().next().expect("append returns what it appended");
+    let turn_status = if idle { "queued" } else { "pending" };
+    sqlx::query(
+        "INSERT INTO turns (id, org_id, session_id, input_event_id, input_sequence, status, model_id)
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+    )
+    .bind(turn_id)
+    .bind(org_id)
+    .bind(session_id)
+    .bind(message.id)
+    .bind(message.sequence)
+    .bind(turn_status)
+    .bind(model_id)
+    .execute(&mut *tx)
+    .await?;
+    if idle {
+        enqueue(tx, turn_id).await?;
+        sqlx::query("UPDATE sessions SET status = 'queued' WHERE id = $1").bind(session_id).execute(&mut *tx).await?;
+    }
+    Ok(Posted { message, turn_id, turn_status })
+}
+
+/// Pushes the turn's apalis task in the caller's transaction.
+async fn enqueue(tx: &mut PgConnection, turn_id: Uuid) -> Result<()> {
+    let args = serde_json::to_vec(&TurnTask { turn_id }).expect("task serialises");
+    // Attempts are bounded by our own forward-progress rules, not apalis' retry budget.
+    let task = apalis_core::task::builder::TaskBuilder::new(args).max_attempts(1000).build();
+    apalis_postgres::queries::push_tasks(tx, QUEUE, vec![task]).await.map_err(|e| Error::Queue(e.to_string()))
+}
+
+/// A worker's hold on a running turn. `attempt` fences every write.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Lease {
+    pub turn_id: Uuid,
+    pub org_id: Uuid,
+    pub session_id: Uuid,
+    pub attempt: i32,
+    pub input_sequence: i64,
+    pub model_id: Option<Uuid>,
+    pub started_at: DateTime<Utc>,
+}
+
+/// Result of trying to start a turn.
+#[derive(Debug)]
+pub enum Start {
+    Run(Lease),
+    /// The turn already reached a terminal state (a duplicate or late task).
+    Finished,
+}
+
+async fn lock_session_of_turn(tx: &mut PgConnection, turn_id: Uuid) -> Result<Uuid> {
+    let session_id: Uuid = sqlx::query_scalar("SELECT session_id FROM turns WHERE id = $1")
+        .bind(turn_id)
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or(Error::NotFound("turn"))?;
+    sqlx::query("SELECT 1 FROM sessions WHERE id = $1 FOR UPDATE").bind(session_id).execute(&mut *tx).await?;
+    Ok(session_id)
+}
+
+/// Takes (or retakes, after a crash) a turn: bumps `attempt`, marks it running,
+/// and on the first attempt appends `turn.started`.
+pub async fn start(pool: &PgPool, turn_id: Uuid) -> Result<Start> {
+    let mut tx = pool.begin().await?;
+    lock_session_of_turn(&mut tx, turn_id).await?;
+    let lease: Option<Lease> = sqlx::query_as(
+        "UPDATE turns SET status = 'running', attempt = attempt + 1, started_at = coalesce(started_at, now())
+          WHERE id = $1 AND status IN ('queued', 'running')
+          RETURNING id AS turn_id, org_id, session_id, attempt, input_sequence, model_id, started_at",
+    )
+    .bind(turn_id)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some(lease) = lease else { return Ok(Start::Finished) };
+    if lease.attempt == 1 {
+        events::append(
+            &mut tx,
+            lease.org_id,
+            lease.session_id,
+            Some(turn_id),
+            vec![NewEvent::step(types::TURN_STARTED, "start", json!({ "input_sequence": lease.input_sequence }))],
+        )
+        .await?;
+    }
+    sqlx::query("UPDATE sessions SET status = 'running' WHERE id = $1").bind(lease.session_id).execute(&mut *tx).await?;
+    tx.commit().await?;
+    Ok(Start::Run(lease))
+}
+
+/// Token usage of one step, added to the turn's totals.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Usage {
+    pub input_tokens: i64,
+    pub output_tokens: i64,
+}
+
+/// Locks the session and checks the lease in the caller's transaction.
+async fn guard(tx: &mut PgConnection, lease: &Lease, iterations: i32, usage: Usage) -> Result<()> {
+    sqlx::query("SELECT 1 FROM sessions WHERE id = $1 FOR UPDATE").bind(lease.session_id).execute(&mut *tx).await?;
+    let held = sqlx::query(
+        "UPDATE turns SET iterations = iterations + $3, input_tokens = input_tokens + $4, output_tokens = output_tokens + $5
+          WHERE id = $1 AND attempt = $2 AND status = 'running'",
+    )
+    .bind(lease.turn_id)
+    .bind(lease.attempt)
+    .bind(iterations)
+    .bind(usage.input_tokens)
+    .bind(usage.output_tokens)
+    .execute(&mut *tx)
+    .await?;
+    if held.rows_affected() == 0 {
+        return Err(Error::LeaseLost);
+    }
+    Ok(())
+}
+
+/// Commits one step's events (and its usage) if the lease is still held.
+/// Fails with [`Error::LeaseLost`] for a stale owner, and with a unique
+/// violation if the step was already committed; either way nothing is written.
+pub async fn commit_step(pool: &PgPool, lease: &Lease, events: Vec<NewEvent>, iterations: i32, usage: Usage) -> Result<Vec<Event>> {
+    let mut tx = pool.begin().await?;
+    guard(&mut tx, lease, iterations, usage).await?;
+    let appended = events::append(&mut tx, lease.org_id, lease.session_id, Some(lease.turn_id), events).await?;
+    tx.commit().await?;
+    Ok(appended)
+}
+
+/// How a turn ended.
+#[derive(Debug, Clone)]
+pub enum Outcome {
+    Completed,
+    Failed { code: String, message: String },
+}
+
+/// Seals the turn with its terminal event, then hands the session to the next
+/// pending turn or marks it idle — all in one transaction.
+pub async fn finish(pool: &PgPool, lease: &Lease, outcome: Outcome) -> Result<()> {
+    let mut tx = pool.begin().await?;
+    guard(&mut tx, lease, 0, Usage::default()).await?;
+    let (status, code) = match &outcome {
+        Outcome::Completed => ("completed", None),
+        Outcome::Failed { code, .. } => ("failed", Some(code.clone())),
+    };
+    let (iterations, input_tokens, output_tokens, finished_at): (i32, i64, i64, DateTime<Utc>) = sqlx::query_as(
+        "UPDATE turns SET status = $2, error_code = $3, finished_at = now()
+          WHERE id = $1 RETURNING iterations, input_tokens, output_tokens, finished_at",
+    )
+    .bind(lease.turn_id)
+    .bind(status)
+    .bind(code)
+    .fetch_one(&mut *tx)
+    .await?;
+    let duration_ms = (finished_at - lease.started_at).num_milliseconds().max(0);
+    let usage = json!({ "input_tokens": input_tokens, "output_tokens": output_tokens });
+    let terminal = match outcome {
+        Outcome::Completed => NewEvent::step(
+            types::TURN_COMPLETED,
+            "final",
+            json!({ "usage": usage, "iterations": iterations, "duration_ms": duration_ms }),
+        ),
+        Outcome::Failed { code, message } => NewEvent::step(
+            types::TURN_FAILED,
+            "final",
+            json!({ "error_code": code, "message": message, "usage": usage, "iterations": iterations, "duration_ms": duration_ms }),
+        ),
+    };
+    events::append(&mut tx, lease.org_id, lease.session_id, Some(lease.turn_id), vec![terminal]).await?;
+    advance_session(&mut tx, lease.org_id, lease.session_id).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Enqueues the session's oldest pending turn, or marks the session idle.
+async fn advance_session(tx: &mut PgConnection, org_id: Uuid, session_id: Uuid) -> Result<()> {
+    let next: Option<Uuid> = sqlx::query_scalar(
+        "UPDATE turns SET status = 'queued'
+          WHERE id = (SELECT id FROM turns WHERE session_id = $1 AND status = 'pending' ORDER BY input_sequence LIMIT 1)
+          RETURNING id",
+    )
+    .bind(session_id)
+    .fetch_optional(&mut *tx)
+    .await?;
+    match next {
+        Some(turn_id) => {
+            enqueue(tx, turn_id).await?;
+            sqlx::query("UPDATE sessions SET status = 'queued' WHERE id = $1").bind(session_id).execute(&mut *tx).await?;
+        }
+        None => {
+            sqlx::query("UPDATE sessions SET status = 'idle' WHERE id = $1").bind(session_id).execute(&mut *tx).await?;
+            events::append(tx, org_id, session_id, None, vec![NewEvent::new(types::SESSION_IDLED, json!({}))]).await?;
+        }
+    }
+    Ok(())
+}
+
+/// What a worker needs to run a turn, read fresh from the database at every (re)start.
+#[derive(Debug, Clone)]
+pub struct TurnContext {
+    pub system_prompt: String,
+    pub capabilities: Vec<String>,
+    pub max_iterations: i32,
+    /// Message control → session → agent; `None` means the org default.
+    pub model_id: Option<Uuid>,
+    /// The session's log up to now; input messages of later turns are excluded.
+    pub history: Vec<Event>,
+}
+
+pub async fn load_context(pool: &PgPool, lease: &Lease) -> Result<TurnContext> {
+    let (system_prompt, capabilities, max_iterations, session_model, agent_model): (String, Vec<String>, i32, Option<Uuid>, Option<Uuid>) =
+        sqlx::query_as(
+            "SELECT a.system_prompt, a.capabilities, a.max_iterations, s.model_id, a.model_id
+               FROM sessions s JOIN agents a ON a.id = s.agent_id AND a.org_id = s.org_id
+              WHERE s.org_id = $1 AND s.id = $2",
+        )
+        .bind(lease.org_id)
+        .bind(lease.session_id)
+        .fetch_optional(pool)
+        .await?
+        .ok_or(Error::NotFound("session"))?;
+    let mut history = events::all_for_session(pool, lease.org_id, lease.session_id).await?;
+    history.retain(|e| !(e.kind == types::INPUT_MESSAGE && e.sequence > lease.input_sequence));
+    Ok(TurnContext {
+        system_prompt,
+        capabilities,
+        max_iterations,
+        model_id: lease.model_id.or(session_model).or(agent_model),
+        history,
+    })
+}
+
+/// Data of an assistant message event (`output.message.completed`).
+pub fn assistant_message_data(text: &str, tool_calls: &Value, usage: Usage, iteration: i32, model: &str) -> Value {
+    json!({
+        "message": { "role": "assistant", "content": [{ "type": "text", "text": text }], "tool_calls": tool_calls },
+        "usage": usage,
+        "iteration": iteration,
+        "model": model,
+    })
+}

@@ -1,0 +1,85 @@
+//! Validation of user-supplied text: lengths, tags, URLs. Errors carry stable codes.
+
+use crate::error::{Error, Result};
+use crate::limits;
+
+/// Trims nothing, checks 1..=max characters and no control characters.
+pub fn name(field: &str, value: &str) -> Result<()> {
+    text(field, value, limits::MAX_NAME_CHARS)?;
+    if value.trim().is_empty() {
+        return Err(Error::invalid("invalid_field", format!("{field} must not be blank")));
+    }
+    if value.chars().any(char::is_control) {
+        return Err(Error::invalid("invalid_field", format!("{field} must not contain control characters")));
+    }
+    Ok(())
+}
+
+/// Checks a free-text field's length in characters.
+pub fn text(field: &str, value: &str, max_chars: usize) -> Result<()> {
+    if value.chars().count() > max_chars {
+        return Err(Error::invalid("field_too_long", format!("{field} is longer than {max_chars} characters")));
+    }
+    Ok(())
+}
+
+/// Tags: at most MAX_TAGS, each 1..=MAX_TAG_CHARS of `[A-Za-z0-9_.:-]`, no duplicates.
+pub fn tags(values: &[String]) -> Result<()> {
+    if values.len() > limits::MAX_TAGS {
+        return Err(Error::invalid("too_many_tags", format!("at most {} tags", limits::MAX_TAGS)));
+    }
+    for (i, t) in values.iter().enumerate() {
+        let ok = !t.is_empty()
+            && t.len() <= limits::MAX_TAG_CHARS
+            && t.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b':'));
+        if !ok {
+            return Err(Error::invalid(
+                "invalid_tag",
+                format!("tag {t:?} must be 1-{} characters of [A-Za-z0-9_.:-]", limits::MAX_TAG_CHARS),
+            ));
+        }
+        if values[..i].contains(t) {
+            return Err(Error::invalid("invalid_tag", format!("duplicate tag {t:?}")));
+        }
+    }
+    Ok(())
+}
+
+/// An http(s) base URL without credentials, query or fragment.
+pub fn base_url(value: &str) -> Result<()> {
+    let bad = |why: &str| Error::invalid("invalid_base_url", format!("base_url {why}"));
+    text("base_url", value, limits::MAX_URL_CHARS)?;
+    let rest = value
+        .strip_prefix("https://")
+        .or_else(|| value.strip_prefix("http://"))
+        .ok_or_else(|| bad("must start with http:// or https://"))?;
+    let host = rest.split('/').next().unwrap_or("");
+    if host.is_empty() {
+        return Err(bad("must name a host"));
+    }
+    if host.contains('@') {
+        return Err(bad("must not carry credentials; set api_key instead"));
+    }
+    if value.contains('?') || value.contains('#') || value.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(bad("must not contain a query, fragment or whitespace"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rules() {
+        assert!(name("name", "ok").is_ok());
+        assert!(name("name", " ").is_err());
+        assert!(name("name", &"x".repeat(201)).is_err());
+        assert!(tags(&["a".into(), "b:c".into()]).is_ok());
+        assert!(tags(&["a".into(), "a".into()]).is_err());
+        assert!(tags(&["bad tag".into()]).is_err());
+        assert!(base_url("http://127.0.0.1:8090/v1").is_ok());
+        assert!(base_url("ftp://x").is_err());
+        assert!(base_url("https://user:pw@x").is_err());
+    }
+}
