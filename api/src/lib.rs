@@ -1,1 +1,207 @@
-//! placeholder
+//! Turnstone's control plane: the REST API (poem + poem-openapi), API-key
+//! authentication and the SSE event streams.
+//!
+//! The control plane writes messages, turns and tasks into PostgreSQL and reads
+//! the event log back; it never runs an agent loop and never talks to a worker
+//! except through the database. It must not contain SQL (that lives in
+//! `turnstone-core`) and is the only crate that knows the wire format.
+//!
+//! # Layout
+//! - [`config`]: configuration from the environment.
+//! - [`error`]: the one mapping from failures to problem+json responses.
+//! - [`auth`]: bearer API keys.
+//! - [`wire`]: request/response objects and conversions from core types.
+//! - [`routes`]: the operations, one module per tag.
+//! - [`idempotency`]: `Idempotency-Key` replay for creating POSTs.
+//! - [`fanout`]: the process's one LISTEN connection, fanned out to streams.
+//! - [`sse`]: the per-client SSE pump.
+
+pub mod auth;
+pub mod config;
+pub mod error;
+pub mod fanout;
+pub mod idempotency;
+pub mod routes;
+pub mod sse;
+pub mod wire;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use poem::endpoint::BoxEndpoint;
+use poem::http::Method;
+use poem::listener::TcpAcceptor;
+use poem::{Body, Endpoint, EndpointExt, IntoResponse, Request, Response, Route, Server};
+use poem_openapi::OpenApiService;
+use sqlx::PgPool;
+use tokio::sync::watch;
+use turnstone_core::crypto::KeyRing;
+use turnstone_core::{db, limits, orgs};
+
+pub use config::Config;
+
+/// Shared by every handler and stream of one API process.
+#[derive(Clone)]
+pub struct AppState(Arc<Inner>);
+
+pub struct Inner {
+    pub pool: PgPool,
+    pub keys: KeyRing,
+    pub hub: Arc<fanout::Hub>,
+    pub config: Config,
+    /// Flips to `true` when the process drains: SSE streams say `disconnecting` and end.
+    pub shutdown: watch::Receiver<bool>,
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}
+
+type Apis = (
+    routes::system::SystemApi,
+    routes::providers::ProvidersApi,
+    routes::agents::AgentsApi,
+    routes::sessions::SessionsApi,
+    routes::capabilities::CapabilitiesApi,
+);
+
+fn apis(state: &AppState) -> Apis {
+    (
+        routes::system::SystemApi { state: state.clone() },
+        routes::providers::ProvidersApi { state: state.clone() },
+        routes::agents::AgentsApi { state: state.clone() },
+        routes::sessions::SessionsApi { state: state.clone() },
+        routes::capabilities::CapabilitiesApi,
+    )
+}
+
+fn service(apis: Apis) -> OpenApiService<Apis, ()> {
+    OpenApiService::new(apis, "Turnstone API", env!("CARGO_PKG_VERSION"))
+        .description(
+            "Durable AI-agent runtime. Every error is RFC 9457 application/problem+json with a stable `code`. \
+             Ids are prefixed (`agt_`, `ses_`, `evt_`…); lists use cursor pagination (`limit`, `after`).",
+        )
+        .server("/")
+}
+
+/// The OpenAPI document, generated in memory (the committed `openapi/openapi.json`
+/// must equal this; a test checks it).
+pub fn openapi_json() -> String {
+    // The document does not depend on state; render it from an inert one.
+    service(apis(&inert_state())).spec()
+}
+
+/// A state whose pool never connects; only used to render the document.
+fn inert_state() -> AppState {
+    let pool = sqlx::postgres::PgPoolOptions::new().connect_lazy("postgres://localhost/none").expect("lazy pool");
+    let (_tx, rx) = watch::channel(false);
+    AppState(Arc::new(Inner {
+        pool,
+        keys: KeyRing::parse(&KeyRing::generate_spec("inert")).expect("generated key"),
+        hub: Arc::default(),
+        config: Config {
+            database_url: String::new(),
+            db_max_connections: 1,
+            keys: KeyRing::parse(&KeyRing::generate_spec("inert")).expect("generated key"),
+            bootstrap: orgs::Bootstrap {
+                api_key: None,
+                provider_base_url: String::new(),
+                provider_api_key: None,
+                model_name: String::new(),
+            },
+            sse_heartbeat: Duration::from_secs(15),
+            sse_max_connection: Duration::from_secs(300),
+            sse_fallback_poll: Duration::from_secs(5),
+        },
+        shutdown: rx,
+    }))
+}
+
+/// Builds the HTTP endpoint: API, docs, body limits and problem+json errors.
+pub fn endpoint(state: AppState) -> BoxEndpoint<'static> {
+    let service = service(apis(&state));
+    let docs = service.swagger_ui();
+    let spec = service.spec_endpoint();
+    Route::new()
+        .nest("/", service)
+        .nest("/docs", docs)
+        .at("/openapi.json", spec)
+        .data(state)
+        .around(|ep, req| async move { Ok(bounded_body(ep, req).await) })
+        .boxed()
+}
+
+/// Buffers request bodies up to the limit (413 beyond it) and renders every
+/// error as problem+json.
+async fn bounded_body<E: Endpoint>(ep: std::sync::Arc<E>, mut req: Request) -> Response {
+    if matches!(*req.method(), Method::POST | Method::PUT | Method::PATCH) {
+        match req.take_body().into_bytes_limit(limits::MAX_BODY_BYTES).await {
+            Ok(bytes) => req.set_body(Body::from_bytes(bytes)),
+            Err(e) => return error::problem_from_poem_error(e.into()),
+        }
+    }
+    match ep.call(req).await {
+        Ok(resp) => resp.into_response(),
+        Err(e) => error::problem_from_poem_error(e),
+    }
+}
+
+/// A running control plane: bound address and a handle to stop it.
+pub struct Application {
+    pub local_addr: std::net::SocketAddr,
+    pub generated_key: Option<turnstone_core::crypto::Secret>,
+    server: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl Application {
+    /// Connects, migrates, bootstraps the default org and binds; does not serve yet.
+    pub async fn build(
+        config: Config,
+        listener: tokio::net::TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<Self, turnstone_core::Error> {
+        let pool = db::connect(&config.database_url, config.db_max_connections).await?;
+        db::migrate(&pool).await?;
+        let outcome = orgs::bootstrap(&pool, &config.keys, &config.bootstrap).await?;
+        let local_addr = listener.local_addr().map_err(|e| turnstone_core::Error::Queue(e.to_string()))?;
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let state = AppState(Arc::new(Inner {
+            pool: pool.clone(),
+            keys: config.keys.clone(),
+            hub: Arc::default(),
+            config,
+            shutdown: stop_rx,
+        }));
+        let (listen_stop_tx, listen_stop_rx) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(state.hub.clone().run(pool.clone(), async move {
+            let _ = listen_stop_rx.await;
+        }));
+        let app = endpoint(state);
+        let acceptor = TcpAcceptor::from_tokio(listener).map_err(|e| turnstone_core::Error::Queue(e.to_string()))?;
+        let server = tokio::spawn(async move {
+            let result = Server::new_with_acceptor(acceptor)
+                .run_with_graceful_shutdown(
+                    app,
+                    async move {
+                        shutdown.await;
+                        tracing::info!("draining: SSE streams disconnect, requests in flight complete");
+                        let _ = stop_tx.send(true);
+                    },
+                    Some(Duration::from_secs(10)),
+                )
+                .await;
+            let _ = listen_stop_tx.send(());
+            pool.close().await;
+            result
+        });
+        Ok(Application { local_addr, generated_key: outcome.generated_key, server })
+    }
+
+    /// Serves until the shutdown future given to [`Application::build`] resolves.
+    pub async fn wait(self) -> std::io::Result<()> {
+        self.server.await.map_err(std::io::Error::other)?
+    }
+}

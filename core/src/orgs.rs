@@ -158,8 +158,9 @@ async fn bootstrap_locked(pool: &PgPool, keys: &KeyRing, cfg: &Bootstrap) -> Res
         None => {}
     }
     if first_start {
+        let mut conn = pool.acquire().await?;
         let provider_id = providers::create_provider(
-            pool,
+            &mut conn,
             keys,
             org_id,
             "default",
@@ -167,7 +168,7 @@ async fn bootstrap_locked(pool: &PgPool, keys: &KeyRing, cfg: &Bootstrap) -> Res
             cfg.provider_api_key.as_ref(),
         )
         .await?;
-        providers::create_model(pool, org_id, provider_id, &cfg.model_name, true).await?;
+        providers::create_model(&mut conn, org_id, provider_id, &cfg.model_name, true).await?;
     }
     Ok(BootstrapOutcome { org_id, generated_key })
 }

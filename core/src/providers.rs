@@ -43,7 +43,7 @@ pub struct Endpoint {
 const PROVIDER_COLUMNS: &str = "id, name, base_url, api_key_ciphertext IS NOT NULL AS has_api_key, created_at";
 
 pub async fn create_provider(
-    conn: impl sqlx::Acquire<'_, Database = sqlx::Postgres>,
+    conn: &mut PgConnection,
     keys: &KeyRing,
     org_id: Uuid,
     name: &str,
@@ -57,14 +57,13 @@ pub async fn create_provider(
     }
     let id = new_id();
     let sealed = api_key.map(|k| keys.seal(org_id, id, API_KEY_PURPOSE, k.expose())).transpose()?;
-    let mut conn = conn.acquire().await?;
     let res = sqlx::query("INSERT INTO providers (id, org_id, name, base_url, api_key_ciphertext) VALUES ($1, $2, $3, $4, $5)")
         .bind(id)
         .bind(org_id)
         .bind(name)
         .bind(base_url.trim_end_matches('/'))
         .bind(sealed)
-        .execute(&mut *conn)
+        .execute(conn)
         .await
         .map_err(Error::from);
     match res {
@@ -73,11 +72,11 @@ pub async fn create_provider(
     }
 }
 
-pub async fn get_provider(pool: &PgPool, org_id: Uuid, id: Uuid) -> Result<Provider> {
+pub async fn get_provider(db: impl sqlx::PgExecutor<'_>, org_id: Uuid, id: Uuid) -> Result<Provider> {
     sqlx::query_as(AssertSqlSafe(format!("SELECT {PROVIDER_COLUMNS} FROM providers WHERE org_id = $1 AND id = $2")))
         .bind(org_id)
         .bind(id)
-        .fetch_optional(pool)
+        .fetch_optional(db)
         .await?
         .ok_or(Error::NotFound("provider"))
 }
@@ -112,14 +111,14 @@ pub async fn delete_provider(pool: &PgPool, org_id: Uuid, id: Uuid) -> Result<()
 }
 
 pub async fn create_model(
-    conn: impl sqlx::Acquire<'_, Database = sqlx::Postgres>,
+    conn: &mut PgConnection,
     org_id: Uuid,
     provider_id: Uuid,
     name: &str,
     is_default: bool,
 ) -> Result<Uuid> {
     validate::name("name", name)?;
-    let mut tx = conn.begin().await?;
+    let mut tx = sqlx::Acquire::begin(conn).await?;
     let provider_exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM providers WHERE org_id = $1 AND id = $2)")
         .bind(org_id)
         .bind(provider_id)
@@ -144,11 +143,11 @@ pub async fn create_model(
     Ok(id)
 }
 
-pub async fn get_model(pool: &PgPool, org_id: Uuid, id: Uuid) -> Result<Model> {
+pub async fn get_model(db: impl sqlx::PgExecutor<'_>, org_id: Uuid, id: Uuid) -> Result<Model> {
     sqlx::query_as("SELECT id, provider_id, name, is_default, created_at FROM models WHERE org_id = $1 AND id = $2")
         .bind(org_id)
         .bind(id)
-        .fetch_optional(pool)
+        .fetch_optional(db)
         .await?
         .ok_or(Error::NotFound("model"))
 }

@@ -1,0 +1,84 @@
+//! The control plane's configuration, read from the environment with safe defaults.
+
+use std::time::Duration;
+use turnstone_core::crypto::{KeyRing, Secret};
+use turnstone_core::orgs::Bootstrap;
+
+/// Everything `turnstone-api` needs to run. Tests build it directly.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub database_url: String,
+    /// Maximum pooled database connections (SSE streams share them; they do not hold one each).
+    pub db_max_connections: u32,
+    pub keys: KeyRing,
+    pub bootstrap: Bootstrap,
+    /// SSE comment heartbeat interval.
+    pub sse_heartbeat: Duration,
+    /// How long an SSE connection lives before it is cycled (±20% jitter).
+    pub sse_max_connection: Duration,
+    /// How often an SSE stream re-reads the log even without a notification.
+    pub sse_fallback_poll: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{0} is required")]
+    Missing(&'static str),
+    #[error("{name} is invalid: {why}")]
+    Invalid { name: &'static str, why: String },
+}
+
+fn var(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+}
+
+fn secs(name: &'static str, default: f64) -> Result<Duration, ConfigError> {
+    match var(name) {
+        None => Ok(Duration::from_secs_f64(default)),
+        Some(v) => v
+            .parse::<f64>()
+            .ok()
+            .filter(|s| *s > 0.0 && s.is_finite())
+            .map(Duration::from_secs_f64)
+            .ok_or(ConfigError::Invalid { name, why: "expected a positive number of seconds".into() }),
+    }
+}
+
+impl Config {
+    /// Reads `DATABASE_URL`, `TURNSTONE_MASTER_KEY`, `TURNSTONE_BOOTSTRAP_API_KEY`,
+    /// `OPENAI_BASE_URL`, `OPENAI_API_KEY`, `TURNSTONE_DEFAULT_MODEL`,
+    /// `TURNSTONE_LLMSIM_ADDR` and the `TURNSTONE_SSE_*` knobs.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        let database_url = var("DATABASE_URL").ok_or(ConfigError::Missing("DATABASE_URL"))?;
+        let keys = KeyRing::parse(&var("TURNSTONE_MASTER_KEY").ok_or(ConfigError::Missing("TURNSTONE_MASTER_KEY"))?)
+            .map_err(|e| ConfigError::Invalid { name: "TURNSTONE_MASTER_KEY", why: e.to_string() })?;
+        let (provider_base_url, default_model) = match var("OPENAI_BASE_URL") {
+            Some(url) => (url, var("TURNSTONE_DEFAULT_MODEL").unwrap_or_else(|| "gpt-4o-mini".into())),
+            None => {
+                let sim = var("TURNSTONE_LLMSIM_ADDR").unwrap_or_else(|| "127.0.0.1:8090".into());
+                (format!("http://{sim}/v1"), var("TURNSTONE_DEFAULT_MODEL").unwrap_or_else(|| "sim-1".into()))
+            }
+        };
+        let db_max_connections = match var("TURNSTONE_API_DB_CONNECTIONS") {
+            None => 16,
+            Some(v) => v.parse().ok().filter(|n| *n > 0).ok_or(ConfigError::Invalid {
+                name: "TURNSTONE_API_DB_CONNECTIONS",
+                why: "expected a positive integer".into(),
+            })?,
+        };
+        Ok(Config {
+            database_url,
+            db_max_connections,
+            keys,
+            bootstrap: Bootstrap {
+                api_key: var("TURNSTONE_BOOTSTRAP_API_KEY").map(Secret::new),
+                provider_base_url,
+                provider_api_key: var("OPENAI_API_KEY").map(Secret::new),
+                model_name: default_model,
+            },
+            sse_heartbeat: secs("TURNSTONE_SSE_HEARTBEAT_SECS", 15.0)?,
+            sse_max_connection: secs("TURNSTONE_SSE_MAX_CONNECTION_SECS", 300.0)?,
+            sse_fallback_poll: secs("TURNSTONE_SSE_FALLBACK_POLL_SECS", 5.0)?,
+        })
+    }
+}

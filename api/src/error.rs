@@ -1,0 +1,192 @@
+//! The only place that maps failures to HTTP: RFC 9457 `application/problem+json`
+//! bodies with a stable `code`, for handler errors and for everything poem or
+//! poem-openapi rejects before a handler runs (bad JSON, wrong content type,
+//! unknown route, oversized body, missing key). 5xx bodies never carry internal detail.
+
+use poem::http::StatusCode;
+use poem::{IntoResponse, Response};
+use poem_openapi::payload::Json;
+use poem_openapi::{ApiResponse, Object};
+use turnstone_core::Error as CoreError;
+
+/// An RFC 9457 problem detail.
+#[derive(Debug, Clone, Object)]
+pub struct Problem {
+    /// A URI reference naming the problem type (`about:blank` or a docs anchor).
+    #[oai(rename = "type")]
+    pub kind: String,
+    /// Short, human-readable summary of the problem type.
+    pub title: String,
+    /// The HTTP status code.
+    pub status: u16,
+    /// Human-readable explanation specific to this occurrence.
+    pub detail: String,
+    /// Stable machine-readable identifier; clients match on this, never on `detail`.
+    pub code: String,
+}
+
+impl Problem {
+    pub fn new(status: StatusCode, code: &str, detail: impl Into<String>) -> Self {
+        Problem {
+            kind: format!("https://turnstone.dev/problems/{code}"),
+            title: status.canonical_reason().unwrap_or("Error").to_owned(),
+            status: status.as_u16(),
+            detail: detail.into(),
+            code: code.to_owned(),
+        }
+    }
+}
+
+/// Every error an operation can answer with.
+#[derive(Debug, ApiResponse)]
+pub enum ApiError {
+    /// The request is malformed or fails validation.
+    #[oai(status = 400, content_type = "application/problem+json")]
+    BadRequest(Json<Problem>),
+    /// Missing, unknown, revoked or expired API key.
+    #[oai(status = 401, content_type = "application/problem+json")]
+    Unauthorized(Json<Problem>),
+    /// No such resource in the caller's organisation.
+    #[oai(status = 404, content_type = "application/problem+json")]
+    NotFound(Json<Problem>),
+    /// The request conflicts with the resource's current state.
+    #[oai(status = 409, content_type = "application/problem+json")]
+    Conflict(Json<Problem>),
+    /// The request body is larger than the documented limit.
+    #[oai(status = 413, content_type = "application/problem+json")]
+    PayloadTooLarge(Json<Problem>),
+    /// The request body is not `application/json`.
+    #[oai(status = 415, content_type = "application/problem+json")]
+    UnsupportedMediaType(Json<Problem>),
+    /// An `Idempotency-Key` was reused with a different request.
+    #[oai(status = 422, content_type = "application/problem+json")]
+    Unprocessable(Json<Problem>),
+    /// An unexpected server failure; the body carries no internal detail.
+    #[oai(status = 500, content_type = "application/problem+json")]
+    Internal(Json<Problem>),
+    /// The database is unreachable; retry after the `Retry-After` seconds.
+    #[oai(status = 503, content_type = "application/problem+json")]
+    Unavailable(Json<Problem>, #[oai(header = "Retry-After")] u32),
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &str, detail: impl Into<String>) -> Self {
+        let p = Json(Problem::new(status, code, detail));
+        match status.as_u16() {
+            400 => ApiError::BadRequest(p),
+            401 => ApiError::Unauthorized(p),
+            404 => ApiError::NotFound(p),
+            409 => ApiError::Conflict(p),
+            413 => ApiError::PayloadTooLarge(p),
+            415 => ApiError::UnsupportedMediaType(p),
+            422 => ApiError::Unprocessable(p),
+            503 => ApiError::Unavailable(p, 2),
+            _ => ApiError::Internal(Json(Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal server error"))),
+        }
+    }
+
+    pub fn bad_request(code: &str, detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, code, detail)
+    }
+
+    pub fn not_found(what: &str) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not_found", format!("{what} not found"))
+    }
+
+    pub fn unauthorized() -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, "unauthorized", "a valid API key is required: Authorization: Bearer <key>")
+    }
+
+    pub fn unavailable() -> Self {
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, "database_unavailable", "the database is unavailable; retry shortly")
+    }
+
+    pub fn internal() -> Self {
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal server error")
+    }
+}
+
+impl From<CoreError> for ApiError {
+    fn from(e: CoreError) -> Self {
+        match e {
+            CoreError::NotFound(what) => ApiError::not_found(what),
+            CoreError::Invalid { code, message } => ApiError::bad_request(code, message),
+            CoreError::Conflict { code, message } => ApiError::new(StatusCode::CONFLICT, code, message),
+            e if e.is_unavailable() => {
+                tracing::warn!(error = %e, "database unavailable");
+                ApiError::unavailable()
+            }
+            e => {
+                tracing::error!(error = %e, "internal error");
+                ApiError::internal()
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let p = self.problem();
+        write!(f, "{} {}: {}", p.status, p.code, p.detail)
+    }
+}
+
+impl std::error::Error for ApiError {}
+
+impl ApiError {
+    fn problem(&self) -> &Problem {
+        match self {
+            ApiError::BadRequest(p)
+            | ApiError::Unauthorized(p)
+            | ApiError::NotFound(p)
+            | ApiError::Conflict(p)
+            | ApiError::PayloadTooLarge(p)
+            | ApiError::UnsupportedMediaType(p)
+            | ApiError::Unprocessable(p)
+            | ApiError::Internal(p)
+            | ApiError::Unavailable(p, _) => &p.0,
+        }
+    }
+}
+
+/// Renders any error that escaped a handler as problem+json with a stable code.
+pub fn problem_from_poem_error(err: poem::Error) -> Response {
+    use poem::error::{MethodNotAllowedError, NotFoundError, ParseJsonError, ReadBodyError, SizedLimitError};
+    use poem_openapi::error::{AuthorizationError, ContentTypeError, ParseParamError, ParseRequestPayloadError};
+
+    // Our own ApiError, converted to poem::Error by a security checker, is already a problem.
+    if err.is_from_response() {
+        return err.into_response();
+    }
+    let status = err.status();
+    let (code, detail): (&str, String) = if err.is::<NotFoundError>() {
+        ("route_not_found", "no such route".into())
+    } else if err.is::<MethodNotAllowedError>() {
+        ("method_not_allowed", "method not allowed on this route".into())
+    } else if err.is::<AuthorizationError>() {
+        return ApiError::unauthorized().into_response();
+    } else if err.is::<ContentTypeError>() {
+        return ApiError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", err.to_string()).into_response();
+    } else if err.is::<ParseRequestPayloadError>() || err.is::<ParseJsonError>() {
+        ("invalid_body", err.to_string())
+    } else if err.is::<ParseParamError>() {
+        ("invalid_parameter", err.to_string())
+    } else if err.is::<SizedLimitError>() || matches!(err.downcast_ref::<ReadBodyError>(), Some(ReadBodyError::PayloadTooLarge)) {
+        return ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!("request bodies are limited to {} bytes", turnstone_core::limits::MAX_BODY_BYTES),
+        )
+        .into_response();
+    } else if status.is_server_error() {
+        tracing::error!(error = %err, "unhandled server error");
+        return ApiError::internal().into_response();
+    } else {
+        ("bad_request", err.to_string())
+    };
+    let problem = Problem::new(status, code, detail);
+    let body = serde_json::json!({
+        "type": problem.kind, "title": problem.title, "status": problem.status, "detail": problem.detail, "code": problem.code,
+    });
+    Response::builder().status(status).content_type("application/problem+json").body(body.to_string())
+}

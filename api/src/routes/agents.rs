@@ -1,0 +1,116 @@
+//! Agents (`/v1/agents`): create, list, get, update, archive.
+
+use poem_openapi::param::{Header, Path, Query};
+use poem_openapi::payload::Json;
+use poem_openapi::types::ToJSON;
+use poem_openapi::{ApiResponse, OpenApi};
+use turnstone_core::agents::{self, AgentInput};
+use turnstone_core::ids::{self, Kind};
+use turnstone_core::limits;
+
+use super::{Tag, page_limit};
+use crate::AppState;
+use crate::auth::ApiKey;
+use crate::error::ApiError;
+use crate::idempotency::create_once;
+use crate::wire::{Agent, AgentCreate, AgentList, AgentUpdate, parse_id, parse_opt_id};
+
+pub struct AgentsApi {
+    pub state: AppState,
+}
+
+#[derive(ApiResponse)]
+enum AgentCreated {
+    #[oai(status = 201)]
+    Created(Json<Agent>),
+}
+
+#[OpenApi(prefix_path = "/v1", tag = "Tag::Agents")]
+impl AgentsApi {
+    /// Create an agent. Unknown capability names are a 400 (`unknown_capability`).
+    #[oai(path = "/agents", method = "post", operation_id = "createAgent")]
+    async fn create(
+        &self,
+        auth: ApiKey,
+        body: Json<AgentCreate>,
+        #[oai(name = "Idempotency-Key")] idempotency_key: Header<Option<String>>,
+    ) -> Result<AgentCreated, ApiError> {
+        let org = auth.0.org_id;
+        let request = format!("createAgent:{}", body.0.to_json_string());
+        let b = body.0;
+        let input = AgentInput {
+            name: Some(b.name),
+            system_prompt: Some(b.system_prompt),
+            model_id: Some(parse_opt_id(Kind::Model, b.model_id.as_ref())?),
+            capabilities: Some(b.capabilities),
+            tags: Some(b.tags),
+            max_iterations: b.max_iterations,
+        };
+        let agent = create_once(&self.state, org, idempotency_key.0.as_deref(), &request, move |c| {
+            Box::pin(async move { Ok(Agent::from(agents::create_agent(c, org, input).await?)) })
+        })
+        .await?;
+        Ok(AgentCreated::Created(Json(agent)))
+    }
+
+    /// List agents, newest first. Archived agents are hidden unless `include_archived`.
+    #[oai(path = "/agents", method = "get", operation_id = "listAgents")]
+    async fn list(
+        &self,
+        auth: ApiKey,
+        /// Page size (1-200, default 50).
+        limit: Query<Option<u32>>,
+        /// Cursor: `next_cursor` of the previous page.
+        after: Query<Option<String>>,
+        #[oai(default)] include_archived: Query<bool>,
+        /// Only agents carrying this tag.
+        tag: Query<Option<String>>,
+    ) -> Result<Json<AgentList>, ApiError> {
+        let limit = page_limit(limit.0, limits::MAX_PAGE_LIMIT)?;
+        let after = parse_opt_id(Kind::Agent, after.0.as_ref())?;
+        if tag.0.as_ref().is_some_and(|t| t.len() > limits::MAX_TAG_CHARS) {
+            return Err(ApiError::bad_request("invalid_tag", "tag too long"));
+        }
+        let page = agents::list_agents(&self.state.pool, auth.0.org_id, after, limit, include_archived.0, tag.0.as_deref()).await?;
+        Ok(Json(AgentList {
+            data: page.items.into_iter().map(Into::into).collect(),
+            next_cursor: page.next_after.map(|id| ids::format(Kind::Agent, id)),
+        }))
+    }
+
+    /// Get one agent (archived ones too).
+    #[oai(path = "/agents/:agent_id", method = "get", operation_id = "getAgent")]
+    async fn get(&self, auth: ApiKey, agent_id: Path<String>) -> Result<Json<Agent>, ApiError> {
+        let id = parse_id(Kind::Agent, &agent_id.0)?;
+        Ok(Json(agents::get_agent(&self.state.pool, auth.0.org_id, id).await?.into()))
+    }
+
+    /// Update an agent; absent fields are unchanged. Archived agents cannot be updated.
+    #[oai(path = "/agents/:agent_id", method = "patch", operation_id = "updateAgent")]
+    async fn update(&self, auth: ApiKey, agent_id: Path<String>, body: Json<AgentUpdate>) -> Result<Json<Agent>, ApiError> {
+        let id = parse_id(Kind::Agent, &agent_id.0)?;
+        let b = body.0;
+        let model_id = match b.model_id.as_deref() {
+            None => None,
+            Some("") => Some(None),
+            Some(m) => Some(Some(parse_id(Kind::Model, m)?)),
+        };
+        let input = AgentInput {
+            name: b.name,
+            system_prompt: b.system_prompt,
+            model_id,
+            capabilities: b.capabilities,
+            tags: b.tags,
+            max_iterations: b.max_iterations,
+        };
+        let mut conn = self.state.pool.acquire().await.map_err(turnstone_core::Error::from)?;
+        Ok(Json(agents::update_agent(&mut conn, auth.0.org_id, id, input).await?.into()))
+    }
+
+    /// Archive an agent (soft delete). Its sessions and events stay readable.
+    #[oai(path = "/agents/:agent_id", method = "delete", operation_id = "archiveAgent")]
+    async fn archive(&self, auth: ApiKey, agent_id: Path<String>) -> Result<Json<Agent>, ApiError> {
+        let id = parse_id(Kind::Agent, &agent_id.0)?;
+        Ok(Json(agents::archive_agent(&self.state.pool, auth.0.org_id, id).await?.into()))
+    }
+}

@@ -1,0 +1,37 @@
+//! The REST operations, one module per tag. Handlers parse and authorise, call
+//! `turnstone_core`, and convert the result to the wire format; no SQL here.
+
+pub mod agents;
+pub mod capabilities;
+pub mod providers;
+pub mod sessions;
+pub mod system;
+
+use poem_openapi::Tags;
+use turnstone_core::limits;
+
+use crate::error::ApiError;
+
+#[derive(Tags)]
+pub enum Tag {
+    /// Liveness and readiness.
+    System,
+    /// OpenAI-compatible LLM endpoints and their models.
+    Providers,
+    /// Agent definitions: prompt, model, capabilities.
+    Agents,
+    /// Conversations with an agent, their messages, events and live stream.
+    Sessions,
+    /// The read-only registry of tool bundles an agent can enable.
+    Capabilities,
+}
+
+/// Clamps a requested page size to the documented bounds.
+pub fn page_limit(limit: Option<u32>, max: u32) -> Result<u32, ApiError> {
+    match limit {
+        None => Ok(limits::DEFAULT_PAGE_LIMIT.min(max)),
+        Some(0) => Err(ApiError::bad_request("invalid_limit", "limit must be at least 1")),
+        Some(n) if n > max => Err(ApiError::bad_request("invalid_limit", format!("limit must be at most {max}"))),
+        Some(n) => Ok(n),
+    }
+}

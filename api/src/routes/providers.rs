@@ -1,0 +1,134 @@
+//! Providers (`/v1/providers`) and models (`/v1/models`).
+
+use poem_openapi::param::{Header, Path, Query};
+use poem_openapi::payload::Json;
+use poem_openapi::types::ToJSON;
+use poem_openapi::{ApiResponse, OpenApi};
+use turnstone_core::crypto::Secret;
+use turnstone_core::ids::{self, Kind};
+use turnstone_core::{limits, providers};
+
+use super::{Tag, page_limit};
+use crate::AppState;
+use crate::auth::ApiKey;
+use crate::error::ApiError;
+use crate::idempotency::create_once;
+use crate::wire::{Model, ModelCreate, ModelList, Provider, ProviderCreate, ProviderList, parse_id, parse_opt_id};
+
+pub struct ProvidersApi {
+    pub state: AppState,
+}
+
+#[derive(ApiResponse)]
+enum ProviderCreated {
+    #[oai(status = 201)]
+    Created(Json<Provider>),
+}
+
+#[derive(ApiResponse)]
+enum ModelCreated {
+    #[oai(status = 201)]
+    Created(Json<Model>),
+}
+
+#[derive(ApiResponse)]
+enum Deleted {
+    /// Deleted.
+    #[oai(status = 204)]
+    NoContent,
+}
+
+#[OpenApi(prefix_path = "/v1", tag = "Tag::Providers")]
+impl ProvidersApi {
+    /// Register an OpenAI-compatible provider. Its API key is encrypted at rest and never returned.
+    #[oai(path = "/providers", method = "post", operation_id = "createProvider")]
+    async fn create_provider(
+        &self,
+        auth: ApiKey,
+        body: Json<ProviderCreate>,
+        #[oai(name = "Idempotency-Key")] idempotency_key: Header<Option<String>>,
+    ) -> Result<ProviderCreated, ApiError> {
+        let org = auth.0.org_id;
+        let state = self.state.clone();
+        // The fingerprint must not contain the secret in clear: hash covers it anyway.
+        let request = format!("createProvider:{}", body.0.to_json_string());
+        let created = create_once(&self.state, org, idempotency_key.0.as_deref(), &request, move |c| {
+            Box::pin(async move {
+                let key = body.0.api_key.map(Secret::new);
+                let id = providers::create_provider(&mut *c, &state.keys, org, &body.0.name, &body.0.base_url, key.as_ref()).await?;
+                let p: Provider = providers::get_provider(&mut *c, org, id).await?.into();
+                Ok(p)
+            })
+        })
+        .await?;
+        Ok(ProviderCreated::Created(Json(created)))
+    }
+
+    /// List providers, newest first.
+    #[oai(path = "/providers", method = "get", operation_id = "listProviders")]
+    async fn list_providers(&self, auth: ApiKey, limit: Query<Option<u32>>, after: Query<Option<String>>) -> Result<Json<ProviderList>, ApiError> {
+        let limit = page_limit(limit.0, limits::MAX_PAGE_LIMIT)?;
+        let after = parse_opt_id(Kind::Provider, after.0.as_ref())?;
+        let page = providers::list_providers(&self.state.pool, auth.0.org_id, after, limit).await?;
+        Ok(Json(ProviderList {
+            data: page.items.into_iter().map(Into::into).collect(),
+            next_cursor: page.next_after.map(|id| ids::format(Kind::Provider, id)),
+        }))
+    }
+
+    /// Get one provider.
+    #[oai(path = "/providers/:provider_id", method = "get", operation_id = "getProvider")]
+    async fn get_provider(&self, auth: ApiKey, provider_id: Path<String>) -> Result<Json<Provider>, ApiError> {
+        let id = parse_id(Kind::Provider, &provider_id.0)?;
+        Ok(Json(providers::get_provider(&self.state.pool, auth.0.org_id, id).await?.into()))
+    }
+
+    /// Delete a provider that no model uses.
+    #[oai(path = "/providers/:provider_id", method = "delete", operation_id = "deleteProvider")]
+    async fn delete_provider(&self, auth: ApiKey, provider_id: Path<String>) -> Result<Deleted, ApiError> {
+        let id = parse_id(Kind::Provider, &provider_id.0)?;
+        providers::delete_provider(&self.state.pool, auth.0.org_id, id).await?;
+        Ok(Deleted::NoContent)
+    }
+
+    /// Register a model of a provider; `is_default` makes it the org default.
+    #[oai(path = "/models", method = "post", operation_id = "createModel")]
+    async fn create_model(
+        &self,
+        auth: ApiKey,
+        body: Json<ModelCreate>,
+        #[oai(name = "Idempotency-Key")] idempotency_key: Header<Option<String>>,
+    ) -> Result<ModelCreated, ApiError> {
+        let org = auth.0.org_id;
+        let provider_id = parse_id(Kind::Provider, &body.0.provider_id)?;
+        let request = format!("createModel:{}", body.0.to_json_string());
+        let created = create_once(&self.state, org, idempotency_key.0.as_deref(), &request, move |c| {
+            Box::pin(async move {
+                let id = providers::create_model(&mut *c, org, provider_id, &body.0.name, body.0.is_default).await?;
+                let m: Model = providers::get_model(&mut *c, org, id).await?.into();
+                Ok(m)
+            })
+        })
+        .await?;
+        Ok(ModelCreated::Created(Json(created)))
+    }
+
+    /// List models, newest first.
+    #[oai(path = "/models", method = "get", operation_id = "listModels")]
+    async fn list_models(&self, auth: ApiKey, limit: Query<Option<u32>>, after: Query<Option<String>>) -> Result<Json<ModelList>, ApiError> {
+        let limit = page_limit(limit.0, limits::MAX_PAGE_LIMIT)?;
+        let after = parse_opt_id(Kind::Model, after.0.as_ref())?;
+        let page = providers::list_models(&self.state.pool, auth.0.org_id, after, limit).await?;
+        Ok(Json(ModelList {
+            data: page.items.into_iter().map(Into::into).collect(),
+            next_cursor: page.next_after.map(|id| ids::format(Kind::Model, id)),
+        }))
+    }
+
+    /// Get one model.
+    #[oai(path = "/models/:model_id", method = "get", operation_id = "getModel")]
+    async fn get_model(&self, auth: ApiKey, model_id: Path<String>) -> Result<Json<Model>, ApiError> {
+        let id = parse_id(Kind::Model, &model_id.0)?;
+        Ok(Json(providers::get_model(&self.state.pool, auth.0.org_id, id).await?.into()))
+    }
+}

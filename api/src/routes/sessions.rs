@@ -1,0 +1,245 @@
+//! Sessions (`/v1/sessions`), their messages, event log and SSE stream.
+
+use poem_openapi::param::{Header, Path, Query};
+use poem_openapi::payload::{EventStream, Json};
+use poem_openapi::types::ToJSON;
+use poem_openapi::{ApiResponse, OpenApi};
+use futures::stream::BoxStream;
+use turnstone_core::events::{self, EventFilter, types};
+use turnstone_core::ids::{self, Kind};
+use turnstone_core::sessions::{self, SessionInput};
+use turnstone_core::{limits, turns};
+
+use super::{Tag, page_limit};
+use crate::AppState;
+use crate::auth::ApiKey;
+use crate::error::ApiError;
+use crate::idempotency::create_once;
+use crate::wire::{
+    Event, EventList, Message, MessageAccepted, MessageCreate, MessageList, Session, SessionCreate, SessionList, StreamFrame,
+    TurnStatus, parse_id, parse_opt_id,
+};
+
+pub struct SessionsApi {
+    pub state: AppState,
+}
+
+#[derive(ApiResponse)]
+enum SessionCreated {
+    #[oai(status = 201)]
+    Created(Json<Session>),
+}
+
+#[derive(ApiResponse)]
+enum MessagePosted {
+    /// The message and its turn are committed; the turn runs asynchronously.
+    #[oai(status = 202)]
+    Accepted(Json<MessageAccepted>),
+}
+
+#[derive(ApiResponse)]
+enum SseResponse {
+    /// A `text/event-stream`; see the StreamFrame schema for the frames.
+    #[oai(status = 200)]
+    Stream(EventStream<BoxStream<'static, StreamFrame>>),
+}
+
+/// Splits `types` values, accepting both repeated parameters and commas.
+fn parse_types(raw: Vec<String>) -> Result<Vec<String>, ApiError> {
+    let mut out = Vec::new();
+    for t in raw.iter().flat_map(|v| v.split(',')).map(str::trim).filter(|t| !t.is_empty()) {
+        if !types::PERSISTED.contains(&t) {
+            return Err(ApiError::bad_request("unknown_event_type", format!("unknown event type {t:?}")));
+        }
+        if out.len() >= 32 {
+            return Err(ApiError::bad_request("too_many_event_types", "at most 32 event types"));
+        }
+        out.push(t.to_owned());
+    }
+    Ok(out)
+}
+
+fn parse_after_sequence(v: Option<i64>) -> Result<i64, ApiError> {
+    match v {
+        Some(n) if n < 0 => Err(ApiError::bad_request("invalid_after_sequence", "after_sequence must be >= 0")),
+        Some(n) => Ok(n),
+        None => Ok(0),
+    }
+}
+
+#[OpenApi(prefix_path = "/v1", tag = "Tag::Sessions")]
+impl SessionsApi {
+    /// Start a session with an agent.
+    #[oai(path = "/sessions", method = "post", operation_id = "createSession")]
+    async fn create(
+        &self,
+        auth: ApiKey,
+        body: Json<SessionCreate>,
+        #[oai(name = "Idempotency-Key")] idempotency_key: Header<Option<String>>,
+    ) -> Result<SessionCreated, ApiError> {
+        let org = auth.0.org_id;
+        let request = format!("createSession:{}", body.0.to_json_string());
+        let b = body.0;
+        let input = SessionInput {
+            agent_id: parse_id(Kind::Agent, &b.agent_id)?,
+            model_id: parse_opt_id(Kind::Model, b.model_id.as_ref())?,
+            title: b.title,
+            tags: b.tags,
+        };
+        let session = create_once(&self.state, org, idempotency_key.0.as_deref(), &request, move |c| {
+            Box::pin(async move { Ok(Session::from(sessions::create_session(c, org, input).await?)) })
+        })
+        .await?;
+        Ok(SessionCreated::Created(Json(session)))
+    }
+
+    /// List sessions, newest first.
+    #[oai(path = "/sessions", method = "get", operation_id = "listSessions")]
+    async fn list(
+        &self,
+        auth: ApiKey,
+        /// Page size (1-200, default 50).
+        limit: Query<Option<u32>>,
+        /// Cursor: `next_cursor` of the previous page.
+        after: Query<Option<String>>,
+        /// Only sessions of this agent.
+        agent_id: Query<Option<String>>,
+    ) -> Result<Json<SessionList>, ApiError> {
+        let limit = page_limit(limit.0, limits::MAX_PAGE_LIMIT)?;
+        let after = parse_opt_id(Kind::Session, after.0.as_ref())?;
+        let agent = parse_opt_id(Kind::Agent, agent_id.0.as_ref())?;
+        let page = sessions::list_sessions(&self.state.pool, auth.0.org_id, after, limit, agent).await?;
+        Ok(Json(SessionList {
+            data: page.items.into_iter().map(Into::into).collect(),
+            next_cursor: page.next_after.map(|id| ids::format(Kind::Session, id)),
+        }))
+    }
+
+    /// Get one session, with its status.
+    #[oai(path = "/sessions/:session_id", method = "get", operation_id = "getSession")]
+    async fn get(&self, auth: ApiKey, session_id: Path<String>) -> Result<Json<Session>, ApiError> {
+        let id = parse_id(Kind::Session, &session_id.0)?;
+        Ok(Json(sessions::get_session(&self.state.pool, auth.0.org_id, id).await?.into()))
+    }
+
+    /// Post a user message: stores it and enqueues its turn in one transaction.
+    /// While a turn runs, later messages queue behind it and run in order.
+    #[oai(path = "/sessions/:session_id/messages", method = "post", operation_id = "postMessage")]
+    async fn post_message(
+        &self,
+        auth: ApiKey,
+        session_id: Path<String>,
+        body: Json<MessageCreate>,
+        #[oai(name = "Idempotency-Key")] idempotency_key: Header<Option<String>>,
+    ) -> Result<MessagePosted, ApiError> {
+        let org = auth.0.org_id;
+        let session = parse_id(Kind::Session, &session_id.0)?;
+        let request = format!("postMessage:{}:{}", session_id.0, body.0.to_json_string());
+        let model_id = parse_opt_id(Kind::Model, body.0.controls.as_ref().and_then(|c| c.model_id.as_ref()))?;
+        let content = body.0.core_content();
+        let accepted = create_once(&self.state, org, idempotency_key.0.as_deref(), &request, move |c| {
+            Box::pin(async move {
+                let posted = turns::post_message(c, org, session, content, model_id).await?;
+                Ok(MessageAccepted {
+                    message_id: ids::format(Kind::Event, posted.message.id),
+                    turn_id: ids::format(Kind::Turn, posted.turn_id),
+                    sequence: posted.message.sequence,
+                    turn_status: if posted.turn_status == "queued" { TurnStatus::Queued } else { TurnStatus::Pending },
+                })
+            })
+        })
+        .await?;
+        Ok(MessagePosted::Accepted(Json(accepted)))
+    }
+
+    /// List the session's messages (user inputs and assistant outputs) in order.
+    #[oai(path = "/sessions/:session_id/messages", method = "get", operation_id = "listMessages")]
+    async fn list_messages(
+        &self,
+        auth: ApiKey,
+        session_id: Path<String>,
+        /// Only messages after this event sequence number.
+        after_sequence: Query<Option<i64>>,
+        /// Page size (1-200, default 50).
+        limit: Query<Option<u32>>,
+    ) -> Result<Json<MessageList>, ApiError> {
+        let org = auth.0.org_id;
+        let session = parse_id(Kind::Session, &session_id.0)?;
+        let limit = page_limit(limit.0, limits::MAX_PAGE_LIMIT)?;
+        sessions::get_session(&self.state.pool, org, session).await?;
+        let filter = EventFilter {
+            after_sequence: parse_after_sequence(after_sequence.0)?,
+            types: vec![types::INPUT_MESSAGE.into(), types::OUTPUT_MESSAGE_COMPLETED.into()],
+            limit,
+        };
+        let rows = events::list(&self.state.pool, org, session, &filter).await?;
+        let next = (rows.len() == limit as usize).then(|| rows.last().map(|e| e.sequence)).flatten();
+        Ok(Json(MessageList { data: rows.into_iter().map(Message::from).collect(), next_after_sequence: next }))
+    }
+
+    /// List the session's events in sequence order.
+    #[oai(path = "/sessions/:session_id/events", method = "get", operation_id = "listEvents")]
+    async fn list_events(
+        &self,
+        auth: ApiKey,
+        session_id: Path<String>,
+        /// Only these types (repeat the parameter or separate with commas).
+        types: Query<Vec<String>>,
+        /// Only events after this sequence number.
+        after_sequence: Query<Option<i64>>,
+        /// Page size (1-1000, default 50).
+        limit: Query<Option<u32>>,
+    ) -> Result<Json<EventList>, ApiError> {
+        let org = auth.0.org_id;
+        let session = parse_id(Kind::Session, &session_id.0)?;
+        let filter = EventFilter {
+            after_sequence: parse_after_sequence(after_sequence.0)?,
+            types: parse_types(types.0)?,
+            limit: page_limit(limit.0, limits::MAX_EVENTS_LIMIT)?,
+        };
+        sessions::get_session(&self.state.pool, org, session).await?;
+        let rows = events::list(&self.state.pool, org, session, &filter).await?;
+        let next = (rows.len() == filter.limit as usize).then(|| rows.last().map(|e| e.sequence)).flatten();
+        Ok(Json(EventList { data: rows.into_iter().map(Event::from).collect(), next_after_sequence: next }))
+    }
+
+    /// Stream the session's events as Server-Sent Events.
+    ///
+    /// First frame `connected`; then every stored event after the cursor
+    /// (`id:` = event id, `event:` = type, `data:` = the Event), live
+    /// `output.message.delta` frames (no id, never stored), comment heartbeats,
+    /// and `disconnecting` with `retry_ms` before the server cycles the
+    /// connection. Resume with `Last-Event-ID` (wins) or `since_id`.
+    #[oai(path = "/sessions/:session_id/sse", method = "get", operation_id = "streamEvents")]
+    async fn sse(
+        &self,
+        auth: ApiKey,
+        session_id: Path<String>,
+        /// Resume after this event id (`evt_…`).
+        since_id: Query<Option<String>>,
+        /// Sent by browsers on reconnect; takes precedence over `since_id`.
+        #[oai(name = "Last-Event-ID")]
+        last_event_id: Header<Option<String>>,
+    ) -> Result<SseResponse, ApiError> {
+        let org = auth.0.org_id;
+        let session = parse_id(Kind::Session, &session_id.0)?;
+        sessions::get_session(&self.state.pool, org, session).await?;
+        let cursor_id = last_event_id.0.filter(|s| !s.is_empty()).or(since_id.0);
+        let after = match cursor_id {
+            None => 0,
+            Some(id) => {
+                let event = parse_id(Kind::Event, &id)?;
+                events::sequence_of(&self.state.pool, org, session, event).await.map_err(|e| match e {
+                    turnstone_core::Error::NotFound(_) => {
+                        ApiError::bad_request("unknown_event_id", "the resume event id is not an event of this session")
+                    }
+                    other => other.into(),
+                })?
+            }
+        };
+        let stream = crate::sse::open(self.state.clone(), org, session, after);
+        Ok(SseResponse::Stream(
+            EventStream::new(stream).keep_alive(self.state.config.sse_heartbeat).to_event(crate::sse::to_sse_event),
+        ))
+    }
+}

@@ -1,0 +1,438 @@
+//! The wire format: poem-openapi objects and their conversions from core types.
+//! Ids gain their prefixes here and nowhere else.
+
+use chrono::{DateTime, Utc};
+use poem_openapi::{Enum, Object};
+use serde_json::Value;
+use turnstone_core::ids::{self, Kind};
+use turnstone_core::{agents, capabilities, events, providers, sessions, turns};
+use uuid::Uuid;
+
+use crate::error::ApiError;
+
+/// Parses a prefixed id from a path or body, mapping a bad one to 400 `invalid_id`.
+pub fn parse_id(kind: Kind, s: &str) -> Result<Uuid, ApiError> {
+    ids::parse(kind, s).map_err(ApiError::from)
+}
+
+pub fn parse_opt_id(kind: Kind, s: Option<&String>) -> Result<Option<Uuid>, ApiError> {
+    s.map(|s| parse_id(kind, s)).transpose()
+}
+
+/// A process is alive.
+#[derive(Debug, Object)]
+pub struct Health {
+    /// Always `ok`.
+    pub status: String,
+}
+
+/// The database is reachable and migrations are applied.
+#[derive(Debug, Object)]
+pub struct Ready {
+    /// `ready`.
+    pub status: String,
+}
+
+// ---------------------------------------------------------------- providers
+
+#[derive(Debug, Object)]
+#[oai(deny_unknown_fields)]
+pub struct ProviderCreate {
+    /// Unique per org.
+    #[oai(validator(min_length = 1, max_length = 200))]
+    pub name: String,
+    /// OpenAI-compatible base URL, e.g. `https://api.openai.com/v1`.
+    #[oai(validator(min_length = 1, max_length = 2048))]
+    pub base_url: String,
+    /// Stored encrypted; never returned.
+    #[oai(validator(max_length = 4096))]
+    pub api_key: Option<String>,
+}
+
+#[derive(Debug, Object, serde::Serialize, serde::Deserialize)]
+pub struct Provider {
+    /// `prv_…`
+    pub id: String,
+    pub name: String,
+    pub base_url: String,
+    /// Whether an API key is stored (the key itself is never returned).
+    pub has_api_key: bool,
+    pub created_at: DateTime<Utc>,
+}
+
+impl From<providers::Provider> for Provider {
+    fn from(p: providers::Provider) -> Self {
+        Provider { id: ids::format(Kind::Provider, p.id), name: p.name, base_url: p.base_url, has_api_key: p.has_api_key, created_at: p.created_at }
+    }
+}
+
+#[derive(Debug, Object)]
+pub struct ProviderList {
+    pub data: Vec<Provider>,
+    /// Pass as `after` to get the next page; absent on the last page.
+    pub next_cursor: Option<String>,
+}
+
+#[derive(Debug, Object)]
+#[oai(deny_unknown_fields)]
+pub struct ModelCreate {
+    /// `prv_…`
+    pub provider_id: String,
+    /// The upstream model name sent to the provider, e.g. `gpt-4o-mini`.
+    #[oai(validator(min_length = 1, max_length = 200))]
+    pub name: String,
+    /// Make this the org's default model.
+    #[oai(default)]
+    pub is_default: bool,
+}
+
+#[derive(Debug, Object, serde::Serialize, serde::Deserialize)]
+pub struct Model {
+    /// `mdl_…`
+    pub id: String,
+    /// `prv_…`
+    pub provider_id: String,
+    pub name: String,
+    pub is_default: bool,
+    pub created_at: DateTime<Utc>,
+}
+
+impl From<providers::Model> for Model {
+    fn from(m: providers::Model) -> Self {
+        Model {
+            id: ids::format(Kind::Model, m.id),
+            provider_id: ids::format(Kind::Provider, m.provider_id),
+            name: m.name,
+            is_default: m.is_default,
+            created_at: m.created_at,
+        }
+    }
+}
+
+#[derive(Debug, Object)]
+pub struct ModelList {
+    pub data: Vec<Model>,
+    pub next_cursor: Option<String>,
+}
+
+// ---------------------------------------------------------------- agents
+
+#[derive(Debug, Object)]
+#[oai(deny_unknown_fields)]
+pub struct AgentCreate {
+    #[oai(validator(min_length = 1, max_length = 200))]
+    pub name: String,
+    #[oai(default, validator(max_length = 100000))]
+    pub system_prompt: String,
+    /// `mdl_…`; when absent the org default model is used.
+    pub model_id: Option<String>,
+    /// Names from `GET /v1/capabilities`.
+    #[oai(default, validator(max_items = 32))]
+    pub capabilities: Vec<String>,
+    #[oai(default, validator(max_items = 32))]
+    pub tags: Vec<String>,
+    /// Cap on LLM calls per turn (1-100, default 10).
+    pub max_iterations: Option<i32>,
+}
+
+#[derive(Debug, Object)]
+#[oai(deny_unknown_fields)]
+pub struct AgentUpdate {
+    #[oai(validator(min_length = 1, max_length = 200))]
+    pub name: Option<String>,
+    #[oai(validator(max_length = 100000))]
+    pub system_prompt: Option<String>,
+    /// `mdl_…`; an empty string clears the agent's model.
+    pub model_id: Option<String>,
+    #[oai(validator(max_items = 32))]
+    pub capabilities: Option<Vec<String>>,
+    #[oai(validator(max_items = 32))]
+    pub tags: Option<Vec<String>>,
+    pub max_iterations: Option<i32>,
+}
+
+#[derive(Debug, Object, serde::Serialize, serde::Deserialize)]
+pub struct Agent {
+    /// `agt_…`
+    pub id: String,
+    pub name: String,
+    pub system_prompt: String,
+    pub model_id: Option<String>,
+    pub capabilities: Vec<String>,
+    pub tags: Vec<String>,
+    pub max_iterations: i32,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    /// Set when the agent was archived (DELETE).
+    pub archived_at: Option<DateTime<Utc>>,
+}
+
+impl From<agents::Agent> for Agent {
+    fn from(a: agents::Agent) -> Self {
+        Agent {
+            id: ids::format(Kind::Agent, a.id),
+            name: a.name,
+            system_prompt: a.system_prompt,
+            model_id: a.model_id.map(|m| ids::format(Kind::Model, m)),
+            capabilities: a.capabilities,
+            tags: a.tags,
+            max_iterations: a.max_iterations,
+            created_at: a.created_at,
+            updated_at: a.updated_at,
+            archived_at: a.archived_at,
+        }
+    }
+}
+
+#[derive(Debug, Object)]
+pub struct AgentList {
+    pub data: Vec<Agent>,
+    pub next_cursor: Option<String>,
+}
+
+// ---------------------------------------------------------------- sessions
+
+#[derive(Debug, Object)]
+#[oai(deny_unknown_fields)]
+pub struct SessionCreate {
+    /// `agt_…`
+    pub agent_id: String,
+    /// `mdl_…`, overrides the agent's model for this session.
+    pub model_id: Option<String>,
+    #[oai(validator(max_length = 500))]
+    pub title: Option<String>,
+    #[oai(default, validator(max_items = 32))]
+    pub tags: Vec<String>,
+}
+
+/// `idle`: no turn; `queued`: a turn waits for a worker; `running`: a worker runs a turn.
+#[derive(Debug, Enum, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[oai(rename_all = "snake_case")]
+#[serde(rename_all = "snake_case")]
+pub enum SessionStatus {
+    Idle,
+    Queued,
+    Running,
+}
+
+#[derive(Debug, Object, serde::Serialize, serde::Deserialize)]
+pub struct Session {
+    /// `ses_…`
+    pub id: String,
+    pub agent_id: String,
+    pub model_id: Option<String>,
+    pub title: Option<String>,
+    pub tags: Vec<String>,
+    pub status: SessionStatus,
+    /// Sequence number of the newest event.
+    pub last_sequence: i64,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl From<sessions::Session> for Session {
+    fn from(s: sessions::Session) -> Self {
+        Session {
+            id: ids::format(Kind::Session, s.id),
+            agent_id: ids::format(Kind::Agent, s.agent_id),
+            model_id: s.model_id.map(|m| ids::format(Kind::Model, m)),
+            title: s.title,
+            tags: s.tags,
+            status: match s.status.as_str() {
+                "queued" => SessionStatus::Queued,
+                "running" => SessionStatus::Running,
+                _ => SessionStatus::Idle,
+            },
+            last_sequence: s.last_sequence,
+            created_at: s.created_at,
+            updated_at: s.updated_at,
+        }
+    }
+}
+
+#[derive(Debug, Object)]
+pub struct SessionList {
+    pub data: Vec<Session>,
+    pub next_cursor: Option<String>,
+}
+
+// ---------------------------------------------------------------- messages
+
+#[derive(Debug, Enum, Clone, Copy, PartialEq, Eq)]
+#[oai(rename_all = "snake_case")]
+pub enum ContentType {
+    Text,
+}
+
+/// One part of a message. Only `text` parts exist today.
+#[derive(Debug, Object, Clone)]
+#[oai(deny_unknown_fields)]
+pub struct ContentPart {
+    #[oai(rename = "type")]
+    pub kind: ContentType,
+    #[oai(validator(min_length = 1, max_length = 100000))]
+    pub text: String,
+}
+
+/// Per-message controls.
+#[derive(Debug, Object, Clone)]
+#[oai(deny_unknown_fields)]
+pub struct MessageControls {
+    /// `mdl_…`, overrides session and agent for this turn.
+    pub model_id: Option<String>,
+}
+
+#[derive(Debug, Object, Clone)]
+#[oai(deny_unknown_fields)]
+pub struct MessageCreate {
+    #[oai(validator(min_items = 1, max_items = 32))]
+    pub content: Vec<ContentPart>,
+    pub controls: Option<MessageControls>,
+}
+
+impl MessageCreate {
+    pub fn core_content(&self) -> Vec<turns::ContentPart> {
+        self.content.iter().map(|p| turns::ContentPart::Text { text: p.text.clone() }).collect()
+    }
+}
+
+/// `queued`: enqueued for a worker now; `pending`: waits behind the running turn.
+#[derive(Debug, Enum, Clone, Copy, serde::Serialize, serde::Deserialize)]
+#[oai(rename_all = "snake_case")]
+#[serde(rename_all = "snake_case")]
+pub enum TurnStatus {
+    Queued,
+    Pending,
+}
+
+/// A message was durably stored and its turn enqueued.
+#[derive(Debug, Object, serde::Serialize, serde::Deserialize)]
+pub struct MessageAccepted {
+    /// `evt_…` of the `input.message` event; also the message id.
+    pub message_id: String,
+    /// `trn_…`
+    pub turn_id: String,
+    pub sequence: i64,
+    pub turn_status: TurnStatus,
+}
+
+/// A message: a projection of an `input.message` or `output.message.completed` event.
+#[derive(Debug, Object)]
+pub struct Message {
+    /// `evt_…` of the event this message projects.
+    pub id: String,
+    /// `user` or `assistant`.
+    pub role: String,
+    pub content: Value,
+    /// Tool calls the assistant made (assistant messages only).
+    pub tool_calls: Option<Value>,
+    pub turn_id: Option<String>,
+    pub sequence: i64,
+    pub created_at: DateTime<Utc>,
+}
+
+impl From<events::Event> for Message {
+    fn from(e: events::Event) -> Self {
+        let msg = e.data.get("message").cloned().unwrap_or(Value::Null);
+        Message {
+            id: ids::format(Kind::Event, e.id),
+            role: msg.get("role").and_then(Value::as_str).unwrap_or("user").to_owned(),
+            content: msg.get("content").cloned().unwrap_or(Value::Array(vec![])),
+            tool_calls: msg.get("tool_calls").cloned().filter(|t| t.as_array().is_some_and(|a| !a.is_empty())),
+            turn_id: e.turn_id.map(|t| ids::format(Kind::Turn, t)),
+            sequence: e.sequence,
+            created_at: e.ts,
+        }
+    }
+}
+
+#[derive(Debug, Object)]
+pub struct MessageList {
+    pub data: Vec<Message>,
+    /// Pass as `after_sequence` for the next page; absent on the last page.
+    pub next_after_sequence: Option<i64>,
+}
+
+// ---------------------------------------------------------------- events
+
+/// One event of a session's append-only log.
+#[derive(Debug, Object, Clone)]
+pub struct Event {
+    /// `evt_…`
+    pub id: String,
+    /// Dot-named type, e.g. `turn.completed`.
+    #[oai(rename = "type")]
+    pub kind: String,
+    pub ts: DateTime<Utc>,
+    pub session_id: String,
+    /// Per-session, starts at 1, gap-free, strictly increasing.
+    pub sequence: i64,
+    pub turn_id: Option<String>,
+    pub data: Value,
+}
+
+impl From<events::Event> for Event {
+    fn from(e: events::Event) -> Self {
+        Event {
+            id: ids::format(Kind::Event, e.id),
+            kind: e.kind,
+            ts: e.ts,
+            session_id: ids::format(Kind::Session, e.session_id),
+            sequence: e.sequence,
+            turn_id: e.turn_id.map(|t| ids::format(Kind::Turn, t)),
+            data: e.data,
+        }
+    }
+}
+
+#[derive(Debug, Object)]
+pub struct EventList {
+    pub data: Vec<Event>,
+    pub next_after_sequence: Option<i64>,
+}
+
+/// One SSE frame: `event:` is `frame`, `id:` is `id` (stored events only), `data:` is `data`.
+/// Frames: `connected`, every stored event type (data = the Event object),
+/// `output.message.delta` (live only, no id), `disconnecting` (data `{"retry_ms":…}`).
+#[derive(Debug, Object, Clone)]
+pub struct StreamFrame {
+    pub frame: String,
+    pub id: Option<String>,
+    pub data: Value,
+}
+
+// ---------------------------------------------------------------- capabilities
+
+#[derive(Debug, Object)]
+pub struct Tool {
+    pub name: String,
+    pub description: String,
+    /// JSON Schema of the tool's arguments.
+    pub parameters: Value,
+}
+
+#[derive(Debug, Object)]
+pub struct Capability {
+    pub name: String,
+    pub description: String,
+    pub tools: Vec<Tool>,
+}
+
+impl From<&capabilities::Capability> for Capability {
+    fn from(c: &capabilities::Capability) -> Self {
+        Capability {
+            name: c.name.into(),
+            description: c.description.into(),
+            tools: c
+                .tools
+                .iter()
+                .map(|t| Tool { name: t.name.into(), description: t.description.into(), parameters: (t.parameters)() })
+                .collect(),
+        }
+    }
+}
+
+#[derive(Debug, Object)]
+pub struct CapabilityList {
+    pub data: Vec<Capability>,
+}
