@@ -1,0 +1,97 @@
+//! The worker's configuration, read from the environment with safe defaults.
+
+use std::time::Duration;
+use turnstone_core::crypto::KeyRing;
+
+/// Everything `turnstone-worker` needs to run. Tests build it directly.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub database_url: String,
+    pub keys: KeyRing,
+    /// Unique per process: becomes `apalis.workers.id`.
+    pub name: String,
+    /// Turns run at once by this process (they are I/O-bound: LLM calls).
+    pub concurrency: usize,
+    pub db_max_connections: u32,
+    /// Fallback poll for tasks, in case a NOTIFY wake-up is missed.
+    pub poll_interval: Duration,
+    /// How often the worker proves it is alive.
+    pub heartbeat: Duration,
+    /// A worker silent for this long is dead; its turns are re-enqueued.
+    pub reclaim_after: Duration,
+    /// Bound on one LLM call, stream included.
+    pub llm_timeout: Duration,
+    /// Tries per LLM step for retryable failures (429, 5xx, timeouts).
+    pub llm_max_attempts: u32,
+    /// First retry delay; doubles per attempt, with full jitter.
+    pub llm_backoff: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{0} is required")]
+    Missing(&'static str),
+    #[error("{name} is invalid: {why}")]
+    Invalid { name: &'static str, why: String },
+}
+
+fn var(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+}
+
+fn number<T: std::str::FromStr + PartialOrd + Default>(name: &'static str, default: T) -> Result<T, ConfigError> {
+    match var(name) {
+        None => Ok(default),
+        Some(v) => v
+            .parse::<T>()
+            .ok()
+            .filter(|n| *n > T::default())
+            .ok_or(ConfigError::Invalid { name, why: "expected a positive number".into() }),
+    }
+}
+
+impl Config {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        let database_url = var("DATABASE_URL").ok_or(ConfigError::Missing("DATABASE_URL"))?;
+        let keys = KeyRing::parse(&var("TURNSTONE_MASTER_KEY").ok_or(ConfigError::Missing("TURNSTONE_MASTER_KEY"))?)
+            .map_err(|e| ConfigError::Invalid { name: "TURNSTONE_MASTER_KEY", why: e.to_string() })?;
+        let name = var("TURNSTONE_WORKER_NAME").unwrap_or_else(default_name);
+        let concurrency = number("TURNSTONE_WORKER_CONCURRENCY", 32usize)?;
+        Ok(Config {
+            database_url,
+            keys,
+            name,
+            concurrency,
+            db_max_connections: number("TURNSTONE_WORKER_DB_CONNECTIONS", 10u32)?,
+            poll_interval: Duration::from_millis(number("TURNSTONE_WORKER_POLL_MS", 1000u64)?),
+            heartbeat: Duration::from_secs_f64(number("TURNSTONE_WORKER_HEARTBEAT_SECS", 5.0f64)?),
+            reclaim_after: Duration::from_secs_f64(number("TURNSTONE_WORKER_RECLAIM_SECS", 30.0f64)?),
+            llm_timeout: Duration::from_secs_f64(number("TURNSTONE_LLM_TIMEOUT_SECS", 120.0f64)?),
+            llm_max_attempts: number("TURNSTONE_LLM_MAX_ATTEMPTS", 4u32)?,
+            llm_backoff: Duration::from_millis(number("TURNSTONE_LLM_BACKOFF_MS", 250u64)?),
+        })
+    }
+
+    /// Defaults for a worker reaching `database_url`; used by tests.
+    pub fn new(database_url: String, keys: KeyRing) -> Self {
+        Config {
+            database_url,
+            keys,
+            name: default_name(),
+            concurrency: 32,
+            db_max_connections: 10,
+            poll_interval: Duration::from_millis(1000),
+            heartbeat: Duration::from_secs(5),
+            reclaim_after: Duration::from_secs(30),
+            llm_timeout: Duration::from_secs(120),
+            llm_max_attempts: 4,
+            llm_backoff: Duration::from_millis(250),
+        }
+    }
+}
+
+/// `worker-<host>-<pid>-<random>`: unique even for two workers in one process (tests).
+fn default_name() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_owned()).unwrap_or_else(|_| "host".into());
+    format!("worker-{host}-{}-{:04x}", std::process::id(), rand::random::<u16>())
+}

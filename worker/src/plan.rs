@@ -1,0 +1,155 @@
+//! Derives a turn's next step, and the model's prompt, from the event log alone.
+//!
+//! This is what makes a turn resumable: a worker that (re)starts a turn reads
+//! the committed events and continues at the first step that has no result.
+
+use serde_json::Value;
+use turnstone_core::events::{Event, types};
+use turnstone_core::turns::{ContentPart, TurnContext};
+use uuid::Uuid;
+
+use crate::llm::{ChatMessage, ToolCall};
+
+/// The next thing a turn must do.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Step {
+    /// Call the model for iteration `iteration` (1-based).
+    CallModel { iteration: i32 },
+    /// Run a tool the model asked for in `iteration`.
+    RunTool { iteration: i32, call: ToolCall },
+    /// The model answered without tool calls: seal the turn.
+    Finish,
+}
+
+fn tool_calls(e: &Event) -> Vec<ToolCall> {
+    e.data
+        .pointer("/message/tool_calls")
+        .and_then(|v| serde_json::from_value::<Vec<ToolCall>>(v.clone()).ok())
+        .unwrap_or_default()
+}
+
+fn iteration(e: &Event) -> i32 {
+    e.data.get("iteration").and_then(Value::as_i64).unwrap_or(0) as i32
+}
+
+fn text_of(e: &Event) -> String {
+    let parts: Vec<ContentPart> =
+        e.data.pointer("/message/content").and_then(|v| serde_json::from_value(v.clone()).ok()).unwrap_or_default();
+    turnstone_core::turns::content_text(&parts)
+}
+
+fn is_result_of(e: &Event, iteration_no: i32, call_id: &str) -> bool {
+    e.kind == types::TOOL_COMPLETED
+        && iteration(e) == iteration_no
+        && e.data.get("tool_call_id").and_then(Value::as_str) == Some(call_id)
+}
+
+/// The first step of `turn_id` whose result is not in the log.
+pub fn next_step(ctx: &TurnContext, turn_id: Uuid) -> Step {
+    let mine: Vec<&Event> = ctx.history.iter().filter(|e| e.turn_id == Some(turn_id)).collect();
+    let Some(last) = mine.iter().rev().find(|e| e.kind == types::OUTPUT_MESSAGE_COMPLETED) else {
+        return Step::CallModel { iteration: 1 };
+    };
+    let it = iteration(last);
+    let calls = tool_calls(last);
+    if calls.is_empty() {
+        return Step::Finish;
+    }
+    for call in calls {
+        if !mine.iter().any(|e| is_result_of(e, it, &call.id)) {
+            return Step::RunTool { iteration: it, call };
+        }
+    }
+    Step::CallModel { iteration: it + 1 }
+}
+
+/// The conversation as the model sees it. A tool call that never got a result
+/// (its turn failed) gets a placeholder, because providers reject dangling calls.
+pub fn prompt(ctx: &TurnContext, system_prompt: String) -> Vec<ChatMessage> {
+    let mut out = Vec::with_capacity(ctx.history.len() + 1);
+    if !system_prompt.is_empty() {
+        out.push(ChatMessage::System(system_prompt));
+    }
+    let mut open: Vec<(Uuid, i32, String)> = Vec::new();
+    let close_open = |out: &mut Vec<ChatMessage>, open: &mut Vec<(Uuid, i32, String)>| {
+        for (_, _, id) in open.drain(..) {
+            out.push(ChatMessage::Tool { tool_call_id: id, content: "error: not executed, the turn ended first".into() });
+        }
+    };
+    for e in &ctx.history {
+        match e.kind.as_str() {
+            types::INPUT_MESSAGE => {
+                close_open(&mut out, &mut open);
+                out.push(ChatMessage::User(text_of(e)));
+            }
+            types::OUTPUT_MESSAGE_COMPLETED => {
+                close_open(&mut out, &mut open);
+                let calls = tool_calls(e);
+                let turn = e.turn_id.unwrap_or_default();
+                open.extend(calls.iter().map(|c| (turn, iteration(e), c.id.clone())));
+                out.push(ChatMessage::Assistant { content: text_of(e), tool_calls: calls });
+            }
+            types::TOOL_COMPLETED => {
+                let id = e.data.get("tool_call_id").and_then(Value::as_str).unwrap_or_default().to_owned();
+                let turn = e.turn_id.unwrap_or_default();
+                open.retain(|(t, i, c)| !(*t == turn && *i == iteration(e) && *c == id));
+                let content = match (e.data.get("result").and_then(Value::as_str), e.data.get("error").and_then(Value::as_str)) {
+                    (Some(r), _) => r.to_owned(),
+                    (None, Some(err)) => format!("error: {err}"),
+                    (None, None) => String::new(),
+                };
+                out.push(ChatMessage::Tool { tool_call_id: id, content });
+            }
+            _ => {}
+        }
+    }
+    close_open(&mut out, &mut open);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn ev(seq: i64, kind: &str, turn: Uuid, data: Value) -> Event {
+        Event { id: Uuid::now_v7(), session_id: Uuid::nil(), sequence: seq, kind: kind.into(), turn_id: Some(turn), data, ts: chrono::Utc::now() }
+    }
+
+    fn ctx(history: Vec<Event>) -> TurnContext {
+        TurnContext { system_prompt: String::new(), capabilities: vec![], max_iterations: 10, model_id: None, history }
+    }
+
+    #[test]
+    fn resumes_at_the_first_uncommitted_step() {
+        let t = Uuid::now_v7();
+        let user = ev(1, types::INPUT_MESSAGE, t, json!({"message":{"role":"user","content":[{"type":"text","text":"hi"}]}}));
+        assert_eq!(next_step(&ctx(vec![user.clone()]), t), Step::CallModel { iteration: 1 });
+
+        let call = json!({"id":"c1","name":"math","arguments":"{\"expression\":\"6*7\"}"});
+        let out = ev(3, types::OUTPUT_MESSAGE_COMPLETED, t, json!({"iteration":1,"message":{"role":"assistant","content":[{"type":"text","text":""}],"tool_calls":[call]}}));
+        let step = next_step(&ctx(vec![user.clone(), out.clone()]), t);
+        assert!(matches!(step, Step::RunTool { iteration: 1, ref call } if call.id == "c1"));
+
+        let res = ev(5, types::TOOL_COMPLETED, t, json!({"iteration":1,"tool_call_id":"c1","name":"math","result":"42"}));
+        assert_eq!(next_step(&ctx(vec![user.clone(), out.clone(), res.clone()]), t), Step::CallModel { iteration: 2 });
+
+        let fin = ev(7, types::OUTPUT_MESSAGE_COMPLETED, t, json!({"iteration":2,"message":{"role":"assistant","content":[{"type":"text","text":"42"}],"tool_calls":[]}}));
+        let all = vec![user, out, res, fin];
+        assert_eq!(next_step(&ctx(all.clone()), t), Step::Finish);
+        let p = prompt(&ctx(all), "sys".into());
+        assert_eq!(p.len(), 5);
+        assert!(matches!(&p[3], ChatMessage::Tool { content, .. } if content == "42"));
+    }
+
+    #[test]
+    fn dangling_tool_calls_of_failed_turns_get_placeholders() {
+        let t = Uuid::now_v7();
+        let call = json!({"id":"c1","name":"math","arguments":"{}"});
+        let out = ev(2, types::OUTPUT_MESSAGE_COMPLETED, t, json!({"iteration":1,"message":{"role":"assistant","content":[],"tool_calls":[call]}}));
+        let next = ev(4, types::INPUT_MESSAGE, Uuid::now_v7(), json!({"message":{"role":"user","content":[{"type":"text","text":"again"}]}}));
+        let p = prompt(&ctx(vec![out, next]), String::new());
+        assert!(matches!(&p[1], ChatMessage::Tool { tool_call_id, .. } if tool_call_id == "c1"));
+        assert!(matches!(&p[2], ChatMessage::User(t) if t == "again"));
+    }
+}

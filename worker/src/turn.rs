@@ -1,0 +1,205 @@
+//! Runs one turn: start (or resume) it, then repeat "derive the next step from
+//! the log → do it → commit its result" until the turn is sealed.
+//!
+//! Every commit is fenced by the lease's attempt number and keyed by a step key
+//! unique within the turn, so a crash anywhere costs at most the step in flight,
+//! and a step is never recorded twice.
+
+use std::time::Duration;
+
+use rand::Rng;
+use serde_json::json;
+use tokio::sync::mpsc;
+use turnstone_core::events::{self, Delta, NewEvent, types};
+use turnstone_core::turns::{self, Lease, Outcome, Start, Usage};
+use turnstone_core::{Error, capabilities, providers};
+use uuid::Uuid;
+
+use crate::Context;
+use crate::llm::{self, LlmEndpoint, LlmError, LlmReply, ToolSpec};
+use crate::plan::{self, Step};
+
+/// How a turn task ended for this worker.
+#[derive(Debug, PartialEq, Eq)]
+pub enum TurnEnd {
+    /// This worker sealed the turn.
+    Sealed,
+    /// The turn was already terminal (duplicate or late task).
+    AlreadyFinished,
+    /// Another worker holds a newer lease; this one stopped writing.
+    LeaseLost,
+}
+
+/// Test hook: `TURNSTONE_CRASH_AT=<point>` aborts the process at that point,
+/// so tests can kill a worker at every step boundary. Inert otherwise.
+fn crash_point(point: &str) {
+    if std::env::var("TURNSTONE_CRASH_AT").is_ok_and(|p| p == point) {
+        eprintln!("crash point {point} reached: aborting");
+        std::process::abort();
+    }
+}
+
+enum Committed {
+    Now,
+    Earlier,
+}
+
+/// Commits a step; a unique violation means an earlier attempt already did.
+async fn commit(ctx: &Context, lease: &Lease, events: Vec<NewEvent>, iterations: i32, usage: Usage) -> Result<Committed, Error> {
+    match turns::commit_step(&ctx.pool, lease, events, iterations, usage).await {
+        Ok(_) => Ok(Committed::Now),
+        Err(e) if e.is_unique_violation() => Ok(Committed::Earlier),
+        Err(e) => Err(e),
+    }
+}
+
+/// Runs the turn to its end. Database errors bubble up so the task is retried;
+/// everything the model or a tool does wrong ends the turn with an event instead.
+pub async fn run(ctx: &Context, turn_id: Uuid) -> Result<TurnEnd, Error> {
+    let lease = match turns::start(&ctx.pool, turn_id).await? {
+        Start::Finished => return Ok(TurnEnd::AlreadyFinished),
+        Start::Run(lease) => lease,
+    };
+    match drive(ctx, &lease).await {
+        Err(Error::LeaseLost) => Ok(TurnEnd::LeaseLost),
+        other => other,
+    }
+}
+
+async fn drive(ctx: &Context, lease: &Lease) -> Result<TurnEnd, Error> {
+    let mut endpoint: Option<LlmEndpoint> = None;
+    loop {
+        let tc = turns::load_context(&ctx.pool, lease).await?;
+        match plan::next_step(&tc, lease.turn_id) {
+            Step::Finish => {
+                crash_point("before_finish");
+                turns::finish(&ctx.pool, lease, Outcome::Completed).await?;
+                return Ok(TurnEnd::Sealed);
+            }
+            Step::CallModel { iteration } if iteration > tc.max_iterations => {
+                return fail(ctx, lease, "iteration_limit", format!("the agent's limit of {} model calls per turn was reached", tc.max_iterations)).await;
+            }
+            Step::CallModel { iteration } => {
+                let ep = match &endpoint {
+                    Some(ep) => ep.clone(),
+                    None => match providers::resolve_endpoint(&ctx.pool, &ctx.config.keys, lease.org_id, tc.model_id).await {
+                        Ok(e) => {
+                            let ep = LlmEndpoint {
+                                base_url: e.base_url,
+                                api_key: e.api_key.map(|k| k.expose().to_owned()),
+                                model: e.model_name,
+                                timeout: ctx.config.llm_timeout,
+                            };
+                            endpoint = Some(ep.clone());
+                            ep
+                        }
+                        Err(Error::Invalid { code, message }) => return fail(ctx, lease, code, message).await,
+                        Err(Error::Crypto(why)) => {
+                            tracing::error!(turn_id = %lease.turn_id, why, "provider key cannot be opened");
+                            return fail(ctx, lease, "provider_key_unavailable", "the provider's API key cannot be decrypted".into()).await;
+                        }
+                        Err(e) => return Err(e),
+                    },
+                };
+                commit(ctx, lease, vec![NewEvent::step(types::REASON_STARTED, format!("reason:{iteration}"), json!({ "iteration": iteration }))], 0, Usage::default()).await?;
+                let system = capabilities::system_prompt(&tc.system_prompt, &tc.capabilities);
+                let messages = plan::prompt(&tc, system);
+                let tools: Vec<ToolSpec> = capabilities::tools_for(&tc.capabilities)
+                    .into_iter()
+                    .map(|t| ToolSpec { name: t.name.into(), description: t.description.into(), parameters: (t.parameters)() })
+                    .collect();
+                let reply = match call_model(ctx, lease, iteration, &ep, &messages, &tools).await {
+                    Ok(r) => r,
+                    Err(e) => {
+                        tracing::warn!(turn_id = %lease.turn_id, code = e.code(), error = %e, "model call failed");
+                        return fail(ctx, lease, e.code(), e.to_string()).await;
+                    }
+                };
+                let usage = Usage { input_tokens: reply.usage.input_tokens as i64, output_tokens: reply.usage.output_tokens as i64 };
+                let data = turns::assistant_message_data(&reply.content, &json!(reply.tool_calls), usage, iteration, &ep.model);
+                crash_point("before_llm_commit");
+                commit(ctx, lease, vec![NewEvent::step(types::OUTPUT_MESSAGE_COMPLETED, format!("llm:{iteration}"), data)], 1, usage).await?;
+                crash_point("after_llm_commit");
+            }
+            Step::RunTool { iteration, call } => {
+                let step = format!("{iteration}:{}", call.id);
+                let started = json!({ "iteration": iteration, "tool_call_id": call.id, "name": call.name, "arguments": call.arguments });
+                commit(ctx, lease, vec![NewEvent::step(types::TOOL_STARTED, format!("tool_started:{step}"), started)], 0, Usage::default()).await?;
+                let result = capabilities::execute(&tc.capabilities, &call.name, &call.arguments);
+                let mut data = json!({ "iteration": iteration, "tool_call_id": call.id, "name": call.name, "is_error": result.is_err() });
+                match result {
+                    Ok(r) => data["result"] = json!(r),
+                    Err(e) => data["error"] = json!(e),
+                }
+                crash_point("before_tool_commit");
+                commit(ctx, lease, vec![NewEvent::step(types::TOOL_COMPLETED, format!("tool:{step}"), data)], 0, Usage::default()).await?;
+                crash_point("after_tool_commit");
+            }
+        }
+    }
+}
+
+async fn fail(ctx: &Context, lease: &Lease, code: &str, message: String) -> Result<TurnEnd, Error> {
+    turns::finish(&ctx.pool, lease, Outcome::Failed { code: code.to_owned(), message }).await?;
+    Ok(TurnEnd::Sealed)
+}
+
+/// One model call with retries: exponential backoff with full jitter,
+/// honouring the provider's Retry-After (capped), for retryable failures only.
+async fn call_model(
+    ctx: &Context,
+    lease: &Lease,
+    iteration: i32,
+    ep: &LlmEndpoint,
+    messages: &[llm::ChatMessage],
+    tools: &[ToolSpec],
+) -> Result<LlmReply, LlmError> {
+    let mut attempt = 1;
+    loop {
+        let result = stream_once(ctx, lease, iteration, ep, messages, tools).await;
+        match result {
+            Err(e) if e.is_retryable() && attempt < ctx.config.llm_max_attempts => {
+                let base = ctx.config.llm_backoff.saturating_mul(1 << (attempt - 1).min(10));
+                let jittered = base.mul_f64(rand::rng().random_range(0.0..1.0));
+                let wait = e.retry_after().map_or(jittered, |ra| ra.min(Duration::from_secs(30)).max(jittered));
+                tracing::info!(turn_id = %lease.turn_id, attempt, code = e.code(), wait_ms = wait.as_millis() as u64, "retrying model call");
+                tokio::time::sleep(wait).await;
+                attempt += 1;
+            }
+            other => return other,
+        }
+    }
+}
+
+/// Streams one call, forwarding text deltas to SSE viewers through NOTIFY
+/// (coalesced, never stored) from a side task so the stream is never blocked.
+async fn stream_once(
+    ctx: &Context,
+    lease: &Lease,
+    iteration: i32,
+    ep: &LlmEndpoint,
+    messages: &[llm::ChatMessage],
+    tools: &[ToolSpec],
+) -> Result<LlmReply, LlmError> {
+    let (tx, mut rx) = mpsc::unbounded_channel::<String>();
+    let pool = ctx.pool.clone();
+    let (session_id, turn_id) = (lease.session_id, lease.turn_id);
+    let publisher = tokio::spawn(async move {
+        while let Some(mut text) = rx.recv().await {
+            while let Ok(more) = rx.try_recv() {
+                text.push_str(&more);
+            }
+            let delta = Delta { session_id, turn_id, iteration, text, ts: chrono::Utc::now() };
+            if let Err(e) = events::publish_delta(&pool, delta).await {
+                tracing::debug!(error = %e, "delta not published");
+            }
+        }
+    });
+    let mut on_delta = |d: &str| {
+        let _ = tx.send(d.to_owned());
+    };
+    let result = llm::stream_chat(ep, messages, tools, &mut on_delta).await;
+    drop(tx);
+    let _ = publisher.await;
+    result
+}
