@@ -90,7 +90,10 @@ fn service(apis: Apis) -> OpenApiService<Apis, ()> {
 /// The OpenAPI document, generated in memory (the committed `openapi/openapi.json`
 /// must equal this; a test checks it).
 pub fn openapi_json() -> String {
-    // The document does not depend on state; render it from an inert one.
+    // The document does not depend on state; render it from an inert one
+    // (a lazy pool needs a runtime to exist, not to run).
+    let rt = tokio::runtime::Builder::new_current_thread().build().expect("runtime");
+    let _guard = rt.enter();
     service(apis(&inert_state())).spec()
 }
 

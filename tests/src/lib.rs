@@ -1,1 +1,396 @@
-//! placeholder
+//! Test harness for Turnstone's integration tests: a fresh PostgreSQL database
+//! per test, the LLM simulator, the API and workers — in-process (fast) or as
+//! real child processes (for kill tests) — and small HTTP/SSE clients.
+//!
+//! It must never mock the database, the queue or SSE: everything here talks to
+//! real servers over real sockets.
+//!
+//! # Layout
+//! - [`TestDb`]: create-on-new, drop-on-drop databases from `TURNSTONE_TEST_DATABASE_URL`.
+//! - [`Stack`]: simulator + API + N workers in this process, wired to one `TestDb`.
+//! - [`Client`]: JSON calls with an API key, returning status and body.
+//! - [`SseReader`]: parses a live `text/event-stream` into frames.
+//! - [`procs`]: the same binaries as child processes.
+
+pub mod procs;
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use serde_json::{Value, json};
+use tokio::sync::oneshot;
+use turnstone_core::crypto::{KeyRing, Secret};
+
+/// How long any wait in a test may take before it fails.
+pub const DEADLINE: Duration = Duration::from_secs(20);
+
+/// The admin URL tests create databases from.
+pub fn admin_url() -> String {
+    std::env::var("TURNSTONE_TEST_DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+/// A database that exists for one test and is dropped after it.
+pub struct TestDb {
+    pub name: String,
+    pub url: String,
+}
+
+impl TestDb {
+    pub async fn new() -> TestDb {
+        let admin = admin_url();
+        let name = format!("turnstone_test_{}", uuid::Uuid::now_v7().simple());
+        let mut conn = sqlx::PgConnection::connect_with_url(&admin).await;
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).execute(&mut conn).await.expect("create test database");
+        let url = match admin.rfind('/') {
+            Some(i) if !admin[i + 1..].contains('@') => format!("{}/{}", &admin[..i], name),
+            _ => format!("{admin}/{name}"),
+        };
+        TestDb { name, url }
+    }
+}
+
+trait ConnectUrl {
+    async fn connect_with_url(url: &str) -> sqlx::PgConnection;
+}
+
+impl ConnectUrl for sqlx::PgConnection {
+    async fn connect_with_url(url: &str) -> sqlx::PgConnection {
+        use sqlx::Connection;
+        sqlx::PgConnection::connect(url).await.expect("connect to the test PostgreSQL (TURNSTONE_TEST_DATABASE_URL)")
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let name = self.name.clone();
+        // Drop runs inside the test's runtime; use a thread with its own.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+            rt.block_on(async move {
+                let mut conn = sqlx::PgConnection::connect_with_url(&admin_url()).await;
+                let _ = sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))).execute(&mut conn).await;
+            });
+        })
+        .join();
+    }
+}
+
+/// A fresh random master key spec.
+pub fn master_key() -> String {
+    KeyRing::generate_spec("test")
+}
+
+/// An API key in the issued format.
+pub fn api_key() -> String {
+    turnstone_core::orgs::generate_api_key().expose().to_owned()
+}
+
+/// Options for [`Stack::start`].
+#[derive(Clone)]
+pub struct StackOptions {
+    pub workers: usize,
+    pub sim: turnstone_llmsim::Config,
+    /// `OPENAI_API_KEY` for the default provider (to test it never leaks).
+    pub provider_api_key: Option<String>,
+    pub sse_max_connection: Duration,
+    pub worker: fn(&mut turnstone_worker::Config),
+}
+
+impl Default for StackOptions {
+    fn default() -> Self {
+        StackOptions {
+            workers: 1,
+            sim: turnstone_llmsim::Config::default(),
+            provider_api_key: None,
+            sse_max_connection: Duration::from_secs(300),
+            worker: |_| {},
+        }
+    }
+}
+
+/// Simulator, API and workers running in this process against one fresh database.
+pub struct Stack {
+    pub db: TestDb,
+    pub sim: turnstone_llmsim::Running,
+    pub base: String,
+    pub key: String,
+    pub master_key: String,
+    api_stop: Option<oneshot::Sender<()>>,
+    api_done: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+    worker_stops: Vec<oneshot::Sender<()>>,
+}
+
+impl Stack {
+    pub async fn start() -> Stack {
+        Self::start_with(StackOptions::default()).await
+    }
+
+    pub async fn start_with(opts: StackOptions) -> Stack {
+        let db = TestDb::new().await;
+        let sim = turnstone_llmsim::spawn(opts.sim.clone()).await.expect("simulator");
+        let key = api_key();
+        let master_key = master_key();
+        let keys = KeyRing::parse(&master_key).expect("key ring");
+        let config = turnstone_api::Config {
+            database_url: db.url.clone(),
+            db_max_connections: 8,
+            keys: keys.clone(),
+            bootstrap: turnstone_core::orgs::Bootstrap {
+                api_key: Some(Secret::new(key.clone())),
+                provider_base_url: sim.base_url(),
+                provider_api_key: opts.provider_api_key.clone().map(Secret::new),
+                model_name: "sim-1".into(),
+            },
+            sse_heartbeat: Duration::from_secs(15),
+            sse_max_connection: opts.sse_max_connection,
+            sse_fallback_poll: Duration::from_secs(5),
+        };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let (api_stop, stopped) = oneshot::channel::<()>();
+        let app = turnstone_api::Application::build(config, listener, async move {
+            let _ = stopped.await;
+        })
+        .await
+        .expect("api builds");
+        let base = format!("http://{}", app.local_addr);
+        let api_done = tokio::spawn(app.wait());
+        let mut stack = Stack { db, sim, base, key, master_key, api_stop: Some(api_stop), api_done: Some(api_done), worker_stops: vec![] };
+        for _ in 0..opts.workers {
+            stack.add_worker(opts.worker).await;
+        }
+        stack
+    }
+
+    /// Starts one more in-process worker.
+    pub async fn add_worker(&mut self, tune: fn(&mut turnstone_worker::Config)) {
+        let mut config = turnstone_worker::Config::new(self.db.url.clone(), KeyRing::parse(&self.master_key).expect("key ring"));
+        config.poll_interval = Duration::from_millis(200);
+        config.llm_backoff = Duration::from_millis(20);
+        config.db_max_connections = 6;
+        tune(&mut config);
+        let (stop, stopped) = oneshot::channel::<()>();
+        tokio::spawn(async move {
+            if let Err(e) = turnstone_worker::run(config, async move {
+                let _ = stopped.await;
+            })
+            .await
+            {
+                eprintln!("worker stopped with error: {e}");
+            }
+        });
+        self.worker_stops.push(stop);
+    }
+
+    pub fn client(&self) -> Client {
+        Client::new(&self.base, &self.key)
+    }
+
+    /// Stops the API (graceful drain) and waits for it.
+    pub async fn stop_api(&mut self) {
+        if let Some(stop) = self.api_stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(done) = self.api_done.take() {
+            let _ = done.await;
+        }
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        for stop in self.worker_stops.drain(..) {
+            let _ = stop.send(());
+        }
+        if let Some(stop) = self.api_stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// A JSON API client bound to one key.
+#[derive(Clone)]
+pub struct Client {
+    pub base: String,
+    pub key: String,
+    pub http: reqwest::Client,
+}
+
+/// Status, content type and parsed body of a response.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub content_type: String,
+    pub body: Value,
+}
+
+impl Reply {
+    /// Asserts the status and returns the body.
+    #[track_caller]
+    pub fn expect(self, status: u16) -> Value {
+        assert_eq!(self.status, status, "unexpected status; body: {}", self.body);
+        self.body
+    }
+
+    /// Asserts a problem+json error with this status and code.
+    #[track_caller]
+    pub fn expect_problem(self, status: u16, code: &str) -> Value {
+        assert_eq!(self.status, status, "unexpected status; body: {}", self.body);
+        assert_eq!(self.content_type, "application/problem+json", "problem content type; body: {}", self.body);
+        assert_eq!(self.body["code"], code, "problem code; body: {}", self.body);
+        assert_eq!(self.body["status"], status, "problem status field");
+        self.body
+    }
+}
+
+impl Client {
+    pub fn new(base: &str, key: &str) -> Client {
+        Client { base: base.to_owned(), key: key.to_owned(), http: reqwest::Client::new() }
+    }
+
+    pub fn with_key(&self, key: &str) -> Client {
+        Client { key: key.to_owned(), ..self.clone() }
+    }
+
+    pub async fn send(&self, req: reqwest::RequestBuilder) -> Reply {
+        let resp = req.bearer_auth(&self.key).send().await.expect("request sent");
+        let status = resp.status().as_u16();
+        let content_type = resp.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+        let text = resp.text().await.expect("body read");
+        let body = if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
+        Reply { status, content_type, body }
+    }
+
+    pub async fn get(&self, path: &str) -> Reply {
+        self.send(self.http.get(format!("{}{path}", self.base))).await
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> Reply {
+        self.send(self.http.post(format!("{}{path}", self.base)).json(&body)).await
+    }
+
+    pub async fn patch(&self, path: &str, body: Value) -> Reply {
+        self.send(self.http.patch(format!("{}{path}", self.base)).json(&body)).await
+    }
+
+    pub async fn delete(&self, path: &str) -> Reply {
+        self.send(self.http.delete(format!("{}{path}", self.base))).await
+    }
+
+    /// Creates an agent with the given capabilities; returns its id.
+    pub async fn agent(&self, capabilities: &[&str]) -> String {
+        let body = self.post("/v1/agents", json!({"name": "test agent", "system_prompt": "Be brief.", "capabilities": capabilities})).await.expect(201);
+        body["id"].as_str().expect("agent id").to_owned()
+    }
+
+    /// Creates a session with a fresh agent; returns the session id.
+    pub async fn session(&self, capabilities: &[&str]) -> String {
+        let agent = self.agent(capabilities).await;
+        let body = self.post("/v1/sessions", json!({"agent_id": agent})).await.expect(201);
+        body["id"].as_str().expect("session id").to_owned()
+    }
+
+    /// Posts a text message; returns the 202 body.
+    pub async fn say(&self, session: &str, text: &str) -> Value {
+        self.post(&format!("/v1/sessions/{session}/messages"), json!({"content": [{"type": "text", "text": text}]})).await.expect(202)
+    }
+
+    /// All events of a session, in order.
+    pub async fn events(&self, session: &str) -> Vec<Value> {
+        let mut out = Vec::new();
+        let mut after = 0;
+        loop {
+            let page = self.get(&format!("/v1/sessions/{session}/events?limit=1000&after_sequence={after}")).await.expect(200);
+            let data = page["data"].as_array().expect("data").clone();
+            let n = data.len();
+            out.extend(data);
+            match page["next_after_sequence"].as_i64() {
+                Some(next) if n > 0 => after = next,
+                _ => return out,
+            }
+        }
+    }
+
+    /// Waits (polling the log, with a deadline) until `count` events of `kind` exist.
+    pub async fn wait_for(&self, session: &str, kind: &str, count: usize) -> Vec<Value> {
+        let deadline = tokio::time::Instant::now() + DEADLINE;
+        loop {
+            let events = self.events(session).await;
+            if events.iter().filter(|e| e["type"] == kind).count() >= count {
+                return events;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {count} {kind} in {session}; log: {events:#?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Opens the SSE stream of a session.
+    pub async fn sse(&self, session: &str, query: &str, last_event_id: Option<&str>) -> SseReader {
+        let mut req = self.http.get(format!("{}/v1/sessions/{session}/sse{query}", self.base)).bearer_auth(&self.key);
+        if let Some(id) = last_event_id {
+            req = req.header("Last-Event-ID", id);
+        }
+        let resp = req.send().await.expect("sse request");
+        assert_eq!(resp.status().as_u16(), 200, "sse status");
+        assert!(resp.headers()["content-type"].to_str().unwrap().starts_with("text/event-stream"));
+        SseReader { stream: Box::pin(resp.bytes_stream()), buf: String::new() }
+    }
+}
+
+/// One parsed SSE frame.
+#[derive(Debug, Clone)]
+pub struct Frame {
+    pub event: String,
+    pub id: Option<String>,
+    pub data: Value,
+}
+
+/// Reads frames from a live SSE response.
+pub struct SseReader {
+    stream: std::pin::Pin<Box<dyn futures::Stream<Item = reqwest::Result<bytes::Bytes>> + Send>>,
+    buf: String,
+}
+
+impl SseReader {
+    /// The next frame (comments such as heartbeats are skipped), or `None` at end of stream.
+    pub async fn next(&mut self) -> Option<Frame> {
+        loop {
+            if let Some(end) = self.buf.find("\n\n") {
+                let raw: String = self.buf.drain(..end + 2).collect();
+                let (mut event, mut id, mut data) = ("message".to_owned(), None, String::new());
+                for line in raw.lines() {
+                    if let Some(v) = line.strip_prefix("event: ") {
+                        event = v.to_owned();
+                    } else if let Some(v) = line.strip_prefix("id: ") {
+                        id = Some(v.to_owned());
+                    } else if let Some(v) = line.strip_prefix("data: ") {
+                        data.push_str(v);
+                    }
+                }
+                if data.is_empty() && id.is_none() && event == "message" {
+                    continue; // a comment or keep-alive
+                }
+                return Some(Frame { event, id, data: serde_json::from_str(&data).unwrap_or(Value::String(data)) });
+            }
+            let chunk = tokio::time::timeout(DEADLINE, self.stream.next()).await.expect("SSE frame within the deadline")?;
+            self.buf.push_str(&String::from_utf8_lossy(&chunk.ok()?));
+        }
+    }
+
+    /// Reads frames until one of type `kind` arrives; returns all read, in order.
+    pub async fn until(&mut self, kind: &str) -> Vec<Frame> {
+        let mut out = Vec::new();
+        while let Some(f) = self.next().await {
+            let done = f.event == kind;
+            out.push(f);
+            if done {
+                return out;
+            }
+        }
+        panic!("stream ended before {kind}; got {out:#?}");
+    }
+}
+
+/// The sequence numbers of stored-event frames.
+pub fn sequences(frames: &[Frame]) -> Vec<i64> {
+    frames.iter().filter(|f| f.id.is_some()).map(|f| f.data["sequence"].as_i64().expect("sequence")).collect()
+}

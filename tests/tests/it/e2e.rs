@@ -1,0 +1,158 @@
+//! The whole path: POST a message → worker → LLM simulator → event log → SSE.
+
+use serde_json::json;
+use turnstone_tests::{Stack, sequences};
+
+#[tokio::test]
+async fn quickstart_tool_turn_streams_to_completion() {
+    let stack = Stack::start().await;
+    let api = stack.client();
+    let session = api.session(&["math", "current_time"]).await;
+    let mut sse = api.sse(&session, "", None).await;
+    assert_eq!(sse.next().await.unwrap().event, "connected");
+
+    let accepted = api.say(&session, r#"!tool math {"expression":"6*7"}"#).await;
+    assert!(accepted["message_id"].as_str().unwrap().starts_with("evt_"));
+    assert_eq!(accepted["turn_status"], "queued");
+
+    let frames = sse.until("turn.completed").await;
+    let kinds: Vec<&str> = frames.iter().filter(|f| f.id.is_some()).map(|f| f.event.as_str()).collect();
+    assert_eq!(
+        kinds,
+        [
+            "input.message",
+            "session.activated",
+            "turn.started",
+            "reason.started",
+            "output.message.completed",
+            "tool.started",
+            "tool.completed",
+            "reason.started",
+            "output.message.completed",
+            "turn.completed"
+        ]
+    );
+    assert_eq!(sequences(&frames), (1..=10).collect::<Vec<_>>());
+    let tool = frames.iter().find(|f| f.event == "tool.completed").unwrap();
+    assert_eq!(tool.data["data"]["result"], "42");
+    let done = frames.last().unwrap();
+    assert_eq!(done.data["data"]["iterations"], 2);
+    assert!(done.data["data"]["usage"]["input_tokens"].as_i64().unwrap() > 0);
+    assert!(done.data["data"]["usage"]["output_tokens"].as_i64().unwrap() > 0);
+    assert!(done.data["data"]["duration_ms"].as_i64().is_some());
+    assert_eq!(sse.until("session.idled").await.len(), 1);
+
+    // Messages are projections of the log.
+    let messages = api.get(&format!("/v1/sessions/{session}/messages")).await.expect(200);
+    let roles: Vec<&str> = messages["data"].as_array().unwrap().iter().map(|m| m["role"].as_str().unwrap()).collect();
+    assert_eq!(roles, ["user", "assistant", "assistant"]);
+    assert_eq!(messages["data"][2]["content"][0]["text"], "tool math returned: 42");
+    assert_eq!(messages["data"][1]["tool_calls"][0]["name"], "math");
+    let s = api.get(&format!("/v1/sessions/{session}")).await.expect(200);
+    assert_eq!(s["status"], "idle");
+    assert_eq!(s["last_sequence"], 11);
+}
+
+#[tokio::test]
+async fn back_to_back_messages_run_as_ordered_non_overlapping_turns() {
+    let stack = Stack::start_with(turnstone_tests::StackOptions { workers: 2, ..Default::default() }).await;
+    let api = stack.client();
+    let session = api.session(&[]).await;
+    let first = api.say(&session, "!sleep 300 first").await;
+    let second = api.say(&session, "second").await;
+    let third = api.say(&session, "third").await;
+    assert_eq!(first["turn_status"], "queued");
+    assert_eq!(second["turn_status"], "pending");
+    assert_eq!(third["turn_status"], "pending");
+
+    let events = api.wait_for(&session, "turn.completed", 3).await;
+    // Each turn's events lie strictly between its start and completion, turns in posting order.
+    let order: Vec<String> = [&first, &second, &third].iter().map(|a| a["turn_id"].as_str().unwrap().to_owned()).collect();
+    let mut current: Option<String> = None;
+    let mut finished = Vec::new();
+    for e in &events {
+        let turn = e["turn_id"].as_str().map(str::to_owned);
+        match e["type"].as_str().unwrap() {
+            "turn.started" => {
+                assert!(current.is_none(), "a turn started while another ran: {events:#?}");
+                current = turn;
+            }
+            "turn.completed" => {
+                assert_eq!(current, turn);
+                finished.push(current.take().unwrap());
+            }
+            "input.message" | "session.activated" | "session.idled" => {}
+            _ => assert_eq!(current, turn, "event outside its turn: {e}"),
+        }
+    }
+    assert_eq!(finished, order);
+    let texts: Vec<String> = events
+        .iter()
+        .filter(|e| e["type"] == "output.message.completed")
+        .map(|e| e["data"]["message"]["content"][0]["text"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(texts, ["echo: !sleep 300 first", "echo: second", "echo: third"]);
+}
+
+#[tokio::test]
+async fn provider_failures_fail_the_turn_or_retry() {
+    let stack = Stack::start().await;
+    let api = stack.client();
+    let session = api.session(&[]).await;
+
+    api.say(&session, "!fail 400").await;
+    let events = api.wait_for(&session, "turn.failed", 1).await;
+    let failed = events.iter().find(|e| e["type"] == "turn.failed").unwrap();
+    assert_eq!(failed["data"]["error_code"], "provider_bad_request");
+    assert!(events.iter().all(|e| e["type"] != "output.message.completed"));
+    api.wait_for(&session, "session.idled", 1).await;
+
+    // A retryable failure is retried inside the step, then the turn completes.
+    api.say(&session, "!fail 429 2").await;
+    let events = api.wait_for(&session, "turn.completed", 1).await;
+    let out: Vec<_> = events.iter().filter(|e| e["type"] == "output.message.completed").collect();
+    assert_eq!(out.len(), 1, "exactly one output despite retries");
+    assert_eq!(out[0]["data"]["message"]["content"][0]["text"], "echo: !fail 429 2");
+
+    // The session is usable after a failure and keeps one idle at the end.
+    let s = api.get(&format!("/v1/sessions/{session}")).await.expect(200);
+    assert_eq!(s["status"], "idle");
+}
+
+#[tokio::test]
+async fn tool_errors_go_back_to_the_model() {
+    let stack = Stack::start().await;
+    let api = stack.client();
+    let session = api.session(&["math"]).await;
+    api.say(&session, r#"!tool math {"expression":"1/0"}"#).await;
+    let events = api.wait_for(&session, "turn.completed", 1).await;
+    let tool = events.iter().find(|e| e["type"] == "tool.completed").unwrap();
+    assert_eq!(tool["data"]["is_error"], true);
+    assert_eq!(tool["data"]["error"], "division by zero");
+    let last = events.iter().rev().find(|e| e["type"] == "output.message.completed").unwrap();
+    assert_eq!(last["data"]["message"]["content"][0]["text"], "tool math returned: error: division by zero");
+
+    // A tool the agent did not enable is an error result too, not a crash.
+    let plain = api.session(&[]).await;
+    api.say(&plain, r#"!tool math {"expression":"1+1"}"#).await;
+    let events = api.wait_for(&plain, "turn.completed", 1).await;
+    let tool = events.iter().find(|e| e["type"] == "tool.completed").unwrap();
+    assert_eq!(tool["data"]["is_error"], true);
+}
+
+#[tokio::test]
+async fn iteration_cap_fails_the_turn() {
+    let stack = Stack::start().await;
+    let api = stack.client();
+    let agent = api
+        .post("/v1/agents", json!({"name": "capped", "capabilities": ["math"], "max_iterations": 1}))
+        .await
+        .expect(201);
+    let session = api.post("/v1/sessions", json!({"agent_id": agent["id"]})).await.expect(201);
+    let session = session["id"].as_str().unwrap();
+    api.say(session, r#"!tool math {"expression":"2+2"}"#).await;
+    let events = api.wait_for(session, "turn.failed", 1).await;
+    let failed = events.iter().find(|e| e["type"] == "turn.failed").unwrap();
+    assert_eq!(failed["data"]["error_code"], "iteration_limit");
+    assert_eq!(events.iter().filter(|e| e["type"] == "tool.completed").count(), 1);
+}

@@ -1,0 +1,7 @@
+//! Turnstone's integration tests: one binary, real PostgreSQL (a fresh database
+//! per test), real HTTP, the real simulator; some tests run the real binaries.
+
+mod e2e;
+mod openapi;
+mod queue;
+mod sse;

@@ -1,0 +1,98 @@
+//! SSE protocol: resume without gap or duplicate, live deltas that are never
+//! stored, connection cycling with `disconnecting`, drain on API shutdown.
+
+use std::time::Duration;
+
+use turnstone_tests::{Stack, StackOptions, sequences};
+
+#[tokio::test]
+async fn resume_with_last_event_id_has_no_gap_and_no_duplicate() {
+    let stack = Stack::start_with(StackOptions {
+        sim: turnstone_llmsim::Config { latency_ms: 0, chunk_delay_ms: 30 },
+        ..Default::default()
+    })
+    .await;
+    let api = stack.client();
+    let session = api.session(&["math"]).await;
+    let mut first = api.sse(&session, "", None).await;
+    assert_eq!(first.next().await.unwrap().event, "connected");
+    api.say(&session, r#"!tool math {"expression":"2*21"}"#).await;
+
+    // Read part of the turn, then drop the connection mid-turn.
+    let seen = first.until("tool.started").await;
+    drop(first);
+    let last_id = seen.iter().rev().find_map(|f| f.id.clone()).unwrap();
+
+    let mut second = api.sse(&session, "", Some(&last_id)).await;
+    let connected = second.next().await.unwrap();
+    assert_eq!(connected.event, "connected");
+    let rest = second.until("turn.completed").await;
+
+    let mut all = sequences(&seen);
+    all.extend(sequences(&rest));
+    let expected: Vec<i64> = (1..=*all.last().unwrap()).collect();
+    assert_eq!(all, expected, "every stored event exactly once, in order, across the reconnect");
+
+    // since_id resumes the same way; Last-Event-ID wins over since_id.
+    let mut third = api.sse(&session, &format!("?since_id={last_id}"), None).await;
+    third.next().await.unwrap();
+    let again = third.until("turn.completed").await;
+    assert_eq!(sequences(&again), sequences(&rest));
+    let first_id = seen.iter().find_map(|f| f.id.clone()).unwrap();
+    let mut fourth = api.sse(&session, &format!("?since_id={first_id}"), Some(&last_id)).await;
+    fourth.next().await.unwrap();
+    assert_eq!(sequences(&fourth.until("turn.completed").await), sequences(&rest));
+}
+
+#[tokio::test]
+async fn deltas_stream_live_but_are_never_stored() {
+    let stack = Stack::start_with(StackOptions {
+        sim: turnstone_llmsim::Config { latency_ms: 0, chunk_delay_ms: 40 },
+        ..Default::default()
+    })
+    .await;
+    let api = stack.client();
+    let session = api.session(&[]).await;
+    let mut sse = api.sse(&session, "", None).await;
+    sse.next().await.unwrap();
+    api.say(&session, "one two three four five six").await;
+    let frames = sse.until("output.message.completed").await;
+    let deltas: Vec<_> = frames.iter().filter(|f| f.event == "output.message.delta").collect();
+    assert!(deltas.len() >= 2, "several live deltas: {frames:#?}");
+    assert!(deltas.iter().all(|d| d.id.is_none()), "deltas carry no id, so Last-Event-ID never points at one");
+    let text: String = deltas.iter().map(|d| d.data["data"]["delta"].as_str().unwrap()).collect();
+    assert_eq!(text, "echo: one two three four five six");
+    let stored = api.events(&session).await;
+    assert!(stored.iter().all(|e| e["type"] != "output.message.delta"));
+}
+
+#[tokio::test]
+async fn connections_are_cycled_with_disconnecting() {
+    let stack = Stack::start_with(StackOptions { sse_max_connection: Duration::from_millis(500), ..Default::default() }).await;
+    let api = stack.client();
+    let session = api.session(&[]).await;
+    api.say(&session, "hello").await;
+    api.wait_for(&session, "session.idled", 1).await;
+    let mut sse = api.sse(&session, "", None).await;
+    let frames = sse.until("disconnecting").await;
+    let retry = frames.last().unwrap().data["retry_ms"].as_u64().unwrap();
+    assert!((500..1500).contains(&retry));
+    assert_eq!(sequences(&frames), (1..=7).collect::<Vec<_>>(), "a whole turn: 7 events");
+    assert!(sse.next().await.is_none(), "the server closes the stream after disconnecting");
+}
+
+#[tokio::test]
+async fn api_shutdown_tells_streams_to_reconnect() {
+    let mut stack = Stack::start().await;
+    let api = stack.client();
+    let session = api.session(&[]).await;
+    let mut sse = api.sse(&session, "", None).await;
+    sse.next().await.unwrap();
+    let stop = tokio::spawn(async move {
+        stack.stop_api().await;
+        stack
+    });
+    let frames = sse.until("disconnecting").await;
+    assert_eq!(frames.last().unwrap().event, "disconnecting");
+    let _stack = stop.await.unwrap();
+}
