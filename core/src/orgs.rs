@@ -120,7 +120,9 @@ pub struct BootstrapOutcome {
     pub generated_key: Option<Secret>,
 }
 
-/// Creates the default org, its key, provider and default model on first start.
+/// Creates the default org and its key on first start, and on every start points
+/// the org's provider named `default` (and its default model) at the configured
+/// endpoint, so changing `OPENAI_BASE_URL`/`OPENAI_API_KEY` takes effect on restart.
 /// Serialised across API processes by an advisory lock; idempotent afterwards.
 pub async fn bootstrap(pool: &PgPool, keys: &KeyRing, cfg: &Bootstrap) -> Result<BootstrapOutcome> {
     let mut lock = pool.acquire().await?;
@@ -157,20 +159,40 @@ async fn bootstrap_locked(pool: &PgPool, keys: &KeyRing, cfg: &Bootstrap) -> Res
         }
         None => {}
     }
-    if first_start {
-        let mut conn = pool.acquire().await?;
-        let provider_id = providers::create_provider(
-            &mut conn,
-            keys,
-            org_id,
-            "default",
-            &cfg.provider_base_url,
-            cfg.provider_api_key.as_ref(),
-        )
-        .await?;
-        providers::create_model(&mut conn, org_id, provider_id, &cfg.model_name, true).await?;
-    }
+    sync_default_provider(pool, keys, org_id, cfg).await?;
     Ok(BootstrapOutcome { org_id, generated_key })
+}
+
+/// Upserts the default org's `default` provider from the environment; makes sure
+/// the org has a default model, renaming it when it belongs to that provider.
+async fn sync_default_provider(pool: &PgPool, keys: &KeyRing, org_id: Uuid, cfg: &Bootstrap) -> Result<()> {
+    let mut tx = pool.begin().await?;
+    let existing: Option<Uuid> = sqlx::query_scalar("SELECT id FROM providers WHERE org_id = $1 AND name = 'default'")
+        .bind(org_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+    let provider_id = match existing {
+        Some(id) => {
+            providers::update_provider_endpoint(&mut tx, keys, org_id, id, &cfg.provider_base_url, cfg.provider_api_key.as_ref()).await?;
+            id
+        }
+        None => providers::create_provider(&mut tx, keys, org_id, "default", &cfg.provider_base_url, cfg.provider_api_key.as_ref()).await?,
+    };
+    let default_model: Option<(Uuid, Uuid)> = sqlx::query_as("SELECT id, provider_id FROM models WHERE org_id = $1 AND is_default")
+        .bind(org_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+    match default_model {
+        None => {
+            providers::create_model(&mut tx, org_id, provider_id, &cfg.model_name, true).await?;
+        }
+        Some((model_id, p)) if p == provider_id => {
+            sqlx::query("UPDATE models SET name = $3 WHERE org_id = $1 AND id = $2").bind(org_id).bind(model_id).bind(&cfg.model_name).execute(&mut *tx).await?;
+        }
+        Some(_) => {}
+    }
+    tx.commit().await?;
+    Ok(())
 }
 
 #[cfg(test)]

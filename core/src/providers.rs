@@ -72,6 +72,27 @@ pub async fn create_provider(
     }
 }
 
+/// Points an existing provider at a new endpoint and key (re-sealed under the primary master key).
+pub async fn update_provider_endpoint(
+    conn: &mut PgConnection,
+    keys: &KeyRing,
+    org_id: Uuid,
+    id: Uuid,
+    base_url: &str,
+    api_key: Option<&Secret>,
+) -> Result<()> {
+    validate::base_url(base_url)?;
+    let sealed = api_key.map(|k| keys.seal(org_id, id, API_KEY_PURPOSE, k.expose())).transpose()?;
+    sqlx::query("UPDATE providers SET base_url = $3, api_key_ciphertext = $4 WHERE org_id = $1 AND id = $2")
+        .bind(org_id)
+        .bind(id)
+        .bind(base_url.trim_end_matches('/'))
+        .bind(sealed)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
 pub async fn get_provider(db: impl sqlx::PgExecutor<'_>, org_id: Uuid, id: Uuid) -> Result<Provider> {
     sqlx::query_as(AssertSqlSafe(format!("SELECT {PROVIDER_COLUMNS} FROM providers WHERE org_id = $1 AND id = $2")))
         .bind(org_id)
