@@ -58,13 +58,14 @@ CREATE TABLE agents (
     capabilities   text[] NOT NULL DEFAULT '{}',
     tags           text[] NOT NULL DEFAULT '{}',
     max_iterations integer NOT NULL DEFAULT 10,
+    max_turn_secs  integer NOT NULL DEFAULT 600,
     created_at     timestamptz NOT NULL DEFAULT now(),
     updated_at     timestamptz NOT NULL DEFAULT now(),
     archived_at    timestamptz
 );
 CREATE INDEX agents_org ON agents (org_id, id);
 
--- status: idle | queued | running  (one turn per session at a time)
+-- status: idle | queued | running | cancelling  (one turn per session at a time)
 CREATE TABLE sessions (
     id             uuid PRIMARY KEY,
     org_id         uuid NOT NULL REFERENCES orgs(id),
@@ -72,7 +73,7 @@ CREATE TABLE sessions (
     model_id       uuid REFERENCES models(id),
     title          text,
     tags           text[] NOT NULL DEFAULT '{}',
-    status         text NOT NULL DEFAULT 'idle' CHECK (status IN ('idle', 'queued', 'running')),
+    status         text NOT NULL DEFAULT 'idle' CHECK (status IN ('idle', 'queued', 'running', 'cancelling')),
     last_sequence  bigint NOT NULL DEFAULT 0,
     created_at     timestamptz NOT NULL DEFAULT now(),
     updated_at     timestamptz NOT NULL DEFAULT now()
@@ -100,7 +101,9 @@ CREATE INDEX events_session_type ON events (session_id, type, sequence);
 -- status: pending (waiting behind another turn, no task yet) | queued (task enqueued)
 --       | running | completed | failed | cancelled
 -- attempt is the fencing token: every step commit checks it, so a stale
--- owner whose lease was reclaimed cannot write.
+-- owner whose lease was reclaimed cannot write. steps_seen/stalled_starts are
+-- the forward-progress guard: starts that find no new committed step count up.
+-- cancel_requested_at is the durable cancellation flag (NOTIFY only wakes).
 CREATE TABLE turns (
     id              uuid PRIMARY KEY,
     org_id          uuid NOT NULL REFERENCES orgs(id),
@@ -114,6 +117,9 @@ CREATE TABLE turns (
     input_tokens    bigint NOT NULL DEFAULT 0,
     output_tokens   bigint NOT NULL DEFAULT 0,
     error_code      text,
+    steps_seen      integer NOT NULL DEFAULT 0,
+    stalled_starts  integer NOT NULL DEFAULT 0,
+    cancel_requested_at timestamptz,
     created_at      timestamptz NOT NULL DEFAULT now(),
     started_at      timestamptz,
     finished_at     timestamptz

@@ -2,12 +2,16 @@
 
 use turnstone_api::{Application, Config};
 
-#[tokio::main]
-async fn main() -> std::process::ExitCode {
+fn main() -> std::process::ExitCode {
     if std::env::args().nth(1).as_deref() == Some("openapi") {
         println!("{}", turnstone_api::openapi_json());
         return std::process::ExitCode::SUCCESS;
     }
+    let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
+    runtime.block_on(run())
+}
+
+async fn run() -> std::process::ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,sqlx=warn".into()))
         .with_writer(std::io::stderr)

@@ -133,6 +133,8 @@ pub struct AgentCreate {
     pub tags: Vec<String>,
     /// Cap on LLM calls per turn (1-100, default 10).
     pub max_iterations: Option<i32>,
+    /// Wall-clock cap on one turn in seconds (1-86400, default 600).
+    pub max_turn_secs: Option<i32>,
 }
 
 #[derive(Debug, Object)]
@@ -149,6 +151,7 @@ pub struct AgentUpdate {
     #[oai(validator(max_items = 32))]
     pub tags: Option<Vec<String>>,
     pub max_iterations: Option<i32>,
+    pub max_turn_secs: Option<i32>,
 }
 
 #[derive(Debug, Object, serde::Serialize, serde::Deserialize)]
@@ -161,6 +164,7 @@ pub struct Agent {
     pub capabilities: Vec<String>,
     pub tags: Vec<String>,
     pub max_iterations: i32,
+    pub max_turn_secs: i32,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     /// Set when the agent was archived (DELETE).
@@ -177,6 +181,7 @@ impl From<agents::Agent> for Agent {
             capabilities: a.capabilities,
             tags: a.tags,
             max_iterations: a.max_iterations,
+            max_turn_secs: a.max_turn_secs,
             created_at: a.created_at,
             updated_at: a.updated_at,
             archived_at: a.archived_at,
@@ -205,7 +210,8 @@ pub struct SessionCreate {
     pub tags: Vec<String>,
 }
 
-/// `idle`: no turn; `queued`: a turn waits for a worker; `running`: a worker runs a turn.
+/// `idle`: no turn; `queued`: a turn waits for a worker; `running`: a worker runs a turn;
+/// `cancelling`: cancellation was requested and the worker is stopping the turn.
 #[derive(Debug, Enum, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[oai(rename_all = "snake_case")]
 #[serde(rename_all = "snake_case")]
@@ -213,6 +219,7 @@ pub enum SessionStatus {
     Idle,
     Queued,
     Running,
+    Cancelling,
 }
 
 #[derive(Debug, Object, serde::Serialize, serde::Deserialize)]
@@ -241,6 +248,7 @@ impl From<sessions::Session> for Session {
             status: match s.status.as_str() {
                 "queued" => SessionStatus::Queued,
                 "running" => SessionStatus::Running,
+                "cancelling" => SessionStatus::Cancelling,
                 _ => SessionStatus::Idle,
             },
             last_sequence: s.last_sequence,
@@ -435,4 +443,23 @@ impl From<&capabilities::Capability> for Capability {
 #[derive(Debug, Object)]
 pub struct CapabilityList {
     pub data: Vec<Capability>,
+}
+
+/// `cancelled`: the turn had not started and is sealed; `cancelling`: its worker is stopping it.
+#[derive(Debug, Enum, Clone, Copy, serde::Serialize, serde::Deserialize)]
+#[oai(rename_all = "snake_case")]
+#[serde(rename_all = "snake_case")]
+pub enum CancelState {
+    Cancelled,
+    Cancelling,
+}
+
+/// What a cancel request did.
+#[derive(Debug, Object)]
+pub struct CancelAccepted {
+    /// `trn_…` of the turn that was active.
+    pub turn_id: String,
+    pub state: CancelState,
+    /// Pending turns cancelled as well (`all=true`).
+    pub pending_cancelled: Vec<String>,
 }

@@ -18,6 +18,7 @@ pub struct Agent {
     pub capabilities: Vec<String>,
     pub tags: Vec<String>,
     pub max_iterations: i32,
+    pub max_turn_secs: i32,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub archived_at: Option<DateTime<Utc>>,
@@ -33,9 +34,10 @@ pub struct AgentInput {
     pub capabilities: Option<Vec<String>>,
     pub tags: Option<Vec<String>>,
     pub max_iterations: Option<i32>,
+    pub max_turn_secs: Option<i32>,
 }
 
-const COLUMNS: &str = "id, name, system_prompt, model_id, capabilities, tags, max_iterations, created_at, updated_at, archived_at";
+const COLUMNS: &str = "id, name, system_prompt, model_id, capabilities, tags, max_iterations, max_turn_secs, created_at, updated_at, archived_at";
 
 async fn validate_input(conn: &mut PgConnection, org_id: Uuid, input: &AgentInput) -> Result<()> {
     if let Some(name) = &input.name {
@@ -55,6 +57,11 @@ async fn validate_input(conn: &mut PgConnection, org_id: Uuid, input: &AgentInpu
             return Err(Error::invalid("invalid_max_iterations", format!("max_iterations must be 1-{}", limits::MAX_ITERATIONS)));
         }
     }
+    if let Some(n) = input.max_turn_secs {
+        if !(1..=limits::MAX_TURN_SECS).contains(&n) {
+            return Err(Error::invalid("invalid_max_turn_secs", format!("max_turn_secs must be 1-{}", limits::MAX_TURN_SECS)));
+        }
+    }
     if let Some(Some(model_id)) = input.model_id {
         providers::ensure_model(conn, org_id, model_id).await?;
     }
@@ -65,8 +72,8 @@ pub async fn create_agent(conn: &mut PgConnection, org_id: Uuid, input: AgentInp
     let name = input.name.clone().ok_or_else(|| Error::invalid("missing_field", "name is required"))?;
     validate_input(conn, org_id, &input).await?;
     let agent = sqlx::query_as(AssertSqlSafe(format!(
-        "INSERT INTO agents (id, org_id, name, system_prompt, model_id, capabilities, tags, max_iterations)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING {COLUMNS}"
+        "INSERT INTO agents (id, org_id, name, system_prompt, model_id, capabilities, tags, max_iterations, max_turn_secs)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING {COLUMNS}"
     )))
     .bind(new_id())
     .bind(org_id)
@@ -76,6 +83,7 @@ pub async fn create_agent(conn: &mut PgConnection, org_id: Uuid, input: AgentInp
     .bind(input.capabilities.unwrap_or_default())
     .bind(input.tags.unwrap_or_default())
     .bind(input.max_iterations.unwrap_or(10))
+    .bind(input.max_turn_secs.unwrap_or(600))
     .fetch_one(conn)
     .await?;
     Ok(agent)
@@ -126,6 +134,7 @@ pub async fn update_agent(conn: &mut PgConnection, org_id: Uuid, id: Uuid, input
             capabilities = coalesce($7, capabilities),
             tags = coalesce($8, tags),
             max_iterations = coalesce($9, max_iterations),
+            max_turn_secs = coalesce($10, max_turn_secs),
             updated_at = now()
           WHERE org_id = $1 AND id = $2 AND archived_at IS NULL
           RETURNING {COLUMNS}"
@@ -139,6 +148,7 @@ pub async fn update_agent(conn: &mut PgConnection, org_id: Uuid, id: Uuid, input
     .bind(input.capabilities)
     .bind(input.tags)
     .bind(input.max_iterations)
+    .bind(input.max_turn_secs)
     .fetch_optional(conn)
     .await?
     .ok_or(Error::NotFound("agent"))

@@ -30,3 +30,5 @@ pub const MAX_EVENTS_LIMIT: u32 = 1000;
 pub const MAX_IDEMPOTENCY_KEY_CHARS: usize = 255;
 /// Iteration cap bounds for an agent's turn loop.
 pub const MAX_ITERATIONS: i32 = 100;
+/// Turn wall-clock cap bounds, seconds.
+pub const MAX_TURN_SECS: i32 = 86_400;

@@ -160,18 +160,55 @@ async fn lock_session_of_turn(tx: &mut PgConnection, turn_id: Uuid) -> Result<Uu
 
 /// Takes (or retakes, after a crash) a turn: bumps `attempt`, marks it running,
 /// and on the first attempt appends `turn.started`.
-pub async fn start(pool: &PgPool, turn_id: Uuid) -> Result<Start> {
+///
+/// Two guards run first. A turn whose cancellation was requested is sealed
+/// `turn.cancelled`. A turn retaken `max_stalled_starts` times in a row without
+/// a new committed step (a crash loop) is sealed `turn.failed` with code
+/// `no_progress`. Either way the session moves on and `Finished` is returned.
+pub async fn start(pool: &PgPool, turn_id: Uuid, max_stalled_starts: i32) -> Result<Start> {
     let mut tx = pool.begin().await?;
     lock_session_of_turn(&mut tx, turn_id).await?;
-    let lease: Option<Lease> = sqlx::query_as(
-        "UPDATE turns SET status = 'running', attempt = attempt + 1, started_at = coalesce(started_at, now())
-          WHERE id = $1 AND status IN ('queued', 'running')
-          RETURNING id AS turn_id, org_id, session_id, attempt, input_sequence, model_id, started_at",
+    let row: Option<(String, i32, i32, i32, bool)> = sqlx::query_as(
+        "SELECT status, attempt, steps_seen, stalled_starts, cancel_requested_at IS NOT NULL FROM turns WHERE id = $1 FOR UPDATE",
     )
     .bind(turn_id)
     .fetch_optional(&mut *tx)
     .await?;
-    let Some(lease) = lease else { return Ok(Start::Finished) };
+    let Some((status, attempt, steps_seen, stalled, cancel_requested)) = row else { return Ok(Start::Finished) };
+    if status != "queued" && status != "running" {
+        return Ok(Start::Finished);
+    }
+    // Progress = step results (model outputs, tool results), not lifecycle markers.
+    let steps: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM events WHERE turn_id = $1 AND (step_key LIKE 'llm:%' OR step_key LIKE 'tool:%')",
+    )
+        .bind(turn_id)
+        .fetch_one(&mut *tx)
+        .await?;
+    let steps = steps as i32;
+    let stalled = if attempt > 0 && steps == steps_seen { stalled + 1 } else { 0 };
+    let lease: Lease = sqlx::query_as(
+        "UPDATE turns SET status = 'running', attempt = attempt + 1, started_at = coalesce(started_at, now()),
+                          steps_seen = $2, stalled_starts = $3
+          WHERE id = $1
+          RETURNING id AS turn_id, org_id, session_id, attempt, input_sequence, model_id, started_at",
+    )
+    .bind(turn_id)
+    .bind(steps)
+    .bind(stalled)
+    .fetch_one(&mut *tx)
+    .await?;
+    if cancel_requested {
+        seal(&mut tx, &lease, Outcome::Cancelled).await?;
+        tx.commit().await?;
+        return Ok(Start::Finished);
+    }
+    if stalled >= max_stalled_starts {
+        let message = format!("the turn was retaken {stalled} times without progress; it is failed to stop a crash loop");
+        seal(&mut tx, &lease, Outcome::Failed { code: "no_progress".into(), message }).await?;
+        tx.commit().await?;
+        return Ok(Start::Finished);
+    }
     if lease.attempt == 1 {
         events::append(
             &mut tx,
@@ -182,7 +219,10 @@ pub async fn start(pool: &PgPool, turn_id: Uuid) -> Result<Start> {
         )
         .await?;
     }
-    sqlx::query("UPDATE sessions SET status = 'running' WHERE id = $1").bind(lease.session_id).execute(&mut *tx).await?;
+    sqlx::query("UPDATE sessions SET status = CASE WHEN status = 'cancelling' THEN status ELSE 'running' END WHERE id = $1")
+        .bind(lease.session_id)
+        .execute(&mut *tx)
+        .await?;
     tx.commit().await?;
     Ok(Start::Run(lease))
 }
@@ -230,6 +270,7 @@ pub async fn commit_step(pool: &PgPool, lease: &Lease, events: Vec<NewEvent>, it
 pub enum Outcome {
     Completed,
     Failed { code: String, message: String },
+    Cancelled,
 }
 
 /// Seals the turn with its terminal event, then hands the session to the next
@@ -237,9 +278,18 @@ pub enum Outcome {
 pub async fn finish(pool: &PgPool, lease: &Lease, outcome: Outcome) -> Result<()> {
     let mut tx = pool.begin().await?;
     guard(&mut tx, lease, 0, Usage::default()).await?;
+    seal(&mut tx, lease, outcome).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Marks the turn terminal, appends its terminal event and advances the session.
+/// The caller holds the session lock and has checked the lease.
+async fn seal(tx: &mut PgConnection, lease: &Lease, outcome: Outcome) -> Result<()> {
     let (status, code) = match &outcome {
         Outcome::Completed => ("completed", None),
         Outcome::Failed { code, .. } => ("failed", Some(code.clone())),
+        Outcome::Cancelled => ("cancelled", None),
     };
     let (iterations, input_tokens, output_tokens, finished_at): (i32, i64, i64, DateTime<Utc>) = sqlx::query_as(
         "UPDATE turns SET status = $2, error_code = $3, finished_at = now()
@@ -252,22 +302,19 @@ pub async fn finish(pool: &PgPool, lease: &Lease, outcome: Outcome) -> Result<()
     .await?;
     let duration_ms = (finished_at - lease.started_at).num_milliseconds().max(0);
     let usage = json!({ "input_tokens": input_tokens, "output_tokens": output_tokens });
+    let summary = json!({ "usage": usage, "iterations": iterations, "duration_ms": duration_ms });
     let terminal = match outcome {
-        Outcome::Completed => NewEvent::step(
-            types::TURN_COMPLETED,
-            "final",
-            json!({ "usage": usage, "iterations": iterations, "duration_ms": duration_ms }),
-        ),
-        Outcome::Failed { code, message } => NewEvent::step(
-            types::TURN_FAILED,
-            "final",
-            json!({ "error_code": code, "message": message, "usage": usage, "iterations": iterations, "duration_ms": duration_ms }),
-        ),
+        Outcome::Completed => NewEvent::step(types::TURN_COMPLETED, "final", summary),
+        Outcome::Failed { code, message } => {
+            let mut data = summary;
+            data["error_code"] = json!(code);
+            data["message"] = json!(message);
+            NewEvent::step(types::TURN_FAILED, "final", data)
+        }
+        Outcome::Cancelled => NewEvent::step(types::TURN_CANCELLED, "final", summary),
     };
-    events::append(&mut tx, lease.org_id, lease.session_id, Some(lease.turn_id), vec![terminal]).await?;
-    advance_session(&mut tx, lease.org_id, lease.session_id).await?;
-    tx.commit().await?;
-    Ok(())
+    events::append(tx, lease.org_id, lease.session_id, Some(lease.turn_id), vec![terminal]).await?;
+    advance_session(tx, lease.org_id, lease.session_id).await
 }
 
 /// Enqueues the session's oldest pending turn, or marks the session idle.
@@ -293,12 +340,118 @@ async fn advance_session(tx: &mut PgConnection, org_id: Uuid, session_id: Uuid) 
     Ok(())
 }
 
+/// NOTIFY channel telling workers a turn's cancellation was requested; payload: the turn uuid.
+pub const CANCEL_CHANNEL: &str = "turnstone_cancel";
+
+/// What `POST …/cancel` did.
+#[derive(Debug, Clone)]
+pub struct Cancelled {
+    /// The turn that was active (running or queued).
+    pub turn_id: Uuid,
+    /// `cancelled` when sealed at once (it had not started), `cancelling` when a worker must stop it.
+    pub state: &'static str,
+    /// Pending turns cancelled too (`all`).
+    pub pending_cancelled: Vec<Uuid>,
+}
+
+/// Cancels the session's active turn (and with `all`, its pending turns) in the
+/// caller's transaction. A turn no worker has started is sealed here; a running
+/// one gets the durable flag plus a NOTIFY, and its worker seals it.
+/// An idle session is a conflict (`session_idle`).
+pub async fn cancel(tx: &mut PgConnection, org_id: Uuid, session_id: Uuid, all: bool) -> Result<Cancelled> {
+    let status: String = sqlx::query_scalar("SELECT status FROM sessions WHERE org_id = $1 AND id = $2 FOR UPDATE")
+        .bind(org_id)
+        .bind(session_id)
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or(Error::NotFound("session"))?;
+    if status == "idle" {
+        return Err(Error::conflict("session_idle", "the session has no turn to cancel"));
+    }
+    let mut pending_cancelled = Vec::new();
+    if all {
+        let pending: Vec<(Uuid, DateTime<Utc>)> = sqlx::query_as(
+            "UPDATE turns SET status = 'cancelled', finished_at = now()
+              WHERE session_id = $1 AND status = 'pending' RETURNING id, created_at",
+        )
+        .bind(session_id)
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut pending = pending;
+        pending.sort_by_key(|(id, _)| *id);
+        for (id, _) in pending {
+            let e = NewEvent::step(types::TURN_CANCELLED, "final", json!({ "usage": { "input_tokens": 0, "output_tokens": 0 }, "iterations": 0, "duration_ms": 0 }));
+            events::append(tx, org_id, session_id, Some(id), vec![e]).await?;
+            pending_cancelled.push(id);
+        }
+    }
+    let active: Option<(Uuid, String, i32, Option<DateTime<Utc>>, i64, Option<Uuid>)> = sqlx::query_as(
+        "SELECT id, status, attempt, started_at, input_sequence, model_id FROM turns
+          WHERE session_id = $1 AND status IN ('queued', 'running') FOR UPDATE",
+    )
+    .bind(session_id)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some((turn_id, turn_status, attempt, started_at, input_sequence, model_id)) = active else {
+        // Only pending turns were left (all=true cancelled them): nothing runs.
+        advance_session(tx, org_id, session_id).await?;
+        let turn_id = pending_cancelled.first().copied().ok_or_else(|| Error::conflict("session_idle", "the session has no turn to cancel"))?;
+        return Ok(Cancelled { turn_id, state: "cancelled", pending_cancelled });
+    };
+    if turn_status == "queued" {
+        let lease = Lease { turn_id, org_id, session_id, attempt, input_sequence, model_id, started_at: started_at.unwrap_or_else(Utc::now) };
+        seal(tx, &lease, Outcome::Cancelled).await?;
+        return Ok(Cancelled { turn_id, state: "cancelled", pending_cancelled });
+    }
+    sqlx::query("UPDATE turns SET cancel_requested_at = coalesce(cancel_requested_at, now()) WHERE id = $1")
+        .bind(turn_id)
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query("UPDATE sessions SET status = 'cancelling' WHERE id = $1").bind(session_id).execute(&mut *tx).await?;
+    sqlx::query("SELECT pg_notify($1, $2)").bind(CANCEL_CHANNEL).bind(turn_id.to_string()).execute(&mut *tx).await?;
+    Ok(Cancelled { turn_id, state: "cancelling", pending_cancelled })
+}
+
+/// Of these turns, the ones whose cancellation was requested (workers poll this
+/// as a backstop for a missed NOTIFY).
+pub async fn cancel_requested(pool: &PgPool, turn_ids: &[Uuid]) -> Result<Vec<Uuid>> {
+    Ok(sqlx::query_scalar("SELECT id FROM turns WHERE id = ANY($1) AND cancel_requested_at IS NOT NULL AND status = 'running'")
+        .bind(turn_ids)
+        .fetch_all(pool)
+        .await?)
+}
+
+/// Hands every task `worker` holds back to the queue at once (drain deadline
+/// passed) and wakes other workers. The turns' attempt fencing makes any late
+/// write from this worker harmless. Returns how many were released.
+pub async fn release_worker_tasks(pool: &PgPool, worker: &str) -> Result<u64> {
+    let released: Vec<String> = sqlx::query_scalar(
+        "WITH released AS (
+            UPDATE apalis.jobs SET status = 'Pending', lock_by = NULL, lock_at = NULL, done_at = NULL
+             WHERE lock_by = $1 AND status IN ('Queued', 'Running') AND job_type = $2
+             RETURNING id, job_type, run_at
+         )
+         SELECT id FROM released, LATERAL (
+            SELECT pg_notify('apalis::job::insert', json_build_object('job_type', job_type, 'id', id, 'run_at', run_at)::text)
+         ) n",
+    )
+    .bind(worker)
+    .bind(QUEUE)
+    .fetch_all(pool)
+    .await?;
+    Ok(released.len() as u64)
+}
+
 /// What a worker needs to run a turn, read fresh from the database at every (re)start.
 #[derive(Debug, Clone)]
 pub struct TurnContext {
     pub system_prompt: String,
     pub capabilities: Vec<String>,
     pub max_iterations: i32,
+    /// Wall-clock cap for the whole turn, from the agent.
+    pub max_turn_secs: i32,
+    /// The durable cancellation flag is set.
+    pub cancel_requested: bool,
     /// Message control → session → agent; `None` means the org default.
     pub model_id: Option<Uuid>,
     /// The session's log up to now; input messages of later turns are excluded.
@@ -306,14 +459,24 @@ pub struct TurnContext {
 }
 
 pub async fn load_context(pool: &PgPool, lease: &Lease) -> Result<TurnContext> {
-    let (system_prompt, capabilities, max_iterations, session_model, agent_model): (String, Vec<String>, i32, Option<Uuid>, Option<Uuid>) =
-        sqlx::query_as(
-            "SELECT a.system_prompt, a.capabilities, a.max_iterations, s.model_id, a.model_id
-               FROM sessions s JOIN agents a ON a.id = s.agent_id AND a.org_id = s.org_id
-              WHERE s.org_id = $1 AND s.id = $2",
-        )
-        .bind(lease.org_id)
-        .bind(lease.session_id)
+    #[allow(clippy::type_complexity)]
+    let (system_prompt, capabilities, max_iterations, max_turn_secs, session_model, agent_model, cancel_requested): (
+        String,
+        Vec<String>,
+        i32,
+        i32,
+        Option<Uuid>,
+        Option<Uuid>,
+        bool,
+    ) = sqlx::query_as(
+        "SELECT a.system_prompt, a.capabilities, a.max_iterations, a.max_turn_secs, s.model_id, a.model_id,
+                (SELECT t.cancel_requested_at IS NOT NULL FROM turns t WHERE t.id = $3)
+           FROM sessions s JOIN agents a ON a.id = s.agent_id AND a.org_id = s.org_id
+          WHERE s.org_id = $1 AND s.id = $2",
+    )
+    .bind(lease.org_id)
+    .bind(lease.session_id)
+    .bind(lease.turn_id)
         .fetch_optional(pool)
         .await?
         .ok_or(Error::NotFound("session"))?;
@@ -323,6 +486,8 @@ pub async fn load_context(pool: &PgPool, lease: &Lease) -> Result<TurnContext> {
         system_prompt,
         capabilities,
         max_iterations,
+        max_turn_secs,
+        cancel_requested,
         model_id: lease.model_id.or(session_model).or(agent_model),
         history,
     })

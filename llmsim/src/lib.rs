@@ -24,11 +24,13 @@
 //! the per-instance `!fail` counters, or answer non-deterministically.
 //!
 //! # Layout
-//! - `lib.rs` — [`Config`], [`run`] (serve on a bound listener until shutdown) and [`spawn`] (tests).
+//! - `lib.rs` — [`Config`], [`run`] (serve on a bound listener until shutdown; its own hyper
+//!   accept loop so a client disconnect drops the answer in progress) and [`spawn`] (tests).
 //! - `script.rs` — parses the `!tool` / `!sleep` / `!fail` commands.
 //! - `wire.rs` — the OpenAI request fields read and the JSON objects written.
 //! - `chat.rs` — the chat-completions handler: script → answer → completion or SSE stream.
-//! - `main.rs` — the thin `turnstone-llmsim` binary.
+//! - `main.rs` — the thin `turnstone-llmsim` binary (`TURNSTONE_LLMSIM_ADDR`, default `127.0.0.1:8090`).
+//! - `tests/http.rs` — the simulator over real HTTP: framing, scripts, errors, disconnects.
 
 mod chat;
 mod script;

@@ -51,3 +51,22 @@ impl Proc {
         status.code()
     }
 }
+
+/// Environment for a worker process against `db_url`, tuned for fast recovery in tests.
+pub fn worker_env(db_url: &str, master_key: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("DATABASE_URL", db_url.to_owned()),
+        ("TURNSTONE_MASTER_KEY", master_key.to_owned()),
+        ("TURNSTONE_WORKER_HEARTBEAT_SECS", "0.5".into()),
+        ("TURNSTONE_WORKER_RECLAIM_SECS", "2".into()),
+        ("TURNSTONE_WORKER_POLL_MS", "200".into()),
+        ("TURNSTONE_LLM_BACKOFF_MS", "20".into()),
+    ]
+}
+
+/// Spawns a worker process for `stack`, with extra environment.
+pub fn worker(stack: &crate::Stack, extra: &[(&'static str, String)]) -> Proc {
+    let mut env = worker_env(&stack.db.url, &stack.master_key);
+    env.extend(extra.iter().cloned());
+    Proc::spawn("turnstone-worker", &env)
+}

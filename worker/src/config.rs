@@ -25,6 +25,10 @@ pub struct Config {
     pub llm_max_attempts: u32,
     /// First retry delay; doubles per attempt, with full jitter.
     pub llm_backoff: Duration,
+    /// On SIGTERM, how long turns in flight may run before they are released to other workers.
+    pub drain: Duration,
+    /// A turn retaken this many times in a row without a new committed step is failed (`no_progress`).
+    pub max_stalled_starts: i32,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -69,6 +73,8 @@ impl Config {
             llm_timeout: Duration::from_secs_f64(number("TURNSTONE_LLM_TIMEOUT_SECS", 120.0f64)?),
             llm_max_attempts: number("TURNSTONE_LLM_MAX_ATTEMPTS", 4u32)?,
             llm_backoff: Duration::from_millis(number("TURNSTONE_LLM_BACKOFF_MS", 250u64)?),
+            drain: Duration::from_secs_f64(number("TURNSTONE_WORKER_DRAIN_SECS", 30.0f64)?),
+            max_stalled_starts: number("TURNSTONE_WORKER_MAX_STALLED_STARTS", 3i32)?,
         })
     }
 
@@ -86,6 +92,8 @@ impl Config {
             llm_timeout: Duration::from_secs(120),
             llm_max_attempts: 4,
             llm_backoff: Duration::from_millis(250),
+            drain: Duration::from_secs(30),
+            max_stalled_starts: 3,
         }
     }
 }

@@ -12,10 +12,12 @@
 //!
 //! # Layout
 //! - [`config`]: configuration from the environment.
+//! - [`cancel`]: cancellation signals from PostgreSQL to in-flight turns.
 //! - [`llm`]: the OpenAI-compatible streaming client.
 //! - [`plan`]: next step and prompt, derived from the event log.
 //! - [`turn`]: the step loop with fenced, keyed commits.
 
+pub mod cancel;
 pub mod config;
 pub mod llm;
 pub mod plan;
@@ -36,12 +38,21 @@ pub use config::Config;
 pub struct Context {
     pub pool: PgPool,
     pub config: Arc<Config>,
+    pub cancels: Arc<cancel::Cancels>,
+    /// Flips to `true` when the drain deadline passes: in-flight model calls stop.
+    pub abort: tokio::sync::watch::Receiver<bool>,
 }
 
 /// The apalis handler: runs one turn. An `Err` (database trouble) makes
 /// apalis retry the task; the turn then resumes where its log ends.
 async fn handle(task: TurnTask, ctx: Data<Context>) -> Result<(), BoxDynError> {
     match turn::run(&ctx, task.turn_id).await {
+        Ok(turn::TurnEnd::Released) => {
+            // The process is about to hand this task back (see `run`); finishing
+            // the handler would mark it done, so it waits for the exit instead.
+            std::future::pending::<()>().await;
+            Ok(())
+        }
         Ok(end) => {
             tracing::debug!(turn_id = %task.turn_id, ?end, "turn task done");
             Ok(())
@@ -70,8 +81,9 @@ async fn wait_for_schema(pool: &PgPool, shutdown: &mut (impl Future<Output = ()>
     }
 }
 
-/// Runs a worker until `shutdown` resolves; then stops claiming and lets the
-/// turns in flight finish.
+/// Runs a worker until `shutdown` resolves. Then it drains: it stops claiming,
+/// lets in-flight turns run for up to `config.drain`, then stops them, hands
+/// their tasks back to the queue for other workers, and returns.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), BoxDynError> {
     let pool = db::connect(&config.database_url, config.db_max_connections).await?;
     let mut shutdown = Box::pin(shutdown);
@@ -87,11 +99,44 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
     let strategy = Strategy::new().stream(Pubsub::new(pool.clone(), QUEUE.to_owned())).interval(config.poll_interval);
     let backend = PostgresStorage::<TurnTask>::new(&pool).with_config(storage_config).poll_with_strategy(strategy);
     let name = config.name.clone();
-    let concurrency = config.concurrency;
-    let ctx = Context { pool: pool.clone(), config: Arc::new(config) };
+    let (concurrency, drain) = (config.concurrency, config.drain);
+    let (abort_tx, abort) = tokio::sync::watch::channel(false);
+    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+    let cancels = Arc::new(cancel::Cancels::default());
+    tokio::spawn(cancels.clone().run(pool.clone(), {
+        let mut stop = stop_rx.clone();
+        async move {
+            let _ = stop.wait_for(|s| *s).await;
+        }
+    }));
+    let ctx = Context { pool: pool.clone(), config: Arc::new(config), cancels, abort };
     tracing::info!(worker = %name, concurrency, "turnstone-worker claiming turns");
     let worker = WorkerBuilder::new(name.as_str()).backend(backend).data(ctx).concurrency(concurrency).build(handle);
-    worker.run_until(async move { shutdown.await; Ok::<(), std::io::Error>(()) }).await?;
-    pool.close().await;
+    let running = worker.run_until(async move {
+        let _ = stop_rx.wait_for(|s| *s).await;
+        Ok::<(), std::io::Error>(())
+    });
+    tokio::pin!(running);
+    tokio::select! {
+        r = &mut running => { r?; }
+        _ = &mut shutdown => {
+            tracing::info!(deadline_secs = drain.as_secs_f64(), "draining: no new claims, turns in flight may finish");
+            let _ = stop_tx.send(true);
+            if tokio::time::timeout(drain, &mut running).await.is_err() {
+                tracing::warn!("drain deadline passed: stopping turns in flight and releasing them");
+                let _ = abort_tx.send(true);
+                let _ = tokio::time::timeout(std::time::Duration::from_secs(2), &mut running).await;
+            }
+        }
+    }
+    // Dropping the worker drops its LISTEN connection and any turn still running here.
+    drop(running);
+    match turnstone_core::turns::release_worker_tasks(&pool, &name).await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(released = n, "handed tasks back to the queue"),
+        Err(e) => tracing::warn!(error = %e, "could not release tasks; they will be reclaimed after the heartbeat timeout"),
+    }
+    // Bounded: a connection stuck in a dead handler must not hold the exit.
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), pool.close()).await;
     Ok(())
 }

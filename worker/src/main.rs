@@ -30,5 +30,4 @@ async fn shutdown_signal() {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
     }
-    tracing::info!("draining: no new claims, turns in flight finish");
 }

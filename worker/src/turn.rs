@@ -16,6 +16,7 @@ use turnstone_core::{Error, capabilities, providers};
 use uuid::Uuid;
 
 use crate::Context;
+use crate::cancel::CancelGuard;
 use crate::llm::{self, LlmEndpoint, LlmError, LlmReply, ToolSpec};
 use crate::plan::{self, Step};
 
@@ -28,6 +29,8 @@ pub enum TurnEnd {
     AlreadyFinished,
     /// Another worker holds a newer lease; this one stopped writing.
     LeaseLost,
+    /// The drain deadline passed mid-turn; the task is released to another worker.
+    Released,
 }
 
 /// Test hook: `TURNSTONE_CRASH_AT=<point>` aborts the process at that point,
@@ -56,20 +59,37 @@ async fn commit(ctx: &Context, lease: &Lease, events: Vec<NewEvent>, iterations:
 /// Runs the turn to its end. Database errors bubble up so the task is retried;
 /// everything the model or a tool does wrong ends the turn with an event instead.
 pub async fn run(ctx: &Context, turn_id: Uuid) -> Result<TurnEnd, Error> {
-    let lease = match turns::start(&ctx.pool, turn_id).await? {
+    let lease = match turns::start(&ctx.pool, turn_id, ctx.config.max_stalled_starts).await? {
         Start::Finished => return Ok(TurnEnd::AlreadyFinished),
         Start::Run(lease) => lease,
     };
-    match drive(ctx, &lease).await {
+    let mut cancel = ctx.cancels.register(turn_id);
+    match drive(ctx, &lease, &mut cancel).await {
         Err(Error::LeaseLost) => Ok(TurnEnd::LeaseLost),
         other => other,
     }
 }
 
-async fn drive(ctx: &Context, lease: &Lease) -> Result<TurnEnd, Error> {
+/// What interrupted a model call, if anything.
+enum Interrupt {
+    Cancelled,
+    TimedOut,
+    Released,
+}
+
+async fn drive(ctx: &Context, lease: &Lease, cancel: &mut CancelGuard) -> Result<TurnEnd, Error> {
     let mut endpoint: Option<LlmEndpoint> = None;
     loop {
         let tc = turns::load_context(&ctx.pool, lease).await?;
+        if tc.cancel_requested {
+            turns::finish(&ctx.pool, lease, Outcome::Cancelled).await?;
+            return Ok(TurnEnd::Sealed);
+        }
+        let deadline = lease.started_at + chrono::Duration::seconds(i64::from(tc.max_turn_secs));
+        let left = (deadline - chrono::Utc::now()).to_std().unwrap_or_default();
+        if left.is_zero() {
+            return fail(ctx, lease, "turn_timeout", format!("the turn ran longer than the agent's {} s limit", tc.max_turn_secs)).await;
+        }
         match plan::next_step(&tc, lease.turn_id) {
             Step::Finish => {
                 crash_point("before_finish");
@@ -108,12 +128,28 @@ async fn drive(ctx: &Context, lease: &Lease) -> Result<TurnEnd, Error> {
                     .into_iter()
                     .map(|t| ToolSpec { name: t.name.into(), description: t.description.into(), parameters: (t.parameters)() })
                     .collect();
-                let reply = match call_model(ctx, lease, iteration, &ep, &messages, &tools).await {
-                    Ok(r) => r,
-                    Err(e) => {
+                let mut abort = ctx.abort.clone();
+                // Dropping the call future aborts the HTTP stream at once.
+                let outcome = tokio::select! {
+                    r = call_model(ctx, lease, iteration, &ep, &messages, &tools) => Ok(r),
+                    _ = cancel.cancelled() => Err(Interrupt::Cancelled),
+                    _ = tokio::time::sleep(left) => Err(Interrupt::TimedOut),
+                    _ = abort.wait_for(|a| *a) => Err(Interrupt::Released),
+                };
+                let reply = match outcome {
+                    Ok(Ok(r)) => r,
+                    Ok(Err(e)) => {
                         tracing::warn!(turn_id = %lease.turn_id, code = e.code(), error = %e, "model call failed");
                         return fail(ctx, lease, e.code(), e.to_string()).await;
                     }
+                    Err(Interrupt::Cancelled) => {
+                        turns::finish(&ctx.pool, lease, Outcome::Cancelled).await?;
+                        return Ok(TurnEnd::Sealed);
+                    }
+                    Err(Interrupt::TimedOut) => {
+                        return fail(ctx, lease, "turn_timeout", format!("the turn ran longer than the agent's {} s limit", tc.max_turn_secs)).await;
+                    }
+                    Err(Interrupt::Released) => return Ok(TurnEnd::Released),
                 };
                 let usage = Usage { input_tokens: reply.usage.input_tokens as i64, output_tokens: reply.usage.output_tokens as i64 };
                 let data = turns::assistant_message_data(&reply.content, &json!(reply.tool_calls), usage, iteration, &ep.model);

@@ -45,6 +45,7 @@ impl AgentsApi {
             capabilities: Some(b.capabilities),
             tags: Some(b.tags),
             max_iterations: b.max_iterations,
+            max_turn_secs: b.max_turn_secs,
         };
         let agent = create_once(&self.state, org, idempotency_key.0.as_deref(), &request, move |c| {
             Box::pin(async move { Ok(Agent::from(agents::create_agent(c, org, input).await?)) })
@@ -102,6 +103,7 @@ impl AgentsApi {
             capabilities: b.capabilities,
             tags: b.tags,
             max_iterations: b.max_iterations,
+            max_turn_secs: b.max_turn_secs,
         };
         let mut conn = self.state.pool.acquire().await.map_err(turnstone_core::Error::from)?;
         Ok(Json(agents::update_agent(&mut conn, auth.0.org_id, id, input).await?.into()))

@@ -16,7 +16,7 @@ use crate::auth::ApiKey;
 use crate::error::ApiError;
 use crate::idempotency::create_once;
 use crate::wire::{
-    Event, EventList, Message, MessageAccepted, MessageCreate, MessageList, Session, SessionCreate, SessionList, StreamFrame,
+    CancelAccepted, CancelState, Event, EventList, Message, MessageAccepted, MessageCreate, MessageList, Session, SessionCreate, SessionList, StreamFrame,
     TurnStatus, parse_id, parse_opt_id,
 };
 
@@ -35,6 +35,16 @@ enum MessagePosted {
     /// The message and its turn are committed; the turn runs asynchronously.
     #[oai(status = 202)]
     Accepted(Json<MessageAccepted>),
+}
+
+#[derive(ApiResponse)]
+enum CancelResponse {
+    /// The turn had not started and is now cancelled.
+    #[oai(status = 200)]
+    Cancelled(Json<CancelAccepted>),
+    /// The running turn's worker was told to stop; `turn.cancelled` follows.
+    #[oai(status = 202)]
+    Cancelling(Json<CancelAccepted>),
 }
 
 #[derive(ApiResponse)]
@@ -150,6 +160,34 @@ impl SessionsApi {
         })
         .await?;
         Ok(MessagePosted::Accepted(Json(accepted)))
+    }
+
+    /// Cancel the session's running (or queued) turn. The in-flight model call is
+    /// aborted and `turn.cancelled` appended; queued messages behind it still run,
+    /// unless `all=true` cancels them too. An idle session is a 409 (`session_idle`).
+    #[oai(path = "/sessions/:session_id/cancel", method = "post", operation_id = "cancelTurn")]
+    async fn cancel(
+        &self,
+        auth: ApiKey,
+        session_id: Path<String>,
+        /// Also cancel messages queued behind the running turn.
+        #[oai(default)]
+        all: Query<bool>,
+    ) -> Result<CancelResponse, ApiError> {
+        let org = auth.0.org_id;
+        let session = parse_id(Kind::Session, &session_id.0)?;
+        let mut tx = self.state.pool.begin().await.map_err(turnstone_core::Error::from)?;
+        let c = turns::cancel(&mut tx, org, session, all.0).await?;
+        tx.commit().await.map_err(turnstone_core::Error::from)?;
+        let body = CancelAccepted {
+            turn_id: ids::format(Kind::Turn, c.turn_id),
+            state: if c.state == "cancelled" { CancelState::Cancelled } else { CancelState::Cancelling },
+            pending_cancelled: c.pending_cancelled.into_iter().map(|t| ids::format(Kind::Turn, t)).collect(),
+        };
+        Ok(match body.state {
+            CancelState::Cancelled => CancelResponse::Cancelled(Json(body)),
+            CancelState::Cancelling => CancelResponse::Cancelling(Json(body)),
+        })
     }
 
     /// List the session's messages (user inputs and assistant outputs) in order.

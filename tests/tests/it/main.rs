@@ -1,6 +1,8 @@
 //! Turnstone's integration tests: one binary, real PostgreSQL (a fresh database
 //! per test), real HTTP, the real simulator; some tests run the real binaries.
 
+mod cancel;
+mod durability;
 mod e2e;
 mod openapi;
 mod queue;

@@ -65,9 +65,9 @@ async fn post_commits_message_turn_and_task_together() {
 async fn a_stale_lease_changes_nothing() {
     let (_db, pool, org, session) = setup().await;
     let posted = post(&pool, org, session, "hello").await;
-    let old = leased(turns::start(&pool, posted.turn_id).await.unwrap());
+    let old = leased(turns::start(&pool, posted.turn_id, 3).await.unwrap());
     // The turn is reclaimed: a new attempt fences the old one out.
-    let new = leased(turns::start(&pool, posted.turn_id).await.unwrap());
+    let new = leased(turns::start(&pool, posted.turn_id, 3).await.unwrap());
     assert_eq!(new.attempt, old.attempt + 1);
     let before = count(&pool, "SELECT count(*) FROM events WHERE session_id = $1", session).await;
 
@@ -91,18 +91,18 @@ async fn finish_seals_once_and_hands_over_to_the_next_turn() {
     let (_db, pool, org, session) = setup().await;
     let first = post(&pool, org, session, "one").await;
     let second = post(&pool, org, session, "two").await;
-    let lease = leased(turns::start(&pool, first.turn_id).await.unwrap());
-    assert!(matches!(turns::start(&pool, second.turn_id).await.unwrap(), Start::Finished), "a pending turn cannot be started");
+    let lease = leased(turns::start(&pool, first.turn_id, 3).await.unwrap());
+    assert!(matches!(turns::start(&pool, second.turn_id, 3).await.unwrap(), Start::Finished), "a pending turn cannot be started");
 
     turns::finish(&pool, &lease, Outcome::Completed).await.unwrap();
     assert!(matches!(turns::finish(&pool, &lease, Outcome::Completed).await, Err(Error::LeaseLost)), "sealed once");
-    assert!(matches!(turns::start(&pool, first.turn_id).await.unwrap(), Start::Finished), "a terminal turn never restarts");
+    assert!(matches!(turns::start(&pool, first.turn_id, 3).await.unwrap(), Start::Finished), "a terminal turn never restarts");
     let status: String = sqlx::query_scalar("SELECT status FROM turns WHERE id = $1").bind(second.turn_id).fetch_one(&pool).await.unwrap();
     assert_eq!(status, "queued", "the next turn was enqueued in the finishing transaction");
     let session_status: String = sqlx::query_scalar("SELECT status FROM sessions WHERE id = $1").bind(session).fetch_one(&pool).await.unwrap();
     assert_eq!(session_status, "queued");
 
-    let lease = leased(turns::start(&pool, second.turn_id).await.unwrap());
+    let lease = leased(turns::start(&pool, second.turn_id, 3).await.unwrap());
     turns::finish(&pool, &lease, Outcome::Failed { code: "x".into(), message: "y".into() }).await.unwrap();
     let session_status: String = sqlx::query_scalar("SELECT status FROM sessions WHERE id = $1").bind(session).fetch_one(&pool).await.unwrap();
     assert_eq!(session_status, "idle");

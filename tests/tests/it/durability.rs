@@ -1,0 +1,196 @@
+//! Turns survive their workers: SIGKILL at every step boundary, random kills,
+//! SIGTERM drains, and cancellation — with real worker processes.
+
+use std::collections::HashMap;
+
+use rand::{Rng, SeedableRng};
+use serde_json::Value;
+use turnstone_tests::procs;
+use turnstone_tests::{Client, Stack, StackOptions};
+
+/// The API in-process, no in-process workers: workers are child processes.
+async fn stack() -> Stack {
+    Stack::start_with(StackOptions { workers: 0, ..Default::default() }).await
+}
+
+const TOOL_TURN: [&str; 10] = [
+    "input.message",
+    "session.activated",
+    "turn.started",
+    "reason.started",
+    "output.message.completed",
+    "tool.started",
+    "tool.completed",
+    "reason.started",
+    "output.message.completed",
+    "turn.completed",
+];
+
+/// Asserts the log is gap-free and every step result appears once per turn.
+fn assert_clean_log(events: &[Value]) {
+    let seqs: Vec<i64> = events.iter().map(|e| e["sequence"].as_i64().unwrap()).collect();
+    assert_eq!(seqs, (1..=seqs.len() as i64).collect::<Vec<_>>(), "gap-free sequence");
+    let mut seen = HashMap::new();
+    for e in events {
+        let kind = e["type"].as_str().unwrap();
+        let key = match kind {
+            "output.message.completed" | "reason.started" => format!("{kind}:{}", e["data"]["iteration"]),
+            "tool.started" | "tool.completed" => format!("{kind}:{}:{}", e["data"]["iteration"], e["data"]["tool_call_id"]),
+            "turn.started" | "turn.completed" | "turn.failed" | "turn.cancelled" => "terminal-or-start:".to_owned() + kind,
+            _ => continue,
+        };
+        let turn = e["turn_id"].as_str().unwrap_or_default().to_owned();
+        *seen.entry((turn, key.clone())).or_insert(0) += 1;
+    }
+    for ((turn, key), n) in seen {
+        assert_eq!(n, 1, "{key} appears {n} times in turn {turn}: {events:#?}");
+    }
+}
+
+async fn crash_at(point: &str) {
+    let stack = stack().await;
+    let api = stack.client();
+    let session = api.session(&["math"]).await;
+    let mut doomed = procs::worker(&stack, &[("TURNSTONE_CRASH_AT", point.to_owned())]);
+    api.say(&session, r#"!tool math {"expression":"6*7"}"#).await;
+    let code = doomed.wait().await;
+    assert_eq!(code, None, "the worker died by signal at {point}");
+
+    let _rescuer = procs::worker(&stack, &[]);
+    let events = api.wait_for(&session, "turn.completed", 1).await;
+    let kinds: Vec<&str> = events.iter().map(|e| e["type"].as_str().unwrap()).filter(|k| *k != "session.idled").collect();
+    assert_eq!(kinds, TOOL_TURN, "crash at {point}: complete, ordered, no duplicates");
+    assert_clean_log(&events);
+    let answer = events.iter().rev().find(|e| e["type"] == "output.message.completed").unwrap();
+    assert_eq!(answer["data"]["message"]["content"][0]["text"], "tool math returned: 42");
+    api.wait_for(&session, "session.idled", 1).await;
+}
+
+#[tokio::test]
+async fn crash_before_llm_commit() {
+    crash_at("before_llm_commit").await;
+}
+
+#[tokio::test]
+async fn crash_after_llm_commit() {
+    crash_at("after_llm_commit").await;
+}
+
+#[tokio::test]
+async fn crash_before_tool_commit() {
+    crash_at("before_tool_commit").await;
+}
+
+#[tokio::test]
+async fn crash_after_tool_commit() {
+    crash_at("after_tool_commit").await;
+}
+
+#[tokio::test]
+async fn crash_before_finish() {
+    crash_at("before_finish").await;
+}
+
+#[tokio::test]
+async fn a_crash_loop_is_stopped_by_the_progress_guard() {
+    let stack = stack().await;
+    let api = stack.client();
+    let session = api.session(&[]).await;
+    api.say(&session, "doomed").await;
+    // Every worker dies before committing its model step: no progress, ever.
+    for _ in 0..6 {
+        let mut w = procs::worker(&stack, &[("TURNSTONE_CRASH_AT", "before_llm_commit".into())]);
+        let events = api.events(&session).await;
+        if events.iter().any(|e| e["type"] == "turn.failed") {
+            break;
+        }
+        tokio::select! {
+            _ = w.wait() => {}
+            _ = api.wait_for(&session, "turn.failed", 1) => break,
+        }
+    }
+    let events = api.wait_for(&session, "turn.failed", 1).await;
+    let failed = events.iter().find(|e| e["type"] == "turn.failed").unwrap();
+    assert_eq!(failed["data"]["error_code"], "no_progress");
+    assert_clean_log(&events);
+    api.wait_for(&session, "session.idled", 1).await;
+}
+
+/// Many turns, a worker SIGKILLed at random moments in a loop, then one worker
+/// left to finish: every turn ends exactly once and every session idles.
+/// Seed with TURNSTONE_CHAOS_SEED to reproduce a run.
+#[tokio::test]
+async fn random_kills_lose_nothing() {
+    let seed = std::env::var("TURNSTONE_CHAOS_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(rand::random::<u64>);
+    eprintln!("TURNSTONE_CHAOS_SEED={seed}");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let stack = stack().await;
+    let api = stack.client();
+    let mut sessions = Vec::new();
+    for i in 0..6 {
+        let s = api.session(&["math"]).await;
+        api.say(&s, &format!("!sleep {} first {i}", rng.random_range(50..300))).await;
+        api.say(&s, &format!(r#"!tool math {{"expression":"{i}*7"}}"#)).await;
+        sessions.push(s);
+    }
+    for _ in 0..5 {
+        let mut w = procs::worker(&stack, &[]);
+        tokio::time::sleep(std::time::Duration::from_millis(rng.random_range(100..700))).await;
+        w.signal("KILL");
+        w.wait().await;
+    }
+    let _survivor = procs::worker(&stack, &[]);
+    for s in &sessions {
+        let events = wait_idle_with_two_turns(&api, s).await;
+        assert_clean_log(&events);
+        let terminal = events.iter().filter(|e| e["type"] == "turn.completed" || e["type"] == "turn.failed").count();
+        assert_eq!(terminal, 2, "exactly one terminal event per turn in {s}");
+        if let Some(f) = events.iter().find(|e| e["type"] == "turn.failed") {
+            assert_eq!(f["data"]["error_code"], "no_progress", "only the crash-loop guard may fail a turn here");
+        }
+    }
+}
+
+async fn wait_idle_with_two_turns(api: &Client, session: &str) -> Vec<Value> {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let events = api.events(session).await;
+        let terminal = events.iter().filter(|e| matches!(e["type"].as_str(), Some("turn.completed" | "turn.failed"))).count();
+        let status = api.get(&format!("/v1/sessions/{session}")).await.expect(200)["status"].clone();
+        if terminal >= 2 && status == "idle" {
+            return events;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "session {session} did not settle: {status} {events:#?}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn sigterm_lets_the_turn_in_flight_finish() {
+    let stack = stack().await;
+    let api = stack.client();
+    let session = api.session(&[]).await;
+    let mut w = procs::worker(&stack, &[]);
+    api.say(&session, "!sleep 800 slow").await;
+    api.wait_for(&session, "reason.started", 1).await;
+    w.signal("TERM");
+    assert_eq!(w.wait().await, Some(0), "a drained worker exits 0");
+    let events = api.wait_for(&session, "turn.completed", 1).await;
+    assert_clean_log(&events);
+}
+
+#[tokio::test]
+async fn sigterm_past_the_deadline_hands_the_turn_over() {
+    let stack = stack().await;
+    let api = stack.client();
+    let session = api.session(&[]).await;
+    let mut w = procs::worker(&stack, &[("TURNSTONE_WORKER_DRAIN_SECS", "0.3".into())]);
+    api.say(&session, "!sleep 2000 very slow").await;
+    api.wait_for(&session, "reason.started", 1).await;
+    w.signal("TERM");
+    assert_eq!(w.wait().await, Some(0), "exits 0 after the drain deadline");
+    let _next = procs::worker(&stack, &[]);
+    let events = api.wait_for(&session, "turn.completed", 1).await;
+    assert_clean_log(&events);
+    assert_eq!(events.iter().filter(|e| e["type"] == "output.message.completed").count(), 1);
+}
