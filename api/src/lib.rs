@@ -11,6 +11,7 @@
 //! - [`error`]: the one mapping from failures to problem+json responses.
 //! - [`auth`]: bearer API keys.
 //! - [`wire`]: request/response objects and conversions from core types.
+//! - [`text`]: the strict string type request bodies use.
 //! - [`routes`]: the operations, one module per tag.
 //! - [`idempotency`]: `Idempotency-Key` replay for creating POSTs.
 //! - [`fanout`]: the process's one LISTEN connection, fanned out to streams.
@@ -23,6 +24,7 @@ pub mod fanout;
 pub mod idempotency;
 pub mod routes;
 pub mod sse;
+pub mod text;
 pub mod wire;
 
 use std::sync::Arc;

@@ -9,13 +9,14 @@ use turnstone_core::{agents, capabilities, events, providers, sessions, turns};
 use uuid::Uuid;
 
 use crate::error::ApiError;
+pub use crate::text::Text;
 
 /// Parses a prefixed id from a path or body, mapping a bad one to 400 `invalid_id`.
 pub fn parse_id(kind: Kind, s: &str) -> Result<Uuid, ApiError> {
     ids::parse(kind, s).map_err(ApiError::from)
 }
 
-pub fn parse_opt_id(kind: Kind, s: Option<&String>) -> Result<Option<Uuid>, ApiError> {
+pub fn parse_opt_id(kind: Kind, s: Option<&str>) -> Result<Option<Uuid>, ApiError> {
     s.map(|s| parse_id(kind, s)).transpose()
 }
 
@@ -40,13 +41,13 @@ pub struct Ready {
 pub struct ProviderCreate {
     /// Unique per org.
     #[oai(validator(min_length = 1, max_length = 200))]
-    pub name: String,
+    pub name: Text,
     /// OpenAI-compatible base URL, e.g. `https://api.openai.com/v1`.
     #[oai(validator(min_length = 1, max_length = 2048))]
-    pub base_url: String,
+    pub base_url: Text,
     /// Stored encrypted; never returned.
     #[oai(validator(max_length = 4096))]
-    pub api_key: Option<String>,
+    pub api_key: Option<Text>,
 }
 
 #[derive(Debug, Object, serde::Serialize, serde::Deserialize)]
@@ -77,10 +78,10 @@ pub struct ProviderList {
 #[oai(deny_unknown_fields)]
 pub struct ModelCreate {
     /// `prv_…`
-    pub provider_id: String,
+    pub provider_id: Text,
     /// The upstream model name sent to the provider, e.g. `gpt-4o-mini`.
     #[oai(validator(min_length = 1, max_length = 200))]
-    pub name: String,
+    pub name: Text,
     /// Make this the org's default model.
     #[oai(default)]
     pub is_default: bool,
@@ -121,16 +122,16 @@ pub struct ModelList {
 #[oai(deny_unknown_fields)]
 pub struct AgentCreate {
     #[oai(validator(min_length = 1, max_length = 200))]
-    pub name: String,
+    pub name: Text,
     #[oai(default, validator(max_length = 100000))]
-    pub system_prompt: String,
+    pub system_prompt: Text,
     /// `mdl_…`; when absent the org default model is used.
-    pub model_id: Option<String>,
+    pub model_id: Option<Text>,
     /// Names from `GET /v1/capabilities`.
     #[oai(default, validator(max_items = 32))]
-    pub capabilities: Vec<String>,
+    pub capabilities: Vec<Text>,
     #[oai(default, validator(max_items = 32))]
-    pub tags: Vec<String>,
+    pub tags: Vec<Text>,
     /// Cap on LLM calls per turn (1-100, default 10).
     pub max_iterations: Option<i32>,
     /// Wall-clock cap on one turn in seconds (1-86400, default 600).
@@ -141,15 +142,15 @@ pub struct AgentCreate {
 #[oai(deny_unknown_fields)]
 pub struct AgentUpdate {
     #[oai(validator(min_length = 1, max_length = 200))]
-    pub name: Option<String>,
+    pub name: Option<Text>,
     #[oai(validator(max_length = 100000))]
-    pub system_prompt: Option<String>,
+    pub system_prompt: Option<Text>,
     /// `mdl_…`; an empty string clears the agent's model.
-    pub model_id: Option<String>,
+    pub model_id: Option<Text>,
     #[oai(validator(max_items = 32))]
-    pub capabilities: Option<Vec<String>>,
+    pub capabilities: Option<Vec<Text>>,
     #[oai(validator(max_items = 32))]
-    pub tags: Option<Vec<String>>,
+    pub tags: Option<Vec<Text>>,
     pub max_iterations: Option<i32>,
     pub max_turn_secs: Option<i32>,
 }
@@ -201,13 +202,13 @@ pub struct AgentList {
 #[oai(deny_unknown_fields)]
 pub struct SessionCreate {
     /// `agt_…`
-    pub agent_id: String,
+    pub agent_id: Text,
     /// `mdl_…`, overrides the agent's model for this session.
-    pub model_id: Option<String>,
+    pub model_id: Option<Text>,
     #[oai(validator(max_length = 500))]
-    pub title: Option<String>,
+    pub title: Option<Text>,
     #[oai(default, validator(max_items = 32))]
-    pub tags: Vec<String>,
+    pub tags: Vec<Text>,
 }
 
 /// `idle`: no turn; `queued`: a turn waits for a worker; `running`: a worker runs a turn;
@@ -279,7 +280,7 @@ pub struct ContentPart {
     #[oai(rename = "type")]
     pub kind: ContentType,
     #[oai(validator(min_length = 1, max_length = 100000))]
-    pub text: String,
+    pub text: Text,
 }
 
 /// Per-message controls.
@@ -287,7 +288,7 @@ pub struct ContentPart {
 #[oai(deny_unknown_fields)]
 pub struct MessageControls {
     /// `mdl_…`, overrides session and agent for this turn.
-    pub model_id: Option<String>,
+    pub model_id: Option<Text>,
 }
 
 #[derive(Debug, Object, Clone)]
@@ -300,7 +301,7 @@ pub struct MessageCreate {
 
 impl MessageCreate {
     pub fn core_content(&self) -> Vec<turns::ContentPart> {
-        self.content.iter().map(|p| turns::ContentPart::Text { text: p.text.clone() }).collect()
+        self.content.iter().map(|p| turns::ContentPart::Text { text: p.text.0.clone() }).collect()
     }
 }
 

@@ -126,7 +126,7 @@ pub async fn list_agents(
 pub async fn update_agent(conn: &mut PgConnection, org_id: Uuid, id: Uuid, input: AgentInput) -> Result<Agent> {
     validate_input(conn, org_id, &input).await?;
     let clear_model = matches!(input.model_id, Some(None));
-    sqlx::query_as(AssertSqlSafe(format!(
+    let updated: Option<Agent> = sqlx::query_as(AssertSqlSafe(format!(
         "UPDATE agents SET
             name = coalesce($3, name),
             system_prompt = coalesce($4, system_prompt),
@@ -149,9 +149,22 @@ pub async fn update_agent(conn: &mut PgConnection, org_id: Uuid, id: Uuid, input
     .bind(input.tags)
     .bind(input.max_iterations)
     .bind(input.max_turn_secs)
-    .fetch_optional(conn)
-    .await?
-    .ok_or(Error::NotFound("agent"))
+    .fetch_optional(&mut *conn)
+    .await?;
+    match updated {
+        Some(agent) => Ok(agent),
+        None => {
+            let archived: Option<bool> = sqlx::query_scalar("SELECT archived_at IS NOT NULL FROM agents WHERE org_id = $1 AND id = $2")
+                .bind(org_id)
+                .bind(id)
+                .fetch_optional(conn)
+                .await?;
+            match archived {
+                Some(true) => Err(Error::conflict("agent_archived", "the agent is archived")),
+                _ => Err(Error::NotFound("agent")),
+            }
+        }
+    }
 }
 
 /// Soft delete. Archiving twice is a no-op that still answers with the agent.

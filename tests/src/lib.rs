@@ -33,11 +33,17 @@ pub fn admin_url() -> String {
 pub struct TestDb {
     pub name: String,
     pub url: String,
+    admin: String,
 }
 
 impl TestDb {
     pub async fn new() -> TestDb {
-        let admin = admin_url();
+        Self::new_on(&admin_url()).await
+    }
+
+    /// A database on another server (e.g. a private cluster a test restarts).
+    pub async fn new_on(admin: &str) -> TestDb {
+        let admin = admin.to_owned();
         let name = format!("turnstone_test_{}", uuid::Uuid::now_v7().simple());
         let mut conn = sqlx::PgConnection::connect_with_url(&admin).await;
         sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).execute(&mut conn).await.expect("create test database");
@@ -45,7 +51,7 @@ impl TestDb {
             Some(i) if !admin[i + 1..].contains('@') => format!("{}/{}", &admin[..i], name),
             _ => format!("{admin}/{name}"),
         };
-        TestDb { name, url }
+        TestDb { name, url, admin }
     }
 }
 
@@ -62,12 +68,13 @@ impl ConnectUrl for sqlx::PgConnection {
 
 impl Drop for TestDb {
     fn drop(&mut self) {
-        let name = self.name.clone();
+        let (name, admin) = (self.name.clone(), self.admin.clone());
         // Drop runs inside the test's runtime; use a thread with its own.
         let _ = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
             rt.block_on(async move {
-                let mut conn = sqlx::PgConnection::connect_with_url(&admin_url()).await;
+                use sqlx::Connection;
+                let Ok(mut conn) = sqlx::PgConnection::connect(&admin).await else { return };
                 let _ = sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))).execute(&mut conn).await;
             });
         })
@@ -94,6 +101,8 @@ pub struct StackOptions {
     pub provider_api_key: Option<String>,
     pub sse_max_connection: Duration,
     pub worker: fn(&mut turnstone_worker::Config),
+    /// Create the database on this server instead of `TURNSTONE_TEST_DATABASE_URL`.
+    pub admin_url: Option<String>,
 }
 
 impl Default for StackOptions {
@@ -104,6 +113,7 @@ impl Default for StackOptions {
             provider_api_key: None,
             sse_max_connection: Duration::from_secs(300),
             worker: |_| {},
+            admin_url: None,
         }
     }
 }
@@ -126,7 +136,10 @@ impl Stack {
     }
 
     pub async fn start_with(opts: StackOptions) -> Stack {
-        let db = TestDb::new().await;
+        let db = match &opts.admin_url {
+            Some(admin) => TestDb::new_on(admin).await,
+            None => TestDb::new().await,
+        };
         let sim = turnstone_llmsim::spawn(opts.sim.clone()).await.expect("simulator");
         let key = api_key();
         let master_key = master_key();
@@ -332,7 +345,7 @@ impl Client {
         let resp = req.send().await.expect("sse request");
         assert_eq!(resp.status().as_u16(), 200, "sse status");
         assert!(resp.headers()["content-type"].to_str().unwrap().starts_with("text/event-stream"));
-        SseReader { stream: Box::pin(resp.bytes_stream()), buf: String::new() }
+        SseReader::from_response(resp)
     }
 }
 
@@ -351,6 +364,10 @@ pub struct SseReader {
 }
 
 impl SseReader {
+    pub fn from_response(resp: reqwest::Response) -> SseReader {
+        SseReader { stream: Box::pin(resp.bytes_stream()), buf: String::new() }
+    }
+
     /// The next frame (comments such as heartbeats are skipped), or `None` at end of stream.
     pub async fn next(&mut self) -> Option<Frame> {
         loop {

@@ -70,3 +70,45 @@ pub fn worker(stack: &crate::Stack, extra: &[(&'static str, String)]) -> Proc {
     env.extend(extra.iter().cloned());
     Proc::spawn("turnstone-worker", &env)
 }
+
+/// A private PostgreSQL cluster a test may stop and start (via `scripts/lib/pg.sh`).
+pub struct Cluster {
+    pub dir: PathBuf,
+    pub port: u16,
+}
+
+fn pg_sh(args: &[&str]) {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/lib/pg.sh");
+    let status = std::process::Command::new("bash").arg(script).args(args).stdout(Stdio::null()).status().expect("run pg.sh");
+    assert!(status.success(), "pg.sh {args:?} failed");
+}
+
+impl Cluster {
+    /// initdb + start on a free port, in a fresh directory under the target dir.
+    pub fn start() -> Cluster {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let dir = bin_dir().join(format!("pg-{}", uuid::Uuid::now_v7().simple()));
+        let cluster = Cluster { dir, port };
+        cluster.up();
+        cluster
+    }
+
+    pub fn admin_url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+
+    pub fn up(&self) {
+        pg_sh(&["ts_start_private_cluster", self.dir.to_str().unwrap(), &self.port.to_string(), "-c fsync=off"]);
+    }
+
+    pub fn down(&self) {
+        pg_sh(&["ts_stop_private_cluster", self.dir.to_str().unwrap()]);
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        self.down();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

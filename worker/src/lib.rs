@@ -84,24 +84,19 @@ async fn wait_for_schema(pool: &PgPool, shutdown: &mut (impl Future<Output = ()>
 /// Runs a worker until `shutdown` resolves. Then it drains: it stops claiming,
 /// lets in-flight turns run for up to `config.drain`, then stops them, hands
 /// their tasks back to the queue for other workers, and returns.
+///
+/// apalis stops a worker when its backend fails (say, PostgreSQL restarts), so
+/// this supervises it: each failure ends one *incarnation*, whose tasks are
+/// handed back, and a new one (a new `apalis.workers` id) starts once the
+/// database answers again.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), BoxDynError> {
     let pool = db::connect(&config.database_url, config.db_max_connections).await?;
     let mut shutdown = Box::pin(shutdown);
     if !wait_for_schema(&pool, &mut shutdown).await {
         return Ok(());
     }
-    let missed = (config.reclaim_after.as_secs_f64() / config.heartbeat.as_secs_f64()).ceil().max(1.0) as usize;
-    let storage_config = apalis_postgres::Config::default()
-        .queue(QUEUE)
-        .batch_size(config.concurrency.min(16))
-        .heartbeat_interval(config.heartbeat)
-        .missed_heartbeats(missed);
-    let strategy = Strategy::new().stream(Pubsub::new(pool.clone(), QUEUE.to_owned())).interval(config.poll_interval);
-    let backend = PostgresStorage::<TurnTask>::new(&pool).with_config(storage_config).poll_with_strategy(strategy);
-    let name = config.name.clone();
-    let (concurrency, drain) = (config.concurrency, config.drain);
     let (abort_tx, abort) = tokio::sync::watch::channel(false);
-    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let cancels = Arc::new(cancel::Cancels::default());
     tokio::spawn(cancels.clone().run(pool.clone(), {
         let mut stop = stop_rx.clone();
@@ -109,34 +104,81 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
             let _ = stop.wait_for(|s| *s).await;
         }
     }));
+    let drain = config.drain;
+    let base_name = config.name.clone();
     let ctx = Context { pool: pool.clone(), config: Arc::new(config), cancels, abort };
-    tracing::info!(worker = %name, concurrency, "turnstone-worker claiming turns");
-    let worker = WorkerBuilder::new(name.as_str()).backend(backend).data(ctx).concurrency(concurrency).build(handle);
-    let running = worker.run_until(async move {
-        let _ = stop_rx.wait_for(|s| *s).await;
-        Ok::<(), std::io::Error>(())
-    });
-    tokio::pin!(running);
-    tokio::select! {
-        r = &mut running => { r?; }
-        _ = &mut shutdown => {
-            tracing::info!(deadline_secs = drain.as_secs_f64(), "draining: no new claims, turns in flight may finish");
-            let _ = stop_tx.send(true);
-            if tokio::time::timeout(drain, &mut running).await.is_err() {
-                tracing::warn!("drain deadline passed: stopping turns in flight and releasing them");
-                let _ = abort_tx.send(true);
-                let _ = tokio::time::timeout(std::time::Duration::from_secs(2), &mut running).await;
+    for incarnation in 0u32.. {
+        let name = if incarnation == 0 { base_name.clone() } else { format!("{base_name}-{incarnation}") };
+        let running = incarnate(&ctx, &name, stop_rx.clone());
+        tokio::pin!(running);
+        tokio::select! {
+            r = &mut running => {
+                let e = match r {
+                    Ok(()) => "the worker stopped".to_owned(),
+                    Err(e) => e.to_string(),
+                };
+                tracing::warn!(worker = %name, error = %e, "worker incarnation ended; restarting");
+            }
+            _ = &mut shutdown => {
+                tracing::info!(deadline_secs = drain.as_secs_f64(), "draining: no new claims, turns in flight may finish");
+                let _ = stop_tx.send(true);
+                if tokio::time::timeout(drain, &mut running).await.is_err() {
+                    tracing::warn!("drain deadline passed: stopping turns in flight and releasing them");
+                    let _ = abort_tx.send(true);
+                    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), &mut running).await;
+                }
+                // Dropping the worker drops its LISTEN connection and any turn still running here.
+                drop(running);
+                release(&pool, &name).await;
+                break;
             }
         }
+        drop(running);
+        // Hand this incarnation's tasks back as soon as the database answers.
+        loop {
+            if turnstone_core::turns::release_worker_tasks(&pool, &name).await.is_ok() {
+                break;
+            }
+            tokio::select! {
+                _ = &mut shutdown => return Ok(()),
+                _ = tokio::time::sleep(std::time::Duration::from_millis(500)) => {}
+            }
+        }
+        if !wait_for_schema(&pool, &mut shutdown).await {
+            return Ok(());
+        }
     }
-    // Dropping the worker drops its LISTEN connection and any turn still running here.
-    drop(running);
-    match turnstone_core::turns::release_worker_tasks(&pool, &name).await {
+    // Bounded: a connection stuck in a dead handler must not hold the exit.
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), pool.close()).await;
+    Ok(())
+}
+
+async fn release(pool: &PgPool, name: &str) {
+    match turnstone_core::turns::release_worker_tasks(pool, name).await {
         Ok(0) => {}
         Ok(n) => tracing::info!(released = n, "handed tasks back to the queue"),
         Err(e) => tracing::warn!(error = %e, "could not release tasks; they will be reclaimed after the heartbeat timeout"),
     }
-    // Bounded: a connection stuck in a dead handler must not hold the exit.
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), pool.close()).await;
+}
+
+/// One apalis worker on the `turns` queue, running until `stop` flips or its backend fails.
+async fn incarnate(ctx: &Context, name: &str, mut stop: tokio::sync::watch::Receiver<bool>) -> Result<(), BoxDynError> {
+    let config = &ctx.config;
+    let missed = (config.reclaim_after.as_secs_f64() / config.heartbeat.as_secs_f64()).ceil().max(1.0) as usize;
+    let storage_config = apalis_postgres::Config::default()
+        .queue(QUEUE)
+        .batch_size(config.concurrency.min(16))
+        .heartbeat_interval(config.heartbeat)
+        .missed_heartbeats(missed);
+    let strategy = Strategy::new().stream(Pubsub::new(ctx.pool.clone(), QUEUE.to_owned())).interval(config.poll_interval);
+    let backend = PostgresStorage::<TurnTask>::new(&ctx.pool).with_config(storage_config).poll_with_strategy(strategy);
+    tracing::info!(worker = %name, concurrency = config.concurrency, "turnstone-worker claiming turns");
+    let worker = WorkerBuilder::new(name).backend(backend).data(ctx.clone()).concurrency(config.concurrency).build(handle);
+    worker
+        .run_until(async move {
+            let _ = stop.wait_for(|s| *s).await;
+            Ok::<(), std::io::Error>(())
+        })
+        .await?;
     Ok(())
 }

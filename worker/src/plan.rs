@@ -117,7 +117,7 @@ mod tests {
     }
 
     fn ctx(history: Vec<Event>) -> TurnContext {
-        TurnContext { system_prompt: String::new(), capabilities: vec![], max_iterations: 10, model_id: None, history }
+        TurnContext { system_prompt: String::new(), capabilities: vec![], max_iterations: 10, max_turn_secs: 600, cancel_requested: false, model_id: None, history }
     }
 
     #[test]

@@ -13,6 +13,7 @@ use crate::AppState;
 use crate::auth::ApiKey;
 use crate::error::ApiError;
 use crate::idempotency::create_once;
+use crate::text::strings;
 use crate::wire::{Agent, AgentCreate, AgentList, AgentUpdate, parse_id, parse_opt_id};
 
 pub struct AgentsApi {
@@ -39,11 +40,11 @@ impl AgentsApi {
         let request = format!("createAgent:{}", body.0.to_json_string());
         let b = body.0;
         let input = AgentInput {
-            name: Some(b.name),
-            system_prompt: Some(b.system_prompt),
-            model_id: Some(parse_opt_id(Kind::Model, b.model_id.as_ref())?),
-            capabilities: Some(b.capabilities),
-            tags: Some(b.tags),
+            name: Some(b.name.into()),
+            system_prompt: Some(b.system_prompt.into()),
+            model_id: Some(parse_opt_id(Kind::Model, b.model_id.as_deref())?),
+            capabilities: Some(strings(b.capabilities)),
+            tags: Some(strings(b.tags)),
             max_iterations: b.max_iterations,
             max_turn_secs: b.max_turn_secs,
         };
@@ -68,7 +69,7 @@ impl AgentsApi {
         tag: Query<Option<String>>,
     ) -> Result<Json<AgentList>, ApiError> {
         let limit = page_limit(limit.0, limits::MAX_PAGE_LIMIT)?;
-        let after = parse_opt_id(Kind::Agent, after.0.as_ref())?;
+        let after = parse_opt_id(Kind::Agent, after.0.as_deref())?;
         if tag.0.as_ref().is_some_and(|t| t.len() > limits::MAX_TAG_CHARS) {
             return Err(ApiError::bad_request("invalid_tag", "tag too long"));
         }
@@ -97,11 +98,11 @@ impl AgentsApi {
             Some(m) => Some(Some(parse_id(Kind::Model, m)?)),
         };
         let input = AgentInput {
-            name: b.name,
-            system_prompt: b.system_prompt,
+            name: b.name.map(Into::into),
+            system_prompt: b.system_prompt.map(Into::into),
             model_id,
-            capabilities: b.capabilities,
-            tags: b.tags,
+            capabilities: b.capabilities.map(strings),
+            tags: b.tags.map(strings),
             max_iterations: b.max_iterations,
             max_turn_secs: b.max_turn_secs,
         };

@@ -54,7 +54,7 @@ impl ProvidersApi {
         let request = format!("createProvider:{}", body.0.to_json_string());
         let created = create_once(&self.state, org, idempotency_key.0.as_deref(), &request, move |c| {
             Box::pin(async move {
-                let key = body.0.api_key.map(Secret::new);
+                let key = body.0.api_key.map(|k| Secret::new(k.0));
                 let id = providers::create_provider(&mut *c, &state.keys, org, &body.0.name, &body.0.base_url, key.as_ref()).await?;
                 let p: Provider = providers::get_provider(&mut *c, org, id).await?.into();
                 Ok(p)
@@ -68,7 +68,7 @@ impl ProvidersApi {
     #[oai(path = "/providers", method = "get", operation_id = "listProviders")]
     async fn list_providers(&self, auth: ApiKey, limit: Query<Option<u32>>, after: Query<Option<String>>) -> Result<Json<ProviderList>, ApiError> {
         let limit = page_limit(limit.0, limits::MAX_PAGE_LIMIT)?;
-        let after = parse_opt_id(Kind::Provider, after.0.as_ref())?;
+        let after = parse_opt_id(Kind::Provider, after.0.as_deref())?;
         let page = providers::list_providers(&self.state.pool, auth.0.org_id, after, limit).await?;
         Ok(Json(ProviderList {
             data: page.items.into_iter().map(Into::into).collect(),
@@ -117,7 +117,7 @@ impl ProvidersApi {
     #[oai(path = "/models", method = "get", operation_id = "listModels")]
     async fn list_models(&self, auth: ApiKey, limit: Query<Option<u32>>, after: Query<Option<String>>) -> Result<Json<ModelList>, ApiError> {
         let limit = page_limit(limit.0, limits::MAX_PAGE_LIMIT)?;
-        let after = parse_opt_id(Kind::Model, after.0.as_ref())?;
+        let after = parse_opt_id(Kind::Model, after.0.as_deref())?;
         let page = providers::list_models(&self.state.pool, auth.0.org_id, after, limit).await?;
         Ok(Json(ModelList {
             data: page.items.into_iter().map(Into::into).collect(),

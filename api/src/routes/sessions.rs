@@ -92,9 +92,9 @@ impl SessionsApi {
         let b = body.0;
         let input = SessionInput {
             agent_id: parse_id(Kind::Agent, &b.agent_id)?,
-            model_id: parse_opt_id(Kind::Model, b.model_id.as_ref())?,
-            title: b.title,
-            tags: b.tags,
+            model_id: parse_opt_id(Kind::Model, b.model_id.as_deref())?,
+            title: b.title.map(Into::into),
+            tags: crate::text::strings(b.tags),
         };
         let session = create_once(&self.state, org, idempotency_key.0.as_deref(), &request, move |c| {
             Box::pin(async move { Ok(Session::from(sessions::create_session(c, org, input).await?)) })
@@ -116,8 +116,8 @@ impl SessionsApi {
         agent_id: Query<Option<String>>,
     ) -> Result<Json<SessionList>, ApiError> {
         let limit = page_limit(limit.0, limits::MAX_PAGE_LIMIT)?;
-        let after = parse_opt_id(Kind::Session, after.0.as_ref())?;
-        let agent = parse_opt_id(Kind::Agent, agent_id.0.as_ref())?;
+        let after = parse_opt_id(Kind::Session, after.0.as_deref())?;
+        let agent = parse_opt_id(Kind::Agent, agent_id.0.as_deref())?;
         let page = sessions::list_sessions(&self.state.pool, auth.0.org_id, after, limit, agent).await?;
         Ok(Json(SessionList {
             data: page.items.into_iter().map(Into::into).collect(),
@@ -145,7 +145,7 @@ impl SessionsApi {
         let org = auth.0.org_id;
         let session = parse_id(Kind::Session, &session_id.0)?;
         let request = format!("postMessage:{}:{}", session_id.0, body.0.to_json_string());
-        let model_id = parse_opt_id(Kind::Model, body.0.controls.as_ref().and_then(|c| c.model_id.as_ref()))?;
+        let model_id = parse_opt_id(Kind::Model, body.0.controls.as_ref().and_then(|c| c.model_id.as_deref()))?;
         let content = body.0.core_content();
         let accepted = create_once(&self.state, org, idempotency_key.0.as_deref(), &request, move |c| {
             Box::pin(async move {

@@ -4,6 +4,9 @@
 mod cancel;
 mod durability;
 mod e2e;
+mod errors;
 mod openapi;
+mod outage;
 mod queue;
 mod sse;
+mod tenancy;
