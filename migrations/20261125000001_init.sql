@@ -17,6 +17,7 @@ CREATE TABLE api_keys (
     org_id        uuid NOT NULL REFERENCES orgs(id),
     lookup_id     text NOT NULL UNIQUE,
     secret_hash   bytea NOT NULL,
+    display_prefix text NOT NULL DEFAULT '',  -- the key's first characters, to recognise it in lists
     name          text NOT NULL DEFAULT '',
     created_at    timestamptz NOT NULL DEFAULT now(),
     expires_at    timestamptz,

@@ -7,7 +7,11 @@ use turnstone_core::orgs::Bootstrap;
 /// Everything `turnstone-api` needs to run. Tests build it directly.
 #[derive(Debug, Clone)]
 pub struct Config {
+    /// Requests run here: in production a role subject to row-level security.
     pub database_url: String,
+    /// Migrations and first-start bootstrap run here (the schema owner);
+    /// `None` uses `database_url` (single-role mode).
+    pub migrate_database_url: Option<String>,
     /// Maximum pooled database connections (SSE streams share them; they do not hold one each).
     pub db_max_connections: u32,
     pub keys: KeyRing,
@@ -45,7 +49,7 @@ fn secs(name: &'static str, default: f64) -> Result<Duration, ConfigError> {
 }
 
 impl Config {
-    /// Reads `DATABASE_URL`, `TURNSTONE_MASTER_KEY`, `TURNSTONE_BOOTSTRAP_API_KEY`,
+    /// Reads `DATABASE_URL`, `TURNSTONE_MIGRATE_DATABASE_URL`, `TURNSTONE_MASTER_KEY`, `TURNSTONE_BOOTSTRAP_API_KEY`,
     /// `OPENAI_BASE_URL`, `OPENAI_API_KEY`, `TURNSTONE_DEFAULT_MODEL`,
     /// `TURNSTONE_LLMSIM_ADDR` and the `TURNSTONE_SSE_*` knobs.
     pub fn from_env() -> Result<Self, ConfigError> {
@@ -68,6 +72,7 @@ impl Config {
         };
         Ok(Config {
             database_url,
+            migrate_database_url: var("TURNSTONE_MIGRATE_DATABASE_URL"),
             db_max_connections,
             keys,
             bootstrap: Bootstrap {

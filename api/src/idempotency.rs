@@ -21,17 +21,17 @@ where
     F: for<'c> FnOnce(&'c mut PgConnection) -> BoxFuture<'c, Result<T, ApiError>>,
 {
     let Some(key) = key else {
-        let mut tx = state.pool.begin().await.map_err(turnstone_core::Error::from)?;
+        let mut tx = state.org_tx(org_id).await?;
         let out = create(&mut tx).await?;
         tx.commit().await.map_err(turnstone_core::Error::from)?;
         return Ok(out);
     };
     idempotency::validate_key(key)?;
     let fingerprint = format!("{:x}", Sha256::digest(request.as_bytes()));
-    if let Some(stored) = idempotency::lookup(&state.pool, org_id, key).await? {
+    if let Some(stored) = idempotency::lookup(&mut *state.org_tx(org_id).await?, org_id, key).await? {
         return replay(stored, &fingerprint);
     }
-    let mut tx = state.pool.begin().await.map_err(turnstone_core::Error::from)?;
+    let mut tx = state.org_tx(org_id).await?;
     let out = create(&mut tx).await?;
     let body = serde_json::to_value(&out).map_err(|_| ApiError::internal())?;
     match idempotency::record(&mut tx, org_id, key, &fingerprint, 200, &body).await {
@@ -42,7 +42,7 @@ where
         // A concurrent request with the same key won: drop our change, replay theirs.
         Err(e) if e.is_unique_violation() => {
             drop(tx);
-            let stored = idempotency::lookup(&state.pool, org_id, key).await?.ok_or_else(ApiError::internal)?;
+            let stored = idempotency::lookup(&mut *state.org_tx(org_id).await?, org_id, key).await?.ok_or_else(ApiError::internal)?;
             replay(stored, &fingerprint)
         }
         Err(e) => Err(e.into()),

@@ -55,6 +55,13 @@ pub struct Inner {
     pub shutdown: watch::Receiver<bool>,
 }
 
+impl AppState {
+    /// A transaction scoped to one org (row-level security); every tenant read and write runs in one.
+    pub async fn org_tx(&self, org_id: uuid::Uuid) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, error::ApiError> {
+        Ok(db::begin_org(&self.pool, org_id).await?)
+    }
+}
+
 impl std::ops::Deref for AppState {
     type Target = Inner;
     fn deref(&self) -> &Inner {
@@ -109,6 +116,7 @@ fn inert_state() -> AppState {
         hub: Arc::default(),
         config: Config {
             database_url: String::new(),
+            migrate_database_url: None,
             db_max_connections: 1,
             keys: KeyRing::parse(&KeyRing::generate_spec("inert")).expect("generated key"),
             bootstrap: orgs::Bootstrap {
@@ -168,9 +176,16 @@ impl Application {
         listener: tokio::net::TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<Self, turnstone_core::Error> {
+        let outcome = {
+            // Schema changes and bootstrap need the owner; requests do not.
+            let owner_url = config.migrate_database_url.as_deref().unwrap_or(&config.database_url);
+            let owner = db::connect(owner_url, 2).await?;
+            db::migrate(&owner).await?;
+            let outcome = orgs::bootstrap(&owner, &config.keys, &config.bootstrap).await?;
+            owner.close().await;
+            outcome
+        };
         let pool = db::connect(&config.database_url, config.db_max_connections).await?;
-        db::migrate(&pool).await?;
-        let outcome = orgs::bootstrap(&pool, &config.keys, &config.bootstrap).await?;
         let local_addr = listener.local_addr().map_err(|e| turnstone_core::Error::Queue(e.to_string()))?;
         let (stop_tx, stop_rx) = watch::channel(false);
         let state = AppState(Arc::new(Inner {

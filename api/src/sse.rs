@@ -93,7 +93,11 @@ async fn pump(
 async fn catch_up(state: &AppState, org_id: Uuid, session_id: Uuid, mut cursor: i64, tx: &mpsc::Sender<StreamFrame>) -> Result<i64, End> {
     loop {
         let filter = EventFilter { after_sequence: cursor, types: Vec::new(), limit: BATCH };
-        let batch = match events::list(&state.pool, org_id, session_id, &filter).await {
+        let read = async {
+            let mut tx = turnstone_core::db::begin_org(&state.pool, org_id).await?;
+            events::list(&mut tx, org_id, session_id, &filter).await
+        };
+        let batch = match read.await {
             Ok(b) => b,
             // The database is away: keep the stream, the next wake-up or poll retries.
             Err(e) if e.is_unavailable() => return Ok(cursor),

@@ -6,7 +6,7 @@ use crate::ids::new_id;
 use crate::page::Page;
 use crate::{capabilities, limits, providers, validate};
 use chrono::{DateTime, Utc};
-use sqlx::{AssertSqlSafe, PgConnection, PgPool};
+use sqlx::{AssertSqlSafe, PgConnection};
 use uuid::Uuid;
 
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -89,18 +89,18 @@ pub async fn create_agent(conn: &mut PgConnection, org_id: Uuid, input: AgentInp
     Ok(agent)
 }
 
-pub async fn get_agent(pool: &PgPool, org_id: Uuid, id: Uuid) -> Result<Agent> {
+pub async fn get_agent(conn: &mut PgConnection, org_id: Uuid, id: Uuid) -> Result<Agent> {
     sqlx::query_as(AssertSqlSafe(format!("SELECT {COLUMNS} FROM agents WHERE org_id = $1 AND id = $2")))
         .bind(org_id)
         .bind(id)
-        .fetch_optional(pool)
+        .fetch_optional(conn)
         .await?
         .ok_or(Error::NotFound("agent"))
 }
 
 /// Newest first. Archived agents only when asked; `tag` filters by one tag.
 pub async fn list_agents(
-    pool: &PgPool,
+    conn: &mut PgConnection,
     org_id: Uuid,
     after: Option<Uuid>,
     limit: u32,
@@ -118,7 +118,7 @@ pub async fn list_agents(
     .bind(include_archived)
     .bind(tag)
     .bind(i64::from(limit) + 1)
-    .fetch_all(pool)
+    .fetch_all(conn)
     .await?;
     Ok(Page::from_rows(rows, limit, |a| a.id))
 }
@@ -168,14 +168,14 @@ pub async fn update_agent(conn: &mut PgConnection, org_id: Uuid, id: Uuid, input
 }
 
 /// Soft delete. Archiving twice is a no-op that still answers with the agent.
-pub async fn archive_agent(pool: &PgPool, org_id: Uuid, id: Uuid) -> Result<Agent> {
+pub async fn archive_agent(conn: &mut PgConnection, org_id: Uuid, id: Uuid) -> Result<Agent> {
     sqlx::query_as(AssertSqlSafe(format!(
         "UPDATE agents SET archived_at = coalesce(archived_at, now()), updated_at = now()
           WHERE org_id = $1 AND id = $2 RETURNING {COLUMNS}"
     )))
     .bind(org_id)
     .bind(id)
-    .fetch_optional(pool)
+    .fetch_optional(conn)
     .await?
     .ok_or(Error::NotFound("agent"))
 }

@@ -21,17 +21,33 @@ pub async fn connect(url: &str, max_connections: u32) -> Result<PgPool> {
     Ok(pool)
 }
 
+/// Like [`connect`], but connects on first use: a worker may start before the
+/// database (or its role) exists and wait for it.
+pub fn connect_lazy(url: &str, max_connections: u32) -> Result<PgPool> {
+    let options = PgConnectOptions::from_str(url)?.application_name("turnstone");
+    Ok(PgPoolOptions::new().max_connections(max_connections).acquire_timeout(ACQUIRE_TIMEOUT).connect_lazy_with(options))
+}
+
 /// Turnstone's migrations, embedded at build time.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
 
-/// Applies pending migrations (ours, then apalis'). Safe to run from several
-/// processes at once: both migrators take an advisory lock.
+/// Applies pending migrations (apalis' queue schema, then ours, which grants
+/// on it). Safe to run from several processes at once: both migrators take an
+/// advisory lock.
 pub async fn migrate(pool: &PgPool) -> Result<()> {
-    MIGRATOR.run(pool).await?;
     apalis_postgres::PostgresStorage::setup(pool)
         .await
         .map_err(|e| crate::Error::Queue(e.to_string()))?;
+    MIGRATOR.run(pool).await?;
     Ok(())
+}
+
+/// Begins a transaction scoped to one org: row-level security shows and
+/// accepts only that org's rows until it ends.
+pub async fn begin_org(pool: &PgPool, org_id: uuid::Uuid) -> Result<sqlx::Transaction<'static, sqlx::Postgres>> {
+    let mut tx = pool.begin().await?;
+    sqlx::query("SELECT set_config('turnstone.org_id', $1, true)").bind(org_id.to_string()).execute(&mut *tx).await?;
+    Ok(tx)
 }
 
 /// True when every embedded migration has been applied (the `/ready` check).

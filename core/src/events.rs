@@ -189,7 +189,7 @@ pub struct EventFilter {
 }
 
 /// Events of a session in sequence order, after a sequence number.
-pub async fn list(pool: &PgPool, org_id: Uuid, session_id: Uuid, filter: &EventFilter) -> Result<Vec<Event>> {
+pub async fn list(conn: &mut PgConnection, org_id: Uuid, session_id: Uuid, filter: &EventFilter) -> Result<Vec<Event>> {
     let rows = sqlx::query_as(
         "SELECT id, session_id, sequence, type, turn_id, data, ts FROM events
           WHERE org_id = $1 AND session_id = $2 AND sequence > $3
@@ -201,30 +201,30 @@ pub async fn list(pool: &PgPool, org_id: Uuid, session_id: Uuid, filter: &EventF
     .bind(filter.after_sequence)
     .bind(&filter.types)
     .bind(i64::from(filter.limit))
-    .fetch_all(pool)
+    .fetch_all(conn)
     .await?;
     Ok(rows)
 }
 
 /// The sequence number of an event of this session (to resume a stream from it).
-pub async fn sequence_of(pool: &PgPool, org_id: Uuid, session_id: Uuid, event_id: Uuid) -> Result<i64> {
+pub async fn sequence_of(conn: &mut PgConnection, org_id: Uuid, session_id: Uuid, event_id: Uuid) -> Result<i64> {
     sqlx::query_scalar("SELECT sequence FROM events WHERE org_id = $1 AND session_id = $2 AND id = $3")
         .bind(org_id)
         .bind(session_id)
         .bind(event_id)
-        .fetch_optional(pool)
+        .fetch_optional(conn)
         .await?
         .ok_or(Error::NotFound("event"))
 }
 
 /// A session's whole log in order: the conversation a worker rebuilds the prompt from.
-pub async fn all_for_session(pool: &PgPool, org_id: Uuid, session_id: Uuid) -> Result<Vec<Event>> {
+pub async fn all_for_session(conn: &mut PgConnection, org_id: Uuid, session_id: Uuid) -> Result<Vec<Event>> {
     let rows = sqlx::query_as(
         "SELECT id, session_id, sequence, type, turn_id, data, ts FROM events WHERE org_id = $1 AND session_id = $2 ORDER BY sequence",
     )
     .bind(org_id)
     .bind(session_id)
-    .fetch_all(pool)
+    .fetch_all(conn)
     .await?;
     Ok(rows)
 }

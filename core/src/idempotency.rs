@@ -4,7 +4,7 @@
 use crate::error::{Error, Result};
 use crate::limits;
 use serde_json::Value;
-use sqlx::{PgConnection, PgPool};
+use sqlx::PgConnection;
 use uuid::Uuid;
 
 /// A stored first response.
@@ -25,12 +25,12 @@ pub fn validate_key(key: &str) -> Result<()> {
     Ok(())
 }
 
-pub async fn lookup(pool: &PgPool, org_id: Uuid, key: &str) -> Result<Option<Stored>> {
+pub async fn lookup(conn: &mut PgConnection, org_id: Uuid, key: &str) -> Result<Option<Stored>> {
     let row: Option<(String, i32, Value)> =
         sqlx::query_as("SELECT fingerprint, status, response FROM idempotency_keys WHERE org_id = $1 AND key = $2")
             .bind(org_id)
             .bind(key)
-            .fetch_optional(pool)
+            .fetch_optional(conn)
             .await?;
     Ok(row.map(|(fingerprint, status, response)| Stored { fingerprint, status: status as u16, response }))
 }

@@ -10,7 +10,8 @@ use crate::ids::new_id;
 use crate::providers;
 use rand::Rng;
 use sha2::{Digest, Sha256};
-use sqlx::PgPool;
+use chrono::{DateTime, Utc};
+use sqlx::{PgConnection, PgPool};
 use subtle::ConstantTimeEq;
 use uuid::Uuid;
 
@@ -48,54 +49,161 @@ pub fn validate_key_format(key: &str) -> Result<()> {
     Ok(())
 }
 
-pub async fn create_org(pool: &PgPool, name: &str) -> Result<Uuid> {
-    let id = new_id();
-    sqlx::query("INSERT INTO orgs (id, name) VALUES ($1, $2)").bind(id).bind(name).execute(pool).await?;
-    Ok(id)
+/// An organisation (the tenant registry is not itself tenant data: no RLS).
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Org {
+    pub id: Uuid,
+    pub name: String,
+    pub disabled: bool,
+    pub created_at: DateTime<Utc>,
 }
 
-/// Stores an API key for `org_id`; returns the key row id.
-pub async fn insert_api_key(pool: &PgPool, org_id: Uuid, key: &Secret, name: &str) -> Result<Uuid> {
-    validate_key_format(key.expose())?;
-    let hash = key_hash(key.expose());
-    let id = new_id();
-    sqlx::query("INSERT INTO api_keys (id, org_id, lookup_id, secret_hash, name) VALUES ($1, $2, $3, $4, $5)")
-        .bind(id)
-        .bind(org_id)
-        .bind(lookup_id(&hash))
-        .bind(&hash[..])
+pub async fn create_org(pool: &PgPool, name: &str) -> Result<Org> {
+    crate::validate::name("name", name)?;
+    Ok(sqlx::query_as("INSERT INTO orgs (id, name) VALUES ($1, $2) RETURNING id, name, disabled, created_at")
+        .bind(new_id())
         .bind(name)
-        .execute(pool)
-        .await?;
-    Ok(id)
+        .fetch_one(pool)
+        .await?)
+}
+
+pub async fn get_org(pool: &PgPool, id: Uuid) -> Result<Org> {
+    sqlx::query_as("SELECT id, name, disabled, created_at FROM orgs WHERE id = $1")
+        .bind(id)
+        .fetch_optional(pool)
+        .await?
+        .ok_or(Error::NotFound("org"))
+}
+
+pub async fn list_orgs(pool: &PgPool, after: Option<Uuid>, limit: u32) -> Result<crate::page::Page<Org>> {
+    let rows: Vec<Org> = sqlx::query_as(
+        "SELECT id, name, disabled, created_at FROM orgs WHERE ($1::uuid IS NULL OR id < $1) ORDER BY id DESC LIMIT $2",
+    )
+    .bind(after)
+    .bind(i64::from(limit) + 1)
+    .fetch_all(pool)
+    .await?;
+    Ok(crate::page::Page::from_rows(rows, limit, |o| o.id))
+}
+
+/// Renames and/or disables an org; a disabled org's keys stop working at once.
+pub async fn update_org(pool: &PgPool, id: Uuid, name: Option<&str>, disabled: Option<bool>) -> Result<Org> {
+    if let Some(n) = name {
+        crate::validate::name("name", n)?;
+    }
+    sqlx::query_as(
+        "UPDATE orgs SET name = coalesce($2, name), disabled = coalesce($3, disabled) WHERE id = $1
+         RETURNING id, name, disabled, created_at",
+    )
+    .bind(id)
+    .bind(name)
+    .bind(disabled)
+    .fetch_optional(pool)
+    .await?
+    .ok_or(Error::NotFound("org"))
+}
+
+/// An API key's metadata (the secret itself is never stored).
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct ApiKey {
+    pub id: Uuid,
+    pub name: String,
+    /// The key's first characters, to recognise it.
+    pub display_prefix: String,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub revoked_at: Option<DateTime<Utc>>,
+    pub last_used_at: Option<DateTime<Utc>>,
+}
+
+const KEY_COLUMNS: &str = "id, name, display_prefix, created_at, expires_at, revoked_at, last_used_at";
+
+/// Stores an API key for the org of `conn`'s transaction; returns its metadata.
+pub async fn insert_api_key(
+    conn: &mut PgConnection,
+    org_id: Uuid,
+    key: &Secret,
+    name: &str,
+    expires_at: Option<DateTime<Utc>>,
+) -> Result<ApiKey> {
+    validate_key_format(key.expose())?;
+    crate::validate::text("name", name, crate::limits::MAX_NAME_CHARS)?;
+    if expires_at.is_some_and(|t| t <= Utc::now()) {
+        return Err(Error::invalid("invalid_expires_at", "expires_at must be in the future"));
+    }
+    let hash = key_hash(key.expose());
+    let prefix: String = key.expose().chars().take(12).collect();
+    Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "INSERT INTO api_keys (id, org_id, lookup_id, secret_hash, display_prefix, name, expires_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING {KEY_COLUMNS}"
+    )))
+    .bind(new_id())
+    .bind(org_id)
+    .bind(lookup_id(&hash))
+    .bind(&hash[..])
+    .bind(prefix)
+    .bind(name)
+    .bind(expires_at)
+    .fetch_one(conn)
+    .await?)
+}
+
+pub async fn list_api_keys(conn: &mut PgConnection, org_id: Uuid, after: Option<Uuid>, limit: u32) -> Result<crate::page::Page<ApiKey>> {
+    let rows: Vec<ApiKey> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {KEY_COLUMNS} FROM api_keys WHERE org_id = $1 AND ($2::uuid IS NULL OR id < $2) ORDER BY id DESC LIMIT $3"
+    )))
+    .bind(org_id)
+    .bind(after)
+    .bind(i64::from(limit) + 1)
+    .fetch_all(conn)
+    .await?;
+    Ok(crate::page::Page::from_rows(rows, limit, |k| k.id))
+}
+
+/// Revokes a key; it stops working on the next request. Revoking twice is a no-op.
+pub async fn revoke_api_key(conn: &mut PgConnection, org_id: Uuid, id: Uuid) -> Result<ApiKey> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "UPDATE api_keys SET revoked_at = coalesce(revoked_at, now()) WHERE org_id = $1 AND id = $2 RETURNING {KEY_COLUMNS}"
+    )))
+    .bind(org_id)
+    .bind(id)
+    .fetch_optional(conn)
+    .await?
+    .ok_or(Error::NotFound("api key"))
 }
 
 /// Resolves a presented key to its org, or `None` when the key is unknown,
 /// revoked, expired or its org disabled. Marks the key used (at most once a minute).
+///
+/// Runs before the org is known, so its transaction names the one lookup id it
+/// may read (row-level security policy `key_lookup`); the full hash is then
+/// compared in constant time.
 pub async fn authenticate(pool: &PgPool, presented: &str) -> Result<Option<Principal>> {
     if validate_key_format(presented).is_err() {
         return Ok(None);
     }
     let hash = key_hash(presented);
-    let row: Option<(Uuid, Uuid, Vec<u8>)> = sqlx::query_as(
-        "SELECT k.id, k.org_id, k.secret_hash FROM api_keys k JOIN orgs o ON o.id = k.org_id
+    let lookup = lookup_id(&hash);
+    let mut tx = pool.begin().await?;
+    sqlx::query("SELECT set_config('turnstone.key_lookup', $1, true)").bind(&lookup).execute(&mut *tx).await?;
+    let row: Option<(Uuid, Uuid, Vec<u8>, bool)> = sqlx::query_as(
+        "SELECT k.id, k.org_id, k.secret_hash, k.last_used_at IS NULL OR k.last_used_at < now() - interval '1 minute'
+           FROM api_keys k JOIN orgs o ON o.id = k.org_id
           WHERE k.lookup_id = $1 AND k.revoked_at IS NULL AND (k.expires_at IS NULL OR k.expires_at > now())
             AND NOT o.disabled",
     )
-    .bind(lookup_id(&hash))
-    .fetch_optional(pool)
+    .bind(&lookup)
+    .fetch_optional(&mut *tx)
     .await?;
-    let Some((key_id, org_id, stored)) = row else { return Ok(None) };
+    let Some((key_id, org_id, stored, stale_use)) = row else { return Ok(None) };
     if !bool::from(stored.as_slice().ct_eq(&hash[..])) {
         return Ok(None);
     }
-    sqlx::query(
-        "UPDATE api_keys SET last_used_at = now()
-          WHERE id = $1 AND (last_used_at IS NULL OR last_used_at < now() - interval '1 minute')",
-    )
-    .bind(key_id)
-    .execute(pool)
-    .await?;
+    if stale_use {
+        sqlx::query("SELECT set_config('turnstone.org_id', $1, true)").bind(org_id.to_string()).execute(&mut *tx).await?;
+        sqlx::query("UPDATE api_keys SET last_used_at = now() WHERE id = $1").bind(key_id).execute(&mut *tx).await?;
+        tx.commit().await?;
+    }
     Ok(Some(Principal { org_id, key_id }))
 }
 
@@ -138,23 +246,28 @@ async fn bootstrap_locked(pool: &PgPool, keys: &KeyRing, cfg: &Bootstrap) -> Res
     let first_start = existing.is_none();
     let org_id = match existing {
         Some(id) => id,
-        None => create_org(pool, "default").await?,
+        None => create_org(pool, "default").await?.id,
     };
     let mut generated_key = None;
     match &cfg.api_key {
         Some(key) => {
             let hash = key_hash(key.expose());
+            let mut tx = crate::db::begin_org(pool, org_id).await?;
+            sqlx::query("SELECT set_config('turnstone.key_lookup', $1, true)").bind(lookup_id(&hash)).execute(&mut *tx).await?;
             let known: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM api_keys WHERE lookup_id = $1)")
                 .bind(lookup_id(&hash))
-                .fetch_one(pool)
+                .fetch_one(&mut *tx)
                 .await?;
             if !known {
-                insert_api_key(pool, org_id, key, "bootstrap").await?;
+                insert_api_key(&mut tx, org_id, key, "bootstrap", None).await?;
             }
+            tx.commit().await?;
         }
         None if first_start => {
             let key = generate_api_key();
-            insert_api_key(pool, org_id, &key, "bootstrap").await?;
+            let mut tx = crate::db::begin_org(pool, org_id).await?;
+            insert_api_key(&mut tx, org_id, &key, "bootstrap", None).await?;
+            tx.commit().await?;
             generated_key = Some(key);
         }
         None => {}
@@ -166,7 +279,7 @@ async fn bootstrap_locked(pool: &PgPool, keys: &KeyRing, cfg: &Bootstrap) -> Res
 /// Upserts the default org's `default` provider from the environment; makes sure
 /// the org has a default model, renaming it when it belongs to that provider.
 async fn sync_default_provider(pool: &PgPool, keys: &KeyRing, org_id: Uuid, cfg: &Bootstrap) -> Result<()> {
-    let mut tx = pool.begin().await?;
+    let mut tx = crate::db::begin_org(pool, org_id).await?;
     let existing: Option<Uuid> = sqlx::query_scalar("SELECT id FROM providers WHERE org_id = $1 AND name = 'default'")
         .bind(org_id)
         .fetch_optional(&mut *tx)

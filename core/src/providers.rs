@@ -6,7 +6,7 @@ use crate::ids::new_id;
 use crate::page::Page;
 use crate::{limits, validate};
 use chrono::{DateTime, Utc};
-use sqlx::{AssertSqlSafe, PgConnection, PgPool};
+use sqlx::{AssertSqlSafe, PgConnection};
 use uuid::Uuid;
 
 /// Associated-data purpose of a provider's sealed API key.
@@ -102,29 +102,29 @@ pub async fn get_provider(db: impl sqlx::PgExecutor<'_>, org_id: Uuid, id: Uuid)
         .ok_or(Error::NotFound("provider"))
 }
 
-pub async fn list_providers(pool: &PgPool, org_id: Uuid, after: Option<Uuid>, limit: u32) -> Result<Page<Provider>> {
+pub async fn list_providers(conn: &mut PgConnection, org_id: Uuid, after: Option<Uuid>, limit: u32) -> Result<Page<Provider>> {
     let rows: Vec<Provider> = sqlx::query_as(AssertSqlSafe(format!(
         "SELECT {PROVIDER_COLUMNS} FROM providers WHERE org_id = $1 AND ($2::uuid IS NULL OR id < $2) ORDER BY id DESC LIMIT $3"
     )))
     .bind(org_id)
     .bind(after)
     .bind(i64::from(limit) + 1)
-    .fetch_all(pool)
+    .fetch_all(conn)
     .await?;
     Ok(Page::from_rows(rows, limit, |p| p.id))
 }
 
 /// Deletes a provider that no model uses; otherwise a 409.
-pub async fn delete_provider(pool: &PgPool, org_id: Uuid, id: Uuid) -> Result<()> {
+pub async fn delete_provider(conn: &mut PgConnection, org_id: Uuid, id: Uuid) -> Result<()> {
     let in_use: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM models WHERE org_id = $1 AND provider_id = $2)")
         .bind(org_id)
         .bind(id)
-        .fetch_one(pool)
+        .fetch_one(&mut *conn)
         .await?;
     if in_use {
         return Err(Error::conflict("provider_in_use", "delete the provider's models first"));
     }
-    let done = sqlx::query("DELETE FROM providers WHERE org_id = $1 AND id = $2").bind(org_id).bind(id).execute(pool).await?;
+    let done = sqlx::query("DELETE FROM providers WHERE org_id = $1 AND id = $2").bind(org_id).bind(id).execute(conn).await?;
     if done.rows_affected() == 0 {
         return Err(Error::NotFound("provider"));
     }
@@ -173,7 +173,7 @@ pub async fn get_model(db: impl sqlx::PgExecutor<'_>, org_id: Uuid, id: Uuid) ->
         .ok_or(Error::NotFound("model"))
 }
 
-pub async fn list_models(pool: &PgPool, org_id: Uuid, after: Option<Uuid>, limit: u32) -> Result<Page<Model>> {
+pub async fn list_models(conn: &mut PgConnection, org_id: Uuid, after: Option<Uuid>, limit: u32) -> Result<Page<Model>> {
     let rows: Vec<Model> = sqlx::query_as(
         "SELECT id, provider_id, name, is_default, created_at FROM models
           WHERE org_id = $1 AND ($2::uuid IS NULL OR id < $2) ORDER BY id DESC LIMIT $3",
@@ -181,7 +181,7 @@ pub async fn list_models(pool: &PgPool, org_id: Uuid, after: Option<Uuid>, limit
     .bind(org_id)
     .bind(after)
     .bind(i64::from(limit) + 1)
-    .fetch_all(pool)
+    .fetch_all(conn)
     .await?;
     Ok(Page::from_rows(rows, limit, |m| m.id))
 }
@@ -198,7 +198,7 @@ pub async fn ensure_model(conn: &mut PgConnection, org_id: Uuid, id: Uuid) -> Re
 
 /// Resolves the model for a turn — explicit choice, else the org default — and
 /// unseals its provider key. Only workers call this.
-pub async fn resolve_endpoint(pool: &PgPool, keys: &KeyRing, org_id: Uuid, model_id: Option<Uuid>) -> Result<Endpoint> {
+pub async fn resolve_endpoint(conn: &mut PgConnection, keys: &KeyRing, org_id: Uuid, model_id: Option<Uuid>) -> Result<Endpoint> {
     let row: Option<(Uuid, String, Uuid, String, Option<Vec<u8>>)> = sqlx::query_as(
         "SELECT m.id, m.name, p.id, p.base_url, p.api_key_ciphertext
            FROM models m JOIN providers p ON p.id = m.provider_id AND p.org_id = m.org_id
@@ -206,7 +206,7 @@ pub async fn resolve_endpoint(pool: &PgPool, keys: &KeyRing, org_id: Uuid, model
     )
     .bind(org_id)
     .bind(model_id)
-    .fetch_optional(pool)
+    .fetch_optional(conn)
     .await?;
     let (model_id, model_name, provider_id, base_url, sealed) = row.ok_or_else(|| {
         Error::invalid("no_model", "no model given on the session or agent, and the org has no default model")

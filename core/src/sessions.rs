@@ -6,7 +6,7 @@ use crate::ids::new_id;
 use crate::page::Page;
 use crate::{limits, providers, validate};
 use chrono::{DateTime, Utc};
-use sqlx::{AssertSqlSafe, PgConnection, PgPool};
+use sqlx::{AssertSqlSafe, PgConnection};
 use uuid::Uuid;
 
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -65,17 +65,17 @@ pub async fn create_session(conn: &mut PgConnection, org_id: Uuid, input: Sessio
     Ok(session)
 }
 
-pub async fn get_session(pool: &PgPool, org_id: Uuid, id: Uuid) -> Result<Session> {
+pub async fn get_session(conn: &mut PgConnection, org_id: Uuid, id: Uuid) -> Result<Session> {
     sqlx::query_as(AssertSqlSafe(format!("SELECT {COLUMNS} FROM sessions WHERE org_id = $1 AND id = $2")))
         .bind(org_id)
         .bind(id)
-        .fetch_optional(pool)
+        .fetch_optional(conn)
         .await?
         .ok_or(Error::NotFound("session"))
 }
 
 /// Newest first, optionally only one agent's sessions.
-pub async fn list_sessions(pool: &PgPool, org_id: Uuid, after: Option<Uuid>, limit: u32, agent_id: Option<Uuid>) -> Result<Page<Session>> {
+pub async fn list_sessions(conn: &mut PgConnection, org_id: Uuid, after: Option<Uuid>, limit: u32, agent_id: Option<Uuid>) -> Result<Page<Session>> {
     let rows: Vec<Session> = sqlx::query_as(AssertSqlSafe(format!(
         "SELECT {COLUMNS} FROM sessions
           WHERE org_id = $1 AND ($2::uuid IS NULL OR id < $2) AND ($3::uuid IS NULL OR agent_id = $3)
@@ -85,7 +85,7 @@ pub async fn list_sessions(pool: &PgPool, org_id: Uuid, after: Option<Uuid>, lim
     .bind(after)
     .bind(agent_id)
     .bind(i64::from(limit) + 1)
-    .fetch_all(pool)
+    .fetch_all(conn)
     .await?;
     Ok(Page::from_rows(rows, limit, |s| s.id))
 }

@@ -18,7 +18,7 @@
 use crate::error::{Error, Result};
 use crate::events::{self, Event, NewEvent, types};
 use crate::ids::new_id;
-use crate::limits;
+use crate::{db, limits};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -29,9 +29,11 @@ use uuid::Uuid;
 pub const QUEUE: &str = "turns";
 
 /// The apalis task payload: everything else is read from the database.
+/// `org_id` scopes the worker's transactions (row-level security).
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 pub struct TurnTask {
     pub turn_id: Uuid,
+    pub org_id: Uuid,
 }
 
 /// One part of a message's content.
@@ -114,15 +116,15 @@ pub async fn post_message(
     .execute(&mut *tx)
     .await?;
     if idle {
-        enqueue(tx, turn_id).await?;
+        enqueue(tx, TurnTask { turn_id, org_id }).await?;
         sqlx::query("UPDATE sessions SET status = 'queued' WHERE id = $1").bind(session_id).execute(&mut *tx).await?;
     }
     Ok(Posted { message, turn_id, turn_status })
 }
 
 /// Pushes the turn's apalis task in the caller's transaction.
-async fn enqueue(tx: &mut PgConnection, turn_id: Uuid) -> Result<()> {
-    let args = serde_json::to_vec(&TurnTask { turn_id }).expect("task serialises");
+async fn enqueue(tx: &mut PgConnection, task: TurnTask) -> Result<()> {
+    let args = serde_json::to_vec(&task).expect("task serialises");
     // Attempts are bounded by our own forward-progress rules, not apalis' retry budget.
     let task = apalis_core::task::builder::TaskBuilder::new(args).max_attempts(1000).build();
     apalis_postgres::queries::push_tasks(tx, QUEUE, vec![task]).await.map_err(|e| Error::Queue(e.to_string()))
@@ -165,8 +167,9 @@ async fn lock_session_of_turn(tx: &mut PgConnection, turn_id: Uuid) -> Result<Uu
 /// `turn.cancelled`. A turn retaken `max_stalled_starts` times in a row without
 /// a new committed step (a crash loop) is sealed `turn.failed` with code
 /// `no_progress`. Either way the session moves on and `Finished` is returned.
-pub async fn start(pool: &PgPool, turn_id: Uuid, max_stalled_starts: i32) -> Result<Start> {
-    let mut tx = pool.begin().await?;
+pub async fn start(pool: &PgPool, task: TurnTask, max_stalled_starts: i32) -> Result<Start> {
+    let turn_id = task.turn_id;
+    let mut tx = db::begin_org(pool, task.org_id).await?;
     lock_session_of_turn(&mut tx, turn_id).await?;
     let row: Option<(String, i32, i32, i32, bool)> = sqlx::query_as(
         "SELECT status, attempt, steps_seen, stalled_starts, cancel_requested_at IS NOT NULL FROM turns WHERE id = $1 FOR UPDATE",
@@ -258,7 +261,7 @@ async fn guard(tx: &mut PgConnection, lease: &Lease, iterations: i32, usage: Usa
 /// Fails with [`Error::LeaseLost`] for a stale owner, and with a unique
 /// violation if the step was already committed; either way nothing is written.
 pub async fn commit_step(pool: &PgPool, lease: &Lease, events: Vec<NewEvent>, iterations: i32, usage: Usage) -> Result<Vec<Event>> {
-    let mut tx = pool.begin().await?;
+    let mut tx = db::begin_org(pool, lease.org_id).await?;
     guard(&mut tx, lease, iterations, usage).await?;
     let appended = events::append(&mut tx, lease.org_id, lease.session_id, Some(lease.turn_id), events).await?;
     tx.commit().await?;
@@ -276,7 +279,7 @@ pub enum Outcome {
 /// Seals the turn with its terminal event, then hands the session to the next
 /// pending turn or marks it idle — all in one transaction.
 pub async fn finish(pool: &PgPool, lease: &Lease, outcome: Outcome) -> Result<()> {
-    let mut tx = pool.begin().await?;
+    let mut tx = db::begin_org(pool, lease.org_id).await?;
     guard(&mut tx, lease, 0, Usage::default()).await?;
     seal(&mut tx, lease, outcome).await?;
     tx.commit().await?;
@@ -329,7 +332,7 @@ async fn advance_session(tx: &mut PgConnection, org_id: Uuid, session_id: Uuid) 
     .await?;
     match next {
         Some(turn_id) => {
-            enqueue(tx, turn_id).await?;
+            enqueue(tx, TurnTask { turn_id, org_id }).await?;
             sqlx::query("UPDATE sessions SET status = 'queued' WHERE id = $1").bind(session_id).execute(&mut *tx).await?;
         }
         None => {
@@ -414,10 +417,11 @@ pub async fn cancel(tx: &mut PgConnection, org_id: Uuid, session_id: Uuid, all: 
 
 /// Of these turns, the ones whose cancellation was requested (workers poll this
 /// as a backstop for a missed NOTIFY).
-pub async fn cancel_requested(pool: &PgPool, turn_ids: &[Uuid]) -> Result<Vec<Uuid>> {
+pub async fn cancel_requested(pool: &PgPool, org_id: Uuid, turn_ids: &[Uuid]) -> Result<Vec<Uuid>> {
+    let mut tx = db::begin_org(pool, org_id).await?;
     Ok(sqlx::query_scalar("SELECT id FROM turns WHERE id = ANY($1) AND cancel_requested_at IS NOT NULL AND status = 'running'")
         .bind(turn_ids)
-        .fetch_all(pool)
+        .fetch_all(&mut *tx)
         .await?)
 }
 
@@ -459,6 +463,7 @@ pub struct TurnContext {
 }
 
 pub async fn load_context(pool: &PgPool, lease: &Lease) -> Result<TurnContext> {
+    let mut tx = db::begin_org(pool, lease.org_id).await?;
     #[allow(clippy::type_complexity)]
     let (system_prompt, capabilities, max_iterations, max_turn_secs, session_model, agent_model, cancel_requested): (
         String,
@@ -477,10 +482,10 @@ pub async fn load_context(pool: &PgPool, lease: &Lease) -> Result<TurnContext> {
     .bind(lease.org_id)
     .bind(lease.session_id)
     .bind(lease.turn_id)
-        .fetch_optional(pool)
-        .await?
-        .ok_or(Error::NotFound("session"))?;
-    let mut history = events::all_for_session(pool, lease.org_id, lease.session_id).await?;
+    .fetch_optional(&mut *tx)
+    .await?
+    .ok_or(Error::NotFound("session"))?;
+    let mut history = events::all_for_session(&mut tx, lease.org_id, lease.session_id).await?;
     history.retain(|e| !(e.kind == types::INPUT_MESSAGE && e.sequence > lease.input_sequence));
     Ok(TurnContext {
         system_prompt,

@@ -55,6 +55,14 @@ impl TestDb {
     }
 }
 
+impl TestDb {
+    /// This database's URL, connecting as the admin user but acting as `role`
+    /// (`SET ROLE` at connect), so privileges and row-level security apply.
+    pub fn as_role(&self, role: &str) -> String {
+        format!("{}?options=-c%20role%3D{role}", self.url)
+    }
+}
+
 trait ConnectUrl {
     async fn connect_with_url(url: &str) -> sqlx::PgConnection;
 }
@@ -145,7 +153,9 @@ impl Stack {
         let master_key = master_key();
         let keys = KeyRing::parse(&master_key).expect("key ring");
         let config = turnstone_api::Config {
-            database_url: db.url.clone(),
+            // Requests run as the least-privileged API role, so row-level security is always on.
+            database_url: db.as_role("turnstone_api"),
+            migrate_database_url: Some(db.url.clone()),
             db_max_connections: 8,
             keys: keys.clone(),
             bootstrap: turnstone_core::orgs::Bootstrap {
@@ -176,7 +186,7 @@ impl Stack {
 
     /// Starts one more in-process worker.
     pub async fn add_worker(&mut self, tune: fn(&mut turnstone_worker::Config)) {
-        let mut config = turnstone_worker::Config::new(self.db.url.clone(), KeyRing::parse(&self.master_key).expect("key ring"));
+        let mut config = turnstone_worker::Config::new(self.db.as_role("turnstone_worker"), KeyRing::parse(&self.master_key).expect("key ring"));
         config.poll_interval = Duration::from_millis(200);
         config.llm_backoff = Duration::from_millis(20);
         config.db_max_connections = 6;

@@ -55,7 +55,7 @@ impl Proc {
 /// Environment for a worker process against `db_url`, tuned for fast recovery in tests.
 pub fn worker_env(db_url: &str, master_key: &str) -> Vec<(&'static str, String)> {
     vec![
-        ("DATABASE_URL", db_url.to_owned()),
+        ("DATABASE_URL", format!("{db_url}?options=-c%20role%3Dturnstone_worker")),
         ("TURNSTONE_MASTER_KEY", master_key.to_owned()),
         ("TURNSTONE_WORKER_HEARTBEAT_SECS", "0.5".into()),
         ("TURNSTONE_WORKER_RECLAIM_SECS", "2".into()),

@@ -19,7 +19,8 @@ use uuid::Uuid;
 /// The in-flight turns of this process and their cancel signals.
 #[derive(Default)]
 pub struct Cancels {
-    turns: Mutex<HashMap<Uuid, watch::Sender<bool>>>,
+    /// turn id → (org id, signal)
+    turns: Mutex<HashMap<Uuid, (Uuid, watch::Sender<bool>)>>,
 }
 
 /// A registered turn; unregisters on drop.
@@ -43,31 +44,34 @@ impl Drop for CancelGuard {
 }
 
 impl Cancels {
-    pub fn register(self: &Arc<Self>, turn_id: Uuid) -> CancelGuard {
+    pub fn register(self: &Arc<Self>, org_id: Uuid, turn_id: Uuid) -> CancelGuard {
         let (tx, rx) = watch::channel(false);
-        self.turns.lock().expect("cancels lock").insert(turn_id, tx);
+        self.turns.lock().expect("cancels lock").insert(turn_id, (org_id, tx));
         CancelGuard { cancels: self.clone(), turn_id, rx }
     }
 
     fn fire(&self, turn_id: Uuid) {
-        if let Some(tx) = self.turns.lock().expect("cancels lock").get(&turn_id) {
+        if let Some((_, tx)) = self.turns.lock().expect("cancels lock").get(&turn_id) {
             let _ = tx.send(true);
         }
     }
 
-    fn in_flight(&self) -> Vec<Uuid> {
-        self.turns.lock().expect("cancels lock").keys().copied().collect()
+    /// In-flight turn ids grouped by org (each org is read in its own scoped transaction).
+    fn in_flight(&self) -> HashMap<Uuid, Vec<Uuid>> {
+        let mut by_org: HashMap<Uuid, Vec<Uuid>> = HashMap::new();
+        for (turn, (org, _)) in self.turns.lock().expect("cancels lock").iter() {
+            by_org.entry(*org).or_default().push(*turn);
+        }
+        by_org
     }
 
     /// Re-reads the durable flag of every in-flight turn.
     async fn check_flags(&self, pool: &PgPool) {
-        let ids = self.in_flight();
-        if ids.is_empty() {
-            return;
-        }
-        match turns::cancel_requested(pool, &ids).await {
-            Ok(hit) => hit.into_iter().for_each(|t| self.fire(t)),
-            Err(e) => tracing::debug!(error = %e, "cancel flag check failed"),
+        for (org, ids) in self.in_flight() {
+            match turns::cancel_requested(pool, org, &ids).await {
+                Ok(hit) => hit.into_iter().for_each(|t| self.fire(t)),
+                Err(e) => tracing::debug!(error = %e, "cancel flag check failed"),
+            }
         }
     }
 

@@ -46,7 +46,7 @@ pub struct Context {
 /// The apalis handler: runs one turn. An `Err` (database trouble) makes
 /// apalis retry the task; the turn then resumes where its log ends.
 async fn handle(task: TurnTask, ctx: Data<Context>) -> Result<(), BoxDynError> {
-    match turn::run(&ctx, task.turn_id).await {
+    match turn::run(&ctx, task).await {
         Ok(turn::TurnEnd::Released) => {
             // The process is about to hand this task back (see `run`); finishing
             // the handler would mark it done, so it waits for the exit instead.
@@ -90,7 +90,7 @@ async fn wait_for_schema(pool: &PgPool, shutdown: &mut (impl Future<Output = ()>
 /// handed back, and a new one (a new `apalis.workers` id) starts once the
 /// database answers again.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), BoxDynError> {
-    let pool = db::connect(&config.database_url, config.db_max_connections).await?;
+    let pool = db::connect_lazy(&config.database_url, config.db_max_connections)?;
     let mut shutdown = Box::pin(shutdown);
     if !wait_for_schema(&pool, &mut shutdown).await {
         return Ok(());

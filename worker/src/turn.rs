@@ -11,7 +11,7 @@ use rand::Rng;
 use serde_json::json;
 use tokio::sync::mpsc;
 use turnstone_core::events::{self, Delta, NewEvent, types};
-use turnstone_core::turns::{self, Lease, Outcome, Start, Usage};
+use turnstone_core::turns::{self, Lease, Outcome, Start, TurnTask, Usage};
 use turnstone_core::{Error, capabilities, providers};
 use uuid::Uuid;
 
@@ -58,12 +58,12 @@ async fn commit(ctx: &Context, lease: &Lease, events: Vec<NewEvent>, iterations:
 
 /// Runs the turn to its end. Database errors bubble up so the task is retried;
 /// everything the model or a tool does wrong ends the turn with an event instead.
-pub async fn run(ctx: &Context, turn_id: Uuid) -> Result<TurnEnd, Error> {
-    let lease = match turns::start(&ctx.pool, turn_id, ctx.config.max_stalled_starts).await? {
+pub async fn run(ctx: &Context, task: TurnTask) -> Result<TurnEnd, Error> {
+    let lease = match turns::start(&ctx.pool, task, ctx.config.max_stalled_starts).await? {
         Start::Finished => return Ok(TurnEnd::AlreadyFinished),
         Start::Run(lease) => lease,
     };
-    let mut cancel = ctx.cancels.register(turn_id);
+    let mut cancel = ctx.cancels.register(task.org_id, task.turn_id);
     match drive(ctx, &lease, &mut cancel).await {
         Err(Error::LeaseLost) => Ok(TurnEnd::LeaseLost),
         other => other,
@@ -102,7 +102,7 @@ async fn drive(ctx: &Context, lease: &Lease, cancel: &mut CancelGuard) -> Result
             Step::CallModel { iteration } => {
                 let ep = match &endpoint {
                     Some(ep) => ep.clone(),
-                    None => match providers::resolve_endpoint(&ctx.pool, &ctx.config.keys, lease.org_id, tc.model_id).await {
+                    None => match resolve_endpoint(ctx, lease, tc.model_id).await {
                         Ok(e) => {
                             let ep = LlmEndpoint {
                                 base_url: e.base_url,
@@ -173,6 +173,11 @@ async fn drive(ctx: &Context, lease: &Lease, cancel: &mut CancelGuard) -> Result
             }
         }
     }
+}
+
+async fn resolve_endpoint(ctx: &Context, lease: &Lease, model_id: Option<Uuid>) -> Result<providers::Endpoint, Error> {
+    let mut tx = turnstone_core::db::begin_org(&ctx.pool, lease.org_id).await?;
+    providers::resolve_endpoint(&mut tx, &ctx.config.keys, lease.org_id, model_id).await
 }
 
 async fn fail(ctx: &Context, lease: &Lease, code: &str, message: String) -> Result<TurnEnd, Error> {

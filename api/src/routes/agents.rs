@@ -73,7 +73,7 @@ impl AgentsApi {
         if tag.0.as_ref().is_some_and(|t| t.len() > limits::MAX_TAG_CHARS) {
             return Err(ApiError::bad_request("invalid_tag", "tag too long"));
         }
-        let page = agents::list_agents(&self.state.pool, auth.0.org_id, after, limit, include_archived.0, tag.0.as_deref()).await?;
+        let page = agents::list_agents(&mut *self.state.org_tx(auth.0.org_id).await?, auth.0.org_id, after, limit, include_archived.0, tag.0.as_deref()).await?;
         Ok(Json(AgentList {
             data: page.items.into_iter().map(Into::into).collect(),
             next_cursor: page.next_after.map(|id| ids::format(Kind::Agent, id)),
@@ -84,7 +84,7 @@ impl AgentsApi {
     #[oai(path = "/agents/:agent_id", method = "get", operation_id = "getAgent")]
     async fn get(&self, auth: ApiKey, agent_id: Path<String>) -> Result<Json<Agent>, ApiError> {
         let id = parse_id(Kind::Agent, &agent_id.0)?;
-        Ok(Json(agents::get_agent(&self.state.pool, auth.0.org_id, id).await?.into()))
+        Ok(Json(agents::get_agent(&mut *self.state.org_tx(auth.0.org_id).await?, auth.0.org_id, id).await?.into()))
     }
 
     /// Update an agent; absent fields are unchanged. Archived agents cannot be updated.
@@ -106,14 +106,19 @@ impl AgentsApi {
             max_iterations: b.max_iterations,
             max_turn_secs: b.max_turn_secs,
         };
-        let mut conn = self.state.pool.acquire().await.map_err(turnstone_core::Error::from)?;
-        Ok(Json(agents::update_agent(&mut conn, auth.0.org_id, id, input).await?.into()))
+        let mut tx = self.state.org_tx(auth.0.org_id).await?;
+        let agent = agents::update_agent(&mut tx, auth.0.org_id, id, input).await?;
+        tx.commit().await.map_err(turnstone_core::Error::from)?;
+        Ok(Json(agent.into()))
     }
 
     /// Archive an agent (soft delete). Its sessions and events stay readable.
     #[oai(path = "/agents/:agent_id", method = "delete", operation_id = "archiveAgent")]
     async fn archive(&self, auth: ApiKey, agent_id: Path<String>) -> Result<Json<Agent>, ApiError> {
         let id = parse_id(Kind::Agent, &agent_id.0)?;
-        Ok(Json(agents::archive_agent(&self.state.pool, auth.0.org_id, id).await?.into()))
+        let mut tx = self.state.org_tx(auth.0.org_id).await?;
+        let agent = agents::archive_agent(&mut tx, auth.0.org_id, id).await?;
+        tx.commit().await.map_err(turnstone_core::Error::from)?;
+        Ok(Json(agent.into()))
     }
 }

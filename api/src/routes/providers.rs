@@ -69,7 +69,7 @@ impl ProvidersApi {
     async fn list_providers(&self, auth: ApiKey, limit: Query<Option<u32>>, after: Query<Option<String>>) -> Result<Json<ProviderList>, ApiError> {
         let limit = page_limit(limit.0, limits::MAX_PAGE_LIMIT)?;
         let after = parse_opt_id(Kind::Provider, after.0.as_deref())?;
-        let page = providers::list_providers(&self.state.pool, auth.0.org_id, after, limit).await?;
+        let page = providers::list_providers(&mut *self.state.org_tx(auth.0.org_id).await?, auth.0.org_id, after, limit).await?;
         Ok(Json(ProviderList {
             data: page.items.into_iter().map(Into::into).collect(),
             next_cursor: page.next_after.map(|id| ids::format(Kind::Provider, id)),
@@ -80,14 +80,16 @@ impl ProvidersApi {
     #[oai(path = "/providers/:provider_id", method = "get", operation_id = "getProvider")]
     async fn get_provider(&self, auth: ApiKey, provider_id: Path<String>) -> Result<Json<Provider>, ApiError> {
         let id = parse_id(Kind::Provider, &provider_id.0)?;
-        Ok(Json(providers::get_provider(&self.state.pool, auth.0.org_id, id).await?.into()))
+        Ok(Json(providers::get_provider(&mut *self.state.org_tx(auth.0.org_id).await?, auth.0.org_id, id).await?.into()))
     }
 
     /// Delete a provider that no model uses.
     #[oai(path = "/providers/:provider_id", method = "delete", operation_id = "deleteProvider")]
     async fn delete_provider(&self, auth: ApiKey, provider_id: Path<String>) -> Result<Deleted, ApiError> {
         let id = parse_id(Kind::Provider, &provider_id.0)?;
-        providers::delete_provider(&self.state.pool, auth.0.org_id, id).await?;
+        let mut tx = self.state.org_tx(auth.0.org_id).await?;
+        providers::delete_provider(&mut tx, auth.0.org_id, id).await?;
+        tx.commit().await.map_err(turnstone_core::Error::from)?;
         Ok(Deleted::NoContent)
     }
 
@@ -118,7 +120,7 @@ impl ProvidersApi {
     async fn list_models(&self, auth: ApiKey, limit: Query<Option<u32>>, after: Query<Option<String>>) -> Result<Json<ModelList>, ApiError> {
         let limit = page_limit(limit.0, limits::MAX_PAGE_LIMIT)?;
         let after = parse_opt_id(Kind::Model, after.0.as_deref())?;
-        let page = providers::list_models(&self.state.pool, auth.0.org_id, after, limit).await?;
+        let page = providers::list_models(&mut *self.state.org_tx(auth.0.org_id).await?, auth.0.org_id, after, limit).await?;
         Ok(Json(ModelList {
             data: page.items.into_iter().map(Into::into).collect(),
             next_cursor: page.next_after.map(|id| ids::format(Kind::Model, id)),
@@ -129,6 +131,6 @@ impl ProvidersApi {
     #[oai(path = "/models/:model_id", method = "get", operation_id = "getModel")]
     async fn get_model(&self, auth: ApiKey, model_id: Path<String>) -> Result<Json<Model>, ApiError> {
         let id = parse_id(Kind::Model, &model_id.0)?;
-        Ok(Json(providers::get_model(&self.state.pool, auth.0.org_id, id).await?.into()))
+        Ok(Json(providers::get_model(&mut *self.state.org_tx(auth.0.org_id).await?, auth.0.org_id, id).await?.into()))
     }
 }

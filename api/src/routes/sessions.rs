@@ -118,7 +118,7 @@ impl SessionsApi {
         let limit = page_limit(limit.0, limits::MAX_PAGE_LIMIT)?;
         let after = parse_opt_id(Kind::Session, after.0.as_deref())?;
         let agent = parse_opt_id(Kind::Agent, agent_id.0.as_deref())?;
-        let page = sessions::list_sessions(&self.state.pool, auth.0.org_id, after, limit, agent).await?;
+        let page = sessions::list_sessions(&mut *self.state.org_tx(auth.0.org_id).await?, auth.0.org_id, after, limit, agent).await?;
         Ok(Json(SessionList {
             data: page.items.into_iter().map(Into::into).collect(),
             next_cursor: page.next_after.map(|id| ids::format(Kind::Session, id)),
@@ -129,7 +129,7 @@ impl SessionsApi {
     #[oai(path = "/sessions/:session_id", method = "get", operation_id = "getSession")]
     async fn get(&self, auth: ApiKey, session_id: Path<String>) -> Result<Json<Session>, ApiError> {
         let id = parse_id(Kind::Session, &session_id.0)?;
-        Ok(Json(sessions::get_session(&self.state.pool, auth.0.org_id, id).await?.into()))
+        Ok(Json(sessions::get_session(&mut *self.state.org_tx(auth.0.org_id).await?, auth.0.org_id, id).await?.into()))
     }
 
     /// Post a user message: stores it and enqueues its turn in one transaction.
@@ -176,7 +176,7 @@ impl SessionsApi {
     ) -> Result<CancelResponse, ApiError> {
         let org = auth.0.org_id;
         let session = parse_id(Kind::Session, &session_id.0)?;
-        let mut tx = self.state.pool.begin().await.map_err(turnstone_core::Error::from)?;
+        let mut tx = self.state.org_tx(org).await?;
         let c = turns::cancel(&mut tx, org, session, all.0).await?;
         tx.commit().await.map_err(turnstone_core::Error::from)?;
         let body = CancelAccepted {
@@ -204,13 +204,14 @@ impl SessionsApi {
         let org = auth.0.org_id;
         let session = parse_id(Kind::Session, &session_id.0)?;
         let limit = page_limit(limit.0, limits::MAX_PAGE_LIMIT)?;
-        sessions::get_session(&self.state.pool, org, session).await?;
+        let mut tx = self.state.org_tx(org).await?;
+        sessions::get_session(&mut tx, org, session).await?;
         let filter = EventFilter {
             after_sequence: parse_after_sequence(after_sequence.0)?,
             types: vec![types::INPUT_MESSAGE.into(), types::OUTPUT_MESSAGE_COMPLETED.into()],
             limit,
         };
-        let rows = events::list(&self.state.pool, org, session, &filter).await?;
+        let rows = events::list(&mut tx, org, session, &filter).await?;
         let next = (rows.len() == limit as usize).then(|| rows.last().map(|e| e.sequence)).flatten();
         Ok(Json(MessageList { data: rows.into_iter().map(Message::from).collect(), next_after_sequence: next }))
     }
@@ -235,8 +236,9 @@ impl SessionsApi {
             types: parse_types(types.0)?,
             limit: page_limit(limit.0, limits::MAX_EVENTS_LIMIT)?,
         };
-        sessions::get_session(&self.state.pool, org, session).await?;
-        let rows = events::list(&self.state.pool, org, session, &filter).await?;
+        let mut tx = self.state.org_tx(org).await?;
+        sessions::get_session(&mut tx, org, session).await?;
+        let rows = events::list(&mut tx, org, session, &filter).await?;
         let next = (rows.len() == filter.limit as usize).then(|| rows.last().map(|e| e.sequence)).flatten();
         Ok(Json(EventList { data: rows.into_iter().map(Event::from).collect(), next_after_sequence: next }))
     }
@@ -261,13 +263,14 @@ impl SessionsApi {
     ) -> Result<SseResponse, ApiError> {
         let org = auth.0.org_id;
         let session = parse_id(Kind::Session, &session_id.0)?;
-        sessions::get_session(&self.state.pool, org, session).await?;
+        let mut tx = self.state.org_tx(org).await?;
+        sessions::get_session(&mut tx, org, session).await?;
         let cursor_id = last_event_id.0.filter(|s| !s.is_empty()).or(since_id.0);
         let after = match cursor_id {
             None => 0,
             Some(id) => {
                 let event = parse_id(Kind::Event, &id)?;
-                events::sequence_of(&self.state.pool, org, session, event).await.map_err(|e| match e {
+                events::sequence_of(&mut tx, org, session, event).await.map_err(|e| match e {
                     turnstone_core::Error::NotFound(_) => {
                         ApiError::bad_request("unknown_event_id", "the resume event id is not an event of this session")
                     }
@@ -275,6 +278,7 @@ impl SessionsApi {
                 })?
             }
         };
+        drop(tx);
         let stream = crate::sse::open(self.state.clone(), org, session, after);
         Ok(SseResponse::Stream(
             EventStream::new(stream).keep_alive(self.state.config.sse_heartbeat).to_event(crate::sse::to_sse_event),

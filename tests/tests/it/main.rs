@@ -8,5 +8,6 @@ mod errors;
 mod openapi;
 mod outage;
 mod queue;
+mod security;
 mod sse;
 mod tenancy;

@@ -4,34 +4,47 @@
 use serde_json::json;
 use sqlx::PgPool;
 use turnstone_core::events::{NewEvent, types};
-use turnstone_core::turns::{self, ContentPart, Outcome, Start, Usage};
+use turnstone_core::turns::{self, ContentPart, Outcome, Start, TurnTask, Usage};
 use turnstone_core::{Error, agents, crypto::KeyRing, db, orgs, sessions};
 use turnstone_tests::TestDb;
 use uuid::Uuid;
 
-/// A migrated database with an org, agent and session, and no workers.
+/// A migrated database with an org, agent and session, and no workers. The
+/// returned pool acts as the API role (row-level security applies); `owner`
+/// is the admin connection used only to inspect.
 async fn setup() -> (TestDb, PgPool, Uuid, Uuid) {
     let tdb = TestDb::new().await;
-    let pool = db::connect(&tdb.url, 4).await.unwrap();
-    db::migrate(&pool).await.unwrap();
+    let owner = db::connect(&tdb.url, 2).await.unwrap();
+    db::migrate(&owner).await.unwrap();
     let keys = KeyRing::parse(&turnstone_tests::master_key()).unwrap();
     let boot = orgs::Bootstrap { api_key: None, provider_base_url: "http://127.0.0.1:9/v1".into(), provider_api_key: None, model_name: "m".into() };
-    let org = orgs::bootstrap(&pool, &keys, &boot).await.unwrap().org_id;
-    let mut conn = pool.acquire().await.unwrap();
+    let org = orgs::bootstrap(&owner, &keys, &boot).await.unwrap().org_id;
+    let pool = db::connect(&tdb.as_role("turnstone_api"), 4).await.unwrap();
+    let mut conn = db::begin_org(&pool, org).await.unwrap();
     let agent = agents::create_agent(&mut conn, org, agents::AgentInput { name: Some("a".into()), ..Default::default() }).await.unwrap();
     let session = sessions::create_session(&mut conn, org, sessions::SessionInput { agent_id: agent.id, ..Default::default() }).await.unwrap();
+    conn.commit().await.unwrap();
     (tdb, pool, org, session.id)
 }
 
 async fn post(pool: &PgPool, org: Uuid, session: Uuid, text: &str) -> turns::Posted {
-    let mut tx = pool.begin().await.unwrap();
+    let mut tx = db::begin_org(&pool, org).await.unwrap();
     let posted = turns::post_message(&mut tx, org, session, vec![ContentPart::Text { text: text.into() }], None).await.unwrap();
     tx.commit().await.unwrap();
     posted
 }
 
-async fn count(pool: &PgPool, sql: &'static str, session: Uuid) -> i64 {
-    sqlx::query_scalar(sql).bind(session).fetch_one(pool).await.unwrap()
+/// One value, read through an org-scoped transaction of the API role.
+async fn scalar<T>(pool: &PgPool, org: Uuid, sql: &'static str, id: Uuid) -> T
+where
+    T: Send + Unpin + for<'r> sqlx::Decode<'r, sqlx::Postgres> + sqlx::Type<sqlx::Postgres>,
+{
+    let mut tx = db::begin_org(pool, org).await.unwrap();
+    sqlx::query_scalar(sql).bind(id).fetch_one(&mut *tx).await.unwrap()
+}
+
+async fn count(pool: &PgPool, org: Uuid, sql: &'static str, session: Uuid) -> i64 {
+    scalar(pool, org, sql, session).await
 }
 
 fn leased(start: Start) -> turns::Lease {
@@ -45,45 +58,45 @@ fn leased(start: Start) -> turns::Lease {
 async fn post_commits_message_turn_and_task_together() {
     let (_db, pool, org, session) = setup().await;
     // A rolled-back post leaves nothing behind: no event, no turn, no task, no sequence used.
-    let mut tx = pool.begin().await.unwrap();
+    let mut tx = db::begin_org(&pool, org).await.unwrap();
     turns::post_message(&mut tx, org, session, vec![ContentPart::Text { text: "x".into() }], None).await.unwrap();
     tx.rollback().await.unwrap();
-    assert_eq!(count(&pool, "SELECT count(*) FROM events WHERE session_id = $1", session).await, 0);
-    assert_eq!(count(&pool, "SELECT count(*) FROM turns WHERE session_id = $1", session).await, 0);
-    assert_eq!(count(&pool, "SELECT count(*) FROM apalis.jobs WHERE $1::uuid IS NOT NULL", session).await, 0);
+    assert_eq!(count(&pool, org, "SELECT count(*) FROM events WHERE session_id = $1", session).await, 0);
+    assert_eq!(count(&pool, org, "SELECT count(*) FROM turns WHERE session_id = $1", session).await, 0);
+    assert_eq!(count(&pool, org, "SELECT count(*) FROM apalis.jobs WHERE $1::uuid IS NOT NULL", session).await, 0);
 
     let posted = post(&pool, org, session, "hello").await;
     assert_eq!(posted.message.sequence, 1, "the rolled-back post consumed no sequence number");
-    assert_eq!(count(&pool, "SELECT count(*) FROM apalis.jobs WHERE job_type = 'turns' AND $1::uuid IS NOT NULL", session).await, 1);
+    assert_eq!(count(&pool, org, "SELECT count(*) FROM apalis.jobs WHERE job_type = 'turns' AND $1::uuid IS NOT NULL", session).await, 1);
     // A second message while the first is queued waits as pending, with no task yet.
     let second = post(&pool, org, session, "again").await;
     assert_eq!(second.turn_status, "pending");
-    assert_eq!(count(&pool, "SELECT count(*) FROM apalis.jobs WHERE $1::uuid IS NOT NULL", session).await, 1);
+    assert_eq!(count(&pool, org, "SELECT count(*) FROM apalis.jobs WHERE $1::uuid IS NOT NULL", session).await, 1);
 }
 
 #[tokio::test]
 async fn a_stale_lease_changes_nothing() {
     let (_db, pool, org, session) = setup().await;
     let posted = post(&pool, org, session, "hello").await;
-    let old = leased(turns::start(&pool, posted.turn_id, 3).await.unwrap());
+    let old = leased(turns::start(&pool, TurnTask { turn_id: posted.turn_id, org_id: org }, 3).await.unwrap());
     // The turn is reclaimed: a new attempt fences the old one out.
-    let new = leased(turns::start(&pool, posted.turn_id, 3).await.unwrap());
+    let new = leased(turns::start(&pool, TurnTask { turn_id: posted.turn_id, org_id: org }, 3).await.unwrap());
     assert_eq!(new.attempt, old.attempt + 1);
-    let before = count(&pool, "SELECT count(*) FROM events WHERE session_id = $1", session).await;
+    let before = count(&pool, org, "SELECT count(*) FROM events WHERE session_id = $1", session).await;
 
     let step = vec![NewEvent::step(types::OUTPUT_MESSAGE_COMPLETED, "llm:1", json!({}))];
     let stale = turns::commit_step(&pool, &old, step.clone(), 1, Usage { input_tokens: 5, output_tokens: 5 }).await;
     assert!(matches!(stale, Err(Error::LeaseLost)), "{stale:?}");
     assert!(matches!(turns::finish(&pool, &old, Outcome::Completed).await, Err(Error::LeaseLost)));
-    assert_eq!(count(&pool, "SELECT count(*) FROM events WHERE session_id = $1", session).await, before);
-    assert_eq!(count(&pool, "SELECT iterations::bigint FROM turns WHERE session_id = $1", session).await, 0);
+    assert_eq!(count(&pool, org, "SELECT count(*) FROM events WHERE session_id = $1", session).await, before);
+    assert_eq!(count(&pool, org, "SELECT iterations::bigint FROM turns WHERE session_id = $1", session).await, 0);
 
     // The current owner commits; the same step a second time is rejected by the unique key.
     turns::commit_step(&pool, &new, step.clone(), 1, Usage::default()).await.unwrap();
     let dup = turns::commit_step(&pool, &new, step, 1, Usage::default()).await.unwrap_err();
     assert!(dup.is_unique_violation(), "{dup:?}");
-    assert_eq!(count(&pool, "SELECT count(*) FROM events WHERE session_id = $1 AND type = 'output.message.completed'", session).await, 1);
-    assert_eq!(count(&pool, "SELECT iterations::bigint FROM turns WHERE session_id = $1", session).await, 1, "the rolled-back duplicate added nothing");
+    assert_eq!(count(&pool, org, "SELECT count(*) FROM events WHERE session_id = $1 AND type = 'output.message.completed'", session).await, 1);
+    assert_eq!(count(&pool, org, "SELECT iterations::bigint FROM turns WHERE session_id = $1", session).await, 1, "the rolled-back duplicate added nothing");
 }
 
 #[tokio::test]
@@ -91,22 +104,22 @@ async fn finish_seals_once_and_hands_over_to_the_next_turn() {
     let (_db, pool, org, session) = setup().await;
     let first = post(&pool, org, session, "one").await;
     let second = post(&pool, org, session, "two").await;
-    let lease = leased(turns::start(&pool, first.turn_id, 3).await.unwrap());
-    assert!(matches!(turns::start(&pool, second.turn_id, 3).await.unwrap(), Start::Finished), "a pending turn cannot be started");
+    let lease = leased(turns::start(&pool, TurnTask { turn_id: first.turn_id, org_id: org }, 3).await.unwrap());
+    assert!(matches!(turns::start(&pool, TurnTask { turn_id: second.turn_id, org_id: org }, 3).await.unwrap(), Start::Finished), "a pending turn cannot be started");
 
     turns::finish(&pool, &lease, Outcome::Completed).await.unwrap();
     assert!(matches!(turns::finish(&pool, &lease, Outcome::Completed).await, Err(Error::LeaseLost)), "sealed once");
-    assert!(matches!(turns::start(&pool, first.turn_id, 3).await.unwrap(), Start::Finished), "a terminal turn never restarts");
-    let status: String = sqlx::query_scalar("SELECT status FROM turns WHERE id = $1").bind(second.turn_id).fetch_one(&pool).await.unwrap();
+    assert!(matches!(turns::start(&pool, TurnTask { turn_id: first.turn_id, org_id: org }, 3).await.unwrap(), Start::Finished), "a terminal turn never restarts");
+    let status: String = { let mut tx = db::begin_org(&pool, org).await.unwrap(); sqlx::query_scalar("SELECT status FROM turns WHERE id = $1").bind(second.turn_id).fetch_one(&mut *tx).await.unwrap() };
     assert_eq!(status, "queued", "the next turn was enqueued in the finishing transaction");
-    let session_status: String = sqlx::query_scalar("SELECT status FROM sessions WHERE id = $1").bind(session).fetch_one(&pool).await.unwrap();
+    let session_status: String = { let mut tx = db::begin_org(&pool, org).await.unwrap(); sqlx::query_scalar("SELECT status FROM sessions WHERE id = $1").bind(session).fetch_one(&mut *tx).await.unwrap() };
     assert_eq!(session_status, "queued");
 
-    let lease = leased(turns::start(&pool, second.turn_id, 3).await.unwrap());
+    let lease = leased(turns::start(&pool, TurnTask { turn_id: second.turn_id, org_id: org }, 3).await.unwrap());
     turns::finish(&pool, &lease, Outcome::Failed { code: "x".into(), message: "y".into() }).await.unwrap();
-    let session_status: String = sqlx::query_scalar("SELECT status FROM sessions WHERE id = $1").bind(session).fetch_one(&pool).await.unwrap();
+    let session_status: String = { let mut tx = db::begin_org(&pool, org).await.unwrap(); sqlx::query_scalar("SELECT status FROM sessions WHERE id = $1").bind(session).fetch_one(&mut *tx).await.unwrap() };
     assert_eq!(session_status, "idle");
-    let kinds: Vec<String> = sqlx::query_scalar("SELECT type FROM events WHERE session_id = $1 ORDER BY sequence").bind(session).fetch_all(&pool).await.unwrap();
+    let kinds: Vec<String> = { let mut tx = db::begin_org(&pool, org).await.unwrap(); sqlx::query_scalar("SELECT type FROM events WHERE session_id = $1 ORDER BY sequence").bind(session).fetch_all(&mut *tx).await.unwrap() };
     assert_eq!(
         kinds,
         ["input.message", "session.activated", "input.message", "turn.started", "turn.completed", "turn.started", "turn.failed", "session.idled"]
@@ -121,7 +134,7 @@ async fn concurrent_appends_keep_sequences_gap_free() {
         let pool = pool.clone();
         tasks.push(tokio::spawn(async move {
             for j in 0..10 {
-                let mut tx = pool.begin().await.unwrap();
+                let mut tx = db::begin_org(&pool, org).await.unwrap();
                 turnstone_core::events::append(&mut tx, org, session, None, vec![NewEvent::new(types::SESSION_IDLED, json!({"i": i, "j": j}))]).await.unwrap();
                 if j % 3 == 0 {
                     tx.rollback().await.unwrap();
@@ -134,7 +147,7 @@ async fn concurrent_appends_keep_sequences_gap_free() {
     for t in tasks {
         t.await.unwrap();
     }
-    let seqs: Vec<i64> = sqlx::query_scalar("SELECT sequence FROM events WHERE session_id = $1 ORDER BY sequence").bind(session).fetch_all(&pool).await.unwrap();
+    let seqs: Vec<i64> = { let mut tx = db::begin_org(&pool, org).await.unwrap(); sqlx::query_scalar("SELECT sequence FROM events WHERE session_id = $1 ORDER BY sequence").bind(session).fetch_all(&mut *tx).await.unwrap() };
     assert_eq!(seqs, (1..=seqs.len() as i64).collect::<Vec<_>>());
     assert_eq!(seqs.len(), 16 * 6);
 }

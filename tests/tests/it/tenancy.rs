@@ -9,9 +9,11 @@ use turnstone_tests::{Client, Stack, StackOptions};
 
 /// Creates a second org with its own API key directly in the database; returns its id and client.
 async fn second_org(stack: &Stack, pool: &PgPool) -> (uuid::Uuid, Client) {
-    let org = turnstone_core::orgs::create_org(pool, "other").await.expect("create org");
+    let org = turnstone_core::orgs::create_org(pool, "other").await.expect("create org").id;
     let key = turnstone_tests::api_key();
-    turnstone_core::orgs::insert_api_key(pool, org, &Secret::new(key.clone()), "k").await.expect("insert key");
+    let mut tx = turnstone_core::db::begin_org(pool, org).await.unwrap();
+    turnstone_core::orgs::insert_api_key(&mut tx, org, &Secret::new(key.clone()), "k", None).await.expect("insert key");
+    tx.commit().await.unwrap();
     (org, stack.client().with_key(&key))
 }
 

@@ -1,0 +1,67 @@
+-- Row-level security: the second wall between tenants.
+--
+-- Every tenant table only shows and accepts rows of the org named by the
+-- transaction-local setting `turnstone.org_id` (set with set_config(..., true)
+-- by core::db::begin_org). A query that forgets its org filter therefore sees
+-- nothing. FORCE applies the policies to the table owner too; only superusers
+-- and BYPASSRLS roles skip them.
+--
+-- Two group roles get least privilege: turnstone_api (the control plane) and
+-- turnstone_worker (no access to API keys or idempotency records). Login roles
+-- are made members of them (scripts/dev does; see docs/security.md).
+
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'turnstone_api') THEN
+        CREATE ROLE turnstone_api NOLOGIN;
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'turnstone_worker') THEN
+        CREATE ROLE turnstone_worker NOLOGIN;
+    END IF;
+END
+$$;
+
+-- The org of the current transaction, or NULL when none is set.
+CREATE FUNCTION turnstone_org() RETURNS uuid
+    LANGUAGE sql STABLE
+    AS $$ SELECT nullif(current_setting('turnstone.org_id', true), '')::uuid $$;
+
+DO $$
+DECLARE
+    t text;
+BEGIN
+    FOREACH t IN ARRAY ARRAY['api_keys', 'providers', 'models', 'agents', 'sessions', 'events', 'turns', 'idempotency_keys']
+    LOOP
+        EXECUTE format('ALTER TABLE %I ENABLE ROW LEVEL SECURITY', t);
+        EXECUTE format('ALTER TABLE %I FORCE ROW LEVEL SECURITY', t);
+        EXECUTE format('CREATE POLICY tenant ON %I USING (org_id = turnstone_org()) WITH CHECK (org_id = turnstone_org())', t);
+    END LOOP;
+END
+$$;
+
+-- Authentication looks a key up before its org is known: a transaction that
+-- names one lookup id (turnstone.key_lookup) may read that one row.
+CREATE POLICY key_lookup ON api_keys FOR SELECT
+    USING (lookup_id = current_setting('turnstone.key_lookup', true));
+
+GRANT USAGE ON SCHEMA public TO turnstone_api, turnstone_worker;
+GRANT SELECT ON _sqlx_migrations TO turnstone_api, turnstone_worker;
+GRANT EXECUTE ON FUNCTION turnstone_org() TO turnstone_api, turnstone_worker;
+
+-- The control plane: everything tenant-facing, plus the org registry.
+GRANT SELECT, INSERT, UPDATE, DELETE ON orgs, api_keys, providers, models, agents, sessions, events, turns, idempotency_keys
+    TO turnstone_api;
+
+-- Workers: read what a turn needs, append events, move turns and sessions along.
+-- No API keys, no idempotency records, no org registry.
+GRANT SELECT ON providers, models, agents TO turnstone_worker;
+GRANT SELECT, UPDATE ON sessions, turns TO turnstone_worker;
+GRANT SELECT, INSERT ON events TO turnstone_worker;
+
+-- The task queue (apalis' schema, migrated before ours).
+GRANT USAGE ON SCHEMA apalis TO turnstone_api, turnstone_worker;
+GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA apalis TO turnstone_api, turnstone_worker;
+GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA apalis TO turnstone_api, turnstone_worker;
+ALTER DEFAULT PRIVILEGES IN SCHEMA apalis GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO turnstone_api, turnstone_worker;
+ALTER DEFAULT PRIVILEGES IN SCHEMA apalis GRANT EXECUTE ON FUNCTIONS TO turnstone_api, turnstone_worker;
+GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA apalis TO turnstone_api, turnstone_worker;
