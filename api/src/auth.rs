@@ -21,3 +21,31 @@ async fn check_api_key(req: &Request, bearer: Bearer) -> poem::Result<Principal>
         Err(e) => Err(ApiError::from(e).into()),
     }
 }
+
+/// `Authorization: Bearer <TURNSTONE_OPERATOR_TOKEN>`: the deployment operator.
+#[derive(SecurityScheme)]
+#[oai(ty = "bearer", key_name = "Authorization", rename = "OperatorToken", checker = "check_operator")]
+pub struct Operator(pub ());
+
+async fn check_operator(req: &Request, bearer: Bearer) -> poem::Result<()> {
+    use subtle::ConstantTimeEq;
+    let state = req.data::<AppState>().expect("AppState is attached to every route");
+    match &state.config.operator_token {
+        // Hash both sides so the comparison is constant-time whatever the lengths.
+        Some(token) => {
+            use sha2::{Digest, Sha256};
+            let (a, b) = (Sha256::digest(token.expose().as_bytes()), Sha256::digest(bearer.token.as_bytes()));
+            if bool::from(a.ct_eq(&b)) {
+                Ok(())
+            } else {
+                Err(ApiError::unauthorized().into())
+            }
+        }
+        None => Err(ApiError::new(
+            poem::http::StatusCode::UNAUTHORIZED,
+            "operator_disabled",
+            "org management is disabled: set TURNSTONE_OPERATOR_TOKEN",
+        )
+        .into()),
+    }
+}

@@ -15,6 +15,8 @@ pub struct Config {
     /// Maximum pooled database connections (SSE streams share them; they do not hold one each).
     pub db_max_connections: u32,
     pub keys: KeyRing,
+    /// `TURNSTONE_OPERATOR_TOKEN`: bearer token for the org-management operations; unset disables them.
+    pub operator_token: Option<Secret>,
     pub bootstrap: Bootstrap,
     /// SSE comment heartbeat interval.
     pub sse_heartbeat: Duration,
@@ -75,6 +77,7 @@ impl Config {
             migrate_database_url: var("TURNSTONE_MIGRATE_DATABASE_URL"),
             db_max_connections,
             keys,
+            operator_token: var("TURNSTONE_OPERATOR_TOKEN").map(Secret::new),
             bootstrap: Bootstrap {
                 api_key: var("TURNSTONE_BOOTSTRAP_API_KEY").map(Secret::new),
                 provider_base_url,

@@ -71,6 +71,7 @@ impl std::ops::Deref for AppState {
 
 type Apis = (
     routes::system::SystemApi,
+    routes::orgs::OrgsApi,
     routes::providers::ProvidersApi,
     routes::agents::AgentsApi,
     routes::sessions::SessionsApi,
@@ -80,6 +81,7 @@ type Apis = (
 fn apis(state: &AppState) -> Apis {
     (
         routes::system::SystemApi { state: state.clone() },
+        routes::orgs::OrgsApi { state: state.clone() },
         routes::providers::ProvidersApi { state: state.clone() },
         routes::agents::AgentsApi { state: state.clone() },
         routes::sessions::SessionsApi { state: state.clone() },
@@ -119,6 +121,7 @@ fn inert_state() -> AppState {
             migrate_database_url: None,
             db_max_connections: 1,
             keys: KeyRing::parse(&KeyRing::generate_spec("inert")).expect("generated key"),
+            operator_token: None,
             bootstrap: orgs::Bootstrap {
                 api_key: None,
                 provider_base_url: String::new(),

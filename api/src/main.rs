@@ -1,14 +1,55 @@
 //! `turnstone-api`: serve the control plane, or `turnstone-api openapi` to print the contract.
+//!
+//! Key management (run as the schema owner, `TURNSTONE_MIGRATE_DATABASE_URL` or `DATABASE_URL`):
+//! - `turnstone-api keys rotate-master`: re-wrap every org data key under the first
+//!   `TURNSTONE_MASTER_KEY` entry (list the old key second while this runs).
+//! - `turnstone-api keys rotate-org <org_…>`: new data key for one org, secrets re-sealed.
 
 use turnstone_api::{Application, Config};
 
+
+const USAGE: &str = "usage: turnstone-api [openapi | keys rotate-master | keys rotate-org <org_id>]";
+
 fn main() -> std::process::ExitCode {
-    if std::env::args().nth(1).as_deref() == Some("openapi") {
-        println!("{}", turnstone_api::openapi_json());
-        return std::process::ExitCode::SUCCESS;
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    match args.as_slice() {
+        ["openapi"] => {
+            println!("{}", turnstone_api::openapi_json());
+            std::process::ExitCode::SUCCESS
+        }
+        [] => tokio::runtime::Runtime::new().expect("tokio runtime").block_on(run()),
+        ["keys", rest @ ..] => tokio::runtime::Runtime::new().expect("tokio runtime").block_on(keys(rest)),
+        _ => {
+            eprintln!("{USAGE}");
+            std::process::ExitCode::from(2)
+        }
     }
-    let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
-    runtime.block_on(run())
+}
+
+/// The key rotation commands; both are online and safe to re-run.
+async fn keys(args: &[&str]) -> std::process::ExitCode {
+    use turnstone_core::{db, ids, keychain};
+    let result = async {
+        let config = Config::from_env()?;
+        let url = config.migrate_database_url.as_deref().unwrap_or(&config.database_url);
+        let pool = db::connect(url, 2).await?;
+        let done = match args {
+            ["rotate-master"] => keychain::rotate_master_key(&pool, &config.keys).await?,
+            ["rotate-org", org] => keychain::rotate_org_key(&pool, &config.keys, ids::parse(ids::Kind::Org, org)?).await?,
+            _ => return Err(USAGE.into()),
+        };
+        println!("rotated: {} org(s), {} data key(s), {} secret(s) re-sealed", done.orgs, done.keys, done.secrets);
+        Ok::<(), Box<dyn std::error::Error>>(())
+    }
+    .await;
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("turnstone-api keys: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
 }
 
 async fn run() -> std::process::ExitCode {

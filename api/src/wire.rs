@@ -464,3 +464,100 @@ pub struct CancelAccepted {
     /// Pending turns cancelled as well (`all=true`).
     pub pending_cancelled: Vec<String>,
 }
+
+// ---------------------------------------------------------------- orgs and keys
+
+#[derive(Debug, Object)]
+#[oai(deny_unknown_fields)]
+pub struct OrgCreate {
+    #[oai(validator(min_length = 1, max_length = 200))]
+    pub name: Text,
+}
+
+#[derive(Debug, Object)]
+#[oai(deny_unknown_fields)]
+pub struct OrgUpdate {
+    #[oai(validator(min_length = 1, max_length = 200))]
+    pub name: Option<Text>,
+    /// A disabled org's keys stop working on the next request.
+    pub disabled: Option<bool>,
+}
+
+#[derive(Debug, Object, serde::Serialize, serde::Deserialize)]
+pub struct Org {
+    /// `org_…`
+    pub id: String,
+    pub name: String,
+    pub disabled: bool,
+    pub created_at: DateTime<Utc>,
+}
+
+impl From<turnstone_core::orgs::Org> for Org {
+    fn from(o: turnstone_core::orgs::Org) -> Self {
+        Org { id: ids::format(Kind::Org, o.id), name: o.name, disabled: o.disabled, created_at: o.created_at }
+    }
+}
+
+#[derive(Debug, Object)]
+pub struct OrgList {
+    pub data: Vec<Org>,
+    pub next_cursor: Option<String>,
+}
+
+#[derive(Debug, Object, Default)]
+#[oai(deny_unknown_fields)]
+pub struct ApiKeyCreate {
+    #[oai(default, validator(max_length = 200))]
+    pub name: Text,
+    /// The key stops working at this time.
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+/// An API key's metadata; the secret is only ever shown at creation.
+#[derive(Debug, Object, serde::Serialize, serde::Deserialize)]
+pub struct ApiKey {
+    /// `key_…`
+    pub id: String,
+    pub name: String,
+    /// The key's first characters, to recognise it (`ts_live_AbCd`).
+    pub display_prefix: String,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub revoked_at: Option<DateTime<Utc>>,
+    pub last_used_at: Option<DateTime<Utc>>,
+}
+
+impl From<turnstone_core::orgs::ApiKey> for ApiKey {
+    fn from(k: turnstone_core::orgs::ApiKey) -> Self {
+        ApiKey {
+            id: ids::format(Kind::ApiKey, k.id),
+            name: k.name,
+            display_prefix: k.display_prefix,
+            created_at: k.created_at,
+            expires_at: k.expires_at,
+            revoked_at: k.revoked_at,
+            last_used_at: k.last_used_at,
+        }
+    }
+}
+
+/// A new key: `key` is shown this once and stored only as a hash.
+#[derive(Debug, Object, serde::Serialize, serde::Deserialize)]
+pub struct ApiKeyCreated {
+    /// `key_…`
+    pub id: String,
+    /// The secret, `ts_live_…`. Store it now: it cannot be shown again. Absent when an
+    /// `Idempotency-Key` retry replays the creation (the secret is never stored, not even for replays).
+    #[serde(skip_serializing, default)]
+    pub key: Option<String>,
+    pub name: String,
+    pub display_prefix: String,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Object)]
+pub struct ApiKeyList {
+    pub data: Vec<ApiKey>,
+    pub next_cursor: Option<String>,
+}

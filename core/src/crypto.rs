@@ -144,6 +144,92 @@ impl KeyRing {
     }
 }
 
+/// An org's data key, unwrapped in memory for one operation.
+#[derive(Clone)]
+pub struct DataKey {
+    pub id: Uuid,
+    cipher: XChaCha20Poly1305,
+}
+
+impl std::fmt::Debug for DataKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DataKey").field("id", &self.id).finish_non_exhaustive()
+    }
+}
+
+/// Sealed-under-a-data-key format version: `2 | dek id (16) | nonce (24) | ciphertext+tag`.
+const DEK_VERSION: u8 = 2;
+const WRAP_PURPOSE: &str = "org.data_key";
+
+impl DataKey {
+    /// A fresh random data key and its bytes wrapped under the ring's primary master key.
+    pub fn generate(ring: &KeyRing, org_id: Uuid) -> Result<(DataKey, String, Vec<u8>)> {
+        let mut bytes = [0u8; 32];
+        rand::rng().fill_bytes(&mut bytes);
+        let id = Uuid::now_v7();
+        let encoded = base64::engine::general_purpose::STANDARD.encode(bytes);
+        let wrapped = ring.seal(org_id, id, WRAP_PURPOSE, &encoded)?;
+        let cipher = XChaCha20Poly1305::new_from_slice(&bytes).map_err(|_| Error::Crypto("data key must be 32 bytes"))?;
+        Ok((DataKey { id, cipher }, ring.primary_id().to_owned(), wrapped))
+    }
+
+    /// Unwraps a stored data key with whichever configured master key wrapped it.
+    pub fn unwrap(ring: &KeyRing, org_id: Uuid, id: Uuid, wrapped: &[u8]) -> Result<DataKey> {
+        let encoded = ring.open(org_id, id, WRAP_PURPOSE, wrapped)?;
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(encoded.expose())
+            .map_err(|_| Error::Crypto("data key is malformed"))?;
+        let cipher = XChaCha20Poly1305::new_from_slice(&bytes).map_err(|_| Error::Crypto("data key must be 32 bytes"))?;
+        Ok(DataKey { id, cipher })
+    }
+
+    /// Re-wraps this key's material under the ring's primary master key (master rotation).
+    pub fn rewrap(ring: &KeyRing, org_id: Uuid, id: Uuid, wrapped: &[u8]) -> Result<Vec<u8>> {
+        let encoded = ring.open(org_id, id, WRAP_PURPOSE, wrapped)?;
+        ring.seal(org_id, id, WRAP_PURPOSE, encoded.expose())
+    }
+
+    /// Seals a secret of row `(org_id, row_id)` under this data key.
+    pub fn seal(&self, org_id: Uuid, row_id: Uuid, purpose: &str, plaintext: &str) -> Result<Vec<u8>> {
+        let mut nonce = [0u8; 24];
+        rand::rng().fill_bytes(&mut nonce);
+        let aad = associated_data(org_id, row_id, purpose);
+        let ct = self
+            .cipher
+            .encrypt(&XNonce::from(nonce), Payload { msg: plaintext.as_bytes(), aad: &aad })
+            .map_err(|_| Error::Crypto("encryption failed"))?;
+        let mut out = Vec::with_capacity(1 + 16 + 24 + ct.len());
+        out.push(DEK_VERSION);
+        out.extend_from_slice(self.id.as_bytes());
+        out.extend_from_slice(&nonce);
+        out.extend_from_slice(&ct);
+        Ok(out)
+    }
+
+    /// Opens a secret sealed by [`DataKey::seal`] for the same row and purpose.
+    pub fn open(&self, org_id: Uuid, row_id: Uuid, purpose: &str, sealed: &[u8]) -> Result<Secret> {
+        if sealed_data_key_id(sealed)? != self.id {
+            return Err(Error::Crypto("secret sealed under another data key"));
+        }
+        let (nonce, ct) = sealed[17..].split_at(24);
+        let nonce: [u8; 24] = nonce.try_into().map_err(|_| Error::Crypto("sealed secret is malformed"))?;
+        let aad = associated_data(org_id, row_id, purpose);
+        let pt = self
+            .cipher
+            .decrypt(&XNonce::from(nonce), Payload { msg: ct, aad: &aad })
+            .map_err(|_| Error::Crypto("secret failed authentication"))?;
+        String::from_utf8(pt).map(Secret).map_err(|_| Error::Crypto("secret is not UTF-8"))
+    }
+}
+
+/// The data key id a sealed secret names.
+pub fn sealed_data_key_id(sealed: &[u8]) -> Result<Uuid> {
+    if sealed.len() < 1 + 16 + 24 + 16 || sealed[0] != DEK_VERSION {
+        return Err(Error::Crypto("sealed secret is malformed"));
+    }
+    Ok(Uuid::from_slice(&sealed[1..17]).map_err(|_| Error::Crypto("sealed secret is malformed"))?)
+}
+
 fn associated_data(org_id: Uuid, row_id: Uuid, purpose: &str) -> Vec<u8> {
     format!("turnstone:v1:{org_id}:{row_id}:{purpose}").into_bytes()
 }
@@ -175,6 +261,33 @@ mod tests {
         let resealed = rotated.seal(org, row, "provider.api_key", "sk-secret").unwrap();
         assert!(old.open(org, row, "provider.api_key", &resealed).is_err(), "old ring lacks k2");
         assert!(KeyRing::parse(&format!("{k2},k1:")).is_err(), "empty key material is rejected");
+    }
+
+    #[test]
+    fn data_keys_bind_to_org_row_and_survive_master_rotation() {
+        let k1 = KeyRing::generate_spec("k1");
+        let ring = KeyRing::parse(&k1).unwrap();
+        let (org, other_org, row) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
+        let (dek, master_id, wrapped) = DataKey::generate(&ring, org).unwrap();
+        assert_eq!(master_id, "k1");
+        let sealed = dek.seal(org, row, "provider.api_key", "sk-1").unwrap();
+        assert_eq!(sealed_data_key_id(&sealed).unwrap(), dek.id);
+        assert_eq!(dek.open(org, row, "provider.api_key", &sealed).unwrap().expose(), "sk-1");
+        assert!(dek.open(other_org, row, "provider.api_key", &sealed).is_err(), "wrong org");
+        assert!(dek.open(org, Uuid::now_v7(), "provider.api_key", &sealed).is_err(), "wrong row");
+        let mut tampered = sealed.clone();
+        tampered[30] ^= 1;
+        assert!(dek.open(org, row, "provider.api_key", &tampered).is_err(), "tampered");
+        // The wrapped key is bound to its org too.
+        assert!(DataKey::unwrap(&ring, other_org, dek.id, &wrapped).is_err());
+        // Master rotation: re-wrap under k2 while k1 is still configured, then drop k1.
+        let k2 = KeyRing::generate_spec("k2");
+        let both = KeyRing::parse(&format!("{k2},{k1}")).unwrap();
+        let rewrapped = DataKey::rewrap(&both, org, dek.id, &wrapped).unwrap();
+        let only_new = KeyRing::parse(&k2).unwrap();
+        let again = DataKey::unwrap(&only_new, org, dek.id, &rewrapped).unwrap();
+        assert_eq!(again.open(org, row, "provider.api_key", &sealed).unwrap().expose(), "sk-1");
+        assert!(DataKey::unwrap(&only_new, org, dek.id, &wrapped).is_err(), "the old wrapping needs k1");
     }
 
     #[test]

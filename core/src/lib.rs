@@ -13,7 +13,8 @@
 //! - [`error`]: the crate's one error enum.
 //! - [`ids`]: UUIDv7 ids and their prefixed wire form (`agt_…`, `ses_…`).
 //! - [`limits`]: size limits shared by validation and the OpenAPI schema.
-//! - [`crypto`]: the master key and XChaCha20-Poly1305 sealing of secrets.
+//! - [`crypto`]: master keys, data keys and XChaCha20-Poly1305 sealing.
+//! - [`keychain`]: the per-org key chain in the database, and key rotations.
 //! - [`db`]: pool construction and migrations (ours plus apalis').
 //! - [`orgs`]: organisations, API keys and first-start bootstrap.
 //! - [`providers`], [`agents`], [`sessions`]: tenant resources.
@@ -32,6 +33,7 @@ pub mod error;
 pub mod events;
 pub mod idempotency;
 pub mod ids;
+pub mod keychain;
 pub mod limits;
 pub mod math;
 pub mod orgs;

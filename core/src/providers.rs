@@ -4,7 +4,7 @@ use crate::crypto::{KeyRing, Secret};
 use crate::error::{Error, Result};
 use crate::ids::new_id;
 use crate::page::Page;
-use crate::{limits, validate};
+use crate::{keychain, limits, validate};
 use chrono::{DateTime, Utc};
 use sqlx::{AssertSqlSafe, PgConnection};
 use uuid::Uuid;
@@ -56,7 +56,10 @@ pub async fn create_provider(
         validate::text("api_key", k.expose(), limits::MAX_SECRET_CHARS)?;
     }
     let id = new_id();
-    let sealed = api_key.map(|k| keys.seal(org_id, id, API_KEY_PURPOSE, k.expose())).transpose()?;
+    let sealed = match api_key {
+        Some(k) => Some(keychain::seal(&mut *conn, keys, org_id, id, API_KEY_PURPOSE, k.expose()).await?),
+        None => None,
+    };
     let res = sqlx::query("INSERT INTO providers (id, org_id, name, base_url, api_key_ciphertext) VALUES ($1, $2, $3, $4, $5)")
         .bind(id)
         .bind(org_id)
@@ -82,7 +85,10 @@ pub async fn update_provider_endpoint(
     api_key: Option<&Secret>,
 ) -> Result<()> {
     validate::base_url(base_url)?;
-    let sealed = api_key.map(|k| keys.seal(org_id, id, API_KEY_PURPOSE, k.expose())).transpose()?;
+    let sealed = match api_key {
+        Some(k) => Some(keychain::seal(&mut *conn, keys, org_id, id, API_KEY_PURPOSE, k.expose()).await?),
+        None => None,
+    };
     sqlx::query("UPDATE providers SET base_url = $3, api_key_ciphertext = $4 WHERE org_id = $1 AND id = $2")
         .bind(org_id)
         .bind(id)
@@ -206,11 +212,34 @@ pub async fn resolve_endpoint(conn: &mut PgConnection, keys: &KeyRing, org_id: U
     )
     .bind(org_id)
     .bind(model_id)
-    .fetch_optional(conn)
+    .fetch_optional(&mut *conn)
     .await?;
     let (model_id, model_name, provider_id, base_url, sealed) = row.ok_or_else(|| {
         Error::invalid("no_model", "no model given on the session or agent, and the org has no default model")
     })?;
-    let api_key = sealed.map(|s| keys.open(org_id, provider_id, API_KEY_PURPOSE, &s)).transpose()?;
+    let api_key = match sealed {
+        Some(s) => Some(keychain::open(conn, keys, org_id, provider_id, API_KEY_PURPOSE, &s).await?),
+        None => None,
+    };
     Ok(Endpoint { model_id, base_url, api_key, model_name })
+}
+
+/// Re-seals every provider key of the org under `fresh` (org key rotation).
+pub async fn reseal_all(conn: &mut PgConnection, keys: &KeyRing, org_id: Uuid, fresh: &crate::crypto::DataKey) -> Result<u64> {
+    let rows: Vec<(Uuid, Vec<u8>)> =
+        sqlx::query_as("SELECT id, api_key_ciphertext FROM providers WHERE org_id = $1 AND api_key_ciphertext IS NOT NULL FOR UPDATE")
+            .bind(org_id)
+            .fetch_all(&mut *conn)
+            .await?;
+    for (id, sealed) in &rows {
+        let plain = keychain::open(&mut *conn, keys, org_id, *id, API_KEY_PURPOSE, sealed).await?;
+        let resealed = fresh.seal(org_id, *id, API_KEY_PURPOSE, plain.expose())?;
+        sqlx::query("UPDATE providers SET api_key_ciphertext = $3 WHERE org_id = $1 AND id = $2")
+            .bind(org_id)
+            .bind(id)
+            .bind(resealed)
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(rows.len() as u64)
 }

@@ -133,6 +133,8 @@ pub struct Stack {
     pub base: String,
     pub key: String,
     pub master_key: String,
+    /// `TURNSTONE_OPERATOR_TOKEN` of this stack's API.
+    pub operator_token: String,
     api_stop: Option<oneshot::Sender<()>>,
     api_done: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
     worker_stops: Vec<oneshot::Sender<()>>,
@@ -151,6 +153,7 @@ impl Stack {
         let sim = turnstone_llmsim::spawn(opts.sim.clone()).await.expect("simulator");
         let key = api_key();
         let master_key = master_key();
+        let operator_token = format!("op-{}", uuid::Uuid::now_v7().simple());
         let keys = KeyRing::parse(&master_key).expect("key ring");
         let config = turnstone_api::Config {
             // Requests run as the least-privileged API role, so row-level security is always on.
@@ -158,6 +161,7 @@ impl Stack {
             migrate_database_url: Some(db.url.clone()),
             db_max_connections: 8,
             keys: keys.clone(),
+            operator_token: Some(Secret::new(operator_token.clone())),
             bootstrap: turnstone_core::orgs::Bootstrap {
                 api_key: Some(Secret::new(key.clone())),
                 provider_base_url: sim.base_url(),
@@ -177,7 +181,7 @@ impl Stack {
         .expect("api builds");
         let base = format!("http://{}", app.local_addr);
         let api_done = tokio::spawn(app.wait());
-        let mut stack = Stack { db, sim, base, key, master_key, api_stop: Some(api_stop), api_done: Some(api_done), worker_stops: vec![] };
+        let mut stack = Stack { db, sim, base, key, master_key, operator_token, api_stop: Some(api_stop), api_done: Some(api_done), worker_stops: vec![] };
         for _ in 0..opts.workers {
             stack.add_worker(opts.worker).await;
         }
@@ -206,6 +210,11 @@ impl Stack {
 
     pub fn client(&self) -> Client {
         Client::new(&self.base, &self.key)
+    }
+
+    /// A client holding the operator token.
+    pub fn operator(&self) -> Client {
+        Client::new(&self.base, &self.operator_token)
     }
 
     /// Stops the API (graceful drain) and waits for it.

@@ -3,6 +3,7 @@
 
 pub mod agents;
 pub mod capabilities;
+pub mod orgs;
 pub mod providers;
 pub mod sessions;
 pub mod system;
@@ -16,6 +17,10 @@ use crate::error::ApiError;
 pub enum Tag {
     /// Liveness and readiness.
     System,
+    /// Organisations, managed with the operator token.
+    Orgs,
+    /// An org's own API keys.
+    ApiKeys,
     /// OpenAI-compatible LLM endpoints and their models.
     Providers,
     /// Agent definitions: prompt, model, capabilities.

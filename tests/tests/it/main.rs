@@ -4,6 +4,7 @@
 mod cancel;
 mod durability;
 mod e2e;
+mod keys;
 mod errors;
 mod openapi;
 mod outage;

@@ -1,0 +1,134 @@
+//! Organisations (operator token) and an org's own API keys (org key).
+
+use poem_openapi::param::{Header, Path, Query};
+use poem_openapi::payload::Json;
+use poem_openapi::types::ToJSON;
+use poem_openapi::{ApiResponse, OpenApi};
+use turnstone_core::crypto::Secret;
+use turnstone_core::ids::{self, Kind};
+use turnstone_core::{db, limits, orgs};
+use uuid::Uuid;
+
+use super::{Tag, page_limit};
+use crate::AppState;
+use crate::auth::{ApiKey as OrgKey, Operator};
+use crate::error::ApiError;
+use crate::idempotency::create_once;
+use crate::wire::{ApiKey, ApiKeyCreate, ApiKeyCreated, ApiKeyList, Org, OrgCreate, OrgList, OrgUpdate, parse_id, parse_opt_id};
+
+pub struct OrgsApi {
+    pub state: AppState,
+}
+
+#[derive(ApiResponse)]
+enum OrgCreated {
+    #[oai(status = 201)]
+    Created(Json<Org>),
+}
+
+#[derive(ApiResponse)]
+enum KeyCreated {
+    /// The key, shown once.
+    #[oai(status = 201)]
+    Created(Json<ApiKeyCreated>),
+}
+
+/// Issues a key for `org_id` in the caller's org-scoped transaction.
+async fn issue_key(conn: &mut sqlx::PgConnection, org_id: Uuid, body: ApiKeyCreate) -> Result<ApiKeyCreated, ApiError> {
+    let secret: Secret = orgs::generate_api_key();
+    let k = orgs::insert_api_key(conn, org_id, &secret, &body.name, body.expires_at).await?;
+    Ok(ApiKeyCreated {
+        id: ids::format(Kind::ApiKey, k.id),
+        key: Some(secret.expose().to_owned()),
+        name: k.name,
+        display_prefix: k.display_prefix,
+        created_at: k.created_at,
+        expires_at: k.expires_at,
+    })
+}
+
+#[OpenApi(prefix_path = "/v1")]
+impl OrgsApi {
+    /// Create an organisation (operator).
+    #[oai(path = "/orgs", method = "post", operation_id = "createOrg", tag = "Tag::Orgs")]
+    async fn create_org(&self, _op: Operator, body: Json<OrgCreate>) -> Result<OrgCreated, ApiError> {
+        Ok(OrgCreated::Created(Json(orgs::create_org(&self.state.pool, &body.0.name).await?.into())))
+    }
+
+    /// List organisations, newest first (operator).
+    #[oai(path = "/orgs", method = "get", operation_id = "listOrgs", tag = "Tag::Orgs")]
+    async fn list_orgs(&self, _op: Operator, limit: Query<Option<u32>>, after: Query<Option<String>>) -> Result<Json<OrgList>, ApiError> {
+        let limit = page_limit(limit.0, limits::MAX_PAGE_LIMIT)?;
+        let after = parse_opt_id(Kind::Org, after.0.as_deref())?;
+        let page = orgs::list_orgs(&self.state.pool, after, limit).await?;
+        Ok(Json(OrgList {
+            data: page.items.into_iter().map(Into::into).collect(),
+            next_cursor: page.next_after.map(|id| ids::format(Kind::Org, id)),
+        }))
+    }
+
+    /// Get one organisation (operator).
+    #[oai(path = "/orgs/:org_id", method = "get", operation_id = "getOrg", tag = "Tag::Orgs")]
+    async fn get_org(&self, _op: Operator, org_id: Path<String>) -> Result<Json<Org>, ApiError> {
+        let id = parse_id(Kind::Org, &org_id.0)?;
+        Ok(Json(orgs::get_org(&self.state.pool, id).await?.into()))
+    }
+
+    /// Rename or disable an organisation (operator). Disabling stops all its keys at once.
+    #[oai(path = "/orgs/:org_id", method = "patch", operation_id = "updateOrg", tag = "Tag::Orgs")]
+    async fn update_org(&self, _op: Operator, org_id: Path<String>, body: Json<OrgUpdate>) -> Result<Json<Org>, ApiError> {
+        let id = parse_id(Kind::Org, &org_id.0)?;
+        let org = orgs::update_org(&self.state.pool, id, body.0.name.as_deref(), body.0.disabled).await?;
+        Ok(Json(org.into()))
+    }
+
+    /// Issue an API key for an organisation (operator); the key is shown once.
+    #[oai(path = "/orgs/:org_id/api-keys", method = "post", operation_id = "createOrgApiKey", tag = "Tag::Orgs")]
+    async fn create_org_key(&self, _op: Operator, org_id: Path<String>, body: Json<ApiKeyCreate>) -> Result<KeyCreated, ApiError> {
+        let id = parse_id(Kind::Org, &org_id.0)?;
+        orgs::get_org(&self.state.pool, id).await?;
+        let mut tx = db::begin_org(&self.state.pool, id).await?;
+        let created = issue_key(&mut tx, id, body.0).await?;
+        tx.commit().await.map_err(turnstone_core::Error::from)?;
+        Ok(KeyCreated::Created(Json(created)))
+    }
+
+    /// List this org's API keys (never the secrets).
+    #[oai(path = "/api-keys", method = "get", operation_id = "listApiKeys", tag = "Tag::ApiKeys")]
+    async fn list_keys(&self, auth: OrgKey, limit: Query<Option<u32>>, after: Query<Option<String>>) -> Result<Json<ApiKeyList>, ApiError> {
+        let limit = page_limit(limit.0, limits::MAX_PAGE_LIMIT)?;
+        let after = parse_opt_id(Kind::ApiKey, after.0.as_deref())?;
+        let page = orgs::list_api_keys(&mut *self.state.org_tx(auth.0.org_id).await?, auth.0.org_id, after, limit).await?;
+        Ok(Json(ApiKeyList {
+            data: page.items.into_iter().map(Into::into).collect(),
+            next_cursor: page.next_after.map(|id| ids::format(Kind::ApiKey, id)),
+        }))
+    }
+
+    /// Create another API key for this org, optionally named and expiring; shown once.
+    #[oai(path = "/api-keys", method = "post", operation_id = "createApiKey", tag = "Tag::ApiKeys")]
+    async fn create_key(
+        &self,
+        auth: OrgKey,
+        body: Json<ApiKeyCreate>,
+        #[oai(name = "Idempotency-Key")] idempotency_key: Header<Option<String>>,
+    ) -> Result<KeyCreated, ApiError> {
+        let org = auth.0.org_id;
+        let request = format!("createApiKey:{}", body.0.to_json_string());
+        let created = create_once(&self.state, org, idempotency_key.0.as_deref(), &request, move |c| {
+            Box::pin(async move { issue_key(c, org, body.0).await })
+        })
+        .await?;
+        Ok(KeyCreated::Created(Json(created)))
+    }
+
+    /// Revoke an API key of this org; it stops working on the next request.
+    #[oai(path = "/api-keys/:key_id", method = "delete", operation_id = "revokeApiKey", tag = "Tag::ApiKeys")]
+    async fn revoke_key(&self, auth: OrgKey, key_id: Path<String>) -> Result<Json<ApiKey>, ApiError> {
+        let id = parse_id(Kind::ApiKey, &key_id.0)?;
+        let mut tx = self.state.org_tx(auth.0.org_id).await?;
+        let key = orgs::revoke_api_key(&mut tx, auth.0.org_id, id).await?;
+        tx.commit().await.map_err(turnstone_core::Error::from)?;
+        Ok(Json(key.into()))
+    }
+}

@@ -1,0 +1,87 @@
+//! Organisations and API keys: operator management, key lifecycle (revoke,
+//! expire, disable org → 401 on the next request), shown-once secrets.
+
+use serde_json::json;
+use turnstone_tests::Stack;
+
+#[tokio::test]
+async fn operator_creates_orgs_and_issues_keys() {
+    let stack = Stack::start().await;
+    let op = stack.operator();
+    let org = op.post("/v1/orgs", json!({"name": "acme"})).await.expect(201);
+    let org_id = org["id"].as_str().unwrap();
+    assert!(org_id.starts_with("org_"));
+    let listed = op.get("/v1/orgs").await.expect(200);
+    assert!(listed["data"].as_array().unwrap().iter().any(|o| o["id"] == org_id));
+
+    let created = op.post(&format!("/v1/orgs/{org_id}/api-keys"), json!({"name": "ci"})).await.expect(201);
+    let key = created["key"].as_str().unwrap();
+    assert!(key.starts_with("ts_live_"));
+    assert_eq!(created["display_prefix"], key[..12]);
+    let acme = stack.client().with_key(key);
+    let agent = acme.agent(&[]).await;
+    // The new org is walled off from the default org, both ways.
+    stack.client().get(&format!("/v1/agents/{agent}")).await.expect_problem(404, "not_found");
+
+    // Org keys cannot operate, the operator token is not an org key, a wrong token is 401.
+    stack.client().get("/v1/orgs").await.expect_problem(401, "unauthorized");
+    op.get("/v1/agents").await.expect_problem(401, "unauthorized");
+    stack.client().with_key("not-the-token").get("/v1/orgs").await.expect_problem(401, "unauthorized");
+    op.get("/v1/orgs/org_00000000000000000000000000000000").await.expect_problem(404, "not_found");
+    op.post("/v1/orgs", json!({"name": ""})).await.expect_problem(400, "invalid_body");
+}
+
+#[tokio::test]
+async fn revoked_expired_and_disabled_keys_stop_on_the_next_request() {
+    let stack = Stack::start().await;
+    let api = stack.client();
+    // Revoke.
+    let second = api.post("/v1/api-keys", json!({"name": "second"})).await.expect(201);
+    let k2 = api.with_key(second["key"].as_str().unwrap());
+    k2.get("/v1/agents").await.expect(200);
+    let listed = api.get("/v1/api-keys").await.expect(200);
+    assert!(listed["data"].as_array().unwrap().iter().all(|k| k.get("key").is_none() && k["display_prefix"].is_string()));
+    let revoked = api.delete(&format!("/v1/api-keys/{}", second["id"].as_str().unwrap())).await.expect(200);
+    assert!(revoked["revoked_at"].is_string());
+    k2.get("/v1/agents").await.expect_problem(401, "unauthorized");
+
+    // Expire: a key that expires in a moment works, then stops.
+    let soon = (chrono::Utc::now() + chrono::Duration::milliseconds(1500)).to_rfc3339();
+    let third = api.post("/v1/api-keys", json!({"name": "short", "expires_at": soon})).await.expect(201);
+    let k3 = api.with_key(third["key"].as_str().unwrap());
+    k3.get("/v1/agents").await.expect(200);
+    let deadline = tokio::time::Instant::now() + turnstone_tests::DEADLINE;
+    while k3.get("/v1/agents").await.status == 200 {
+        assert!(tokio::time::Instant::now() < deadline, "key never expired");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    k3.get("/v1/agents").await.expect_problem(401, "unauthorized");
+    api.post("/v1/api-keys", json!({"expires_at": "2001-01-01T00:00:00Z"})).await.expect_problem(400, "invalid_expires_at");
+
+    // Disable the org: every key of it stops; enabling brings them back.
+    let op = stack.operator();
+    let orgs = op.get("/v1/orgs").await.expect(200);
+    let org_id = orgs["data"][0]["id"].as_str().unwrap().to_owned();
+    op.patch(&format!("/v1/orgs/{org_id}"), json!({"disabled": true})).await.expect(200);
+    api.get("/v1/agents").await.expect_problem(401, "unauthorized");
+    op.patch(&format!("/v1/orgs/{org_id}"), json!({"disabled": false})).await.expect(200);
+    api.get("/v1/agents").await.expect(200);
+}
+
+#[tokio::test]
+async fn a_replayed_key_creation_never_reveals_the_secret_again() {
+    let stack = Stack::start().await;
+    let api = stack.client();
+    let req = |c: &turnstone_tests::Client| {
+        c.http.post(format!("{}/v1/api-keys", c.base)).header("Idempotency-Key", "key-once").json(&json!({"name": "once"}))
+    };
+    let first = api.send(req(&api)).await.expect(201);
+    let again = api.send(req(&api)).await.expect(201);
+    assert_eq!(first["id"], again["id"], "one key, not two");
+    assert!(first["key"].is_string());
+    assert!(again["key"].is_null(), "the secret is shown once only");
+    // And it is not stored for the replay either.
+    let owner = turnstone_core::db::connect(&stack.db.url, 1).await.unwrap();
+    let stored: String = sqlx::query_scalar("SELECT response::text FROM idempotency_keys").fetch_one(&owner).await.unwrap();
+    assert!(!stored.contains(first["key"].as_str().unwrap()));
+}
