@@ -46,6 +46,9 @@ pub enum ApiError {
     /// Missing, unknown, revoked or expired API key.
     #[oai(status = 401, content_type = "application/problem+json")]
     Unauthorized(Json<Problem>),
+    /// A quota of the organisation is used up.
+    #[oai(status = 403, content_type = "application/problem+json")]
+    Forbidden(Json<Problem>),
     /// No such resource in the caller's organisation.
     #[oai(status = 404, content_type = "application/problem+json")]
     NotFound(Json<Problem>),
@@ -61,6 +64,9 @@ pub enum ApiError {
     /// An `Idempotency-Key` was reused with a different request.
     #[oai(status = 422, content_type = "application/problem+json")]
     Unprocessable(Json<Problem>),
+    /// Rate limit or concurrency limit reached; retry after `Retry-After` seconds.
+    #[oai(status = 429, content_type = "application/problem+json")]
+    TooManyRequests(Json<Problem>, #[oai(header = "Retry-After")] u32),
     /// An unexpected server failure; the body carries no internal detail.
     #[oai(status = 500, content_type = "application/problem+json")]
     Internal(Json<Problem>),
@@ -75,11 +81,13 @@ impl ApiError {
         match status.as_u16() {
             400 => ApiError::BadRequest(p),
             401 => ApiError::Unauthorized(p),
+            403 => ApiError::Forbidden(p),
             404 => ApiError::NotFound(p),
             409 => ApiError::Conflict(p),
             413 => ApiError::PayloadTooLarge(p),
             415 => ApiError::UnsupportedMediaType(p),
             422 => ApiError::Unprocessable(p),
+            429 => ApiError::TooManyRequests(p, 1),
             503 => ApiError::Unavailable(p, 2),
             _ => ApiError::Internal(Json(Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal server error"))),
         }
@@ -112,6 +120,10 @@ impl From<CoreError> for ApiError {
             CoreError::NotFound(what) => ApiError::not_found(what),
             CoreError::Invalid { code, message } => ApiError::bad_request(code, message),
             CoreError::Conflict { code, message } => ApiError::new(StatusCode::CONFLICT, code, message),
+            CoreError::QuotaExceeded(message) => ApiError::new(StatusCode::FORBIDDEN, "quota_exceeded", message),
+            CoreError::TooMany { code, message, retry_after_secs } => {
+                ApiError::TooManyRequests(Json(Problem::new(StatusCode::TOO_MANY_REQUESTS, code, message)), retry_after_secs)
+            }
             e if e.is_unavailable() => {
                 tracing::warn!(error = %e, "database unavailable");
                 ApiError::unavailable()
@@ -138,11 +150,13 @@ impl ApiError {
         match self {
             ApiError::BadRequest(p)
             | ApiError::Unauthorized(p)
+            | ApiError::Forbidden(p)
             | ApiError::NotFound(p)
             | ApiError::Conflict(p)
             | ApiError::PayloadTooLarge(p)
             | ApiError::UnsupportedMediaType(p)
             | ApiError::Unprocessable(p)
+            | ApiError::TooManyRequests(p, _)
             | ApiError::Internal(p)
             | ApiError::Unavailable(p, _) => &p.0,
         }

@@ -481,6 +481,18 @@ pub struct OrgUpdate {
     pub name: Option<Text>,
     /// A disabled org's keys stop working on the next request.
     pub disabled: Option<bool>,
+    /// Quota: active (non-archived) agents.
+    #[oai(validator(minimum(value = "0"), maximum(value = "100000000")))]
+    pub max_agents: Option<i32>,
+    /// Quota: sessions.
+    #[oai(validator(minimum(value = "0"), maximum(value = "1000000000")))]
+    pub max_sessions: Option<i32>,
+    /// Quota: sessions with a turn queued or running at once.
+    #[oai(validator(minimum(value = "0"), maximum(value = "1000000")))]
+    pub max_concurrent_turns: Option<i32>,
+    /// Requests per minute per API key; 0 = unlimited.
+    #[oai(validator(minimum(value = "0"), maximum(value = "100000000")))]
+    pub rate_limit_per_minute: Option<i32>,
 }
 
 #[derive(Debug, Object, serde::Serialize, serde::Deserialize)]
@@ -489,12 +501,25 @@ pub struct Org {
     pub id: String,
     pub name: String,
     pub disabled: bool,
+    pub max_agents: i32,
+    pub max_sessions: i32,
+    pub max_concurrent_turns: i32,
+    pub rate_limit_per_minute: i32,
     pub created_at: DateTime<Utc>,
 }
 
 impl From<turnstone_core::orgs::Org> for Org {
     fn from(o: turnstone_core::orgs::Org) -> Self {
-        Org { id: ids::format(Kind::Org, o.id), name: o.name, disabled: o.disabled, created_at: o.created_at }
+        Org {
+            id: ids::format(Kind::Org, o.id),
+            name: o.name,
+            disabled: o.disabled,
+            max_agents: o.max_agents,
+            max_sessions: o.max_sessions,
+            max_concurrent_turns: o.max_concurrent_turns,
+            rate_limit_per_minute: o.rate_limit_per_minute,
+            created_at: o.created_at,
+        }
     }
 }
 

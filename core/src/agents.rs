@@ -71,6 +71,7 @@ async fn validate_input(conn: &mut PgConnection, org_id: Uuid, input: &AgentInpu
 pub async fn create_agent(conn: &mut PgConnection, org_id: Uuid, input: AgentInput) -> Result<Agent> {
     let name = input.name.clone().ok_or_else(|| Error::invalid("missing_field", "name is required"))?;
     validate_input(conn, org_id, &input).await?;
+    crate::quotas::check(conn, org_id, crate::quotas::Quota::Agents).await?;
     let agent = sqlx::query_as(AssertSqlSafe(format!(
         "INSERT INTO agents (id, org_id, name, system_prompt, model_id, capabilities, tags, max_iterations, max_turn_secs)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING {COLUMNS}"

@@ -12,6 +12,12 @@ pub enum Error {
     /// The request conflicts with the current state of a resource.
     #[error("{message}")]
     Conflict { code: &'static str, message: String },
+    /// A quota of the org is used up (403).
+    #[error("{0}")]
+    QuotaExceeded(String),
+    /// Too many requests or turns right now; retry after the given seconds (429).
+    #[error("{message}")]
+    TooMany { code: &'static str, message: String, retry_after_secs: u32 },
     /// A stale owner tried to commit a step of a turn it no longer holds.
     #[error("turn lease lost")]
     LeaseLost,

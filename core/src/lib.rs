@@ -18,6 +18,7 @@
 //! - [`db`]: pool construction and migrations (ours plus apalis').
 //! - [`orgs`]: organisations, API keys and first-start bootstrap.
 //! - [`providers`], [`agents`], [`sessions`]: tenant resources.
+//! - [`quotas`]: per-org quotas and the per-key rate limit.
 //! - [`events`]: the append-only event log and its NOTIFY wake-ups.
 //! - [`turns`]: the turn queue — enqueue, claim, guarded step commits, finalise.
 //! - [`capabilities`]: the registry of tools an agent can enable (with [`math`]).
@@ -39,6 +40,7 @@ pub mod math;
 pub mod orgs;
 pub mod page;
 pub mod providers;
+pub mod quotas;
 pub mod sessions;
 pub mod turns;
 pub mod validate;

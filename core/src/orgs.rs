@@ -55,12 +55,29 @@ pub struct Org {
     pub id: Uuid,
     pub name: String,
     pub disabled: bool,
+    pub max_agents: i32,
+    pub max_sessions: i32,
+    pub max_concurrent_turns: i32,
+    pub rate_limit_per_minute: i32,
     pub created_at: DateTime<Utc>,
 }
 
+/// Changes to an org (operator). `None` leaves a field as it is.
+#[derive(Debug, Clone, Default)]
+pub struct OrgUpdate {
+    pub name: Option<String>,
+    pub disabled: Option<bool>,
+    pub max_agents: Option<i32>,
+    pub max_sessions: Option<i32>,
+    pub max_concurrent_turns: Option<i32>,
+    pub rate_limit_per_minute: Option<i32>,
+}
+
+const ORG_COLUMNS: &str = "id, name, disabled, max_agents, max_sessions, max_concurrent_turns, rate_limit_per_minute, created_at";
+
 pub async fn create_org(pool: &PgPool, name: &str) -> Result<Org> {
     crate::validate::name("name", name)?;
-    Ok(sqlx::query_as("INSERT INTO orgs (id, name) VALUES ($1, $2) RETURNING id, name, disabled, created_at")
+    Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!("INSERT INTO orgs (id, name) VALUES ($1, $2) RETURNING {ORG_COLUMNS}")))
         .bind(new_id())
         .bind(name)
         .fetch_one(pool)
@@ -68,7 +85,7 @@ pub async fn create_org(pool: &PgPool, name: &str) -> Result<Org> {
 }
 
 pub async fn get_org(pool: &PgPool, id: Uuid) -> Result<Org> {
-    sqlx::query_as("SELECT id, name, disabled, created_at FROM orgs WHERE id = $1")
+    sqlx::query_as(sqlx::AssertSqlSafe(format!("SELECT {ORG_COLUMNS} FROM orgs WHERE id = $1")))
         .bind(id)
         .fetch_optional(pool)
         .await?
@@ -76,9 +93,9 @@ pub async fn get_org(pool: &PgPool, id: Uuid) -> Result<Org> {
 }
 
 pub async fn list_orgs(pool: &PgPool, after: Option<Uuid>, limit: u32) -> Result<crate::page::Page<Org>> {
-    let rows: Vec<Org> = sqlx::query_as(
-        "SELECT id, name, disabled, created_at FROM orgs WHERE ($1::uuid IS NULL OR id < $1) ORDER BY id DESC LIMIT $2",
-    )
+    let rows: Vec<Org> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {ORG_COLUMNS} FROM orgs WHERE ($1::uuid IS NULL OR id < $1) ORDER BY id DESC LIMIT $2"
+    )))
     .bind(after)
     .bind(i64::from(limit) + 1)
     .fetch_all(pool)
@@ -86,18 +103,35 @@ pub async fn list_orgs(pool: &PgPool, after: Option<Uuid>, limit: u32) -> Result
     Ok(crate::page::Page::from_rows(rows, limit, |o| o.id))
 }
 
-/// Renames and/or disables an org; a disabled org's keys stop working at once.
-pub async fn update_org(pool: &PgPool, id: Uuid, name: Option<&str>, disabled: Option<bool>) -> Result<Org> {
-    if let Some(n) = name {
+/// Renames, disables or re-sizes an org; a disabled org's keys stop working at once.
+pub async fn update_org(pool: &PgPool, id: Uuid, update: &OrgUpdate) -> Result<Org> {
+    if let Some(n) = &update.name {
         crate::validate::name("name", n)?;
     }
-    sqlx::query_as(
-        "UPDATE orgs SET name = coalesce($2, name), disabled = coalesce($3, disabled) WHERE id = $1
-         RETURNING id, name, disabled, created_at",
-    )
+    for (field, v) in [
+        ("max_agents", update.max_agents),
+        ("max_sessions", update.max_sessions),
+        ("max_concurrent_turns", update.max_concurrent_turns),
+        ("rate_limit_per_minute", update.rate_limit_per_minute),
+    ] {
+        if v.is_some_and(|v| v < 0) {
+            return Err(Error::invalid("invalid_quota", format!("{field} must be >= 0")));
+        }
+    }
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "UPDATE orgs SET name = coalesce($2, name), disabled = coalesce($3, disabled),
+                max_agents = coalesce($4, max_agents), max_sessions = coalesce($5, max_sessions),
+                max_concurrent_turns = coalesce($6, max_concurrent_turns),
+                rate_limit_per_minute = coalesce($7, rate_limit_per_minute)
+          WHERE id = $1 RETURNING {ORG_COLUMNS}"
+    )))
     .bind(id)
-    .bind(name)
-    .bind(disabled)
+    .bind(&update.name)
+    .bind(update.disabled)
+    .bind(update.max_agents)
+    .bind(update.max_sessions)
+    .bind(update.max_concurrent_turns)
+    .bind(update.rate_limit_per_minute)
     .fetch_optional(pool)
     .await?
     .ok_or(Error::NotFound("org"))
@@ -173,7 +207,9 @@ pub async fn revoke_api_key(conn: &mut PgConnection, org_id: Uuid, id: Uuid) -> 
 }
 
 /// Resolves a presented key to its org, or `None` when the key is unknown,
-/// revoked, expired or its org disabled. Marks the key used (at most once a minute).
+/// revoked, expired or its org disabled. Marks the key used (at most once a
+/// minute) and counts the request against the key's rate limit
+/// ([`Error::TooMany`] once it is reached).
 ///
 /// Runs before the org is known, so its transaction names the one lookup id it
 /// may read (row-level security policy `key_lookup`); the full hash is then
@@ -199,11 +235,12 @@ pub async fn authenticate(pool: &PgPool, presented: &str) -> Result<Option<Princ
     if !bool::from(stored.as_slice().ct_eq(&hash[..])) {
         return Ok(None);
     }
+    sqlx::query("SELECT set_config('turnstone.org_id', $1, true)").bind(org_id.to_string()).execute(&mut *tx).await?;
     if stale_use {
-        sqlx::query("SELECT set_config('turnstone.org_id', $1, true)").bind(org_id.to_string()).execute(&mut *tx).await?;
         sqlx::query("UPDATE api_keys SET last_used_at = now() WHERE id = $1").bind(key_id).execute(&mut *tx).await?;
-        tx.commit().await?;
     }
+    crate::quotas::count_request(&mut tx, org_id, key_id, Utc::now()).await?;
+    tx.commit().await?;
     Ok(Some(Principal { org_id, key_id }))
 }
 

@@ -51,6 +51,7 @@ pub async fn create_session(conn: &mut PgConnection, org_id: Uuid, input: Sessio
     if let Some(m) = input.model_id {
         providers::ensure_model(conn, org_id, m).await?;
     }
+    crate::quotas::check(conn, org_id, crate::quotas::Quota::Sessions).await?;
     let session = sqlx::query_as(AssertSqlSafe(format!(
         "INSERT INTO sessions (id, org_id, agent_id, model_id, title, tags) VALUES ($1, $2, $3, $4, $5, $6) RETURNING {COLUMNS}"
     )))

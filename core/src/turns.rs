@@ -91,6 +91,10 @@ pub async fn post_message(
         crate::providers::ensure_model(tx, org_id, m).await?;
     }
     let idle = status == "idle";
+    if idle {
+        // Only a session that becomes active adds a concurrent turn; queueing behind one never fails.
+        crate::quotas::check(tx, org_id, crate::quotas::Quota::ConcurrentTurns).await?;
+    }
     let turn_id = new_id();
     let mut new = vec![NewEvent::new(
         types::INPUT_MESSAGE,

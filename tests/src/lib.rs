@@ -252,6 +252,8 @@ pub struct Client {
 pub struct Reply {
     pub status: u16,
     pub content_type: String,
+    /// The `Retry-After` header, when present.
+    pub retry_after: Option<String>,
     pub body: Value,
 }
 
@@ -287,9 +289,10 @@ impl Client {
         let resp = req.bearer_auth(&self.key).send().await.expect("request sent");
         let status = resp.status().as_u16();
         let content_type = resp.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+        let retry_after = resp.headers().get("retry-after").and_then(|v| v.to_str().ok()).map(str::to_owned);
         let text = resp.text().await.expect("body read");
         let body = if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
-        Reply { status, content_type, body }
+        Reply { status, content_type, retry_after, body }
     }
 
     pub async fn get(&self, path: &str) -> Reply {

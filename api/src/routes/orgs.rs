@@ -74,11 +74,20 @@ impl OrgsApi {
         Ok(Json(orgs::get_org(&self.state.pool, id).await?.into()))
     }
 
-    /// Rename or disable an organisation (operator). Disabling stops all its keys at once.
+    /// Rename, disable or re-size an organisation (operator). Disabling stops all its keys at once.
     #[oai(path = "/orgs/:org_id", method = "patch", operation_id = "updateOrg", tag = "Tag::Orgs")]
     async fn update_org(&self, _op: Operator, org_id: Path<String>, body: Json<OrgUpdate>) -> Result<Json<Org>, ApiError> {
         let id = parse_id(Kind::Org, &org_id.0)?;
-        let org = orgs::update_org(&self.state.pool, id, body.0.name.as_deref(), body.0.disabled).await?;
+        let b = body.0;
+        let update = orgs::OrgUpdate {
+            name: b.name.map(Into::into),
+            disabled: b.disabled,
+            max_agents: b.max_agents,
+            max_sessions: b.max_sessions,
+            max_concurrent_turns: b.max_concurrent_turns,
+            rate_limit_per_minute: b.rate_limit_per_minute,
+        };
+        let org = orgs::update_org(&self.state.pool, id, &update).await?;
         Ok(Json(org.into()))
     }
 

@@ -1,0 +1,76 @@
+//! Per-org quotas (agents, sessions, concurrent turns) and the per-key rate
+//! limit. Counts are taken under a lock on the org row, in the same
+//! transaction as the insert they guard, so concurrent requests cannot
+//! overshoot a quota.
+
+use chrono::{DateTime, DurationRound, TimeDelta, Utc};
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use crate::error::{Error, Result};
+
+/// Which quota to check.
+#[derive(Debug, Clone, Copy)]
+pub enum Quota {
+    Agents,
+    Sessions,
+    ConcurrentTurns,
+}
+
+/// Fails when creating one more of `what` would exceed the org's quota.
+pub async fn check(conn: &mut PgConnection, org_id: Uuid, what: Quota) -> Result<()> {
+    let (limit_sql, count_sql) = match what {
+        Quota::Agents => ("SELECT max_agents FROM orgs WHERE id = $1 FOR NO KEY UPDATE", "SELECT count(*) FROM agents WHERE org_id = $1 AND archived_at IS NULL"),
+        Quota::Sessions => ("SELECT max_sessions FROM orgs WHERE id = $1 FOR NO KEY UPDATE", "SELECT count(*) FROM sessions WHERE org_id = $1"),
+        Quota::ConcurrentTurns => (
+            "SELECT max_concurrent_turns FROM orgs WHERE id = $1 FOR NO KEY UPDATE",
+            "SELECT count(*) FROM sessions WHERE org_id = $1 AND status <> 'idle'",
+        ),
+    };
+    let limit: i32 = sqlx::query_scalar(limit_sql).bind(org_id).fetch_optional(&mut *conn).await?.ok_or(Error::NotFound("org"))?;
+    let used: i64 = sqlx::query_scalar(count_sql).bind(org_id).fetch_one(&mut *conn).await?;
+    if used < i64::from(limit) {
+        return Ok(());
+    }
+    Err(match what {
+        Quota::Agents => Error::QuotaExceeded(format!("the org's quota of {limit} active agents is used up")),
+        Quota::Sessions => Error::QuotaExceeded(format!("the org's quota of {limit} sessions is used up")),
+        Quota::ConcurrentTurns => Error::TooMany {
+            code: "too_many_concurrent_turns",
+            message: format!("the org already runs its limit of {limit} concurrent turns; retry shortly"),
+            retry_after_secs: 1,
+        },
+    })
+}
+
+/// Counts one request of `key_id` in the current one-minute window (in the
+/// caller's transaction, scoped to the key's org); fails once the org's
+/// per-key limit is reached, saying when the window resets.
+pub async fn count_request(conn: &mut PgConnection, org_id: Uuid, key_id: Uuid, now: DateTime<Utc>) -> Result<()> {
+    let limit: i32 = sqlx::query_scalar("SELECT rate_limit_per_minute FROM orgs WHERE id = $1")
+        .bind(org_id)
+        .fetch_optional(&mut *conn)
+        .await?
+        .ok_or(Error::NotFound("org"))?;
+    if limit == 0 {
+        return Ok(());
+    }
+    let window = now.duration_trunc(TimeDelta::minutes(1)).expect("minute truncation");
+    let count: i32 = sqlx::query_scalar(
+        "INSERT INTO rate_limits (key_id, org_id, window_start, count) VALUES ($1, $2, $3, 1)
+         ON CONFLICT (key_id) DO UPDATE SET
+            count = CASE WHEN rate_limits.window_start = EXCLUDED.window_start THEN rate_limits.count + 1 ELSE 1 END,
+            window_start = EXCLUDED.window_start
+         RETURNING count",
+    )
+    .bind(key_id)
+    .bind(org_id)
+    .bind(window)
+    .fetch_one(conn)
+    .await?;
+    if count <= limit {
+        return Ok(());
+    }
+    let reset = (window + TimeDelta::minutes(1) - now).num_seconds().max(1) as u32;
+    Err(Error::TooMany { code: "rate_limited", message: format!("this key is limited to {limit} requests per minute"), retry_after_secs: reset })
+}
