@@ -9,6 +9,7 @@ mod errors;
 mod openapi;
 mod outage;
 mod queue;
+mod rotation;
 mod quotas;
 mod security;
 mod sse;
