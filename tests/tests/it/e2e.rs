@@ -156,3 +156,18 @@ async fn iteration_cap_fails_the_turn() {
     assert_eq!(failed["data"]["error_code"], "iteration_limit");
     assert_eq!(events.iter().filter(|e| e["type"] == "tool.completed").count(), 1);
 }
+
+#[tokio::test]
+async fn turn_time_cap_fails_a_slow_turn() {
+    let stack = Stack::start().await;
+    let api = stack.client();
+    let agent = api.post("/v1/agents", json!({"name": "hasty", "max_turn_secs": 1})).await.expect(201);
+    let session = api.post("/v1/sessions", json!({"agent_id": agent["id"]})).await.expect(201);
+    let session = session["id"].as_str().unwrap();
+    api.say(session, "!sleep 30000 too slow").await;
+    let events = api.wait_for(session, "turn.failed", 1).await;
+    let failed = events.iter().find(|e| e["type"] == "turn.failed").unwrap();
+    assert_eq!(failed["data"]["error_code"], "turn_timeout");
+    assert_eq!(stack.sim.in_flight(), 0, "the model call was dropped");
+    api.post("/v1/agents", json!({"name": "bad", "max_turn_secs": 0})).await.expect_problem(400, "invalid_max_turn_secs");
+}

@@ -102,6 +102,7 @@ async fn postgres_restart_under_load_loses_nothing() {
     assert_eq!(down.status, 503, "{:?}", down.body);
     assert_eq!(down.content_type, "application/problem+json");
     assert_eq!(down.body["code"], "database_unavailable");
+    assert_eq!(down.retry_after.as_deref(), Some("2"), "503 says when to retry");
     cluster.up();
 
     for (s, poster) in sessions.iter().zip(posters) {
