@@ -5,7 +5,8 @@ use turnstone_core::crypto::{KeyRing, Secret};
 use turnstone_core::orgs::Bootstrap;
 
 /// Everything `turnstone-api` needs to run. Tests build it directly.
-#[derive(Debug, Clone)]
+/// `Debug` is written by hand: database URLs may carry passwords.
+#[derive(Clone)]
 pub struct Config {
     /// Requests run here: in production a role subject to row-level security.
     pub database_url: String,
@@ -88,5 +89,21 @@ impl Config {
             sse_max_connection: secs("TURNSTONE_SSE_MAX_CONNECTION_SECS", 300.0)?,
             sse_fallback_poll: secs("TURNSTONE_SSE_FALLBACK_POLL_SECS", 5.0)?,
         })
+    }
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("database_url", &turnstone_core::db::redact_url(&self.database_url))
+            .field("migrate_database_url", &self.migrate_database_url.as_deref().map(turnstone_core::db::redact_url))
+            .field("db_max_connections", &self.db_max_connections)
+            .field("keys", &self.keys)
+            .field("operator_token", &self.operator_token)
+            .field("bootstrap", &self.bootstrap)
+            .field("sse_heartbeat", &self.sse_heartbeat)
+            .field("sse_max_connection", &self.sse_max_connection)
+            .field("sse_fallback_poll", &self.sse_fallback_poll)
+            .finish()
     }
 }

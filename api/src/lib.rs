@@ -189,6 +189,12 @@ impl Application {
             outcome
         };
         let pool = db::connect(&config.database_url, config.db_max_connections).await?;
+        if db::bypasses_row_security(&pool).await? {
+            tracing::warn!(
+                "DATABASE_URL connects as a superuser or BYPASSRLS role: row-level security is off; \
+                 use a role like turnstone_api (docs/security.md)"
+            );
+        }
         let local_addr = listener.local_addr().map_err(|e| turnstone_core::Error::Queue(e.to_string()))?;
         let (stop_tx, stop_rx) = watch::channel(false);
         let state = AppState(Arc::new(Inner {

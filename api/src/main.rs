@@ -53,10 +53,7 @@ async fn keys(args: &[&str]) -> std::process::ExitCode {
 }
 
 async fn run() -> std::process::ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,sqlx=warn".into()))
-        .with_writer(std::io::stderr)
-        .init();
+    let _telemetry = turnstone_core::telemetry::init("turnstone-api");
     match serve().await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {

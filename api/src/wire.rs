@@ -36,7 +36,8 @@ pub struct Ready {
 
 // ---------------------------------------------------------------- providers
 
-#[derive(Debug, Object)]
+/// `Debug` is written by hand: `api_key` must never be printed.
+#[derive(Object)]
 #[oai(deny_unknown_fields)]
 pub struct ProviderCreate {
     /// Unique per org.
@@ -128,9 +129,10 @@ pub struct AgentCreate {
     /// `mdl_…`; when absent the org default model is used.
     pub model_id: Option<Text>,
     /// Names from `GET /v1/capabilities`.
-    #[oai(default, validator(max_items = 32))]
+    #[oai(default, validator(max_items = 32, max_length = 64))]
     pub capabilities: Vec<Text>,
-    #[oai(default, validator(max_items = 32))]
+    /// At most 32 tags of 1-64 characters `[A-Za-z0-9_.:-]`.
+    #[oai(default, validator(max_items = 32, max_length = 64))]
     pub tags: Vec<Text>,
     /// Cap on LLM calls per turn (1-100, default 10).
     pub max_iterations: Option<i32>,
@@ -147,9 +149,9 @@ pub struct AgentUpdate {
     pub system_prompt: Option<Text>,
     /// `mdl_…`; an empty string clears the agent's model.
     pub model_id: Option<Text>,
-    #[oai(validator(max_items = 32))]
+    #[oai(validator(max_items = 32, max_length = 64))]
     pub capabilities: Option<Vec<Text>>,
-    #[oai(validator(max_items = 32))]
+    #[oai(validator(max_items = 32, max_length = 64))]
     pub tags: Option<Vec<Text>>,
     pub max_iterations: Option<i32>,
     pub max_turn_secs: Option<i32>,
@@ -207,7 +209,7 @@ pub struct SessionCreate {
     pub model_id: Option<Text>,
     #[oai(validator(max_length = 500))]
     pub title: Option<Text>,
-    #[oai(default, validator(max_items = 32))]
+    #[oai(default, validator(max_items = 32, max_length = 64))]
     pub tags: Vec<Text>,
 }
 
@@ -567,7 +569,8 @@ impl From<turnstone_core::orgs::ApiKey> for ApiKey {
 }
 
 /// A new key: `key` is shown this once and stored only as a hash.
-#[derive(Debug, Object, serde::Serialize, serde::Deserialize)]
+/// `Debug` is written by hand: `key` must never be printed.
+#[derive(Object, serde::Serialize, serde::Deserialize)]
 pub struct ApiKeyCreated {
     /// `key_…`
     pub id: String,
@@ -585,4 +588,20 @@ pub struct ApiKeyCreated {
 pub struct ApiKeyList {
     pub data: Vec<ApiKey>,
     pub next_cursor: Option<String>,
+}
+
+impl std::fmt::Debug for ProviderCreate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProviderCreate")
+            .field("name", &self.name)
+            .field("base_url", &self.base_url)
+            .field("api_key", &self.api_key.as_ref().map(|_| "[redacted]"))
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for ApiKeyCreated {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiKeyCreated").field("id", &self.id).field("key", &self.key.as_ref().map(|_| "[redacted]")).finish_non_exhaustive()
+    }
 }

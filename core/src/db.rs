@@ -57,3 +57,33 @@ pub async fn migrations_applied(pool: &PgPool) -> Result<bool> {
         sqlx::query_scalar("SELECT max(version) FROM _sqlx_migrations WHERE success").fetch_one(pool).await?;
     Ok(applied.unwrap_or(0) >= latest)
 }
+
+/// True when this pool's role skips row-level security (superuser or BYPASSRLS).
+pub async fn bypasses_row_security(pool: &PgPool) -> Result<bool> {
+    Ok(sqlx::query_scalar("SELECT rolsuper OR rolbypassrls FROM pg_roles WHERE rolname = current_user").fetch_one(pool).await?)
+}
+
+/// A connection URL fit for logs: the password, if any, is replaced by `***`.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return "***".into() };
+    let (authority, path) = rest.split_once('/').map_or((rest, ""), |(a, p)| (a, p));
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split_once(':').map_or(userinfo, |(u, _)| u);
+            let sep = if path.is_empty() { "" } else { "/" };
+            format!("{scheme}://{user}:***@{host}{sep}{path}")
+        }
+        None => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn passwords_are_redacted() {
+        assert_eq!(super::redact_url("postgres://u:secret@h:5432/db?x=1"), "postgres://u:***@h:5432/db?x=1");
+        assert_eq!(super::redact_url("postgres://u@h/db"), "postgres://u:***@h/db");
+        assert_eq!(super::redact_url("postgres://h/db"), "postgres://h/db");
+        assert!(!super::redact_url("garbage secret").contains("secret"));
+    }
+}

@@ -24,6 +24,7 @@
 //! - [`capabilities`]: the registry of tools an agent can enable (with [`math`]).
 //! - [`page`]: cursor pagination.
 //! - [`validate`]: length, tag and URL rules with stable error codes.
+//! - [`telemetry`]: logs (text or JSON) and optional OpenTelemetry trace export.
 //! - [`idempotency`]: stored first responses for `Idempotency-Key` retries.
 
 pub mod agents;
@@ -42,6 +43,7 @@ pub mod page;
 pub mod providers;
 pub mod quotas;
 pub mod sessions;
+pub mod telemetry;
 pub mod turns;
 pub mod validate;
 

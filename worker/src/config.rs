@@ -4,7 +4,8 @@ use std::time::Duration;
 use turnstone_core::crypto::KeyRing;
 
 /// Everything `turnstone-worker` needs to run. Tests build it directly.
-#[derive(Debug, Clone)]
+/// `Debug` is written by hand: database URLs may carry passwords.
+#[derive(Clone)]
 pub struct Config {
     pub database_url: String,
     pub keys: KeyRing,
@@ -102,4 +103,24 @@ impl Config {
 fn default_name() -> String {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_owned()).unwrap_or_else(|_| "host".into());
     format!("worker-{host}-{}-{:04x}", std::process::id(), rand::random::<u16>())
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("database_url", &turnstone_core::db::redact_url(&self.database_url))
+            .field("keys", &self.keys)
+            .field("name", &self.name)
+            .field("concurrency", &self.concurrency)
+            .field("db_max_connections", &self.db_max_connections)
+            .field("poll_interval", &self.poll_interval)
+            .field("heartbeat", &self.heartbeat)
+            .field("reclaim_after", &self.reclaim_after)
+            .field("llm_timeout", &self.llm_timeout)
+            .field("llm_max_attempts", &self.llm_max_attempts)
+            .field("llm_backoff", &self.llm_backoff)
+            .field("drain", &self.drain)
+            .field("max_stalled_starts", &self.max_stalled_starts)
+            .finish()
+    }
 }

@@ -4,10 +4,7 @@ use turnstone_worker::{Config, run};
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,sqlx=warn".into()))
-        .with_writer(std::io::stderr)
-        .init();
+    let _telemetry = turnstone_core::telemetry::init("turnstone-worker");
     let config = match Config::from_env() {
         Ok(c) => c,
         Err(e) => {

@@ -50,8 +50,14 @@ impl ProvidersApi {
     ) -> Result<ProviderCreated, ApiError> {
         let org = auth.0.org_id;
         let state = self.state.clone();
-        // The fingerprint must not contain the secret in clear: hash covers it anyway.
-        let request = format!("createProvider:{}", body.0.to_json_string());
+        // The stored fingerprint must not be derived from the secret (a weak key could be
+        // confirmed offline from a dump): it covers whether a key was given, not which.
+        let request = format!(
+            "createProvider:{}:{}:{}",
+            body.0.name.to_json_string(),
+            body.0.base_url.to_json_string(),
+            body.0.api_key.is_some()
+        );
         let created = create_once(&self.state, org, idempotency_key.0.as_deref(), &request, move |c| {
             Box::pin(async move {
                 let key = body.0.api_key.map(|k| Secret::new(k.0));

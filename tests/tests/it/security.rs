@@ -17,7 +17,7 @@ async fn a_query_without_org_context_sees_nothing() {
     let who: String = sqlx::query_scalar("SELECT current_user::text").fetch_one(&app).await.unwrap();
     assert_eq!(who, "turnstone_api", "the test really runs as the application role");
     // A query that "forgot" its org filter and its org context returns nothing…
-    for table in ["agents", "sessions", "events", "turns", "providers", "models", "api_keys", "idempotency_keys"] {
+    for table in ["agents", "sessions", "events", "turns", "providers", "models", "api_keys", "idempotency_keys", "org_keys", "rate_limits"] {
         let n: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT count(*) FROM {table}"))).fetch_one(&app).await.unwrap();
         assert_eq!(n, 0, "{table} leaks rows without org context");
     }
@@ -76,4 +76,23 @@ async fn the_worker_role_cannot_read_what_it_must_not() {
     // What it needs works: its org-scoped reads of agents succeed.
     let row = sqlx::query("SELECT count(*) AS n FROM agents").fetch_one(&worker).await.unwrap();
     assert_eq!(row.get::<i64, _>("n"), 0);
+}
+
+#[tokio::test]
+async fn every_tenant_table_has_forced_row_level_security() {
+    let db = turnstone_tests::TestDb::new().await;
+    let owner = db::connect(&db.url, 1).await.unwrap();
+    db::migrate(&owner).await.unwrap();
+    let unprotected: Vec<String> = sqlx::query_scalar(
+        "SELECT c.relname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+          WHERE n.nspname = 'public' AND c.relkind = 'r'
+            AND EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attname = 'org_id' AND NOT a.attisdropped)
+            AND NOT (c.relrowsecurity AND c.relforcerowsecurity)",
+    )
+    .fetch_all(&owner)
+    .await
+    .unwrap();
+    assert!(unprotected.is_empty(), "tables with org_id but no forced RLS: {unprotected:?}");
+    let policies: i64 = sqlx::query_scalar("SELECT count(*) FROM pg_policies WHERE schemaname = 'public' AND policyname = 'tenant'").fetch_one(&owner).await.unwrap();
+    assert!(policies >= 10);
 }
