@@ -52,15 +52,11 @@ async fn validate_input(conn: &mut PgConnection, org_id: Uuid, input: &AgentInpu
     if let Some(tags) = &input.tags {
         validate::tags(tags)?;
     }
-    if let Some(n) = input.max_iterations {
-        if !(1..=limits::MAX_ITERATIONS).contains(&n) {
-            return Err(Error::invalid("invalid_max_iterations", format!("max_iterations must be 1-{}", limits::MAX_ITERATIONS)));
-        }
+    if input.max_iterations.is_some_and(|n| !(1..=limits::MAX_ITERATIONS).contains(&n)) {
+        return Err(Error::invalid("invalid_max_iterations", format!("max_iterations must be 1-{}", limits::MAX_ITERATIONS)));
     }
-    if let Some(n) = input.max_turn_secs {
-        if !(1..=limits::MAX_TURN_SECS).contains(&n) {
-            return Err(Error::invalid("invalid_max_turn_secs", format!("max_turn_secs must be 1-{}", limits::MAX_TURN_SECS)));
-        }
+    if input.max_turn_secs.is_some_and(|n| !(1..=limits::MAX_TURN_SECS).contains(&n)) {
+        return Err(Error::invalid("invalid_max_turn_secs", format!("max_turn_secs must be 1-{}", limits::MAX_TURN_SECS)));
     }
     if let Some(Some(model_id)) = input.model_id {
         providers::ensure_model(conn, org_id, model_id).await?;

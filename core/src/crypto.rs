@@ -227,7 +227,7 @@ pub fn sealed_data_key_id(sealed: &[u8]) -> Result<Uuid> {
     if sealed.len() < 1 + 16 + 24 + 16 || sealed[0] != DEK_VERSION {
         return Err(Error::Crypto("sealed secret is malformed"));
     }
-    Ok(Uuid::from_slice(&sealed[1..17]).map_err(|_| Error::Crypto("sealed secret is malformed"))?)
+    Uuid::from_slice(&sealed[1..17]).map_err(|_| Error::Crypto("sealed secret is malformed"))
 }
 
 fn associated_data(org_id: Uuid, row_id: Uuid, purpose: &str) -> Vec<u8> {

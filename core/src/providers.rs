@@ -205,7 +205,8 @@ pub async fn ensure_model(conn: &mut PgConnection, org_id: Uuid, id: Uuid) -> Re
 /// Resolves the model for a turn — explicit choice, else the org default — and
 /// unseals its provider key. Only workers call this.
 pub async fn resolve_endpoint(conn: &mut PgConnection, keys: &KeyRing, org_id: Uuid, model_id: Option<Uuid>) -> Result<Endpoint> {
-    let row: Option<(Uuid, String, Uuid, String, Option<Vec<u8>>)> = sqlx::query_as(
+    type Row = (Uuid, String, Uuid, String, Option<Vec<u8>>);
+    let row: Option<Row> = sqlx::query_as(
         "SELECT m.id, m.name, p.id, p.base_url, p.api_key_ciphertext
            FROM models m JOIN providers p ON p.id = m.provider_id AND p.org_id = m.org_id
           WHERE m.org_id = $1 AND (m.id = $2 OR ($2::uuid IS NULL AND m.is_default))",

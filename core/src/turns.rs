@@ -392,7 +392,8 @@ pub async fn cancel(tx: &mut PgConnection, org_id: Uuid, session_id: Uuid, all: 
             pending_cancelled.push(id);
         }
     }
-    let active: Option<(Uuid, String, i32, Option<DateTime<Utc>>, i64, Option<Uuid>)> = sqlx::query_as(
+    type Active = (Uuid, String, i32, Option<DateTime<Utc>>, i64, Option<Uuid>);
+    let active: Option<Active> = sqlx::query_as(
         "SELECT id, status, attempt, started_at, input_sequence, model_id FROM turns
           WHERE session_id = $1 AND status IN ('queued', 'running') FOR UPDATE",
     )

@@ -109,8 +109,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
     let ctx = Context { pool: pool.clone(), config: Arc::new(config), cancels, abort };
     for incarnation in 0u32.. {
         let name = if incarnation == 0 { base_name.clone() } else { format!("{base_name}-{incarnation}") };
-        let running = incarnate(&ctx, &name, stop_rx.clone());
-        tokio::pin!(running);
+        // Boxed so that dropping it really drops the apalis worker (and its LISTEN connection).
+        let mut running = Box::pin(incarnate(&ctx, &name, stop_rx.clone()));
         tokio::select! {
             r = &mut running => {
                 let e = match r {
