@@ -27,38 +27,16 @@ pub struct Config {
     pub sse_fallback_poll: Duration,
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("{0} is required")]
-    Missing(&'static str),
-    #[error("{name} is invalid: {why}")]
-    Invalid { name: &'static str, why: String },
-}
-
-fn var(name: &str) -> Option<String> {
-    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
-}
-
-fn secs(name: &'static str, default: f64) -> Result<Duration, ConfigError> {
-    match var(name) {
-        None => Ok(Duration::from_secs_f64(default)),
-        Some(v) => v
-            .parse::<f64>()
-            .ok()
-            .filter(|s| *s > 0.0 && s.is_finite())
-            .map(Duration::from_secs_f64)
-            .ok_or(ConfigError::Invalid { name, why: "expected a positive number of seconds".into() }),
-    }
-}
+pub use turnstone_core::env::ConfigError;
+use turnstone_core::env::{positive, seconds as secs, var};
 
 impl Config {
     /// Reads `DATABASE_URL`, `TURNSTONE_MIGRATE_DATABASE_URL`, `TURNSTONE_MASTER_KEY`, `TURNSTONE_BOOTSTRAP_API_KEY`,
     /// `OPENAI_BASE_URL`, `OPENAI_API_KEY`, `TURNSTONE_DEFAULT_MODEL`,
     /// `TURNSTONE_LLMSIM_ADDR` and the `TURNSTONE_SSE_*` knobs.
     pub fn from_env() -> Result<Self, ConfigError> {
-        let database_url = var("DATABASE_URL").ok_or(ConfigError::Missing("DATABASE_URL"))?;
-        let keys = KeyRing::parse(&var("TURNSTONE_MASTER_KEY").ok_or(ConfigError::Missing("TURNSTONE_MASTER_KEY"))?)
-            .map_err(|e| ConfigError::Invalid { name: "TURNSTONE_MASTER_KEY", why: e.to_string() })?;
+        let database_url = turnstone_core::env::required("DATABASE_URL")?;
+        let keys = turnstone_core::env::master_keys()?;
         let (provider_base_url, default_model) = match var("OPENAI_BASE_URL") {
             Some(url) => (url, var("TURNSTONE_DEFAULT_MODEL").unwrap_or_else(|| "gpt-4o-mini".into())),
             None => {
@@ -66,13 +44,7 @@ impl Config {
                 (format!("http://{sim}/v1"), var("TURNSTONE_DEFAULT_MODEL").unwrap_or_else(|| "sim-1".into()))
             }
         };
-        let db_max_connections = match var("TURNSTONE_API_DB_CONNECTIONS") {
-            None => 16,
-            Some(v) => v.parse().ok().filter(|n| *n > 0).ok_or(ConfigError::Invalid {
-                name: "TURNSTONE_API_DB_CONNECTIONS",
-                why: "expected a positive integer".into(),
-            })?,
-        };
+        let db_max_connections = positive("TURNSTONE_API_DB_CONNECTIONS", 16u32)?;
         Ok(Config {
             database_url,
             migrate_database_url: var("TURNSTONE_MIGRATE_DATABASE_URL"),

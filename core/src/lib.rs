@@ -11,6 +11,7 @@
 //!
 //! # Layout
 //! - [`error`]: the crate's one error enum.
+//! - [`env`]: reading configuration variables, with one set of rules.
 //! - [`ids`]: UUIDv7 ids and their prefixed wire form (`agt_…`, `ses_…`).
 //! - [`limits`]: size limits shared by validation and the OpenAPI schema.
 //! - [`crypto`]: master keys, data keys and XChaCha20-Poly1305 sealing.
@@ -31,6 +32,7 @@ pub mod agents;
 pub mod capabilities;
 pub mod crypto;
 pub mod db;
+pub mod env;
 pub mod error;
 pub mod events;
 pub mod idempotency;

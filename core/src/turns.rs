@@ -81,12 +81,7 @@ pub async fn post_message(
     model_id: Option<Uuid>,
 ) -> Result<Posted> {
     validate_content(&content)?;
-    let status: String = sqlx::query_scalar("SELECT status FROM sessions WHERE org_id = $1 AND id = $2 FOR UPDATE")
-        .bind(org_id)
-        .bind(session_id)
-        .fetch_optional(&mut *tx)
-        .await?
-        .ok_or(Error::NotFound("session"))?;
+    let status = lock_session(tx, org_id, session_id).await?;
     if let Some(m) = model_id {
         crate::providers::ensure_model(tx, org_id, m).await?;
     }
@@ -124,6 +119,16 @@ pub async fn post_message(
         sqlx::query("UPDATE sessions SET status = 'queued' WHERE id = $1").bind(session_id).execute(&mut *tx).await?;
     }
     Ok(Posted { message, turn_id, turn_status })
+}
+
+/// Locks the session row (serialising every writer of the session) and returns its status.
+async fn lock_session(tx: &mut PgConnection, org_id: Uuid, session_id: Uuid) -> Result<String> {
+    sqlx::query_scalar("SELECT status FROM sessions WHERE org_id = $1 AND id = $2 FOR UPDATE")
+        .bind(org_id)
+        .bind(session_id)
+        .fetch_optional(tx)
+        .await?
+        .ok_or(Error::NotFound("session"))
 }
 
 /// Pushes the turn's apalis task in the caller's transaction.
@@ -366,12 +371,7 @@ pub struct Cancelled {
 /// one gets the durable flag plus a NOTIFY, and its worker seals it.
 /// An idle session is a conflict (`session_idle`).
 pub async fn cancel(tx: &mut PgConnection, org_id: Uuid, session_id: Uuid, all: bool) -> Result<Cancelled> {
-    let status: String = sqlx::query_scalar("SELECT status FROM sessions WHERE org_id = $1 AND id = $2 FOR UPDATE")
-        .bind(org_id)
-        .bind(session_id)
-        .fetch_optional(&mut *tx)
-        .await?
-        .ok_or(Error::NotFound("session"))?;
+    let status = lock_session(tx, org_id, session_id).await?;
     if status == "idle" {
         return Err(Error::conflict("session_idle", "the session has no turn to cancel"));
     }

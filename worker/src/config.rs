@@ -32,34 +32,13 @@ pub struct Config {
     pub max_stalled_starts: i32,
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("{0} is required")]
-    Missing(&'static str),
-    #[error("{name} is invalid: {why}")]
-    Invalid { name: &'static str, why: String },
-}
-
-fn var(name: &str) -> Option<String> {
-    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
-}
-
-fn number<T: std::str::FromStr + PartialOrd + Default>(name: &'static str, default: T) -> Result<T, ConfigError> {
-    match var(name) {
-        None => Ok(default),
-        Some(v) => v
-            .parse::<T>()
-            .ok()
-            .filter(|n| *n > T::default())
-            .ok_or(ConfigError::Invalid { name, why: "expected a positive number".into() }),
-    }
-}
+pub use turnstone_core::env::ConfigError;
+use turnstone_core::env::{positive as number, seconds, var};
 
 impl Config {
     pub fn from_env() -> Result<Self, ConfigError> {
-        let database_url = var("DATABASE_URL").ok_or(ConfigError::Missing("DATABASE_URL"))?;
-        let keys = KeyRing::parse(&var("TURNSTONE_MASTER_KEY").ok_or(ConfigError::Missing("TURNSTONE_MASTER_KEY"))?)
-            .map_err(|e| ConfigError::Invalid { name: "TURNSTONE_MASTER_KEY", why: e.to_string() })?;
+        let database_url = turnstone_core::env::required("DATABASE_URL")?;
+        let keys = turnstone_core::env::master_keys()?;
         let name = var("TURNSTONE_WORKER_NAME").unwrap_or_else(default_name);
         let concurrency = number("TURNSTONE_WORKER_CONCURRENCY", 32usize)?;
         Ok(Config {
@@ -69,12 +48,12 @@ impl Config {
             concurrency,
             db_max_connections: number("TURNSTONE_WORKER_DB_CONNECTIONS", 10u32)?,
             poll_interval: Duration::from_millis(number("TURNSTONE_WORKER_POLL_MS", 1000u64)?),
-            heartbeat: Duration::from_secs_f64(number("TURNSTONE_WORKER_HEARTBEAT_SECS", 5.0f64)?),
-            reclaim_after: Duration::from_secs_f64(number("TURNSTONE_WORKER_RECLAIM_SECS", 30.0f64)?),
-            llm_timeout: Duration::from_secs_f64(number("TURNSTONE_LLM_TIMEOUT_SECS", 120.0f64)?),
+            heartbeat: seconds("TURNSTONE_WORKER_HEARTBEAT_SECS", 5.0)?,
+            reclaim_after: seconds("TURNSTONE_WORKER_RECLAIM_SECS", 30.0)?,
+            llm_timeout: seconds("TURNSTONE_LLM_TIMEOUT_SECS", 120.0)?,
             llm_max_attempts: number("TURNSTONE_LLM_MAX_ATTEMPTS", 4u32)?,
             llm_backoff: Duration::from_millis(number("TURNSTONE_LLM_BACKOFF_MS", 250u64)?),
-            drain: Duration::from_secs_f64(number("TURNSTONE_WORKER_DRAIN_SECS", 30.0f64)?),
+            drain: seconds("TURNSTONE_WORKER_DRAIN_SECS", 30.0)?,
             max_stalled_starts: number("TURNSTONE_WORKER_MAX_STALLED_STARTS", 3i32)?,
         })
     }
