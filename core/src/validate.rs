@@ -15,12 +15,22 @@ pub fn name(field: &str, value: &str) -> Result<()> {
     Ok(())
 }
 
-/// Checks a free-text field's length in characters.
+/// Checks a free-text field's length in characters, and that it holds no NUL
+/// (PostgreSQL cannot store U+0000 in text or jsonb).
 pub fn text(field: &str, value: &str, max_chars: usize) -> Result<()> {
     if value.chars().count() > max_chars {
         return Err(Error::invalid("field_too_long", format!("{field} is longer than {max_chars} characters")));
     }
+    if value.contains('\0') {
+        return Err(Error::invalid("invalid_field", format!("{field} must not contain NUL characters")));
+    }
     Ok(())
+}
+
+/// Removes NUL characters from text that did not come from a client (model
+/// output), so it can always be stored.
+pub fn storable(text: &str) -> std::borrow::Cow<'_, str> {
+    if text.contains('\0') { text.replace('\0', "").into() } else { text.into() }
 }
 
 /// Tags: at most MAX_TAGS, each 1..=MAX_TAG_CHARS of `[A-Za-z0-9_.:-]`, no duplicates.
@@ -81,5 +91,7 @@ mod tests {
         assert!(base_url("http://127.0.0.1:8090/v1").is_ok());
         assert!(base_url("ftp://x").is_err());
         assert!(base_url("https://user:pw@x").is_err());
+        assert!(matches!(text("t", "a\0b", 10), Err(Error::Invalid { code: "invalid_field", .. })));
+        assert_eq!(storable("a\0b"), "ab");
     }
 }

@@ -12,6 +12,7 @@ use serde_json::json;
 use tokio::sync::mpsc;
 use turnstone_core::events::{self, Delta, NewEvent, types};
 use turnstone_core::turns::{self, Lease, Outcome, Start, TurnTask, Usage};
+use turnstone_core::validate::storable;
 use turnstone_core::{Error, capabilities, providers};
 use uuid::Uuid;
 
@@ -152,7 +153,17 @@ async fn drive(ctx: &Context, lease: &Lease, cancel: &mut CancelGuard) -> Result
                     Err(Interrupt::Released) => return Ok(TurnEnd::Released),
                 };
                 let usage = Usage { input_tokens: reply.usage.input_tokens as i64, output_tokens: reply.usage.output_tokens as i64 };
-                let data = turns::assistant_message_data(&reply.content, &json!(reply.tool_calls), usage, iteration, &ep.model);
+                // Model output is untrusted text: make sure it can be stored (no NUL).
+                let calls: Vec<llm::ToolCall> = reply
+                    .tool_calls
+                    .iter()
+                    .map(|c| llm::ToolCall {
+                        id: storable(&c.id).into_owned(),
+                        name: storable(&c.name).into_owned(),
+                        arguments: storable(&c.arguments).into_owned(),
+                    })
+                    .collect();
+                let data = turns::assistant_message_data(&storable(&reply.content), &json!(calls), usage, iteration, &ep.model);
                 crash_point("before_llm_commit");
                 commit(ctx, lease, vec![NewEvent::step(types::OUTPUT_MESSAGE_COMPLETED, format!("llm:{iteration}"), data)], 1, usage).await?;
                 crash_point("after_llm_commit");
@@ -181,6 +192,8 @@ async fn resolve_endpoint(ctx: &Context, lease: &Lease, model_id: Option<Uuid>) 
 }
 
 async fn fail(ctx: &Context, lease: &Lease, code: &str, message: String) -> Result<TurnEnd, Error> {
+    // Provider error text is untrusted: keep it storable.
+    let message = storable(&message).into_owned();
     turns::finish(&ctx.pool, lease, Outcome::Failed { code: code.to_owned(), message }).await?;
     Ok(TurnEnd::Sealed)
 }

@@ -70,8 +70,8 @@ impl AgentsApi {
     ) -> Result<Json<AgentList>, ApiError> {
         let limit = page_limit(limit.0, limits::MAX_PAGE_LIMIT)?;
         let after = parse_opt_id(Kind::Agent, after.0.as_deref())?;
-        if tag.0.as_ref().is_some_and(|t| t.len() > limits::MAX_TAG_CHARS) {
-            return Err(ApiError::bad_request("invalid_tag", "tag too long"));
+        if let Some(t) = &tag.0 {
+            turnstone_core::validate::tags(std::slice::from_ref(t))?;
         }
         let page = agents::list_agents(&mut *self.state.org_tx(auth.0.org_id).await?, auth.0.org_id, after, limit, include_archived.0, tag.0.as_deref()).await?;
         Ok(Json(AgentList {
