@@ -11,6 +11,7 @@ use tokio::sync::{broadcast, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 use turnstone_core::events::{self, EventFilter, types};
 use turnstone_core::ids::{self, Kind};
+use turnstone_core::orgs::{self, Principal};
 use uuid::Uuid;
 
 use crate::AppState;
@@ -21,12 +22,12 @@ use crate::wire::{Event, StreamFrame};
 const BATCH: u32 = 500;
 
 /// Starts the pump for one client and returns its frame stream.
-pub fn open(state: AppState, org_id: Uuid, session_id: Uuid, after_sequence: i64) -> BoxStream<'static, StreamFrame> {
+pub fn open(state: AppState, principal: Principal, session_id: Uuid, after_sequence: i64) -> BoxStream<'static, StreamFrame> {
     let (tx, rx) = mpsc::channel(64);
     // Subscribe before the first read, so nothing committed in between is missed.
     let sub = state.hub.subscribe(session_id);
     tokio::spawn(async move {
-        if let Err(e) = pump(&state, org_id, session_id, after_sequence, sub, &tx).await {
+        if let Err(e) = pump(&state, principal, session_id, after_sequence, sub, &tx).await {
             tracing::debug!(error = %e, %session_id, "SSE stream ended");
         }
     });
@@ -47,12 +48,13 @@ async fn send(tx: &mpsc::Sender<StreamFrame>, frame: StreamFrame) -> Result<(), 
 
 async fn pump(
     state: &AppState,
-    org_id: Uuid,
+    principal: Principal,
     session_id: Uuid,
     mut cursor: i64,
     mut sub: crate::fanout::Subscription,
     tx: &mpsc::Sender<StreamFrame>,
 ) -> Result<(), End> {
+    let org_id = principal.org_id;
     let session = ids::format(Kind::Session, session_id);
     send(tx, StreamFrame { frame: "connected".into(), id: None, data: json!({ "session_id": session, "after_sequence": cursor }) }).await?;
     let jitter = rand::rng().random_range(0.8..1.2);
@@ -81,7 +83,14 @@ async fn pump(
                 Ok(Signal::Resync) | Err(broadcast::error::RecvError::Lagged(_)) => need_read = true,
                 Err(broadcast::error::RecvError::Closed) => return Ok(()),
             },
-            _ = tokio::time::sleep(poll) => need_read = true,
+            _ = tokio::time::sleep(poll) => {
+                // A key revoked or expired (or its org disabled) while streaming:
+                // end the stream; the client's reconnect then gets a 401.
+                if matches!(orgs::key_active(&state.pool, principal).await, Ok(false)) {
+                    return disconnect(tx).await;
+                }
+                need_read = true;
+            }
             _ = tokio::time::sleep_until(cycle_at) => return disconnect(tx).await,
             _ = async { let _ = shutdown.wait_for(|stop| *stop).await; } => return disconnect(tx).await,
             _ = tx.closed() => return Err(End::ClientGone),

@@ -244,6 +244,21 @@ pub async fn authenticate(pool: &PgPool, presented: &str) -> Result<Option<Princ
     Ok(Some(Principal { org_id, key_id }))
 }
 
+/// Whether an authenticated key is still usable (not revoked or expired, org
+/// not disabled) — for long-lived requests such as SSE streams.
+pub async fn key_active(pool: &PgPool, p: Principal) -> Result<bool> {
+    let mut tx = crate::db::begin_org(pool, p.org_id).await?;
+    Ok(sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM api_keys k JOIN orgs o ON o.id = k.org_id
+          WHERE k.org_id = $1 AND k.id = $2 AND k.revoked_at IS NULL
+            AND (k.expires_at IS NULL OR k.expires_at > now()) AND NOT o.disabled)",
+    )
+    .bind(p.org_id)
+    .bind(p.key_id)
+    .fetch_one(&mut *tx)
+    .await?)
+}
+
 /// What the first start needs to make the quickstart work without setup calls.
 #[derive(Debug, Clone)]
 pub struct Bootstrap {

@@ -279,7 +279,7 @@ impl SessionsApi {
             }
         };
         drop(tx);
-        let stream = crate::sse::open(self.state.clone(), org, session, after);
+        let stream = crate::sse::open(self.state.clone(), auth.0, session, after);
         Ok(SseResponse::Stream(
             EventStream::new(stream).keep_alive(self.state.config.sse_heartbeat).to_event(crate::sse::to_sse_event),
         ))

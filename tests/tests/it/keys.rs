@@ -85,3 +85,21 @@ async fn a_replayed_key_creation_never_reveals_the_secret_again() {
     let stored: String = sqlx::query_scalar("SELECT response::text FROM idempotency_keys").fetch_one(&owner).await.unwrap();
     assert!(!stored.contains(first["key"].as_str().unwrap()));
 }
+
+#[tokio::test]
+async fn an_open_stream_ends_when_its_key_is_revoked() {
+    let stack = Stack::start().await;
+    let api = stack.client();
+    let session = api.session(&[]).await;
+    let second = api.post("/v1/api-keys", json!({"name": "viewer"})).await.expect(201);
+    let viewer = api.with_key(second["key"].as_str().unwrap());
+    let mut sse = viewer.sse(&session, "", None).await;
+    assert_eq!(sse.next().await.unwrap().event, "connected");
+    api.delete(&format!("/v1/api-keys/{}", second["id"].as_str().unwrap())).await.expect(200);
+    // Within one fallback poll the stream says goodbye; reconnecting is refused.
+    let frames = sse.until("disconnecting").await;
+    assert_eq!(frames.last().unwrap().event, "disconnecting");
+    assert!(sse.next().await.is_none());
+    let again = viewer.send(viewer.http.get(format!("{}/v1/sessions/{session}/sse", viewer.base))).await;
+    again.expect_problem(401, "unauthorized");
+}
