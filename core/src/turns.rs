@@ -377,16 +377,14 @@ pub async fn cancel(tx: &mut PgConnection, org_id: Uuid, session_id: Uuid, all: 
     }
     let mut pending_cancelled = Vec::new();
     if all {
-        let pending: Vec<(Uuid, DateTime<Utc>)> = sqlx::query_as(
-            "UPDATE turns SET status = 'cancelled', finished_at = now()
-              WHERE session_id = $1 AND status = 'pending' RETURNING id, created_at",
-        )
-        .bind(session_id)
-        .fetch_all(&mut *tx)
-        .await?;
-        let mut pending = pending;
-        pending.sort_by_key(|(id, _)| *id);
-        for (id, _) in pending {
+        let mut pending: Vec<Uuid> =
+            sqlx::query_scalar("UPDATE turns SET status = 'cancelled', finished_at = now() WHERE session_id = $1 AND status = 'pending' RETURNING id")
+                .bind(session_id)
+                .fetch_all(&mut *tx)
+                .await?;
+        // UUIDv7 ids are time-ordered: cancel in posting order.
+        pending.sort();
+        for id in pending {
             let e = NewEvent::step(types::TURN_CANCELLED, "final", json!({ "usage": { "input_tokens": 0, "output_tokens": 0 }, "iterations": 0, "duration_ms": 0 }));
             events::append(tx, org_id, session_id, Some(id), vec![e]).await?;
             pending_cancelled.push(id);
