@@ -1,0 +1,15 @@
+//! The scenarios of issue 5, one module each (turn latency and throughput share `turns`).
+
+pub mod concurrency;
+pub mod fanout;
+pub mod pg_baseline;
+pub mod queue;
+pub mod recovery;
+pub mod turns;
+
+use serde_json::{Value, json};
+
+/// `{"<label>": met}` for a target check.
+pub fn target(targets: &mut serde_json::Map<String, Value>, label: &str, met: bool) {
+    targets.insert(label.to_owned(), json!(met));
+}

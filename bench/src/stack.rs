@@ -1,0 +1,223 @@
+//! A deployment under test: a fresh database on the benchmark cluster, and the
+//! simulator, API and workers as real processes from the release build
+//! (`TURNSTONE_BIN_DIR`), plus probes into `/proc` and `pg_stat_*`.
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use sqlx::PgPool;
+use sqlx::postgres::PgPoolOptions;
+use turnstone_tests::procs::Proc;
+use turnstone_tests::{Client, TestDb};
+
+use crate::Ctx;
+
+/// How a scenario wants its processes.
+#[derive(Clone)]
+pub struct Options {
+    pub sim_latency_ms: u64,
+    pub workers: usize,
+    /// Extra environment for every worker.
+    pub worker_env: Vec<(&'static str, String)>,
+    /// Extra environment for the API.
+    pub api_env: Vec<(&'static str, String)>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options { sim_latency_ms: 0, workers: 1, worker_env: vec![], api_env: vec![] }
+    }
+}
+
+/// Fields drop in order: processes first (killed), then the probe pool, then the database.
+pub struct Deployment {
+    pub workers: Vec<Proc>,
+    pub api: Proc,
+    /// Kept so the simulator lives (and is killed) with the deployment.
+    #[allow(dead_code)]
+    pub sim: Proc,
+    /// Superuser pool on the scenario's database, for probes (bypasses row-level security).
+    pub admin: PgPool,
+    pub db: TestDb,
+    pub worker_names: Vec<String>,
+    pub client: Client,
+    pub master_key: String,
+    opts: Options,
+    rls: bool,
+    next_worker: usize,
+}
+
+/// A free TCP port on loopback (bound then released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+}
+
+fn with_role(url: &str, role: &str) -> String {
+    format!("{url}?options=-c%20role%3D{role}")
+}
+
+impl Deployment {
+    pub async fn start(ctx: &Ctx, opts: Options) -> Deployment {
+        let db = TestDb::new_on(&ctx.admin_url).await;
+        let admin = PgPoolOptions::new().max_connections(4).connect(&db.url).await.expect("admin pool");
+        // pg_stat_statements is preloaded by scripts/bench; absent elsewhere, which is fine.
+        let _ = sqlx::query("CREATE EXTENSION IF NOT EXISTS pg_stat_statements").execute(&admin).await;
+        if ctx.rls {
+            // The RLS migration creates these too; they must exist before the API's pool connects as them.
+            sqlx::query(
+                "DO $$ BEGIN
+                   IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'turnstone_api') THEN CREATE ROLE turnstone_api NOLOGIN; END IF;
+                   IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'turnstone_worker') THEN CREATE ROLE turnstone_worker NOLOGIN; END IF;
+                 END $$",
+            )
+            .execute(&admin)
+            .await
+            .expect("roles");
+        }
+        let sim_addr = format!("127.0.0.1:{}", free_port());
+        let sim = Proc::spawn(
+            "turnstone-llmsim",
+            &[("TURNSTONE_LLMSIM_ADDR", sim_addr.clone()), ("TURNSTONE_LLMSIM_LATENCY_MS", opts.sim_latency_ms.to_string())],
+        );
+        let api_addr = format!("127.0.0.1:{}", free_port());
+        let key = turnstone_tests::api_key();
+        let master_key = turnstone_tests::master_key();
+        let mut env = vec![
+            ("DATABASE_URL", if ctx.rls { with_role(&db.url, "turnstone_api") } else { db.url.clone() }),
+            ("TURNSTONE_MIGRATE_DATABASE_URL", db.url.clone()),
+            ("TURNSTONE_MASTER_KEY", master_key.clone()),
+            ("TURNSTONE_BOOTSTRAP_API_KEY", key.clone()),
+            ("OPENAI_BASE_URL", format!("http://{sim_addr}/v1")),
+            ("OPENAI_API_KEY", "llmsim".into()),
+            ("TURNSTONE_DEFAULT_MODEL", "sim-1".into()),
+            ("TURNSTONE_LLMSIM_ADDR", sim_addr.clone()),
+            ("TURNSTONE_API_ADDR", api_addr.clone()),
+        ];
+        env.extend(opts.api_env.iter().cloned());
+        let mut api = Proc::spawn("turnstone-api", &env);
+        let base = format!("http://{api_addr}");
+        let http = reqwest::Client::new();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(r) = http.get(format!("{base}/ready")).send().await
+                && r.status().as_u16() == 200
+            {
+                break;
+            }
+            if let Ok(Some(status)) = api.child.try_wait() {
+                panic!("turnstone-api exited during start: {status}");
+            }
+            assert!(Instant::now() < deadline, "turnstone-api not ready within 60 s");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        // Benchmarks measure the platform, not its tenant limits: lift the bootstrap org's quotas
+        // (max_concurrent_turns defaults to 100, the per-key rate limit to 6000/min). Absent columns are fine.
+        let _ = sqlx::query("UPDATE orgs SET max_concurrent_turns = 1000000, rate_limit_per_minute = 0").execute(&admin).await;
+        let client = Client::new(&base, &key);
+        let mut d = Deployment {
+            db,
+            admin,
+            sim,
+            api,
+            workers: vec![],
+            worker_names: vec![],
+            client,
+            master_key,
+            rls: ctx.rls,
+            opts: opts.clone(),
+            next_worker: 0,
+        };
+        for _ in 0..opts.workers {
+            d.add_worker().await;
+        }
+        d
+    }
+
+    /// Starts one more worker process and waits until apalis registered it.
+    pub async fn add_worker(&mut self) {
+        self.next_worker += 1;
+        let name = format!("bench-w{}-{}", self.next_worker, std::process::id());
+        let url = if self.rls { with_role(&self.db.url, "turnstone_worker") } else { self.db.url.clone() };
+        let mut env =
+            vec![("DATABASE_URL", url), ("TURNSTONE_MASTER_KEY", self.master_key.clone()), ("TURNSTONE_WORKER_NAME", name.clone())];
+        env.extend(self.opts.worker_env.iter().cloned());
+        let proc = Proc::spawn("turnstone-worker", &env);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let n: i64 = sqlx::query_scalar("SELECT count(*) FROM apalis.workers WHERE id = $1")
+                .bind(&name)
+                .fetch_one(&self.admin)
+                .await
+                .unwrap_or(0);
+            if n > 0 {
+                break;
+            }
+            assert!(Instant::now() < deadline, "worker {name} did not register within 30 s");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        self.workers.push(proc);
+        self.worker_names.push(name);
+    }
+
+    /// A session on a fresh agent with the `math` capability.
+    pub async fn session(&self) -> String {
+        self.client.session(&["math"]).await
+    }
+
+    /// Commits and rollbacks of this database so far (`pg_stat_database`).
+    pub async fn xacts(&self) -> (i64, i64) {
+        // Our own pending counters first, so the snapshot is as fresh as the server allows.
+        let _ = sqlx::query("SELECT pg_stat_force_next_flush()").execute(&self.admin).await;
+        sqlx::query_as("SELECT xact_commit, xact_rollback FROM pg_stat_database WHERE datname = current_database()")
+            .fetch_one(&self.admin)
+            .await
+            .expect("pg_stat_database")
+    }
+}
+
+/// Server port of the benchmark cluster, parsed from the admin URL.
+pub fn pg_port(admin_url: &str) -> u16 {
+    let after_at = admin_url.rsplit('@').next().unwrap_or(admin_url);
+    let hostport = after_at.split('/').next().unwrap_or("");
+    hostport.rsplit(':').next().and_then(|p| p.parse().ok()).unwrap_or(5432)
+}
+
+/// Established TCP connections from process `pid` to the PostgreSQL port:
+/// the socket inodes in `/proc/<pid>/fd` matched against `/proc/net/tcp{,6}`.
+pub fn pg_connections_of(pid: i32, port: u16) -> usize {
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else { return 0 };
+    let inodes: HashSet<String> = fds
+        .flatten()
+        .filter_map(|e| std::fs::read_link(e.path()).ok())
+        .filter_map(|l| l.to_str().and_then(|s| s.strip_prefix("socket:[")).map(|s| s.trim_end_matches(']').to_owned()))
+        .collect();
+    let mut n = 0;
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let Ok(text) = std::fs::read_to_string(table) else { continue };
+        for line in text.lines().skip(1) {
+            let cols: Vec<&str> = line.split_whitespace().collect();
+            if cols.len() < 10 || cols[3] != "01" {
+                continue;
+            }
+            let remote_port = cols[2].rsplit(':').next().and_then(|p| u16::from_str_radix(p, 16).ok());
+            if remote_port == Some(port) && inodes.contains(cols[9]) {
+                n += 1;
+            }
+        }
+    }
+    n
+}
+
+/// A `/proc/<pid>/status` field in kB (`VmRSS`, `VmHWM`).
+pub fn proc_kb(pid: i32, field: &str) -> u64 {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    text.lines()
+        .find_map(|l| l.strip_prefix(field).and_then(|r| r.trim_start_matches(':').split_whitespace().next()?.parse().ok()))
+        .unwrap_or(0)
+}
+
+/// The turn id (uuid) of a `POST …/messages` 202 body.
+pub fn turn_of(accepted: &serde_json::Value) -> uuid::Uuid {
+    let id = accepted["turn_id"].as_str().expect("turn_id in 202 body");
+    turnstone_core::ids::parse(turnstone_core::ids::Kind::Turn, id).expect("turn id")
+}
