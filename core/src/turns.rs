@@ -154,7 +154,8 @@ pub struct Lease {
 /// Result of trying to start a turn.
 #[derive(Debug)]
 pub enum Start {
-    Run(Lease),
+    /// Run it: the lease and the context, read in the same transaction.
+    Run(Lease, TurnContext),
     /// The turn already reached a terminal state (a duplicate or late task).
     Finished,
 }
@@ -222,12 +223,17 @@ pub async fn start(pool: &PgPool, task: TurnTask, max_stalled_starts: i32) -> Re
         return Ok(Start::Finished);
     }
     if lease.attempt == 1 {
+        // The first step of a fresh turn is always the first model call: its
+        // marker commits with the start, saving a transaction.
         events::append(
             &mut tx,
             lease.org_id,
             lease.session_id,
             Some(turn_id),
-            vec![NewEvent::step(types::TURN_STARTED, "start", json!({ "input_sequence": lease.input_sequence }))],
+            vec![
+                NewEvent::step(types::TURN_STARTED, "start", json!({ "input_sequence": lease.input_sequence })),
+                reason_started(1),
+            ],
         )
         .await?;
     }
@@ -235,8 +241,14 @@ pub async fn start(pool: &PgPool, task: TurnTask, max_stalled_starts: i32) -> Re
         .bind(lease.session_id)
         .execute(&mut *tx)
         .await?;
+    let context = context_in(&mut tx, &lease).await?;
     tx.commit().await?;
-    Ok(Start::Run(lease))
+    Ok(Start::Run(lease, context))
+}
+
+/// The `reason.started` marker of a model call (keyed: once per iteration).
+pub fn reason_started(iteration: i32) -> NewEvent {
+    NewEvent::step(types::REASON_STARTED, format!("reason:{iteration}"), json!({ "iteration": iteration }))
 }
 
 /// Token usage of one step, added to the turn's totals.
@@ -288,8 +300,15 @@ pub enum Outcome {
 /// Seals the turn with its terminal event, then hands the session to the next
 /// pending turn or marks it idle — all in one transaction.
 pub async fn finish(pool: &PgPool, lease: &Lease, outcome: Outcome) -> Result<()> {
+    commit_and_finish(pool, lease, Vec::new(), 0, Usage::default(), outcome).await
+}
+
+/// Commits a last step's events and seals the turn in one transaction (a
+/// final answer and `turn.completed` land together: one commit, not two).
+pub async fn commit_and_finish(pool: &PgPool, lease: &Lease, events: Vec<NewEvent>, iterations: i32, usage: Usage, outcome: Outcome) -> Result<()> {
     let mut tx = db::begin_org(pool, lease.org_id).await?;
-    guard(&mut tx, lease, 0, Usage::default()).await?;
+    guard(&mut tx, lease, iterations, usage).await?;
+    events::append(&mut tx, lease.org_id, lease.session_id, Some(lease.turn_id), events).await?;
     seal(&mut tx, lease, outcome).await?;
     tx.commit().await?;
     Ok(())
@@ -465,8 +484,13 @@ pub struct TurnContext {
     pub history: Vec<Event>,
 }
 
+/// Re-reads a running turn's context (a worker that lost track of its log).
 pub async fn load_context(pool: &PgPool, lease: &Lease) -> Result<TurnContext> {
     let mut tx = db::begin_org(pool, lease.org_id).await?;
+    context_in(&mut tx, lease).await
+}
+
+async fn context_in(tx: &mut PgConnection, lease: &Lease) -> Result<TurnContext> {
     #[allow(clippy::type_complexity)]
     let (system_prompt, capabilities, max_iterations, max_turn_secs, session_model, agent_model, cancel_requested): (
         String,
@@ -488,7 +512,7 @@ pub async fn load_context(pool: &PgPool, lease: &Lease) -> Result<TurnContext> {
     .fetch_optional(&mut *tx)
     .await?
     .ok_or(Error::NotFound("session"))?;
-    let mut history = events::all_for_session(&mut tx, lease.org_id, lease.session_id).await?;
+    let mut history = events::all_for_session(tx, lease.org_id, lease.session_id).await?;
     history.retain(|e| !(e.kind == types::INPUT_MESSAGE && e.sequence > lease.input_sequence));
     Ok(TurnContext {
         system_prompt,

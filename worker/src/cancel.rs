@@ -35,6 +35,11 @@ impl CancelGuard {
     pub async fn cancelled(&mut self) {
         let _ = self.rx.wait_for(|c| *c).await;
     }
+
+    /// Whether cancellation was requested, without waiting.
+    pub fn is_cancelled(&self) -> bool {
+        *self.rx.borrow()
+    }
 }
 
 impl Drop for CancelGuard {

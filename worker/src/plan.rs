@@ -63,6 +63,14 @@ pub fn next_step(ctx: &TurnContext, turn_id: Uuid) -> Step {
     Step::CallModel { iteration: it + 1 }
 }
 
+/// How many tool calls of the turn's latest model output still lack a result.
+pub fn open_tool_calls(ctx: &TurnContext, turn_id: Uuid) -> usize {
+    let mine: Vec<&Event> = ctx.history.iter().filter(|e| e.turn_id == Some(turn_id)).collect();
+    let Some(last) = mine.iter().rev().find(|e| e.kind == types::OUTPUT_MESSAGE_COMPLETED) else { return 0 };
+    let it = iteration(last);
+    tool_calls(last).iter().filter(|c| !mine.iter().any(|e| is_result_of(e, it, &c.id))).count()
+}
+
 /// The conversation as the model sees it. A tool call that never got a result
 /// (its turn failed) gets a placeholder, because providers reject dangling calls.
 pub fn prompt(ctx: &TurnContext, system_prompt: String) -> Vec<ChatMessage> {

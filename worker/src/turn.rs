@@ -11,7 +11,7 @@ use rand::Rng;
 use serde_json::json;
 use tokio::sync::mpsc;
 use turnstone_core::events::{self, Delta, NewEvent, types};
-use turnstone_core::turns::{self, Lease, Outcome, Start, TurnTask, Usage};
+use turnstone_core::turns::{self, Lease, Outcome, Start, TurnContext, TurnTask, Usage};
 use turnstone_core::validate::storable;
 use turnstone_core::{Error, capabilities, providers};
 use uuid::Uuid;
@@ -43,32 +43,50 @@ fn crash_point(point: &str) {
     }
 }
 
-enum Committed {
-    Now,
-    Earlier,
-}
-
-/// Commits a step; a unique violation means an earlier attempt already did.
-async fn commit(ctx: &Context, lease: &Lease, events: Vec<NewEvent>, iterations: i32, usage: Usage) -> Result<Committed, Error> {
+/// Commits a step and records its events in the in-memory log. A unique
+/// violation means an earlier attempt already committed it: the log is then
+/// re-read, so the next step is derived from what the database holds.
+async fn commit(ctx: &Context, lease: &Lease, tc: &mut TurnContext, events: Vec<NewEvent>, iterations: i32, usage: Usage) -> Result<(), Error> {
     match turns::commit_step(&ctx.pool, lease, events, iterations, usage).await {
-        Ok(_) => Ok(Committed::Now),
-        Err(e) if e.is_unique_violation() => Ok(Committed::Earlier),
+        Ok(appended) => {
+            tc.history.extend(appended);
+            Ok(())
+        }
+        Err(e) if e.is_unique_violation() => {
+            *tc = turns::load_context(&ctx.pool, lease).await?;
+            Ok(())
+        }
         Err(e) => Err(e),
     }
 }
 
 /// Runs the turn to its end. Database errors bubble up so the task is retried;
 /// everything the model or a tool does wrong ends the turn with an event instead.
+///
+/// The log is read once, at start, in the start transaction; afterwards the
+/// worker keeps it in memory (it is the only writer while it holds the lease)
+/// and adds what each commit appended.
 pub async fn run(ctx: &Context, task: TurnTask) -> Result<TurnEnd, Error> {
-    let lease = match turns::start(&ctx.pool, task, ctx.config.max_stalled_starts).await? {
+    let (lease, tc) = match turns::start(&ctx.pool, task, ctx.config.max_stalled_starts).await? {
         Start::Finished => return Ok(TurnEnd::AlreadyFinished),
-        Start::Run(lease) => lease,
+        Start::Run(lease, tc) => (lease, tc),
     };
     let mut cancel = ctx.cancels.register(task.org_id, task.turn_id);
-    match drive(ctx, &lease, &mut cancel).await {
+    if tc.cancel_requested {
+        turns::finish(&ctx.pool, &lease, Outcome::Cancelled).await?;
+        return Ok(TurnEnd::Sealed);
+    }
+    match drive(ctx, &lease, tc, &mut cancel).await {
         Err(Error::LeaseLost) => Ok(TurnEnd::LeaseLost),
         other => other,
     }
+}
+
+/// Whether the turn's log already holds an event of `kind` for `iteration`.
+fn has_marker(tc: &TurnContext, turn_id: Uuid, kind: &str, iteration: i32) -> bool {
+    tc.history.iter().any(|e| {
+        e.turn_id == Some(turn_id) && e.kind == kind && e.data.get("iteration").and_then(serde_json::Value::as_i64) == Some(i64::from(iteration))
+    })
 }
 
 /// What interrupted a model call, if anything.
@@ -78,11 +96,10 @@ enum Interrupt {
     Released,
 }
 
-async fn drive(ctx: &Context, lease: &Lease, cancel: &mut CancelGuard) -> Result<TurnEnd, Error> {
+async fn drive(ctx: &Context, lease: &Lease, mut tc: TurnContext, cancel: &mut CancelGuard) -> Result<TurnEnd, Error> {
     let mut endpoint: Option<LlmEndpoint> = None;
     loop {
-        let tc = turns::load_context(&ctx.pool, lease).await?;
-        if tc.cancel_requested {
+        if cancel.is_cancelled() {
             turns::finish(&ctx.pool, lease, Outcome::Cancelled).await?;
             return Ok(TurnEnd::Sealed);
         }
@@ -122,7 +139,9 @@ async fn drive(ctx: &Context, lease: &Lease, cancel: &mut CancelGuard) -> Result
                         Err(e) => return Err(e),
                     },
                 };
-                commit(ctx, lease, vec![NewEvent::step(types::REASON_STARTED, format!("reason:{iteration}"), json!({ "iteration": iteration }))], 0, Usage::default()).await?;
+                if !has_marker(&tc, lease.turn_id, types::REASON_STARTED, iteration) {
+                    commit(ctx, lease, &mut tc, vec![turns::reason_started(iteration)], 0, Usage::default()).await?;
+                }
                 let system = capabilities::system_prompt(&tc.system_prompt, &tc.capabilities);
                 let messages = plan::prompt(&tc, system);
                 let tools: Vec<ToolSpec> = capabilities::tools_for(&tc.capabilities)
@@ -164,22 +183,37 @@ async fn drive(ctx: &Context, lease: &Lease, cancel: &mut CancelGuard) -> Result
                     })
                     .collect();
                 let data = turns::assistant_message_data(&storable(&reply.content), &json!(calls), usage, iteration, &ep.model);
+                let output = NewEvent::step(types::OUTPUT_MESSAGE_COMPLETED, format!("llm:{iteration}"), data);
+                if calls.is_empty() {
+                    // A final answer: the output and the seal commit together.
+                    crash_point("before_finish");
+                    turns::commit_and_finish(&ctx.pool, lease, vec![output], 1, usage, Outcome::Completed).await?;
+                    return Ok(TurnEnd::Sealed);
+                }
                 crash_point("before_llm_commit");
-                commit(ctx, lease, vec![NewEvent::step(types::OUTPUT_MESSAGE_COMPLETED, format!("llm:{iteration}"), data)], 1, usage).await?;
+                commit(ctx, lease, &mut tc, vec![output], 1, usage).await?;
                 crash_point("after_llm_commit");
             }
             Step::RunTool { iteration, call } => {
                 let step = format!("{iteration}:{}", call.id);
                 let started = json!({ "iteration": iteration, "tool_call_id": call.id, "name": call.name, "arguments": call.arguments });
-                commit(ctx, lease, vec![NewEvent::step(types::TOOL_STARTED, format!("tool_started:{step}"), started)], 0, Usage::default()).await?;
+                // Today's tools finish in microseconds, so `tool.started` commits
+                // with the result; a slow tool would commit it first.
+                let mut events = vec![NewEvent::step(types::TOOL_STARTED, format!("tool_started:{step}"), started)];
                 let result = capabilities::execute(&tc.capabilities, &call.name, &call.arguments);
                 let mut data = json!({ "iteration": iteration, "tool_call_id": call.id, "name": call.name, "is_error": result.is_err() });
                 match result {
                     Ok(r) => data["result"] = json!(r),
                     Err(e) => data["error"] = json!(e),
                 }
+                events.push(NewEvent::step(types::TOOL_COMPLETED, format!("tool:{step}"), data));
+                // The last result of an iteration also opens the next model call.
+                let last_of_iteration = plan::open_tool_calls(&tc, lease.turn_id) == 1;
+                if last_of_iteration && iteration < tc.max_iterations {
+                    events.push(turns::reason_started(iteration + 1));
+                }
                 crash_point("before_tool_commit");
-                commit(ctx, lease, vec![NewEvent::step(types::TOOL_COMPLETED, format!("tool:{step}"), data)], 0, Usage::default()).await?;
+                commit(ctx, lease, &mut tc, events, 0, Usage::default()).await?;
                 crash_point("after_tool_commit");
             }
         }

@@ -97,9 +97,9 @@ async fn a_crash_loop_is_stopped_by_the_progress_guard() {
     let api = stack.client();
     let session = api.session(&[]).await;
     api.say(&session, "doomed").await;
-    // Every worker dies before committing its model step: no progress, ever.
+    // Every worker dies before committing its (final) model step: no progress, ever.
     for _ in 0..6 {
-        let mut w = procs::worker(&stack, &[("TURNSTONE_CRASH_AT", "before_llm_commit".into())]);
+        let mut w = procs::worker(&stack, &[("TURNSTONE_CRASH_AT", "before_finish".into())]);
         let events = api.events(&session).await;
         if events.iter().any(|e| e["type"] == "turn.failed") {
             break;

@@ -49,7 +49,7 @@ async fn count(pool: &PgPool, org: Uuid, sql: &'static str, session: Uuid) -> i6
 
 fn leased(start: Start) -> turns::Lease {
     match start {
-        Start::Run(lease) => lease,
+        Start::Run(lease, _) => lease,
         Start::Finished => panic!("expected a lease"),
     }
 }
@@ -122,7 +122,10 @@ async fn finish_seals_once_and_hands_over_to_the_next_turn() {
     let kinds: Vec<String> = { let mut tx = db::begin_org(&pool, org).await.unwrap(); sqlx::query_scalar("SELECT type FROM events WHERE session_id = $1 ORDER BY sequence").bind(session).fetch_all(&mut *tx).await.unwrap() };
     assert_eq!(
         kinds,
-        ["input.message", "session.activated", "input.message", "turn.started", "turn.completed", "turn.started", "turn.failed", "session.idled"]
+        [
+            "input.message", "session.activated", "input.message", "turn.started", "reason.started", "turn.completed",
+            "turn.started", "reason.started", "turn.failed", "session.idled"
+        ]
     );
 }
 
