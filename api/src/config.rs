@@ -23,8 +23,10 @@ pub struct Config {
     pub sse_heartbeat: Duration,
     /// How long an SSE connection lives before it is cycled (±20% jitter).
     pub sse_max_connection: Duration,
-    /// How often an SSE stream re-reads the log even without a notification.
+    /// How often each session's reader re-reads the log even without a notification.
     pub sse_fallback_poll: Duration,
+    /// How often an open SSE stream re-checks that its API key is still valid.
+    pub sse_key_check: Duration,
 }
 
 pub use turnstone_core::env::ConfigError;
@@ -60,6 +62,7 @@ impl Config {
             sse_heartbeat: secs("TURNSTONE_SSE_HEARTBEAT_SECS", 15.0)?,
             sse_max_connection: secs("TURNSTONE_SSE_MAX_CONNECTION_SECS", 300.0)?,
             sse_fallback_poll: secs("TURNSTONE_SSE_FALLBACK_POLL_SECS", 5.0)?,
+            sse_key_check: secs("TURNSTONE_SSE_KEY_CHECK_SECS", 30.0)?,
         })
     }
 }
@@ -76,6 +79,7 @@ impl std::fmt::Debug for Config {
             .field("sse_heartbeat", &self.sse_heartbeat)
             .field("sse_max_connection", &self.sse_max_connection)
             .field("sse_fallback_poll", &self.sse_fallback_poll)
+            .field("sse_key_check", &self.sse_key_check)
             .finish()
     }
 }

@@ -1,37 +1,61 @@
 //! One LISTEN connection per API process, fanned out in-process to SSE streams.
 //!
-//! The listener forwards `turnstone_events` wake-ups (ids only) and
-//! `turnstone_deltas` payloads to per-session broadcast channels. After the
-//! connection drops and comes back, every subscriber gets [`Signal::Resync`]
-//! and re-reads the log, so a notification missed during the gap loses nothing.
+//! The listener receives `turnstone_events` wake-ups (ids only) and
+//! `turnstone_deltas` payloads. For every session with at least one open
+//! stream there is one *reader*: on a wake-up (or its fallback timer) it reads
+//! the new events from the log **once**, renders them to SSE frames once, and
+//! broadcasts the batch to all of that session's streams. Streams keep their
+//! own cursor and re-read the log themselves only when they see a gap (they
+//! joined late or lagged). After the LISTEN connection drops and comes back,
+//! every reader re-reads, so a notification missed during the gap loses nothing.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use rand::Rng;
 use sqlx::PgPool;
 use sqlx::postgres::PgListener;
-use tokio::sync::broadcast;
-use turnstone_core::events::{Appended, DELTAS_CHANNEL, Delta, EVENTS_CHANNEL};
+use tokio::sync::{Notify, broadcast};
+use turnstone_core::events::{self, Appended, DELTAS_CHANNEL, Delta, EVENTS_CHANNEL, EventFilter};
+use turnstone_core::{db, sessions};
 use uuid::Uuid;
 
-/// What a subscriber is told.
+use crate::wire::StreamFrame;
+
+/// Events read per query by a reader.
+pub const BATCH: u32 = 500;
+
+/// A stored event, rendered once for every stream of its session.
+#[derive(Debug, Clone)]
+pub struct Rendered {
+    pub sequence: i64,
+    pub frame: StreamFrame,
+}
+
+/// What a stream is told.
 #[derive(Debug, Clone)]
 pub enum Signal {
-    /// Events up to this sequence are committed: re-read the log.
-    Appended(i64),
+    /// Newly committed events, in sequence order.
+    Events(Arc<Vec<Rendered>>),
     /// A live token delta (never stored).
     Delta(Arc<Delta>),
-    /// Notifications may have been missed: re-read the log.
-    Resync,
 }
 
-/// Per-session channels; a channel is dropped when its last subscriber leaves.
-#[derive(Default)]
+struct Feed {
+    tx: broadcast::Sender<Signal>,
+    nudge: Arc<Notify>,
+    reader: tokio::task::AbortHandle,
+}
+
+/// Per-session feeds; a feed (and its reader) goes away with its last stream.
 pub struct Hub {
-    sessions: Mutex<HashMap<Uuid, broadcast::Sender<Signal>>>,
+    pool: PgPool,
+    fallback_poll: Duration,
+    sessions: Mutex<HashMap<Uuid, Feed>>,
 }
 
-/// A subscription that unregisters its session channel when the last one drops.
+/// A stream's subscription; unregisters the session's feed when the last one drops.
 pub struct Subscription {
     hub: Arc<Hub>,
     session_id: Uuid,
@@ -41,9 +65,10 @@ pub struct Subscription {
 impl Drop for Subscription {
     fn drop(&mut self) {
         let mut map = self.hub.sessions.lock().expect("hub lock");
-        if let Some(tx) = map.get(&self.session_id) {
+        if let Some(feed) = map.get(&self.session_id) {
             // This receiver is still alive while we run, so 1 means "only us".
-            if tx.receiver_count() <= 1 {
+            if feed.tx.receiver_count() <= 1 {
+                feed.reader.abort();
                 map.remove(&self.session_id);
             }
         }
@@ -51,37 +76,40 @@ impl Drop for Subscription {
 }
 
 impl Hub {
-    pub fn subscribe(self: &Arc<Self>, session_id: Uuid) -> Subscription {
-        let mut map = self.sessions.lock().expect("hub lock");
-        let rx = map.entry(session_id).or_insert_with(|| broadcast::channel(256).0).subscribe();
-        Subscription { hub: self.clone(), session_id, rx }
+    pub fn new(pool: PgPool, fallback_poll: Duration) -> Hub {
+        Hub { pool, fallback_poll, sessions: Mutex::default() }
     }
 
-    /// Number of sessions with at least one subscriber (for tests and metrics).
+    pub fn subscribe(self: &Arc<Self>, org_id: Uuid, session_id: Uuid) -> Subscription {
+        let mut map = self.sessions.lock().expect("hub lock");
+        let feed = map.entry(session_id).or_insert_with(|| {
+            let (tx, _) = broadcast::channel(256);
+            let nudge = Arc::new(Notify::new());
+            let reader = tokio::spawn(read_session(self.pool.clone(), org_id, session_id, tx.clone(), nudge.clone(), self.fallback_poll));
+            Feed { tx, nudge, reader: reader.abort_handle() }
+        });
+        Subscription { hub: self.clone(), session_id, rx: feed.tx.subscribe() }
+    }
+
+    /// Number of sessions with at least one stream (for tests and metrics).
     pub fn session_count(&self) -> usize {
         self.sessions.lock().expect("hub lock").len()
     }
 
-    fn send(&self, session_id: Uuid, signal: Signal) {
-        if let Some(tx) = self.sessions.lock().expect("hub lock").get(&session_id) {
-            let _ = tx.send(signal);
-        }
-    }
-
     fn resync_all(&self) {
-        for tx in self.sessions.lock().expect("hub lock").values() {
-            let _ = tx.send(Signal::Resync);
+        for feed in self.sessions.lock().expect("hub lock").values() {
+            feed.nudge.notify_one();
         }
     }
 
     /// Runs the LISTEN loop until `shutdown` resolves, reconnecting with backoff.
-    pub async fn run(self: Arc<Self>, pool: PgPool, shutdown: impl Future<Output = ()>) {
+    pub async fn run(self: Arc<Self>, shutdown: impl Future<Output = ()>) {
         tokio::pin!(shutdown);
         let mut backoff = Duration::from_millis(100);
         loop {
             let listener = tokio::select! {
                 _ = &mut shutdown => return,
-                l = connect(&pool) => l,
+                l = connect(&self.pool) => l,
             };
             let mut listener = match listener {
                 Ok(l) => l,
@@ -121,12 +149,20 @@ impl Hub {
     fn dispatch(&self, channel: &str, payload: &str) {
         if channel == EVENTS_CHANNEL {
             match serde_json::from_str::<Appended>(payload) {
-                Ok(a) => self.send(a.session_id, Signal::Appended(a.last_sequence)),
+                Ok(a) => {
+                    if let Some(feed) = self.sessions.lock().expect("hub lock").get(&a.session_id) {
+                        feed.nudge.notify_one();
+                    }
+                }
                 Err(e) => tracing::warn!(error = %e, "ignoring malformed event notification"),
             }
         } else if channel == DELTAS_CHANNEL {
             match serde_json::from_str::<Delta>(payload) {
-                Ok(d) => self.send(d.session_id, Signal::Delta(Arc::new(d))),
+                Ok(d) => {
+                    if let Some(feed) = self.sessions.lock().expect("hub lock").get(&d.session_id) {
+                        let _ = feed.tx.send(Signal::Delta(Arc::new(d)));
+                    }
+                }
                 Err(e) => tracing::warn!(error = %e, "ignoring malformed delta notification"),
             }
         }
@@ -137,4 +173,59 @@ async fn connect(pool: &PgPool) -> Result<PgListener, sqlx::Error> {
     let mut listener = PgListener::connect_with(pool).await?;
     listener.listen_all([EVENTS_CHANNEL, DELTAS_CHANNEL]).await?;
     Ok(listener)
+}
+
+/// Reads events of `session_id` after `cursor`, up to one batch.
+pub async fn read_after(pool: &PgPool, org_id: Uuid, session_id: Uuid, cursor: i64) -> turnstone_core::Result<Vec<Rendered>> {
+    let mut tx = db::begin_org(pool, org_id).await?;
+    let filter = EventFilter { after_sequence: cursor, types: Vec::new(), limit: BATCH };
+    let batch = events::list(&mut tx, org_id, session_id, &filter).await?;
+    Ok(batch.into_iter().map(render).collect())
+}
+
+fn render(e: events::Event) -> Rendered {
+    use poem_openapi::types::ToJSON;
+    let sequence = e.sequence;
+    let event = crate::wire::Event::from(e);
+    let frame = StreamFrame { frame: event.kind.clone(), id: Some(event.id.clone()), data: event.to_json().unwrap_or_default() };
+    Rendered { sequence, frame }
+}
+
+/// One session's reader: wakes on NOTIFY (or its fallback timer), reads what
+/// is new once, and broadcasts it. It starts at the session's current end:
+/// each stream catches up on older events itself.
+async fn read_session(pool: PgPool, org_id: Uuid, session_id: Uuid, tx: broadcast::Sender<Signal>, nudge: Arc<Notify>, poll: Duration) {
+    let mut cursor: Option<i64> = None;
+    loop {
+        if cursor.is_none() {
+            let start = async {
+                let mut t = db::begin_org(&pool, org_id).await?;
+                Ok::<_, turnstone_core::Error>(sessions::get_session(&mut t, org_id, session_id).await?.last_sequence)
+            };
+            cursor = start.await.ok();
+        }
+        if let Some(mut at) = cursor {
+            loop {
+                match read_after(&pool, org_id, session_id, at).await {
+                    Ok(batch) if batch.is_empty() => break,
+                    Ok(batch) => {
+                        let full = batch.len() == BATCH as usize;
+                        at = batch.last().map_or(at, |r| r.sequence);
+                        let _ = tx.send(Signal::Events(Arc::new(batch)));
+                        if !full {
+                            break;
+                        }
+                    }
+                    // The database is away: the next wake-up or poll retries.
+                    Err(_) => break,
+                }
+            }
+            cursor = Some(at);
+        }
+        let wait = poll.mul_f64(rand::rng().random_range(0.9..1.1));
+        tokio::select! {
+            _ = nudge.notified() => {}
+            _ = tokio::time::sleep(wait) => {}
+        }
+    }
 }

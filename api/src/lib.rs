@@ -113,9 +113,9 @@ fn inert_state() -> AppState {
     let pool = sqlx::postgres::PgPoolOptions::new().connect_lazy("postgres://localhost/none").expect("lazy pool");
     let (_tx, rx) = watch::channel(false);
     AppState(Arc::new(Inner {
-        pool,
+        pool: pool.clone(),
         keys: KeyRing::parse(&KeyRing::generate_spec("inert")).expect("generated key"),
-        hub: Arc::default(),
+        hub: Arc::new(fanout::Hub::new(pool.clone(), Duration::from_secs(5))),
         config: Config {
             database_url: String::new(),
             migrate_database_url: None,
@@ -131,6 +131,7 @@ fn inert_state() -> AppState {
             sse_heartbeat: Duration::from_secs(15),
             sse_max_connection: Duration::from_secs(300),
             sse_fallback_poll: Duration::from_secs(5),
+            sse_key_check: Duration::from_secs(30),
         },
         shutdown: rx,
     }))
@@ -200,12 +201,12 @@ impl Application {
         let state = AppState(Arc::new(Inner {
             pool: pool.clone(),
             keys: config.keys.clone(),
-            hub: Arc::default(),
+            hub: Arc::new(fanout::Hub::new(pool.clone(), config.sse_fallback_poll)),
             config,
             shutdown: stop_rx,
         }));
         let (listen_stop_tx, listen_stop_rx) = tokio::sync::oneshot::channel::<()>();
-        tokio::spawn(state.hub.clone().run(pool.clone(), async move {
+        tokio::spawn(state.hub.clone().run(async move {
             let _ = listen_stop_rx.await;
         }));
         let app = endpoint(state);

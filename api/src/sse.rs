@@ -1,7 +1,8 @@
 //! The SSE pump of one client: replay the log after the client's cursor, then
-//! follow wake-ups from the process's one LISTEN connection, re-reading the log
-//! on each (and on a slow fallback timer), forwarding live deltas as they come.
-//! Frames are in sequence order and each stored event is sent once.
+//! forward what its session's reader broadcasts (see [`crate::fanout`]) —
+//! stored events in sequence order, each once, and live deltas as they come.
+//! A gap in the broadcast (the client joined late or lagged) is filled by
+//! reading the log itself.
 
 use futures::StreamExt;
 use futures::stream::BoxStream;
@@ -9,23 +10,21 @@ use rand::Rng;
 use serde_json::json;
 use tokio::sync::{broadcast, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
-use turnstone_core::events::{self, EventFilter, types};
+use turnstone_core::events::types;
 use turnstone_core::ids::{self, Kind};
 use turnstone_core::orgs::{self, Principal};
 use uuid::Uuid;
 
 use crate::AppState;
-use crate::fanout::Signal;
-use crate::wire::{Event, StreamFrame};
+use crate::fanout::{self, Signal};
+use crate::wire::StreamFrame;
 
-/// Stored events read per query while catching up.
-const BATCH: u32 = 500;
 
 /// Starts the pump for one client and returns its frame stream.
 pub fn open(state: AppState, principal: Principal, session_id: Uuid, after_sequence: i64) -> BoxStream<'static, StreamFrame> {
-    let (tx, rx) = mpsc::channel(64);
+    let (tx, rx) = mpsc::channel(16);
     // Subscribe before the first read, so nothing committed in between is missed.
-    let sub = state.hub.subscribe(session_id);
+    let sub = state.hub.subscribe(principal.org_id, session_id);
     tokio::spawn(async move {
         if let Err(e) = pump(&state, principal, session_id, after_sequence, sub, &tx).await {
             tracing::debug!(error = %e, %session_id, "SSE stream ended");
@@ -60,16 +59,22 @@ async fn pump(
     let jitter = rand::rng().random_range(0.8..1.2);
     let cycle_at = tokio::time::Instant::now() + state.config.sse_max_connection.mul_f64(jitter);
     let mut shutdown = state.shutdown.clone();
-    let mut need_read = true;
+    cursor = catch_up(state, org_id, session_id, cursor, tx).await?;
     loop {
-        if need_read {
-            cursor = catch_up(state, org_id, session_id, cursor, tx).await?;
-            need_read = false;
-        }
-        let poll = state.config.sse_fallback_poll.mul_f64(rand::rng().random_range(0.9..1.1));
+        let key_check = state.config.sse_key_check.mul_f64(rand::rng().random_range(0.9..1.1));
         tokio::select! {
             signal = sub.rx.recv() => match signal {
-                Ok(Signal::Appended(last)) => need_read = last > cursor,
+                Ok(Signal::Events(batch)) => {
+                    if batch.first().is_some_and(|r| r.sequence > cursor + 1) {
+                        cursor = catch_up(state, org_id, session_id, cursor, tx).await?;
+                    }
+                    for r in batch.iter() {
+                        if r.sequence > cursor {
+                            send(tx, r.frame.clone()).await?;
+                            cursor = r.sequence;
+                        }
+                    }
+                }
                 Ok(Signal::Delta(d)) => {
                     let data = json!({
                         "type": types::OUTPUT_MESSAGE_DELTA,
@@ -80,16 +85,15 @@ async fn pump(
                     });
                     send(tx, StreamFrame { frame: types::OUTPUT_MESSAGE_DELTA.into(), id: None, data }).await?;
                 }
-                Ok(Signal::Resync) | Err(broadcast::error::RecvError::Lagged(_)) => need_read = true,
+                Err(broadcast::error::RecvError::Lagged(_)) => cursor = catch_up(state, org_id, session_id, cursor, tx).await?,
                 Err(broadcast::error::RecvError::Closed) => return Ok(()),
             },
-            _ = tokio::time::sleep(poll) => {
+            _ = tokio::time::sleep(key_check) => {
                 // A key revoked or expired (or its org disabled) while streaming:
                 // end the stream; the client's reconnect then gets a 401.
                 if matches!(orgs::key_active(&state.pool, principal).await, Ok(false)) {
                     return disconnect(tx).await;
                 }
-                need_read = true;
             }
             _ = tokio::time::sleep_until(cycle_at) => return disconnect(tx).await,
             _ = async { let _ = shutdown.wait_for(|stop| *stop).await; } => return disconnect(tx).await,
@@ -98,32 +102,21 @@ async fn pump(
     }
 }
 
-/// Sends every stored event after `cursor`; returns the new cursor.
+/// Sends every stored event after `cursor`, read from the log; returns the new cursor.
 async fn catch_up(state: &AppState, org_id: Uuid, session_id: Uuid, mut cursor: i64, tx: &mpsc::Sender<StreamFrame>) -> Result<i64, End> {
     loop {
-        let filter = EventFilter { after_sequence: cursor, types: Vec::new(), limit: BATCH };
-        let read = async {
-            let mut tx = turnstone_core::db::begin_org(&state.pool, org_id).await?;
-            events::list(&mut tx, org_id, session_id, &filter).await
-        };
-        let batch = match read.await {
+        let batch = match fanout::read_after(&state.pool, org_id, session_id, cursor).await {
             Ok(b) => b,
-            // The database is away: keep the stream, the next wake-up or poll retries.
+            // The database is away: keep the stream; the reader's next batch shows the gap again.
             Err(e) if e.is_unavailable() => return Ok(cursor),
             Err(e) => return Err(e.into()),
         };
         let n = batch.len();
-        for e in batch {
-            cursor = e.sequence;
-            let event = Event::from(e);
-            let frame = StreamFrame {
-                frame: event.kind.clone(),
-                id: Some(event.id.clone()),
-                data: serde_json::to_value(EventJson(&event)).unwrap_or_default(),
-            };
-            send(tx, frame).await?;
+        for r in batch {
+            cursor = r.sequence;
+            send(tx, r.frame).await?;
         }
-        if n < BATCH as usize {
+        if n < fanout::BATCH as usize {
             return Ok(cursor);
         }
     }
@@ -132,16 +125,6 @@ async fn catch_up(state: &AppState, org_id: Uuid, session_id: Uuid, mut cursor: 
 async fn disconnect(tx: &mpsc::Sender<StreamFrame>) -> Result<(), End> {
     let retry_ms = rand::rng().random_range(500..1500);
     send(tx, StreamFrame { frame: "disconnecting".into(), id: None, data: json!({ "retry_ms": retry_ms }) }).await
-}
-
-/// Serialises the wire Event exactly as the REST list shows it.
-struct EventJson<'a>(&'a Event);
-
-impl serde::Serialize for EventJson<'_> {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        use poem_openapi::types::ToJSON;
-        self.0.to_json().serialize(s)
-    }
 }
 
 /// Turns a frame into the SSE wire form.

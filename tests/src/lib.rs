@@ -171,6 +171,7 @@ impl Stack {
             sse_heartbeat: Duration::from_secs(15),
             sse_max_connection: opts.sse_max_connection,
             sse_fallback_poll: Duration::from_secs(5),
+            sse_key_check: Duration::from_secs(1),
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let (api_stop, stopped) = oneshot::channel::<()>();
