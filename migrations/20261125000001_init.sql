@@ -77,7 +77,10 @@ CREATE TABLE sessions (
     status         text NOT NULL DEFAULT 'idle' CHECK (status IN ('idle', 'queued', 'running', 'cancelling')),
     last_sequence  bigint NOT NULL DEFAULT 0,
     created_at     timestamptz NOT NULL DEFAULT now(),
-    updated_at     timestamptz NOT NULL DEFAULT now()
+    updated_at     timestamptz NOT NULL DEFAULT now(),
+    -- Target of the (session, org) foreign keys below: one check proves both
+    -- that the session exists and that it belongs to the row's org.
+    UNIQUE (id, org_id)
 );
 CREATE INDEX sessions_org ON sessions (org_id, id);
 
@@ -85,8 +88,8 @@ CREATE INDEX sessions_org ON sessions (org_id, id);
 -- a second commit of the same step violates the constraint and rolls back.
 CREATE TABLE events (
     id          uuid PRIMARY KEY,
-    org_id      uuid NOT NULL REFERENCES orgs(id),
-    session_id  uuid NOT NULL REFERENCES sessions(id),
+    org_id      uuid NOT NULL,
+    session_id  uuid NOT NULL,
     sequence    bigint NOT NULL CHECK (sequence > 0),
     type        text NOT NULL,
     turn_id     uuid,
@@ -94,7 +97,8 @@ CREATE TABLE events (
     data        jsonb NOT NULL,
     ts          timestamptz NOT NULL DEFAULT now(),
     UNIQUE (session_id, sequence),
-    UNIQUE (turn_id, step_key)
+    UNIQUE (turn_id, step_key),
+    FOREIGN KEY (session_id, org_id) REFERENCES sessions (id, org_id)
 );
 CREATE INDEX events_session_type ON events (session_id, type, sequence);
 
@@ -107,8 +111,8 @@ CREATE INDEX events_session_type ON events (session_id, type, sequence);
 -- cancel_requested_at is the durable cancellation flag (NOTIFY only wakes).
 CREATE TABLE turns (
     id              uuid PRIMARY KEY,
-    org_id          uuid NOT NULL REFERENCES orgs(id),
-    session_id      uuid NOT NULL REFERENCES sessions(id),
+    org_id          uuid NOT NULL,
+    session_id      uuid NOT NULL,
     input_event_id  uuid NOT NULL REFERENCES events(id),
     input_sequence  bigint NOT NULL,
     status          text NOT NULL CHECK (status IN ('pending', 'queued', 'running', 'completed', 'failed', 'cancelled')),
@@ -123,7 +127,8 @@ CREATE TABLE turns (
     cancel_requested_at timestamptz,
     created_at      timestamptz NOT NULL DEFAULT now(),
     started_at      timestamptz,
-    finished_at     timestamptz
+    finished_at     timestamptz,
+    FOREIGN KEY (session_id, org_id) REFERENCES sessions (id, org_id)
 );
 CREATE INDEX turns_session_open ON turns (session_id, input_sequence) WHERE status IN ('pending', 'queued', 'running');
 

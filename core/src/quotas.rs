@@ -1,7 +1,8 @@
 //! Per-org quotas (agents, sessions, concurrent turns) and the per-key rate
-//! limit. Counts are taken under a lock on the org row, in the same
-//! transaction as the insert they guard, so concurrent requests cannot
-//! overshoot a quota.
+//! limit. Agent and session counts are taken under a lock on the org row, in
+//! the same transaction as the insert they guard, so concurrent requests
+//! cannot overshoot them; the concurrent-turn quota is checked without that
+//! lock (see [`check`]).
 
 use chrono::{DateTime, DurationRound, TimeDelta, Utc};
 use sqlx::PgConnection;
@@ -22,8 +23,11 @@ pub async fn check(conn: &mut PgConnection, org_id: Uuid, what: Quota) -> Result
     let (limit_sql, count_sql) = match what {
         Quota::Agents => ("SELECT max_agents FROM orgs WHERE id = $1 FOR NO KEY UPDATE", "SELECT count(*) FROM agents WHERE org_id = $1 AND archived_at IS NULL"),
         Quota::Sessions => ("SELECT max_sessions FROM orgs WHERE id = $1 FOR NO KEY UPDATE", "SELECT count(*) FROM sessions WHERE org_id = $1"),
+        // Not locked: every message that wakes a session checks this quota, and
+        // serialising them all on the org row would cap admission. Simultaneous
+        // requests may overshoot it by their number; it is a load shedder.
         Quota::ConcurrentTurns => (
-            "SELECT max_concurrent_turns FROM orgs WHERE id = $1 FOR NO KEY UPDATE",
+            "SELECT max_concurrent_turns FROM orgs WHERE id = $1",
             "SELECT count(*) FROM sessions WHERE org_id = $1 AND status <> 'idle'",
         ),
     };

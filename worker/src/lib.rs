@@ -169,7 +169,10 @@ async fn incarnate(ctx: &Context, name: &str, mut stop: tokio::sync::watch::Rece
         .queue(QUEUE)
         .batch_size(config.concurrency.min(16))
         .heartbeat_interval(config.heartbeat)
-        .missed_heartbeats(missed);
+        .missed_heartbeats(missed)
+        // The claim already marks a task as ours (`Queued`, `lock_by`); the extra
+        // per-task "Running" UPDATE buys nothing here: turns fence themselves.
+        .lock_tasks(false);
     let strategy = Strategy::new().stream(Pubsub::new(ctx.pool.clone(), QUEUE.to_owned())).interval(config.poll_interval);
     let backend = PostgresStorage::<TurnTask>::new(&ctx.pool).with_config(storage_config).poll_with_strategy(strategy);
     tracing::info!(worker = %name, concurrency = config.concurrency, "turnstone-worker claiming turns");
