@@ -1,7 +1,7 @@
 -- Turnstone schema, version 1.
 -- Every tenant table carries org_id; every query in core/ filters by it.
--- Event log: per-session gap-free sequence allocated from sessions.last_sequence
--- under the session row lock, so a rolled-back append leaves no hole.
+-- Event log: per-session gap-free sequence allocated from session_sequences
+-- under its row lock, so a rolled-back append leaves no hole.
 
 CREATE TABLE orgs (
     id          uuid PRIMARY KEY,
@@ -75,7 +75,6 @@ CREATE TABLE sessions (
     title          text,
     tags           text[] NOT NULL DEFAULT '{}',
     status         text NOT NULL DEFAULT 'idle' CHECK (status IN ('idle', 'queued', 'running', 'cancelling')),
-    last_sequence  bigint NOT NULL DEFAULT 0,
     created_at     timestamptz NOT NULL DEFAULT now(),
     updated_at     timestamptz NOT NULL DEFAULT now(),
     -- Target of the (session, org) foreign keys below: one check proves both
@@ -83,6 +82,16 @@ CREATE TABLE sessions (
     UNIQUE (id, org_id)
 );
 CREATE INDEX sessions_org ON sessions (org_id, id);
+
+-- Each session's event counter, apart from the session row: appends update it
+-- several times per turn, and keeping those updates off `sessions` spares
+-- PostgreSQL re-checking the session's foreign keys within a transaction.
+CREATE TABLE session_sequences (
+    session_id     uuid PRIMARY KEY,
+    org_id         uuid NOT NULL,
+    last_sequence  bigint NOT NULL DEFAULT 0,
+    FOREIGN KEY (session_id, org_id) REFERENCES sessions (id, org_id)
+);
 
 -- The append-only event log. step_key makes a turn step's result unique:
 -- a second commit of the same step violates the constraint and rolls back.
@@ -97,8 +106,10 @@ CREATE TABLE events (
     data        jsonb NOT NULL,
     ts          timestamptz NOT NULL DEFAULT now(),
     UNIQUE (session_id, sequence),
-    UNIQUE (turn_id, step_key),
-    FOREIGN KEY (session_id, org_id) REFERENCES sessions (id, org_id)
+    UNIQUE (turn_id, step_key)
+    -- No foreign key to sessions: the only writer, core::events::append, inserts
+    -- in the statement that bumps the (session, org) counter row, which proves
+    -- both; a per-row check on every event costs more than it guards.
 );
 CREATE INDEX events_session_type ON events (session_id, type, sequence);
 

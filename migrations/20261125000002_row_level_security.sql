@@ -30,7 +30,7 @@ DO $$
 DECLARE
     t text;
 BEGIN
-    FOREACH t IN ARRAY ARRAY['api_keys', 'providers', 'models', 'agents', 'sessions', 'events', 'turns', 'idempotency_keys']
+    FOREACH t IN ARRAY ARRAY['api_keys', 'providers', 'models', 'agents', 'sessions', 'session_sequences', 'events', 'turns', 'idempotency_keys']
     LOOP
         EXECUTE format('ALTER TABLE %I ENABLE ROW LEVEL SECURITY', t);
         EXECUTE format('ALTER TABLE %I FORCE ROW LEVEL SECURITY', t);
@@ -49,13 +49,13 @@ GRANT SELECT ON _sqlx_migrations TO turnstone_api, turnstone_worker;
 GRANT EXECUTE ON FUNCTION turnstone_org() TO turnstone_api, turnstone_worker;
 
 -- The control plane: everything tenant-facing, plus the org registry.
-GRANT SELECT, INSERT, UPDATE, DELETE ON orgs, api_keys, providers, models, agents, sessions, events, turns, idempotency_keys
-    TO turnstone_api;
+GRANT SELECT, INSERT, UPDATE, DELETE ON orgs, api_keys, providers, models, agents, sessions, session_sequences, events, turns,
+    idempotency_keys TO turnstone_api;
 
 -- Workers: read what a turn needs, append events, move turns and sessions along.
 -- No API keys, no idempotency records, no org registry.
 GRANT SELECT ON providers, models, agents TO turnstone_worker;
-GRANT SELECT, UPDATE ON sessions, turns TO turnstone_worker;
+GRANT SELECT, UPDATE ON sessions, session_sequences, turns TO turnstone_worker;
 GRANT SELECT, INSERT ON events TO turnstone_worker;
 
 -- The task queue (apalis' schema, migrated before ours).

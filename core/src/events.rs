@@ -1,7 +1,7 @@
 //! The append-only event log, and the NOTIFY wake-ups that announce it.
 //!
-//! Appending allocates sequence numbers from `sessions.last_sequence` under the
-//! session row lock, inserts the rows and calls `pg_notify` — one statement, in
+//! Appending allocates sequence numbers from `session_sequences.last_sequence`
+//! under that row's lock, inserts the rows and calls `pg_notify` — one statement, in
 //! the caller's transaction, so the wake-up is delivered exactly when (and only
 //! if) the events commit. The payload carries ids only; listeners re-read the log.
 //! Token deltas are never stored: they ride in a NOTIFY payload of their own.
@@ -126,8 +126,8 @@ pub async fn append(
     let step_keys: Vec<Option<String>> = events.into_iter().map(|e| e.step_key).collect();
     let rows: Vec<Event> = sqlx::query_as(
         "WITH seq AS (
-            UPDATE sessions SET last_sequence = last_sequence + $4, updated_at = now()
-             WHERE org_id = $1 AND id = $2
+            UPDATE session_sequences SET last_sequence = last_sequence + $4
+             WHERE org_id = $1 AND session_id = $2
              RETURNING last_sequence
          ), ins AS (
             INSERT INTO events (id, org_id, session_id, sequence, type, turn_id, step_key, data)

@@ -31,7 +31,9 @@ pub struct SessionInput {
     pub tags: Vec<String>,
 }
 
-const COLUMNS: &str = "id, agent_id, model_id, title, tags, status, last_sequence, created_at, updated_at";
+/// Session columns plus its event counter (`q` = `session_sequences`).
+const COLUMNS: &str = "s.id, s.agent_id, s.model_id, s.title, s.tags, s.status, q.last_sequence, s.created_at, s.updated_at";
+const FROM: &str = "sessions s JOIN session_sequences q ON q.session_id = s.id AND q.org_id = s.org_id";
 
 pub async fn create_session(conn: &mut PgConnection, org_id: Uuid, input: SessionInput) -> Result<Session> {
     if let Some(t) = &input.title {
@@ -52,22 +54,22 @@ pub async fn create_session(conn: &mut PgConnection, org_id: Uuid, input: Sessio
         providers::ensure_model(conn, org_id, m).await?;
     }
     crate::quotas::check(conn, org_id, crate::quotas::Quota::Sessions).await?;
-    let session = sqlx::query_as(AssertSqlSafe(format!(
-        "INSERT INTO sessions (id, org_id, agent_id, model_id, title, tags) VALUES ($1, $2, $3, $4, $5, $6) RETURNING {COLUMNS}"
-    )))
-    .bind(new_id())
-    .bind(org_id)
-    .bind(input.agent_id)
-    .bind(input.model_id)
-    .bind(input.title)
-    .bind(input.tags)
-    .fetch_one(conn)
-    .await?;
-    Ok(session)
+    let id = new_id();
+    sqlx::query("INSERT INTO sessions (id, org_id, agent_id, model_id, title, tags) VALUES ($1, $2, $3, $4, $5, $6)")
+        .bind(id)
+        .bind(org_id)
+        .bind(input.agent_id)
+        .bind(input.model_id)
+        .bind(input.title)
+        .bind(input.tags)
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query("INSERT INTO session_sequences (session_id, org_id) VALUES ($1, $2)").bind(id).bind(org_id).execute(&mut *conn).await?;
+    get_session(conn, org_id, id).await
 }
 
 pub async fn get_session(conn: &mut PgConnection, org_id: Uuid, id: Uuid) -> Result<Session> {
-    sqlx::query_as(AssertSqlSafe(format!("SELECT {COLUMNS} FROM sessions WHERE org_id = $1 AND id = $2")))
+    sqlx::query_as(AssertSqlSafe(format!("SELECT {COLUMNS} FROM {FROM} WHERE s.org_id = $1 AND s.id = $2")))
         .bind(org_id)
         .bind(id)
         .fetch_optional(conn)
@@ -78,9 +80,9 @@ pub async fn get_session(conn: &mut PgConnection, org_id: Uuid, id: Uuid) -> Res
 /// Newest first, optionally only one agent's sessions.
 pub async fn list_sessions(conn: &mut PgConnection, org_id: Uuid, after: Option<Uuid>, limit: u32, agent_id: Option<Uuid>) -> Result<Page<Session>> {
     let rows: Vec<Session> = sqlx::query_as(AssertSqlSafe(format!(
-        "SELECT {COLUMNS} FROM sessions
-          WHERE org_id = $1 AND ($2::uuid IS NULL OR id < $2) AND ($3::uuid IS NULL OR agent_id = $3)
-          ORDER BY id DESC LIMIT $4"
+        "SELECT {COLUMNS} FROM {FROM}
+          WHERE s.org_id = $1 AND ($2::uuid IS NULL OR s.id < $2) AND ($3::uuid IS NULL OR s.agent_id = $3)
+          ORDER BY s.id DESC LIMIT $4"
     )))
     .bind(org_id)
     .bind(after)

@@ -116,7 +116,7 @@ pub async fn post_message(
     .await?;
     if idle {
         enqueue(tx, TurnTask { turn_id, org_id }).await?;
-        sqlx::query("UPDATE sessions SET status = 'queued' WHERE id = $1").bind(session_id).execute(&mut *tx).await?;
+        sqlx::query("UPDATE sessions SET status = 'queued', updated_at = now() WHERE id = $1").bind(session_id).execute(&mut *tx).await?;
     }
     Ok(Posted { message, turn_id, turn_status })
 }
@@ -237,7 +237,7 @@ pub async fn start(pool: &PgPool, task: TurnTask, max_stalled_starts: i32) -> Re
         )
         .await?;
     }
-    sqlx::query("UPDATE sessions SET status = CASE WHEN status = 'cancelling' THEN status ELSE 'running' END WHERE id = $1")
+    sqlx::query("UPDATE sessions SET status = CASE WHEN status = 'cancelling' THEN status ELSE 'running' END, updated_at = now() WHERE id = $1")
         .bind(lease.session_id)
         .execute(&mut *tx)
         .await?;
@@ -361,10 +361,10 @@ async fn advance_session(tx: &mut PgConnection, org_id: Uuid, session_id: Uuid) 
     match next {
         Some(turn_id) => {
             enqueue(tx, TurnTask { turn_id, org_id }).await?;
-            sqlx::query("UPDATE sessions SET status = 'queued' WHERE id = $1").bind(session_id).execute(&mut *tx).await?;
+            sqlx::query("UPDATE sessions SET status = 'queued', updated_at = now() WHERE id = $1").bind(session_id).execute(&mut *tx).await?;
         }
         None => {
-            sqlx::query("UPDATE sessions SET status = 'idle' WHERE id = $1").bind(session_id).execute(&mut *tx).await?;
+            sqlx::query("UPDATE sessions SET status = 'idle', updated_at = now() WHERE id = $1").bind(session_id).execute(&mut *tx).await?;
             events::append(tx, org_id, session_id, None, vec![NewEvent::new(types::SESSION_IDLED, json!({}))]).await?;
         }
     }
@@ -432,7 +432,7 @@ pub async fn cancel(tx: &mut PgConnection, org_id: Uuid, session_id: Uuid, all: 
         .bind(turn_id)
         .execute(&mut *tx)
         .await?;
-    sqlx::query("UPDATE sessions SET status = 'cancelling' WHERE id = $1").bind(session_id).execute(&mut *tx).await?;
+    sqlx::query("UPDATE sessions SET status = 'cancelling', updated_at = now() WHERE id = $1").bind(session_id).execute(&mut *tx).await?;
     sqlx::query("SELECT pg_notify($1, $2)").bind(CANCEL_CHANNEL).bind(turn_id.to_string()).execute(&mut *tx).await?;
     Ok(Cancelled { turn_id, state: "cancelling", pending_cancelled })
 }
