@@ -35,11 +35,7 @@ async fn check_operator(req: &Request, bearer: Bearer) -> poem::Result<()> {
         Some(token) => {
             use sha2::{Digest, Sha256};
             let (a, b) = (Sha256::digest(token.expose().as_bytes()), Sha256::digest(bearer.token.as_bytes()));
-            if bool::from(a.ct_eq(&b)) {
-                Ok(())
-            } else {
-                Err(ApiError::unauthorized().into())
-            }
+            if bool::from(a.ct_eq(&b)) { Ok(()) } else { Err(ApiError::unauthorized().into()) }
         }
         None => Err(ApiError::new(
             poem::http::StatusCode::UNAUTHORIZED,

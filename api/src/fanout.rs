@@ -85,7 +85,8 @@ impl Hub {
         let feed = map.entry(session_id).or_insert_with(|| {
             let (tx, _) = broadcast::channel(256);
             let nudge = Arc::new(Notify::new());
-            let reader = tokio::spawn(read_session(self.pool.clone(), org_id, session_id, tx.clone(), nudge.clone(), self.fallback_poll));
+            let reader =
+                tokio::spawn(read_session(self.pool.clone(), org_id, session_id, tx.clone(), nudge.clone(), self.fallback_poll));
             Feed { tx, nudge, reader: reader.abort_handle() }
         });
         Subscription { hub: self.clone(), session_id, rx: feed.tx.subscribe() }
@@ -194,7 +195,14 @@ fn render(e: events::Event) -> Rendered {
 /// One session's reader: wakes on NOTIFY (or its fallback timer), reads what
 /// is new once, and broadcasts it. It starts at the session's current end:
 /// each stream catches up on older events itself.
-async fn read_session(pool: PgPool, org_id: Uuid, session_id: Uuid, tx: broadcast::Sender<Signal>, nudge: Arc<Notify>, poll: Duration) {
+async fn read_session(
+    pool: PgPool,
+    org_id: Uuid,
+    session_id: Uuid,
+    tx: broadcast::Sender<Signal>,
+    nudge: Arc<Notify>,
+    poll: Duration,
+) {
     let mut cursor: Option<i64> = None;
     loop {
         if cursor.is_none() {

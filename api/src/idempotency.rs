@@ -42,7 +42,8 @@ where
         // A concurrent request with the same key won: drop our change, replay theirs.
         Err(e) if e.is_unique_violation() => {
             drop(tx);
-            let stored = idempotency::lookup(&mut *state.org_tx(org_id).await?, org_id, key).await?.ok_or_else(ApiError::internal)?;
+            let stored =
+                idempotency::lookup(&mut *state.org_tx(org_id).await?, org_id, key).await?.ok_or_else(ApiError::internal)?;
             replay(stored, &fingerprint)
         }
         Err(e) => Err(e.into()),

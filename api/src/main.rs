@@ -7,7 +7,6 @@
 
 use turnstone_api::{Application, Config};
 
-
 const USAGE: &str = "usage: turnstone-api [openapi | keys rotate-master | keys rotate-org <org_id>]";
 
 fn main() -> std::process::ExitCode {

@@ -19,7 +19,6 @@ use crate::AppState;
 use crate::fanout::{self, Signal};
 use crate::wire::StreamFrame;
 
-
 /// Starts the pump for one client and returns its frame stream.
 pub fn open(state: AppState, principal: Principal, session_id: Uuid, after_sequence: i64) -> BoxStream<'static, StreamFrame> {
     let (tx, rx) = mpsc::channel(16);
@@ -55,7 +54,11 @@ async fn pump(
 ) -> Result<(), End> {
     let org_id = principal.org_id;
     let session = ids::format(Kind::Session, session_id);
-    send(tx, StreamFrame { frame: "connected".into(), id: None, data: json!({ "session_id": session, "after_sequence": cursor }) }).await?;
+    send(
+        tx,
+        StreamFrame { frame: "connected".into(), id: None, data: json!({ "session_id": session, "after_sequence": cursor }) },
+    )
+    .await?;
     let jitter = rand::rng().random_range(0.8..1.2);
     let cycle_at = tokio::time::Instant::now() + state.config.sse_max_connection.mul_f64(jitter);
     let mut shutdown = state.shutdown.clone();
@@ -103,7 +106,13 @@ async fn pump(
 }
 
 /// Sends every stored event after `cursor`, read from the log; returns the new cursor.
-async fn catch_up(state: &AppState, org_id: Uuid, session_id: Uuid, mut cursor: i64, tx: &mpsc::Sender<StreamFrame>) -> Result<i64, End> {
+async fn catch_up(
+    state: &AppState,
+    org_id: Uuid,
+    session_id: Uuid,
+    mut cursor: i64,
+    tx: &mpsc::Sender<StreamFrame>,
+) -> Result<i64, End> {
     loop {
         let batch = match fanout::read_after(&state.pool, org_id, session_id, cursor).await {
             Ok(b) => b,

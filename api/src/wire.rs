@@ -64,7 +64,13 @@ pub struct Provider {
 
 impl From<providers::Provider> for Provider {
     fn from(p: providers::Provider) -> Self {
-        Provider { id: ids::format(Kind::Provider, p.id), name: p.name, base_url: p.base_url, has_api_key: p.has_api_key, created_at: p.created_at }
+        Provider {
+            id: ids::format(Kind::Provider, p.id),
+            name: p.name,
+            base_url: p.base_url,
+            has_api_key: p.has_api_key,
+            created_at: p.created_at,
+        }
     }
 }
 
@@ -602,6 +608,9 @@ impl std::fmt::Debug for ProviderCreate {
 
 impl std::fmt::Debug for ApiKeyCreated {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ApiKeyCreated").field("id", &self.id).field("key", &self.key.as_ref().map(|_| "[redacted]")).finish_non_exhaustive()
+        f.debug_struct("ApiKeyCreated")
+            .field("id", &self.id)
+            .field("key", &self.key.as_ref().map(|_| "[redacted]"))
+            .finish_non_exhaustive()
     }
 }

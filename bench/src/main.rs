@@ -91,7 +91,10 @@ async fn run(mut ctx: Ctx, only: Vec<String>) {
             Err(e) => {
                 let why = if e.is_panic() {
                     let p = e.into_panic();
-                    p.downcast_ref::<String>().cloned().or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string())).unwrap_or_default()
+                    p.downcast_ref::<String>()
+                        .cloned()
+                        .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+                        .unwrap_or_default()
                 } else {
                     e.to_string()
                 };

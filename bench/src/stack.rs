@@ -138,8 +138,11 @@ impl Deployment {
         self.next_worker += 1;
         let name = format!("bench-w{}-{}", self.next_worker, std::process::id());
         let url = if self.rls { with_role(&self.db.url, "turnstone_worker") } else { self.db.url.clone() };
-        let mut env =
-            vec![("DATABASE_URL", url), ("TURNSTONE_MASTER_KEY", self.master_key.clone()), ("TURNSTONE_WORKER_NAME", name.clone())];
+        let mut env = vec![
+            ("DATABASE_URL", url),
+            ("TURNSTONE_MASTER_KEY", self.master_key.clone()),
+            ("TURNSTONE_WORKER_NAME", name.clone()),
+        ];
         env.extend(self.opts.worker_env.iter().cloned());
         let proc = Proc::spawn("turnstone-worker", &env);
         let deadline = Instant::now() + Duration::from_secs(30);

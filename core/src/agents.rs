@@ -37,7 +37,8 @@ pub struct AgentInput {
     pub max_turn_secs: Option<i32>,
 }
 
-const COLUMNS: &str = "id, name, system_prompt, model_id, capabilities, tags, max_iterations, max_turn_secs, created_at, updated_at, archived_at";
+const COLUMNS: &str =
+    "id, name, system_prompt, model_id, capabilities, tags, max_iterations, max_turn_secs, created_at, updated_at, archived_at";
 
 async fn validate_input(conn: &mut PgConnection, org_id: Uuid, input: &AgentInput) -> Result<()> {
     if let Some(name) = &input.name {
@@ -151,11 +152,12 @@ pub async fn update_agent(conn: &mut PgConnection, org_id: Uuid, id: Uuid, input
     match updated {
         Some(agent) => Ok(agent),
         None => {
-            let archived: Option<bool> = sqlx::query_scalar("SELECT archived_at IS NOT NULL FROM agents WHERE org_id = $1 AND id = $2")
-                .bind(org_id)
-                .bind(id)
-                .fetch_optional(conn)
-                .await?;
+            let archived: Option<bool> =
+                sqlx::query_scalar("SELECT archived_at IS NOT NULL FROM agents WHERE org_id = $1 AND id = $2")
+                    .bind(org_id)
+                    .bind(id)
+                    .fetch_optional(conn)
+                    .await?;
             match archived {
                 Some(true) => Err(Error::conflict("agent_archived", "the agent is archived")),
                 _ => Err(Error::NotFound("agent")),

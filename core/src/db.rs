@@ -1,8 +1,8 @@
 //! Connection pools and migrations: Turnstone's own (`migrations/`) and apalis' task-queue schema.
 
 use crate::error::Result;
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::PgPool;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -13,11 +13,8 @@ pub const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 /// database turns into a fast error instead of a hung request.
 pub async fn connect(url: &str, max_connections: u32) -> Result<PgPool> {
     let options = PgConnectOptions::from_str(url)?.application_name("turnstone");
-    let pool = PgPoolOptions::new()
-        .max_connections(max_connections)
-        .acquire_timeout(ACQUIRE_TIMEOUT)
-        .connect_with(options)
-        .await?;
+    let pool =
+        PgPoolOptions::new().max_connections(max_connections).acquire_timeout(ACQUIRE_TIMEOUT).connect_with(options).await?;
     Ok(pool)
 }
 
@@ -35,9 +32,7 @@ pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
 /// on it). Safe to run from several processes at once: both migrators take an
 /// advisory lock.
 pub async fn migrate(pool: &PgPool) -> Result<()> {
-    apalis_postgres::PostgresStorage::setup(pool)
-        .await
-        .map_err(|e| crate::Error::Queue(e.to_string()))?;
+    apalis_postgres::PostgresStorage::setup(pool).await.map_err(|e| crate::Error::Queue(e.to_string()))?;
     MIGRATOR.run(pool).await?;
     Ok(())
 }

@@ -47,13 +47,10 @@ impl Error {
     /// so callers can answer 503 and retry instead of failing for good.
     pub fn is_unavailable(&self) -> bool {
         match self {
-            Error::Database(e) => matches!(
-                e,
-                sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Tls(_)
-            ) || e
-                .as_database_error()
-                .and_then(|d| d.code())
-                .is_some_and(|c| c.starts_with("57P") || c.starts_with("08")),
+            Error::Database(e) => {
+                matches!(e, sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Tls(_))
+                    || e.as_database_error().and_then(|d| d.code()).is_some_and(|c| c.starts_with("57P") || c.starts_with("08"))
+            }
             _ => false,
         }
     }

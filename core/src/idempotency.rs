@@ -38,7 +38,14 @@ pub async fn lookup(conn: &mut PgConnection, org_id: Uuid, key: &str) -> Result<
 /// Records the response in the caller's transaction. A concurrent request with
 /// the same key makes this fail with a unique violation, and its transaction
 /// (with the duplicate change) rolls back.
-pub async fn record(tx: &mut PgConnection, org_id: Uuid, key: &str, fingerprint: &str, status: u16, response: &Value) -> Result<()> {
+pub async fn record(
+    tx: &mut PgConnection,
+    org_id: Uuid,
+    key: &str,
+    fingerprint: &str,
+    status: u16,
+    response: &Value,
+) -> Result<()> {
     sqlx::query("INSERT INTO idempotency_keys (org_id, key, fingerprint, status, response) VALUES ($1, $2, $3, $4, $5)")
         .bind(org_id)
         .bind(key)

@@ -59,12 +59,7 @@ pub fn format(kind: Kind, id: Uuid) -> String {
 
 /// Parses `<prefix>_<32 hex>`; anything else is `invalid_id`.
 pub fn parse(kind: Kind, s: &str) -> Result<Uuid> {
-    let bad = || {
-        Error::invalid(
-            "invalid_id",
-            format!("expected a {} id like {}_<32 hex digits>", kind.noun(), kind.prefix()),
-        )
-    };
+    let bad = || Error::invalid("invalid_id", format!("expected a {} id like {}_<32 hex digits>", kind.noun(), kind.prefix()));
     let rest = s.strip_prefix(kind.prefix()).and_then(|r| r.strip_prefix('_')).ok_or_else(bad)?;
     if rest.len() != 32 || !rest.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err(bad());

@@ -35,12 +35,26 @@ pub async fn active_key(conn: &mut PgConnection, ring: &KeyRing, org_id: Uuid) -
 }
 
 /// Seals a secret of row `(org_id, row_id)` under the org's active data key.
-pub async fn seal(conn: &mut PgConnection, ring: &KeyRing, org_id: Uuid, row_id: Uuid, purpose: &str, plaintext: &str) -> Result<Vec<u8>> {
+pub async fn seal(
+    conn: &mut PgConnection,
+    ring: &KeyRing,
+    org_id: Uuid,
+    row_id: Uuid,
+    purpose: &str,
+    plaintext: &str,
+) -> Result<Vec<u8>> {
     active_key(conn, ring, org_id).await?.seal(org_id, row_id, purpose, plaintext)
 }
 
 /// Opens a secret with the (possibly retired) data key it names.
-pub async fn open(conn: &mut PgConnection, ring: &KeyRing, org_id: Uuid, row_id: Uuid, purpose: &str, sealed: &[u8]) -> Result<Secret> {
+pub async fn open(
+    conn: &mut PgConnection,
+    ring: &KeyRing,
+    org_id: Uuid,
+    row_id: Uuid,
+    purpose: &str,
+    sealed: &[u8],
+) -> Result<Secret> {
     let id = sealed_data_key_id(sealed)?;
     let wrapped: Vec<u8> = sqlx::query_scalar("SELECT wrapped_key FROM org_keys WHERE org_id = $1 AND id = $2")
         .bind(org_id)
@@ -101,7 +115,8 @@ pub async fn rotate_master_key(pool: &PgPool, ring: &KeyRing) -> Result<Rotated>
 /// state or the new one.
 pub async fn rotate_org_key(pool: &PgPool, ring: &KeyRing, org_id: Uuid) -> Result<Rotated> {
     let mut tx = db::begin_org(pool, org_id).await?;
-    let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM orgs WHERE id = $1)").bind(org_id).fetch_one(&mut *tx).await?;
+    let exists: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM orgs WHERE id = $1)").bind(org_id).fetch_one(&mut *tx).await?;
     if !exists {
         return Err(Error::NotFound("org"));
     }

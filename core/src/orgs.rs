@@ -8,9 +8,9 @@ use crate::crypto::{KeyRing, Secret};
 use crate::error::{Error, Result};
 use crate::ids::new_id;
 use crate::providers;
+use chrono::{DateTime, Utc};
 use rand::Rng;
 use sha2::{Digest, Sha256};
-use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, PgPool};
 use subtle::ConstantTimeEq;
 use uuid::Uuid;
@@ -182,7 +182,12 @@ pub async fn insert_api_key(
     .await?)
 }
 
-pub async fn list_api_keys(conn: &mut PgConnection, org_id: Uuid, after: Option<Uuid>, limit: u32) -> Result<crate::page::Page<ApiKey>> {
+pub async fn list_api_keys(
+    conn: &mut PgConnection,
+    org_id: Uuid,
+    after: Option<Uuid>,
+    limit: u32,
+) -> Result<crate::page::Page<ApiKey>> {
     let rows: Vec<ApiKey> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT {KEY_COLUMNS} FROM api_keys WHERE org_id = $1 AND ($2::uuid IS NULL OR id < $2) ORDER BY id DESC LIMIT $3"
     )))
@@ -294,7 +299,8 @@ pub async fn bootstrap(pool: &PgPool, keys: &KeyRing, cfg: &Bootstrap) -> Result
 }
 
 async fn bootstrap_locked(pool: &PgPool, keys: &KeyRing, cfg: &Bootstrap) -> Result<BootstrapOutcome> {
-    let existing: Option<Uuid> = sqlx::query_scalar("SELECT id FROM orgs ORDER BY created_at, id LIMIT 1").fetch_optional(pool).await?;
+    let existing: Option<Uuid> =
+        sqlx::query_scalar("SELECT id FROM orgs ORDER BY created_at, id LIMIT 1").fetch_optional(pool).await?;
     let first_start = existing.is_none();
     let org_id = match existing {
         Some(id) => id,
@@ -338,21 +344,31 @@ async fn sync_default_provider(pool: &PgPool, keys: &KeyRing, org_id: Uuid, cfg:
         .await?;
     let provider_id = match existing {
         Some(id) => {
-            providers::update_provider_endpoint(&mut tx, keys, org_id, id, &cfg.provider_base_url, cfg.provider_api_key.as_ref()).await?;
+            providers::update_provider_endpoint(&mut tx, keys, org_id, id, &cfg.provider_base_url, cfg.provider_api_key.as_ref())
+                .await?;
             id
         }
-        None => providers::create_provider(&mut tx, keys, org_id, "default", &cfg.provider_base_url, cfg.provider_api_key.as_ref()).await?,
+        None => {
+            providers::create_provider(&mut tx, keys, org_id, "default", &cfg.provider_base_url, cfg.provider_api_key.as_ref())
+                .await?
+        }
     };
-    let default_model: Option<(Uuid, Uuid)> = sqlx::query_as("SELECT id, provider_id FROM models WHERE org_id = $1 AND is_default")
-        .bind(org_id)
-        .fetch_optional(&mut *tx)
-        .await?;
+    let default_model: Option<(Uuid, Uuid)> =
+        sqlx::query_as("SELECT id, provider_id FROM models WHERE org_id = $1 AND is_default")
+            .bind(org_id)
+            .fetch_optional(&mut *tx)
+            .await?;
     match default_model {
         None => {
             providers::create_model(&mut tx, org_id, provider_id, &cfg.model_name, true).await?;
         }
         Some((model_id, p)) if p == provider_id => {
-            sqlx::query("UPDATE models SET name = $3 WHERE org_id = $1 AND id = $2").bind(org_id).bind(model_id).bind(&cfg.model_name).execute(&mut *tx).await?;
+            sqlx::query("UPDATE models SET name = $3 WHERE org_id = $1 AND id = $2")
+                .bind(org_id)
+                .bind(model_id)
+                .bind(&cfg.model_name)
+                .execute(&mut *tx)
+                .await?;
         }
         Some(_) => {}
     }

@@ -70,7 +70,9 @@ pub async fn create_provider(
         .await
         .map_err(Error::from);
     match res {
-        Err(e) if e.is_unique_violation() => Err(Error::conflict("provider_name_taken", format!("a provider named {name:?} exists"))),
+        Err(e) if e.is_unique_violation() => {
+            Err(Error::conflict("provider_name_taken", format!("a provider named {name:?} exists")))
+        }
         other => other.map(|_| id),
     }
 }
@@ -155,7 +157,10 @@ pub async fn create_model(
         return Err(Error::NotFound("provider"));
     }
     if is_default {
-        sqlx::query("UPDATE models SET is_default = false WHERE org_id = $1 AND is_default").bind(org_id).execute(&mut *tx).await?;
+        sqlx::query("UPDATE models SET is_default = false WHERE org_id = $1 AND is_default")
+            .bind(org_id)
+            .execute(&mut *tx)
+            .await?;
     }
     let id = new_id();
     sqlx::query("INSERT INTO models (id, org_id, provider_id, name, is_default) VALUES ($1, $2, $3, $4, $5)")
@@ -215,9 +220,8 @@ pub async fn resolve_endpoint(conn: &mut PgConnection, keys: &KeyRing, org_id: U
     .bind(model_id)
     .fetch_optional(&mut *conn)
     .await?;
-    let (model_id, model_name, provider_id, base_url, sealed) = row.ok_or_else(|| {
-        Error::invalid("no_model", "no model given on the session or agent, and the org has no default model")
-    })?;
+    let (model_id, model_name, provider_id, base_url, sealed) = row
+        .ok_or_else(|| Error::invalid("no_model", "no model given on the session or agent, and the org has no default model"))?;
     let api_key = match sealed {
         Some(s) => Some(keychain::open(conn, keys, org_id, provider_id, API_KEY_PURPOSE, &s).await?),
         None => None,
@@ -227,11 +231,12 @@ pub async fn resolve_endpoint(conn: &mut PgConnection, keys: &KeyRing, org_id: U
 
 /// Re-seals every provider key of the org under `fresh` (org key rotation).
 pub async fn reseal_all(conn: &mut PgConnection, keys: &KeyRing, org_id: Uuid, fresh: &crate::crypto::DataKey) -> Result<u64> {
-    let rows: Vec<(Uuid, Vec<u8>)> =
-        sqlx::query_as("SELECT id, api_key_ciphertext FROM providers WHERE org_id = $1 AND api_key_ciphertext IS NOT NULL FOR UPDATE")
-            .bind(org_id)
-            .fetch_all(&mut *conn)
-            .await?;
+    let rows: Vec<(Uuid, Vec<u8>)> = sqlx::query_as(
+        "SELECT id, api_key_ciphertext FROM providers WHERE org_id = $1 AND api_key_ciphertext IS NOT NULL FOR UPDATE",
+    )
+    .bind(org_id)
+    .fetch_all(&mut *conn)
+    .await?;
     for (id, sealed) in &rows {
         let plain = keychain::open(&mut *conn, keys, org_id, *id, API_KEY_PURPOSE, sealed).await?;
         let resealed = fresh.seal(org_id, *id, API_KEY_PURPOSE, plain.expose())?;

@@ -21,8 +21,13 @@ pub enum Quota {
 /// Fails when creating one more of `what` would exceed the org's quota.
 pub async fn check(conn: &mut PgConnection, org_id: Uuid, what: Quota) -> Result<()> {
     let (limit_sql, count_sql) = match what {
-        Quota::Agents => ("SELECT max_agents FROM orgs WHERE id = $1 FOR NO KEY UPDATE", "SELECT count(*) FROM agents WHERE org_id = $1 AND archived_at IS NULL"),
-        Quota::Sessions => ("SELECT max_sessions FROM orgs WHERE id = $1 FOR NO KEY UPDATE", "SELECT count(*) FROM sessions WHERE org_id = $1"),
+        Quota::Agents => (
+            "SELECT max_agents FROM orgs WHERE id = $1 FOR NO KEY UPDATE",
+            "SELECT count(*) FROM agents WHERE org_id = $1 AND archived_at IS NULL",
+        ),
+        Quota::Sessions => {
+            ("SELECT max_sessions FROM orgs WHERE id = $1 FOR NO KEY UPDATE", "SELECT count(*) FROM sessions WHERE org_id = $1")
+        }
         // Not locked: every message that wakes a session checks this quota, and
         // serialising them all on the org row would cap admission. Simultaneous
         // requests may overshoot it by their number; it is a load shedder.
@@ -31,7 +36,8 @@ pub async fn check(conn: &mut PgConnection, org_id: Uuid, what: Quota) -> Result
             "SELECT count(*) FROM sessions WHERE org_id = $1 AND status <> 'idle'",
         ),
     };
-    let limit: i32 = sqlx::query_scalar(limit_sql).bind(org_id).fetch_optional(&mut *conn).await?.ok_or(Error::NotFound("org"))?;
+    let limit: i32 =
+        sqlx::query_scalar(limit_sql).bind(org_id).fetch_optional(&mut *conn).await?.ok_or(Error::NotFound("org"))?;
     let used: i64 = sqlx::query_scalar(count_sql).bind(org_id).fetch_one(&mut *conn).await?;
     if used < i64::from(limit) {
         return Ok(());
@@ -76,5 +82,9 @@ pub async fn count_request(conn: &mut PgConnection, org_id: Uuid, key_id: Uuid, 
         return Ok(());
     }
     let reset = (window + TimeDelta::minutes(1) - now).num_seconds().max(1) as u32;
-    Err(Error::TooMany { code: "rate_limited", message: format!("this key is limited to {limit} requests per minute"), retry_after_secs: reset })
+    Err(Error::TooMany {
+        code: "rate_limited",
+        message: format!("this key is limited to {limit} requests per minute"),
+        retry_after_secs: reset,
+    })
 }

@@ -40,11 +40,12 @@ pub async fn create_session(conn: &mut PgConnection, org_id: Uuid, input: Sessio
         validate::text("title", t, limits::MAX_TITLE_CHARS)?;
     }
     validate::tags(&input.tags)?;
-    let archived: Option<Option<DateTime<Utc>>> = sqlx::query_scalar("SELECT archived_at FROM agents WHERE org_id = $1 AND id = $2")
-        .bind(org_id)
-        .bind(input.agent_id)
-        .fetch_optional(&mut *conn)
-        .await?;
+    let archived: Option<Option<DateTime<Utc>>> =
+        sqlx::query_scalar("SELECT archived_at FROM agents WHERE org_id = $1 AND id = $2")
+            .bind(org_id)
+            .bind(input.agent_id)
+            .fetch_optional(&mut *conn)
+            .await?;
     match archived {
         None => return Err(Error::NotFound("agent")),
         Some(Some(_)) => return Err(Error::conflict("agent_archived", "the agent is archived")),
@@ -64,7 +65,11 @@ pub async fn create_session(conn: &mut PgConnection, org_id: Uuid, input: Sessio
         .bind(input.tags)
         .execute(&mut *conn)
         .await?;
-    sqlx::query("INSERT INTO session_sequences (session_id, org_id) VALUES ($1, $2)").bind(id).bind(org_id).execute(&mut *conn).await?;
+    sqlx::query("INSERT INTO session_sequences (session_id, org_id) VALUES ($1, $2)")
+        .bind(id)
+        .bind(org_id)
+        .execute(&mut *conn)
+        .await?;
     get_session(conn, org_id, id).await
 }
 
@@ -78,7 +83,13 @@ pub async fn get_session(conn: &mut PgConnection, org_id: Uuid, id: Uuid) -> Res
 }
 
 /// Newest first, optionally only one agent's sessions.
-pub async fn list_sessions(conn: &mut PgConnection, org_id: Uuid, after: Option<Uuid>, limit: u32, agent_id: Option<Uuid>) -> Result<Page<Session>> {
+pub async fn list_sessions(
+    conn: &mut PgConnection,
+    org_id: Uuid,
+    after: Option<Uuid>,
+    limit: u32,
+    agent_id: Option<Uuid>,
+) -> Result<Page<Session>> {
     let rows: Vec<Session> = sqlx::query_as(AssertSqlSafe(format!(
         "SELECT {COLUMNS} FROM {FROM}
           WHERE s.org_id = $1 AND ($2::uuid IS NULL OR s.id < $2) AND ($3::uuid IS NULL OR s.agent_id = $3)

@@ -91,10 +91,7 @@ pub async fn post_message(
         crate::quotas::check(tx, org_id, crate::quotas::Quota::ConcurrentTurns).await?;
     }
     let turn_id = new_id();
-    let mut new = vec![NewEvent::new(
-        types::INPUT_MESSAGE,
-        json!({ "message": { "role": "user", "content": content } }),
-    )];
+    let mut new = vec![NewEvent::new(types::INPUT_MESSAGE, json!({ "message": { "role": "user", "content": content } }))];
     if idle {
         new.push(NewEvent::new(types::SESSION_ACTIVATED, json!({})));
     }
@@ -116,7 +113,10 @@ pub async fn post_message(
     .await?;
     if idle {
         enqueue(tx, TurnTask { turn_id, org_id }).await?;
-        sqlx::query("UPDATE sessions SET status = 'queued', updated_at = now() WHERE id = $1").bind(session_id).execute(&mut *tx).await?;
+        sqlx::query("UPDATE sessions SET status = 'queued', updated_at = now() WHERE id = $1")
+            .bind(session_id)
+            .execute(&mut *tx)
+            .await?;
     }
     Ok(Posted { message, turn_id, turn_status })
 }
@@ -195,9 +195,9 @@ pub async fn start(pool: &PgPool, task: TurnTask, max_stalled_starts: i32) -> Re
     let steps: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM events WHERE turn_id = $1 AND (step_key LIKE 'llm:%' OR step_key LIKE 'tool:%')",
     )
-        .bind(turn_id)
-        .fetch_one(&mut *tx)
-        .await?;
+    .bind(turn_id)
+    .fetch_one(&mut *tx)
+    .await?;
     let steps = steps as i32;
     let stalled = if attempt > 0 && steps == steps_seen { stalled + 1 } else { 0 };
     let lease: Lease = sqlx::query_as(
@@ -281,7 +281,13 @@ async fn guard(tx: &mut PgConnection, lease: &Lease, iterations: i32, usage: Usa
 /// Commits one step's events (and its usage) if the lease is still held.
 /// Fails with [`Error::LeaseLost`] for a stale owner, and with a unique
 /// violation if the step was already committed; either way nothing is written.
-pub async fn commit_step(pool: &PgPool, lease: &Lease, events: Vec<NewEvent>, iterations: i32, usage: Usage) -> Result<Vec<Event>> {
+pub async fn commit_step(
+    pool: &PgPool,
+    lease: &Lease,
+    events: Vec<NewEvent>,
+    iterations: i32,
+    usage: Usage,
+) -> Result<Vec<Event>> {
     let mut tx = db::begin_org(pool, lease.org_id).await?;
     guard(&mut tx, lease, iterations, usage).await?;
     let appended = events::append(&mut tx, lease.org_id, lease.session_id, Some(lease.turn_id), events).await?;
@@ -305,7 +311,14 @@ pub async fn finish(pool: &PgPool, lease: &Lease, outcome: Outcome) -> Result<()
 
 /// Commits a last step's events and seals the turn in one transaction (a
 /// final answer and `turn.completed` land together: one commit, not two).
-pub async fn commit_and_finish(pool: &PgPool, lease: &Lease, events: Vec<NewEvent>, iterations: i32, usage: Usage, outcome: Outcome) -> Result<()> {
+pub async fn commit_and_finish(
+    pool: &PgPool,
+    lease: &Lease,
+    events: Vec<NewEvent>,
+    iterations: i32,
+    usage: Usage,
+    outcome: Outcome,
+) -> Result<()> {
     let mut tx = db::begin_org(pool, lease.org_id).await?;
     guard(&mut tx, lease, iterations, usage).await?;
     events::append(&mut tx, lease.org_id, lease.session_id, Some(lease.turn_id), events).await?;
@@ -361,10 +374,16 @@ async fn advance_session(tx: &mut PgConnection, org_id: Uuid, session_id: Uuid) 
     match next {
         Some(turn_id) => {
             enqueue(tx, TurnTask { turn_id, org_id }).await?;
-            sqlx::query("UPDATE sessions SET status = 'queued', updated_at = now() WHERE id = $1").bind(session_id).execute(&mut *tx).await?;
+            sqlx::query("UPDATE sessions SET status = 'queued', updated_at = now() WHERE id = $1")
+                .bind(session_id)
+                .execute(&mut *tx)
+                .await?;
         }
         None => {
-            sqlx::query("UPDATE sessions SET status = 'idle', updated_at = now() WHERE id = $1").bind(session_id).execute(&mut *tx).await?;
+            sqlx::query("UPDATE sessions SET status = 'idle', updated_at = now() WHERE id = $1")
+                .bind(session_id)
+                .execute(&mut *tx)
+                .await?;
             events::append(tx, org_id, session_id, None, vec![NewEvent::new(types::SESSION_IDLED, json!({}))]).await?;
         }
     }
@@ -404,7 +423,11 @@ pub async fn cancel(tx: &mut PgConnection, org_id: Uuid, session_id: Uuid, all: 
         // UUIDv7 ids are time-ordered: cancel in posting order.
         pending.sort();
         for id in pending {
-            let e = NewEvent::step(types::TURN_CANCELLED, "final", json!({ "usage": { "input_tokens": 0, "output_tokens": 0 }, "iterations": 0, "duration_ms": 0 }));
+            let e = NewEvent::step(
+                types::TURN_CANCELLED,
+                "final",
+                json!({ "usage": { "input_tokens": 0, "output_tokens": 0 }, "iterations": 0, "duration_ms": 0 }),
+            );
             events::append(tx, org_id, session_id, Some(id), vec![e]).await?;
             pending_cancelled.push(id);
         }
@@ -420,11 +443,22 @@ pub async fn cancel(tx: &mut PgConnection, org_id: Uuid, session_id: Uuid, all: 
     let Some((turn_id, turn_status, attempt, started_at, input_sequence, model_id)) = active else {
         // Only pending turns were left (all=true cancelled them): nothing runs.
         advance_session(tx, org_id, session_id).await?;
-        let turn_id = pending_cancelled.first().copied().ok_or_else(|| Error::conflict("session_idle", "the session has no turn to cancel"))?;
+        let turn_id = pending_cancelled
+            .first()
+            .copied()
+            .ok_or_else(|| Error::conflict("session_idle", "the session has no turn to cancel"))?;
         return Ok(Cancelled { turn_id, state: "cancelled", pending_cancelled });
     };
     if turn_status == "queued" {
-        let lease = Lease { turn_id, org_id, session_id, attempt, input_sequence, model_id, started_at: started_at.unwrap_or_else(Utc::now) };
+        let lease = Lease {
+            turn_id,
+            org_id,
+            session_id,
+            attempt,
+            input_sequence,
+            model_id,
+            started_at: started_at.unwrap_or_else(Utc::now),
+        };
         seal(tx, &lease, Outcome::Cancelled).await?;
         return Ok(Cancelled { turn_id, state: "cancelled", pending_cancelled });
     }
@@ -432,7 +466,10 @@ pub async fn cancel(tx: &mut PgConnection, org_id: Uuid, session_id: Uuid, all: 
         .bind(turn_id)
         .execute(&mut *tx)
         .await?;
-    sqlx::query("UPDATE sessions SET status = 'cancelling', updated_at = now() WHERE id = $1").bind(session_id).execute(&mut *tx).await?;
+    sqlx::query("UPDATE sessions SET status = 'cancelling', updated_at = now() WHERE id = $1")
+        .bind(session_id)
+        .execute(&mut *tx)
+        .await?;
     sqlx::query("SELECT pg_notify($1, $2)").bind(CANCEL_CHANNEL).bind(turn_id.to_string()).execute(&mut *tx).await?;
     Ok(Cancelled { turn_id, state: "cancelling", pending_cancelled })
 }

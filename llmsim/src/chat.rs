@@ -39,12 +39,7 @@ pub struct Sim {
 
 impl Sim {
     pub fn new(config: Config) -> Sim {
-        Sim {
-            config,
-            failures: Mutex::new(HashMap::new()),
-            next_id: AtomicU64::new(1),
-            in_flight: AtomicUsize::new(0),
-        }
+        Sim { config, failures: Mutex::new(HashMap::new()), next_id: AtomicU64::new(1), in_flight: AtomicUsize::new(0) }
     }
 
     pub fn in_flight(&self) -> usize {
@@ -87,9 +82,7 @@ impl Answer {
     fn completion_tokens(&self) -> u64 {
         match self {
             Answer::Text(text) => text.split_whitespace().count() as u64,
-            Answer::ToolCall { name, arguments, .. } => {
-                ((name.chars().count() + arguments.chars().count()) as u64).div_ceil(4)
-            }
+            Answer::ToolCall { name, arguments, .. } => ((name.chars().count() + arguments.chars().count()) as u64).div_ceil(4),
         }
     }
 
@@ -132,11 +125,7 @@ pub async fn chat_completions(Data(sim): Data<&Arc<Sim>>, body: Body) -> Respons
         }
         Script::Tool { name, arguments } => match last_tool_result(&request.messages[last_user + 1..]) {
             Some(result) => Answer::Text(format!("tool {name} returned: {result}")),
-            None => Answer::ToolCall {
-                id: tool_call_id(last_user, &text),
-                name,
-                arguments,
-            },
+            None => Answer::ToolCall { id: tool_call_id(last_user, &text), name, arguments },
         },
         Script::Echo(echo) => Answer::Text(format!("echo: {echo}")),
         Script::Sleep { .. } => unreachable!("sleeps were unwrapped above"),
@@ -160,8 +149,7 @@ pub async fn chat_completions(Data(sim): Data<&Arc<Sim>>, body: Body) -> Respons
 /// Reads and validates the body, with a client-facing message on failure.
 async fn parse_request(body: Body) -> Result<ChatRequest, String> {
     let bytes = body.into_bytes().await.map_err(|e| format!("could not read body: {e}"))?;
-    let request: ChatRequest =
-        serde_json::from_slice(&bytes).map_err(|e| format!("invalid request body: {e}"))?;
+    let request: ChatRequest = serde_json::from_slice(&bytes).map_err(|e| format!("invalid request body: {e}"))?;
     if request.messages.is_empty() {
         return Err("messages must not be empty".to_owned());
     }
@@ -207,10 +195,9 @@ fn stream_frames(envelope: &Envelope<'_>, answer: &Answer, usage: Usage, include
     let mut chunks = Vec::new();
     match answer {
         Answer::Text(text) => {
-            chunks.push(envelope.chunk(
-                delta_choice(json!({ "role": "assistant", "content": "", "refusal": null }), None),
-                null_usage(),
-            ));
+            chunks.push(
+                envelope.chunk(delta_choice(json!({ "role": "assistant", "content": "", "refusal": null }), None), null_usage()),
+            );
             for piece in split_words(text) {
                 chunks.push(envelope.chunk(delta_choice(json!({ "content": piece }), None), null_usage()));
             }
@@ -240,11 +227,7 @@ fn stream_frames(envelope: &Envelope<'_>, answer: &Answer, usage: Usage, include
     if include_usage {
         chunks.push(envelope.chunk(json!([]), Some(usage.to_json())));
     }
-    chunks
-        .into_iter()
-        .map(|chunk| format!("data: {chunk}\n\n"))
-        .chain(std::iter::once("data: [DONE]\n\n".to_owned()))
-        .collect()
+    chunks.into_iter().map(|chunk| format!("data: {chunk}\n\n")).chain(std::iter::once("data: [DONE]\n\n".to_owned())).collect()
 }
 
 /// Splits text into word pieces that concatenate back to it (each piece

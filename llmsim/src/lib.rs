@@ -89,11 +89,7 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// drains in-flight answers for up to five seconds.
 ///
 /// Taking a bound listener lets callers bind port 0 and read the port first.
-pub async fn run(
-    listener: tokio::net::TcpListener,
-    config: Config,
-    shutdown: impl Future<Output = ()>,
-) -> std::io::Result<()> {
+pub async fn run(listener: tokio::net::TcpListener, config: Config, shutdown: impl Future<Output = ()>) -> std::io::Result<()> {
     serve(listener, Arc::new(chat::Sim::new(config)), shutdown).await
 }
 
@@ -131,12 +127,8 @@ async fn serve(
         connections.spawn(async move {
             let service = hyper::service::service_fn(move |request| {
                 let app = app.clone();
-                let request = poem::Request::from((
-                    request,
-                    local_addr.clone(),
-                    RemoteAddr(Addr::SocketAddr(peer)),
-                    Scheme::HTTP,
-                ));
+                let request =
+                    poem::Request::from((request, local_addr.clone(), RemoteAddr(Addr::SocketAddr(peer)), Scheme::HTTP));
                 async move { Ok::<_, Infallible>(hyper::Response::from(app.get_response(request).await)) }
             });
             let connection = hyper::server::conn::http1::Builder::new()
@@ -158,10 +150,7 @@ async fn serve(
     }
     drop(listener);
     let _ = stop.send(true);
-    let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
-        while connections.join_next().await.is_some() {}
-    })
-    .await;
+    let drained = tokio::time::timeout(SHUTDOWN_GRACE, async { while connections.join_next().await.is_some() {} }).await;
     if drained.is_err() {
         tracing::warn!(remaining = connections.len(), "shutdown grace elapsed; aborting answers");
     }

@@ -108,10 +108,7 @@ mod tests {
             Script::parse(r#"!tool math {"expression": "6*7"}"#),
             Script::Tool { name: "math".into(), arguments: r#"{"expression": "6*7"}"#.into() }
         );
-        assert_eq!(
-            Script::parse("!tool now"),
-            Script::Tool { name: "now".into(), arguments: "{}".into() }
-        );
+        assert_eq!(Script::parse("!tool now"), Script::Tool { name: "now".into(), arguments: "{}".into() });
         assert_eq!(Script::parse("!tool"), echo("!tool"));
     }
 

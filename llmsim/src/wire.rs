@@ -54,12 +54,9 @@ impl Message {
         match &self.content {
             None => String::new(),
             Some(Content::Text(s)) => s.clone(),
-            Some(Content::Parts(parts)) => parts
-                .iter()
-                .filter(|p| p.kind == "text")
-                .filter_map(|p| p.text.as_deref())
-                .collect::<Vec<_>>()
-                .join(""),
+            Some(Content::Parts(parts)) => {
+                parts.iter().filter(|p| p.kind == "text").filter_map(|p| p.text.as_deref()).collect::<Vec<_>>().join("")
+            }
         }
     }
 

@@ -11,12 +11,7 @@ async fn simulator() -> Running {
 }
 
 async fn post(sim: &Running, body: Value) -> reqwest::Response {
-    reqwest::Client::new()
-        .post(format!("{}/chat/completions", sim.base_url()))
-        .json(&body)
-        .send()
-        .await
-        .expect("send")
+    reqwest::Client::new().post(format!("{}/chat/completions", sim.base_url())).json(&body).send().await.expect("send")
 }
 
 /// Waits until the simulator has no request in flight, failing after a deadline.
@@ -110,10 +105,7 @@ async fn stream_follows_openai_framing() {
     assert_eq!(data.last().unwrap(), "[DONE]");
     let chunks: Vec<Value> = data[..data.len() - 1].iter().map(|d| serde_json::from_str(d).unwrap()).collect();
     assert!(chunks.iter().all(|c| c["object"] == "chat.completion.chunk"));
-    let text: String = chunks
-        .iter()
-        .filter_map(|c| c["choices"].get(0).and_then(|ch| ch["delta"]["content"].as_str()))
-        .collect();
+    let text: String = chunks.iter().filter_map(|c| c["choices"].get(0).and_then(|ch| ch["delta"]["content"].as_str())).collect();
     assert_eq!(text, "echo: one two three");
     let usage_chunk = chunks.last().unwrap();
     assert_eq!(usage_chunk["choices"], json!([]));
@@ -136,10 +128,7 @@ async fn streamed_tool_call_is_fragmented_by_index() {
 
     let data = sse_data(&response.text().await.unwrap());
     let chunks: Vec<Value> = data[..data.len() - 1].iter().map(|d| serde_json::from_str(d).unwrap()).collect();
-    let fragments: Vec<&Value> = chunks
-        .iter()
-        .filter_map(|c| c["choices"][0]["delta"]["tool_calls"].get(0))
-        .collect();
+    let fragments: Vec<&Value> = chunks.iter().filter_map(|c| c["choices"][0]["delta"]["tool_calls"].get(0)).collect();
     assert!(fragments.len() >= 3, "{fragments:?}");
     assert!(fragments[0]["id"].as_str().unwrap().starts_with("call_"));
     assert_eq!(fragments[0]["function"]["name"], "math");

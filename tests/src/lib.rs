@@ -46,7 +46,10 @@ impl TestDb {
         let admin = admin.to_owned();
         let name = format!("turnstone_test_{}", uuid::Uuid::now_v7().simple());
         let mut conn = sqlx::PgConnection::connect_with_url(&admin).await;
-        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).execute(&mut conn).await.expect("create test database");
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&mut conn)
+            .await
+            .expect("create test database");
         let url = match admin.rfind('/') {
             Some(i) if !admin[i + 1..].contains('@') => format!("{}/{}", &admin[..i], name),
             _ => format!("{admin}/{name}"),
@@ -83,7 +86,9 @@ impl Drop for TestDb {
             rt.block_on(async move {
                 use sqlx::Connection;
                 let Ok(mut conn) = sqlx::PgConnection::connect(&admin).await else { return };
-                let _ = sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))).execute(&mut conn).await;
+                let _ = sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")))
+                    .execute(&mut conn)
+                    .await;
             });
         })
         .join();
@@ -182,7 +187,17 @@ impl Stack {
         .expect("api builds");
         let base = format!("http://{}", app.local_addr);
         let api_done = tokio::spawn(app.wait());
-        let mut stack = Stack { db, sim, base, key, master_key, operator_token, api_stop: Some(api_stop), api_done: Some(api_done), worker_stops: vec![] };
+        let mut stack = Stack {
+            db,
+            sim,
+            base,
+            key,
+            master_key,
+            operator_token,
+            api_stop: Some(api_stop),
+            api_done: Some(api_done),
+            worker_stops: vec![],
+        };
         for _ in 0..opts.workers {
             stack.add_worker(opts.worker).await;
         }
@@ -191,7 +206,10 @@ impl Stack {
 
     /// Starts one more in-process worker.
     pub async fn add_worker(&mut self, tune: fn(&mut turnstone_worker::Config)) {
-        let mut config = turnstone_worker::Config::new(self.db.as_role("turnstone_worker"), KeyRing::parse(&self.master_key).expect("key ring"));
+        let mut config = turnstone_worker::Config::new(
+            self.db.as_role("turnstone_worker"),
+            KeyRing::parse(&self.master_key).expect("key ring"),
+        );
         config.poll_interval = Duration::from_millis(200);
         config.llm_backoff = Duration::from_millis(20);
         config.db_max_connections = 6;
@@ -314,7 +332,10 @@ impl Client {
 
     /// Creates an agent with the given capabilities; returns its id.
     pub async fn agent(&self, capabilities: &[&str]) -> String {
-        let body = self.post("/v1/agents", json!({"name": "test agent", "system_prompt": "Be brief.", "capabilities": capabilities})).await.expect(201);
+        let body = self
+            .post("/v1/agents", json!({"name": "test agent", "system_prompt": "Be brief.", "capabilities": capabilities}))
+            .await
+            .expect(201);
         body["id"].as_str().expect("agent id").to_owned()
     }
 
@@ -327,7 +348,9 @@ impl Client {
 
     /// Posts a text message; returns the 202 body.
     pub async fn say(&self, session: &str, text: &str) -> Value {
-        self.post(&format!("/v1/sessions/{session}/messages"), json!({"content": [{"type": "text", "text": text}]})).await.expect(202)
+        self.post(&format!("/v1/sessions/{session}/messages"), json!({"content": [{"type": "text", "text": text}]}))
+            .await
+            .expect(202)
     }
 
     /// All events of a session, in order.
@@ -354,7 +377,10 @@ impl Client {
             if events.iter().filter(|e| e["type"] == kind).count() >= count {
                 return events;
             }
-            assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {count} {kind} in {session}; log: {events:#?}");
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "timed out waiting for {count} {kind} in {session}; log: {events:#?}"
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }

@@ -41,13 +41,15 @@ impl Proc {
 
     /// Sends a signal (e.g. `"TERM"`, `"KILL"`).
     pub fn signal(&self, sig: &str) {
-        let status = std::process::Command::new("kill").arg(format!("-{sig}")).arg(self.pid().to_string()).status().expect("kill");
+        let status =
+            std::process::Command::new("kill").arg(format!("-{sig}")).arg(self.pid().to_string()).status().expect("kill");
         assert!(status.success(), "kill -{sig} {}", self.pid());
     }
 
     /// Waits for exit (with the test deadline); returns the exit code.
     pub async fn wait(&mut self) -> Option<i32> {
-        let status = tokio::time::timeout(crate::DEADLINE, self.child.wait()).await.expect("process exits in time").expect("wait");
+        let status =
+            tokio::time::timeout(crate::DEADLINE, self.child.wait()).await.expect("process exits in time").expect("wait");
         status.code()
     }
 }

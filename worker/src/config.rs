@@ -80,7 +80,8 @@ impl Config {
 
 /// `worker-<host>-<pid>-<random>`: unique even for two workers in one process (tests).
 fn default_name() -> String {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_owned()).unwrap_or_else(|_| "host".into());
+    let host =
+        std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_owned()).unwrap_or_else(|_| "host".into());
     format!("worker-{host}-{}-{:04x}", std::process::id(), rand::random::<u16>())
 }
 

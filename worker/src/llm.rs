@@ -35,11 +35,10 @@ use async_openai::{
     middleware::{HttpRequestFactory, ReqwestService},
     types::chat::{
         ChatCompletionMessageToolCall, ChatCompletionMessageToolCalls, ChatCompletionRequestAssistantMessage,
-        ChatCompletionRequestAssistantMessageContent, ChatCompletionRequestMessage,
-        ChatCompletionRequestSystemMessage, ChatCompletionRequestSystemMessageContent,
-        ChatCompletionRequestToolMessage, ChatCompletionRequestToolMessageContent, ChatCompletionRequestUserMessage,
-        ChatCompletionRequestUserMessageContent, ChatCompletionStreamOptions, ChatCompletionTool,
-        ChatCompletionTools, CreateChatCompletionRequest, FinishReason, FunctionCall, FunctionObject,
+        ChatCompletionRequestAssistantMessageContent, ChatCompletionRequestMessage, ChatCompletionRequestSystemMessage,
+        ChatCompletionRequestSystemMessageContent, ChatCompletionRequestToolMessage, ChatCompletionRequestToolMessageContent,
+        ChatCompletionRequestUserMessage, ChatCompletionRequestUserMessageContent, ChatCompletionStreamOptions,
+        ChatCompletionTool, ChatCompletionTools, CreateChatCompletionRequest, FinishReason, FunctionCall, FunctionObject,
     },
 };
 use futures::StreamExt;
@@ -326,10 +325,8 @@ async fn read_stream(
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(from_openai)?;
         if let Some(usage) = chunk.usage {
-            reply.usage = Usage {
-                input_tokens: u64::from(usage.prompt_tokens),
-                output_tokens: u64::from(usage.completion_tokens),
-            };
+            reply.usage =
+                Usage { input_tokens: u64::from(usage.prompt_tokens), output_tokens: u64::from(usage.completion_tokens) };
         }
         // We never ask for n > 1; other choices would be someone else's answer.
         for choice in chunk.choices.into_iter().filter(|c| c.index == 0) {
@@ -393,19 +390,15 @@ fn finish_reason_str(reason: FinishReason) -> &'static str {
 fn from_openai(error: OpenAIError) -> LlmError {
     match error {
         OpenAIError::Boxed(boxed) => match boxed.downcast::<HttpFailure>() {
-            Ok(failure) => LlmError::Status {
-                status: failure.status,
-                retry_after: failure.retry_after,
-                message: failure.message,
-            },
+            Ok(failure) => {
+                LlmError::Status { status: failure.status, retry_after: failure.retry_after, message: failure.message }
+            }
             Err(other) => LlmError::Protocol(other.to_string()),
         },
         // Not produced while `StatusAware` is installed; kept for safety.
-        OpenAIError::ApiError(api) => LlmError::Status {
-            status: api.status_code.as_u16(),
-            retry_after: None,
-            message: api.api_error.message,
-        },
+        OpenAIError::ApiError(api) => {
+            LlmError::Status { status: api.status_code.as_u16(), retry_after: None, message: api.api_error.message }
+        }
         OpenAIError::Reqwest(e) => from_reqwest(e),
         OpenAIError::JSONDeserialize(e, content) => match serde_json::from_str::<WrappedError>(&content) {
             // Providers report failures after the 200 as an `{"error":…}` data frame.

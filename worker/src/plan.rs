@@ -121,11 +121,27 @@ mod tests {
     use serde_json::json;
 
     fn ev(seq: i64, kind: &str, turn: Uuid, data: Value) -> Event {
-        Event { id: Uuid::now_v7(), session_id: Uuid::nil(), sequence: seq, kind: kind.into(), turn_id: Some(turn), data, ts: chrono::Utc::now() }
+        Event {
+            id: Uuid::now_v7(),
+            session_id: Uuid::nil(),
+            sequence: seq,
+            kind: kind.into(),
+            turn_id: Some(turn),
+            data,
+            ts: chrono::Utc::now(),
+        }
     }
 
     fn ctx(history: Vec<Event>) -> TurnContext {
-        TurnContext { system_prompt: String::new(), capabilities: vec![], max_iterations: 10, max_turn_secs: 600, cancel_requested: false, model_id: None, history }
+        TurnContext {
+            system_prompt: String::new(),
+            capabilities: vec![],
+            max_iterations: 10,
+            max_turn_secs: 600,
+            cancel_requested: false,
+            model_id: None,
+            history,
+        }
     }
 
     #[test]
@@ -135,14 +151,24 @@ mod tests {
         assert_eq!(next_step(&ctx(vec![user.clone()]), t), Step::CallModel { iteration: 1 });
 
         let call = json!({"id":"c1","name":"math","arguments":"{\"expression\":\"6*7\"}"});
-        let out = ev(3, types::OUTPUT_MESSAGE_COMPLETED, t, json!({"iteration":1,"message":{"role":"assistant","content":[{"type":"text","text":""}],"tool_calls":[call]}}));
+        let out = ev(
+            3,
+            types::OUTPUT_MESSAGE_COMPLETED,
+            t,
+            json!({"iteration":1,"message":{"role":"assistant","content":[{"type":"text","text":""}],"tool_calls":[call]}}),
+        );
         let step = next_step(&ctx(vec![user.clone(), out.clone()]), t);
         assert!(matches!(step, Step::RunTool { iteration: 1, ref call } if call.id == "c1"));
 
         let res = ev(5, types::TOOL_COMPLETED, t, json!({"iteration":1,"tool_call_id":"c1","name":"math","result":"42"}));
         assert_eq!(next_step(&ctx(vec![user.clone(), out.clone(), res.clone()]), t), Step::CallModel { iteration: 2 });
 
-        let fin = ev(7, types::OUTPUT_MESSAGE_COMPLETED, t, json!({"iteration":2,"message":{"role":"assistant","content":[{"type":"text","text":"42"}],"tool_calls":[]}}));
+        let fin = ev(
+            7,
+            types::OUTPUT_MESSAGE_COMPLETED,
+            t,
+            json!({"iteration":2,"message":{"role":"assistant","content":[{"type":"text","text":"42"}],"tool_calls":[]}}),
+        );
         let all = vec![user, out, res, fin];
         assert_eq!(next_step(&ctx(all.clone()), t), Step::Finish);
         let p = prompt(&ctx(all), "sys".into());
@@ -154,8 +180,18 @@ mod tests {
     fn dangling_tool_calls_of_failed_turns_get_placeholders() {
         let t = Uuid::now_v7();
         let call = json!({"id":"c1","name":"math","arguments":"{}"});
-        let out = ev(2, types::OUTPUT_MESSAGE_COMPLETED, t, json!({"iteration":1,"message":{"role":"assistant","content":[],"tool_calls":[call]}}));
-        let next = ev(4, types::INPUT_MESSAGE, Uuid::now_v7(), json!({"message":{"role":"user","content":[{"type":"text","text":"again"}]}}));
+        let out = ev(
+            2,
+            types::OUTPUT_MESSAGE_COMPLETED,
+            t,
+            json!({"iteration":1,"message":{"role":"assistant","content":[],"tool_calls":[call]}}),
+        );
+        let next = ev(
+            4,
+            types::INPUT_MESSAGE,
+            Uuid::now_v7(),
+            json!({"message":{"role":"user","content":[{"type":"text","text":"again"}]}}),
+        );
         let p = prompt(&ctx(vec![out, next]), String::new());
         assert!(matches!(&p[1], ChatMessage::Tool { tool_call_id, .. } if tool_call_id == "c1"));
         assert!(matches!(&p[2], ChatMessage::User(t) if t == "again"));

@@ -46,7 +46,14 @@ fn crash_point(point: &str) {
 /// Commits a step and records its events in the in-memory log. A unique
 /// violation means an earlier attempt already committed it: the log is then
 /// re-read, so the next step is derived from what the database holds.
-async fn commit(ctx: &Context, lease: &Lease, tc: &mut TurnContext, events: Vec<NewEvent>, iterations: i32, usage: Usage) -> Result<(), Error> {
+async fn commit(
+    ctx: &Context,
+    lease: &Lease,
+    tc: &mut TurnContext,
+    events: Vec<NewEvent>,
+    iterations: i32,
+    usage: Usage,
+) -> Result<(), Error> {
     match turns::commit_step(&ctx.pool, lease, events, iterations, usage).await {
         Ok(appended) => {
             tc.history.extend(appended);
@@ -85,7 +92,9 @@ pub async fn run(ctx: &Context, task: TurnTask) -> Result<TurnEnd, Error> {
 /// Whether the turn's log already holds an event of `kind` for `iteration`.
 fn has_marker(tc: &TurnContext, turn_id: Uuid, kind: &str, iteration: i32) -> bool {
     tc.history.iter().any(|e| {
-        e.turn_id == Some(turn_id) && e.kind == kind && e.data.get("iteration").and_then(serde_json::Value::as_i64) == Some(i64::from(iteration))
+        e.turn_id == Some(turn_id)
+            && e.kind == kind
+            && e.data.get("iteration").and_then(serde_json::Value::as_i64) == Some(i64::from(iteration))
     })
 }
 
@@ -106,7 +115,13 @@ async fn drive(ctx: &Context, lease: &Lease, mut tc: TurnContext, cancel: &mut C
         let deadline = lease.started_at + chrono::Duration::seconds(i64::from(tc.max_turn_secs));
         let left = (deadline - chrono::Utc::now()).to_std().unwrap_or_default();
         if left.is_zero() {
-            return fail(ctx, lease, "turn_timeout", format!("the turn ran longer than the agent's {} s limit", tc.max_turn_secs)).await;
+            return fail(
+                ctx,
+                lease,
+                "turn_timeout",
+                format!("the turn ran longer than the agent's {} s limit", tc.max_turn_secs),
+            )
+            .await;
         }
         match plan::next_step(&tc, lease.turn_id) {
             Step::Finish => {
@@ -115,7 +130,13 @@ async fn drive(ctx: &Context, lease: &Lease, mut tc: TurnContext, cancel: &mut C
                 return Ok(TurnEnd::Sealed);
             }
             Step::CallModel { iteration } if iteration > tc.max_iterations => {
-                return fail(ctx, lease, "iteration_limit", format!("the agent's limit of {} model calls per turn was reached", tc.max_iterations)).await;
+                return fail(
+                    ctx,
+                    lease,
+                    "iteration_limit",
+                    format!("the agent's limit of {} model calls per turn was reached", tc.max_iterations),
+                )
+                .await;
             }
             Step::CallModel { iteration } => {
                 let ep = match &endpoint {
@@ -134,7 +155,13 @@ async fn drive(ctx: &Context, lease: &Lease, mut tc: TurnContext, cancel: &mut C
                         Err(Error::Invalid { code, message }) => return fail(ctx, lease, code, message).await,
                         Err(Error::Crypto(why)) => {
                             tracing::error!(turn_id = %lease.turn_id, why, "provider key cannot be opened");
-                            return fail(ctx, lease, "provider_key_unavailable", "the provider's API key cannot be decrypted".into()).await;
+                            return fail(
+                                ctx,
+                                lease,
+                                "provider_key_unavailable",
+                                "the provider's API key cannot be decrypted".into(),
+                            )
+                            .await;
                         }
                         Err(e) => return Err(e),
                     },
@@ -167,11 +194,18 @@ async fn drive(ctx: &Context, lease: &Lease, mut tc: TurnContext, cancel: &mut C
                         return Ok(TurnEnd::Sealed);
                     }
                     Err(Interrupt::TimedOut) => {
-                        return fail(ctx, lease, "turn_timeout", format!("the turn ran longer than the agent's {} s limit", tc.max_turn_secs)).await;
+                        return fail(
+                            ctx,
+                            lease,
+                            "turn_timeout",
+                            format!("the turn ran longer than the agent's {} s limit", tc.max_turn_secs),
+                        )
+                        .await;
                     }
                     Err(Interrupt::Released) => return Ok(TurnEnd::Released),
                 };
-                let usage = Usage { input_tokens: reply.usage.input_tokens as i64, output_tokens: reply.usage.output_tokens as i64 };
+                let usage =
+                    Usage { input_tokens: reply.usage.input_tokens as i64, output_tokens: reply.usage.output_tokens as i64 };
                 // Model output is untrusted text: make sure it can be stored (no NUL).
                 let calls: Vec<llm::ToolCall> = reply
                     .tool_calls
@@ -196,12 +230,14 @@ async fn drive(ctx: &Context, lease: &Lease, mut tc: TurnContext, cancel: &mut C
             }
             Step::RunTool { iteration, call } => {
                 let step = format!("{iteration}:{}", call.id);
-                let started = json!({ "iteration": iteration, "tool_call_id": call.id, "name": call.name, "arguments": call.arguments });
+                let started =
+                    json!({ "iteration": iteration, "tool_call_id": call.id, "name": call.name, "arguments": call.arguments });
                 // Today's tools finish in microseconds, so `tool.started` commits
                 // with the result; a slow tool would commit it first.
                 let mut events = vec![NewEvent::step(types::TOOL_STARTED, format!("tool_started:{step}"), started)];
                 let result = capabilities::execute(&tc.capabilities, &call.name, &call.arguments);
-                let mut data = json!({ "iteration": iteration, "tool_call_id": call.id, "name": call.name, "is_error": result.is_err() });
+                let mut data =
+                    json!({ "iteration": iteration, "tool_call_id": call.id, "name": call.name, "is_error": result.is_err() });
                 match result {
                     Ok(r) => data["result"] = json!(r),
                     Err(e) => data["error"] = json!(e),

@@ -73,7 +73,15 @@ impl AgentsApi {
         if let Some(t) = &tag.0 {
             turnstone_core::validate::tags(std::slice::from_ref(t))?;
         }
-        let page = agents::list_agents(&mut *self.state.org_tx(auth.0.org_id).await?, auth.0.org_id, after, limit, include_archived.0, tag.0.as_deref()).await?;
+        let page = agents::list_agents(
+            &mut *self.state.org_tx(auth.0.org_id).await?,
+            auth.0.org_id,
+            after,
+            limit,
+            include_archived.0,
+            tag.0.as_deref(),
+        )
+        .await?;
         Ok(Json(AgentList {
             data: page.items.into_iter().map(Into::into).collect(),
             next_cursor: page.next_after.map(|id| ids::format(Kind::Agent, id)),

@@ -57,7 +57,12 @@ impl OrgsApi {
 
     /// List organisations, newest first (operator).
     #[oai(path = "/orgs", method = "get", operation_id = "listOrgs", tag = "Tag::Orgs")]
-    async fn list_orgs(&self, _op: Operator, limit: Query<Option<u32>>, after: Query<Option<String>>) -> Result<Json<OrgList>, ApiError> {
+    async fn list_orgs(
+        &self,
+        _op: Operator,
+        limit: Query<Option<u32>>,
+        after: Query<Option<String>>,
+    ) -> Result<Json<OrgList>, ApiError> {
         let limit = page_limit(limit.0, limits::MAX_PAGE_LIMIT)?;
         let after = parse_opt_id(Kind::Org, after.0.as_deref())?;
         let page = orgs::list_orgs(&self.state.pool, after, limit).await?;
@@ -93,7 +98,12 @@ impl OrgsApi {
 
     /// Issue an API key for an organisation (operator); the key is shown once.
     #[oai(path = "/orgs/:org_id/api-keys", method = "post", operation_id = "createOrgApiKey", tag = "Tag::Orgs")]
-    async fn create_org_key(&self, _op: Operator, org_id: Path<String>, body: Json<ApiKeyCreate>) -> Result<KeyCreated, ApiError> {
+    async fn create_org_key(
+        &self,
+        _op: Operator,
+        org_id: Path<String>,
+        body: Json<ApiKeyCreate>,
+    ) -> Result<KeyCreated, ApiError> {
         let id = parse_id(Kind::Org, &org_id.0)?;
         orgs::get_org(&self.state.pool, id).await?;
         let mut tx = db::begin_org(&self.state.pool, id).await?;
@@ -104,7 +114,12 @@ impl OrgsApi {
 
     /// List this org's API keys (never the secrets).
     #[oai(path = "/api-keys", method = "get", operation_id = "listApiKeys", tag = "Tag::ApiKeys")]
-    async fn list_keys(&self, auth: OrgKey, limit: Query<Option<u32>>, after: Query<Option<String>>) -> Result<Json<ApiKeyList>, ApiError> {
+    async fn list_keys(
+        &self,
+        auth: OrgKey,
+        limit: Query<Option<u32>>,
+        after: Query<Option<String>>,
+    ) -> Result<Json<ApiKeyList>, ApiError> {
         let limit = page_limit(limit.0, limits::MAX_PAGE_LIMIT)?;
         let after = parse_opt_id(Kind::ApiKey, after.0.as_deref())?;
         let page = orgs::list_api_keys(&mut *self.state.org_tx(auth.0.org_id).await?, auth.0.org_id, after, limit).await?;

@@ -61,7 +61,8 @@ impl ProvidersApi {
         let created = create_once(&self.state, org, idempotency_key.0.as_deref(), &request, move |c| {
             Box::pin(async move {
                 let key = body.0.api_key.map(|k| Secret::new(k.0));
-                let id = providers::create_provider(&mut *c, &state.keys, org, &body.0.name, &body.0.base_url, key.as_ref()).await?;
+                let id =
+                    providers::create_provider(&mut *c, &state.keys, org, &body.0.name, &body.0.base_url, key.as_ref()).await?;
                 let p: Provider = providers::get_provider(&mut *c, org, id).await?.into();
                 Ok(p)
             })
@@ -72,7 +73,12 @@ impl ProvidersApi {
 
     /// List providers, newest first.
     #[oai(path = "/providers", method = "get", operation_id = "listProviders")]
-    async fn list_providers(&self, auth: ApiKey, limit: Query<Option<u32>>, after: Query<Option<String>>) -> Result<Json<ProviderList>, ApiError> {
+    async fn list_providers(
+        &self,
+        auth: ApiKey,
+        limit: Query<Option<u32>>,
+        after: Query<Option<String>>,
+    ) -> Result<Json<ProviderList>, ApiError> {
         let limit = page_limit(limit.0, limits::MAX_PAGE_LIMIT)?;
         let after = parse_opt_id(Kind::Provider, after.0.as_deref())?;
         let page = providers::list_providers(&mut *self.state.org_tx(auth.0.org_id).await?, auth.0.org_id, after, limit).await?;
@@ -123,7 +129,12 @@ impl ProvidersApi {
 
     /// List models, newest first.
     #[oai(path = "/models", method = "get", operation_id = "listModels")]
-    async fn list_models(&self, auth: ApiKey, limit: Query<Option<u32>>, after: Query<Option<String>>) -> Result<Json<ModelList>, ApiError> {
+    async fn list_models(
+        &self,
+        auth: ApiKey,
+        limit: Query<Option<u32>>,
+        after: Query<Option<String>>,
+    ) -> Result<Json<ModelList>, ApiError> {
         let limit = page_limit(limit.0, limits::MAX_PAGE_LIMIT)?;
         let after = parse_opt_id(Kind::Model, after.0.as_deref())?;
         let page = providers::list_models(&mut *self.state.org_tx(auth.0.org_id).await?, auth.0.org_id, after, limit).await?;

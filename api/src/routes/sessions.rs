@@ -1,10 +1,10 @@
 //! Sessions (`/v1/sessions`), their messages, event log and SSE stream.
 
+use futures::stream::BoxStream;
 use poem_openapi::param::{Header, Path, Query};
 use poem_openapi::payload::{EventStream, Json};
 use poem_openapi::types::ToJSON;
 use poem_openapi::{ApiResponse, OpenApi};
-use futures::stream::BoxStream;
 use turnstone_core::events::{self, EventFilter, types};
 use turnstone_core::ids::{self, Kind};
 use turnstone_core::sessions::{self, SessionInput};
@@ -16,8 +16,8 @@ use crate::auth::ApiKey;
 use crate::error::ApiError;
 use crate::idempotency::create_once;
 use crate::wire::{
-    CancelAccepted, CancelState, Event, EventList, Message, MessageAccepted, MessageCreate, MessageList, Session, SessionCreate, SessionList, StreamFrame,
-    TurnStatus, parse_id, parse_opt_id,
+    CancelAccepted, CancelState, Event, EventList, Message, MessageAccepted, MessageCreate, MessageList, Session, SessionCreate,
+    SessionList, StreamFrame, TurnStatus, parse_id, parse_opt_id,
 };
 
 pub struct SessionsApi {
@@ -118,7 +118,8 @@ impl SessionsApi {
         let limit = page_limit(limit.0, limits::MAX_PAGE_LIMIT)?;
         let after = parse_opt_id(Kind::Session, after.0.as_deref())?;
         let agent = parse_opt_id(Kind::Agent, agent_id.0.as_deref())?;
-        let page = sessions::list_sessions(&mut *self.state.org_tx(auth.0.org_id).await?, auth.0.org_id, after, limit, agent).await?;
+        let page =
+            sessions::list_sessions(&mut *self.state.org_tx(auth.0.org_id).await?, auth.0.org_id, after, limit, agent).await?;
         Ok(Json(SessionList {
             data: page.items.into_iter().map(Into::into).collect(),
             next_cursor: page.next_after.map(|id| ids::format(Kind::Session, id)),

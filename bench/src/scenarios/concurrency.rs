@@ -32,7 +32,9 @@ pub async fn run(ctx: &Ctx) -> Value {
     let sessions: Vec<String> = futures::stream::iter(0..n)
         .map(|_| {
             let (c, agent) = (d.client.clone(), agent.clone());
-            async move { c.post("/v1/sessions", json!({ "agent_id": agent })).await.expect(201)["id"].as_str().expect("id").to_owned() }
+            async move {
+                c.post("/v1/sessions", json!({ "agent_id": agent })).await.expect(201)["id"].as_str().expect("id").to_owned()
+            }
         })
         .buffer_unordered(32)
         .collect()

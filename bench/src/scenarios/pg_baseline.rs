@@ -27,8 +27,7 @@ pub async fn run(ctx: &Ctx) -> Value {
             .await
             .expect("settings");
     let pgbench = which("pgbench");
-    let mut out =
-        json!({ "name": "pg_baseline", "tool": if pgbench { "pgbench" } else { "sqlx" }, "seconds_per_run": secs, "clients": ctx.clients });
+    let mut out = json!({ "name": "pg_baseline", "tool": if pgbench { "pgbench" } else { "sqlx" }, "seconds_per_run": secs, "clients": ctx.clients });
     for (k, v) in settings {
         out["server"][k] = json!(v);
     }
@@ -45,7 +44,12 @@ pub async fn run(ctx: &Ctx) -> Value {
 }
 
 fn which(bin: &str) -> bool {
-    std::process::Command::new("sh").arg("-c").arg(format!("command -v {bin}")).output().map(|o| o.status.success()).unwrap_or(false)
+    std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {bin}"))
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false)
 }
 
 /// pgbench -n -f <insert> -c N -j 2 -T secs -M prepared; parses `tps = …`.

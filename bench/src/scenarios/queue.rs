@@ -75,8 +75,11 @@ pub async fn run(ctx: &Ctx) -> Value {
 
 /// Runs a no-op apalis worker (Pubsub + 1 s interval poll, like turnstone-worker) until all `n` are done.
 async fn drain_apalis(pool: &PgPool, n: u64) -> f64 {
-    let config =
-        apalis_postgres::Config::default().queue(QUEUE).batch_size(BATCH).heartbeat_interval(Duration::from_secs(5)).missed_heartbeats(6);
+    let config = apalis_postgres::Config::default()
+        .queue(QUEUE)
+        .batch_size(BATCH)
+        .heartbeat_interval(Duration::from_secs(5))
+        .missed_heartbeats(6);
     let strategy = Strategy::new().stream(Pubsub::new(pool.clone(), QUEUE.to_owned())).interval(Duration::from_millis(1000));
     let backend = PostgresStorage::<Noop>::new(pool).with_config(config).poll_with_strategy(strategy);
     let worker = WorkerBuilder::new("bench-noop").backend(backend).concurrency(CONCURRENCY).build(noop);
@@ -120,7 +123,10 @@ async fn hand_loop(pool: &PgPool, n: u64, batched_ack: bool) -> f64 {
     .execute(pool)
     .await
     .expect("create");
-    sqlx::query("CREATE INDEX bench_queue_pending ON bench_queue (id) WHERE status = 'pending'").execute(pool).await.expect("index");
+    sqlx::query("CREATE INDEX bench_queue_pending ON bench_queue (id) WHERE status = 'pending'")
+        .execute(pool)
+        .await
+        .expect("index");
     sqlx::query("INSERT INTO bench_queue (payload) SELECT jsonb_build_object('n', g) FROM generate_series(1, $1) g")
         .bind(n as i64)
         .execute(pool)
@@ -172,7 +178,8 @@ async fn hand_loop(pool: &PgPool, n: u64, batched_ack: bool) -> f64 {
         c.await.expect("claimer");
     }
     let secs = start.elapsed().as_secs_f64();
-    let done: i64 = sqlx::query_scalar("SELECT count(*) FROM bench_queue WHERE status = 'done'").fetch_one(pool).await.expect("count");
+    let done: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM bench_queue WHERE status = 'done'").fetch_one(pool).await.expect("count");
     assert_eq!(done as u64, n, "hand loop completed every task");
     secs
 }

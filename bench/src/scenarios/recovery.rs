@@ -64,8 +64,11 @@ pub async fn run(ctx: &Ctx) -> Value {
         let deadline = Instant::now() + Duration::from_secs(60);
         let mut resumed = None;
         loop {
-            let (attempt, status): (i32, String) =
-                sqlx::query_as("SELECT attempt, status FROM turns WHERE id = $1").bind(turn).fetch_one(&d.admin).await.expect("poll");
+            let (attempt, status): (i32, String) = sqlx::query_as("SELECT attempt, status FROM turns WHERE id = $1")
+                .bind(turn)
+                .fetch_one(&d.admin)
+                .await
+                .expect("poll");
             if attempt >= 2 && resumed.is_none() {
                 resumed = Some(t_kill.elapsed().as_secs_f64() * 1000.0);
             }

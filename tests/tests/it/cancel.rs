@@ -23,8 +23,17 @@ async fn cancel_aborts_a_slow_stream_and_queued_messages_still_run() {
     assert_eq!(
         kinds,
         [
-            "input.message", "session.activated", "input.message", "turn.started", "reason.started", "turn.cancelled",
-            "turn.started", "reason.started", "output.message.completed", "turn.completed", "session.idled"
+            "input.message",
+            "session.activated",
+            "input.message",
+            "turn.started",
+            "reason.started",
+            "turn.cancelled",
+            "turn.started",
+            "reason.started",
+            "output.message.completed",
+            "turn.completed",
+            "session.idled"
         ]
     );
     assert_eq!(stack.sim.in_flight(), 0, "the aborted stream was closed");

@@ -144,10 +144,8 @@ async fn tool_errors_go_back_to_the_model() {
 async fn iteration_cap_fails_the_turn() {
     let stack = Stack::start().await;
     let api = stack.client();
-    let agent = api
-        .post("/v1/agents", json!({"name": "capped", "capabilities": ["math"], "max_iterations": 1}))
-        .await
-        .expect(201);
+    let agent =
+        api.post("/v1/agents", json!({"name": "capped", "capabilities": ["math"], "max_iterations": 1})).await.expect(201);
     let session = api.post("/v1/sessions", json!({"agent_id": agent["id"]})).await.expect(201);
     let session = session["id"].as_str().unwrap();
     api.say(session, r#"!tool math {"expression":"2+2"}"#).await;

@@ -22,7 +22,11 @@ fn expect_400(reply: Reply) -> String {
     assert_eq!(reply.body["status"], 400);
     let code = reply.body["code"].as_str().unwrap_or_default().to_owned();
     assert!(!code.is_empty(), "a stable code; body: {}", reply.body);
-    assert!(reply.body["detail"].is_string() && reply.body["title"].is_string() && reply.body["type"].is_string(), "RFC 9457 fields: {}", reply.body);
+    assert!(
+        reply.body["detail"].is_string() && reply.body["title"].is_string() && reply.body["type"].is_string(),
+        "RFC 9457 fields: {}",
+        reply.body
+    );
     code
 }
 
@@ -61,7 +65,9 @@ async fn malformed_agent_bodies_are_400_and_create_nothing() {
     post(r#"{"name": "x", "max_iterations": 1e30}"#).await.expect_problem(400, "invalid_body");
     post(r#"{"name": "x", "max_iterations": 99999999999999999999999999}"#).await.expect_problem(400, "invalid_body");
     post(r#"{"name": "x", "max_iterations": 1.5}"#).await.expect_problem(400, "invalid_body");
-    raw(&api, Method::POST, "/v1/agents", "text/plain", br#"{"name": "x"}"#.to_vec()).await.expect_problem(415, "unsupported_media_type");
+    raw(&api, Method::POST, "/v1/agents", "text/plain", br#"{"name": "x"}"#.to_vec())
+        .await
+        .expect_problem(415, "unsupported_media_type");
     raw(&api, Method::POST, "/v1/agents", "application/x-www-form-urlencoded", b"name=x".to_vec())
         .await
         .expect_problem(415, "unsupported_media_type");
@@ -123,7 +129,9 @@ async fn numbers_and_booleans_are_not_accepted_as_strings() {
     api.post("/v1/agents", json!({"name": true})).await.expect_problem(400, "invalid_body");
     api.post("/v1/agents", json!({"name": "x", "tags": [1, 2]})).await.expect_problem(400, "invalid_body");
     api.post("/v1/agents", json!({"name": "x", "system_prompt": 3.5})).await.expect_problem(400, "invalid_body");
-    api.post("/v1/providers", json!({"name": "p", "base_url": "https://x/v1", "api_key": 12345})).await.expect_problem(400, "invalid_body");
+    api.post("/v1/providers", json!({"name": "p", "base_url": "https://x/v1", "api_key": 12345}))
+        .await
+        .expect_problem(400, "invalid_body");
     api.post(&format!("/v1/sessions/{session}/messages"), json!({"content": [{"type": "text", "text": 5}]}))
         .await
         .expect_problem(400, "invalid_body");
@@ -149,7 +157,9 @@ async fn oversized_bodies_are_413_and_create_nothing() {
     api.patch(&format!("/v1/agents/{agent}"), json!({"system_prompt": "p".repeat(2 * 1024 * 1024)}))
         .await
         .expect_problem(413, "payload_too_large");
-    raw(&api, Method::POST, "/v1/agents", "application/json", vec![b' '; 3 * 1024 * 1024]).await.expect_problem(413, "payload_too_large");
+    raw(&api, Method::POST, "/v1/agents", "application/json", vec![b' '; 3 * 1024 * 1024])
+        .await
+        .expect_problem(413, "payload_too_large");
 
     assert_eq!(agent_ids(&api).await, agents_before);
     assert_eq!(api.events(&session).await, Vec::<Value>::new());
@@ -181,7 +191,10 @@ async fn bad_messages_are_rejected_and_leave_the_log_unchanged() {
         (json!({"content": [{"type": "text", "text": "hi"}], "priority": 1}), None),
         (json!({"content": [{"type": "text", "text": "x".repeat(100_001)}]}), None),
         (json!({"content": (0..33).map(|_| json!({"type": "text", "text": "x"})).collect::<Vec<_>>()}), None),
-        (json!({"content": [{"type": "text", "text": "hi"}], "controls": {"model_id": "agt_0190a0a0a0a0a0a0a0a0a0a0a0a0a0a0"}}), Some("invalid_id")),
+        (
+            json!({"content": [{"type": "text", "text": "hi"}], "controls": {"model_id": "agt_0190a0a0a0a0a0a0a0a0a0a0a0a0a0a0"}}),
+            Some("invalid_id"),
+        ),
         (json!({"content": [{"type": "text", "text": "hi"}], "controls": {"temperature": 2}}), Some("invalid_body")),
     ];
     for (body, code) in rejected {
@@ -340,7 +353,9 @@ async fn unknown_routes_methods_and_keys_are_problems() {
     api.get("/v1/nope").await.expect_problem(404, "route_not_found");
     api.get("/v2/agents").await.expect_problem(404, "route_not_found");
     api.post("/v1/agents/too/deep", json!({})).await.expect_problem(404, "route_not_found");
-    api.send(api.http.put(format!("{}/v1/agents", api.base)).json(&json!({"name": "x"}))).await.expect_problem(405, "method_not_allowed");
+    api.send(api.http.put(format!("{}/v1/agents", api.base)).json(&json!({"name": "x"})))
+        .await
+        .expect_problem(405, "method_not_allowed");
 
     // No key, an unknown key, a malformed key, the wrong scheme.
     let http = reqwest::Client::new();
@@ -353,7 +368,13 @@ async fn unknown_routes_methods_and_keys_are_problems() {
     assert_eq!(no_key_post.status().as_u16(), 401);
     let basic = http.get(format!("{}/v1/agents", api.base)).basic_auth("user", Some("pw")).send().await.unwrap();
     assert_eq!(basic.status().as_u16(), 401);
-    for key in [turnstone_tests::api_key(), "sk-not-ours".to_owned(), "ts_".to_owned(), "ts_live_".to_owned() + &"a".repeat(300), String::new()] {
+    for key in [
+        turnstone_tests::api_key(),
+        "sk-not-ours".to_owned(),
+        "ts_".to_owned(),
+        "ts_live_".to_owned() + &"a".repeat(300),
+        String::new(),
+    ] {
         let bad = api.with_key(&key);
         bad.get("/v1/agents").await.expect_problem(401, "unauthorized");
         bad.post("/v1/agents", json!({"name": "x"})).await.expect_problem(401, "unauthorized");
@@ -382,7 +403,9 @@ async fn idempotency_key_replays_creations_and_rejects_reuse() {
     // Same key, different body: 422, and nothing new.
     post_keyed(&api, "/v1/agents", "agent-key-1", &json!({"name": "other"})).await.expect_problem(422, "idempotency_key_reused");
     // Same key on another operation is also a different request.
-    post_keyed(&api, "/v1/sessions", "agent-key-1", &json!({"agent_id": first["id"]})).await.expect_problem(422, "idempotency_key_reused");
+    post_keyed(&api, "/v1/sessions", "agent-key-1", &json!({"agent_id": first["id"]}))
+        .await
+        .expect_problem(422, "idempotency_key_reused");
     // Invalid keys.
     post_keyed(&api, "/v1/agents", &"k".repeat(256), &body).await.expect_problem(400, "invalid_idempotency_key");
     post_keyed(&api, "/v1/agents", "", &body).await.expect_problem(400, "invalid_idempotency_key");
@@ -418,7 +441,9 @@ async fn idempotency_key_replays_creations_and_rejects_reuse() {
     assert_eq!(api.events(&session).await, events);
     // The same message key on another session is a different request.
     let other = api.post("/v1/sessions", json!({"agent_id": first["id"]})).await.expect(201)["id"].as_str().unwrap().to_owned();
-    post_keyed(&api, &format!("/v1/sessions/{other}/messages"), "msg-key-1", &msg).await.expect_problem(422, "idempotency_key_reused");
+    post_keyed(&api, &format!("/v1/sessions/{other}/messages"), "msg-key-1", &msg)
+        .await
+        .expect_problem(422, "idempotency_key_reused");
     assert_eq!(api.events(&other).await, Vec::<Value>::new());
 }
 
@@ -476,7 +501,9 @@ async fn agents_paginate_update_and_archive() {
     api.patch(&format!("/v1/agents/{target}"), json!({"capabilities": ["nope"]})).await.expect_problem(400, "unknown_capability");
     api.patch(&format!("/v1/agents/{target}"), json!({"name": ""})).await.expect_problem(400, "invalid_body");
     api.patch(&format!("/v1/agents/{target}"), json!({"nick": "x"})).await.expect_problem(400, "invalid_body");
-    api.patch(&format!("/v1/agents/{target}"), json!({"max_iterations": 1000})).await.expect_problem(400, "invalid_max_iterations");
+    api.patch(&format!("/v1/agents/{target}"), json!({"max_iterations": 1000}))
+        .await
+        .expect_problem(400, "invalid_max_iterations");
     assert_eq!(api.get(&format!("/v1/agents/{target}")).await.expect(200), patched);
 
     // DELETE archives: hidden from the list unless asked, still readable, no new sessions.

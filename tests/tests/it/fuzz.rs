@@ -87,8 +87,14 @@ fn load_contract() -> (Value, Vec<Op>) {
                 })
                 .unwrap_or_default();
             let body = op["requestBody"]["content"].as_object().and_then(|c| c.values().next()).map(|m| m["schema"].clone());
-            let schemes: Vec<&str> =
-                op["security"].as_array().into_iter().flatten().filter_map(|s| s.as_object()).flat_map(|s| s.keys()).map(String::as_str).collect();
+            let schemes: Vec<&str> = op["security"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|s| s.as_object())
+                .flat_map(|s| s.keys())
+                .map(String::as_str)
+                .collect();
             let auth = if schemes.contains(&"OperatorToken") {
                 Cred::Operator
             } else if schemes.is_empty() {
@@ -96,7 +102,12 @@ fn load_contract() -> (Value, Vec<Op>) {
             } else {
                 Cred::OrgKey
             };
-            let siblings = item.as_object().unwrap().keys().map(|m| Method::from_bytes(m.to_uppercase().as_bytes()).expect("method")).collect();
+            let siblings = item
+                .as_object()
+                .unwrap()
+                .keys()
+                .map(|m| Method::from_bytes(m.to_uppercase().as_bytes()).expect("method"))
+                .collect();
             ops.push(Op { method, template: template.clone(), params, body, auth, siblings });
         }
     }
@@ -112,7 +123,9 @@ fn resolve<'a>(doc: &'a Value, schema: &'a Value) -> &'a Value {
 
 /// Percent-encodes everything but unreserved characters.
 fn enc(s: &str) -> String {
-    s.bytes().map(|b| if b.is_ascii_alphanumeric() || b"-._~".contains(&b) { (b as char).to_string() } else { format!("%{b:02X}") }).collect()
+    s.bytes()
+        .map(|b| if b.is_ascii_alphanumeric() || b"-._~".contains(&b) { (b as char).to_string() } else { format!("%{b:02X}") })
+        .collect()
 }
 
 fn prefix_of(name: &str) -> &'static str {
@@ -310,16 +323,24 @@ fn wrong_value(rng: &mut StdRng, schema: &Value, name: &str) -> (String, String)
             c.push((
                 "date-ish".into(),
                 json!(
-                    ["not-a-date", "2020-13-45T99:99:99Z", "+275760-09-13T00:00:00Z", "1969-01-01T00:00:00Z", "9999-12-31T23:59:59Z"]
-                        .choose(rng)
-                        .unwrap()
+                    [
+                        "not-a-date",
+                        "2020-13-45T99:99:99Z",
+                        "+275760-09-13T00:00:00Z",
+                        "1969-01-01T00:00:00Z",
+                        "9999-12-31T23:59:59Z"
+                    ]
+                    .choose(rng)
+                    .unwrap()
                 )
                 .to_string(),
             ));
             c.push((
                 "url-ish".into(),
                 json!(
-                    ["ftp://x", "http://", "javascript:alert(1)", "http://[::1", "http://127.0.0.1:0/v1", "file:///etc/passwd"].choose(rng).unwrap()
+                    ["ftp://x", "http://", "javascript:alert(1)", "http://[::1", "http://127.0.0.1:0/v1", "file:///etc/passwd"]
+                        .choose(rng)
+                        .unwrap()
                 )
                 .to_string(),
             ));
@@ -378,7 +399,13 @@ fn wrong_value(rng: &mut StdRng, schema: &Value, name: &str) -> (String, String)
             }
         }
         _ => {
-            for (a, b) in [("array", "[]"), ("string", r#""x""#), ("number", "1"), ("unknown field", r#"{"zz_unknown": 1}"#), ("empty", "{}")] {
+            for (a, b) in [
+                ("array", "[]"),
+                ("string", r#""x""#),
+                ("number", "1"),
+                ("unknown field", r#"{"zz_unknown": 1}"#),
+                ("empty", "{}"),
+            ] {
                 c.push((a.to_owned(), b.to_owned()));
             }
         }
@@ -395,7 +422,8 @@ fn bad_body(rng: &mut StdRng, doc: &Value, schema: &Value, fx: &Fixtures) -> (St
     let base = valid_value(rng, doc, schema, "", fx, true);
     let text = base.to_string();
     let resolved = resolve(doc, schema);
-    let required: Vec<String> = resolved["required"].as_array().into_iter().flatten().filter_map(|r| r.as_str().map(str::to_owned)).collect();
+    let required: Vec<String> =
+        resolved["required"].as_array().into_iter().flatten().filter_map(|r| r.as_str().map(str::to_owned)).collect();
     match rng.random_range(0..14) {
         0..=3 => {
             let mut paths = Vec::new();
@@ -424,7 +452,8 @@ fn bad_body(rng: &mut StdRng, doc: &Value, schema: &Value, fx: &Fixtures) -> (St
             ("invalid JSON".into(), broken.choose(rng).unwrap().clone().into_bytes())
         }
         5 => {
-            let bad: &[&[u8]] = &[&[0xff, 0xfe], &[0xc0, 0xaf], &[0xed, 0xa0, 0x80], &[0x80], &[0xf4, 0x90, 0x80, 0x80], &[0xe2, 0x82]];
+            let bad: &[&[u8]] =
+                &[&[0xff, 0xfe], &[0xc0, 0xaf], &[0xed, 0xa0, 0x80], &[0x80], &[0xf4, 0x90, 0x80, 0x80], &[0xe2, 0x82]];
             let bytes = *bad.choose(rng).unwrap();
             let mut out = Vec::new();
             if let Some(i) = text.find(":\"") {
@@ -439,8 +468,16 @@ fn bad_body(rng: &mut StdRng, doc: &Value, schema: &Value, fx: &Fixtures) -> (St
             (format!("invalid UTF-8 {bytes:02x?}"), out)
         }
         6 => {
-            let tops =
-                ["[]".to_owned(), format!("[{text}]"), r#""string""#.into(), "42".into(), "null".into(), "true".into(), "1e400".into(), "-1".into()];
+            let tops = [
+                "[]".to_owned(),
+                format!("[{text}]"),
+                r#""string""#.into(),
+                "42".into(),
+                "null".into(),
+                "true".into(),
+                "1e400".into(),
+                "-1".into(),
+            ];
             let t = tops.choose(rng).unwrap().clone();
             (format!("top-level {t:.20}"), t.into_bytes())
         }
@@ -637,7 +674,11 @@ fn generate(rng: &mut StdRng, doc: &Value, op: &Op, fx: &Fixtures, i: usize) -> 
     let broken_param = (kind == "path").then(|| rng.random_range(0..path_params.len()));
     let mut path = op.template.clone();
     for (j, p) in path_params.iter().enumerate() {
-        let valid = ids.get(p.name.as_str()).or_else(|| fx.ids.get(p.name.as_str())).unwrap_or_else(|| panic!("no fixture for {}", p.name)).clone();
+        let valid = ids
+            .get(p.name.as_str())
+            .or_else(|| fx.ids.get(p.name.as_str()))
+            .unwrap_or_else(|| panic!("no fixture for {}", p.name))
+            .clone();
         let v = if broken_param == Some(j) {
             let (w, v) = bad_segment(rng, prefix_of(&p.name), &valid);
             what = format!("{}: {w}", p.name);
@@ -721,8 +762,10 @@ fn generate(rng: &mut StdRng, doc: &Value, op: &Op, fx: &Fixtures, i: usize) -> 
 
     let mut method = op.method.clone();
     if kind == "method" {
-        let others: Vec<Method> =
-            [Method::PUT, Method::PATCH, Method::DELETE, Method::POST, Method::GET].into_iter().filter(|m| !op.siblings.contains(m)).collect();
+        let others: Vec<Method> = [Method::PUT, Method::PATCH, Method::DELETE, Method::POST, Method::GET]
+            .into_iter()
+            .filter(|m| !op.siblings.contains(m))
+            .collect();
         method = others.choose(rng).unwrap().clone();
         what = format!("method {method}");
     }
@@ -865,12 +908,14 @@ async fn malformed_requests_to_every_operation_get_problem_json_and_no_5xx() {
     let id = |v: Value| v["id"].as_str().expect("id").to_owned();
     let default_provider = id(api.get("/v1/providers").await.expect(200)["data"][0].clone());
     let model = id(api.post("/v1/models", json!({"provider_id": default_provider, "name": "sim-1"})).await.expect(201));
-    let agent = id(api.post("/v1/agents", json!({"name": "fuzz", "capabilities": ["math"], "model_id": model})).await.expect(201));
+    let agent =
+        id(api.post("/v1/agents", json!({"name": "fuzz", "capabilities": ["math"], "model_id": model})).await.expect(201));
     let session = id(api.post("/v1/sessions", json!({"agent_id": agent})).await.expect(201));
     let org = id(op.post("/v1/orgs", json!({"name": "fuzz target"})).await.expect(201));
     let spare_key = id(api.post("/v1/api-keys", json!({"name": "spare"})).await.expect(201));
     let victim_agent = id(api.post("/v1/agents", json!({"name": "victim"})).await.expect(201));
-    let victim_provider = id(api.post("/v1/providers", json!({"name": "victim", "base_url": stack.sim.base_url()})).await.expect(201));
+    let victim_provider =
+        id(api.post("/v1/providers", json!({"name": "victim", "base_url": stack.sim.base_url()})).await.expect(201));
     let fx = Fixtures {
         ids: BTreeMap::from([
             ("org_id", org.clone()),
@@ -912,8 +957,11 @@ async fn malformed_requests_to_every_operation_get_problem_json_and_no_5xx() {
             *statuses.entry(answer.status).or_default() += 1;
             // A broken credential on a secured operation is always a 401, whatever else the request says.
             let auth_ok = req.kind != "auth" || op.auth == Cred::None || answer.status == 401;
-            if let Err(why) = check(&answer).and(if auth_ok { Ok(()) } else { Err(format!("bad credential answered {}", answer.status)) }) {
-                let q: String = req.query.iter().map(|(k, v)| format!("{k}={} ", visible(&v.chars().take(60).collect::<String>()))).collect();
+            if let Err(why) =
+                check(&answer).and(if auth_ok { Ok(()) } else { Err(format!("bad credential answered {}", answer.status)) })
+            {
+                let q: String =
+                    req.query.iter().map(|(k, v)| format!("{k}={} ", visible(&v.chars().take(60).collect::<String>()))).collect();
                 failures.push(format!(
                     "{} {} [{}] {}: {why}\n    sent {} {:.200} ?{q}\n    body {}\n    got {}",
                     op.method,

@@ -74,7 +74,11 @@ async fn wait_ok(url: &str, proc: &mut Captured) {
             return;
         }
         if let Some(status) = proc.child.try_wait().expect("try_wait") {
-            panic!("{} exited ({status}) before {url} answered; log:\n{}", proc.name, std::fs::read_to_string(&proc.log).unwrap_or_default());
+            panic!(
+                "{} exited ({status}) before {url} answered; log:\n{}",
+                proc.name,
+                std::fs::read_to_string(&proc.log).unwrap_or_default()
+            );
         }
         assert!(tokio::time::Instant::now() < deadline, "{url} never answered 200");
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -188,8 +192,10 @@ async fn no_secret_reaches_a_response_event_row_log_or_ciphertext() {
         201,
     );
     assert_eq!(provider["has_api_key"], true);
-    let model = seen.expect("POST /v1/models", api.post("/v1/models", json!({"provider_id": id(&provider), "name": "sim-1"})).await, 201);
-    let default_agent = seen.expect("POST /v1/agents", api.post("/v1/agents", json!({"name": "default", "capabilities": ["math"]})).await, 201);
+    let model =
+        seen.expect("POST /v1/models", api.post("/v1/models", json!({"provider_id": id(&provider), "name": "sim-1"})).await, 201);
+    let default_agent =
+        seen.expect("POST /v1/agents", api.post("/v1/agents", json!({"name": "default", "capabilities": ["math"]})).await, 201);
     let second_agent = seen.expect(
         "POST /v1/agents (second)",
         api.post("/v1/agents", json!({"name": "second", "capabilities": ["math"], "model_id": id(&model)})).await,
@@ -212,13 +218,20 @@ async fn no_secret_reaches_a_response_event_row_log_or_ciphertext() {
     // A full tool turn on each provider and a failing call, watched live over SSE.
     let mut sessions = Vec::new();
     for (name, agent) in [("default", &default_agent), ("second", &second_agent)] {
-        let ses = id(&seen.expect(format!("POST /v1/sessions ({name})"), api.post("/v1/sessions", json!({"agent_id": id(agent)})).await, 201));
+        let ses = id(&seen.expect(
+            format!("POST /v1/sessions ({name})"),
+            api.post("/v1/sessions", json!({"agent_id": id(agent)})).await,
+            201,
+        ));
         let mut sse = api.sse(&ses, "", None).await;
         let mut frames = vec![sse.next().await.expect("connected frame")];
         seen.expect(
             format!("POST messages ({name} tool turn)"),
-            api.post(&format!("/v1/sessions/{ses}/messages"), json!({"content": [{"type": "text", "text": r#"!tool math {"expression":"6*7"}"#}]}))
-                .await,
+            api.post(
+                &format!("/v1/sessions/{ses}/messages"),
+                json!({"content": [{"type": "text", "text": r#"!tool math {"expression":"6*7"}"#}]}),
+            )
+            .await,
             202,
         );
         frames.extend(sse.until("session.idled").await);
@@ -227,7 +240,8 @@ async fn no_secret_reaches_a_response_event_row_log_or_ciphertext() {
         if name == "default" {
             seen.expect(
                 "POST messages (!fail 401)",
-                api.post(&format!("/v1/sessions/{ses}/messages"), json!({"content": [{"type": "text", "text": "!fail 401"}]})).await,
+                api.post(&format!("/v1/sessions/{ses}/messages"), json!({"content": [{"type": "text", "text": "!fail 401"}]}))
+                    .await,
                 202,
             );
             let failed = sse.until("session.idled").await;
@@ -250,10 +264,17 @@ async fn no_secret_reaches_a_response_event_row_log_or_ciphertext() {
     seen.expect("DELETE /v1/api-keys", api.delete(&format!("/v1/api-keys/{}", id(&created))).await, 200);
     seen.expect("GET /v1/agents (revoked key)", api.with_key(&new_key).get("/v1/agents").await, 401);
     seen.expect("GET /v1/orgs (org key as operator)", api.get("/v1/orgs").await, 401);
-    seen.expect("GET /v1/orgs (wrong operator token)", operator.with_key(&format!("{operator_token}x")).get("/v1/orgs").await, 401);
+    seen.expect(
+        "GET /v1/orgs (wrong operator token)",
+        operator.with_key(&format!("{operator_token}x")).get("/v1/orgs").await,
+        401,
+    );
     let org = seen.expect("POST /v1/orgs", operator.post("/v1/orgs", json!({"name": "second org"})).await, 201);
-    let org_key =
-        seen.expect("POST /v1/orgs/{id}/api-keys", operator.post(&format!("/v1/orgs/{}/api-keys", id(&org)), json!({"name": "k"})).await, 201);
+    let org_key = seen.expect(
+        "POST /v1/orgs/{id}/api-keys",
+        operator.post(&format!("/v1/orgs/{}/api-keys", id(&org)), json!({"name": "k"})).await,
+        201,
+    );
     let org_key = org_key["key"].as_str().expect("org key").to_owned();
     key_shown_in.push((seen.0.len() - 1, org_key.clone()));
     api_keys.push(org_key.clone());
@@ -263,7 +284,10 @@ async fn no_secret_reaches_a_response_event_row_log_or_ciphertext() {
 
     // Every list and get endpoint, the event lists, and a replayed SSE stream.
     let mut paths: Vec<String> =
-        ["/health", "/ready", "/openapi.json", "/v1/capabilities", "/v1/api-keys", "/v1/sessions?limit=200"].iter().map(|s| s.to_string()).collect();
+        ["/health", "/ready", "/openapi.json", "/v1/capabilities", "/v1/api-keys", "/v1/sessions?limit=200"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
     for list in ["/v1/providers", "/v1/models", "/v1/agents"] {
         let page = seen.expect(format!("GET {list}"), api.get(&format!("{list}?limit=200")).await, 200);
         paths.extend(ids(&page).into_iter().map(|x| format!("{list}/{x}")));
@@ -318,8 +342,10 @@ async fn no_secret_reaches_a_response_event_row_log_or_ciphertext() {
     }
 
     let owner = PgPool::connect(&db.url).await.expect("connect as owner");
-    let events: Vec<(String, String)> =
-        sqlx::query_as("SELECT id::text, e::text FROM events e ORDER BY session_id, sequence").fetch_all(&owner).await.expect("events");
+    let events: Vec<(String, String)> = sqlx::query_as("SELECT id::text, e::text FROM events e ORDER BY session_id, sequence")
+        .fetch_all(&owner)
+        .await
+        .expect("events");
     assert!(events.len() >= 20, "the turns wrote events: {}", events.len());
     let hex = |s: &str| s.bytes().map(|b| format!("{b:02x}")).collect::<String>();
     let tables: Vec<String> = sqlx::query_scalar(
@@ -338,8 +364,10 @@ async fn no_secret_reaches_a_response_event_row_log_or_ciphertext() {
     }
     // Every other row too, in clear or as hex-encoded bytes.
     for table in &tables {
-        let rows: Vec<String> =
-            sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT t::text FROM {table} t"))).fetch_all(&owner).await.expect("scan table");
+        let rows: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT t::text FROM {table} t")))
+            .fetch_all(&owner)
+            .await
+            .expect("scan table");
         for row in &rows {
             for (name, needle) in &needles {
                 if row.contains(needle.as_str()) || row.contains(&hex(needle)) {
@@ -348,8 +376,10 @@ async fn no_secret_reaches_a_response_event_row_log_or_ciphertext() {
             }
         }
     }
-    let sealed: Vec<(String, Option<Vec<u8>>)> =
-        sqlx::query_as("SELECT name, api_key_ciphertext FROM providers ORDER BY name").fetch_all(&owner).await.expect("providers");
+    let sealed: Vec<(String, Option<Vec<u8>>)> = sqlx::query_as("SELECT name, api_key_ciphertext FROM providers ORDER BY name")
+        .fetch_all(&owner)
+        .await
+        .expect("providers");
     assert_eq!(
         sealed.iter().filter(|(_, c)| c.is_some()).count(),
         2,
@@ -378,7 +408,12 @@ async fn no_secret_reaches_a_response_event_row_log_or_ciphertext() {
     let api_log = std::fs::read_to_string(&api_proc.log).unwrap_or_default();
     assert!(api_log.contains("DEBUG"), "the API really logged at debug level");
     assert!(std::fs::metadata(&worker.log).map(|m| m.len()).unwrap_or(0) > 0, "the worker logged");
-    println!("leaks: scanned {} responses/frames, {} event rows, {} tables, {log_lines} log lines", seen.0.len(), events.len(), tables.len());
+    println!(
+        "leaks: scanned {} responses/frames, {} event rows, {} tables, {log_lines} log lines",
+        seen.0.len(),
+        events.len(),
+        tables.len()
+    );
 
     assert!(leaks.is_empty(), "{} secret leak(s) (logs kept in {}):\n{}", leaks.len(), dir.display(), leaks.join("\n"));
     if std::env::var_os("TURNSTONE_KEEP_LOGS").is_none() {

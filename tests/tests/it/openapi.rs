@@ -6,10 +6,7 @@ fn committed_openapi_matches_the_code() {
     let committed = std::fs::read_to_string(path).expect("openapi/openapi.json is committed");
     let generated = turnstone_api::openapi_json();
     let parse = |s: &str| serde_json::from_str::<serde_json::Value>(s).expect("valid JSON");
-    assert!(
-        parse(&committed) == parse(&generated),
-        "openapi/openapi.json is stale: run scripts/openapi and commit the result"
-    );
+    assert!(parse(&committed) == parse(&generated), "openapi/openapi.json is stale: run scripts/openapi and commit the result");
 }
 
 #[test]

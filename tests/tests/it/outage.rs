@@ -108,7 +108,8 @@ async fn postgres_restart_under_load_loses_nothing() {
     for (s, poster) in sessions.iter().zip(posters) {
         let acked = poster.await.unwrap();
         let events = api.wait_for(s, "turn.completed", MESSAGES).await;
-        let inputs: Vec<&str> = events.iter().filter(|e| e["type"] == "input.message").map(|e| e["id"].as_str().unwrap()).collect();
+        let inputs: Vec<&str> =
+            events.iter().filter(|e| e["type"] == "input.message").map(|e| e["id"].as_str().unwrap()).collect();
         assert_eq!(inputs, acked.iter().map(String::as_str).collect::<Vec<_>>(), "every acknowledged message, once, in order");
         let seqs: Vec<i64> = events.iter().map(|e| e["sequence"].as_i64().unwrap()).collect();
         assert_eq!(seqs, (1..=seqs.len() as i64).collect::<Vec<_>>());
@@ -117,6 +118,10 @@ async fn postgres_restart_under_load_loses_nothing() {
     for reader in readers {
         let frames = reader.await.unwrap();
         let seqs = turnstone_tests::sequences(&frames);
-        assert_eq!(seqs, (1..=seqs.len() as i64).collect::<Vec<_>>(), "each stored event exactly once, in order, across reconnects");
+        assert_eq!(
+            seqs,
+            (1..=seqs.len() as i64).collect::<Vec<_>>(),
+            "each stored event exactly once, in order, across reconnects"
+        );
     }
 }

@@ -17,12 +17,20 @@ async fn setup() -> (TestDb, PgPool, Uuid, Uuid) {
     let owner = db::connect(&tdb.url, 2).await.unwrap();
     db::migrate(&owner).await.unwrap();
     let keys = KeyRing::parse(&turnstone_tests::master_key()).unwrap();
-    let boot = orgs::Bootstrap { api_key: None, provider_base_url: "http://127.0.0.1:9/v1".into(), provider_api_key: None, model_name: "m".into() };
+    let boot = orgs::Bootstrap {
+        api_key: None,
+        provider_base_url: "http://127.0.0.1:9/v1".into(),
+        provider_api_key: None,
+        model_name: "m".into(),
+    };
     let org = orgs::bootstrap(&owner, &keys, &boot).await.unwrap().org_id;
     let pool = db::connect(&tdb.as_role("turnstone_api"), 4).await.unwrap();
     let mut conn = db::begin_org(&pool, org).await.unwrap();
-    let agent = agents::create_agent(&mut conn, org, agents::AgentInput { name: Some("a".into()), ..Default::default() }).await.unwrap();
-    let session = sessions::create_session(&mut conn, org, sessions::SessionInput { agent_id: agent.id, ..Default::default() }).await.unwrap();
+    let agent =
+        agents::create_agent(&mut conn, org, agents::AgentInput { name: Some("a".into()), ..Default::default() }).await.unwrap();
+    let session = sessions::create_session(&mut conn, org, sessions::SessionInput { agent_id: agent.id, ..Default::default() })
+        .await
+        .unwrap();
     conn.commit().await.unwrap();
     (tdb, pool, org, session.id)
 }
@@ -67,7 +75,10 @@ async fn post_commits_message_turn_and_task_together() {
 
     let posted = post(&pool, org, session, "hello").await;
     assert_eq!(posted.message.sequence, 1, "the rolled-back post consumed no sequence number");
-    assert_eq!(count(&pool, org, "SELECT count(*) FROM apalis.jobs WHERE job_type = 'turns' AND $1::uuid IS NOT NULL", session).await, 1);
+    assert_eq!(
+        count(&pool, org, "SELECT count(*) FROM apalis.jobs WHERE job_type = 'turns' AND $1::uuid IS NOT NULL", session).await,
+        1
+    );
     // A second message while the first is queued waits as pending, with no task yet.
     let second = post(&pool, org, session, "again").await;
     assert_eq!(second.turn_status, "pending");
@@ -95,8 +106,16 @@ async fn a_stale_lease_changes_nothing() {
     turns::commit_step(&pool, &new, step.clone(), 1, Usage::default()).await.unwrap();
     let dup = turns::commit_step(&pool, &new, step, 1, Usage::default()).await.unwrap_err();
     assert!(dup.is_unique_violation(), "{dup:?}");
-    assert_eq!(count(&pool, org, "SELECT count(*) FROM events WHERE session_id = $1 AND type = 'output.message.completed'", session).await, 1);
-    assert_eq!(count(&pool, org, "SELECT iterations::bigint FROM turns WHERE session_id = $1", session).await, 1, "the rolled-back duplicate added nothing");
+    assert_eq!(
+        count(&pool, org, "SELECT count(*) FROM events WHERE session_id = $1 AND type = 'output.message.completed'", session)
+            .await,
+        1
+    );
+    assert_eq!(
+        count(&pool, org, "SELECT iterations::bigint FROM turns WHERE session_id = $1", session).await,
+        1,
+        "the rolled-back duplicate added nothing"
+    );
 }
 
 #[tokio::test]
@@ -105,26 +124,56 @@ async fn finish_seals_once_and_hands_over_to_the_next_turn() {
     let first = post(&pool, org, session, "one").await;
     let second = post(&pool, org, session, "two").await;
     let lease = leased(turns::start(&pool, TurnTask { turn_id: first.turn_id, org_id: org }, 3).await.unwrap());
-    assert!(matches!(turns::start(&pool, TurnTask { turn_id: second.turn_id, org_id: org }, 3).await.unwrap(), Start::Finished), "a pending turn cannot be started");
+    assert!(
+        matches!(turns::start(&pool, TurnTask { turn_id: second.turn_id, org_id: org }, 3).await.unwrap(), Start::Finished),
+        "a pending turn cannot be started"
+    );
 
     turns::finish(&pool, &lease, Outcome::Completed).await.unwrap();
     assert!(matches!(turns::finish(&pool, &lease, Outcome::Completed).await, Err(Error::LeaseLost)), "sealed once");
-    assert!(matches!(turns::start(&pool, TurnTask { turn_id: first.turn_id, org_id: org }, 3).await.unwrap(), Start::Finished), "a terminal turn never restarts");
-    let status: String = { let mut tx = db::begin_org(&pool, org).await.unwrap(); sqlx::query_scalar("SELECT status FROM turns WHERE id = $1").bind(second.turn_id).fetch_one(&mut *tx).await.unwrap() };
+    assert!(
+        matches!(turns::start(&pool, TurnTask { turn_id: first.turn_id, org_id: org }, 3).await.unwrap(), Start::Finished),
+        "a terminal turn never restarts"
+    );
+    let status: String = {
+        let mut tx = db::begin_org(&pool, org).await.unwrap();
+        sqlx::query_scalar("SELECT status FROM turns WHERE id = $1").bind(second.turn_id).fetch_one(&mut *tx).await.unwrap()
+    };
     assert_eq!(status, "queued", "the next turn was enqueued in the finishing transaction");
-    let session_status: String = { let mut tx = db::begin_org(&pool, org).await.unwrap(); sqlx::query_scalar("SELECT status FROM sessions WHERE id = $1").bind(session).fetch_one(&mut *tx).await.unwrap() };
+    let session_status: String = {
+        let mut tx = db::begin_org(&pool, org).await.unwrap();
+        sqlx::query_scalar("SELECT status FROM sessions WHERE id = $1").bind(session).fetch_one(&mut *tx).await.unwrap()
+    };
     assert_eq!(session_status, "queued");
 
     let lease = leased(turns::start(&pool, TurnTask { turn_id: second.turn_id, org_id: org }, 3).await.unwrap());
     turns::finish(&pool, &lease, Outcome::Failed { code: "x".into(), message: "y".into() }).await.unwrap();
-    let session_status: String = { let mut tx = db::begin_org(&pool, org).await.unwrap(); sqlx::query_scalar("SELECT status FROM sessions WHERE id = $1").bind(session).fetch_one(&mut *tx).await.unwrap() };
+    let session_status: String = {
+        let mut tx = db::begin_org(&pool, org).await.unwrap();
+        sqlx::query_scalar("SELECT status FROM sessions WHERE id = $1").bind(session).fetch_one(&mut *tx).await.unwrap()
+    };
     assert_eq!(session_status, "idle");
-    let kinds: Vec<String> = { let mut tx = db::begin_org(&pool, org).await.unwrap(); sqlx::query_scalar("SELECT type FROM events WHERE session_id = $1 ORDER BY sequence").bind(session).fetch_all(&mut *tx).await.unwrap() };
+    let kinds: Vec<String> = {
+        let mut tx = db::begin_org(&pool, org).await.unwrap();
+        sqlx::query_scalar("SELECT type FROM events WHERE session_id = $1 ORDER BY sequence")
+            .bind(session)
+            .fetch_all(&mut *tx)
+            .await
+            .unwrap()
+    };
     assert_eq!(
         kinds,
         [
-            "input.message", "session.activated", "input.message", "turn.started", "reason.started", "turn.completed",
-            "turn.started", "reason.started", "turn.failed", "session.idled"
+            "input.message",
+            "session.activated",
+            "input.message",
+            "turn.started",
+            "reason.started",
+            "turn.completed",
+            "turn.started",
+            "reason.started",
+            "turn.failed",
+            "session.idled"
         ]
     );
 }
@@ -138,7 +187,15 @@ async fn concurrent_appends_keep_sequences_gap_free() {
         tasks.push(tokio::spawn(async move {
             for j in 0..10 {
                 let mut tx = db::begin_org(&pool, org).await.unwrap();
-                turnstone_core::events::append(&mut tx, org, session, None, vec![NewEvent::new(types::SESSION_IDLED, json!({"i": i, "j": j}))]).await.unwrap();
+                turnstone_core::events::append(
+                    &mut tx,
+                    org,
+                    session,
+                    None,
+                    vec![NewEvent::new(types::SESSION_IDLED, json!({"i": i, "j": j}))],
+                )
+                .await
+                .unwrap();
                 if j % 3 == 0 {
                     tx.rollback().await.unwrap();
                 } else {
@@ -150,7 +207,14 @@ async fn concurrent_appends_keep_sequences_gap_free() {
     for t in tasks {
         t.await.unwrap();
     }
-    let seqs: Vec<i64> = { let mut tx = db::begin_org(&pool, org).await.unwrap(); sqlx::query_scalar("SELECT sequence FROM events WHERE session_id = $1 ORDER BY sequence").bind(session).fetch_all(&mut *tx).await.unwrap() };
+    let seqs: Vec<i64> = {
+        let mut tx = db::begin_org(&pool, org).await.unwrap();
+        sqlx::query_scalar("SELECT sequence FROM events WHERE session_id = $1 ORDER BY sequence")
+            .bind(session)
+            .fetch_all(&mut *tx)
+            .await
+            .unwrap()
+    };
     assert_eq!(seqs, (1..=seqs.len() as i64).collect::<Vec<_>>());
     assert_eq!(seqs.len(), 16 * 6);
 }

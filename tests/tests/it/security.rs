@@ -17,8 +17,20 @@ async fn a_query_without_org_context_sees_nothing() {
     let who: String = sqlx::query_scalar("SELECT current_user::text").fetch_one(&app).await.unwrap();
     assert_eq!(who, "turnstone_api", "the test really runs as the application role");
     // A query that "forgot" its org filter and its org context returns nothing…
-    for table in ["agents", "sessions", "events", "turns", "providers", "models", "api_keys", "idempotency_keys", "org_keys", "rate_limits"] {
-        let n: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT count(*) FROM {table}"))).fetch_one(&app).await.unwrap();
+    for table in [
+        "agents",
+        "sessions",
+        "events",
+        "turns",
+        "providers",
+        "models",
+        "api_keys",
+        "idempotency_keys",
+        "org_keys",
+        "rate_limits",
+    ] {
+        let n: i64 =
+            sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT count(*) FROM {table}"))).fetch_one(&app).await.unwrap();
         assert_eq!(n, 0, "{table} leaks rows without org context");
     }
     // …while the owner sees the rows exist, and the right org context shows them.
@@ -93,6 +105,10 @@ async fn every_tenant_table_has_forced_row_level_security() {
     .await
     .unwrap();
     assert!(unprotected.is_empty(), "tables with org_id but no forced RLS: {unprotected:?}");
-    let policies: i64 = sqlx::query_scalar("SELECT count(*) FROM pg_policies WHERE schemaname = 'public' AND policyname = 'tenant'").fetch_one(&owner).await.unwrap();
+    let policies: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM pg_policies WHERE schemaname = 'public' AND policyname = 'tenant'")
+            .fetch_one(&owner)
+            .await
+            .unwrap();
     assert!(policies >= 10);
 }

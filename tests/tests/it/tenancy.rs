@@ -28,7 +28,12 @@ fn ids(list: &Value) -> BTreeSet<String> {
 /// Every id visible in the org's lists.
 async fn listed_ids(api: &Client) -> BTreeSet<String> {
     let mut out = BTreeSet::new();
-    for list in ["/v1/agents?include_archived=true&limit=200", "/v1/sessions?limit=200", "/v1/providers?limit=200", "/v1/models?limit=200"] {
+    for list in [
+        "/v1/agents?include_archived=true&limit=200",
+        "/v1/sessions?limit=200",
+        "/v1/providers?limit=200",
+        "/v1/models?limit=200",
+    ] {
         out.extend(ids(&api.get(list).await.expect(200)));
     }
     out
@@ -45,10 +50,14 @@ async fn another_orgs_ids_answer_404_and_change_nothing() {
         .await
         .expect(201);
     let prv = id(&provider);
-    let spare = id(&a.post("/v1/providers", json!({"name": "a-spare", "base_url": "https://example.invalid/v1"})).await.expect(201));
+    let spare =
+        id(&a.post("/v1/providers", json!({"name": "a-spare", "base_url": "https://example.invalid/v1"})).await.expect(201));
     let mdl = id(&a.post("/v1/models", json!({"provider_id": prv, "name": "sim-1"})).await.expect(201));
     let agt_body = json!({"name": "a-agent", "system_prompt": "Be brief.", "model_id": mdl, "capabilities": ["math"]});
-    let agent = a.send(a.http.post(format!("{}/v1/agents", a.base)).header("Idempotency-Key", "shared-key").json(&agt_body)).await.expect(201);
+    let agent = a
+        .send(a.http.post(format!("{}/v1/agents", a.base)).header("Idempotency-Key", "shared-key").json(&agt_body))
+        .await
+        .expect(201);
     let agt = id(&agent);
     let ses = id(&a.post("/v1/sessions", json!({"agent_id": agt, "title": "a's session"})).await.expect(201));
     a.say(&ses, r#"!tool math {"expression":"2+2"}"#).await;
@@ -100,7 +109,8 @@ async fn another_orgs_ids_answer_404_and_change_nothing() {
         b.post("/v1/agents", json!({"name": "x", "model_id": mdl})).await,
         b.patch(&format!("/v1/agents/{b_agent}"), json!({"model_id": mdl})).await,
         b.post("/v1/models", json!({"provider_id": prv, "name": "m"})).await,
-        b.post(&format!("/v1/sessions/{b_session}/messages"), json!({"content": msg["content"], "controls": {"model_id": mdl}})).await,
+        b.post(&format!("/v1/sessions/{b_session}/messages"), json!({"content": msg["content"], "controls": {"model_id": mdl}}))
+            .await,
     ];
     for (i, reply) in probes.into_iter().enumerate() {
         assert_eq!(reply.status, 404, "probe #{i} must be 404; body: {}", reply.body);
@@ -112,12 +122,23 @@ async fn another_orgs_ids_answer_404_and_change_nothing() {
     // Filters and cursors that name A's ids reveal nothing.
     assert!(ids(&b.get(&format!("/v1/sessions?agent_id={agt}")).await.expect(200)).is_empty());
     let after_foreign = ids(&b.get(&format!("/v1/agents?after={agt}&include_archived=true")).await.expect(200));
-    assert!(after_foreign.is_subset(&BTreeSet::from([b_agent.clone()])), "a foreign cursor only positions B's own list: {after_foreign:?}");
+    assert!(
+        after_foreign.is_subset(&BTreeSet::from([b_agent.clone()])),
+        "a foreign cursor only positions B's own list: {after_foreign:?}"
+    );
     // Idempotency keys are per org: B's identical request with A's key is a new agent, not A's replayed.
-    let b_same = b.send(b.http.post(format!("{}/v1/agents", b.base)).header("Idempotency-Key", "shared-key").json(&json!({"name": "a-agent"}))).await;
+    let b_same = b
+        .send(
+            b.http
+                .post(format!("{}/v1/agents", b.base))
+                .header("Idempotency-Key", "shared-key")
+                .json(&json!({"name": "a-agent"})),
+        )
+        .await;
     let b_same = b_same.expect(201);
     assert_ne!(id(&b_same), agt);
-    let b_replay = b.send(b.http.post(format!("{}/v1/agents", b.base)).header("Idempotency-Key", "shared-key").json(&agt_body)).await;
+    let b_replay =
+        b.send(b.http.post(format!("{}/v1/agents", b.base)).header("Idempotency-Key", "shared-key").json(&agt_body)).await;
     assert_eq!(b_replay.status, 422, "B's key namespace has its own entry, A's body differs: {}", b_replay.body);
 
     // B's lists never contain A's ids.
@@ -174,7 +195,8 @@ async fn provider_secrets_never_leak() {
     assert_eq!(created["has_api_key"], true);
     let fields: BTreeSet<&str> = created.as_object().unwrap().keys().map(String::as_str).collect();
     assert_eq!(fields, BTreeSet::from(["id", "name", "base_url", "has_api_key", "created_at"]));
-    let keyless = api.post("/v1/providers", json!({"name": "keyless", "base_url": "https://example.invalid/v1"})).await.expect(201);
+    let keyless =
+        api.post("/v1/providers", json!({"name": "keyless", "base_url": "https://example.invalid/v1"})).await.expect(201);
     assert_eq!(keyless["has_api_key"], false);
     seen.push_str(&created.to_string());
     seen.push_str(&keyless.to_string());
@@ -184,14 +206,22 @@ async fn provider_secrets_never_leak() {
     let error_bodies = [
         api.post("/v1/providers", json!({"name": "canary", "base_url": stack.sim.base_url(), "api_key": API_CANARY})).await,
         api.post("/v1/providers", json!({"name": "bad-url", "base_url": "ftp://x", "api_key": API_CANARY})).await,
-        api.post("/v1/providers", json!({"name": "creds", "base_url": format!("https://user:{API_CANARY}@example.com/v1")})).await,
+        api.post("/v1/providers", json!({"name": "creds", "base_url": format!("https://user:{API_CANARY}@example.com/v1")}))
+            .await,
         api.post("/v1/providers", json!({"name": "long", "base_url": "https://x/v1", "api_key": API_CANARY.repeat(200)})).await,
-        api.post("/v1/providers", json!({"name": "extra", "base_url": "https://x/v1", "api_key": API_CANARY, "secret": API_CANARY})).await,
+        api.post(
+            "/v1/providers",
+            json!({"name": "extra", "base_url": "https://x/v1", "api_key": API_CANARY, "secret": API_CANARY}),
+        )
+        .await,
         api.post("/v1/providers", json!({"name": "", "base_url": "https://x/v1", "api_key": API_CANARY})).await,
         api.post("/v1/providers", json!({"name": ["x"], "base_url": "https://x/v1", "api_key": API_CANARY})).await,
-        api.send(api.http.post(format!("{}/v1/providers", api.base)).header("content-type", "application/json").body(format!(
-            r#"{{"name": "broken", "api_key": "{API_CANARY}""#
-        )))
+        api.send(
+            api.http
+                .post(format!("{}/v1/providers", api.base))
+                .header("content-type", "application/json")
+                .body(format!(r#"{{"name": "broken", "api_key": "{API_CANARY}""#)),
+        )
         .await,
     ];
     for reply in error_bodies {
@@ -202,8 +232,10 @@ async fn provider_secrets_never_leak() {
 
     // Act: full tool turns through both providers, watched live over SSE (deltas included), plus a failing call.
     let default_agent = id(&api.post("/v1/agents", json!({"name": "default", "capabilities": ["math"]})).await.expect(201));
-    let canary_agent =
-        id(&api.post("/v1/agents", json!({"name": "canary", "capabilities": ["math"], "model_id": canary_model})).await.expect(201));
+    let canary_agent = id(&api
+        .post("/v1/agents", json!({"name": "canary", "capabilities": ["math"], "model_id": canary_model}))
+        .await
+        .expect(201));
     let mut sessions = Vec::new();
     for agent in [&default_agent, &canary_agent] {
         let ses = id(&api.post("/v1/sessions", json!({"agent_id": agent})).await.expect(201));
@@ -284,7 +316,9 @@ async fn provider_secrets_never_leak() {
     .expect("tables");
     assert!(tables.iter().any(|(_, t)| t == "events"));
     for (schema, table) in &tables {
-        let sql = format!(r#"SELECT count(*) FROM "{schema}"."{table}" t WHERE t::text LIKE '%LEAKCANARY%' OR t::text LIKE '%{hex_canary}%'"#);
+        let sql = format!(
+            r#"SELECT count(*) FROM "{schema}"."{table}" t WHERE t::text LIKE '%LEAKCANARY%' OR t::text LIKE '%{hex_canary}%'"#
+        );
         let hits: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).fetch_one(&pool).await.expect("scan table");
         assert_eq!(hits, 0, "{schema}.{table} holds a provider key in clear");
     }
