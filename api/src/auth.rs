@@ -14,11 +14,41 @@ use crate::error::ApiError;
 pub struct ApiKey(pub Principal);
 
 async fn check_api_key(req: &Request, bearer: Bearer) -> poem::Result<Principal> {
+    authenticate(req, &bearer.token).await
+}
+
+async fn authenticate(req: &Request, key: &str) -> poem::Result<Principal> {
     let state = req.data::<AppState>().expect("AppState is attached to every route");
-    match orgs::authenticate(&state.pool, &bearer.token).await {
+    match orgs::authenticate(&state.pool, key).await {
         Ok(Some(p)) => Ok(p),
         Ok(None) => Err(ApiError::unauthorized().into()),
         Err(e) => Err(ApiError::from(e).into()),
+    }
+}
+
+/// `?access_token=ts_live_…`: the same org API key in the query string, for
+/// browsers' `EventSource`, which cannot set headers. Only the SSE operation
+/// accepts it; prefer a dedicated, expiring key, since URLs end up in proxy logs.
+#[derive(SecurityScheme)]
+#[oai(ty = "api_key", key_name = "access_token", key_in = "query", rename = "AccessToken", checker = "check_access_token")]
+pub struct AccessToken(pub Principal);
+
+async fn check_access_token(req: &Request, key: poem_openapi::auth::ApiKey) -> poem::Result<Principal> {
+    authenticate(req, &key.key).await
+}
+
+/// Either way of presenting an org key on the SSE operation (the header wins).
+#[derive(SecurityScheme)]
+pub enum StreamAuth {
+    Query(AccessToken),
+    Bearer(ApiKey),
+}
+
+impl StreamAuth {
+    pub fn principal(&self) -> Principal {
+        match self {
+            StreamAuth::Query(AccessToken(p)) | StreamAuth::Bearer(ApiKey(p)) => *p,
+        }
     }
 }
 

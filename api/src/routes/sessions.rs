@@ -12,7 +12,7 @@ use turnstone_core::{limits, turns};
 
 use super::{Tag, page_limit};
 use crate::AppState;
-use crate::auth::ApiKey;
+use crate::auth::{ApiKey, StreamAuth};
 use crate::error::ApiError;
 use crate::idempotency::create_once;
 use crate::wire::{
@@ -250,11 +250,12 @@ impl SessionsApi {
     /// (`id:` = event id, `event:` = type, `data:` = the Event), live
     /// `output.message.delta` frames (no id, never stored), comment heartbeats,
     /// and `disconnecting` with `retry_ms` before the server cycles the
-    /// connection. Resume with `Last-Event-ID` (wins) or `since_id`.
+    /// connection. Resume with `Last-Event-ID` (wins) or `since_id`. Browsers'
+    /// `EventSource` may pass the key as `?access_token=` instead of the header.
     #[oai(path = "/sessions/:session_id/sse", method = "get", operation_id = "streamEvents")]
     async fn sse(
         &self,
-        auth: ApiKey,
+        auth: StreamAuth,
         session_id: Path<String>,
         /// Resume after this event id (`evt_…`).
         since_id: Query<Option<String>>,
@@ -262,7 +263,8 @@ impl SessionsApi {
         #[oai(name = "Last-Event-ID")]
         last_event_id: Header<Option<String>>,
     ) -> Result<SseResponse, ApiError> {
-        let org = auth.0.org_id;
+        let principal = auth.principal();
+        let org = principal.org_id;
         let session = parse_id(Kind::Session, &session_id.0)?;
         let mut tx = self.state.org_tx(org).await?;
         sessions::get_session(&mut tx, org, session).await?;
@@ -280,7 +282,7 @@ impl SessionsApi {
             }
         };
         drop(tx);
-        let stream = crate::sse::open(self.state.clone(), auth.0, session, after);
+        let stream = crate::sse::open(self.state.clone(), principal, session, after);
         Ok(SseResponse::Stream(
             EventStream::new(stream).keep_alive(self.state.config.sse_heartbeat).to_event(crate::sse::to_sse_event),
         ))

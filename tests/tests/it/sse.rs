@@ -96,3 +96,30 @@ async fn api_shutdown_tells_streams_to_reconnect() {
     assert_eq!(frames.last().unwrap().event, "disconnecting");
     let _stack = stop.await.unwrap();
 }
+
+#[tokio::test]
+async fn browsers_can_pass_the_key_as_access_token() {
+    let stack = Stack::start().await;
+    let api = stack.client();
+    let session = api.session(&[]).await;
+    api.say(&session, "hi").await;
+    api.wait_for(&session, "session.idled", 1).await;
+    // What an EventSource does: no Authorization header, the key in the URL.
+    let anonymous = api.with_key("");
+    let url = format!("{}/v1/sessions/{session}/sse?access_token={}", api.base, api.key);
+    let resp = anonymous.http.get(&url).send().await.unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    let mut sse = turnstone_tests::SseReader::from_response(resp);
+    let frames = sse.until("session.idled").await;
+    assert_eq!(sequences(&frames), (1..=7).collect::<Vec<_>>());
+    // A wrong token is a 401 problem, and other operations do not accept the query form.
+    let bad = anonymous
+        .http
+        .get(format!("{}/v1/sessions/{session}/sse?access_token=ts_live_nope_nope_nope_nope", api.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status().as_u16(), 401);
+    let agents = anonymous.http.get(format!("{}/v1/agents?access_token={}", api.base, api.key)).send().await.unwrap();
+    assert_eq!(agents.status().as_u16(), 401);
+}
