@@ -188,7 +188,7 @@ fn render(e: events::Event) -> Rendered {
     use poem_openapi::types::ToJSON;
     let sequence = e.sequence;
     let event = crate::wire::Event::from(e);
-    let frame = StreamFrame { frame: event.kind.clone(), id: Some(event.id.clone()), data: event.to_json().unwrap_or_default() };
+    let frame = StreamFrame::shared(event.kind.clone(), Some(event.id.clone()), &event.to_json().unwrap_or_default());
     Rendered { sequence, frame }
 }
 

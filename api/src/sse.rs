@@ -54,11 +54,7 @@ async fn pump(
 ) -> Result<(), End> {
     let org_id = principal.org_id;
     let session = ids::format(Kind::Session, session_id);
-    send(
-        tx,
-        StreamFrame { frame: "connected".into(), id: None, data: json!({ "session_id": session, "after_sequence": cursor }) },
-    )
-    .await?;
+    send(tx, StreamFrame::new("connected", None, json!({ "session_id": session, "after_sequence": cursor }))).await?;
     let jitter = rand::rng().random_range(0.8..1.2);
     let cycle_at = tokio::time::Instant::now() + state.config.sse_max_connection.mul_f64(jitter);
     let mut shutdown = state.shutdown.clone();
@@ -86,7 +82,7 @@ async fn pump(
                         "turn_id": ids::format(Kind::Turn, d.turn_id),
                         "data": { "delta": d.text, "iteration": d.iteration },
                     });
-                    send(tx, StreamFrame { frame: types::OUTPUT_MESSAGE_DELTA.into(), id: None, data }).await?;
+                    send(tx, StreamFrame::new(types::OUTPUT_MESSAGE_DELTA, None, data)).await?;
                 }
                 Err(broadcast::error::RecvError::Lagged(_)) => cursor = catch_up(state, org_id, session_id, cursor, tx).await?,
                 Err(broadcast::error::RecvError::Closed) => return Ok(()),
@@ -133,12 +129,16 @@ async fn catch_up(
 
 async fn disconnect(tx: &mpsc::Sender<StreamFrame>) -> Result<(), End> {
     let retry_ms = rand::rng().random_range(500..1500);
-    send(tx, StreamFrame { frame: "disconnecting".into(), id: None, data: json!({ "retry_ms": retry_ms }) }).await
+    send(tx, StreamFrame::new("disconnecting", None, json!({ "retry_ms": retry_ms }))).await
 }
 
 /// Turns a frame into the SSE wire form.
 pub fn to_sse_event(f: StreamFrame) -> poem::web::sse::Event {
-    let e = poem::web::sse::Event::message(f.data.to_string()).event_type(f.frame);
+    let data = match &f.text {
+        Some(text) => text.to_string(),
+        None => f.data.to_string(),
+    };
+    let e = poem::web::sse::Event::message(data).event_type(f.frame);
     match f.id {
         Some(id) => e.id(id),
         None => e,

@@ -416,6 +416,22 @@ pub struct StreamFrame {
     pub frame: String,
     pub id: Option<String>,
     pub data: Value,
+    /// `data` already serialised, shared by every stream of a session (the
+    /// fan-out renders a stored event once, not once per client).
+    #[oai(skip)]
+    pub text: Option<std::sync::Arc<str>>,
+}
+
+impl StreamFrame {
+    /// A frame built for one stream.
+    pub fn new(frame: impl Into<String>, id: Option<String>, data: Value) -> Self {
+        StreamFrame { frame: frame.into(), id, data, text: None }
+    }
+
+    /// A frame rendered once and shared: `data` is kept only as text.
+    pub fn shared(frame: impl Into<String>, id: Option<String>, data: &Value) -> Self {
+        StreamFrame { frame: frame.into(), id, data: Value::Null, text: Some(data.to_string().into()) }
+    }
 }
 
 // ---------------------------------------------------------------- capabilities

@@ -167,7 +167,7 @@ async fn incarnate(ctx: &Context, name: &str, mut stop: tokio::sync::watch::Rece
     let missed = (config.reclaim_after.as_secs_f64() / config.heartbeat.as_secs_f64()).ceil().max(1.0) as usize;
     let storage_config = apalis_postgres::Config::default()
         .queue(QUEUE)
-        .batch_size(config.concurrency.min(16))
+        .batch_size(config.concurrency.min(64))
         .heartbeat_interval(config.heartbeat)
         .missed_heartbeats(missed)
         // The claim already marks a task as ours (`Queued`, `lock_by`); the extra
