@@ -154,7 +154,7 @@ pub struct Lease {
 /// Result of trying to start a turn.
 #[derive(Debug)]
 pub enum Start {
-    /// Run it: the lease and the context, read in the same transaction.
+    /// Run it: the lease, and the context read right after taking it.
     Run(Lease, TurnContext),
     /// The turn already reached a terminal state (a duplicate or late task).
     Finished,
@@ -241,8 +241,10 @@ pub async fn start(pool: &PgPool, task: TurnTask, max_stalled_starts: i32) -> Re
         .bind(lease.session_id)
         .execute(&mut *tx)
         .await?;
-    let context = context_in(&mut tx, &lease).await?;
     tx.commit().await?;
+    // Read after the commit, in a read-only transaction: `turn.started` reaches
+    // viewers without waiting for the log read, and a rollback is not a commit.
+    let context = load_context(pool, &lease).await?;
     Ok(Start::Run(lease, context))
 }
 
