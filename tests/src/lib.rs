@@ -21,6 +21,20 @@ use serde_json::{Value, json};
 use tokio::sync::oneshot;
 use turnstone_core::crypto::{KeyRing, Secret};
 
+/// The stored event types of a turn that calls one tool, in order (no `session.idled`).
+pub const TOOL_TURN: [&str; 10] = [
+    "input.message",
+    "session.activated",
+    "turn.started",
+    "reason.started",
+    "output.message.completed",
+    "tool.started",
+    "tool.completed",
+    "reason.started",
+    "output.message.completed",
+    "turn.completed",
+];
+
 /// How long any wait in a test may take before it fails.
 pub const DEADLINE: Duration = Duration::from_secs(20);
 
@@ -92,6 +106,15 @@ impl Drop for TestDb {
             });
         })
         .join();
+    }
+}
+
+/// Waits (with the test deadline) until `cond` holds; `what` names it in the failure.
+pub async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    while !cond() {
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
 

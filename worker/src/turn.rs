@@ -115,13 +115,7 @@ async fn drive(ctx: &Context, lease: &Lease, mut tc: TurnContext, cancel: &mut C
         let deadline = lease.started_at + chrono::Duration::seconds(i64::from(tc.max_turn_secs));
         let left = (deadline - chrono::Utc::now()).to_std().unwrap_or_default();
         if left.is_zero() {
-            return fail(
-                ctx,
-                lease,
-                "turn_timeout",
-                format!("the turn ran longer than the agent's {} s limit", tc.max_turn_secs),
-            )
-            .await;
+            return time_out(ctx, lease, &tc).await;
         }
         match plan::next_step(&tc, lease.turn_id) {
             Step::Finish => {
@@ -193,15 +187,7 @@ async fn drive(ctx: &Context, lease: &Lease, mut tc: TurnContext, cancel: &mut C
                         turns::finish(&ctx.pool, lease, Outcome::Cancelled).await?;
                         return Ok(TurnEnd::Sealed);
                     }
-                    Err(Interrupt::TimedOut) => {
-                        return fail(
-                            ctx,
-                            lease,
-                            "turn_timeout",
-                            format!("the turn ran longer than the agent's {} s limit", tc.max_turn_secs),
-                        )
-                        .await;
-                    }
+                    Err(Interrupt::TimedOut) => return time_out(ctx, lease, &tc).await,
                     Err(Interrupt::Released) => return Ok(TurnEnd::Released),
                 };
                 let usage =
@@ -259,6 +245,11 @@ async fn drive(ctx: &Context, lease: &Lease, mut tc: TurnContext, cancel: &mut C
 async fn resolve_endpoint(ctx: &Context, lease: &Lease, model_id: Option<Uuid>) -> Result<providers::Endpoint, Error> {
     let mut tx = turnstone_core::db::begin_org(&ctx.pool, lease.org_id).await?;
     providers::resolve_endpoint(&mut tx, &ctx.config.keys, lease.org_id, model_id).await
+}
+
+/// Fails a turn that outlived its agent's `max_turn_secs`.
+async fn time_out(ctx: &Context, lease: &Lease, tc: &TurnContext) -> Result<TurnEnd, Error> {
+    fail(ctx, lease, "turn_timeout", format!("the turn ran longer than the agent's {} s limit", tc.max_turn_secs)).await
 }
 
 async fn fail(ctx: &Context, lease: &Lease, code: &str, message: String) -> Result<TurnEnd, Error> {

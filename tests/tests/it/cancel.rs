@@ -11,7 +11,8 @@ async fn cancel_aborts_a_slow_stream_and_queued_messages_still_run() {
     api.say(&session, "!sleep 30000 never answered").await;
     api.say(&session, "after").await;
     api.wait_for(&session, "reason.started", 1).await;
-    assert_eq!(stack.sim.in_flight(), 1);
+    // `reason.started` commits just before the call: wait until the model is really answering.
+    turnstone_tests::wait_until("the model call started", || stack.sim.in_flight() == 1).await;
 
     let r = api.post(&format!("/v1/sessions/{session}/cancel"), json!({})).await.expect(202);
     assert_eq!(r["state"], "cancelling");
@@ -36,7 +37,7 @@ async fn cancel_aborts_a_slow_stream_and_queued_messages_still_run() {
             "session.idled"
         ]
     );
-    assert_eq!(stack.sim.in_flight(), 0, "the aborted stream was closed");
+    turnstone_tests::wait_until("the aborted stream was closed", || stack.sim.in_flight() == 0).await;
     api.post(&format!("/v1/sessions/{session}/cancel"), json!({})).await.expect_problem(409, "session_idle");
 }
 

@@ -6,25 +6,12 @@ use std::collections::HashMap;
 use rand::{Rng, SeedableRng};
 use serde_json::Value;
 use turnstone_tests::procs;
-use turnstone_tests::{Client, Stack, StackOptions};
+use turnstone_tests::{Client, Stack, StackOptions, TOOL_TURN};
 
 /// The API in-process, no in-process workers: workers are child processes.
 async fn stack() -> Stack {
     Stack::start_with(StackOptions { workers: 0, ..Default::default() }).await
 }
-
-const TOOL_TURN: [&str; 10] = [
-    "input.message",
-    "session.activated",
-    "turn.started",
-    "reason.started",
-    "output.message.completed",
-    "tool.started",
-    "tool.completed",
-    "reason.started",
-    "output.message.completed",
-    "turn.completed",
-];
 
 /// Asserts the log is gap-free and every step result appears once per turn.
 fn assert_clean_log(events: &[Value]) {
