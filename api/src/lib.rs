@@ -152,8 +152,19 @@ pub fn endpoint(state: AppState) -> BoxEndpoint<'static> {
 }
 
 /// Buffers request bodies up to the limit (413 beyond it) and renders every
-/// error as problem+json.
-async fn bounded_body<E: Endpoint>(ep: std::sync::Arc<E>, mut req: Request) -> Response {
+/// error as problem+json, inside one span per request (method and path only:
+/// the query may hold an `access_token`, so it is never logged).
+async fn bounded_body<E: Endpoint>(ep: std::sync::Arc<E>, req: Request) -> Response {
+    use tracing::Instrument;
+    let span = tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), status = tracing::field::Empty);
+    let started = std::time::Instant::now();
+    let resp = handle(ep, req).instrument(span.clone()).await;
+    span.record("status", resp.status().as_u16());
+    tracing::debug!(parent: &span, elapsed_ms = started.elapsed().as_secs_f64() * 1000.0, "request done");
+    resp
+}
+
+async fn handle<E: Endpoint>(ep: std::sync::Arc<E>, mut req: Request) -> Response {
     if matches!(*req.method(), Method::POST | Method::PUT | Method::PATCH) {
         match req.take_body().into_bytes_limit(limits::MAX_BODY_BYTES).await {
             Ok(bytes) => req.set_body(Body::from_bytes(bytes)),

@@ -73,6 +73,7 @@ async fn commit(
 /// The log is read once, at start, in the start transaction; afterwards the
 /// worker keeps it in memory (it is the only writer while it holds the lease)
 /// and adds what each commit appended.
+#[tracing::instrument(name = "turn", skip_all, fields(turn_id = %task.turn_id, org_id = %task.org_id))]
 pub async fn run(ctx: &Context, task: TurnTask) -> Result<TurnEnd, Error> {
     let (lease, tc) = match turns::start(&ctx.pool, task, ctx.config.max_stalled_starts).await? {
         Start::Finished => return Ok(TurnEnd::AlreadyFinished),
