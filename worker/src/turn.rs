@@ -172,8 +172,9 @@ async fn drive(ctx: &Context, lease: &Lease, mut tc: TurnContext, cancel: &mut C
                     .collect();
                 let mut abort = ctx.abort.clone();
                 // Dropping the call future aborts the HTTP stream at once.
+                let call = ModelCall { lease, iteration, endpoint: &ep, messages: &messages, tools: &tools };
                 let outcome = tokio::select! {
-                    r = call_model(ctx, lease, iteration, &ep, &messages, &tools) => Ok(r),
+                    r = call_model(ctx, &call) => Ok(r),
                     _ = cancel.cancelled() => Err(Interrupt::Cancelled),
                     _ = tokio::time::sleep(left) => Err(Interrupt::TimedOut),
                     _ = abort.wait_for(|a| *a) => Err(Interrupt::Released),
@@ -260,19 +261,22 @@ async fn fail(ctx: &Context, lease: &Lease, code: &str, message: String) -> Resu
     Ok(TurnEnd::Sealed)
 }
 
+/// One model call of a turn: where to, what to send, and whose deltas these are.
+struct ModelCall<'a> {
+    lease: &'a Lease,
+    iteration: i32,
+    endpoint: &'a LlmEndpoint,
+    messages: &'a [llm::ChatMessage],
+    tools: &'a [ToolSpec],
+}
+
 /// One model call with retries: exponential backoff with full jitter,
 /// honouring the provider's Retry-After (capped), for retryable failures only.
-async fn call_model(
-    ctx: &Context,
-    lease: &Lease,
-    iteration: i32,
-    ep: &LlmEndpoint,
-    messages: &[llm::ChatMessage],
-    tools: &[ToolSpec],
-) -> Result<LlmReply, LlmError> {
+async fn call_model(ctx: &Context, call: &ModelCall<'_>) -> Result<LlmReply, LlmError> {
+    let lease = call.lease;
     let mut attempt = 1;
     loop {
-        let result = stream_once(ctx, lease, iteration, ep, messages, tools).await;
+        let result = stream_once(ctx, call).await;
         match result {
             Err(e) if e.is_retryable() && attempt < ctx.config.llm_max_attempts => {
                 let base = ctx.config.llm_backoff.saturating_mul(1 << (attempt - 1).min(10));
@@ -289,14 +293,8 @@ async fn call_model(
 
 /// Streams one call, forwarding text deltas to SSE viewers through NOTIFY
 /// (coalesced, never stored) from a side task so the stream is never blocked.
-async fn stream_once(
-    ctx: &Context,
-    lease: &Lease,
-    iteration: i32,
-    ep: &LlmEndpoint,
-    messages: &[llm::ChatMessage],
-    tools: &[ToolSpec],
-) -> Result<LlmReply, LlmError> {
+async fn stream_once(ctx: &Context, call: &ModelCall<'_>) -> Result<LlmReply, LlmError> {
+    let ModelCall { lease, iteration, endpoint: ep, messages, tools } = *call;
     let (tx, mut rx) = mpsc::unbounded_channel::<String>();
     let pool = ctx.pool.clone();
     let (session_id, turn_id) = (lease.session_id, lease.turn_id);
