@@ -10,14 +10,20 @@
 -- turnstone_worker (no access to API keys or idempotency records). Login roles
 -- are made members of them (scripts/dev does; see docs/security.md).
 
+-- Roles are cluster-wide: databases migrating at the same time (tests, several
+-- deployments on one server) race to create them, so "already exists" is fine.
 DO $$
+DECLARE
+    r text;
 BEGIN
-    IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'turnstone_api') THEN
-        CREATE ROLE turnstone_api NOLOGIN;
-    END IF;
-    IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'turnstone_worker') THEN
-        CREATE ROLE turnstone_worker NOLOGIN;
-    END IF;
+    FOREACH r IN ARRAY ARRAY['turnstone_api', 'turnstone_worker']
+    LOOP
+        BEGIN
+            EXECUTE format('CREATE ROLE %I NOLOGIN', r);
+        EXCEPTION WHEN duplicate_object OR unique_violation THEN
+            NULL;
+        END;
+    END LOOP;
 END
 $$;
 
