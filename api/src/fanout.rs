@@ -92,11 +92,6 @@ impl Hub {
         Subscription { hub: self.clone(), session_id, rx: feed.tx.subscribe() }
     }
 
-    /// Number of sessions with at least one stream (for tests and metrics).
-    pub fn session_count(&self) -> usize {
-        self.sessions.lock().expect("hub lock").len()
-    }
-
     fn resync_all(&self) {
         for feed in self.sessions.lock().expect("hub lock").values() {
             feed.nudge.notify_one();
