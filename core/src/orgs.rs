@@ -225,10 +225,12 @@ pub async fn authenticate(pool: &PgPool, presented: &str) -> Result<Option<Princ
     }
     let hash = key_hash(presented);
     let lookup = lookup_id(&hash);
-    let mut tx = pool.begin().await?;
-    sqlx::query("SELECT set_config('turnstone.key_lookup', $1, true)").bind(&lookup).execute(&mut *tx).await?;
-    let row: Option<(Uuid, Uuid, Vec<u8>, bool)> = sqlx::query_as(
-        "SELECT k.id, k.org_id, k.secret_hash, k.last_used_at IS NULL OR k.last_used_at < now() - interval '1 minute'
+    // The lookup id is 16 hex digits, so it can ride in the BEGIN (one round trip).
+    let begin = format!("BEGIN; SELECT set_config('turnstone.key_lookup', '{lookup}', true)");
+    let mut tx = pool.begin_with(sqlx::AssertSqlSafe(begin)).await?;
+    let row: Option<(Uuid, Uuid, Vec<u8>, bool, i32)> = sqlx::query_as(
+        "SELECT k.id, k.org_id, k.secret_hash, k.last_used_at IS NULL OR k.last_used_at < now() - interval '1 minute',
+                o.rate_limit_per_minute
            FROM api_keys k JOIN orgs o ON o.id = k.org_id
           WHERE k.lookup_id = $1 AND k.revoked_at IS NULL AND (k.expires_at IS NULL OR k.expires_at > now())
             AND NOT o.disabled",
@@ -236,16 +238,18 @@ pub async fn authenticate(pool: &PgPool, presented: &str) -> Result<Option<Princ
     .bind(&lookup)
     .fetch_optional(&mut *tx)
     .await?;
-    let Some((key_id, org_id, stored, stale_use)) = row else { return Ok(None) };
+    let Some((key_id, org_id, stored, stale_use, rate_limit)) = row else { return Ok(None) };
     if !bool::from(stored.as_slice().ct_eq(&hash[..])) {
         return Ok(None);
     }
-    sqlx::query("SELECT set_config('turnstone.org_id', $1, true)").bind(org_id.to_string()).execute(&mut *tx).await?;
-    if stale_use {
-        sqlx::query("UPDATE api_keys SET last_used_at = now() WHERE id = $1").bind(key_id).execute(&mut *tx).await?;
+    if stale_use || rate_limit > 0 {
+        sqlx::query("SELECT set_config('turnstone.org_id', $1, true)").bind(org_id.to_string()).execute(&mut *tx).await?;
+        if stale_use {
+            sqlx::query("UPDATE api_keys SET last_used_at = now() WHERE id = $1").bind(key_id).execute(&mut *tx).await?;
+        }
+        crate::quotas::count_request(&mut tx, org_id, key_id, rate_limit, Utc::now()).await?;
+        tx.commit().await?;
     }
-    crate::quotas::count_request(&mut tx, org_id, key_id, Utc::now()).await?;
-    tx.commit().await?;
     Ok(Some(Principal { org_id, key_id }))
 }
 
