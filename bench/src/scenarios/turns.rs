@@ -193,11 +193,12 @@ pub async fn throughput(ctx: &Ctx) -> Value {
     counting.store(false, Ordering::Relaxed);
     let elapsed = t0.elapsed().as_secs_f64();
     let done = completed.load(Ordering::Relaxed);
+    // Stop the load before waiting for the counters, so the pause adds no transactions of its own.
+    stop.store(true, Ordering::Relaxed);
     // Give backends a moment to flush their counters (PostgreSQL reports at most once a second).
     tokio::time::sleep(Duration::from_millis(1100)).await;
     let (c1, r1) = d.xacts().await;
     let top = if has_pgss { top_statements(&d, done).await } else { Value::Null };
-    stop.store(true, Ordering::Relaxed);
     let mut lat = Samples::default();
     for dr in drivers {
         if let Ok(s) = dr.await {
@@ -205,7 +206,7 @@ pub async fn throughput(ctx: &Ctx) -> Value {
         }
     }
     let tps = done as f64 / elapsed;
-    // The commit delta spans the window plus the flush pause; scale to the window's turns.
+    // The commit delta spans the window plus the turns still in flight when it closed.
     let commits_per_turn = (c1 - c0) as f64 / done.max(1) as f64;
     let ratio = ctx.baseline_tps.map(|b| tps / b);
     let mut targets = serde_json::Map::new();
