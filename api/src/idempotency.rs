@@ -34,20 +34,14 @@ where
     let mut tx = state.org_tx(org_id).await?;
     let out = create(&mut tx).await?;
     let body = serde_json::to_value(&out).map_err(|_| ApiError::internal())?;
-    match idempotency::record(&mut tx, org_id, key, &fingerprint, 200, &body).await {
-        Ok(()) => {
-            tx.commit().await.map_err(turnstone_core::Error::from)?;
-            Ok(out)
-        }
-        // A concurrent request with the same key won: drop our change, replay theirs.
-        Err(e) if e.is_unique_violation() => {
-            drop(tx);
-            let stored =
-                idempotency::lookup(&mut *state.org_tx(org_id).await?, org_id, key).await?.ok_or_else(ApiError::internal)?;
-            replay(stored, &fingerprint)
-        }
-        Err(e) => Err(e.into()),
+    if idempotency::record(&mut tx, org_id, key, &fingerprint, 200, &body).await? {
+        tx.commit().await.map_err(turnstone_core::Error::from)?;
+        return Ok(out);
     }
+    // A concurrent request with the same key won: drop our change, replay theirs.
+    drop(tx);
+    let stored = idempotency::lookup(&mut *state.org_tx(org_id).await?, org_id, key).await?.ok_or_else(ApiError::internal)?;
+    replay(stored, &fingerprint)
 }
 
 fn replay<T: DeserializeOwned>(stored: idempotency::Stored, fingerprint: &str) -> Result<T, ApiError> {

@@ -524,3 +524,26 @@ async fn agents_paginate_update_and_archive() {
     // Other agents still start sessions.
     api.post("/v1/sessions", json!({"agent_id": created[0]})).await.expect(201);
 }
+
+#[tokio::test]
+async fn idempotency_keys_survive_races_and_expire_after_a_day() {
+    let stack = Stack::start().await;
+    let api = stack.client();
+    // Eight simultaneous first uses of one key: one agent, one answer.
+    let body = json!({"name": "raced"});
+    let replies = futures::future::join_all((0..8).map(|_| post_keyed(&api, "/v1/agents", "race-key", &body))).await;
+    let ids: Vec<Value> = replies.into_iter().map(|r| r.expect(201)["id"].clone()).collect();
+    assert!(ids.iter().all(|id| *id == ids[0]), "{ids:?}");
+    assert_eq!(agent_ids(&api).await.len(), 1);
+
+    // A day later the key is free again: a new request creates anew (and replaces the old record).
+    let owner = turnstone_core::db::connect(&stack.db.url, 1).await.unwrap();
+    sqlx::query("UPDATE idempotency_keys SET created_at = now() - interval '25 hours' WHERE key = 'race-key'")
+        .execute(&owner)
+        .await
+        .unwrap();
+    let fresh = post_keyed(&api, "/v1/agents", "race-key", &json!({"name": "next day"})).await.expect(201);
+    assert_ne!(fresh["id"], ids[0]);
+    let records: i64 = sqlx::query_scalar("SELECT count(*) FROM idempotency_keys").fetch_one(&owner).await.unwrap();
+    assert_eq!(records, 1, "the expired record was replaced, not duplicated");
+}
