@@ -51,6 +51,27 @@ pub struct ProviderCreate {
     pub api_key: Option<Text>,
 }
 
+/// Changes to a provider; absent fields are unchanged. Changing `base_url` of a
+/// provider that holds a key needs `api_key` too (a new key, or `null` to drop it).
+/// `Debug` is written by hand: `api_key` must never be printed.
+#[derive(Object)]
+#[oai(deny_unknown_fields)]
+pub struct ProviderUpdate {
+    #[oai(validator(min_length = 1, max_length = 200))]
+    pub name: Option<Text>,
+    #[oai(validator(min_length = 1, max_length = 2048))]
+    pub base_url: Option<Text>,
+    /// A new key (stored encrypted), or `null` to remove the stored one.
+    #[oai(validator(max_length = 4096))]
+    pub api_key: poem_openapi::types::MaybeUndefined<Text>,
+}
+
+impl std::fmt::Debug for ProviderUpdate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProviderUpdate").field("name", &self.name).field("base_url", &self.base_url).finish_non_exhaustive()
+    }
+}
+
 #[derive(Debug, Object, serde::Serialize, serde::Deserialize)]
 pub struct Provider {
     /// `prv_…`

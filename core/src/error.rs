@@ -55,6 +55,11 @@ impl Error {
         }
     }
 
+    /// True for a foreign-key violation (SQLSTATE 23503): the row is still referenced.
+    pub fn is_foreign_key_violation(&self) -> bool {
+        matches!(self, Error::Database(e) if e.as_database_error().is_some_and(|d| d.is_foreign_key_violation()))
+    }
+
     /// True for a unique-constraint violation (SQLSTATE 23505).
     pub fn is_unique_violation(&self) -> bool {
         matches!(self, Error::Database(e) if e.as_database_error().is_some_and(|d| d.is_unique_violation()))

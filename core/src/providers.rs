@@ -101,6 +101,87 @@ pub async fn update_provider_endpoint(
     Ok(())
 }
 
+/// Changes to a provider. Moving `base_url` requires a new `api_key` (or
+/// explicitly none), so a stored key is never sent to a host it was not given for.
+#[derive(Debug, Default)]
+pub struct ProviderUpdate {
+    pub name: Option<String>,
+    pub base_url: Option<String>,
+    /// `Some(None)` removes the stored key.
+    pub api_key: Option<Option<Secret>>,
+}
+
+pub async fn update_provider(
+    conn: &mut PgConnection,
+    keys: &KeyRing,
+    org_id: Uuid,
+    id: Uuid,
+    update: ProviderUpdate,
+) -> Result<Provider> {
+    let current = get_provider(&mut *conn, org_id, id).await?;
+    if let Some(n) = &update.name {
+        validate::name("name", n)?;
+    }
+    if let Some(u) = &update.base_url {
+        validate::base_url(u)?;
+        if current.has_api_key && u.trim_end_matches('/') != current.base_url && update.api_key.is_none() {
+            return Err(Error::invalid(
+                "api_key_required",
+                "changing base_url needs api_key too (or null): a stored key is only sent where it was given for",
+            ));
+        }
+    }
+    let (set_key, sealed) = match &update.api_key {
+        None => (false, None),
+        Some(None) => (true, None),
+        Some(Some(k)) => {
+            validate::text("api_key", k.expose(), limits::MAX_SECRET_CHARS)?;
+            (true, Some(keychain::seal(&mut *conn, keys, org_id, id, API_KEY_PURPOSE, k.expose()).await?))
+        }
+    };
+    let res = sqlx::query(
+        "UPDATE providers SET name = coalesce($3, name), base_url = coalesce($4, base_url),
+                api_key_ciphertext = CASE WHEN $5 THEN $6 ELSE api_key_ciphertext END
+          WHERE org_id = $1 AND id = $2",
+    )
+    .bind(org_id)
+    .bind(id)
+    .bind(&update.name)
+    .bind(update.base_url.as_deref().map(|u| u.trim_end_matches('/')))
+    .bind(set_key)
+    .bind(sealed)
+    .execute(&mut *conn)
+    .await
+    .map_err(Error::from);
+    match res {
+        Err(e) if e.is_unique_violation() => {
+            return Err(Error::conflict("provider_name_taken", "another provider has that name"));
+        }
+        other => other?,
+    };
+    get_provider(conn, org_id, id).await
+}
+
+/// Deletes a model no agent or session uses; the org's default model cannot be deleted.
+pub async fn delete_model(conn: &mut PgConnection, org_id: Uuid, id: Uuid) -> Result<()> {
+    let model = get_model(&mut *conn, org_id, id).await?;
+    if model.is_default {
+        return Err(Error::conflict("model_is_default", "make another model the default first"));
+    }
+    let res = sqlx::query("DELETE FROM models WHERE org_id = $1 AND id = $2")
+        .bind(org_id)
+        .bind(id)
+        .execute(conn)
+        .await
+        .map_err(Error::from);
+    match res {
+        Err(e) if e.is_foreign_key_violation() => {
+            Err(Error::conflict("model_in_use", "agents, sessions or turns still use this model"))
+        }
+        other => other.map(|_| ()),
+    }
+}
+
 pub async fn get_provider(db: impl sqlx::PgExecutor<'_>, org_id: Uuid, id: Uuid) -> Result<Provider> {
     sqlx::query_as(AssertSqlSafe(format!("SELECT {PROVIDER_COLUMNS} FROM providers WHERE org_id = $1 AND id = $2")))
         .bind(org_id)

@@ -13,7 +13,9 @@ use crate::AppState;
 use crate::auth::ApiKey;
 use crate::error::ApiError;
 use crate::idempotency::create_once;
-use crate::wire::{Model, ModelCreate, ModelList, Provider, ProviderCreate, ProviderList, parse_id, parse_opt_id};
+use crate::wire::{
+    Model, ModelCreate, ModelList, Provider, ProviderCreate, ProviderList, ProviderUpdate, parse_id, parse_opt_id,
+};
 
 pub struct ProvidersApi {
     pub state: AppState,
@@ -95,6 +97,34 @@ impl ProvidersApi {
         Ok(Json(providers::get_provider(&mut *self.state.org_tx(auth.0.org_id).await?, auth.0.org_id, id).await?.into()))
     }
 
+    /// Update a provider's name, base URL or key. Moving `base_url` of a provider that holds a key
+    /// needs `api_key` as well (400 `api_key_required`), so a stored key never follows a new host.
+    #[oai(path = "/providers/:provider_id", method = "patch", operation_id = "updateProvider")]
+    async fn update_provider(
+        &self,
+        auth: ApiKey,
+        provider_id: Path<String>,
+        body: Json<ProviderUpdate>,
+    ) -> Result<Json<Provider>, ApiError> {
+        use poem_openapi::types::MaybeUndefined;
+        let org = auth.0.org_id;
+        let id = parse_id(Kind::Provider, &provider_id.0)?;
+        let b = body.0;
+        let update = providers::ProviderUpdate {
+            name: b.name.map(Into::into),
+            base_url: b.base_url.map(Into::into),
+            api_key: match b.api_key {
+                MaybeUndefined::Undefined => None,
+                MaybeUndefined::Null => Some(None),
+                MaybeUndefined::Value(k) => Some(Some(Secret::new(k.0))),
+            },
+        };
+        let mut tx = self.state.org_tx(org).await?;
+        let provider = providers::update_provider(&mut tx, &self.state.keys, org, id, update).await?;
+        tx.commit().await.map_err(turnstone_core::Error::from)?;
+        Ok(Json(provider.into()))
+    }
+
     /// Delete a provider that no model uses.
     #[oai(path = "/providers/:provider_id", method = "delete", operation_id = "deleteProvider")]
     async fn delete_provider(&self, auth: ApiKey, provider_id: Path<String>) -> Result<Deleted, ApiError> {
@@ -142,6 +172,16 @@ impl ProvidersApi {
             data: page.items.into_iter().map(Into::into).collect(),
             next_cursor: page.next_after.map(|id| ids::format(Kind::Model, id)),
         }))
+    }
+
+    /// Delete a model that no agent, session or turn uses (409 `model_in_use`); not the org default.
+    #[oai(path = "/models/:model_id", method = "delete", operation_id = "deleteModel")]
+    async fn delete_model(&self, auth: ApiKey, model_id: Path<String>) -> Result<Deleted, ApiError> {
+        let id = parse_id(Kind::Model, &model_id.0)?;
+        let mut tx = self.state.org_tx(auth.0.org_id).await?;
+        providers::delete_model(&mut tx, auth.0.org_id, id).await?;
+        tx.commit().await.map_err(turnstone_core::Error::from)?;
+        Ok(Deleted::NoContent)
     }
 
     /// Get one model.

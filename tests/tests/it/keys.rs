@@ -103,3 +103,34 @@ async fn an_open_stream_ends_when_its_key_is_revoked() {
     let again = viewer.send(viewer.http.get(format!("{}/v1/sessions/{session}/sse", viewer.base))).await;
     again.expect_problem(401, "unauthorized");
 }
+
+#[tokio::test]
+async fn a_provider_key_can_be_replaced_but_never_follows_a_new_host() {
+    let stack = Stack::start().await;
+    let api = stack.client();
+    let p =
+        api.post("/v1/providers", json!({"name": "p", "base_url": stack.sim.base_url(), "api_key": "sk-old"})).await.expect(201);
+    let path = format!("/v1/providers/{}", p["id"].as_str().unwrap());
+    // Moving the base URL alone would send the stored key to a new host: refused, nothing changed.
+    api.patch(&path, json!({"base_url": "https://elsewhere.example/v1"})).await.expect_problem(400, "api_key_required");
+    assert_eq!(api.get(&path).await.expect(200)["base_url"], stack.sim.base_url());
+    // With a new key (or null) it is fine; the key itself is never returned.
+    let moved = api.patch(&path, json!({"base_url": "https://elsewhere.example/v1", "api_key": "sk-new"})).await.expect(200);
+    assert_eq!(moved["has_api_key"], true);
+    assert!(moved.get("api_key").is_none());
+    let cleared = api.patch(&path, json!({"api_key": null, "name": "renamed"})).await.expect(200);
+    assert_eq!((cleared["has_api_key"].clone(), cleared["name"].clone()), (json!(false), json!("renamed")));
+    api.patch(&path, json!({"name": "default"})).await.expect_problem(409, "provider_name_taken");
+
+    // Models: a used one cannot be deleted, an unused one can, the default never.
+    let m = api.post("/v1/models", json!({"provider_id": p["id"], "name": "m"})).await.expect(201);
+    let used = api.post("/v1/agents", json!({"name": "uses m", "model_id": m["id"]})).await.expect(201);
+    let model_path = format!("/v1/models/{}", m["id"].as_str().unwrap());
+    api.delete(&model_path).await.expect_problem(409, "model_in_use");
+    api.patch(&format!("/v1/agents/{}", used["id"].as_str().unwrap()), json!({"model_id": ""})).await.expect(200);
+    api.delete(&model_path).await.expect(204);
+    api.get(&model_path).await.expect_problem(404, "not_found");
+    let models = api.get("/v1/models").await.expect(200);
+    let default = models["data"].as_array().unwrap().iter().find(|m| m["is_default"] == true).unwrap().clone();
+    api.delete(&format!("/v1/models/{}", default["id"].as_str().unwrap())).await.expect_problem(409, "model_is_default");
+}
