@@ -27,6 +27,8 @@ pub struct Config {
     pub sse_fallback_poll: Duration,
     /// How often an open SSE stream re-checks that its API key is still valid.
     pub sse_key_check: Duration,
+    /// Open SSE streams this process serves at most; more get 429 `too_many_streams`.
+    pub sse_max_streams: usize,
 }
 
 pub use turnstone_core::env::ConfigError;
@@ -63,6 +65,7 @@ impl Config {
             sse_max_connection: secs("TURNSTONE_SSE_MAX_CONNECTION_SECS", 300.0)?,
             sse_fallback_poll: secs("TURNSTONE_SSE_FALLBACK_POLL_SECS", 5.0)?,
             sse_key_check: secs("TURNSTONE_SSE_KEY_CHECK_SECS", 30.0)?,
+            sse_max_streams: positive("TURNSTONE_SSE_MAX_STREAMS", 20_000usize)?,
         })
     }
 }
@@ -80,6 +83,7 @@ impl std::fmt::Debug for Config {
             .field("sse_max_connection", &self.sse_max_connection)
             .field("sse_fallback_poll", &self.sse_fallback_poll)
             .field("sse_key_check", &self.sse_key_check)
+            .field("sse_max_streams", &self.sse_max_streams)
             .finish()
     }
 }

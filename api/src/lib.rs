@@ -53,6 +53,8 @@ pub struct Inner {
     pub config: Config,
     /// Flips to `true` when the process drains: SSE streams say `disconnecting` and end.
     pub shutdown: watch::Receiver<bool>,
+    /// One permit per open SSE stream (`sse_max_streams`).
+    pub streams: Arc<tokio::sync::Semaphore>,
 }
 
 impl AppState {
@@ -132,8 +134,10 @@ fn inert_state() -> AppState {
             sse_max_connection: Duration::from_secs(300),
             sse_fallback_poll: Duration::from_secs(5),
             sse_key_check: Duration::from_secs(30),
+            sse_max_streams: 1,
         },
         shutdown: rx,
+        streams: Arc::new(tokio::sync::Semaphore::new(1)),
     }))
 }
 
@@ -213,6 +217,7 @@ impl Application {
             pool: pool.clone(),
             keys: config.keys.clone(),
             hub: Arc::new(fanout::Hub::new(pool.clone(), config.sse_fallback_poll)),
+            streams: Arc::new(tokio::sync::Semaphore::new(config.sse_max_streams)),
             config,
             shutdown: stop_rx,
         }));

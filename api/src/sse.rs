@@ -20,11 +20,19 @@ use crate::fanout::{self, Signal};
 use crate::wire::StreamFrame;
 
 /// Starts the pump for one client and returns its frame stream.
-pub fn open(state: AppState, principal: Principal, session_id: Uuid, after_sequence: i64) -> BoxStream<'static, StreamFrame> {
+/// Holds `permit` (one of the process's stream slots) until the stream ends.
+pub fn open(
+    state: AppState,
+    principal: Principal,
+    session_id: Uuid,
+    after_sequence: i64,
+    permit: tokio::sync::OwnedSemaphorePermit,
+) -> BoxStream<'static, StreamFrame> {
     let (tx, rx) = mpsc::channel(16);
     // Subscribe before the first read, so nothing committed in between is missed.
     let sub = state.hub.subscribe(principal.org_id, session_id);
     tokio::spawn(async move {
+        let _permit = permit;
         if let Err(e) = pump(&state, principal, session_id, after_sequence, sub, &tx).await {
             tracing::debug!(error = %e, %session_id, "SSE stream ended");
         }

@@ -55,23 +55,26 @@ pub fn tags(values: &[String]) -> Result<()> {
     Ok(())
 }
 
-/// An http(s) base URL without credentials, query or fragment.
+/// An http(s) base URL that parses (RFC 3986, via the `url` crate), names a
+/// host, and carries no credentials, query or fragment.
 pub fn base_url(value: &str) -> Result<()> {
     let bad = |why: &str| Error::invalid("invalid_base_url", format!("base_url {why}"));
     text("base_url", value, limits::MAX_URL_CHARS)?;
-    let rest = value
-        .strip_prefix("https://")
-        .or_else(|| value.strip_prefix("http://"))
-        .ok_or_else(|| bad("must start with http:// or https://"))?;
-    let host = rest.split('/').next().unwrap_or("");
-    if host.is_empty() {
+    if value.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(bad("must not contain whitespace"));
+    }
+    let url = url::Url::parse(value).map_err(|e| bad(&format!("is not a valid URL ({e})")))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(bad("must start with http:// or https://"));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
         return Err(bad("must name a host"));
     }
-    if host.contains('@') {
+    if !url.username().is_empty() || url.password().is_some() {
         return Err(bad("must not carry credentials; set api_key instead"));
     }
-    if value.contains('?') || value.contains('#') || value.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return Err(bad("must not contain a query, fragment or whitespace"));
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(bad("must not contain a query or fragment"));
     }
     Ok(())
 }
@@ -91,6 +94,8 @@ mod tests {
         assert!(base_url("http://127.0.0.1:8090/v1").is_ok());
         assert!(base_url("ftp://x").is_err());
         assert!(base_url("https://user:pw@x").is_err());
+        assert!(base_url("http://[::1").is_err(), "unparseable host");
+        assert!(base_url("http://h/v1?x=1").is_err());
         assert!(matches!(text("t", "a\0b", 10), Err(Error::Invalid { code: "invalid_field", .. })));
         assert_eq!(storable("a\0b"), "ab");
     }

@@ -139,6 +139,10 @@ pub struct StackOptions {
     pub worker: fn(&mut turnstone_worker::Config),
     /// Create the database on this server instead of `TURNSTONE_TEST_DATABASE_URL`.
     pub admin_url: Option<String>,
+    /// `TURNSTONE_SSE_MAX_STREAMS` of the API.
+    pub sse_max_streams: usize,
+    /// SSE heartbeat interval (a closed client is noticed on the next writes).
+    pub sse_heartbeat: Duration,
 }
 
 impl Default for StackOptions {
@@ -150,6 +154,8 @@ impl Default for StackOptions {
             sse_max_connection: Duration::from_secs(300),
             worker: |_| {},
             admin_url: None,
+            sse_max_streams: 1000,
+            sse_heartbeat: Duration::from_secs(15),
         }
     }
 }
@@ -196,10 +202,11 @@ impl Stack {
                 provider_api_key: opts.provider_api_key.clone().map(Secret::new),
                 model_name: "sim-1".into(),
             },
-            sse_heartbeat: Duration::from_secs(15),
+            sse_heartbeat: opts.sse_heartbeat,
             sse_max_connection: opts.sse_max_connection,
             sse_fallback_poll: Duration::from_secs(5),
             sse_key_check: Duration::from_secs(1),
+            sse_max_streams: opts.sse_max_streams,
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let (api_stop, stopped) = oneshot::channel::<()>();

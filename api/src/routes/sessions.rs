@@ -282,7 +282,17 @@ impl SessionsApi {
             }
         };
         drop(tx);
-        let stream = crate::sse::open(self.state.clone(), principal, session, after);
+        let permit = self.state.streams.clone().try_acquire_owned().map_err(|_| {
+            ApiError::TooManyRequests(
+                Json(crate::error::Problem::new(
+                    poem::http::StatusCode::TOO_MANY_REQUESTS,
+                    "too_many_streams",
+                    "this API process serves its maximum of open streams; retry shortly",
+                )),
+                5,
+            )
+        })?;
+        let stream = crate::sse::open(self.state.clone(), principal, session, after, permit);
         Ok(SseResponse::Stream(
             EventStream::new(stream).keep_alive(self.state.config.sse_heartbeat).to_event(crate::sse::to_sse_event),
         ))

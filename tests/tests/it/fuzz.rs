@@ -669,7 +669,8 @@ fn generate(rng: &mut StdRng, doc: &Value, op: &Op, fx: &Fixtures, i: usize) -> 
     let kind = if i < unique.len() { unique[i] } else { *random.choose(rng).unwrap() };
     let mut what = String::new();
 
-    let ids = if op.method == Method::DELETE { &fx.victims } else { &fx.ids };
+    // Mutations (DELETE, PATCH) go to spare resources, so the final turn still works.
+    let ids = if op.method == Method::DELETE || op.method == Method::PATCH { &fx.victims } else { &fx.ids };
     let path_params: Vec<&Param> = op.params.iter().filter(|p| p.location == "path").collect();
     let broken_param = (kind == "path").then(|| rng.random_range(0..path_params.len()));
     let mut path = op.template.clone();

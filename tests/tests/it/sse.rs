@@ -123,3 +123,34 @@ async fn browsers_can_pass_the_key_as_access_token() {
     let agents = anonymous.http.get(format!("{}/v1/agents?access_token={}", api.base, api.key)).send().await.unwrap();
     assert_eq!(agents.status().as_u16(), 401);
 }
+
+#[tokio::test]
+async fn a_process_caps_its_open_streams() {
+    // A short heartbeat: the server notices a client that went away on its next writes.
+    let stack = Stack::start_with(StackOptions {
+        sse_max_streams: 2,
+        sse_heartbeat: std::time::Duration::from_millis(100),
+        ..Default::default()
+    })
+    .await;
+    let api = stack.client();
+    let session = api.session(&[]).await;
+    let mut first = api.sse(&session, "", None).await;
+    let mut second = api.sse(&session, "", None).await;
+    first.next().await.unwrap();
+    second.next().await.unwrap();
+    let refused = api.send(api.http.get(format!("{}/v1/sessions/{session}/sse", api.base))).await;
+    assert_eq!(refused.retry_after.as_deref(), Some("5"));
+    refused.expect_problem(429, "too_many_streams");
+    // A closed stream frees its slot (once the server notices, at the latest on a heartbeat).
+    drop(first);
+    let deadline = tokio::time::Instant::now() + turnstone_tests::DEADLINE;
+    loop {
+        let r = api.http.get(format!("{}/v1/sessions/{session}/sse", api.base)).bearer_auth(&api.key).send().await.unwrap();
+        if r.status().as_u16() == 200 {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the slot was never freed");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
