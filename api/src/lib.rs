@@ -150,9 +150,17 @@ pub fn endpoint(state: AppState) -> BoxEndpoint<'static> {
         .nest("/", service)
         .nest("/docs", docs)
         .at("/openapi.json", spec)
+        .at("/viewer", poem::get(viewer))
         .data(state)
         .around(|ep, req| async move { Ok(bounded_body(ep, req).await) })
         .boxed()
+}
+
+/// The built-in session viewer: a static page that follows one session's SSE
+/// stream with `EventSource` (key passed as `?access_token=`).
+#[poem::handler]
+fn viewer() -> poem::web::Html<&'static str> {
+    poem::web::Html(include_str!("../static/viewer.html"))
 }
 
 /// Buffers request bodies up to the limit (413 beyond it) and renders every
