@@ -48,7 +48,6 @@ pub struct AppState(Arc<Inner>);
 
 pub struct Inner {
     pub pool: PgPool,
-    pub keys: KeyRing,
     pub hub: Arc<fanout::Hub>,
     pub config: Config,
     /// Flips to `true` when the process drains: SSE streams say `disconnecting` and end.
@@ -116,7 +115,6 @@ fn inert_state() -> AppState {
     let (_tx, rx) = watch::channel(false);
     AppState(Arc::new(Inner {
         pool: pool.clone(),
-        keys: KeyRing::parse(&KeyRing::generate_spec("inert")).expect("generated key"),
         hub: Arc::new(fanout::Hub::new(pool.clone(), Duration::from_secs(5))),
         config: Config {
             database_url: String::new(),
@@ -223,7 +221,6 @@ impl Application {
         let (stop_tx, stop_rx) = watch::channel(false);
         let state = AppState(Arc::new(Inner {
             pool: pool.clone(),
-            keys: config.keys.clone(),
             hub: Arc::new(fanout::Hub::new(pool.clone(), config.sse_fallback_poll)),
             streams: Arc::new(tokio::sync::Semaphore::new(config.sse_max_streams)),
             config,

@@ -64,7 +64,8 @@ impl ProvidersApi {
             Box::pin(async move {
                 let key = body.0.api_key.map(|k| Secret::new(k.0));
                 let id =
-                    providers::create_provider(&mut *c, &state.keys, org, &body.0.name, &body.0.base_url, key.as_ref()).await?;
+                    providers::create_provider(&mut *c, &state.config.keys, org, &body.0.name, &body.0.base_url, key.as_ref())
+                        .await?;
                 let p: Provider = providers::get_provider(&mut *c, org, id).await?.into();
                 Ok(p)
             })
@@ -120,7 +121,7 @@ impl ProvidersApi {
             },
         };
         let mut tx = self.state.org_tx(org).await?;
-        let provider = providers::update_provider(&mut tx, &self.state.keys, org, id, update).await?;
+        let provider = providers::update_provider(&mut tx, &self.state.config.keys, org, id, update).await?;
         tx.commit().await.map_err(turnstone_core::Error::from)?;
         Ok(Json(provider.into()))
     }

@@ -73,14 +73,17 @@ async fn another_orgs_ids_answer_404_and_change_nothing() {
         let a = a.clone();
         async move { a.get(&path).await.expect(200) }
     };
-    let before = (
-        snapshot(format!("/v1/agents/{agt}")).await,
-        snapshot(format!("/v1/providers/{prv}")).await,
-        snapshot(format!("/v1/providers/{spare}")).await,
-        snapshot(format!("/v1/models/{mdl}")).await,
-        snapshot(format!("/v1/sessions/{ses}")).await,
-        snapshot(format!("/v1/sessions/{ses}/messages")).await,
-    );
+    let snapshot_all = || async {
+        (
+            snapshot(format!("/v1/agents/{agt}")).await,
+            snapshot(format!("/v1/providers/{prv}")).await,
+            snapshot(format!("/v1/providers/{spare}")).await,
+            snapshot(format!("/v1/models/{mdl}")).await,
+            snapshot(format!("/v1/sessions/{ses}")).await,
+            snapshot(format!("/v1/sessions/{ses}/messages")).await,
+        )
+    };
+    let before = snapshot_all().await;
     let a_ids = listed_ids(&a).await;
     for x in [&prv, &spare, &mdl, &agt, &ses] {
         assert!(a_ids.contains(x), "A lists its own {x}");
@@ -147,14 +150,7 @@ async fn another_orgs_ids_answer_404_and_change_nothing() {
     assert_eq!(b_ids, BTreeSet::from([b_agent.clone(), id(&b_same), b_session.clone()]));
 
     // No side effect on A: same resources, same log, still listed.
-    let after = (
-        snapshot(format!("/v1/agents/{agt}")).await,
-        snapshot(format!("/v1/providers/{prv}")).await,
-        snapshot(format!("/v1/providers/{spare}")).await,
-        snapshot(format!("/v1/models/{mdl}")).await,
-        snapshot(format!("/v1/sessions/{ses}")).await,
-        snapshot(format!("/v1/sessions/{ses}/messages")).await,
-    );
+    let after = snapshot_all().await;
     assert_eq!(after, before);
     assert!(after.0["archived_at"].is_null());
     assert_eq!(after.0["name"], "a-agent");
