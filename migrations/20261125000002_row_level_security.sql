@@ -64,10 +64,4 @@ GRANT SELECT ON providers, models, agents TO turnstone_worker;
 GRANT SELECT, UPDATE ON sessions, session_sequences, turns TO turnstone_worker;
 GRANT SELECT, INSERT ON events TO turnstone_worker;
 
--- The task queue (apalis' schema, migrated before ours).
-GRANT USAGE ON SCHEMA apalis TO turnstone_api, turnstone_worker;
-GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA apalis TO turnstone_api, turnstone_worker;
-GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA apalis TO turnstone_api, turnstone_worker;
-ALTER DEFAULT PRIVILEGES IN SCHEMA apalis GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO turnstone_api, turnstone_worker;
-ALTER DEFAULT PRIVILEGES IN SCHEMA apalis GRANT EXECUTE ON FUNCTIONS TO turnstone_api, turnstone_worker;
-GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA apalis TO turnstone_api, turnstone_worker;
+-- The task queue has its own grants (migration 0005).

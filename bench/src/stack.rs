@@ -133,7 +133,7 @@ impl Deployment {
         d
     }
 
-    /// Starts one more worker process and waits until apalis registered it.
+    /// Starts one more worker process and waits until it registered in `queue_workers`.
     pub async fn add_worker(&mut self) {
         self.next_worker += 1;
         let name = format!("bench-w{}-{}", self.next_worker, std::process::id());
@@ -147,7 +147,7 @@ impl Deployment {
         let proc = Proc::spawn("turnstone-worker", &env);
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            let n: i64 = sqlx::query_scalar("SELECT count(*) FROM apalis.workers WHERE id = $1")
+            let n: i64 = sqlx::query_scalar("SELECT count(*) FROM queue_workers WHERE name = $1")
                 .bind(&name)
                 .fetch_one(&self.admin)
                 .await

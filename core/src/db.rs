@@ -1,4 +1,4 @@
-//! Connection pools and migrations: Turnstone's own (`migrations/`) and apalis' task-queue schema.
+//! Connection pools and migrations (`migrations/`).
 
 use crate::error::Result;
 use sqlx::PgPool;
@@ -28,11 +28,9 @@ pub fn connect_lazy(url: &str, max_connections: u32) -> Result<PgPool> {
 /// Turnstone's migrations, embedded at build time.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
 
-/// Applies pending migrations (apalis' queue schema, then ours, which grants
-/// on it). Safe to run from several processes at once: both migrators take an
-/// advisory lock.
+/// Applies pending migrations. Safe to run from several processes at once:
+/// the migrator takes an advisory lock.
 pub async fn migrate(pool: &PgPool) -> Result<()> {
-    apalis_postgres::PostgresStorage::setup(pool).await.map_err(|e| crate::Error::Queue(e.to_string()))?;
     MIGRATOR.run(pool).await?;
     Ok(())
 }

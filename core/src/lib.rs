@@ -16,11 +16,12 @@
 //! - [`limits`]: size limits shared by validation and the OpenAPI schema.
 //! - [`crypto`]: master keys, data keys and XChaCha20-Poly1305 sealing.
 //! - [`keychain`]: the per-org key chain in the database, and key rotations.
-//! - [`db`]: pool construction and migrations (ours plus apalis').
+//! - [`db`]: pool construction and migrations.
 //! - [`orgs`]: organisations, API keys and first-start bootstrap.
 //! - [`providers`], [`agents`], [`sessions`]: tenant resources.
 //! - [`quotas`]: per-org quotas and the per-key rate limit.
 //! - [`events`]: the append-only event log and its NOTIFY wake-ups.
+//! - [`queue`]: the task queue table — enqueue, batched claim/complete, heartbeats, reclaim.
 //! - [`turns`]: the turn queue — enqueue, claim, guarded step commits, finalise.
 //! - [`capabilities`]: the registry of tools an agent can enable (with [`math`]).
 //! - [`page`]: cursor pagination.
@@ -43,6 +44,7 @@ pub mod math;
 pub mod orgs;
 pub mod page;
 pub mod providers;
+pub mod queue;
 pub mod quotas;
 pub mod sessions;
 pub mod telemetry;

@@ -2,7 +2,7 @@
 //!
 //! Transitions, each in one transaction that also appends its events:
 //! - [`post_message`]: append `input.message`; insert the turn as `queued` (task
-//!   pushed to apalis in the same transaction) when the session is idle, else as
+//!   queued in `task_queue` in the same transaction) when the session is idle, else as
 //!   `pending` behind the running turn.
 //! - [`start`]: a worker takes the turn; `attempt` is bumped and becomes the
 //!   fencing token of every later write.
@@ -18,17 +18,17 @@
 use crate::error::{Error, Result};
 use crate::events::{self, Event, NewEvent, types};
 use crate::ids::new_id;
-use crate::{db, limits};
+use crate::{db, limits, queue};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
-/// The apalis queue (job_type) turn tasks live in.
+/// The queue (`task_queue.queue`) turn tasks live in.
 pub const QUEUE: &str = "turns";
 
-/// The apalis task payload: everything else is read from the database.
+/// The task payload: everything else is read from the database.
 /// `org_id` scopes the worker's transactions (row-level security).
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 pub struct TurnTask {
@@ -131,12 +131,11 @@ async fn lock_session(tx: &mut PgConnection, org_id: Uuid, session_id: Uuid) -> 
         .ok_or(Error::NotFound("session"))
 }
 
-/// Pushes the turn's apalis task in the caller's transaction.
+/// Queues the turn's task in the caller's transaction.
 async fn enqueue(tx: &mut PgConnection, task: TurnTask) -> Result<()> {
-    let args = serde_json::to_vec(&task).expect("task serialises");
-    // Attempts are bounded by our own forward-progress rules, not apalis' retry budget.
-    let task = apalis_core::task::builder::TaskBuilder::new(args).max_attempts(1000).build();
-    apalis_postgres::queries::push_tasks(tx, QUEUE, vec![task]).await.map_err(|e| Error::Queue(e.to_string()))
+    // Attempts are bounded by our own forward-progress rules, not the queue's retry budget.
+    queue::enqueue(tx, QUEUE, &task, 1000).await?;
+    Ok(())
 }
 
 /// A worker's hold on a running turn. `attempt` fences every write.
@@ -484,27 +483,6 @@ pub async fn cancel_requested(pool: &PgPool, org_id: Uuid, turn_ids: &[Uuid]) ->
         .bind(turn_ids)
         .fetch_all(&mut *tx)
         .await?)
-}
-
-/// Hands every task `worker` holds back to the queue at once (drain deadline
-/// passed) and wakes other workers. The turns' attempt fencing makes any late
-/// write from this worker harmless. Returns how many were released.
-pub async fn release_worker_tasks(pool: &PgPool, worker: &str) -> Result<u64> {
-    let released: Vec<String> = sqlx::query_scalar(
-        "WITH released AS (
-            UPDATE apalis.jobs SET status = 'Pending', lock_by = NULL, lock_at = NULL, done_at = NULL
-             WHERE lock_by = $1 AND status IN ('Queued', 'Running') AND job_type = $2
-             RETURNING id, job_type, run_at
-         )
-         SELECT id FROM released, LATERAL (
-            SELECT pg_notify('apalis::job::insert', json_build_object('job_type', job_type, 'id', id, 'run_at', run_at)::text)
-         ) n",
-    )
-    .bind(worker)
-    .bind(QUEUE)
-    .fetch_all(pool)
-    .await?;
-    Ok(released.len() as u64)
 }
 
 /// What a worker needs to run a turn, read fresh from the database at every (re)start.

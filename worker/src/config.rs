@@ -9,7 +9,7 @@ use turnstone_core::crypto::KeyRing;
 pub struct Config {
     pub database_url: String,
     pub keys: KeyRing,
-    /// Unique per process: becomes `apalis.workers.id`.
+    /// Unique per process: becomes `queue_workers.name` and `task_queue.lock_by`.
     pub name: String,
     /// Turns run at once by this process (they are I/O-bound: LLM calls).
     pub concurrency: usize,

@@ -6,27 +6,29 @@
 //! worker can resume any turn. They must not serve HTTP to clients and must not
 //! talk to the control plane except through the database.
 //!
-//! The runtime is apalis on its PostgreSQL backend: claims use
-//! `FOR UPDATE SKIP LOCKED`; wake-ups come from LISTEN/NOTIFY with a polling
-//! fallback; heartbeats let a live worker re-enqueue a dead one's tasks.
+//! The runtime is apalis on Turnstone's own PostgreSQL backend ([`queue`]):
+//! batched claims with `FOR UPDATE SKIP LOCKED`, wake-ups from LISTEN/NOTIFY
+//! with a polling fallback, batched acknowledgements, and heartbeats that let a
+//! live worker reclaim a dead one's tasks.
 //!
 //! # Layout
 //! - [`config`]: configuration from the environment.
 //! - [`cancel`]: cancellation signals from PostgreSQL to in-flight turns.
 //! - [`llm`]: the OpenAI-compatible streaming client.
 //! - [`plan`]: next step and prompt, derived from the event log.
+//! - [`queue`]: the apalis backend over the `task_queue` table.
 //! - [`turn`]: the step loop with fenced, keyed commits.
 
 pub mod cancel;
 pub mod config;
 pub mod llm;
 pub mod plan;
+pub mod queue;
 pub mod turn;
 
 use std::sync::Arc;
 
 use apalis::prelude::*;
-use apalis_postgres::{PostgresStorage, Pubsub};
 use sqlx::PgPool;
 use turnstone_core::db;
 use turnstone_core::turns::{QUEUE, TurnTask};
@@ -43,9 +45,9 @@ pub struct Context {
     pub abort: tokio::sync::watch::Receiver<bool>,
 }
 
-/// The apalis handler: runs one turn. An `Err` (database trouble) makes
-/// apalis retry the task; the turn then resumes where its log ends.
-async fn handle(task: TurnTask, ctx: Data<Context>) -> Result<(), BoxDynError> {
+/// The apalis handler: runs one turn. An `Err` (database trouble) sends the
+/// task back to the queue for a retry; the turn then resumes where its log ends.
+async fn handle_turn(task: TurnTask, ctx: Data<Context>) -> Result<(), BoxDynError> {
     match turn::run(&ctx, task).await {
         Ok(turn::TurnEnd::Released) => {
             // The process is about to hand this task back (see `run`); finishing
@@ -59,7 +61,7 @@ async fn handle(task: TurnTask, ctx: Data<Context>) -> Result<(), BoxDynError> {
         }
         Err(e) => {
             tracing::warn!(turn_id = %task.turn_id, error = %e, "turn interrupted; will retry");
-            // Give a restarting database a moment before apalis retries.
+            // Give a restarting database a moment before the retry.
             tokio::time::sleep(std::time::Duration::from_millis(500)).await;
             Err(Box::new(e))
         }
@@ -136,7 +138,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
         drop(running);
         // Hand this incarnation's tasks back as soon as the database answers.
         loop {
-            if turnstone_core::turns::release_worker_tasks(&pool, &name).await.is_ok() {
+            if turnstone_core::queue::release_worker(&pool, &name).await.is_ok() {
+                let _ = turnstone_core::queue::deregister(&pool, &name).await;
                 break;
             }
             tokio::select! {
@@ -154,34 +157,43 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
 }
 
 async fn release(pool: &PgPool, name: &str) {
-    match turnstone_core::turns::release_worker_tasks(pool, name).await {
+    match turnstone_core::queue::release_worker(pool, name).await {
         Ok(0) => {}
         Ok(n) => tracing::info!(released = n, "handed tasks back to the queue"),
-        Err(e) => tracing::warn!(error = %e, "could not release tasks; they will be reclaimed after the heartbeat timeout"),
+        Err(e) => {
+            tracing::warn!(error = %e, "could not release tasks; they will be reclaimed after the heartbeat timeout");
+            return;
+        }
+    }
+    if let Err(e) = turnstone_core::queue::deregister(pool, name).await {
+        tracing::debug!(error = %e, "could not remove the worker row; the next heartbeat of another worker will");
     }
 }
 
-/// One apalis worker on the `turns` queue, running until `stop` flips or its backend fails.
-async fn incarnate(ctx: &Context, name: &str, mut stop: tokio::sync::watch::Receiver<bool>) -> Result<(), BoxDynError> {
+/// One apalis worker on the `turns` queue, running until `stop` flips.
+async fn incarnate(ctx: &Context, name: &str, stop: tokio::sync::watch::Receiver<bool>) -> Result<(), BoxDynError> {
     let config = &ctx.config;
-    let missed = (config.reclaim_after.as_secs_f64() / config.heartbeat.as_secs_f64()).ceil().max(1.0) as usize;
-    let storage_config = apalis_postgres::Config::default()
-        .queue(QUEUE)
-        .batch_size(config.concurrency.min(64))
-        .heartbeat_interval(config.heartbeat)
-        .missed_heartbeats(missed)
-        // The claim already marks a task as ours (`Queued`, `lock_by`); the extra
-        // per-task "Running" UPDATE buys nothing here: turns fence themselves.
-        .lock_tasks(false);
-    let strategy = Strategy::new().stream(Pubsub::new(ctx.pool.clone(), QUEUE.to_owned())).interval(config.poll_interval);
-    let backend = PostgresStorage::<TurnTask>::new(&ctx.pool).with_config(storage_config).poll_with_strategy(strategy);
+    let queue_config = queue::QueueConfig {
+        queue: QUEUE.to_owned(),
+        worker: name.to_owned(),
+        concurrency: config.concurrency,
+        batch: config.concurrency.min(64),
+        poll_interval: config.poll_interval,
+        heartbeat: config.heartbeat,
+        reclaim_after: config.reclaim_after,
+    };
+    let (backend, handle) = queue::PgQueue::<TurnTask>::start(ctx.pool.clone(), queue_config, stop.clone());
     tracing::info!(worker = %name, concurrency = config.concurrency, "turnstone-worker claiming turns");
-    let worker = WorkerBuilder::new(name).backend(backend).data(ctx.clone()).concurrency(config.concurrency).build(handle);
-    worker
+    let worker = WorkerBuilder::new(name).backend(backend).data(ctx.clone()).concurrency(config.concurrency).build(handle_turn);
+    let mut stop = stop;
+    let result = worker
         .run_until(async move {
             let _ = stop.wait_for(|s| *s).await;
             Ok::<(), std::io::Error>(())
         })
-        .await?;
+        .await;
+    // The worker (and with it the backend) is gone: let the last outcomes land before any hand-back.
+    handle.finish(std::time::Duration::from_secs(5)).await;
+    result?;
     Ok(())
 }

@@ -40,7 +40,7 @@ pub async fn run(ctx: &Ctx) -> Value {
         let deadline = Instant::now() + Duration::from_secs(20);
         let holder: String = loop {
             let row: Option<(i32, Option<String>)> = sqlx::query_as(
-                "SELECT t.attempt, (SELECT lock_by FROM apalis.jobs WHERE job_type = $2 AND status IN ('Running', 'Queued') AND lock_by IS NOT NULL ORDER BY lock_at DESC LIMIT 1)
+                "SELECT t.attempt, (SELECT lock_by FROM task_queue WHERE queue = $2 AND status = 'running' AND payload->>'turn_id' = t.id::text)
                    FROM turns t WHERE t.id = $1 AND t.status = 'running'",
             )
             .bind(turn)

@@ -15,4 +15,5 @@ mod quotas;
 mod rotation;
 mod security;
 mod sse;
+mod taskqueue;
 mod tenancy;

@@ -36,7 +36,7 @@ async fn setup() -> (TestDb, PgPool, Uuid, Uuid) {
 }
 
 async fn post(pool: &PgPool, org: Uuid, session: Uuid, text: &str) -> turns::Posted {
-    let mut tx = db::begin_org(&pool, org).await.unwrap();
+    let mut tx = db::begin_org(pool, org).await.unwrap();
     let posted = turns::post_message(&mut tx, org, session, vec![ContentPart::Text { text: text.into() }], None).await.unwrap();
     tx.commit().await.unwrap();
     posted
@@ -71,18 +71,24 @@ async fn post_commits_message_turn_and_task_together() {
     tx.rollback().await.unwrap();
     assert_eq!(count(&pool, org, "SELECT count(*) FROM events WHERE session_id = $1", session).await, 0);
     assert_eq!(count(&pool, org, "SELECT count(*) FROM turns WHERE session_id = $1", session).await, 0);
-    assert_eq!(count(&pool, org, "SELECT count(*) FROM apalis.jobs WHERE $1::uuid IS NOT NULL", session).await, 0);
+    assert_eq!(count(&pool, org, "SELECT count(*) FROM task_queue WHERE $1::uuid IS NOT NULL", session).await, 0);
 
     let posted = post(&pool, org, session, "hello").await;
     assert_eq!(posted.message.sequence, 1, "the rolled-back post consumed no sequence number");
     assert_eq!(
-        count(&pool, org, "SELECT count(*) FROM apalis.jobs WHERE job_type = 'turns' AND $1::uuid IS NOT NULL", session).await,
+        count(
+            &pool,
+            org,
+            "SELECT count(*) FROM task_queue WHERE queue = 'turns' AND payload->>'turn_id' IS NOT NULL AND $1::uuid IS NOT NULL",
+            session
+        )
+        .await,
         1
     );
     // A second message while the first is queued waits as pending, with no task yet.
     let second = post(&pool, org, session, "again").await;
     assert_eq!(second.turn_status, "pending");
-    assert_eq!(count(&pool, org, "SELECT count(*) FROM apalis.jobs WHERE $1::uuid IS NOT NULL", session).await, 1);
+    assert_eq!(count(&pool, org, "SELECT count(*) FROM task_queue WHERE $1::uuid IS NOT NULL", session).await, 1);
 }
 
 #[tokio::test]

@@ -1,0 +1,228 @@
+//! The task queue: a table (`task_queue`) claimed with `FOR UPDATE SKIP LOCKED`,
+//! woken by NOTIFY on [`CHANNEL`], with one liveness row per worker
+//! (`queue_workers`). Workers drive it through their apalis backend
+//! (`turnstone-worker`'s `queue` module); the control plane only enqueues.
+//!
+//! Semantics: at least once. A claimed task is `running` under its worker's
+//! name until that worker completes it (the row is deleted), fails it (back to
+//! `pending` after a delay, or `failed` once out of attempts), hands it back, or
+//! stops heart-beating for longer than the reclaim time — then any live worker
+//! puts it back to `pending`. Handlers fence their own side effects (turns do,
+//! by `turns.attempt`).
+//!
+//! Every statement here works on many tasks at once: one claim per batch, one
+//! completion per batch of finished tasks, one heartbeat row per worker.
+
+use std::time::Duration;
+
+use serde::Serialize;
+use serde_json::Value;
+use sqlx::{PgConnection, PgPool};
+
+use crate::error::Result;
+
+/// The NOTIFY channel for "tasks are claimable"; the payload is the queue name.
+pub const CHANNEL: &str = "turnstone_queue";
+
+/// Retry budget of a task unless the enqueuer says otherwise.
+pub const DEFAULT_MAX_ATTEMPTS: i32 = 25;
+
+/// A claimed task.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Claimed {
+    pub id: i64,
+    pub payload: Value,
+    /// Including this one (the claim counts).
+    pub attempts: i32,
+}
+
+/// Adds a task in the caller's transaction; workers are woken when it commits.
+pub async fn enqueue(tx: &mut PgConnection, queue: &str, payload: &impl Serialize, max_attempts: i32) -> Result<i64> {
+    let payload = serde_json::to_value(payload).expect("task payloads serialise");
+    Ok(sqlx::query_scalar(
+        "WITH t AS (INSERT INTO task_queue (queue, payload, max_attempts) VALUES ($1, $2, $3) RETURNING id)
+         SELECT t.id FROM t, pg_notify($4, $1)",
+    )
+    .bind(queue)
+    .bind(payload)
+    .bind(max_attempts)
+    .bind(CHANNEL)
+    .fetch_one(tx)
+    .await?)
+}
+
+/// Adds many tasks in one statement (the caller's transaction).
+pub async fn enqueue_many(tx: &mut PgConnection, queue: &str, payloads: &[Value], max_attempts: i32) -> Result<u64> {
+    if payloads.is_empty() {
+        return Ok(0);
+    }
+    let n: i64 = sqlx::query_scalar(
+        "WITH t AS (INSERT INTO task_queue (queue, payload, max_attempts) SELECT $1, p, $3 FROM unnest($2::jsonb[]) p RETURNING 1)
+         SELECT count(*) FROM t, LATERAL (SELECT pg_notify($4, $1)) n",
+    )
+    .bind(queue)
+    .bind(payloads)
+    .bind(max_attempts)
+    .bind(CHANNEL)
+    .fetch_one(tx)
+    .await?;
+    Ok(n as u64)
+}
+
+/// Registers (or refreshes) a worker's liveness row.
+pub async fn register(pool: &PgPool, queue: &str, worker: &str) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO queue_workers (name, queue) VALUES ($1, $2)
+         ON CONFLICT (name) DO UPDATE SET queue = EXCLUDED.queue, last_seen = now()",
+    )
+    .bind(worker)
+    .bind(queue)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// Claims up to `limit` due tasks of `queue` for `worker`, oldest first.
+pub async fn claim(pool: &PgPool, queue: &str, worker: &str, limit: usize) -> Result<Vec<Claimed>> {
+    Ok(sqlx::query_as(
+        "UPDATE task_queue t SET status = 'running', lock_by = $2, locked_at = now(), attempts = t.attempts + 1
+           FROM (SELECT id FROM task_queue WHERE queue = $1 AND status = 'pending' AND run_at <= now()
+                  ORDER BY run_at, id LIMIT $3 FOR UPDATE SKIP LOCKED) c
+          WHERE t.id = c.id
+         RETURNING t.id, t.payload, t.attempts",
+    )
+    .bind(queue)
+    .bind(worker)
+    .bind(limit as i64)
+    .fetch_all(pool)
+    .await?)
+}
+
+/// Completes tasks `worker` still holds: their rows are deleted. Returns how many.
+pub async fn complete(pool: &PgPool, worker: &str, ids: &[i64]) -> Result<u64> {
+    if ids.is_empty() {
+        return Ok(0);
+    }
+    Ok(sqlx::query("DELETE FROM task_queue WHERE id = ANY($1) AND lock_by = $2")
+        .bind(ids)
+        .bind(worker)
+        .execute(pool)
+        .await?
+        .rows_affected())
+}
+
+/// A failed run: the task goes back to `pending` after `retry_in`, or to
+/// `failed` when its attempts are used up.
+#[derive(Debug, Clone)]
+pub struct Failure {
+    pub id: i64,
+    pub error: String,
+    pub retry_in: Duration,
+}
+
+/// Records failed runs of tasks `worker` still holds, and wakes workers for the retries.
+pub async fn fail(pool: &PgPool, worker: &str, failures: &[Failure]) -> Result<u64> {
+    if failures.is_empty() {
+        return Ok(0);
+    }
+    let ids: Vec<i64> = failures.iter().map(|f| f.id).collect();
+    let errors: Vec<String> = failures.iter().map(|f| truncate(&f.error, 2000)).collect();
+    let delays: Vec<f64> = failures.iter().map(|f| f.retry_in.as_secs_f64()).collect();
+    let n: i64 = sqlx::query_scalar(
+        "WITH f AS (SELECT * FROM unnest($1::bigint[], $2::text[], $3::float8[]) AS f(id, error, delay)),
+              u AS (
+                UPDATE task_queue t
+                   SET status = CASE WHEN t.attempts >= t.max_attempts THEN 'failed' ELSE 'pending' END,
+                       lock_by = NULL, locked_at = NULL, last_error = f.error,
+                       run_at = now() + make_interval(secs => f.delay)
+                  FROM f WHERE t.id = f.id AND t.lock_by = $4
+                RETURNING t.queue)
+         SELECT count(*) FROM u, LATERAL (SELECT pg_notify($5, u.queue)) n",
+    )
+    .bind(&ids)
+    .bind(&errors)
+    .bind(&delays)
+    .bind(worker)
+    .bind(CHANNEL)
+    .fetch_one(pool)
+    .await?;
+    Ok(n as u64)
+}
+
+/// Puts tasks `worker` claimed but never started back to `pending`, attempt
+/// refunded. Returns how many.
+pub async fn unclaim(pool: &PgPool, worker: &str, ids: &[i64]) -> Result<u64> {
+    if ids.is_empty() {
+        return Ok(0);
+    }
+    let n: i64 = sqlx::query_scalar(
+        "WITH u AS (
+            UPDATE task_queue SET status = 'pending', lock_by = NULL, locked_at = NULL, attempts = greatest(attempts - 1, 0)
+             WHERE id = ANY($1) AND lock_by = $2 RETURNING queue)
+         SELECT count(*) FROM u, LATERAL (SELECT pg_notify($3, u.queue)) n",
+    )
+    .bind(ids)
+    .bind(worker)
+    .bind(CHANNEL)
+    .fetch_one(pool)
+    .await?;
+    Ok(n as u64)
+}
+
+/// Hands every task `worker` holds back to the queue and wakes other workers
+/// (drain, or a worker runtime that stopped). Returns how many.
+pub async fn release_worker(pool: &PgPool, worker: &str) -> Result<u64> {
+    let n: i64 = sqlx::query_scalar(
+        "WITH u AS (
+            UPDATE task_queue SET status = 'pending', lock_by = NULL, locked_at = NULL, run_at = now()
+             WHERE lock_by = $1 AND status = 'running' RETURNING queue)
+         SELECT count(*) FROM u, LATERAL (SELECT pg_notify($2, u.queue)) n",
+    )
+    .bind(worker)
+    .bind(CHANNEL)
+    .fetch_one(pool)
+    .await?;
+    Ok(n as u64)
+}
+
+/// Removes a stopped worker's liveness row (after [`release_worker`]).
+pub async fn deregister(pool: &PgPool, worker: &str) -> Result<()> {
+    sqlx::query("DELETE FROM queue_workers WHERE name = $1").bind(worker).execute(pool).await?;
+    Ok(())
+}
+
+/// One heartbeat: refreshes `worker`'s row, then returns to `pending` the
+/// running tasks of workers of `queue` not seen for `dead_after` (and of
+/// workers with no row at all), deletes those workers' rows and wakes the
+/// queue. One statement. Returns how many tasks were reclaimed.
+pub async fn heartbeat(pool: &PgPool, queue: &str, worker: &str, dead_after: Duration) -> Result<u64> {
+    let n: i64 = sqlx::query_scalar(
+        "WITH me AS (
+            INSERT INTO queue_workers (name, queue) VALUES ($1, $2)
+            ON CONFLICT (name) DO UPDATE SET last_seen = now()),
+          dead AS (
+            DELETE FROM queue_workers WHERE queue = $2 AND name <> $1 AND last_seen < now() - make_interval(secs => $3)
+            RETURNING name),
+          freed AS (
+            UPDATE task_queue t SET status = 'pending', lock_by = NULL, locked_at = NULL
+             WHERE t.queue = $2 AND t.status = 'running' AND t.lock_by <> $1
+               AND (t.lock_by IN (SELECT name FROM dead)
+                    OR NOT EXISTS (SELECT 1 FROM queue_workers w WHERE w.name = t.lock_by))
+            RETURNING t.id)
+         SELECT count(*) FROM freed, LATERAL (SELECT pg_notify($4, $2)) n",
+    )
+    .bind(worker)
+    .bind(queue)
+    .bind(dead_after.as_secs_f64())
+    .bind(CHANNEL)
+    .fetch_one(pool)
+    .await?;
+    Ok(n as u64)
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    match s.char_indices().nth(max) {
+        Some((i, _)) => s[..i].to_owned(),
+        None => s.to_owned(),
+    }
+}

@@ -1,0 +1,232 @@
+//! The task queue and the workers' apalis backend over it: racing claimers,
+//! dead workers, failures and hand-backs, against a real PostgreSQL.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use apalis::prelude::*;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use sqlx::PgPool;
+use turnstone_core::db;
+use turnstone_core::queue::{self, Failure};
+use turnstone_tests::TestDb;
+use turnstone_worker::queue::{PgQueue, QueueConfig};
+
+const Q: &str = "test_q";
+
+/// A migrated database; `owner` inspects, `worker` acts as the worker role.
+async fn setup() -> (TestDb, PgPool, PgPool) {
+    let tdb = TestDb::new().await;
+    let owner = db::connect(&tdb.url, 2).await.unwrap();
+    db::migrate(&owner).await.unwrap();
+    let worker = db::connect(&tdb.as_role("turnstone_worker"), 10).await.unwrap();
+    (tdb, owner, worker)
+}
+
+async fn fill(pool: &PgPool, n: usize, max_attempts: i32) {
+    let payloads: Vec<Value> = (0..n).map(|i| json!({ "n": i })).collect();
+    let mut tx = pool.begin().await.unwrap();
+    assert_eq!(queue::enqueue_many(&mut tx, Q, &payloads, max_attempts).await.unwrap(), n as u64);
+    tx.commit().await.unwrap();
+}
+
+async fn rows(pool: &PgPool, sql: &'static str) -> i64 {
+    sqlx::query_scalar(sql).fetch_one(pool).await.unwrap()
+}
+
+#[tokio::test]
+async fn racing_claimers_never_share_a_task() {
+    let (_db, owner, worker) = setup().await;
+    fill(&worker, 400, 5).await;
+    let claimers: Vec<_> = (0..6)
+        .map(|i| {
+            let pool = worker.clone();
+            tokio::spawn(async move {
+                let me = format!("racer-{i}");
+                queue::register(&pool, Q, &me).await.unwrap();
+                let mut mine = Vec::new();
+                loop {
+                    let batch = queue::claim(&pool, Q, &me, 7).await.unwrap();
+                    if batch.is_empty() {
+                        return mine;
+                    }
+                    let ids: Vec<i64> = batch.iter().map(|c| c.id).collect();
+                    assert!(batch.iter().all(|c| c.attempts == 1), "first claim is attempt 1");
+                    assert_eq!(queue::complete(&pool, &me, &ids).await.unwrap(), ids.len() as u64);
+                    mine.extend(ids);
+                }
+            })
+        })
+        .collect();
+    let mut all = Vec::new();
+    for c in claimers {
+        all.extend(c.await.unwrap());
+    }
+    let unique: HashSet<i64> = all.iter().copied().collect();
+    assert_eq!(all.len(), 400, "every task claimed once");
+    assert_eq!(unique.len(), 400, "no task claimed twice");
+    assert_eq!(rows(&owner, "SELECT count(*) FROM task_queue").await, 0, "completed tasks are deleted");
+}
+
+#[tokio::test]
+async fn a_dead_workers_tasks_are_reclaimed_and_its_late_acks_change_nothing() {
+    let (_db, owner, worker) = setup().await;
+    fill(&worker, 3, 5).await;
+    queue::register(&worker, Q, "a").await.unwrap();
+    let held: Vec<i64> = queue::claim(&worker, Q, "a", 10).await.unwrap().iter().map(|c| c.id).collect();
+    assert_eq!(held.len(), 3);
+    // A live holder keeps its tasks.
+    assert_eq!(queue::heartbeat(&worker, Q, "b", Duration::from_secs(60)).await.unwrap(), 0);
+    // "a" stops heart-beating.
+    sqlx::query("UPDATE queue_workers SET last_seen = now() - interval '2 minutes' WHERE name = 'a'")
+        .execute(&owner)
+        .await
+        .unwrap();
+    assert_eq!(queue::heartbeat(&worker, Q, "b", Duration::from_secs(60)).await.unwrap(), 3);
+    assert_eq!(rows(&owner, "SELECT count(*) FROM queue_workers WHERE name = 'a'").await, 0, "the dead worker's row is gone");
+    assert_eq!(rows(&owner, "SELECT count(*) FROM task_queue WHERE status = 'pending' AND lock_by IS NULL").await, 3);
+    // The dead worker wakes up late: its acknowledgements and failures are fenced out.
+    assert_eq!(queue::complete(&worker, "a", &held).await.unwrap(), 0);
+    let late = [Failure { id: held[0], error: "late".into(), retry_in: Duration::ZERO }];
+    assert_eq!(queue::fail(&worker, "a", &late).await.unwrap(), 0);
+    let again = queue::claim(&worker, Q, "b", 10).await.unwrap();
+    assert_eq!(again.len(), 3);
+    assert!(again.iter().all(|c| c.attempts == 2), "the lost run counts as an attempt");
+    // Tasks held by a worker with no row at all (it was deleted) are reclaimed too.
+    sqlx::query("DELETE FROM queue_workers WHERE name = 'b'").execute(&owner).await.unwrap();
+    assert_eq!(queue::heartbeat(&worker, Q, "c", Duration::from_secs(60)).await.unwrap(), 3);
+}
+
+#[tokio::test]
+async fn failures_retry_after_their_delay_and_stop_at_max_attempts() {
+    let (_db, owner, worker) = setup().await;
+    fill(&worker, 1, 2).await;
+    let c = queue::claim(&worker, Q, "w", 1).await.unwrap().remove(0);
+    // Not started: handed back with the attempt refunded.
+    assert_eq!(queue::unclaim(&worker, "w", &[c.id]).await.unwrap(), 1);
+    let c = queue::claim(&worker, Q, "w", 1).await.unwrap().remove(0);
+    assert_eq!(c.attempts, 1, "an unstarted claim costs no attempt");
+    // A failure with a delay is not claimable before it.
+    queue::fail(&worker, "w", &[Failure { id: c.id, error: "boom".into(), retry_in: Duration::from_secs(3600) }]).await.unwrap();
+    assert!(queue::claim(&worker, Q, "w", 1).await.unwrap().is_empty());
+    sqlx::query("UPDATE task_queue SET run_at = now()").execute(&owner).await.unwrap();
+    let c = queue::claim(&worker, Q, "w", 1).await.unwrap().remove(0);
+    assert_eq!(c.attempts, 2);
+    // Out of attempts: kept as failed, with the error, and never claimed again.
+    queue::fail(&worker, "w", &[Failure { id: c.id, error: "boom again".into(), retry_in: Duration::ZERO }]).await.unwrap();
+    let (status, error): (String, String) =
+        sqlx::query_as("SELECT status, last_error FROM task_queue").fetch_one(&owner).await.unwrap();
+    assert_eq!((status.as_str(), error.as_str()), ("failed", "boom again"));
+    assert!(queue::claim(&worker, Q, "w", 1).await.unwrap().is_empty());
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Job {
+    n: usize,
+}
+
+#[derive(Default)]
+struct Seen {
+    ran: Mutex<Vec<usize>>,
+    failed: AtomicUsize,
+    running: AtomicUsize,
+    peak: AtomicUsize,
+}
+
+/// Jobs below 1,000 finish after a short pause (n % 7 == 0 fail once first);
+/// jobs from 1,000 on never finish.
+async fn job(job: Job, seen: Data<Arc<Seen>>, attempt: Attempt) -> Result<(), BoxDynError> {
+    let now = seen.running.fetch_add(1, Ordering::SeqCst) + 1;
+    seen.peak.fetch_max(now, Ordering::SeqCst);
+    let result = if job.n >= 1000 {
+        std::future::pending::<()>().await;
+        Ok(())
+    } else {
+        tokio::time::sleep(Duration::from_millis(2)).await;
+        if job.n % 7 == 0 && attempt.current() <= 1 {
+            seen.failed.fetch_add(1, Ordering::SeqCst);
+            Err("first try fails".into())
+        } else {
+            seen.ran.lock().unwrap().push(job.n);
+            Ok(())
+        }
+    };
+    seen.running.fetch_sub(1, Ordering::SeqCst);
+    result
+}
+
+fn config(worker: &str) -> QueueConfig {
+    QueueConfig {
+        queue: Q.into(),
+        worker: worker.into(),
+        concurrency: 8,
+        batch: 4,
+        poll_interval: Duration::from_millis(250),
+        heartbeat: Duration::from_millis(500),
+        reclaim_after: Duration::from_secs(2),
+    }
+}
+
+#[tokio::test]
+async fn an_apalis_worker_runs_every_task_once_within_its_concurrency_and_hands_back_on_stop() {
+    let (_db, owner, pool) = setup().await;
+    let seen = Arc::new(Seen::default());
+    let (stop_tx, stop) = tokio::sync::watch::channel(false);
+    let (backend, handle) = PgQueue::<Job>::start(pool.clone(), config("apalis-1"), stop.clone());
+    let worker = WorkerBuilder::new("apalis-1").backend(backend).data(seen.clone()).concurrency(8).build(job);
+    let mut running = Box::pin(worker.run_until({
+        let mut stop = stop.clone();
+        async move {
+            let _ = stop.wait_for(|s| *s).await;
+            Ok::<(), std::io::Error>(())
+        }
+    }));
+    // Enqueued while the worker waits: NOTIFY wakes it.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    fill(&pool, 200, 5).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        tokio::select! {
+            r = &mut running => panic!("worker stopped early: {r:?}"),
+            _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+        }
+        if rows(&owner, "SELECT count(*) FROM task_queue").await == 0 {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "queue not drained");
+    }
+    let ran: Vec<usize> = seen.ran.lock().unwrap().clone();
+    let unique: HashSet<usize> = ran.iter().copied().collect();
+    assert_eq!((ran.len(), unique.len()), (200, 200), "each task succeeded exactly once");
+    assert_eq!(seen.failed.load(Ordering::SeqCst), 29, "every n % 7 == 0 failed once and was retried");
+    assert!(seen.peak.load(Ordering::SeqCst) <= 8, "never more than the concurrency at once");
+
+    // Tasks that never finish, then the process stops: released for others, attempts kept.
+    let payloads: Vec<Value> = (1000..1020).map(|n| json!({ "n": n })).collect();
+    let mut tx = pool.begin().await.unwrap();
+    queue::enqueue_many(&mut tx, Q, &payloads, 5).await.unwrap();
+    tx.commit().await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        tokio::select! {
+            r = &mut running => panic!("worker stopped early: {r:?}"),
+            _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+        }
+        if rows(&owner, "SELECT count(*) FROM task_queue WHERE status = 'running'").await == 8 {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "stuck tasks never claimed");
+    }
+    assert_eq!(rows(&owner, "SELECT count(*) FROM task_queue WHERE status = 'pending'").await, 12, "no claim beyond free slots");
+    stop_tx.send(true).unwrap();
+    // Like the worker's drain deadline: the stuck handlers are abandoned with the worker.
+    let _ = tokio::time::timeout(Duration::from_millis(500), &mut running).await;
+    drop(running);
+    handle.finish(Duration::from_secs(5)).await;
+    assert_eq!(queue::release_worker(&pool, "apalis-1").await.unwrap(), 8);
+    assert_eq!(rows(&owner, "SELECT count(*) FROM task_queue WHERE status = 'pending' AND lock_by IS NULL").await, 20);
+    assert_eq!(rows(&owner, "SELECT count(*) FROM task_queue WHERE attempts = 1").await, 8, "the abandoned runs count");
+}

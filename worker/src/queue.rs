@@ -1,0 +1,429 @@
+//! The apalis backend over Turnstone's own task table (`core::queue`).
+//!
+//! apalis stays the worker runtime (concurrency, the service stack, graceful
+//! stop); this backend replaces apalis-postgres, whose claim, per-task lock and
+//! acknowledgement path ran at a third of a hand-written `SKIP LOCKED` loop
+//! (docs/benchmarks.md). Three small tasks drive the table, so claiming,
+//! acknowledging and heart-beating never wait for one another:
+//!
+//! - the **claimer** claims up to `min(batch, free slots)` tasks in one
+//!   statement whenever it is woken (NOTIFY on [`queue::CHANNEL`], a finished
+//!   task freeing a slot, or the poll interval) and claims again at once while
+//!   batches come back full. It never holds more tasks than the worker can run.
+//! - the **acknowledger** takes finished tasks from [`AckLayer`] and completes
+//!   them together: one `DELETE` for every success and one `UPDATE` for every
+//!   failure that piled up while the previous statement ran. A statement that
+//!   fails is retried; the outcome is never dropped.
+//! - the **heartbeat** refreshes this worker's `queue_workers` row and
+//!   reclaims the tasks of workers that stopped heart-beating.
+//!
+//! The acknowledger outlives the backend until every outcome is written; call
+//! [`QueueHandle::finish`] before handing the worker's tasks back.
+
+use std::marker::PhantomData;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use apalis::prelude::{BoxDynError, Task, TaskBuilder, TaskId, WorkerContext};
+use apalis_core::backend::{Backend, BackendConfig, finalize::Ephemeral};
+use futures::future::BoxFuture;
+use serde::de::DeserializeOwned;
+use sqlx::PgPool;
+use sqlx::postgres::PgListener;
+use tokio::sync::{Notify, mpsc, watch};
+use tokio::task::JoinHandle;
+use turnstone_core::queue::{self, Failure};
+
+/// How a [`PgQueue`] claims.
+#[derive(Debug, Clone)]
+pub struct QueueConfig {
+    /// `task_queue.queue`.
+    pub queue: String,
+    /// This worker's unique name (`task_queue.lock_by`, `queue_workers.name`).
+    pub worker: String,
+    /// Most tasks held at once (claimed and not yet finished).
+    pub concurrency: usize,
+    /// Most tasks per claim statement.
+    pub batch: usize,
+    /// Fallback poll when no NOTIFY arrives.
+    pub poll_interval: Duration,
+    pub heartbeat: Duration,
+    /// A worker silent this long is dead; its tasks are reclaimed.
+    pub reclaim_after: Duration,
+}
+
+/// What the claimer, the acknowledger and the layer share.
+struct Shared {
+    config: QueueConfig,
+    pool: PgPool,
+    /// Claimed and not yet finished.
+    held: AtomicUsize,
+    /// Claim now: a NOTIFY arrived or a slot freed up.
+    wake: Notify,
+}
+
+/// A finished task, on its way to the acknowledger.
+enum Outcome {
+    Done(i64),
+    Failed(Failure),
+}
+
+/// The backend handed to `WorkerBuilder::backend`.
+pub struct PgQueue<Args> {
+    shared: Arc<Shared>,
+    claimed: mpsc::Receiver<Task<Args>>,
+    outcomes: mpsc::UnboundedSender<Outcome>,
+    /// Flips to stop claiming (drain).
+    stop: watch::Sender<bool>,
+    drivers: Vec<JoinHandle<()>>,
+    closing: Option<BoxFuture<'static, ()>>,
+    _args: PhantomData<Args>,
+}
+
+/// Outlives the backend: waits for the acknowledger to write every outcome.
+pub struct QueueHandle {
+    acknowledger: JoinHandle<()>,
+}
+
+impl QueueHandle {
+    /// Waits (at most `limit`) until every finished task's outcome is written.
+    /// Returns once the worker that owned the backend has been dropped.
+    pub async fn finish(self, limit: Duration) {
+        if tokio::time::timeout(limit, self.acknowledger).await.is_err() {
+            tracing::warn!("task outcomes not all written; those tasks will be handed back and run again");
+        }
+    }
+}
+
+impl<Args: DeserializeOwned + Send + 'static> PgQueue<Args> {
+    /// Starts claiming for `config.worker`. `stop` flipping to `true` stops new claims.
+    pub fn start(pool: PgPool, config: QueueConfig, mut stop_signal: watch::Receiver<bool>) -> (Self, QueueHandle) {
+        let shared = Arc::new(Shared { config, pool, held: AtomicUsize::new(0), wake: Notify::new() });
+        let (claimed_tx, claimed) = mpsc::channel(shared.config.concurrency.max(1));
+        let (outcomes, outcomes_rx) = mpsc::unbounded_channel();
+        let (stop, stop_rx) = watch::channel(false);
+        // The caller's stop signal and `poll_close` both end claiming.
+        let forward = {
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                let _ = stop_signal.wait_for(|s| *s).await;
+                let _ = stop.send(true);
+            })
+        };
+        let drivers = vec![
+            forward,
+            tokio::spawn(claimer(shared.clone(), claimed_tx, stop_rx.clone())),
+            tokio::spawn(listener(shared.clone())),
+            tokio::spawn(heartbeat(shared.clone())),
+        ];
+        let acknowledger = tokio::spawn(acknowledger(shared.clone(), outcomes_rx));
+        let backend = Self { shared, claimed, outcomes, stop, drivers, closing: None, _args: PhantomData };
+        (backend, QueueHandle { acknowledger })
+    }
+}
+
+impl<Args> Drop for PgQueue<Args> {
+    fn drop(&mut self) {
+        for d in &self.drivers {
+            d.abort();
+        }
+    }
+}
+
+impl<Args: Send + 'static> Backend for PgQueue<Args> {
+    type Task = Task<Args>;
+    type Error = turnstone_core::Error;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>, _: &WorkerContext) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    /// `None` once claiming has stopped and every claimed task was handed out:
+    /// the worker then finishes what it runs and stops.
+    fn poll_next(&mut self, cx: &mut Context<'_>, _: &WorkerContext) -> Poll<Option<Result<Self::Task, Self::Error>>> {
+        self.claimed.poll_recv(cx).map(|t| t.map(Ok))
+    }
+
+    /// Stops claiming and hands back tasks claimed but never started.
+    fn poll_close(&mut self, cx: &mut Context<'_>, _: &WorkerContext) -> Poll<Result<(), Self::Error>> {
+        if self.closing.is_none() {
+            let _ = self.stop.send(true);
+            self.claimed.close();
+            let mut ids = Vec::new();
+            while let Ok(task) = self.claimed.try_recv() {
+                ids.extend(task_id(&task));
+            }
+            self.shared.held.fetch_sub(ids.len(), Ordering::Relaxed);
+            let shared = self.shared.clone();
+            self.closing = Some(Box::pin(async move {
+                if let Err(e) = queue::unclaim(&shared.pool, &shared.config.worker, &ids).await {
+                    tracing::warn!(error = %e, "could not hand back unstarted tasks; they go back when this worker is released");
+                }
+            }));
+        }
+        self.closing.as_mut().expect("set above").as_mut().poll(cx).map(Ok)
+    }
+}
+
+impl<Args: Send + 'static> BackendConfig for PgQueue<Args> {
+    type Args = Args;
+    type Id = i64;
+    type Kind = Ephemeral;
+    type Config = QueueConfig;
+    type Layer = AckLayer;
+
+    fn config(&self) -> &QueueConfig {
+        &self.shared.config
+    }
+
+    fn middleware(&mut self, _: &mut WorkerContext) -> AckLayer {
+        AckLayer { shared: self.shared.clone(), outcomes: self.outcomes.clone() }
+    }
+}
+
+fn task_id<Args>(task: &Task<Args>) -> Option<i64> {
+    match task.ctx().task_id() {
+        Some(TaskId::Int(id)) => i64::try_from(*id).ok(),
+        _ => None,
+    }
+}
+
+/// The delay before a failed task runs again: 100 ms doubling per attempt, at most 10 s.
+pub fn retry_delay(attempts: usize) -> Duration {
+    Duration::from_millis(100u64 << attempts.saturating_sub(1).min(7)).min(Duration::from_secs(10))
+}
+
+/// Claims while there are free slots and due tasks; sleeps until woken otherwise.
+async fn claimer<Args: DeserializeOwned>(shared: Arc<Shared>, out: mpsc::Sender<Task<Args>>, mut stop: watch::Receiver<bool>) {
+    let c = &shared.config;
+    // Register before the first claim: a claimed task's worker row must exist (see `queue::heartbeat`).
+    while let Err(e) = queue::register(&shared.pool, &c.queue, &c.worker).await {
+        tracing::warn!(error = %e, "could not register the worker; retrying");
+        tokio::select! {
+            _ = stop.wait_for(|s| *s) => return,
+            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+        }
+    }
+    loop {
+        if *stop.borrow() {
+            return;
+        }
+        let free = c.concurrency.saturating_sub(shared.held.load(Ordering::Relaxed));
+        let want = free.min(c.batch);
+        if want > 0 {
+            match queue::claim(&shared.pool, &c.queue, &c.worker, want).await {
+                Ok(rows) => {
+                    let full = rows.len() == want;
+                    shared.held.fetch_add(rows.len(), Ordering::Relaxed);
+                    for row in rows {
+                        match serde_json::from_value::<Args>(row.payload) {
+                            Ok(args) => {
+                                let task = TaskBuilder::new(args)
+                                    .task_id(TaskId::Int(row.id as u64))
+                                    // apalis counts the run itself when it starts it.
+                                    .attempt((row.attempts - 1).max(0) as usize)
+                                    .build();
+                                if out.send(task).await.is_err() {
+                                    return; // the backend is gone; the release hands the rest back
+                                }
+                            }
+                            Err(e) => {
+                                shared.held.fetch_sub(1, Ordering::Relaxed);
+                                tracing::error!(task_id = row.id, error = %e, "undecodable task payload");
+                                let failure = Failure {
+                                    id: row.id,
+                                    error: format!("undecodable payload: {e}"),
+                                    retry_in: Duration::from_secs(60),
+                                };
+                                if let Err(e) = queue::fail(&shared.pool, &c.worker, &[failure]).await {
+                                    tracing::warn!(error = %e, "could not record the undecodable task");
+                                }
+                            }
+                        }
+                    }
+                    if full {
+                        continue; // more may be due
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "claim failed; retrying");
+                    tokio::select! {
+                        _ = stop.wait_for(|s| *s) => return,
+                        _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                    }
+                    continue;
+                }
+            }
+        }
+        tokio::select! {
+            _ = stop.wait_for(|s| *s) => return,
+            _ = shared.wake.notified() => {}
+            _ = tokio::time::sleep(c.poll_interval) => {}
+        }
+    }
+}
+
+/// Wakes the claimer on NOTIFY for this queue (and after every reconnect, when
+/// notifications may have been missed).
+async fn listener(shared: Arc<Shared>) {
+    loop {
+        let mut listener = match PgListener::connect_with(&shared.pool).await {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::debug!(error = %e, "queue listener could not connect; retrying");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                continue;
+            }
+        };
+        if let Err(e) = listener.listen(queue::CHANNEL).await {
+            tracing::debug!(error = %e, "LISTEN failed; retrying");
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            continue;
+        }
+        shared.wake.notify_one();
+        loop {
+            match listener.try_recv().await {
+                Ok(Some(n)) if n.payload() == shared.config.queue => shared.wake.notify_one(),
+                Ok(Some(_)) => {}
+                // Reconnected (sqlx does it on the next call): anything may have been missed.
+                Ok(None) => shared.wake.notify_one(),
+                Err(e) => {
+                    tracing::debug!(error = %e, "queue listener lost its connection");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    break;
+                }
+            }
+        }
+    }
+}
+
+async fn heartbeat(shared: Arc<Shared>) {
+    let c = &shared.config;
+    let mut tick = tokio::time::interval(c.heartbeat);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        match queue::heartbeat(&shared.pool, &c.queue, &c.worker, c.reclaim_after).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(reclaimed = n, "reclaimed the tasks of a dead worker"),
+            Err(e) => tracing::warn!(error = %e, "heartbeat failed"),
+        }
+    }
+}
+
+/// Writes outcomes in batches until every sender (the backend, the layer's
+/// services) is gone and nothing is left to write.
+async fn acknowledger(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Outcome>) {
+    let worker = &shared.config.worker;
+    let (mut done, mut failed) = (Vec::new(), Vec::new());
+    let mut open = true;
+    loop {
+        if done.is_empty() && failed.is_empty() {
+            if !open {
+                return;
+            }
+            match rx.recv().await {
+                Some(o) => push(o, &mut done, &mut failed),
+                None => return,
+            }
+        }
+        while let Ok(o) = rx.try_recv() {
+            push(o, &mut done, &mut failed);
+        }
+        let written = async {
+            queue::complete(&shared.pool, worker, &done).await?;
+            done.clear();
+            queue::fail(&shared.pool, worker, &failed).await?;
+            failed.clear();
+            Ok::<_, turnstone_core::Error>(())
+        }
+        .await;
+        if let Err(e) = written {
+            tracing::warn!(error = %e, "could not write task outcomes; retrying");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        open = !rx.is_closed() || !rx.is_empty();
+    }
+}
+
+fn push(o: Outcome, done: &mut Vec<i64>, failed: &mut Vec<Failure>) {
+    match o {
+        Outcome::Done(id) => done.push(id),
+        Outcome::Failed(f) => failed.push(f),
+    }
+}
+
+/// Reports every finished task to the acknowledger and frees its slot.
+#[derive(Clone)]
+pub struct AckLayer {
+    shared: Arc<Shared>,
+    outcomes: mpsc::UnboundedSender<Outcome>,
+}
+
+impl<S> tower::Layer<S> for AckLayer {
+    type Service = AckService<S>;
+
+    fn layer(&self, inner: S) -> AckService<S> {
+        AckService { inner, shared: self.shared.clone(), outcomes: self.outcomes.clone() }
+    }
+}
+
+#[derive(Clone)]
+pub struct AckService<S> {
+    inner: S,
+    shared: Arc<Shared>,
+    outcomes: mpsc::UnboundedSender<Outcome>,
+}
+
+impl<S, Args> tower::Service<Task<Args>> for AckService<S>
+where
+    S: tower::Service<Task<Args>>,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxDynError>,
+{
+    type Response = S::Response;
+    type Error = BoxDynError;
+    type Future = BoxFuture<'static, Result<S::Response, BoxDynError>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxDynError>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, task: Task<Args>) -> Self::Future {
+        let id = task_id(&task);
+        // This run's number (apalis has not counted it yet).
+        let attempts = task.attempt() + 1;
+        let fut = self.inner.call(task);
+        let (shared, outcomes) = (self.shared.clone(), self.outcomes.clone());
+        Box::pin(async move {
+            let res = fut.await.map_err(Into::into);
+            if let Some(id) = id {
+                let outcome = match &res {
+                    Ok(_) => Outcome::Done(id),
+                    Err(e) => Outcome::Failed(Failure { id, error: e.to_string(), retry_in: retry_delay(attempts) }),
+                };
+                let _ = outcomes.send(outcome);
+                shared.held.fetch_sub(1, Ordering::Relaxed);
+                shared.wake.notify_one();
+            }
+            res
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::retry_delay;
+    use std::time::Duration;
+
+    #[test]
+    fn retry_delay_doubles_and_caps() {
+        assert_eq!(retry_delay(0), Duration::from_millis(100));
+        assert_eq!(retry_delay(1), Duration::from_millis(100));
+        assert_eq!(retry_delay(2), Duration::from_millis(200));
+        assert_eq!(retry_delay(4), Duration::from_millis(800));
+        assert_eq!(retry_delay(50), Duration::from_secs(10));
+    }
+}
