@@ -146,7 +146,7 @@ async fn job(job: Job, seen: Data<Arc<Seen>>, attempt: Attempt) -> Result<(), Bo
         Ok(())
     } else {
         tokio::time::sleep(Duration::from_millis(2)).await;
-        if job.n % 7 == 0 && attempt.current() <= 1 {
+        if job.n.is_multiple_of(7) && attempt.current() <= 1 {
             seen.failed.fetch_add(1, Ordering::SeqCst);
             Err("first try fails".into())
         } else {
