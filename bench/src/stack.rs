@@ -147,11 +147,17 @@ impl Deployment {
         let proc = Proc::spawn("turnstone-worker", &env);
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            let n: i64 = sqlx::query_scalar("SELECT count(*) FROM queue_workers WHERE name = $1")
-                .bind(&name)
+            // `apalis.workers` is where binaries before the own queue (TURNSTONE_BIN_DIR A/B runs) register.
+            let own: bool = sqlx::query_scalar("SELECT to_regclass('queue_workers') IS NOT NULL")
                 .fetch_one(&self.admin)
                 .await
-                .unwrap_or(0);
+                .unwrap_or(true);
+            let sql = if own {
+                "SELECT count(*) FROM queue_workers WHERE name = $1"
+            } else {
+                "SELECT count(*) FROM apalis.workers WHERE id = $1"
+            };
+            let n: i64 = sqlx::query_scalar(sql).bind(&name).fetch_one(&self.admin).await.unwrap_or(0);
             if n > 0 {
                 break;
             }

@@ -30,6 +30,10 @@ pub struct Config {
     pub drain: Duration,
     /// A turn retaken this many times in a row without a new committed step is failed (`no_progress`).
     pub max_stalled_starts: i32,
+    /// Live token deltas are gathered this long into one NOTIFY. A reply that
+    /// streams completely within the first window sends no deltas at all: its
+    /// `output.message.completed` follows at once and carries the whole text.
+    pub delta_window: Duration,
 }
 
 pub use turnstone_core::env::ConfigError;
@@ -55,6 +59,7 @@ impl Config {
             llm_backoff: Duration::from_millis(number("TURNSTONE_LLM_BACKOFF_MS", 250u64)?),
             drain: seconds("TURNSTONE_WORKER_DRAIN_SECS", 30.0)?,
             max_stalled_starts: number("TURNSTONE_WORKER_MAX_STALLED_STARTS", 3i32)?,
+            delta_window: Duration::from_millis(number("TURNSTONE_DELTA_WINDOW_MS", 25u64)?),
         })
     }
 
@@ -74,6 +79,7 @@ impl Config {
             llm_backoff: Duration::from_millis(250),
             drain: Duration::from_secs(30),
             max_stalled_starts: 3,
+            delta_window: Duration::from_millis(25),
         }
     }
 }
@@ -101,6 +107,7 @@ impl std::fmt::Debug for Config {
             .field("llm_backoff", &self.llm_backoff)
             .field("drain", &self.drain)
             .field("max_stalled_starts", &self.max_stalled_starts)
+            .field("delta_window", &self.delta_window)
             .finish()
     }
 }

@@ -292,20 +292,39 @@ async fn call_model(ctx: &Context, call: &ModelCall<'_>) -> Result<LlmReply, Llm
 }
 
 /// Streams one call, forwarding text deltas to SSE viewers through NOTIFY
-/// (coalesced, never stored) from a side task so the stream is never blocked.
+/// (never stored) from a side task so the stream is never blocked. Deltas are
+/// gathered for `delta_window` per NOTIFY; a reply complete within the first
+/// window publishes none (its completed event follows at once).
 async fn stream_once(ctx: &Context, call: &ModelCall<'_>) -> Result<LlmReply, LlmError> {
     let ModelCall { lease, iteration, endpoint: ep, messages, tools } = *call;
     let (tx, mut rx) = mpsc::unbounded_channel::<String>();
     let pool = ctx.pool.clone();
+    let window = ctx.config.delta_window;
     let (session_id, turn_id) = (lease.session_id, lease.turn_id);
     let publisher = tokio::spawn(async move {
+        let mut published = false;
         while let Some(mut text) = rx.recv().await {
-            while let Ok(more) = rx.try_recv() {
-                text.push_str(&more);
+            let flush_at = tokio::time::Instant::now() + window;
+            let mut ended = false;
+            loop {
+                tokio::select! {
+                    more = rx.recv() => match more {
+                        Some(more) => text.push_str(&more),
+                        None => { ended = true; break; }
+                    },
+                    _ = tokio::time::sleep_until(flush_at) => break,
+                }
+            }
+            if ended && !published {
+                return;
             }
             let delta = Delta { session_id, turn_id, iteration, text, ts: chrono::Utc::now() };
             if let Err(e) = events::publish_delta(&pool, delta).await {
                 tracing::debug!(error = %e, "delta not published");
+            }
+            published = true;
+            if ended {
+                return;
             }
         }
     });
