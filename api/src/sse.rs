@@ -1,26 +1,33 @@
-//! The SSE pump of one client: replay the log after the client's cursor, then
-//! forward what its session's reader broadcasts (see [`crate::fanout`]) —
+//! The SSE stream of one client: replay the log after the client's cursor,
+//! then forward what its session's reader broadcasts (see [`crate::fanout`]) —
 //! stored events in sequence order, each once, and live deltas as they come.
 //! A gap in the broadcast (the client joined late or lagged) is filled by
 //! reading the log itself.
+//!
+//! The stream is polled by the client's connection task itself: no task and
+//! no channel per client. Its idle state is the [`Pump`] plus a boxed future
+//! only while it waits, so an idle stream costs a few hundred bytes beyond
+//! the HTTP connection (docs/benchmarks.md, `sse_fanout`).
+
+use std::collections::VecDeque;
 
 use futures::StreamExt;
 use futures::stream::BoxStream;
 use rand::Rng;
 use serde_json::json;
-use tokio::sync::{broadcast, mpsc};
-use tokio_stream::wrappers::ReceiverStream;
+use tokio::sync::broadcast;
+use tokio::time::Instant;
 use turnstone_core::events::types;
 use turnstone_core::ids::{self, Kind};
 use turnstone_core::orgs::{self, Principal};
 use uuid::Uuid;
 
 use crate::AppState;
-use crate::fanout::{self, Signal};
+use crate::fanout::{self, Signal, Subscription};
 use crate::wire::StreamFrame;
 
-/// Starts the pump for one client and returns its frame stream.
-/// Holds `permit` (one of the process's stream slots) until the stream ends.
+/// Opens one client's stream. Holds `permit` (one of the process's stream
+/// slots) until the stream is dropped.
 pub fn open(
     state: AppState,
     principal: Principal,
@@ -28,116 +35,149 @@ pub fn open(
     after_sequence: i64,
     permit: tokio::sync::OwnedSemaphorePermit,
 ) -> BoxStream<'static, StreamFrame> {
-    let (tx, rx) = mpsc::channel(16);
     // Subscribe before the first read, so nothing committed in between is missed.
     let sub = state.hub.subscribe(principal.org_id, session_id);
-    tokio::spawn(async move {
-        let _permit = permit;
-        if let Err(e) = pump(&state, principal, session_id, after_sequence, sub, &tx).await {
-            tracing::debug!(error = %e, %session_id, "SSE stream ended");
+    let session = ids::format(Kind::Session, session_id);
+    let connected = StreamFrame::new("connected", None, json!({ "session_id": session, "after_sequence": after_sequence }));
+    let now = Instant::now();
+    let pump = Pump {
+        cycle_at: now + state.config.sse_max_connection.mul_f64(rand::rng().random_range(0.8..1.2)),
+        next_key_check: now + key_check_interval(&state),
+        shutdown: state.shutdown.clone(),
+        state,
+        principal,
+        session_id,
+        session,
+        cursor: after_sequence,
+        sub,
+        outbox: VecDeque::from([connected]),
+        catching_up: true,
+        ended: false,
+        _permit: permit,
+    };
+    futures::stream::unfold(pump, |mut pump| async move {
+        loop {
+            if let Some(frame) = pump.outbox.pop_front() {
+                return Some((frame, pump));
+            }
+            if pump.ended {
+                return None;
+            }
+            // Boxed: the database and timer futures live on the heap only while the stream waits.
+            if let Err(e) = Box::pin(pump.fill()).await {
+                tracing::debug!(error = %e, session_id = %pump.session_id, "SSE stream ended");
+                return None;
+            }
         }
-    });
-    ReceiverStream::new(rx).boxed()
+    })
+    .boxed()
 }
 
-#[derive(Debug, thiserror::Error)]
-enum End {
-    #[error("client went away")]
-    ClientGone,
-    #[error(transparent)]
-    Core(#[from] turnstone_core::Error),
-}
-
-async fn send(tx: &mpsc::Sender<StreamFrame>, frame: StreamFrame) -> Result<(), End> {
-    tx.send(frame).await.map_err(|_| End::ClientGone)
-}
-
-async fn pump(
-    state: &AppState,
+/// One stream's state between frames.
+struct Pump {
+    state: AppState,
     principal: Principal,
     session_id: Uuid,
-    mut cursor: i64,
-    mut sub: crate::fanout::Subscription,
-    tx: &mpsc::Sender<StreamFrame>,
-) -> Result<(), End> {
-    let org_id = principal.org_id;
-    let session = ids::format(Kind::Session, session_id);
-    send(tx, StreamFrame::new("connected", None, json!({ "session_id": session, "after_sequence": cursor }))).await?;
-    let jitter = rand::rng().random_range(0.8..1.2);
-    let cycle_at = tokio::time::Instant::now() + state.config.sse_max_connection.mul_f64(jitter);
-    let mut shutdown = state.shutdown.clone();
-    cursor = catch_up(state, org_id, session_id, cursor, tx).await?;
-    loop {
-        let key_check = state.config.sse_key_check.mul_f64(rand::rng().random_range(0.9..1.1));
-        tokio::select! {
-            signal = sub.rx.recv() => match signal {
-                Ok(Signal::Events(batch)) => {
-                    if batch.first().is_some_and(|r| r.sequence > cursor + 1) {
-                        cursor = catch_up(state, org_id, session_id, cursor, tx).await?;
-                    }
+    /// The session's wire id.
+    session: String,
+    /// The last stored event sent.
+    cursor: i64,
+    sub: Subscription,
+    /// Frames ready to send (at most one log batch).
+    outbox: VecDeque<StreamFrame>,
+    /// The log may hold events after `cursor` that the broadcast will not bring.
+    catching_up: bool,
+    cycle_at: Instant,
+    next_key_check: Instant,
+    shutdown: tokio::sync::watch::Receiver<bool>,
+    /// `disconnecting` is queued (or the hub closed): nothing follows.
+    ended: bool,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+/// What ended a wait.
+enum Wake {
+    Signal(Result<Signal, broadcast::error::RecvError>),
+    KeyCheck,
+    Cycle,
+    Shutdown,
+}
+
+fn key_check_interval(state: &AppState) -> std::time::Duration {
+    state.config.sse_key_check.mul_f64(rand::rng().random_range(0.9..1.1))
+}
+
+impl Pump {
+    /// Waits for the next frames and queues them.
+    async fn fill(&mut self) -> Result<(), turnstone_core::Error> {
+        if self.catching_up {
+            let batch = match fanout::read_after(&self.state.pool, self.principal.org_id, self.session_id, self.cursor).await {
+                Ok(b) => b,
+                // The database is away: keep the stream; the reader's next batch shows the gap again.
+                Err(e) if e.is_unavailable() => {
+                    self.catching_up = false;
+                    return Ok(());
+                }
+                Err(e) => return Err(e),
+            };
+            self.catching_up = batch.len() >= fanout::BATCH as usize;
+            for r in batch {
+                self.cursor = r.sequence;
+                self.outbox.push_back(r.frame);
+            }
+            return Ok(());
+        }
+        let wake = tokio::select! {
+            signal = self.sub.rx.recv() => Wake::Signal(signal),
+            _ = tokio::time::sleep_until(self.next_key_check) => Wake::KeyCheck,
+            _ = tokio::time::sleep_until(self.cycle_at) => Wake::Cycle,
+            _ = self.shutdown.wait_for(|stop| *stop) => Wake::Shutdown,
+        };
+        match wake {
+            Wake::Signal(Ok(Signal::Events(batch))) => {
+                if batch.first().is_some_and(|r| r.sequence > self.cursor + 1) {
+                    // A gap: the log has everything in this batch and before it.
+                    self.catching_up = true;
+                } else {
                     for r in batch.iter() {
-                        if r.sequence > cursor {
-                            send(tx, r.frame.clone()).await?;
-                            cursor = r.sequence;
+                        if r.sequence > self.cursor {
+                            self.outbox.push_back(r.frame.clone());
+                            self.cursor = r.sequence;
                         }
                     }
                 }
-                Ok(Signal::Delta(d)) => {
-                    let data = json!({
-                        "type": types::OUTPUT_MESSAGE_DELTA,
-                        "ts": d.ts,
-                        "session_id": session,
-                        "turn_id": ids::format(Kind::Turn, d.turn_id),
-                        "data": { "delta": d.text, "iteration": d.iteration },
-                    });
-                    send(tx, StreamFrame::new(types::OUTPUT_MESSAGE_DELTA, None, data)).await?;
-                }
-                Err(broadcast::error::RecvError::Lagged(_)) => cursor = catch_up(state, org_id, session_id, cursor, tx).await?,
-                Err(broadcast::error::RecvError::Closed) => return Ok(()),
-            },
-            _ = tokio::time::sleep(key_check) => {
+            }
+            Wake::Signal(Ok(Signal::Delta(d))) => {
+                let data = json!({
+                    "type": types::OUTPUT_MESSAGE_DELTA,
+                    "ts": d.ts,
+                    "session_id": self.session,
+                    "turn_id": ids::format(Kind::Turn, d.turn_id),
+                    "data": { "delta": d.text, "iteration": d.iteration },
+                });
+                self.outbox.push_back(StreamFrame::new(types::OUTPUT_MESSAGE_DELTA, None, data));
+            }
+            Wake::Signal(Err(broadcast::error::RecvError::Lagged(_))) => self.catching_up = true,
+            Wake::Signal(Err(broadcast::error::RecvError::Closed)) => self.ended = true,
+            Wake::KeyCheck => {
+                self.next_key_check = Instant::now() + key_check_interval(&self.state);
                 // A key revoked or expired (or its org disabled) while streaming:
                 // end the stream; the client's reconnect then gets a 401.
-                if matches!(orgs::key_active(&state.pool, principal).await, Ok(false)) {
-                    return disconnect(tx).await;
+                if matches!(orgs::key_active(&self.state.pool, self.principal).await, Ok(false)) {
+                    self.disconnect();
                 }
             }
-            _ = tokio::time::sleep_until(cycle_at) => return disconnect(tx).await,
-            _ = async { let _ = shutdown.wait_for(|stop| *stop).await; } => return disconnect(tx).await,
-            _ = tx.closed() => return Err(End::ClientGone),
+            Wake::Cycle | Wake::Shutdown => self.disconnect(),
         }
+        Ok(())
     }
-}
 
-/// Sends every stored event after `cursor`, read from the log; returns the new cursor.
-async fn catch_up(
-    state: &AppState,
-    org_id: Uuid,
-    session_id: Uuid,
-    mut cursor: i64,
-    tx: &mpsc::Sender<StreamFrame>,
-) -> Result<i64, End> {
-    loop {
-        let batch = match fanout::read_after(&state.pool, org_id, session_id, cursor).await {
-            Ok(b) => b,
-            // The database is away: keep the stream; the reader's next batch shows the gap again.
-            Err(e) if e.is_unavailable() => return Ok(cursor),
-            Err(e) => return Err(e.into()),
-        };
-        let n = batch.len();
-        for r in batch {
-            cursor = r.sequence;
-            send(tx, r.frame).await?;
-        }
-        if n < fanout::BATCH as usize {
-            return Ok(cursor);
-        }
+    /// Queues `disconnecting` (with a jittered reconnect delay) as the last frame.
+    fn disconnect(&mut self) {
+        let retry_ms = rand::rng().random_range(500..1500);
+        self.outbox.push_back(StreamFrame::new("disconnecting", None, json!({ "retry_ms": retry_ms })));
+        self.ended = true;
     }
-}
-
-async fn disconnect(tx: &mpsc::Sender<StreamFrame>) -> Result<(), End> {
-    let retry_ms = rand::rng().random_range(500..1500);
-    send(tx, StreamFrame::new("disconnecting", None, json!({ "retry_ms": retry_ms }))).await
 }
 
 /// Turns a frame into the SSE wire form.

@@ -119,8 +119,11 @@ async fn drain_ours(pool: &PgPool, n: u64) -> f64 {
     });
     let deadline = Instant::now() + Duration::from_secs(300);
     loop {
-        let left: i64 =
-            sqlx::query_scalar("SELECT count(*) FROM task_queue WHERE queue = $1").bind(QUEUE).fetch_one(pool).await.expect("count");
+        let left: i64 = sqlx::query_scalar("SELECT count(*) FROM task_queue WHERE queue = $1")
+            .bind(QUEUE)
+            .fetch_one(pool)
+            .await
+            .expect("count");
         if left == 0 {
             break;
         }
