@@ -111,6 +111,13 @@ pub async fn complete(pool: &PgPool, worker: &str, ids: &[i64]) -> Result<u64> {
         .rows_affected())
 }
 
+/// Completes one task `worker` holds in the caller's transaction (a handler
+/// fusing its acknowledgement with its own last commit). Returns whether it did.
+pub async fn complete_in(tx: &mut PgConnection, id: i64, worker: &str) -> Result<bool> {
+    let done = sqlx::query("DELETE FROM task_queue WHERE id = $1 AND lock_by = $2").bind(id).bind(worker).execute(tx).await?;
+    Ok(done.rows_affected() == 1)
+}
+
 /// A failed run: the task goes back to `pending` after `retry_in`, or to
 /// `failed` when its attempts are used up.
 #[derive(Debug, Clone)]

@@ -148,10 +148,22 @@ pub struct Lease {
     pub input_sequence: i64,
     pub model_id: Option<Uuid>,
     pub started_at: DateTime<Utc>,
+    /// The queue task this run holds, if any: completed in the transaction
+    /// that seals the turn, so the seal needs no acknowledgement of its own.
+    #[sqlx(skip)]
+    pub task: Option<QueueTask>,
 }
 
-/// Result of trying to start a turn.
+/// A claimed `task_queue` row: its id and the worker holding it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct QueueTask {
+    pub id: i64,
+    pub worker: String,
+}
+
+/// Result of trying to start a turn (returned once per run; the size gap is harmless).
 #[derive(Debug)]
+#[allow(clippy::large_enum_variant)]
 pub enum Start {
     /// Run it: the lease, and the context read right after taking it.
     Run(Lease, TurnContext),
@@ -324,6 +336,9 @@ pub async fn commit_and_finish(
     guard(&mut tx, lease, iterations, usage).await?;
     events::append(&mut tx, lease.org_id, lease.session_id, Some(lease.turn_id), events).await?;
     seal(&mut tx, lease, outcome).await?;
+    if let Some(task) = &lease.task {
+        queue::complete_in(&mut tx, task.id, &task.worker).await?;
+    }
     tx.commit().await?;
     Ok(())
 }
@@ -459,6 +474,7 @@ pub async fn cancel(tx: &mut PgConnection, org_id: Uuid, session_id: Uuid, all: 
             input_sequence,
             model_id,
             started_at: started_at.unwrap_or_else(Utc::now),
+            task: None,
         };
         seal(tx, &lease, Outcome::Cancelled).await?;
         return Ok(Cancelled { turn_id, state: "cancelled", pending_cancelled });

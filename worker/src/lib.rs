@@ -47,17 +47,31 @@ pub struct Context {
 
 /// The apalis handler: runs one turn. An `Err` (database trouble) sends the
 /// task back to the queue for a retry; the turn then resumes where its log ends.
-async fn handle_turn(task: TurnTask, ctx: Data<Context>) -> Result<(), BoxDynError> {
-    match turn::run(&ctx, task).await {
+/// A sealed turn's task row was completed by the sealing transaction itself
+/// ([`queue::Handled::Acknowledged`]: no separate acknowledgement).
+async fn handle_turn(
+    task: TurnTask,
+    ctx: Data<Context>,
+    id: TaskId,
+    worker: WorkerContext,
+) -> Result<queue::Handled, BoxDynError> {
+    let queue_task = match id {
+        TaskId::Int(id) => {
+            i64::try_from(id).ok().map(|id| turnstone_core::turns::QueueTask { id, worker: worker.name().to_owned() })
+        }
+        _ => None,
+    };
+    match turn::run(&ctx, task, queue_task).await {
         Ok(turn::TurnEnd::Released) => {
             // The process is about to hand this task back (see `run`); finishing
             // the handler would mark it done, so it waits for the exit instead.
             std::future::pending::<()>().await;
-            Ok(())
+            Ok(queue::Handled::Done)
         }
+        Ok(turn::TurnEnd::Sealed) => Ok(queue::Handled::Acknowledged),
         Ok(end) => {
             tracing::debug!(turn_id = %task.turn_id, ?end, "turn task done");
-            Ok(())
+            Ok(queue::Handled::Done)
         }
         Err(e) => {
             tracing::warn!(turn_id = %task.turn_id, error = %e, "turn interrupted; will retry");

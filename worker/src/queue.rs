@@ -20,6 +20,7 @@
 //! The acknowledger outlives the backend until every outcome is written; call
 //! [`QueueHandle::finish`] before handing the worker's tasks back.
 
+use std::any::Any;
 use std::marker::PhantomData;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -355,7 +356,18 @@ fn push(o: Outcome, done: &mut Vec<i64>, failed: &mut Vec<Failure>) {
     }
 }
 
-/// Reports every finished task to the acknowledger and frees its slot.
+/// What a handler may answer to say its task needs no acknowledgement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Handled {
+    /// Finished; the acknowledger completes the task.
+    Done,
+    /// Finished, and the handler completed its task row in its own last
+    /// transaction (`queue::complete_in`): nothing is left to write.
+    Acknowledged,
+}
+
+/// Reports every finished task to the acknowledger (unless its handler
+/// answered [`Handled::Acknowledged`]) and frees its slot.
 #[derive(Clone)]
 pub struct AckLayer {
     shared: Arc<Shared>,
@@ -382,6 +394,7 @@ where
     S: tower::Service<Task<Args>>,
     S::Future: Send + 'static,
     S::Error: Into<BoxDynError>,
+    S::Response: 'static,
 {
     type Response = S::Response;
     type Error = BoxDynError;
@@ -401,10 +414,13 @@ where
             let res = fut.await.map_err(Into::into);
             if let Some(id) = id {
                 let outcome = match &res {
-                    Ok(_) => Outcome::Done(id),
-                    Err(e) => Outcome::Failed(Failure { id, error: e.to_string(), retry_in: retry_delay(attempts) }),
+                    Ok(r) if (r as &dyn Any).downcast_ref::<Handled>() == Some(&Handled::Acknowledged) => None,
+                    Ok(_) => Some(Outcome::Done(id)),
+                    Err(e) => Some(Outcome::Failed(Failure { id, error: e.to_string(), retry_in: retry_delay(attempts) })),
                 };
-                let _ = outcomes.send(outcome);
+                if let Some(outcome) = outcome {
+                    let _ = outcomes.send(outcome);
+                }
                 shared.held.fetch_sub(1, Ordering::Relaxed);
                 shared.wake.notify_one();
             }

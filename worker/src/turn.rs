@@ -74,11 +74,15 @@ async fn commit(
 /// worker keeps it in memory (it is the only writer while it holds the lease)
 /// and adds what each commit appended.
 #[tracing::instrument(name = "turn", skip_all, fields(turn_id = %task.turn_id, org_id = %task.org_id))]
-pub async fn run(ctx: &Context, task: TurnTask) -> Result<TurnEnd, Error> {
-    let (lease, tc) = match turns::start(&ctx.pool, task, ctx.config.max_stalled_starts).await? {
+///
+/// `queue_task` is the queue row this run holds: sealing the turn completes it
+/// in the same transaction (then [`TurnEnd::Sealed`] means it is gone).
+pub async fn run(ctx: &Context, task: TurnTask, queue_task: Option<turns::QueueTask>) -> Result<TurnEnd, Error> {
+    let (mut lease, tc) = match turns::start(&ctx.pool, task, ctx.config.max_stalled_starts).await? {
         Start::Finished => return Ok(TurnEnd::AlreadyFinished),
         Start::Run(lease, tc) => (lease, tc),
     };
+    lease.task = queue_task;
     let mut cancel = ctx.cancels.register(task.org_id, task.turn_id);
     if tc.cancel_requested {
         turns::finish(&ctx.pool, &lease, Outcome::Cancelled).await?;

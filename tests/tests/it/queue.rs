@@ -224,3 +224,27 @@ async fn concurrent_appends_keep_sequences_gap_free() {
     assert_eq!(seqs, (1..=seqs.len() as i64).collect::<Vec<_>>());
     assert_eq!(seqs.len(), 16 * 6);
 }
+
+#[tokio::test]
+async fn sealing_a_turn_completes_its_task_in_the_same_transaction() {
+    let (db, pool, org, session) = setup().await;
+    let worker = db::connect(&db.as_role("turnstone_worker"), 2).await.unwrap();
+    let posted = post(&pool, org, session, "hello").await;
+    let claimed = turnstone_core::queue::claim(&worker, turns::QUEUE, "w1", 10).await.unwrap();
+    assert_eq!(claimed.len(), 1);
+    let task = turns::QueueTask { id: claimed[0].id, worker: "w1".into() };
+    let tt = TurnTask { turn_id: posted.turn_id, org_id: org };
+    let mut stale = leased(turns::start(&worker, tt, 3).await.unwrap());
+    let mut lease = leased(turns::start(&worker, tt, 3).await.unwrap());
+    // A fenced-out seal rolls back, and the task row with it.
+    stale.task = Some(task.clone());
+    let e = turns::finish(&worker, &stale, Outcome::Completed).await.unwrap_err();
+    assert!(matches!(e, Error::LeaseLost), "{e:?}");
+    assert_eq!(count(&pool, org, "SELECT count(*) FROM task_queue WHERE $1::uuid IS NOT NULL", session).await, 1);
+    // The current lease seals the turn and completes the task in one commit.
+    lease.task = Some(task);
+    turns::finish(&worker, &lease, Outcome::Completed).await.unwrap();
+    assert_eq!(count(&pool, org, "SELECT count(*) FROM task_queue WHERE $1::uuid IS NOT NULL", session).await, 0);
+    let status: String = scalar(&pool, org, "SELECT status FROM turns WHERE id = $1", posted.turn_id).await;
+    assert_eq!(status, "completed");
+}
