@@ -43,6 +43,8 @@ pub struct Context {
     pub cancels: Arc<cancel::Cancels>,
     /// Flips to `true` when the drain deadline passes: in-flight model calls stop.
     pub abort: tokio::sync::watch::Receiver<bool>,
+    /// Shared by every model call of this worker (connection pool, TLS roots).
+    pub http: openai_reqwest::Client,
 }
 
 /// The apalis handler: runs one turn. An `Err` (database trouble) sends the
@@ -122,7 +124,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
     }));
     let drain = config.drain;
     let base_name = config.name.clone();
-    let ctx = Context { pool: pool.clone(), config: Arc::new(config), cancels, abort };
+    let http = llm::http_client()?;
+    let ctx = Context { pool: pool.clone(), config: Arc::new(config), cancels, abort, http };
     for incarnation in 0u32.. {
         let name = if incarnation == 0 { base_name.clone() } else { format!("{base_name}-{incarnation}") };
         // Boxed so that dropping it really drops the apalis worker (and its LISTEN connection).

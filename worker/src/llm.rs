@@ -56,6 +56,8 @@ pub struct LlmEndpoint {
     pub model: String,
     /// Bound on the whole call, stream included: a stalled provider cannot hold a turn forever.
     pub timeout: Duration,
+    /// The process's shared HTTP client (see [`http_client`]).
+    pub http: reqwest::Client,
 }
 
 impl fmt::Debug for LlmEndpoint {
@@ -217,21 +219,26 @@ pub async fn stream_chat(
     }
 }
 
+/// The HTTP client every model call of a worker shares: one TLS root store and
+/// one pool of kept-alive provider connections per process. (Built per call
+/// before, loading the system's root certificates each time was a third of a
+/// worker's CPU under load — docs/benchmarks.md.) Make it inside the runtime
+/// that uses it: pooled connections belong to that runtime.
+pub fn http_client() -> Result<reqwest::Client, LlmError> {
+    reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(10))
+        .build()
+        .map_err(|e| LlmError::InvalidEndpoint(format!("HTTP client: {}", e.without_url())))
+}
+
 /// A client without async-openai's built-in retries, reporting HTTP failures through [`StatusAware`].
-///
-/// Built per call: the HTTP connection pool then belongs to the caller's
-/// runtime and dies with the call, at the price of one new connection per call
-/// (negligible next to a model's answer time).
 fn client_for(endpoint: &LlmEndpoint) -> Result<Client<OpenAIConfig>, LlmError> {
     let key = endpoint.api_key.as_deref().unwrap_or("");
     // async-openai builds the header with `.parse().unwrap()`: reject what would panic there.
     if key.bytes().any(|b| (b < 0x20 && b != b'\t') || b == 0x7f) {
         return Err(LlmError::InvalidEndpoint("API key contains control characters".to_owned()));
     }
-    let http = reqwest::Client::builder()
-        .connect_timeout(endpoint.timeout.min(Duration::from_secs(10)))
-        .build()
-        .map_err(|e| LlmError::InvalidEndpoint(format!("HTTP client: {}", e.without_url())))?;
+    let http = endpoint.http.clone();
     // Every field is set explicitly: `OpenAIConfig::new()` reads OPENAI_API_KEY,
     // OPENAI_ORG_ID and OPENAI_PROJECT_ID from the environment, which must never
     // reach a provider the key was not meant for.
@@ -542,6 +549,7 @@ mod tests {
             api_key: Some("sk-test-secret-key".to_owned()),
             model: "sim-1".to_owned(),
             timeout: Duration::from_secs(10),
+            http: super::http_client().expect("HTTP client"),
         }
     }
 
@@ -675,6 +683,7 @@ mod tests {
             api_key: None,
             model: "sim-1".into(),
             timeout: Duration::from_secs(5),
+            http: super::http_client().unwrap(),
         };
 
         let (result, _) = chat(&endpoint, &[ChatMessage::User("hi".into())]).await;
@@ -692,6 +701,7 @@ mod tests {
             api_key: Some("sk-live-123456".into()),
             model: "m".into(),
             timeout: Duration::from_secs(1),
+            http: super::http_client().unwrap(),
         };
         assert!(!format!("{endpoint:?}").contains("sk-live-123456"));
 

@@ -147,6 +147,7 @@ async fn drive(ctx: &Context, lease: &Lease, mut tc: TurnContext, cancel: &mut C
                                 api_key: e.api_key.map(|k| k.expose().to_owned()),
                                 model: e.model_name,
                                 timeout: ctx.config.llm_timeout,
+                                http: ctx.http.clone(),
                             };
                             endpoint = Some(ep.clone());
                             ep
