@@ -8,7 +8,7 @@
 FROM rust:1.95-bookworm AS chef
 RUN cargo install cargo-chef --locked --version 0.1.77
 WORKDIR /src
-# apalis-postgres' sqlx macros must never go online at build time.
+# apalis-postgres' sqlx macros (bench crate) must never go online at build time.
 ENV SQLX_OFFLINE=true CARGO_TERM_COLOR=never
 
 # ---- recipe: the dependency graph only (changes only when manifests/lockfile change) ------------

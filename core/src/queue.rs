@@ -201,7 +201,9 @@ pub async fn deregister(pool: &PgPool, worker: &str) -> Result<()> {
 /// One heartbeat: refreshes `worker`'s row, then returns to `pending` the
 /// running tasks of workers of `queue` not seen for `dead_after` (and of
 /// workers with no row at all), deletes those workers' rows and wakes the
-/// queue. One statement. Returns how many tasks were reclaimed.
+/// queue. One statement. A task whose lost run was its last attempt becomes
+/// `failed` instead (a task that kills its worker cannot loop forever).
+/// Returns how many tasks were reclaimed.
 pub async fn heartbeat(pool: &PgPool, queue: &str, worker: &str, dead_after: Duration) -> Result<u64> {
     let n: i64 = sqlx::query_scalar(
         "WITH me AS (
@@ -211,7 +213,11 @@ pub async fn heartbeat(pool: &PgPool, queue: &str, worker: &str, dead_after: Dur
             DELETE FROM queue_workers WHERE queue = $2 AND name <> $1 AND last_seen < now() - make_interval(secs => $3)
             RETURNING name),
           freed AS (
-            UPDATE task_queue t SET status = 'pending', lock_by = NULL, locked_at = NULL
+            UPDATE task_queue t
+               SET status = CASE WHEN t.attempts >= t.max_attempts THEN 'failed' ELSE 'pending' END,
+                   last_error = CASE WHEN t.attempts >= t.max_attempts
+                                     THEN 'its worker stopped heart-beating during the last attempt' ELSE t.last_error END,
+                   lock_by = NULL, locked_at = NULL
              WHERE t.queue = $2 AND t.status = 'running' AND t.lock_by <> $1
                AND (t.lock_by IN (SELECT name FROM dead)
                     OR NOT EXISTS (SELECT 1 FROM queue_workers w WHERE w.name = t.lock_by))

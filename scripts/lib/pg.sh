@@ -65,7 +65,7 @@ _ts_pg_has_extension() {
 
 # Make initdb, pg_ctl, postgres, psql and pg_isready callable (prepends their directory to PATH),
 # installing PostgreSQL from apt if no server binaries are found. Also makes sure the pgcrypto
-# and hstore extensions (needed by apalis-postgres) are installed.
+# and hstore extensions (needed by apalis-postgres, which the benchmark compares against) are installed.
 ts_ensure_pg_binaries() {
   local bindir
   bindir=$(_ts_pg_find_bindir)

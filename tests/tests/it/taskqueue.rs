@@ -98,6 +98,13 @@ async fn a_dead_workers_tasks_are_reclaimed_and_its_late_acks_change_nothing() {
     // Tasks held by a worker with no row at all (it was deleted) are reclaimed too.
     sqlx::query("DELETE FROM queue_workers WHERE name = 'b'").execute(&owner).await.unwrap();
     assert_eq!(queue::heartbeat(&worker, Q, "c", Duration::from_secs(60)).await.unwrap(), 3);
+    // A task whose worker dies on its last attempt fails instead of looping.
+    sqlx::query("UPDATE task_queue SET max_attempts = 3").execute(&owner).await.unwrap();
+    assert_eq!(queue::claim(&worker, Q, "c", 10).await.unwrap().len(), 3, "third attempt");
+    sqlx::query("DELETE FROM queue_workers WHERE name = 'c'").execute(&owner).await.unwrap();
+    assert_eq!(queue::heartbeat(&worker, Q, "d", Duration::from_secs(60)).await.unwrap(), 3);
+    assert_eq!(rows(&owner, "SELECT count(*) FROM task_queue WHERE status = 'failed' AND last_error IS NOT NULL").await, 3);
+    assert!(queue::claim(&worker, Q, "d", 10).await.unwrap().is_empty());
 }
 
 #[tokio::test]
