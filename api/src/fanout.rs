@@ -40,6 +40,11 @@ pub enum Signal {
     Events(Arc<Vec<Rendered>>),
     /// A live token delta (never stored).
     Delta(Arc<Delta>),
+    /// The reader (re)started at the log's current end: anything committed
+    /// before that was never broadcast, so each stream reads the log from its
+    /// own cursor. Closes the race between a stream's first read and its
+    /// session reader's start.
+    Resync,
 }
 
 struct Feed {
@@ -82,14 +87,16 @@ impl Hub {
 
     pub fn subscribe(self: &Arc<Self>, org_id: Uuid, session_id: Uuid) -> Subscription {
         let mut map = self.sessions.lock().expect("hub lock");
-        let feed = map.entry(session_id).or_insert_with(|| {
-            let (tx, _) = broadcast::channel(256);
-            let nudge = Arc::new(Notify::new());
-            let reader =
-                tokio::spawn(read_session(self.pool.clone(), org_id, session_id, tx.clone(), nudge.clone(), self.fallback_poll));
-            Feed { tx, nudge, reader: reader.abort_handle() }
-        });
-        Subscription { hub: self.clone(), session_id, rx: feed.tx.subscribe() }
+        if let Some(feed) = map.get(&session_id) {
+            return Subscription { hub: self.clone(), session_id, rx: feed.tx.subscribe() };
+        }
+        // The first stream's receiver exists before the reader runs, so it sees the reader's `Resync`.
+        let (tx, rx) = broadcast::channel(256);
+        let nudge = Arc::new(Notify::new());
+        let reader =
+            tokio::spawn(read_session(self.pool.clone(), org_id, session_id, tx.clone(), nudge.clone(), self.fallback_poll));
+        map.insert(session_id, Feed { tx, nudge, reader: reader.abort_handle() });
+        Subscription { hub: self.clone(), session_id, rx }
     }
 
     fn resync_all(&self) {
@@ -206,6 +213,9 @@ async fn read_session(
                 Ok::<_, turnstone_core::Error>(sessions::get_session(&mut t, org_id, session_id).await?.last_sequence)
             };
             cursor = start.await.ok();
+            if cursor.is_some() {
+                let _ = tx.send(Signal::Resync);
+            }
         }
         if let Some(mut at) = cursor {
             loop {

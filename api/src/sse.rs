@@ -157,7 +157,9 @@ impl Pump {
                 });
                 self.outbox.push_back(StreamFrame::new(types::OUTPUT_MESSAGE_DELTA, None, data));
             }
-            Wake::Signal(Err(broadcast::error::RecvError::Lagged(_))) => self.catching_up = true,
+            Wake::Signal(Ok(Signal::Resync)) | Wake::Signal(Err(broadcast::error::RecvError::Lagged(_))) => {
+                self.catching_up = true
+            }
             Wake::Signal(Err(broadcast::error::RecvError::Closed)) => self.ended = true,
             Wake::KeyCheck => {
                 self.next_key_check = Instant::now() + key_check_interval(&self.state);
