@@ -206,6 +206,10 @@ async fn read_session(
     poll: Duration,
 ) {
     let mut cursor: Option<i64> = None;
+    // Test hook, inert unless set: starts the reader late, to prove streams survive it.
+    if let Some(ms) = std::env::var("TURNSTONE_TEST_READER_DELAY_MS").ok().and_then(|v| v.parse::<u64>().ok()) {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
     loop {
         if cursor.is_none() {
             let start = async {

@@ -166,3 +166,23 @@ async fn the_viewer_page_is_served() {
     assert!(page.contains("new EventSource(url)") && page.contains("access_token"));
     assert!(!page.contains("innerHTML"), "stream data is only ever shown as text");
 }
+
+#[tokio::test]
+async fn a_stream_gets_every_event_when_its_session_reader_starts_late() {
+    // The whole turn commits before the session's reader starts (nextest runs each test in
+    // its own process, so the variable reaches only this test's in-process API).
+    // SAFETY: set before any other thread of this test reads the environment.
+    unsafe { std::env::set_var("TURNSTONE_TEST_READER_DELAY_MS", "800") };
+    let stack = Stack::start().await;
+    let api = stack.client();
+    let session = api.session(&[]).await;
+    let mut sse = api.sse(&session, "", None).await;
+    assert_eq!(sse.next().await.unwrap().event, "connected");
+    api.say(&session, "hello").await;
+    api.wait_for(&session, "session.idled", 1).await;
+    let frames = tokio::time::timeout(Duration::from_secs(10), sse.until("session.idled"))
+        .await
+        .expect("the stream heard nothing: events committed before its reader started were lost");
+    let stored = api.events(&session).await;
+    assert_eq!(turnstone_tests::sequences(&frames), (1..=stored.len() as i64).collect::<Vec<_>>(), "each event once, in order");
+}
