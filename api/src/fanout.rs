@@ -64,18 +64,31 @@ pub struct Hub {
 pub struct Subscription {
     hub: Arc<Hub>,
     session_id: Uuid,
-    pub rx: broadcast::Receiver<Signal>,
+    /// Always `Some` until dropped (taken under the hub lock, see `Drop`).
+    rx: Option<broadcast::Receiver<Signal>>,
+}
+
+impl Subscription {
+    /// The next signal of this session's feed.
+    pub async fn recv(&mut self) -> Result<Signal, broadcast::error::RecvError> {
+        match self.rx.as_mut() {
+            Some(rx) => rx.recv().await,
+            None => Err(broadcast::error::RecvError::Closed),
+        }
+    }
 }
 
 impl Drop for Subscription {
     fn drop(&mut self) {
         let mut map = self.hub.sessions.lock().expect("hub lock");
-        if let Some(feed) = map.get(&self.session_id) {
-            // This receiver is still alive while we run, so 1 means "only us".
-            if feed.tx.receiver_count() <= 1 {
-                feed.reader.abort();
-                map.remove(&self.session_id);
-            }
+        // Drop the receiver under the lock, so two last streams dropping at once
+        // cannot both see the other one and leave the feed (and its reader) behind.
+        drop(self.rx.take());
+        if let Some(feed) = map.get(&self.session_id)
+            && feed.tx.receiver_count() == 0
+        {
+            feed.reader.abort();
+            map.remove(&self.session_id);
         }
     }
 }
@@ -88,7 +101,7 @@ impl Hub {
     pub fn subscribe(self: &Arc<Self>, org_id: Uuid, session_id: Uuid) -> Subscription {
         let mut map = self.sessions.lock().expect("hub lock");
         if let Some(feed) = map.get(&session_id) {
-            return Subscription { hub: self.clone(), session_id, rx: feed.tx.subscribe() };
+            return Subscription { hub: self.clone(), session_id, rx: Some(feed.tx.subscribe()) };
         }
         // The first stream's receiver exists before the reader runs, so it sees the reader's `Resync`.
         let (tx, rx) = broadcast::channel(256);
@@ -96,7 +109,7 @@ impl Hub {
         let reader =
             tokio::spawn(read_session(self.pool.clone(), org_id, session_id, tx.clone(), nudge.clone(), self.fallback_poll));
         map.insert(session_id, Feed { tx, nudge, reader: reader.abort_handle() });
-        Subscription { hub: self.clone(), session_id, rx }
+        Subscription { hub: self.clone(), session_id, rx: Some(rx) }
     }
 
     fn resync_all(&self) {

@@ -128,7 +128,7 @@ impl Pump {
             return Ok(());
         }
         let wake = tokio::select! {
-            signal = self.sub.rx.recv() => Wake::Signal(signal),
+            signal = self.sub.recv() => Wake::Signal(signal),
             _ = tokio::time::sleep_until(self.next_key_check) => Wake::KeyCheck,
             _ = tokio::time::sleep_until(self.cycle_at) => Wake::Cycle,
             _ = self.shutdown.wait_for(|stop| *stop) => Wake::Shutdown,

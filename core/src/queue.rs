@@ -36,6 +36,26 @@ pub struct Claimed {
     pub attempts: i32,
 }
 
+impl Claimed {
+    pub fn held(&self) -> Held {
+        Held { id: self.id, attempts: self.attempts }
+    }
+}
+
+/// One claim of a task: its id and its `attempts` at claim time. Every
+/// completion, failure and hand-back matches both (and the worker's name), so
+/// a stale run of the same task by the same worker — reclaimed while it was
+/// cut off, then claimed again — cannot touch the newer claim.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Held {
+    pub id: i64,
+    pub attempts: i32,
+}
+
+fn split(held: &[Held]) -> (Vec<i64>, Vec<i32>) {
+    held.iter().map(|h| (h.id, h.attempts)).unzip()
+}
+
 /// Adds a task in the caller's transaction; workers are woken when it commits.
 pub async fn enqueue(tx: &mut PgConnection, queue: &str, payload: &impl Serialize, max_attempts: i32) -> Result<i64> {
     let payload = serde_json::to_value(payload).expect("task payloads serialise");
@@ -83,10 +103,13 @@ pub async fn register(pool: &PgPool, queue: &str, worker: &str) -> Result<()> {
 }
 
 /// Claims up to `limit` due tasks of `queue` for `worker`, oldest first.
+/// Claims nothing while `worker` has no live row (another worker declared it
+/// dead and took its tasks back; its next heartbeat registers it again).
 pub async fn claim(pool: &PgPool, queue: &str, worker: &str, limit: usize) -> Result<Vec<Claimed>> {
     Ok(sqlx::query_as(
         "UPDATE task_queue t SET status = 'running', lock_by = $2, locked_at = now(), attempts = t.attempts + 1
            FROM (SELECT id FROM task_queue WHERE queue = $1 AND status = 'pending' AND run_at <= now()
+                   AND EXISTS (SELECT 1 FROM queue_workers w WHERE w.name = $2)
                   ORDER BY run_at, id LIMIT $3 FOR UPDATE SKIP LOCKED) c
           WHERE t.id = c.id
          RETURNING t.id, t.payload, t.attempts",
@@ -98,23 +121,33 @@ pub async fn claim(pool: &PgPool, queue: &str, worker: &str, limit: usize) -> Re
     .await?)
 }
 
-/// Completes tasks `worker` still holds: their rows are deleted. Returns how many.
-pub async fn complete(pool: &PgPool, worker: &str, ids: &[i64]) -> Result<u64> {
-    if ids.is_empty() {
+/// Completes claims `worker` still holds: their rows are deleted. Returns how many.
+pub async fn complete(pool: &PgPool, worker: &str, held: &[Held]) -> Result<u64> {
+    if held.is_empty() {
         return Ok(0);
     }
-    Ok(sqlx::query("DELETE FROM task_queue WHERE id = ANY($1) AND lock_by = $2")
-        .bind(ids)
-        .bind(worker)
-        .execute(pool)
-        .await?
-        .rows_affected())
+    let (ids, attempts) = split(held);
+    Ok(sqlx::query(
+        "DELETE FROM task_queue t USING unnest($1::bigint[], $2::int[]) AS h(id, attempts)
+          WHERE t.id = h.id AND t.attempts = h.attempts AND t.lock_by = $3",
+    )
+    .bind(&ids)
+    .bind(&attempts)
+    .bind(worker)
+    .execute(pool)
+    .await?
+    .rows_affected())
 }
 
-/// Completes one task `worker` holds in the caller's transaction (a handler
+/// Completes one claim `worker` holds in the caller's transaction (a handler
 /// fusing its acknowledgement with its own last commit). Returns whether it did.
-pub async fn complete_in(tx: &mut PgConnection, id: i64, worker: &str) -> Result<bool> {
-    let done = sqlx::query("DELETE FROM task_queue WHERE id = $1 AND lock_by = $2").bind(id).bind(worker).execute(tx).await?;
+pub async fn complete_in(tx: &mut PgConnection, held: Held, worker: &str) -> Result<bool> {
+    let done = sqlx::query("DELETE FROM task_queue WHERE id = $1 AND attempts = $2 AND lock_by = $3")
+        .bind(held.id)
+        .bind(held.attempts)
+        .bind(worker)
+        .execute(tx)
+        .await?;
     Ok(done.rows_affected() == 1)
 }
 
@@ -122,31 +155,34 @@ pub async fn complete_in(tx: &mut PgConnection, id: i64, worker: &str) -> Result
 /// `failed` when its attempts are used up.
 #[derive(Debug, Clone)]
 pub struct Failure {
-    pub id: i64,
+    pub held: Held,
     pub error: String,
     pub retry_in: Duration,
 }
 
-/// Records failed runs of tasks `worker` still holds, and wakes workers for the retries.
+/// Records failed runs of claims `worker` still holds, and wakes workers for the retries.
 pub async fn fail(pool: &PgPool, worker: &str, failures: &[Failure]) -> Result<u64> {
     if failures.is_empty() {
         return Ok(0);
     }
-    let ids: Vec<i64> = failures.iter().map(|f| f.id).collect();
-    let errors: Vec<String> = failures.iter().map(|f| truncate(&f.error, 2000)).collect();
+    let ids: Vec<i64> = failures.iter().map(|f| f.held.id).collect();
+    let attempts: Vec<i32> = failures.iter().map(|f| f.held.attempts).collect();
+    // PostgreSQL text cannot hold U+0000; an error message must never make the outcome unwritable.
+    let errors: Vec<String> = failures.iter().map(|f| truncate(&crate::validate::storable(&f.error), 2000)).collect();
     let delays: Vec<f64> = failures.iter().map(|f| f.retry_in.as_secs_f64()).collect();
     let n: i64 = sqlx::query_scalar(
-        "WITH f AS (SELECT * FROM unnest($1::bigint[], $2::text[], $3::float8[]) AS f(id, error, delay)),
+        "WITH f AS (SELECT * FROM unnest($1::bigint[], $2::int[], $3::text[], $4::float8[]) AS f(id, attempts, error, delay)),
               u AS (
                 UPDATE task_queue t
                    SET status = CASE WHEN t.attempts >= t.max_attempts THEN 'failed' ELSE 'pending' END,
                        lock_by = NULL, locked_at = NULL, last_error = f.error,
                        run_at = now() + make_interval(secs => f.delay)
-                  FROM f WHERE t.id = f.id AND t.lock_by = $4
+                  FROM f WHERE t.id = f.id AND t.attempts = f.attempts AND t.lock_by = $5
                 RETURNING t.queue)
-         SELECT count(*) FROM u, LATERAL (SELECT pg_notify($5, u.queue)) n",
+         SELECT count(*) FROM u, LATERAL (SELECT pg_notify($6, u.queue)) n",
     )
     .bind(&ids)
+    .bind(&attempts)
     .bind(&errors)
     .bind(&delays)
     .bind(worker)
@@ -156,19 +192,22 @@ pub async fn fail(pool: &PgPool, worker: &str, failures: &[Failure]) -> Result<u
     Ok(n as u64)
 }
 
-/// Puts tasks `worker` claimed but never started back to `pending`, attempt
+/// Puts claims `worker` made but never started back to `pending`, attempt
 /// refunded. Returns how many.
-pub async fn unclaim(pool: &PgPool, worker: &str, ids: &[i64]) -> Result<u64> {
-    if ids.is_empty() {
+pub async fn unclaim(pool: &PgPool, worker: &str, held: &[Held]) -> Result<u64> {
+    if held.is_empty() {
         return Ok(0);
     }
+    let (ids, attempts) = split(held);
     let n: i64 = sqlx::query_scalar(
         "WITH u AS (
-            UPDATE task_queue SET status = 'pending', lock_by = NULL, locked_at = NULL, attempts = greatest(attempts - 1, 0)
-             WHERE id = ANY($1) AND lock_by = $2 RETURNING queue)
-         SELECT count(*) FROM u, LATERAL (SELECT pg_notify($3, u.queue)) n",
+            UPDATE task_queue t SET status = 'pending', lock_by = NULL, locked_at = NULL, attempts = greatest(t.attempts - 1, 0)
+              FROM unnest($1::bigint[], $2::int[]) AS h(id, attempts)
+             WHERE t.id = h.id AND t.attempts = h.attempts AND t.lock_by = $3 RETURNING t.queue)
+         SELECT count(*) FROM u, LATERAL (SELECT pg_notify($4, u.queue)) n",
     )
-    .bind(ids)
+    .bind(&ids)
+    .bind(&attempts)
     .bind(worker)
     .bind(CHANNEL)
     .fetch_one(pool)

@@ -154,10 +154,10 @@ pub struct Lease {
     pub task: Option<QueueTask>,
 }
 
-/// A claimed `task_queue` row: its id and the worker holding it.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// A claim of a `task_queue` row and the worker holding it.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QueueTask {
-    pub id: i64,
+    pub held: queue::Held,
     pub worker: String,
 }
 
@@ -337,7 +337,7 @@ pub async fn commit_and_finish(
     events::append(&mut tx, lease.org_id, lease.session_id, Some(lease.turn_id), events).await?;
     seal(&mut tx, lease, outcome).await?;
     if let Some(task) = &lease.task {
-        queue::complete_in(&mut tx, task.id, &task.worker).await?;
+        queue::complete_in(&mut tx, task.held, &task.worker).await?;
     }
     tx.commit().await?;
     Ok(())

@@ -54,15 +54,10 @@ pub struct Context {
 async fn handle_turn(
     task: TurnTask,
     ctx: Data<Context>,
-    id: TaskId,
+    claim: Option<Data<turnstone_core::queue::Held>>,
     worker: WorkerContext,
 ) -> Result<queue::Handled, BoxDynError> {
-    let queue_task = match id {
-        TaskId::Int(id) => {
-            i64::try_from(id).ok().map(|id| turnstone_core::turns::QueueTask { id, worker: worker.name().to_owned() })
-        }
-        _ => None,
-    };
+    let queue_task = claim.map(|held| turnstone_core::turns::QueueTask { held: *held, worker: worker.name().to_owned() });
     match turn::run(&ctx, task, queue_task).await {
         Ok(turn::TurnEnd::Released) => {
             // The process is about to hand this task back (see `run`); finishing

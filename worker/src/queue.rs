@@ -35,7 +35,7 @@ use sqlx::PgPool;
 use sqlx::postgres::PgListener;
 use tokio::sync::{Notify, mpsc, watch};
 use tokio::task::JoinHandle;
-use turnstone_core::queue::{self, Failure};
+use turnstone_core::queue::{self, Failure, Held};
 
 /// How a [`PgQueue`] claims.
 #[derive(Debug, Clone)]
@@ -67,7 +67,7 @@ struct Shared {
 
 /// A finished task, on its way to the acknowledger.
 enum Outcome {
-    Done(i64),
+    Done(Held),
     Failed(Failure),
 }
 
@@ -152,14 +152,14 @@ impl<Args: Send + 'static> Backend for PgQueue<Args> {
         if self.closing.is_none() {
             let _ = self.stop.send(true);
             self.claimed.close();
-            let mut ids = Vec::new();
+            let mut unstarted = Vec::new();
             while let Ok(task) = self.claimed.try_recv() {
-                ids.extend(task_id(&task));
+                unstarted.extend(held(&task));
             }
-            self.shared.held.fetch_sub(ids.len(), Ordering::Relaxed);
+            self.shared.held.fetch_sub(unstarted.len(), Ordering::Relaxed);
             let shared = self.shared.clone();
             self.closing = Some(Box::pin(async move {
-                if let Err(e) = queue::unclaim(&shared.pool, &shared.config.worker, &ids).await {
+                if let Err(e) = queue::unclaim(&shared.pool, &shared.config.worker, &unstarted).await {
                     tracing::warn!(error = %e, "could not hand back unstarted tasks; they go back when this worker is released");
                 }
             }));
@@ -184,11 +184,9 @@ impl<Args: Send + 'static> BackendConfig for PgQueue<Args> {
     }
 }
 
-fn task_id<Args>(task: &Task<Args>) -> Option<i64> {
-    match task.ctx().task_id() {
-        Some(TaskId::Int(id)) => i64::try_from(*id).ok(),
-        _ => None,
-    }
+/// The claim a task was handed out under (set by the claimer in the task's data).
+fn held<Args>(task: &Task<Args>) -> Option<Held> {
+    task.ctx().data().get::<Held>().copied()
 }
 
 /// The delay before a failed task runs again: 100 ms doubling per attempt, at most 10 s.
@@ -200,8 +198,22 @@ pub fn retry_delay(attempts: usize) -> Duration {
 async fn claimer<Args: DeserializeOwned>(shared: Arc<Shared>, out: mpsc::Sender<Task<Args>>, mut stop: watch::Receiver<bool>) {
     let c = &shared.config;
     // Register before the first claim: a claimed task's worker row must exist (see `queue::heartbeat`).
-    while let Err(e) = queue::register(&shared.pool, &c.queue, &c.worker).await {
-        tracing::warn!(error = %e, "could not register the worker; retrying");
+    // Then hand back whatever an earlier process of the same name (a fixed
+    // TURNSTONE_WORKER_NAME, restarted within the reclaim time) still holds: no
+    // other worker would reclaim it while this name heart-beats.
+    loop {
+        let ready = async {
+            queue::register(&shared.pool, &c.queue, &c.worker).await?;
+            queue::release_worker(&shared.pool, &c.worker).await
+        };
+        match ready.await {
+            Ok(0) => break,
+            Ok(n) => {
+                tracing::info!(released = n, "handed back tasks an earlier process of this name held");
+                break;
+            }
+            Err(e) => tracing::warn!(error = %e, "could not register the worker; retrying"),
+        }
         tokio::select! {
             _ = stop.wait_for(|s| *s) => return,
             _ = tokio::time::sleep(Duration::from_millis(500)) => {}
@@ -219,10 +231,13 @@ async fn claimer<Args: DeserializeOwned>(shared: Arc<Shared>, out: mpsc::Sender<
                     let full = rows.len() == want;
                     shared.held.fetch_add(rows.len(), Ordering::Relaxed);
                     for row in rows {
+                        let claim = row.held();
                         match serde_json::from_value::<Args>(row.payload) {
                             Ok(args) => {
                                 let task = TaskBuilder::new(args)
                                     .task_id(TaskId::Int(row.id as u64))
+                                    // The claim token: handlers and the acknowledger answer for this claim only.
+                                    .data(claim)
                                     // apalis counts the run itself when it starts it.
                                     .attempt((row.attempts - 1).max(0) as usize)
                                     .build();
@@ -234,7 +249,7 @@ async fn claimer<Args: DeserializeOwned>(shared: Arc<Shared>, out: mpsc::Sender<
                                 shared.held.fetch_sub(1, Ordering::Relaxed);
                                 tracing::error!(task_id = row.id, error = %e, "undecodable task payload");
                                 let failure = Failure {
-                                    id: row.id,
+                                    held: claim,
                                     error: format!("undecodable payload: {e}"),
                                     retry_in: Duration::from_secs(60),
                                 };
@@ -349,9 +364,9 @@ async fn acknowledger(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Outco
     }
 }
 
-fn push(o: Outcome, done: &mut Vec<i64>, failed: &mut Vec<Failure>) {
+fn push(o: Outcome, done: &mut Vec<Held>, failed: &mut Vec<Failure>) {
     match o {
-        Outcome::Done(id) => done.push(id),
+        Outcome::Done(held) => done.push(held),
         Outcome::Failed(f) => failed.push(f),
     }
 }
@@ -405,18 +420,20 @@ where
     }
 
     fn call(&mut self, task: Task<Args>) -> Self::Future {
-        let id = task_id(&task);
-        // This run's number (apalis has not counted it yet).
-        let attempts = task.attempt() + 1;
+        let claim = held(&task);
         let fut = self.inner.call(task);
         let (shared, outcomes) = (self.shared.clone(), self.outcomes.clone());
         Box::pin(async move {
             let res = fut.await.map_err(Into::into);
-            if let Some(id) = id {
+            if let Some(claim) = claim {
                 let outcome = match &res {
                     Ok(r) if (r as &dyn Any).downcast_ref::<Handled>() == Some(&Handled::Acknowledged) => None,
-                    Ok(_) => Some(Outcome::Done(id)),
-                    Err(e) => Some(Outcome::Failed(Failure { id, error: e.to_string(), retry_in: retry_delay(attempts) })),
+                    Ok(_) => Some(Outcome::Done(claim)),
+                    Err(e) => Some(Outcome::Failed(Failure {
+                        held: claim,
+                        error: e.to_string(),
+                        retry_in: retry_delay(claim.attempts.max(0) as usize),
+                    })),
                 };
                 if let Some(outcome) = outcome {
                     let _ = outcomes.send(outcome);

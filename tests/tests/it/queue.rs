@@ -230,9 +230,10 @@ async fn sealing_a_turn_completes_its_task_in_the_same_transaction() {
     let (db, pool, org, session) = setup().await;
     let worker = db::connect(&db.as_role("turnstone_worker"), 2).await.unwrap();
     let posted = post(&pool, org, session, "hello").await;
+    turnstone_core::queue::register(&worker, turns::QUEUE, "w1").await.unwrap();
     let claimed = turnstone_core::queue::claim(&worker, turns::QUEUE, "w1", 10).await.unwrap();
     assert_eq!(claimed.len(), 1);
-    let task = turns::QueueTask { id: claimed[0].id, worker: "w1".into() };
+    let task = turns::QueueTask { held: claimed[0].held(), worker: "w1".into() };
     let tt = TurnTask { turn_id: posted.turn_id, org_id: org };
     let mut stale = leased(turns::start(&worker, tt, 3).await.unwrap());
     let mut lease = leased(turns::start(&worker, tt, 3).await.unwrap());

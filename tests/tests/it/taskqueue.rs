@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use sqlx::PgPool;
 use turnstone_core::db;
-use turnstone_core::queue::{self, Failure};
+use turnstone_core::queue::{self, Failure, Held};
 use turnstone_tests::TestDb;
 use turnstone_worker::queue::{PgQueue, QueueConfig};
 
@@ -53,10 +53,10 @@ async fn racing_claimers_never_share_a_task() {
                     if batch.is_empty() {
                         return mine;
                     }
-                    let ids: Vec<i64> = batch.iter().map(|c| c.id).collect();
+                    let held: Vec<Held> = batch.iter().map(|c| c.held()).collect();
                     assert!(batch.iter().all(|c| c.attempts == 1), "first claim is attempt 1");
-                    assert_eq!(queue::complete(&pool, &me, &ids).await.unwrap(), ids.len() as u64);
-                    mine.extend(ids);
+                    assert_eq!(queue::complete(&pool, &me, &held).await.unwrap(), held.len() as u64);
+                    mine.extend(held.iter().map(|h| h.id));
                 }
             })
         })
@@ -76,7 +76,7 @@ async fn a_dead_workers_tasks_are_reclaimed_and_its_late_acks_change_nothing() {
     let (_db, owner, worker) = setup().await;
     fill(&worker, 3, 5).await;
     queue::register(&worker, Q, "a").await.unwrap();
-    let held: Vec<i64> = queue::claim(&worker, Q, "a", 10).await.unwrap().iter().map(|c| c.id).collect();
+    let held: Vec<Held> = queue::claim(&worker, Q, "a", 10).await.unwrap().iter().map(|c| c.held()).collect();
     assert_eq!(held.len(), 3);
     // A live holder keeps its tasks.
     assert_eq!(queue::heartbeat(&worker, Q, "b", Duration::from_secs(60)).await.unwrap(), 0);
@@ -90,7 +90,7 @@ async fn a_dead_workers_tasks_are_reclaimed_and_its_late_acks_change_nothing() {
     assert_eq!(rows(&owner, "SELECT count(*) FROM task_queue WHERE status = 'pending' AND lock_by IS NULL").await, 3);
     // The dead worker wakes up late: its acknowledgements and failures are fenced out.
     assert_eq!(queue::complete(&worker, "a", &held).await.unwrap(), 0);
-    let late = [Failure { id: held[0], error: "late".into(), retry_in: Duration::ZERO }];
+    let late = [Failure { held: held[0], error: "late".into(), retry_in: Duration::ZERO }];
     assert_eq!(queue::fail(&worker, "a", &late).await.unwrap(), 0);
     let again = queue::claim(&worker, Q, "b", 10).await.unwrap();
     assert_eq!(again.len(), 3);
@@ -111,22 +111,28 @@ async fn a_dead_workers_tasks_are_reclaimed_and_its_late_acks_change_nothing() {
 async fn failures_retry_after_their_delay_and_stop_at_max_attempts() {
     let (_db, owner, worker) = setup().await;
     fill(&worker, 1, 2).await;
+    queue::register(&worker, Q, "w").await.unwrap();
     let c = queue::claim(&worker, Q, "w", 1).await.unwrap().remove(0);
     // Not started: handed back with the attempt refunded.
-    assert_eq!(queue::unclaim(&worker, "w", &[c.id]).await.unwrap(), 1);
+    assert_eq!(queue::unclaim(&worker, "w", &[c.held()]).await.unwrap(), 1);
     let c = queue::claim(&worker, Q, "w", 1).await.unwrap().remove(0);
     assert_eq!(c.attempts, 1, "an unstarted claim costs no attempt");
     // A failure with a delay is not claimable before it.
-    queue::fail(&worker, "w", &[Failure { id: c.id, error: "boom".into(), retry_in: Duration::from_secs(3600) }]).await.unwrap();
+    queue::fail(&worker, "w", &[Failure { held: c.held(), error: "boom".into(), retry_in: Duration::from_secs(3600) }])
+        .await
+        .unwrap();
     assert!(queue::claim(&worker, Q, "w", 1).await.unwrap().is_empty());
     sqlx::query("UPDATE task_queue SET run_at = now()").execute(&owner).await.unwrap();
     let c = queue::claim(&worker, Q, "w", 1).await.unwrap().remove(0);
     assert_eq!(c.attempts, 2);
     // Out of attempts: kept as failed, with the error, and never claimed again.
-    queue::fail(&worker, "w", &[Failure { id: c.id, error: "boom again".into(), retry_in: Duration::ZERO }]).await.unwrap();
+    // An error text PostgreSQL cannot store (U+0000) must not make the outcome unwritable.
+    let error = "boom\0again".to_owned();
+    assert_eq!(queue::fail(&worker, "w", &[Failure { held: c.held(), error, retry_in: Duration::ZERO }]).await.unwrap(), 1);
     let (status, error): (String, String) =
         sqlx::query_as("SELECT status, last_error FROM task_queue").fetch_one(&owner).await.unwrap();
-    assert_eq!((status.as_str(), error.as_str()), ("failed", "boom again"));
+    assert_eq!(status, "failed");
+    assert!(error.starts_with("boom") && error.ends_with("again") && !error.contains('\0'), "{error:?}");
     assert!(queue::claim(&worker, Q, "w", 1).await.unwrap().is_empty());
 }
 
@@ -236,4 +242,67 @@ async fn an_apalis_worker_runs_every_task_once_within_its_concurrency_and_hands_
     assert_eq!(queue::release_worker(&pool, "apalis-1").await.unwrap(), 8);
     assert_eq!(rows(&owner, "SELECT count(*) FROM task_queue WHERE status = 'pending' AND lock_by IS NULL").await, 20);
     assert_eq!(rows(&owner, "SELECT count(*) FROM task_queue WHERE attempts = 1").await, 8, "the abandoned runs count");
+}
+
+#[tokio::test]
+async fn a_stale_run_cannot_settle_a_newer_claim_by_the_same_worker() {
+    let (_db, owner, worker) = setup().await;
+    fill(&worker, 1, 5).await;
+    queue::register(&worker, Q, "a").await.unwrap();
+    let first = queue::claim(&worker, Q, "a", 1).await.unwrap().remove(0).held();
+    // "a" is cut off long enough to be declared dead; its task goes back...
+    sqlx::query("UPDATE queue_workers SET last_seen = now() - interval '2 minutes' WHERE name = 'a'")
+        .execute(&owner)
+        .await
+        .unwrap();
+    assert_eq!(queue::heartbeat(&worker, Q, "b", Duration::from_secs(60)).await.unwrap(), 1);
+    // ...a dead worker claims nothing until its heartbeat registers it again...
+    assert!(queue::claim(&worker, Q, "a", 1).await.unwrap().is_empty());
+    queue::register(&worker, Q, "a").await.unwrap();
+    // ...then "a" claims the same task again, under the same name.
+    let second = queue::claim(&worker, Q, "a", 1).await.unwrap().remove(0).held();
+    assert_eq!((second.id, second.attempts), (first.id, first.attempts + 1));
+    // The first run finishing late touches nothing: not a completion, not a failure, not a hand-back.
+    assert_eq!(queue::complete(&worker, "a", &[first]).await.unwrap(), 0);
+    let late = Failure { held: first, error: "late".into(), retry_in: Duration::ZERO };
+    assert_eq!(queue::fail(&worker, "a", &[late]).await.unwrap(), 0);
+    assert_eq!(queue::unclaim(&worker, "a", &[first]).await.unwrap(), 0);
+    let mut tx = worker.begin().await.unwrap();
+    assert!(!queue::complete_in(&mut tx, first, "a").await.unwrap());
+    tx.commit().await.unwrap();
+    assert_eq!(rows(&owner, "SELECT count(*) FROM task_queue WHERE status = 'running' AND lock_by = 'a'").await, 1);
+    // The current claim completes.
+    assert_eq!(queue::complete(&worker, "a", &[second]).await.unwrap(), 1);
+    assert_eq!(rows(&owner, "SELECT count(*) FROM task_queue").await, 0);
+}
+
+#[tokio::test]
+async fn a_restarted_worker_of_the_same_name_hands_back_what_its_predecessor_held() {
+    let (_db, owner, pool) = setup().await;
+    fill(&pool, 3, 5).await;
+    // The predecessor claimed and died; its name's row is still fresh.
+    queue::register(&pool, Q, "fixed-name").await.unwrap();
+    assert_eq!(queue::claim(&pool, Q, "fixed-name", 10).await.unwrap().len(), 3);
+    let seen = Arc::new(Seen::default());
+    let (stop_tx, stop) = tokio::sync::watch::channel(false);
+    let (backend, handle) = PgQueue::<Job>::start(pool.clone(), config("fixed-name"), stop.clone());
+    let worker = WorkerBuilder::new("fixed-name").backend(backend).data(seen.clone()).concurrency(8).build(job);
+    let running = tokio::spawn(worker.run_until({
+        let mut stop = stop.clone();
+        async move {
+            let _ = stop.wait_for(|s| *s).await;
+            Ok::<(), std::io::Error>(())
+        }
+    }));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while rows(&owner, "SELECT count(*) FROM task_queue").await > 0 {
+        assert!(tokio::time::Instant::now() < deadline, "the predecessor's tasks were never run");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut ran = seen.ran.lock().unwrap().clone();
+    ran.sort_unstable();
+    assert_eq!(ran, vec![0, 1, 2], "each ran once");
+    stop_tx.send(true).unwrap();
+    let _ = tokio::time::timeout(Duration::from_secs(5), running).await;
+    handle.finish(Duration::from_secs(5)).await;
 }
