@@ -111,11 +111,11 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
     let (abort_tx, abort) = tokio::sync::watch::channel(false);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let cancels = Arc::new(cancel::Cancels::default());
-    tokio::spawn(cancels.clone().run(pool.clone(), {
-        let mut stop = stop_rx.clone();
-        async move {
-            let _ = stop.wait_for(|s| *s).await;
-        }
+    // Cancellations are listened for until the process is done, drain included: a
+    // turn cancelled while its worker drains stops at once instead of at the deadline.
+    let (done_tx, mut done_rx) = tokio::sync::watch::channel(false);
+    let listening = tokio::spawn(cancels.clone().run(pool.clone(), async move {
+        let _ = done_rx.wait_for(|d| *d).await;
     }));
     let drain = config.drain;
     let base_name = config.name.clone();
@@ -163,6 +163,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
             return Ok(());
         }
     }
+    let _ = done_tx.send(true);
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), listening).await;
     // Bounded: a connection stuck in a dead handler must not hold the exit.
     let _ = tokio::time::timeout(std::time::Duration::from_secs(2), pool.close()).await;
     Ok(())

@@ -167,6 +167,27 @@ async fn sigterm_lets_the_turn_in_flight_finish() {
 }
 
 #[tokio::test]
+async fn a_turn_cancelled_while_its_worker_drains_stops_at_once() {
+    let stack = stack().await;
+    let api = stack.client();
+    let session = api.session(&[]).await;
+    let mut w = procs::worker(&stack, &[("TURNSTONE_WORKER_DRAIN_SECS", "30".into())]);
+    api.say(&session, "!sleep 30000 never answered").await;
+    api.wait_for(&session, "reason.started", 1).await;
+    turnstone_tests::wait_until("the model call started", || stack.sim.in_flight() == 1).await;
+    w.signal("TERM");
+    // Draining: the worker no longer claims, but still hears cancellations.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    api.post(&format!("/v1/sessions/{session}/cancel"), serde_json::json!({})).await.expect(202);
+    let events = tokio::time::timeout(std::time::Duration::from_secs(10), api.wait_for(&session, "turn.cancelled", 1))
+        .await
+        .expect("the cancellation waited for the drain deadline");
+    assert_clean_log(&events);
+    // Its last turn ended, so the drain is over long before its 30 s deadline.
+    assert_eq!(tokio::time::timeout(std::time::Duration::from_secs(10), w.wait()).await.expect("exits after the turn"), Some(0));
+}
+
+#[tokio::test]
 async fn sigterm_past_the_deadline_hands_the_turn_over() {
     let stack = stack().await;
     let api = stack.client();
