@@ -40,10 +40,11 @@ pub enum Signal {
     Events(Arc<Vec<Rendered>>),
     /// A live token delta (never stored).
     Delta(Arc<Delta>),
-    /// The reader (re)started at the log's current end: anything committed
-    /// before that was never broadcast, so each stream reads the log from its
-    /// own cursor. Closes the race between a stream's first read and its
-    /// session reader's start.
+    /// The reader (re)started at the log's current end, or the LISTEN
+    /// connection came back: anything committed before may never have been
+    /// broadcast, so each stream reads the log from its own cursor. Closes the
+    /// race between a stream's first read and its session reader's start, and
+    /// the gap a stream's failed catch-up leaves during a database outage.
     Resync,
 }
 
@@ -112,9 +113,12 @@ impl Hub {
         Subscription { hub: self.clone(), session_id, rx: Some(rx) }
     }
 
+    /// After the LISTEN connection (re)connects: readers re-read, and streams
+    /// whose own catch-up failed while the database was away read the log again.
     fn resync_all(&self) {
         for feed in self.sessions.lock().expect("hub lock").values() {
             feed.nudge.notify_one();
+            let _ = feed.tx.send(Signal::Resync);
         }
     }
 

@@ -113,7 +113,8 @@ impl Pump {
         if self.catching_up {
             let batch = match fanout::read_after(&self.state.pool, self.principal.org_id, self.session_id, self.cursor).await {
                 Ok(b) => b,
-                // The database is away: keep the stream; the reader's next batch shows the gap again.
+                // The database is away: keep the stream; the next batch's gap, or the `Resync`
+                // sent when the LISTEN connection is back, starts the catch-up again.
                 Err(e) if e.is_unavailable() => {
                     self.catching_up = false;
                     return Ok(());
