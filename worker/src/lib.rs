@@ -149,11 +149,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
         }
         drop(running);
         // Hand this incarnation's tasks back as soon as the database answers.
-        loop {
-            if turnstone_core::queue::release_worker(&pool, &name).await.is_ok() {
-                let _ = turnstone_core::queue::deregister(&pool, &name).await;
-                break;
-            }
+        while !release(&pool, &name).await {
             tokio::select! {
                 _ = &mut shutdown => return Ok(()),
                 _ = tokio::time::sleep(std::time::Duration::from_millis(500)) => {}
@@ -170,18 +166,21 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
     Ok(())
 }
 
-async fn release(pool: &PgPool, name: &str) {
+/// Hands `name`'s tasks back and removes its worker row; false if the
+/// database did not answer (the tasks are then reclaimed after the heartbeat timeout).
+async fn release(pool: &PgPool, name: &str) -> bool {
     match turnstone_core::queue::release_worker(pool, name).await {
         Ok(0) => {}
         Ok(n) => tracing::info!(released = n, "handed tasks back to the queue"),
         Err(e) => {
             tracing::warn!(error = %e, "could not release tasks; they will be reclaimed after the heartbeat timeout");
-            return;
+            return false;
         }
     }
     if let Err(e) = turnstone_core::queue::deregister(pool, name).await {
         tracing::debug!(error = %e, "could not remove the worker row; the next heartbeat of another worker will");
     }
+    true
 }
 
 /// One apalis worker on the `turns` queue, running until `stop` flips.

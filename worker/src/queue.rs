@@ -214,9 +214,8 @@ async fn claimer<Args: DeserializeOwned>(shared: Arc<Shared>, out: mpsc::Sender<
             }
             Err(e) => tracing::warn!(error = %e, "could not register the worker; retrying"),
         }
-        tokio::select! {
-            _ = stop.wait_for(|s| *s) => return,
-            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+        if !pause(&mut stop, Duration::from_millis(500)).await {
+            return;
         }
     }
     loop {
@@ -265,9 +264,8 @@ async fn claimer<Args: DeserializeOwned>(shared: Arc<Shared>, out: mpsc::Sender<
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "claim failed; retrying");
-                    tokio::select! {
-                        _ = stop.wait_for(|s| *s) => return,
-                        _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                    if !pause(&mut stop, Duration::from_millis(500)).await {
+                        return;
                     }
                     continue;
                 }
@@ -278,6 +276,14 @@ async fn claimer<Args: DeserializeOwned>(shared: Arc<Shared>, out: mpsc::Sender<
             _ = shared.wake.notified() => {}
             _ = tokio::time::sleep(c.poll_interval) => {}
         }
+    }
+}
+
+/// Sleeps `wait` unless `stop` flips first; false when it did.
+async fn pause(stop: &mut watch::Receiver<bool>, wait: Duration) -> bool {
+    tokio::select! {
+        _ = stop.wait_for(|s| *s) => false,
+        _ = tokio::time::sleep(wait) => true,
     }
 }
 
