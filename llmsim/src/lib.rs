@@ -121,6 +121,9 @@ async fn serve(
             },
         };
         while connections.try_join_next().is_some() {}
+        // Streamed chunks are small writes: with Nagle on, each waited for the
+        // client's delayed ACK of the one before.
+        let _ = stream.set_nodelay(true);
         let app = app.clone();
         let local_addr = local_addr.clone();
         let mut stopping = stopping.clone();
