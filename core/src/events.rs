@@ -72,14 +72,21 @@ pub struct NewEvent {
     pub kind: &'static str,
     pub data: Value,
     pub step_key: Option<String>,
+    /// A session-level event (`session.idled`): stored without the turn id
+    /// it is appended with.
+    pub detached: bool,
 }
 
 impl NewEvent {
     pub fn new(kind: &'static str, data: Value) -> Self {
-        Self { kind, data, step_key: None }
+        Self { kind, data, step_key: None, detached: false }
     }
     pub fn step(kind: &'static str, step_key: impl Into<String>, data: Value) -> Self {
-        Self { kind, data, step_key: Some(step_key.into()) }
+        Self { kind, data, step_key: Some(step_key.into()), detached: false }
+    }
+    /// An event of the session, not of the turn it is appended with.
+    pub fn of_session(kind: &'static str, data: Value) -> Self {
+        Self { kind, data, step_key: None, detached: true }
     }
 }
 
@@ -121,6 +128,7 @@ pub async fn append(
     }
     let n = events.len() as i64;
     let ids: Vec<Uuid> = events.iter().map(|_| new_id()).collect();
+    let turn_ids: Vec<Option<Uuid>> = events.iter().map(|e| if e.detached { None } else { turn_id }).collect();
     let kinds: Vec<&str> = events.iter().map(|e| e.kind).collect();
     let data: Vec<Value> = events.iter().map(|e| e.data.clone()).collect();
     let step_keys: Vec<Option<String>> = events.into_iter().map(|e| e.step_key).collect();
@@ -131,8 +139,9 @@ pub async fn append(
              RETURNING last_sequence
          ), ins AS (
             INSERT INTO events (id, org_id, session_id, sequence, type, turn_id, step_key, data)
-            SELECT u.id, $1, $2, seq.last_sequence - $4 + u.ord, u.type, $3, u.step_key, u.data
-              FROM seq, unnest($5::uuid[], $6::text[], $7::jsonb[], $8::text[]) WITH ORDINALITY AS u(id, type, data, step_key, ord)
+            SELECT u.id, $1, $2, seq.last_sequence - $4 + u.ord, u.type, u.turn_id, u.step_key, u.data
+              FROM seq, unnest($5::uuid[], $6::text[], $7::jsonb[], $8::text[], $3::uuid[])
+                   WITH ORDINALITY AS u(id, type, data, step_key, turn_id, ord)
             RETURNING id, session_id, sequence, type, turn_id, data, ts
          ), wake AS (
             SELECT pg_notify($9, json_build_object('s', $2::uuid, 'q', last_sequence)::text) FROM seq
@@ -141,7 +150,7 @@ pub async fn append(
     )
     .bind(org_id)
     .bind(session_id)
-    .bind(turn_id)
+    .bind(&turn_ids)
     .bind(n)
     .bind(&ids)
     .bind(&kinds)

@@ -171,16 +171,6 @@ pub enum Start {
     Finished,
 }
 
-async fn lock_session_of_turn(tx: &mut PgConnection, turn_id: Uuid) -> Result<Uuid> {
-    let session_id: Uuid = sqlx::query_scalar("SELECT session_id FROM turns WHERE id = $1")
-        .bind(turn_id)
-        .fetch_optional(&mut *tx)
-        .await?
-        .ok_or(Error::NotFound("turn"))?;
-    sqlx::query("SELECT 1 FROM sessions WHERE id = $1 FOR UPDATE").bind(session_id).execute(&mut *tx).await?;
-    Ok(session_id)
-}
-
 /// Takes (or retakes, after a crash) a turn: bumps `attempt`, marks it running,
 /// and on the first attempt appends `turn.started`.
 ///
@@ -188,38 +178,52 @@ async fn lock_session_of_turn(tx: &mut PgConnection, turn_id: Uuid) -> Result<Uu
 /// `turn.cancelled`. A turn retaken `max_stalled_starts` times in a row without
 /// a new committed step (a crash loop) is sealed `turn.failed` with code
 /// `no_progress`. Either way the session moves on and `Finished` is returned.
+///
+/// Five round trips on the common path: `BEGIN`, the session lock, the turn
+/// read, the lease update (with the session's status), the append and `COMMIT`.
 pub async fn start(pool: &PgPool, task: TurnTask, max_stalled_starts: i32) -> Result<Start> {
     let turn_id = task.turn_id;
     let mut tx = db::begin_org(pool, task.org_id).await?;
-    lock_session_of_turn(&mut tx, turn_id).await?;
-    let row: Option<(String, i32, i32, i32, bool)> = sqlx::query_as(
-        "SELECT status, attempt, steps_seen, stalled_starts, cancel_requested_at IS NOT NULL FROM turns WHERE id = $1 FOR UPDATE",
+    // The session first, as every writer of the session does.
+    sqlx::query("SELECT 1 FROM sessions WHERE id = (SELECT session_id FROM turns WHERE id = $1) FOR UPDATE")
+        .bind(turn_id)
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or(Error::NotFound("turn"))?;
+    // Progress = step results (model outputs, tool results), not lifecycle markers.
+    // Steps commit only under the session lock held here, so the count is current.
+    let row: Option<(String, i32, i32, i32, bool, i64)> = sqlx::query_as(
+        "SELECT status, attempt, steps_seen, stalled_starts, cancel_requested_at IS NOT NULL,
+                (SELECT count(*) FROM events WHERE turn_id = $1 AND (step_key LIKE 'llm:%' OR step_key LIKE 'tool:%'))
+           FROM turns WHERE id = $1 FOR UPDATE",
     )
     .bind(turn_id)
     .fetch_optional(&mut *tx)
     .await?;
-    let Some((status, attempt, steps_seen, stalled, cancel_requested)) = row else { return Ok(Start::Finished) };
+    let Some((status, attempt, steps_seen, stalled, cancel_requested, steps)) = row else { return Ok(Start::Finished) };
     if status != "queued" && status != "running" {
         return Ok(Start::Finished);
     }
-    // Progress = step results (model outputs, tool results), not lifecycle markers.
-    let steps: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM events WHERE turn_id = $1 AND (step_key LIKE 'llm:%' OR step_key LIKE 'tool:%')",
-    )
-    .bind(turn_id)
-    .fetch_one(&mut *tx)
-    .await?;
     let steps = steps as i32;
     let stalled = if attempt > 0 && steps == steps_seen { stalled + 1 } else { 0 };
+    let sealing = cancel_requested || stalled >= max_stalled_starts;
+    // A run marks its session running in the same statement; a seal moves it on instead.
     let lease: Lease = sqlx::query_as(
-        "UPDATE turns SET status = 'running', attempt = attempt + 1, started_at = coalesce(started_at, now()),
-                          steps_seen = $2, stalled_starts = $3
-          WHERE id = $1
-          RETURNING id AS turn_id, org_id, session_id, attempt, input_sequence, model_id, started_at",
+        "WITH lease AS (
+            UPDATE turns SET status = 'running', attempt = attempt + 1, started_at = coalesce(started_at, now()),
+                             steps_seen = $2, stalled_starts = $3
+             WHERE id = $1
+             RETURNING id AS turn_id, org_id, session_id, attempt, input_sequence, model_id, started_at
+         ), running AS (
+            UPDATE sessions SET status = CASE WHEN status = 'cancelling' THEN status ELSE 'running' END, updated_at = now()
+             WHERE id = (SELECT session_id FROM lease) AND NOT $4
+         )
+         SELECT * FROM lease",
     )
     .bind(turn_id)
     .bind(steps)
     .bind(stalled)
+    .bind(sealing)
     .fetch_one(&mut *tx)
     .await?;
     if cancel_requested {
@@ -248,10 +252,6 @@ pub async fn start(pool: &PgPool, task: TurnTask, max_stalled_starts: i32) -> Re
         )
         .await?;
     }
-    sqlx::query("UPDATE sessions SET status = CASE WHEN status = 'cancelling' THEN status ELSE 'running' END, updated_at = now() WHERE id = $1")
-        .bind(lease.session_id)
-        .execute(&mut *tx)
-        .await?;
     tx.commit().await?;
     // Read after the commit, in a read-only transaction: `turn.started` reaches
     // viewers without waiting for the log read, and a rollback is not a commit.
@@ -333,9 +333,8 @@ pub async fn commit_and_finish(
     outcome: Outcome,
 ) -> Result<()> {
     let mut tx = db::begin_org(pool, lease.org_id).await?;
-    guard(&mut tx, lease, iterations, usage).await?;
-    events::append(&mut tx, lease.org_id, lease.session_id, Some(lease.turn_id), events).await?;
-    seal(&mut tx, lease, outcome).await?;
+    sqlx::query("SELECT 1 FROM sessions WHERE id = $1 FOR UPDATE").bind(lease.session_id).execute(&mut *tx).await?;
+    seal_with(&mut tx, lease, outcome, events, iterations, usage).await?;
     if let Some(task) = &lease.task {
         queue::complete_in(&mut tx, task.held, &task.worker).await?;
     }
@@ -344,26 +343,52 @@ pub async fn commit_and_finish(
 }
 
 /// Marks the turn terminal, appends its terminal event and advances the session.
-/// The caller holds the session lock and has checked the lease.
+/// The caller holds the session lock.
 async fn seal(tx: &mut PgConnection, lease: &Lease, outcome: Outcome) -> Result<()> {
+    seal_with(tx, lease, outcome, Vec::new(), 0, Usage::default()).await
+}
+
+/// [`seal`] with a last step: its events and usage land in the same statements.
+/// Fails with [`Error::LeaseLost`] (writing nothing) unless the turn is still
+/// queued or running under `lease.attempt`.
+///
+/// Three statements: the turn's update, the session's hand-over, and one
+/// append of the step's events, the terminal event and, when the session goes
+/// idle, `session.idled`.
+async fn seal_with(
+    tx: &mut PgConnection,
+    lease: &Lease,
+    outcome: Outcome,
+    mut events: Vec<NewEvent>,
+    iterations: i32,
+    usage: Usage,
+) -> Result<()> {
     let (status, code) = match &outcome {
         Outcome::Completed => ("completed", None),
         Outcome::Failed { code, .. } => ("failed", Some(code.clone())),
         Outcome::Cancelled => ("cancelled", None),
     };
-    let (iterations, input_tokens, output_tokens, finished_at): (i32, i64, i64, DateTime<Utc>) = sqlx::query_as(
-        "UPDATE turns SET status = $2, error_code = $3, finished_at = now()
-          WHERE id = $1 RETURNING iterations, input_tokens, output_tokens, finished_at",
+    // A running turn never goes back to `queued`, so for a worker this is its lease check.
+    let sealed: Option<(i32, i64, i64, DateTime<Utc>)> = sqlx::query_as(
+        "UPDATE turns SET status = $2, error_code = $3, finished_at = now(), iterations = iterations + $5,
+                          input_tokens = input_tokens + $6, output_tokens = output_tokens + $7
+          WHERE id = $1 AND attempt = $4 AND status IN ('queued', 'running')
+          RETURNING iterations, input_tokens, output_tokens, finished_at",
     )
     .bind(lease.turn_id)
     .bind(status)
     .bind(code)
-    .fetch_one(&mut *tx)
+    .bind(lease.attempt)
+    .bind(iterations)
+    .bind(usage.input_tokens)
+    .bind(usage.output_tokens)
+    .fetch_optional(&mut *tx)
     .await?;
+    let Some((iterations, input_tokens, output_tokens, finished_at)) = sealed else { return Err(Error::LeaseLost) };
     let duration_ms = (finished_at - lease.started_at).num_milliseconds().max(0);
     let usage = json!({ "input_tokens": input_tokens, "output_tokens": output_tokens });
     let summary = json!({ "usage": usage, "iterations": iterations, "duration_ms": duration_ms });
-    let terminal = match outcome {
+    events.push(match outcome {
         Outcome::Completed => NewEvent::step(types::TURN_COMPLETED, "final", summary),
         Outcome::Failed { code, message } => {
             let mut data = summary;
@@ -372,17 +397,25 @@ async fn seal(tx: &mut PgConnection, lease: &Lease, outcome: Outcome) -> Result<
             NewEvent::step(types::TURN_FAILED, "final", data)
         }
         Outcome::Cancelled => NewEvent::step(types::TURN_CANCELLED, "final", summary),
-    };
-    events::append(tx, lease.org_id, lease.session_id, Some(lease.turn_id), vec![terminal]).await?;
-    advance_session(tx, lease.org_id, lease.session_id).await
+    });
+    events.extend(advance_session(tx, lease.org_id, lease.session_id).await?);
+    events::append(tx, lease.org_id, lease.session_id, Some(lease.turn_id), events).await?;
+    Ok(())
 }
 
-/// Enqueues the session's oldest pending turn, or marks the session idle.
-async fn advance_session(tx: &mut PgConnection, org_id: Uuid, session_id: Uuid) -> Result<()> {
+/// Enqueues the session's oldest pending turn, or marks the session idle; returns
+/// the event the caller appends after what it appends already (`session.idled`, or none).
+async fn advance_session(tx: &mut PgConnection, org_id: Uuid, session_id: Uuid) -> Result<Option<NewEvent>> {
     let next: Option<Uuid> = sqlx::query_scalar(
-        "UPDATE turns SET status = 'queued'
-          WHERE id = (SELECT id FROM turns WHERE session_id = $1 AND status = 'pending' ORDER BY input_sequence LIMIT 1)
-          RETURNING id",
+        "WITH next AS (
+            UPDATE turns SET status = 'queued'
+             WHERE id = (SELECT id FROM turns WHERE session_id = $1 AND status = 'pending' ORDER BY input_sequence LIMIT 1)
+             RETURNING id
+         ), session AS (
+            UPDATE sessions SET status = CASE WHEN EXISTS (SELECT 1 FROM next) THEN 'queued' ELSE 'idle' END, updated_at = now()
+             WHERE id = $1
+         )
+         SELECT id FROM next",
     )
     .bind(session_id)
     .fetch_optional(&mut *tx)
@@ -390,20 +423,10 @@ async fn advance_session(tx: &mut PgConnection, org_id: Uuid, session_id: Uuid) 
     match next {
         Some(turn_id) => {
             enqueue(tx, TurnTask { turn_id, org_id }).await?;
-            sqlx::query("UPDATE sessions SET status = 'queued', updated_at = now() WHERE id = $1")
-                .bind(session_id)
-                .execute(&mut *tx)
-                .await?;
+            Ok(None)
         }
-        None => {
-            sqlx::query("UPDATE sessions SET status = 'idle', updated_at = now() WHERE id = $1")
-                .bind(session_id)
-                .execute(&mut *tx)
-                .await?;
-            events::append(tx, org_id, session_id, None, vec![NewEvent::new(types::SESSION_IDLED, json!({}))]).await?;
-        }
+        None => Ok(Some(NewEvent::of_session(types::SESSION_IDLED, json!({})))),
     }
-    Ok(())
 }
 
 /// NOTIFY channel telling workers a turn's cancellation was requested; payload: the turn uuid.
@@ -458,7 +481,8 @@ pub async fn cancel(tx: &mut PgConnection, org_id: Uuid, session_id: Uuid, all: 
     .await?;
     let Some((turn_id, turn_status, attempt, started_at, input_sequence, model_id)) = active else {
         // Only pending turns were left (all=true cancelled them): nothing runs.
-        advance_session(tx, org_id, session_id).await?;
+        let idled = advance_session(tx, org_id, session_id).await?;
+        events::append(tx, org_id, session_id, None, idled.into_iter().collect()).await?;
         let turn_id = pending_cancelled
             .first()
             .copied()
