@@ -39,6 +39,11 @@ pub async fn check(conn: &mut PgConnection, org_id: Uuid, what: Quota) -> Result
     let limit: i32 =
         sqlx::query_scalar(limit_sql).bind(org_id).fetch_optional(&mut *conn).await?.ok_or(Error::NotFound("org"))?;
     let used: i64 = sqlx::query_scalar(count_sql).bind(org_id).fetch_one(&mut *conn).await?;
+    within(what, limit, used)
+}
+
+/// Fails when `used` of `what` leave no room under `limit`.
+pub fn within(what: Quota, limit: i32, used: i64) -> Result<()> {
     if used < i64::from(limit) {
         return Ok(());
     }

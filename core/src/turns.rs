@@ -81,14 +81,29 @@ pub async fn post_message(
     model_id: Option<Uuid>,
 ) -> Result<Posted> {
     validate_content(&content)?;
-    let status = lock_session(tx, org_id, session_id).await?;
+    // The session's lock and, when it wakes up, the concurrent-turn quota in one
+    // read. The quota is a load shedder read without the org's lock (see
+    // `quotas::check`), so the count's snapshot predating the lock is harmless.
+    let (status, limit, active): (String, i32, Option<i64>) = sqlx::query_as(
+        "SELECT s.status, o.max_concurrent_turns,
+                CASE WHEN s.status = 'idle' THEN
+                     (SELECT count(*) FROM sessions a WHERE a.org_id = $1 AND a.status <> 'idle') END
+           FROM sessions s JOIN orgs o ON o.id = s.org_id
+          WHERE s.org_id = $1 AND s.id = $2
+            FOR UPDATE OF s",
+    )
+    .bind(org_id)
+    .bind(session_id)
+    .fetch_optional(&mut *tx)
+    .await?
+    .ok_or(Error::NotFound("session"))?;
     if let Some(m) = model_id {
         crate::providers::ensure_model(tx, org_id, m).await?;
     }
     let idle = status == "idle";
-    if idle {
+    if let Some(active) = active {
         // Only a session that becomes active adds a concurrent turn; queueing behind one never fails.
-        crate::quotas::check(tx, org_id, crate::quotas::Quota::ConcurrentTurns).await?;
+        crate::quotas::within(crate::quotas::Quota::ConcurrentTurns, limit, active)?;
     }
     let turn_id = new_id();
     let mut new = vec![NewEvent::new(types::INPUT_MESSAGE, json!({ "message": { "role": "user", "content": content } }))];
@@ -99,8 +114,11 @@ pub async fn post_message(
     let message = appended.into_iter().next().expect("append returns what it appended");
     let turn_status = if idle { "queued" } else { "pending" };
     sqlx::query(
-        "INSERT INTO turns (id, org_id, session_id, input_event_id, input_sequence, status, model_id)
-         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        "WITH turn AS (
+            INSERT INTO turns (id, org_id, session_id, input_event_id, input_sequence, status, model_id)
+            VALUES ($1, $2, $3, $4, $5, $6, $7)
+         )
+         UPDATE sessions SET status = 'queued', updated_at = now() WHERE id = $3 AND $8",
     )
     .bind(turn_id)
     .bind(org_id)
@@ -109,14 +127,11 @@ pub async fn post_message(
     .bind(message.sequence)
     .bind(turn_status)
     .bind(model_id)
+    .bind(idle)
     .execute(&mut *tx)
     .await?;
     if idle {
         enqueue(tx, TurnTask { turn_id, org_id }).await?;
-        sqlx::query("UPDATE sessions SET status = 'queued', updated_at = now() WHERE id = $1")
-            .bind(session_id)
-            .execute(&mut *tx)
-            .await?;
     }
     Ok(Posted { message, turn_id, turn_status })
 }
