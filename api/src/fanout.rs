@@ -1,15 +1,18 @@
 //! One LISTEN connection per API process, fanned out in-process to SSE streams.
 //!
-//! The listener receives `turnstone_events` wake-ups (ids only) and
+//! The listener receives `turnstone_events` notifications and
 //! `turnstone_deltas` payloads. For every session with at least one open
-//! stream there is one *reader*: on a wake-up (or its fallback timer) it reads
-//! the new events from the log **once**, renders them to SSE frames once, and
-//! broadcasts the batch to all of that session's streams. Streams keep their
+//! stream there is one *reader*: it renders each batch of new events to SSE
+//! frames once and broadcasts it to all of that session's streams. A batch
+//! comes from the notification itself when the events fit in its payload and
+//! follow the reader's cursor without a gap; otherwise (a payload with ids
+//! only, a gap, the fallback timer) the reader reads the log once. Streams keep their
 //! own cursor and re-read the log themselves only when they see a gap (they
 //! joined late or lagged). After the LISTEN connection drops and comes back,
 //! every reader re-reads, so a notification missed during the gap loses nothing.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -50,8 +53,38 @@ pub enum Signal {
 
 struct Feed {
     tx: broadcast::Sender<Signal>,
-    nudge: Arc<Notify>,
+    inbox: Arc<Inbox>,
     reader: tokio::task::AbortHandle,
+}
+
+/// Batches of events carried in notifications are kept until the reader takes them.
+const INBOX_BATCHES: usize = 64;
+
+/// What the listener hands a session's reader.
+#[derive(Default)]
+struct Inbox {
+    /// Event batches from notification payloads, in commit order.
+    pushed: Mutex<Vec<Vec<events::Event>>>,
+    /// Something committed that no pushed batch carries: read the log.
+    reread: AtomicBool,
+    nudge: Notify,
+}
+
+impl Inbox {
+    fn push(&self, batch: Option<Vec<events::Event>>) {
+        match batch {
+            Some(batch) => {
+                let mut pushed = self.pushed.lock().expect("inbox lock");
+                if pushed.len() < INBOX_BATCHES {
+                    pushed.push(batch);
+                } else {
+                    self.reread.store(true, Ordering::SeqCst);
+                }
+            }
+            None => self.reread.store(true, Ordering::SeqCst),
+        }
+        self.nudge.notify_one();
+    }
 }
 
 /// Per-session feeds; a feed (and its reader) goes away with its last stream.
@@ -106,10 +139,10 @@ impl Hub {
         }
         // The first stream's receiver exists before the reader runs, so it sees the reader's `Resync`.
         let (tx, rx) = broadcast::channel(256);
-        let nudge = Arc::new(Notify::new());
+        let inbox = Arc::new(Inbox::default());
         let reader =
-            tokio::spawn(read_session(self.pool.clone(), org_id, session_id, tx.clone(), nudge.clone(), self.fallback_poll));
-        map.insert(session_id, Feed { tx, nudge, reader: reader.abort_handle() });
+            tokio::spawn(read_session(self.pool.clone(), org_id, session_id, tx.clone(), inbox.clone(), self.fallback_poll));
+        map.insert(session_id, Feed { tx, inbox, reader: reader.abort_handle() });
         Subscription { hub: self.clone(), session_id, rx: Some(rx) }
     }
 
@@ -117,7 +150,7 @@ impl Hub {
     /// whose own catch-up failed while the database was away read the log again.
     fn resync_all(&self) {
         for feed in self.sessions.lock().expect("hub lock").values() {
-            feed.nudge.notify_one();
+            feed.inbox.push(None);
             let _ = feed.tx.send(Signal::Resync);
         }
     }
@@ -171,7 +204,7 @@ impl Hub {
             match serde_json::from_str::<Appended>(payload) {
                 Ok(a) => {
                     if let Some(feed) = self.sessions.lock().expect("hub lock").get(&a.session_id) {
-                        feed.nudge.notify_one();
+                        feed.inbox.push(a.events);
                     }
                 }
                 Err(e) => tracing::warn!(error = %e, "ignoring malformed event notification"),
@@ -211,15 +244,16 @@ fn render(e: events::Event) -> Rendered {
     Rendered { sequence, frame }
 }
 
-/// One session's reader: wakes on NOTIFY (or its fallback timer), reads what
-/// is new once, and broadcasts it. It starts at the session's current end:
-/// each stream catches up on older events itself.
+/// One session's reader: takes the batches notifications carried (or, for a
+/// notification without events, a gap or its fallback timer, reads the log),
+/// and broadcasts them. It starts at the session's current end: each stream
+/// catches up on older events itself.
 async fn read_session(
     pool: PgPool,
     org_id: Uuid,
     session_id: Uuid,
     tx: broadcast::Sender<Signal>,
-    nudge: Arc<Notify>,
+    inbox: Arc<Inbox>,
     poll: Duration,
 ) {
     let mut cursor: Option<i64> = None;
@@ -239,16 +273,30 @@ async fn read_session(
             }
         }
         if let Some(mut at) = cursor {
-            loop {
+            let pushed = std::mem::take(&mut *inbox.pushed.lock().expect("inbox lock"));
+            // Woken by the timer (nothing pushed) or told to: the log is the truth.
+            let mut reread = inbox.reread.swap(false, Ordering::SeqCst) || pushed.is_empty();
+            for batch in pushed {
+                let (Some(first), Some(last)) = (batch.first().map(|e| e.sequence), batch.last().map(|e| e.sequence)) else {
+                    continue;
+                };
+                if last <= at {
+                    continue; // already read from the log
+                }
+                if first != at + 1 {
+                    reread = true; // a gap: something was not carried
+                    break;
+                }
+                at = last;
+                let _ = tx.send(Signal::Events(Arc::new(batch.into_iter().map(render).collect())));
+            }
+            while reread {
                 match read_after(&pool, org_id, session_id, at).await {
                     Ok(batch) if batch.is_empty() => break,
                     Ok(batch) => {
-                        let full = batch.len() == BATCH as usize;
+                        reread = batch.len() == BATCH as usize;
                         at = batch.last().map_or(at, |r| r.sequence);
                         let _ = tx.send(Signal::Events(Arc::new(batch)));
-                        if !full {
-                            break;
-                        }
                     }
                     // The database is away: the next wake-up or poll retries.
                     Err(_) => break,
@@ -258,7 +306,7 @@ async fn read_session(
         }
         let wait = poll.mul_f64(rand::rng().random_range(0.9..1.1));
         tokio::select! {
-            _ = nudge.notified() => {}
+            _ = inbox.nudge.notified() => {}
             _ = tokio::time::sleep(wait) => {}
         }
     }

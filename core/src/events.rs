@@ -3,7 +3,9 @@
 //! Appending allocates sequence numbers from `session_sequences.last_sequence`
 //! under that row's lock, inserts the rows and calls `pg_notify` — one statement, in
 //! the caller's transaction, so the wake-up is delivered exactly when (and only
-//! if) the events commit. The payload carries ids only; listeners re-read the log.
+//! if) the events commit. The payload carries the events themselves when they
+//! fit under PostgreSQL's payload limit, and only the session and last sequence
+//! otherwise; listeners that miss a sequence re-read the log.
 //! Token deltas are never stored: they ride in a NOTIFY payload of their own.
 
 use crate::error::{Error, Result};
@@ -14,7 +16,8 @@ use serde_json::Value;
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
-/// Channel announcing committed events: payload `{"s": session uuid, "q": last sequence}`.
+/// Channel announcing committed events: payload `{"s": session uuid, "q": last sequence,
+/// "e": [events]}`, `"e"` left out when the events would not fit in a payload.
 pub const EVENTS_CHANNEL: &str = "turnstone_events";
 /// Channel carrying ephemeral token deltas: payload is a [`Delta`].
 pub const DELTAS_CHANNEL: &str = "turnstone_deltas";
@@ -53,12 +56,13 @@ pub mod types {
 }
 
 /// One stored event.
-#[derive(Debug, Clone, sqlx::FromRow, Serialize)]
+#[derive(Debug, Clone, sqlx::FromRow, Serialize, Deserialize)]
 pub struct Event {
     pub id: Uuid,
     pub session_id: Uuid,
     pub sequence: i64,
     #[sqlx(rename = "type")]
+    #[serde(alias = "type")]
     pub kind: String,
     pub turn_id: Option<Uuid>,
     pub data: Value,
@@ -97,6 +101,9 @@ pub struct Appended {
     pub session_id: Uuid,
     #[serde(rename = "q")]
     pub last_sequence: i64,
+    /// The committed events in sequence order, when they fit in the payload.
+    #[serde(rename = "e", default, skip_serializing_if = "Option::is_none")]
+    pub events: Option<Vec<Event>>,
 }
 
 /// An ephemeral token delta, carried in a NOTIFY payload.
@@ -143,8 +150,13 @@ pub async fn append(
               FROM seq, unnest($5::uuid[], $6::text[], $7::jsonb[], $8::text[], $3::uuid[])
                    WITH ORDINALITY AS u(id, type, data, step_key, turn_id, ord)
             RETURNING id, session_id, sequence, type, turn_id, data, ts
+         ), payload AS (
+            SELECT json_build_object('s', $2::uuid, 'q', last_sequence)::text AS ids,
+                   json_build_object('s', $2::uuid, 'q', last_sequence,
+                                     'e', (SELECT json_agg(ins ORDER BY ins.sequence) FROM ins))::text AS whole
+              FROM seq
          ), wake AS (
-            SELECT pg_notify($9, json_build_object('s', $2::uuid, 'q', last_sequence)::text) FROM seq
+            SELECT pg_notify($9, CASE WHEN octet_length(whole) <= $10 THEN whole ELSE ids END) FROM payload
          )
          SELECT ins.* FROM ins, wake ORDER BY sequence",
     )
@@ -157,6 +169,7 @@ pub async fn append(
     .bind(&data)
     .bind(&step_keys)
     .bind(EVENTS_CHANNEL)
+    .bind(MAX_NOTIFY_BYTES as i32)
     .fetch_all(conn)
     .await?;
     if rows.is_empty() {

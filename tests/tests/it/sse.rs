@@ -186,3 +186,50 @@ async fn a_stream_gets_every_event_when_its_session_reader_starts_late() {
     let stored = api.events(&session).await;
     assert_eq!(turnstone_tests::sequences(&frames), (1..=stored.len() as i64).collect::<Vec<_>>(), "each event once, in order");
 }
+
+#[tokio::test]
+async fn notifications_carry_the_events_that_fit_and_ids_alone_otherwise() {
+    use turnstone_core::events::{self, Appended, EVENTS_CHANNEL, MAX_NOTIFY_BYTES, NewEvent, types};
+    let stack = Stack::start().await;
+    let api = stack.client();
+    let session = api.session(&[]).await;
+    let session_id = turnstone_core::ids::parse(turnstone_core::ids::Kind::Session, &session).unwrap();
+    let pool = sqlx::PgPool::connect(&stack.db.url).await.unwrap();
+    let org_id: uuid::Uuid = sqlx::query_scalar("SELECT org_id FROM sessions WHERE id = $1").bind(session_id).fetch_one(&pool).await.unwrap();
+    let mut listener = sqlx::postgres::PgListener::connect_with(&pool).await.unwrap();
+    listener.listen(EVENTS_CHANNEL).await.unwrap();
+
+    let mut append = async |text: String| {
+        let mut tx = pool.begin().await.unwrap();
+        let data = serde_json::json!({ "message": { "role": "user", "content": [{ "type": "text", "text": text }] } });
+        let rows = events::append(&mut tx, org_id, session_id, None, vec![NewEvent::new(types::INPUT_MESSAGE, data)]).await.unwrap();
+        tx.commit().await.unwrap();
+        let n = tokio::time::timeout(Duration::from_secs(10), listener.recv()).await.expect("a notification").unwrap();
+        assert!(n.payload().len() <= MAX_NOTIFY_BYTES, "payload of {} bytes", n.payload().len());
+        (rows, serde_json::from_str::<Appended>(n.payload()).unwrap())
+    };
+    let (rows, small) = append("small".into()).await;
+    assert_eq!((small.session_id, small.last_sequence), (session_id, rows[0].sequence));
+    let carried = small.events.expect("a small event rides in the payload");
+    assert_eq!(serde_json::to_value(&carried).unwrap(), serde_json::to_value(&rows).unwrap(), "exactly the stored rows");
+
+    let (rows, big) = append("x".repeat(MAX_NOTIFY_BYTES)).await;
+    assert_eq!((big.session_id, big.last_sequence), (session_id, rows[0].sequence));
+    assert!(big.events.is_none(), "too big for a payload: ids only");
+}
+
+#[tokio::test]
+async fn live_frames_equal_the_log_whether_events_ride_in_the_notification_or_not() {
+    let stack = Stack::start().await;
+    let api = stack.client();
+    let session = api.session(&[]).await;
+    let mut live = api.sse(&session, "", None).await;
+    assert_eq!(live.next().await.unwrap().event, "connected");
+    api.say(&session, "small").await;
+    let mut frames = live.until("session.idled").await;
+    // The simulator echoes: input and reply are both too big for a payload, so read from the log.
+    api.say(&session, &"big ".repeat(turnstone_core::events::MAX_NOTIFY_BYTES / 2)).await;
+    frames.extend(live.until("session.idled").await);
+    let stored: Vec<_> = frames.into_iter().filter(|f| f.id.is_some()).map(|f| f.data).collect();
+    assert_eq!(stored, api.events(&session).await, "every event once, as the log renders it");
+}
