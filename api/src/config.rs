@@ -29,6 +29,8 @@ pub struct Config {
     pub sse_key_check: Duration,
     /// Open SSE streams this process serves at most; more get 429 `too_many_streams`.
     pub sse_max_streams: usize,
+    /// How long a successful API-key check is reused (0 = look every key up).
+    pub auth_cache: Duration,
 }
 
 pub use turnstone_core::env::ConfigError;
@@ -37,7 +39,7 @@ use turnstone_core::env::{positive, seconds as secs, var};
 impl Config {
     /// Reads `DATABASE_URL`, `TURNSTONE_MIGRATE_DATABASE_URL`, `TURNSTONE_MASTER_KEY`, `TURNSTONE_BOOTSTRAP_API_KEY`,
     /// `OPENAI_BASE_URL`, `OPENAI_API_KEY`, `TURNSTONE_DEFAULT_MODEL`,
-    /// `TURNSTONE_LLMSIM_ADDR` and the `TURNSTONE_SSE_*` knobs.
+    /// `TURNSTONE_LLMSIM_ADDR`, `TURNSTONE_AUTH_CACHE_SECS` and the `TURNSTONE_SSE_*` knobs.
     pub fn from_env() -> Result<Self, ConfigError> {
         let database_url = turnstone_core::env::required("DATABASE_URL")?;
         let keys = turnstone_core::env::master_keys()?;
@@ -66,6 +68,7 @@ impl Config {
             sse_fallback_poll: secs("TURNSTONE_SSE_FALLBACK_POLL_SECS", 5.0)?,
             sse_key_check: secs("TURNSTONE_SSE_KEY_CHECK_SECS", 30.0)?,
             sse_max_streams: positive("TURNSTONE_SSE_MAX_STREAMS", 20_000usize)?,
+            auth_cache: turnstone_core::env::seconds_or_off("TURNSTONE_AUTH_CACHE_SECS", 10.0)?,
         })
     }
 }
@@ -84,6 +87,7 @@ impl std::fmt::Debug for Config {
             .field("sse_fallback_poll", &self.sse_fallback_poll)
             .field("sse_key_check", &self.sse_key_check)
             .field("sse_max_streams", &self.sse_max_streams)
+            .field("auth_cache", &self.auth_cache)
             .finish()
     }
 }

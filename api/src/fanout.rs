@@ -10,6 +10,9 @@
 //! own cursor and re-read the log themselves only when they see a gap (they
 //! joined late or lagged). After the LISTEN connection drops and comes back,
 //! every reader re-reads, so a notification missed during the gap loses nothing.
+//!
+//! The same connection hears `turnstone_auth` and voids the process's cache of
+//! key checks ([`crate::auth::AuthCache`]); while it is down, that cache is not used.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -21,6 +24,7 @@ use sqlx::PgPool;
 use sqlx::postgres::PgListener;
 use tokio::sync::{Notify, broadcast};
 use turnstone_core::events::{self, Appended, DELTAS_CHANNEL, Delta, EVENTS_CHANNEL, EventFilter};
+use turnstone_core::orgs::AUTH_CHANNEL;
 use turnstone_core::{db, sessions};
 use uuid::Uuid;
 
@@ -91,6 +95,8 @@ impl Inbox {
 pub struct Hub {
     pool: PgPool,
     fallback_poll: Duration,
+    /// Told when key checks are void (`turnstone_auth`) and whether LISTEN is up.
+    auth_cache: Arc<crate::auth::AuthCache>,
     sessions: Mutex<HashMap<Uuid, Feed>>,
 }
 
@@ -128,8 +134,8 @@ impl Drop for Subscription {
 }
 
 impl Hub {
-    pub fn new(pool: PgPool, fallback_poll: Duration) -> Hub {
-        Hub { pool, fallback_poll, sessions: Mutex::default() }
+    pub fn new(pool: PgPool, fallback_poll: Duration, auth_cache: Arc<crate::auth::AuthCache>) -> Hub {
+        Hub { pool, fallback_poll, auth_cache, sessions: Mutex::default() }
     }
 
     pub fn subscribe(self: &Arc<Self>, org_id: Uuid, session_id: Uuid) -> Subscription {
@@ -177,7 +183,9 @@ impl Hub {
                 }
             };
             backoff = Duration::from_millis(100);
-            // Anything committed while we were not listening is found by re-reading.
+            // Anything committed while we were not listening is found by re-reading,
+            // and a key revoked meanwhile by looking every key up again.
+            self.auth_cache.set_listening(true);
             self.resync_all();
             loop {
                 let next = tokio::select! {
@@ -196,11 +204,15 @@ impl Hub {
                     }
                 }
             }
+            // Invalidations cannot be heard until LISTEN is back.
+            self.auth_cache.set_listening(false);
         }
     }
 
     fn dispatch(&self, channel: &str, payload: &str) {
-        if channel == EVENTS_CHANNEL {
+        if channel == AUTH_CHANNEL {
+            self.auth_cache.invalidate();
+        } else if channel == EVENTS_CHANNEL {
             match serde_json::from_str::<Appended>(payload) {
                 Ok(a) => {
                     if let Some(feed) = self.sessions.lock().expect("hub lock").get(&a.session_id) {
@@ -224,7 +236,7 @@ impl Hub {
 
 async fn connect(pool: &PgPool) -> Result<PgListener, sqlx::Error> {
     let mut listener = PgListener::connect_with(pool).await?;
-    listener.listen_all([EVENTS_CHANNEL, DELTAS_CHANNEL]).await?;
+    listener.listen_all([EVENTS_CHANNEL, DELTAS_CHANNEL, AUTH_CHANNEL]).await?;
     Ok(listener)
 }
 

@@ -54,6 +54,8 @@ pub struct Inner {
     pub shutdown: watch::Receiver<bool>,
     /// One permit per open SSE stream (`sse_max_streams`).
     pub streams: Arc<tokio::sync::Semaphore>,
+    /// Recent successful key checks; the hub's LISTEN connection invalidates them.
+    pub auth_cache: Arc<auth::AuthCache>,
 }
 
 impl AppState {
@@ -113,9 +115,11 @@ pub fn openapi_json() -> String {
 fn inert_state() -> AppState {
     let pool = sqlx::postgres::PgPoolOptions::new().connect_lazy("postgres://localhost/none").expect("lazy pool");
     let (_tx, rx) = watch::channel(false);
+    let auth_cache = Arc::new(auth::AuthCache::new(Duration::ZERO));
     AppState(Arc::new(Inner {
         pool: pool.clone(),
-        hub: Arc::new(fanout::Hub::new(pool.clone(), Duration::from_secs(5))),
+        hub: Arc::new(fanout::Hub::new(pool.clone(), Duration::from_secs(5), auth_cache.clone())),
+        auth_cache,
         config: Config {
             database_url: String::new(),
             migrate_database_url: None,
@@ -133,6 +137,7 @@ fn inert_state() -> AppState {
             sse_fallback_poll: Duration::from_secs(5),
             sse_key_check: Duration::from_secs(30),
             sse_max_streams: 1,
+            auth_cache: Duration::ZERO,
         },
         shutdown: rx,
         streams: Arc::new(tokio::sync::Semaphore::new(1)),
@@ -241,9 +246,11 @@ impl Application {
         }
         let local_addr = listener.local_addr().map_err(|e| turnstone_core::Error::Queue(e.to_string()))?;
         let (stop_tx, stop_rx) = watch::channel(false);
+        let auth_cache = Arc::new(auth::AuthCache::new(config.auth_cache));
         let state = AppState(Arc::new(Inner {
             pool: pool.clone(),
-            hub: Arc::new(fanout::Hub::new(pool.clone(), config.sse_fallback_poll)),
+            hub: Arc::new(fanout::Hub::new(pool.clone(), config.sse_fallback_poll, auth_cache.clone())),
+            auth_cache,
             streams: Arc::new(tokio::sync::Semaphore::new(config.sse_max_streams)),
             config,
             shutdown: stop_rx,

@@ -46,6 +46,20 @@ pub fn seconds(name: &'static str, default: f64) -> Result<Duration, ConfigError
     Ok(Duration::from_secs_f64(s))
 }
 
+/// A finite number of seconds that may be 0 (0 turns the feature off), or `default` when unset.
+pub fn seconds_or_off(name: &'static str, default: f64) -> Result<Duration, ConfigError> {
+    match var(name) {
+        None => Ok(Duration::from_secs_f64(default)),
+        Some(v) => v
+            .trim()
+            .parse::<f64>()
+            .ok()
+            .filter(|s| s.is_finite() && *s >= 0.0 && *s <= 86_400.0)
+            .map(Duration::from_secs_f64)
+            .ok_or(ConfigError::Invalid { name, why: "expected seconds from 0 to 86400".into() }),
+    }
+}
+
 /// `TURNSTONE_MASTER_KEY`, parsed.
 pub fn master_keys() -> Result<KeyRing, ConfigError> {
     KeyRing::parse(&required("TURNSTONE_MASTER_KEY")?)

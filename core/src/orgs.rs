@@ -33,7 +33,8 @@ pub fn generate_api_key() -> Secret {
     Secret::new(format!("{KEY_PREFIX}live_{body}"))
 }
 
-fn key_hash(key: &str) -> [u8; 32] {
+/// The SHA-256 of a presented key: what is stored, and what a cache of checked keys is keyed by.
+pub fn key_hash(key: &str) -> [u8; 32] {
     Sha256::digest(key.as_bytes()).into()
 }
 
@@ -219,7 +220,7 @@ pub async fn revoke_api_key(conn: &mut PgConnection, org_id: Uuid, id: Uuid) -> 
 /// Runs before the org is known, so its transaction names the one lookup id it
 /// may read (row-level security policy `key_lookup`); the full hash is then
 /// compared in constant time.
-pub async fn authenticate(pool: &PgPool, presented: &str) -> Result<Option<Principal>> {
+pub async fn authenticate(pool: &PgPool, presented: &str) -> Result<Option<KeyCheck>> {
     if validate_key_format(presented).is_err() {
         return Ok(None);
     }
@@ -228,9 +229,10 @@ pub async fn authenticate(pool: &PgPool, presented: &str) -> Result<Option<Princ
     // The lookup id is 16 hex digits, so it can ride in the BEGIN (one round trip).
     let begin = format!("BEGIN; SELECT set_config('turnstone.key_lookup', '{lookup}', true)");
     let mut tx = pool.begin_with(sqlx::AssertSqlSafe(begin)).await?;
-    let row: Option<(Uuid, Uuid, Vec<u8>, bool, i32)> = sqlx::query_as(
+    #[allow(clippy::type_complexity)]
+    let row: Option<(Uuid, Uuid, Vec<u8>, bool, i32, Option<DateTime<Utc>>)> = sqlx::query_as(
         "SELECT k.id, k.org_id, k.secret_hash, k.last_used_at IS NULL OR k.last_used_at < now() - interval '1 minute',
-                o.rate_limit_per_minute
+                o.rate_limit_per_minute, k.expires_at
            FROM api_keys k JOIN orgs o ON o.id = k.org_id
           WHERE k.lookup_id = $1 AND k.revoked_at IS NULL AND (k.expires_at IS NULL OR k.expires_at > now())
             AND NOT o.disabled",
@@ -238,7 +240,7 @@ pub async fn authenticate(pool: &PgPool, presented: &str) -> Result<Option<Princ
     .bind(&lookup)
     .fetch_optional(&mut *tx)
     .await?;
-    let Some((key_id, org_id, stored, stale_use, rate_limit)) = row else { return Ok(None) };
+    let Some((key_id, org_id, stored, stale_use, rate_limit, expires_at)) = row else { return Ok(None) };
     if !bool::from(stored.as_slice().ct_eq(&hash[..])) {
         return Ok(None);
     }
@@ -250,8 +252,36 @@ pub async fn authenticate(pool: &PgPool, presented: &str) -> Result<Option<Princ
         crate::quotas::count_request(&mut tx, org_id, key_id, rate_limit, Utc::now()).await?;
         tx.commit().await?;
     }
-    Ok(Some(Principal { org_id, key_id }))
+    Ok(Some(KeyCheck { principal: Principal { org_id, key_id }, expires_at, rate_limit }))
 }
+
+/// Counts one request of a key whose check came from a cache (see [`KeyCheck`]):
+/// the rate limit holds whether or not the key was looked up again.
+pub async fn count_checked(pool: &PgPool, check: &KeyCheck) -> Result<()> {
+    if check.rate_limit == 0 {
+        return Ok(());
+    }
+    let Principal { org_id, key_id } = check.principal;
+    let mut tx = crate::db::begin_org(pool, org_id).await?;
+    crate::quotas::count_request(&mut tx, org_id, key_id, check.rate_limit, Utc::now()).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// A key that passed [`authenticate`], with what a cache of checked keys needs.
+#[derive(Debug, Clone, Copy)]
+pub struct KeyCheck {
+    pub principal: Principal,
+    /// The key's own expiry: a cached check ends with it.
+    pub expires_at: Option<DateTime<Utc>>,
+    /// The org's per-key requests per minute (0 = unlimited): a cached check
+    /// still counts every request ([`count_checked`]).
+    pub rate_limit: i32,
+}
+
+/// NOTIFY channel announcing that a key was revoked or changed, or an org
+/// disabled or its rate limit changed (triggers of migration 0006): cached key checks are void.
+pub const AUTH_CHANNEL: &str = "turnstone_auth";
 
 /// Whether an authenticated key is still usable (not revoked or expired, org
 /// not disabled) — for long-lived requests such as SSE streams.

@@ -143,6 +143,8 @@ pub struct StackOptions {
     pub sse_max_streams: usize,
     /// SSE heartbeat interval (a closed client is noticed on the next writes).
     pub sse_heartbeat: Duration,
+    /// `TURNSTONE_AUTH_CACHE_SECS` of the API.
+    pub auth_cache: Duration,
 }
 
 impl Default for StackOptions {
@@ -156,6 +158,7 @@ impl Default for StackOptions {
             admin_url: None,
             sse_max_streams: 1000,
             sse_heartbeat: Duration::from_secs(15),
+            auth_cache: Duration::from_secs(10),
         }
     }
 }
@@ -207,6 +210,7 @@ impl Stack {
             sse_fallback_poll: Duration::from_secs(5),
             sse_key_check: Duration::from_secs(1),
             sse_max_streams: opts.sse_max_streams,
+            auth_cache: opts.auth_cache,
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let (api_stop, stopped) = oneshot::channel::<()>();

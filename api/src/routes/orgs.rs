@@ -93,6 +93,8 @@ impl OrgsApi {
             rate_limit_per_minute: b.rate_limit_per_minute,
         };
         let org = orgs::update_org(&self.state.pool, id, &update).await?;
+        // Other API processes hear it on `turnstone_auth`; this one need not wait for that.
+        self.state.auth_cache.invalidate();
         Ok(Json(org.into()))
     }
 
@@ -153,6 +155,8 @@ impl OrgsApi {
         let mut tx = self.state.org_tx(auth.0.org_id).await?;
         let key = orgs::revoke_api_key(&mut tx, auth.0.org_id, id).await?;
         tx.commit().await.map_err(turnstone_core::Error::from)?;
+        // "Stops working on the next request": other processes hear `turnstone_auth`.
+        self.state.auth_cache.invalidate();
         Ok(Json(key.into()))
     }
 }

@@ -134,3 +134,37 @@ async fn a_provider_key_can_be_replaced_but_never_follows_a_new_host() {
     let default = models["data"].as_array().unwrap().iter().find(|m| m["is_default"] == true).unwrap().clone();
     api.delete(&format!("/v1/models/{}", default["id"].as_str().unwrap())).await.expect_problem(409, "model_is_default");
 }
+
+/// Successful key checks are cached (`TURNSTONE_AUTH_CACHE_SECS`); here for an
+/// hour, so only the `turnstone_auth` notification of migration 0006's
+/// triggers can end them: changes made in SQL, outside any API process, still
+/// stop a key at once.
+#[tokio::test]
+async fn key_and_org_changes_made_in_sql_reach_a_cached_check() {
+    let stack = turnstone_tests::Stack::start_with(turnstone_tests::StackOptions {
+        auth_cache: std::time::Duration::from_secs(3600),
+        ..Default::default()
+    })
+    .await;
+    let api = stack.client();
+    let owner = turnstone_core::db::connect(&stack.db.url, 1).await.unwrap();
+    let refused_soon = async |what: &str| {
+        let deadline = tokio::time::Instant::now() + turnstone_tests::DEADLINE;
+        while api.get("/v1/agents").await.status != 401 {
+            assert!(tokio::time::Instant::now() < deadline, "{what}: a cached check outlived it");
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    };
+    api.get("/v1/agents").await.expect(200);
+    api.get("/v1/agents").await.expect(200);
+    sqlx::query("UPDATE api_keys SET revoked_at = now()").execute(&owner).await.unwrap();
+    refused_soon("revoked in SQL").await;
+    // A refusal is never cached: the key works again as soon as it is restored.
+    sqlx::query("UPDATE api_keys SET revoked_at = NULL").execute(&owner).await.unwrap();
+    api.get("/v1/agents").await.expect(200);
+    api.get("/v1/agents").await.expect(200);
+    sqlx::query("UPDATE orgs SET disabled = true").execute(&owner).await.unwrap();
+    refused_soon("org disabled in SQL").await;
+    sqlx::query("UPDATE orgs SET disabled = false").execute(&owner).await.unwrap();
+    api.get("/v1/agents").await.expect(200);
+}
