@@ -51,6 +51,35 @@ pub async fn begin_org(pool: &PgPool, org_id: uuid::Uuid) -> Result<sqlx::Transa
     Ok(pool.begin_with(sqlx::AssertSqlSafe(begin)).await?)
 }
 
+/// Which session a writer locks.
+#[derive(Debug, Clone, Copy)]
+pub enum SessionLock {
+    /// This session.
+    Id(uuid::Uuid),
+    /// The session of this turn.
+    OfTurn(uuid::Uuid),
+}
+
+/// [`begin_org`] that also takes the session's row lock — what every writer of
+/// a session does first (lock order: session row, then turn row) — in the
+/// same round trip. A session that does not exist (or is another org's) is
+/// simply not locked; the caller's guarded statements then find nothing.
+pub async fn begin_session(
+    pool: &PgPool,
+    org_id: uuid::Uuid,
+    session: SessionLock,
+) -> Result<sqlx::Transaction<'static, sqlx::Postgres>> {
+    let lock = match session {
+        SessionLock::Id(id) => format!("SELECT 1 FROM sessions WHERE id = '{}' FOR UPDATE", id.hyphenated()),
+        SessionLock::OfTurn(turn) => format!(
+            "SELECT 1 FROM sessions WHERE id = (SELECT session_id FROM turns WHERE id = '{}') FOR UPDATE",
+            turn.hyphenated()
+        ),
+    };
+    let begin = format!("BEGIN; SELECT set_config('turnstone.org_id', '{}', true); {lock}", org_id.hyphenated());
+    Ok(pool.begin_with(sqlx::AssertSqlSafe(begin)).await?)
+}
+
 /// True when every embedded migration has been applied (the `/ready` check).
 pub async fn migrations_applied(pool: &PgPool) -> Result<bool> {
     let latest = MIGRATOR.iter().map(|m| m.version).max().unwrap_or(0);

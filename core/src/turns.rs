@@ -194,19 +194,15 @@ pub enum Start {
 /// a new committed step (a crash loop) is sealed `turn.failed` with code
 /// `no_progress`. Either way the session moves on and `Finished` is returned.
 ///
-/// Five round trips on the common path: `BEGIN`, the session lock, the turn
-/// read, the lease update (with the session's status), the append and `COMMIT`.
+/// Five round trips on the common path: `BEGIN` with the session lock, the
+/// turn read, the lease update (with the session's status), the append and
+/// `COMMIT`. A turn that does not exist is `Finished`.
 pub async fn start(pool: &PgPool, task: TurnTask, max_stalled_starts: i32) -> Result<Start> {
     let turn_id = task.turn_id;
-    let mut tx = db::begin_org(pool, task.org_id).await?;
-    // The session first, as every writer of the session does.
-    sqlx::query("SELECT 1 FROM sessions WHERE id = (SELECT session_id FROM turns WHERE id = $1) FOR UPDATE")
-        .bind(turn_id)
-        .fetch_optional(&mut *tx)
-        .await?
-        .ok_or(Error::NotFound("turn"))?;
+    let mut tx = db::begin_session(pool, task.org_id, db::SessionLock::OfTurn(turn_id)).await?;
     // Progress = step results (model outputs, tool results), not lifecycle markers.
-    // Steps commit only under the session lock held here, so the count is current.
+    // Steps commit only under the session lock held here, and this statement's
+    // snapshot is taken after it was granted, so the count is current.
     let row: Option<(String, i32, i32, i32, bool, i64)> = sqlx::query_as(
         "SELECT status, attempt, steps_seen, stalled_starts, cancel_requested_at IS NOT NULL,
                 (SELECT count(*) FROM events WHERE turn_id = $1 AND (step_key LIKE 'llm:%' OR step_key LIKE 'tool:%'))
@@ -286,9 +282,8 @@ pub struct Usage {
     pub output_tokens: i64,
 }
 
-/// Locks the session and checks the lease in the caller's transaction.
+/// Checks the lease (and adds the step's usage) in the caller's transaction, which holds the session lock.
 async fn guard(tx: &mut PgConnection, lease: &Lease, iterations: i32, usage: Usage) -> Result<()> {
-    sqlx::query("SELECT 1 FROM sessions WHERE id = $1 FOR UPDATE").bind(lease.session_id).execute(&mut *tx).await?;
     let held = sqlx::query(
         "UPDATE turns SET iterations = iterations + $3, input_tokens = input_tokens + $4, output_tokens = output_tokens + $5
           WHERE id = $1 AND attempt = $2 AND status = 'running'",
@@ -316,7 +311,7 @@ pub async fn commit_step(
     iterations: i32,
     usage: Usage,
 ) -> Result<Vec<Event>> {
-    let mut tx = db::begin_org(pool, lease.org_id).await?;
+    let mut tx = db::begin_session(pool, lease.org_id, db::SessionLock::Id(lease.session_id)).await?;
     guard(&mut tx, lease, iterations, usage).await?;
     let appended = events::append(&mut tx, lease.org_id, lease.session_id, Some(lease.turn_id), events).await?;
     tx.commit().await?;
@@ -347,8 +342,7 @@ pub async fn commit_and_finish(
     usage: Usage,
     outcome: Outcome,
 ) -> Result<()> {
-    let mut tx = db::begin_org(pool, lease.org_id).await?;
-    sqlx::query("SELECT 1 FROM sessions WHERE id = $1 FOR UPDATE").bind(lease.session_id).execute(&mut *tx).await?;
+    let mut tx = db::begin_session(pool, lease.org_id, db::SessionLock::Id(lease.session_id)).await?;
     seal_with(&mut tx, lease, outcome, events, iterations, usage).await?;
     if let Some(task) = &lease.task {
         queue::complete_in(&mut tx, task.held, &task.worker).await?;
