@@ -25,19 +25,23 @@ async fn check_api_key(req: &Request, bearer: Bearer) -> poem::Result<Principal>
 
 async fn authenticate(req: &Request, key: &str) -> poem::Result<Principal> {
     let state = req.data::<AppState>().expect("AppState is attached to every route");
+    Ok(principal_for(state, key).await?)
+}
+
+/// The org key's principal: from the cache of recent checks, or looked up.
+pub async fn principal_for(state: &AppState, key: &str) -> Result<Principal, ApiError> {
     let hash = orgs::key_hash(key);
     if let Some(check) = state.auth_cache.get(&hash) {
-        orgs::count_checked(&state.pool, &check).await.map_err(ApiError::from)?;
+        orgs::count_checked(&state.pool, &check).await?;
         return Ok(check.principal);
     }
     let generation = state.auth_cache.generation();
-    match orgs::authenticate(&state.pool, key).await {
-        Ok(Some(check)) => {
+    match orgs::authenticate(&state.pool, key).await? {
+        Some(check) => {
             state.auth_cache.put(hash, check, generation);
             Ok(check.principal)
         }
-        Ok(None) => Err(ApiError::unauthorized().into()),
-        Err(e) => Err(ApiError::from(e).into()),
+        None => Err(ApiError::unauthorized()),
     }
 }
 

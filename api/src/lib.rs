@@ -22,6 +22,7 @@ pub mod config;
 pub mod error;
 pub mod fanout;
 pub mod idempotency;
+pub mod listener;
 pub mod routes;
 pub mod sse;
 pub mod text;
@@ -32,8 +33,7 @@ use std::time::Duration;
 
 use poem::endpoint::BoxEndpoint;
 use poem::http::Method;
-use poem::listener::{Acceptor, TcpAcceptor};
-use poem::{Body, Endpoint, EndpointExt, IntoResponse, Request, Response, Route, Server};
+use poem::{Body, Endpoint, EndpointExt, IntoResponse, Request, Response, Route};
 use poem_openapi::OpenApiService;
 use sqlx::PgPool;
 use tokio::sync::watch;
@@ -192,28 +192,6 @@ async fn handle<E: Endpoint>(ep: std::sync::Arc<E>, mut req: Request) -> Respons
     }
 }
 
-/// Accepts TCP connections with Nagle's algorithm off. poem leaves it on, so
-/// a small SSE frame written while the previous one is unacknowledged waited
-/// for the client's delayed ACK (about 40 ms on Linux): the p99 of every
-/// latency seen on a stream.
-struct NoDelay(TcpAcceptor);
-
-impl Acceptor for NoDelay {
-    type Io = tokio::net::TcpStream;
-
-    fn local_addr(&self) -> Vec<poem::web::LocalAddr> {
-        self.0.local_addr()
-    }
-
-    async fn accept(&mut self) -> std::io::Result<(Self::Io, poem::web::LocalAddr, poem::web::RemoteAddr, poem::http::uri::Scheme)> {
-        let accepted = self.0.accept().await?;
-        if let Err(error) = accepted.0.set_nodelay(true) {
-            tracing::debug!(%error, "could not set TCP_NODELAY");
-        }
-        Ok(accepted)
-    }
-}
-
 /// A running control plane: bound address and a handle to stop it.
 pub struct Application {
     pub local_addr: std::net::SocketAddr,
@@ -259,20 +237,9 @@ impl Application {
         tokio::spawn(state.hub.clone().run(async move {
             let _ = listen_stop_rx.await;
         }));
-        let app = endpoint(state);
-        let acceptor = NoDelay(TcpAcceptor::from_tokio(listener).map_err(|e| turnstone_core::Error::Queue(e.to_string()))?);
+        let app = Arc::new(endpoint(state.clone()));
         let server = tokio::spawn(async move {
-            let result = Server::new_with_acceptor(acceptor)
-                .run_with_graceful_shutdown(
-                    app,
-                    async move {
-                        shutdown.await;
-                        tracing::info!("draining: SSE streams disconnect, requests in flight complete");
-                        let _ = stop_tx.send(true);
-                    },
-                    Some(Duration::from_secs(10)),
-                )
-                .await;
+            let result = listener::serve(listener, state, app, shutdown, stop_tx, Duration::from_secs(10)).await;
             let _ = listen_stop_tx.send(());
             pool.close().await;
             result

@@ -23,8 +23,51 @@ use turnstone_core::orgs::{self, Principal};
 use uuid::Uuid;
 
 use crate::AppState;
+use crate::error::{ApiError, Problem};
 use crate::fanout::{self, Signal, Subscription};
-use crate::wire::StreamFrame;
+use crate::wire::{StreamFrame, parse_id};
+
+/// Everything a stream request is checked for once its key is known: the
+/// session exists in the caller's org, the resume id (`Last-Event-ID` wins over
+/// `since_id`) is one of its events, and the process has a stream slot left.
+/// Returns the session, the sequence to resume after and the slot.
+pub async fn prepare(
+    state: &AppState,
+    principal: Principal,
+    session_id: &str,
+    last_event_id: Option<String>,
+    since_id: Option<String>,
+) -> Result<(Uuid, i64, tokio::sync::OwnedSemaphorePermit), ApiError> {
+    let org = principal.org_id;
+    let session = parse_id(Kind::Session, session_id)?;
+    let mut tx = state.org_tx(org).await?;
+    turnstone_core::sessions::get_session(&mut tx, org, session).await?;
+    let cursor_id = last_event_id.filter(|s| !s.is_empty()).or(since_id);
+    let after = match cursor_id {
+        None => 0,
+        Some(id) => {
+            let event = parse_id(Kind::Event, &id)?;
+            turnstone_core::events::sequence_of(&mut tx, org, session, event).await.map_err(|e| match e {
+                turnstone_core::Error::NotFound(_) => {
+                    ApiError::bad_request("unknown_event_id", "the resume event id is not an event of this session")
+                }
+                other => other.into(),
+            })?
+        }
+    };
+    drop(tx);
+    let permit = state.streams.clone().try_acquire_owned().map_err(|_| {
+        ApiError::TooManyRequests(
+            poem_openapi::payload::Json(Problem::new(
+                poem::http::StatusCode::TOO_MANY_REQUESTS,
+                "too_many_streams",
+                "this API process serves its maximum of open streams; retry shortly",
+            )),
+            5,
+        )
+    })?;
+    Ok((session, after, permit))
+}
 
 /// Opens one client's stream. Holds `permit` (one of the process's stream
 /// slots) until the stream is dropped.
@@ -180,6 +223,37 @@ impl Pump {
         let retry_ms = rand::rng().random_range(500..1500);
         self.outbox.push_back(StreamFrame::new("disconnecting", None, json!({ "retry_ms": retry_ms })));
         self.ended = true;
+    }
+}
+
+/// A frame in the SSE wire form, exactly as poem writes it (`id:`, `event:`,
+/// one `data:` line per line, blank line).
+pub fn wire_bytes(frame: &str, id: Option<&str>, data: &str) -> bytes::Bytes {
+    let mut out = String::with_capacity(data.len() + frame.len() + 48);
+    if let Some(id) = id.filter(|id| !id.is_empty()) {
+        out.push_str("id: ");
+        out.push_str(id);
+        out.push('\n');
+    }
+    if !frame.is_empty() && frame != "message" {
+        out.push_str("event: ");
+        out.push_str(frame);
+        out.push('\n');
+    }
+    for line in data.lines() {
+        out.push_str("data: ");
+        out.push_str(line);
+        out.push('\n');
+    }
+    out.push('\n');
+    bytes::Bytes::from(out)
+}
+
+/// The frame's wire form: rendered once for shared frames, here for the others.
+pub fn frame_bytes(f: &StreamFrame) -> bytes::Bytes {
+    match &f.wire {
+        Some(wire) => wire.clone(),
+        None => wire_bytes(&f.frame, f.id.as_deref(), &f.data.to_string()),
     }
 }
 

@@ -264,34 +264,8 @@ impl SessionsApi {
         last_event_id: Header<Option<String>>,
     ) -> Result<SseResponse, ApiError> {
         let principal = auth.principal();
-        let org = principal.org_id;
-        let session = parse_id(Kind::Session, &session_id.0)?;
-        let mut tx = self.state.org_tx(org).await?;
-        sessions::get_session(&mut tx, org, session).await?;
-        let cursor_id = last_event_id.0.filter(|s| !s.is_empty()).or(since_id.0);
-        let after = match cursor_id {
-            None => 0,
-            Some(id) => {
-                let event = parse_id(Kind::Event, &id)?;
-                events::sequence_of(&mut tx, org, session, event).await.map_err(|e| match e {
-                    turnstone_core::Error::NotFound(_) => {
-                        ApiError::bad_request("unknown_event_id", "the resume event id is not an event of this session")
-                    }
-                    other => other.into(),
-                })?
-            }
-        };
-        drop(tx);
-        let permit = self.state.streams.clone().try_acquire_owned().map_err(|_| {
-            ApiError::TooManyRequests(
-                Json(crate::error::Problem::new(
-                    poem::http::StatusCode::TOO_MANY_REQUESTS,
-                    "too_many_streams",
-                    "this API process serves its maximum of open streams; retry shortly",
-                )),
-                5,
-            )
-        })?;
+        let (session, after, permit) =
+            crate::sse::prepare(&self.state, principal, &session_id.0, last_event_id.0, since_id.0).await?;
         let stream = crate::sse::open(self.state.clone(), principal, session, after, permit);
         Ok(SseResponse::Stream(
             EventStream::new(stream).keep_alive(self.state.config.sse_heartbeat).to_event(crate::sse::to_sse_event),

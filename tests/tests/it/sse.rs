@@ -233,3 +233,61 @@ async fn live_frames_equal_the_log_whether_events_ride_in_the_notification_or_no
     let stored: Vec<_> = frames.into_iter().filter(|f| f.id.is_some()).map(|f| f.data).collect();
     assert_eq!(stored, api.events(&session).await, "every event once, as the log renders it");
 }
+
+/// The API writes well-formed stream requests itself (`api::listener`) and
+/// leaves the rest to hyper and poem; an unknown query parameter is enough to
+/// take the second path. Both must put the same bytes on the wire.
+#[tokio::test]
+async fn the_listeners_own_stream_writer_and_poem_send_the_same_stream() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let stack = Stack::start().await;
+    let api = stack.client();
+    let session = api.session(&[]).await;
+    let addr = stack.base.trim_start_matches("http://").to_owned();
+    let open = async |query: &str| {
+        let mut tcp = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        let head = format!("GET /v1/sessions/{session}/sse{query} HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {}\r\n\r\n", stack.key);
+        tcp.write_all(head.as_bytes()).await.unwrap();
+        tcp
+    };
+    let (mut direct, mut poem) = (open("").await, open("?via=poem").await);
+    // Read each until its `connected` frame has arrived, so both hear the whole turn.
+    let read_until = async |tcp: &mut tokio::net::TcpStream, raw: &mut Vec<u8>, marker: &str| {
+        let deadline = tokio::time::Instant::now() + turnstone_tests::DEADLINE;
+        while !dechunk(raw).1.contains(marker) {
+            let mut buf = [0u8; 4096];
+            let n = tokio::time::timeout_at(deadline, tcp.read(&mut buf)).await.expect("stream went silent").unwrap();
+            assert!(n > 0, "the stream closed");
+            raw.extend_from_slice(&buf[..n]);
+        }
+    };
+    let (mut raw_direct, mut raw_poem) = (Vec::new(), Vec::new());
+    read_until(&mut direct, &mut raw_direct, "event: connected\n").await;
+    read_until(&mut poem, &mut raw_poem, "event: connected\n").await;
+    api.say(&session, "hello").await;
+    read_until(&mut direct, &mut raw_direct, "event: session.idled\n").await;
+    read_until(&mut poem, &mut raw_poem, "event: session.idled\n").await;
+    let ((head_direct, body_direct), (head_poem, body_poem)) = (dechunk(&raw_direct), dechunk(&raw_poem));
+    assert_eq!(head_direct, head_poem, "status line and headers (date aside)");
+    assert!(head_direct.starts_with("HTTP/1.1 200 OK\r\n") && head_direct.contains("content-type: text/event-stream"));
+    // The `connected` frame names the same session and cursor on both; every frame after it is identical.
+    assert_eq!(body_direct, body_poem);
+    assert!(body_direct.contains("event: turn.completed\n"), "{body_direct}");
+}
+
+/// Splits a raw HTTP/1.1 chunked response into its head (without `date`) and de-chunked body.
+fn dechunk(raw: &[u8]) -> (String, String) {
+    let text = String::from_utf8_lossy(raw);
+    let Some((head, mut rest)) = text.split_once("\r\n\r\n") else { return (String::new(), String::new()) };
+    let head: Vec<&str> = head.split("\r\n").filter(|l| !l.to_ascii_lowercase().starts_with("date:")).collect();
+    let mut body = String::new();
+    while let Some((size, after)) = rest.split_once("\r\n") {
+        let Ok(size) = usize::from_str_radix(size.trim(), 16) else { break };
+        if size == 0 || after.len() < size + 2 {
+            break;
+        }
+        body.push_str(&after[..size]);
+        rest = &after[size + 2..];
+    }
+    (head.join("\r\n"), body)
+}
