@@ -111,10 +111,13 @@ impl Connection {
     async fn run(mut self, tcp: TcpStream) {
         // Small frames must not wait for the client's delayed ACK (Nagle).
         let _ = tcp.set_nodelay(true);
-        match self.route(&tcp).await {
+        // Each phase boxed: a task is as large as its largest state, and a
+        // stream must not carry the routing phase's database futures (or
+        // hyper's) for its whole life.
+        match Box::pin(self.route(&tcp)).await {
             Route::Stream(head_len, frames) => write_stream(tcp, head_len, frames, self.state.config.sse_heartbeat).await,
-            Route::Answer(answer) => self.hyper(tcp, Some(answer)).await,
-            Route::App => self.hyper(tcp, None).await,
+            Route::Answer(answer) => Box::pin(self.hyper(tcp, Some(answer))).await,
+            Route::App => Box::pin(self.hyper(tcp, None)).await,
             Route::Gone => {}
         }
     }
@@ -238,7 +241,8 @@ impl StreamAsk {
                 (&mut bearer, token)
             } else if h.name.eq_ignore_ascii_case("last-event-id") {
                 (&mut last_event_id, value)
-            } else if ["content-length", "transfer-encoding", "upgrade", "expect"].iter().any(|n| h.name.eq_ignore_ascii_case(n)) {
+            } else if ["content-length", "transfer-encoding", "upgrade", "expect"].iter().any(|n| h.name.eq_ignore_ascii_case(n))
+            {
                 return None;
             } else {
                 continue;

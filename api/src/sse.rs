@@ -154,16 +154,18 @@ impl Pump {
     /// Waits for the next frames and queues them.
     async fn fill(&mut self) -> Result<(), turnstone_core::Error> {
         if self.catching_up {
-            let batch = match fanout::read_after(&self.state.pool, self.principal.org_id, self.session_id, self.cursor).await {
-                Ok(b) => b,
-                // The database is away: keep the stream; the next batch's gap, or the `Resync`
-                // sent when the LISTEN connection is back, starts the catch-up again.
-                Err(e) if e.is_unavailable() => {
-                    self.catching_up = false;
-                    return Ok(());
-                }
-                Err(e) => return Err(e),
-            };
+            // Database futures boxed: a waiting stream's boxed `fill` is only as large as its wait.
+            let batch =
+                match Box::pin(fanout::read_after(&self.state.pool, self.principal.org_id, self.session_id, self.cursor)).await {
+                    Ok(b) => b,
+                    // The database is away: keep the stream; the next batch's gap, or the `Resync`
+                    // sent when the LISTEN connection is back, starts the catch-up again.
+                    Err(e) if e.is_unavailable() => {
+                        self.catching_up = false;
+                        return Ok(());
+                    }
+                    Err(e) => return Err(e),
+                };
             self.catching_up = batch.len() >= fanout::BATCH as usize;
             for r in batch {
                 self.cursor = r.sequence;
@@ -209,7 +211,7 @@ impl Pump {
                 self.next_key_check = Instant::now() + key_check_interval(&self.state);
                 // A key revoked or expired (or its org disabled) while streaming:
                 // end the stream; the client's reconnect then gets a 401.
-                if matches!(orgs::key_active(&self.state.pool, self.principal).await, Ok(false)) {
+                if matches!(Box::pin(orgs::key_active(&self.state.pool, self.principal)).await, Ok(false)) {
                     self.disconnect();
                 }
             }
