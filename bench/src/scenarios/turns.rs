@@ -27,24 +27,31 @@ pub struct Timing {
     pub post_ms: f64,
     pub started_ms: f64,
     pub completed_ms: f64,
+    /// Wall clock (the machine's, which the database's `now()` also reads) just
+    /// before the POST was sent, and when `turn.started` was parsed.
+    pub posted_at: chrono::DateTime<chrono::Utc>,
+    pub started_at: chrono::DateTime<chrono::Utc>,
 }
 
 /// Posts `text` and reads `sse` (already past `connected`) until this turn's `turn.completed`.
 pub async fn run_turn(client: &Client, sse: &mut SseReader, session: &str, text: &str) -> Timing {
+    let posted_at = chrono::Utc::now();
     let t0 = Instant::now();
     let accepted = client.say(session, text).await;
     let post_ms = ms(t0);
     let turn_id = turn_of(&accepted);
     let turn_str = accepted["turn_id"].as_str().unwrap_or_default().to_owned();
-    let mut started_ms = f64::NAN;
+    let (mut started_ms, mut started_at) = (f64::NAN, posted_at);
     loop {
         let Some(f) = sse.next().await else { panic!("SSE ended during turn {turn_str}") };
         if f.data["turn_id"].as_str() != Some(turn_str.as_str()) {
             continue;
         }
         match f.event.as_str() {
-            "turn.started" => started_ms = ms(t0),
-            "turn.completed" => return Timing { turn_id, post_ms, started_ms, completed_ms: ms(t0) },
+            "turn.started" => (started_ms, started_at) = (ms(t0), chrono::Utc::now()),
+            "turn.completed" => {
+                return Timing { turn_id, post_ms, started_ms, completed_ms: ms(t0), posted_at, started_at };
+            }
             "turn.failed" | "turn.cancelled" => panic!("turn {turn_str} ended {}: {}", f.event, f.data),
             _ => {}
         }
@@ -65,15 +72,20 @@ pub async fn open_sse(client: &Client, session: &str) -> SseReader {
 
 /// `turns.started_at − input.message.ts` in ms, per turn (DB clock).
 async fn db_pickup(d: &Deployment, turns: &[uuid::Uuid]) -> Samples {
-    let rows: Vec<(f64,)> = sqlx::query_as(
-        "SELECT (extract(epoch FROM t.started_at - e.ts) * 1000)::float8
+    Samples(db_marks(d, turns).await.into_iter().map(|(_, post_tx, start_tx)| (start_tx - post_tx) / 1000.0).collect())
+}
+
+/// Per turn: its id, the POST transaction's start and the worker's start
+/// transaction's start (DB clock, microseconds since the epoch).
+async fn db_marks(d: &Deployment, turns: &[uuid::Uuid]) -> Vec<(uuid::Uuid, f64, f64)> {
+    sqlx::query_as(
+        "SELECT t.id, (extract(epoch FROM e.ts) * 1e6)::float8, (extract(epoch FROM t.started_at) * 1e6)::float8
            FROM turns t JOIN events e ON e.id = t.input_event_id WHERE t.id = ANY($1)",
     )
     .bind(turns)
     .fetch_all(&d.admin)
     .await
-    .expect("db pickup");
-    Samples(rows.into_iter().map(|r| r.0).collect())
+    .expect("db marks")
 }
 
 /// Session rotation: a realistic conversation length, so the log a worker re-reads stays bounded.
@@ -83,6 +95,7 @@ pub async fn pickup(ctx: &Ctx) -> Value {
     let n = ctx.pick(300, 1000);
     let d = Deployment::start(ctx, Options::default()).await;
     let (mut post, mut sse_started, mut ids) = (Samples::default(), Samples::default(), Vec::new());
+    let mut walls = std::collections::HashMap::new();
     let mut session = String::new();
     let mut sse = None;
     for i in 0..n + 10 {
@@ -97,8 +110,16 @@ pub async fn pickup(ctx: &Ctx) -> Value {
         post.push(t.post_ms);
         sse_started.push(t.started_ms);
         ids.push(t.turn_id);
+        walls.insert(t.turn_id, (t.posted_at, t.started_at));
     }
     let handler = db_pickup(&d, &ids).await;
+    // Where the time goes, on the one clock client and database share.
+    let (mut ingress, mut delivery) = (Samples::default(), Samples::default());
+    for (turn, post_tx, start_tx) in db_marks(&d, &ids).await {
+        let (posted, started) = walls[&turn];
+        ingress.push((post_tx - posted.timestamp_micros() as f64) / 1000.0);
+        delivery.push((started.timestamp_micros() as f64 - start_tx) / 1000.0);
+    }
     let mut targets = serde_json::Map::new();
     super::target(&mut targets, "sse p50 <= 3 ms", sse_started.pct(50.0) <= 3.0);
     super::target(&mut targets, "sse p99 <= 10 ms", sse_started.pct(99.0) <= 10.0);
@@ -108,7 +129,9 @@ pub async fn pickup(ctx: &Ctx) -> Value {
         "post_to_sse_turn_started": sse_started.summary(),
         "post_to_handler_start_db": handler.summary(),
         "post_round_trip": post.summary(),
-        "definition": "client POST send -> turn.started parsed from SSE; handler start = turns.started_at - input.message.ts (DB clock)",
+        "split_send_to_post_tx": ingress.summary(),
+        "split_start_tx_to_sse": delivery.summary(),
+        "definition": "client POST send -> turn.started parsed from SSE; handler start = turns.started_at - input.message.ts (DB clock); split_*: send -> POST transaction start -> (handler start) -> turn.started parsed, on the shared wall clock",
         "targets": targets,
     })
 }
