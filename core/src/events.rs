@@ -239,13 +239,23 @@ pub async fn sequence_of(conn: &mut PgConnection, org_id: Uuid, session_id: Uuid
         .ok_or(Error::NotFound("event"))
 }
 
-/// A session's whole log in order: the conversation a worker rebuilds the prompt from.
-pub async fn all_for_session(conn: &mut PgConnection, org_id: Uuid, session_id: Uuid) -> Result<Vec<Event>> {
+/// Event types the model sees from earlier turns (`worker::plan::prompt`).
+pub const CONVERSATION: &[&str] = &[types::INPUT_MESSAGE, types::OUTPUT_MESSAGE_COMPLETED, types::TOOL_COMPLETED];
+
+/// What a worker rebuilds a turn from, in sequence order: every event of
+/// `turn_id` (its markers and step results: where to resume) and, of the rest
+/// of the session, only the [`CONVERSATION`] — lifecycle markers of earlier
+/// turns are most of a log and the prompt has no use for them.
+pub async fn for_turn_context(conn: &mut PgConnection, org_id: Uuid, session_id: Uuid, turn_id: Uuid) -> Result<Vec<Event>> {
     let rows = sqlx::query_as(
-        "SELECT id, session_id, sequence, type, turn_id, data, ts FROM events WHERE org_id = $1 AND session_id = $2 ORDER BY sequence",
+        "SELECT id, session_id, sequence, type, turn_id, data, ts FROM events
+          WHERE org_id = $1 AND session_id = $2 AND (type = ANY($3) OR turn_id = $4)
+          ORDER BY sequence",
     )
     .bind(org_id)
     .bind(session_id)
+    .bind(CONVERSATION)
+    .bind(turn_id)
     .fetch_all(conn)
     .await?;
     Ok(rows)

@@ -546,7 +546,8 @@ pub struct TurnContext {
     pub cancel_requested: bool,
     /// Message control → session → agent; `None` means the org default.
     pub model_id: Option<Uuid>,
-    /// The session's log up to now; input messages of later turns are excluded.
+    /// The session's conversation up to now and every event of this turn
+    /// ([`events::for_turn_context`]); input messages of later turns are excluded.
     pub history: Vec<Event>,
 }
 
@@ -578,7 +579,7 @@ async fn context_in(tx: &mut PgConnection, lease: &Lease) -> Result<TurnContext>
     .fetch_optional(&mut *tx)
     .await?
     .ok_or(Error::NotFound("session"))?;
-    let mut history = events::all_for_session(tx, lease.org_id, lease.session_id).await?;
+    let mut history = events::for_turn_context(tx, lease.org_id, lease.session_id, lease.turn_id).await?;
     history.retain(|e| !(e.kind == types::INPUT_MESSAGE && e.sequence > lease.input_sequence));
     Ok(TurnContext {
         system_prompt,

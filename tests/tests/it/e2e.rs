@@ -155,3 +155,50 @@ async fn turn_time_cap_fails_a_slow_turn() {
     turnstone_tests::wait_until("the model call was dropped", || stack.sim.in_flight() == 0).await;
     api.post("/v1/agents", json!({"name": "bad", "max_turn_secs": 0})).await.expect_problem(400, "invalid_max_turn_secs");
 }
+
+/// A worker rebuilds a turn from the session's conversation — earlier turns'
+/// messages and tool results — and every event of the turn itself
+/// (`events::for_turn_context`), not from the whole log.
+#[tokio::test]
+async fn a_turn_is_rebuilt_from_the_conversation_and_its_own_events() {
+    use turnstone_core::events::{CONVERSATION, types};
+    use turnstone_core::ids::{self, Kind};
+    let stack = Stack::start().await;
+    let api = stack.client();
+    let session = api.session(&["math"]).await;
+    api.say(&session, r#"!tool math {"expression":"6*7"}"#).await;
+    api.wait_for(&session, "turn.completed", 1).await;
+    let second = api.say(&session, &"b".repeat(400)).await;
+    let events = api.wait_for(&session, "turn.completed", 2).await;
+
+    // What a worker loads for the second turn: all of it, and only the conversation of the first.
+    let owner = turnstone_core::db::connect(&stack.db.url, 1).await.unwrap();
+    let turn_id = ids::parse(Kind::Turn, second["turn_id"].as_str().unwrap()).unwrap();
+    let lease: turnstone_core::turns::Lease = sqlx::query_as(
+        "SELECT id AS turn_id, org_id, session_id, attempt, input_sequence, model_id, started_at FROM turns WHERE id = $1",
+    )
+    .bind(turn_id)
+    .fetch_one(&owner)
+    .await
+    .unwrap();
+    let context = turnstone_core::turns::load_context(&owner, &lease).await.unwrap();
+    let loaded: Vec<i64> = context.history.iter().map(|e| e.sequence).collect();
+    let expected: Vec<i64> = events
+        .iter()
+        .filter(|e| e["turn_id"] == second["turn_id"] || CONVERSATION.contains(&e["type"].as_str().unwrap()))
+        .map(|e| e["sequence"].as_i64().unwrap())
+        .collect();
+    assert_eq!(loaded, expected);
+    assert!(context.history.iter().any(|e| e.kind == types::TOOL_COMPLETED), "the first turn's tool result is kept");
+    let first_started = context.history.iter().filter(|e| e.kind == types::TURN_STARTED && e.turn_id != Some(turn_id)).count();
+    assert_eq!(first_started, 0, "lifecycle markers of other turns are not");
+
+    // And the model saw it: the second turn's prompt is the first turn's last prompt plus its reply
+    // and the new message (the simulator counts a token per 4 characters).
+    let outputs: Vec<&serde_json::Value> = events.iter().filter(|e| e["type"] == "output.message.completed").collect();
+    let (reply, answer) = (outputs[outputs.len() - 2], outputs[outputs.len() - 1]);
+    let prompt = |e: &serde_json::Value| e["data"]["usage"]["input_tokens"].as_i64().unwrap();
+    let reply_chars = reply["data"]["message"]["content"][0]["text"].as_str().unwrap().chars().count() as i64;
+    let growth = prompt(answer) - prompt(reply);
+    assert!((growth - (reply_chars + 400) / 4).abs() <= 2, "prompt grew by {growth} tokens for {reply_chars} + 400 characters");
+}
