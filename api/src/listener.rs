@@ -279,6 +279,8 @@ async fn write_stream(mut tcp: TcpStream, head_len: usize, mut frames: BoxStream
     )
     .into_bytes();
     let mut beat = tokio::time::interval_at(tokio::time::Instant::now() + heartbeat, heartbeat);
+    // After a write that blocked on a slow client, one heartbeat, not a burst.
+    beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         if !out.is_empty() {
             if tcp.write_all(&out).await.is_err() {
