@@ -294,3 +294,27 @@ fn dechunk(raw: &[u8]) -> (String, String) {
     }
     (head.join("\r\n"), body)
 }
+
+/// A stream request whose head arrives in pieces is not the direct writer's:
+/// hyper and poem read it whole and serve the stream as before.
+#[tokio::test]
+async fn a_stream_request_split_over_packets_is_still_served() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let stack = Stack::start().await;
+    let api = stack.client();
+    let session = api.session(&[]).await;
+    let mut tcp = tokio::net::TcpStream::connect(stack.base.trim_start_matches("http://")).await.unwrap();
+    tcp.set_nodelay(true).unwrap();
+    tcp.write_all(format!("GET /v1/sessions/{session}/sse HTTP/1.1\r\nHost: t\r\n").as_bytes()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    tcp.write_all(format!("Authorization: Bearer {}\r\n\r\n", stack.key).as_bytes()).await.unwrap();
+    let mut raw = Vec::new();
+    let deadline = tokio::time::Instant::now() + turnstone_tests::DEADLINE;
+    while !dechunk(&raw).1.contains("event: connected\n") {
+        let mut buf = [0u8; 4096];
+        let n = tokio::time::timeout_at(deadline, tcp.read(&mut buf)).await.expect("no answer").unwrap();
+        assert!(n > 0, "closed: {}", String::from_utf8_lossy(&raw));
+        raw.extend_from_slice(&buf[..n]);
+    }
+    assert!(dechunk(&raw).0.starts_with("HTTP/1.1 200 OK\r\n"));
+}
