@@ -55,14 +55,42 @@ pub async fn open(
     purpose: &str,
     sealed: &[u8],
 ) -> Result<Secret> {
-    let id = sealed_data_key_id(sealed)?;
-    let wrapped: Vec<u8> = sqlx::query_scalar("SELECT wrapped_key FROM org_keys WHERE org_id = $1 AND id = $2")
-        .bind(org_id)
-        .bind(id)
-        .fetch_optional(conn)
-        .await?
-        .ok_or(Error::Crypto("the data key this secret names is missing"))?;
-    DataKey::unwrap(ring, org_id, id, &wrapped)?.open(org_id, row_id, purpose, sealed)
+    fetch(conn, org_id, row_id, sealed.to_vec()).await?.open(ring, org_id, purpose)
+}
+
+/// A sealed secret and the wrapped data key it names, read in one go so that
+/// it can be opened later without the database (a worker reads it with a
+/// turn's context and opens it when it calls the model).
+#[derive(Debug, Clone)]
+pub struct SealedSecret {
+    row_id: Uuid,
+    sealed: Vec<u8>,
+    /// `None`: the ciphertext names no data key this org has; opening fails.
+    key: Option<(Uuid, Vec<u8>)>,
+}
+
+/// Reads the data key `sealed` names. A missing or unreadable key is not an
+/// error here: [`SealedSecret::open`] reports it.
+pub async fn fetch(conn: &mut PgConnection, org_id: Uuid, row_id: Uuid, sealed: Vec<u8>) -> Result<SealedSecret> {
+    let key = match sealed_data_key_id(&sealed) {
+        Ok(id) => sqlx::query_scalar("SELECT wrapped_key FROM org_keys WHERE org_id = $1 AND id = $2")
+            .bind(org_id)
+            .bind(id)
+            .fetch_optional(conn)
+            .await?
+            .map(|wrapped: Vec<u8>| (id, wrapped)),
+        Err(_) => None,
+    };
+    Ok(SealedSecret { row_id, sealed, key })
+}
+
+impl SealedSecret {
+    /// Unwraps the data key with the master key ring and opens the secret.
+    pub fn open(&self, ring: &KeyRing, org_id: Uuid, purpose: &str) -> Result<Secret> {
+        sealed_data_key_id(&self.sealed)?;
+        let (id, wrapped) = self.key.as_ref().ok_or(Error::Crypto("the data key this secret names is missing"))?;
+        DataKey::unwrap(ring, org_id, *id, wrapped)?.open(org_id, self.row_id, purpose, &self.sealed)
+    }
 }
 
 /// Progress of a rotation.

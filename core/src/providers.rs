@@ -289,8 +289,37 @@ pub async fn ensure_model(conn: &mut PgConnection, org_id: Uuid, id: Uuid) -> Re
 }
 
 /// Resolves the model for a turn — explicit choice, else the org default — and
-/// unseals its provider key. Only workers call this.
+/// unseals its provider key.
 pub async fn resolve_endpoint(conn: &mut PgConnection, keys: &KeyRing, org_id: Uuid, model_id: Option<Uuid>) -> Result<Endpoint> {
+    stored_endpoint(conn, org_id, model_id).await?.ok_or_else(no_model)?.open(keys, org_id)
+}
+
+/// The error of a turn with no model to call.
+pub fn no_model() -> Error {
+    Error::invalid("no_model", "no model given on the session or agent, and the org has no default model")
+}
+
+/// A turn's model and provider as stored, its key still sealed: read with the
+/// turn's context (no transaction of its own), opened when the model is called.
+#[derive(Debug, Clone)]
+pub struct StoredEndpoint {
+    pub model_id: Uuid,
+    pub model_name: String,
+    pub base_url: String,
+    api_key: Option<keychain::SealedSecret>,
+}
+
+impl StoredEndpoint {
+    /// Unseals the provider key (no database access).
+    pub fn open(&self, keys: &KeyRing, org_id: Uuid) -> Result<Endpoint> {
+        let api_key = self.api_key.as_ref().map(|k| k.open(keys, org_id, API_KEY_PURPOSE)).transpose()?;
+        Ok(Endpoint { model_id: self.model_id, base_url: self.base_url.clone(), api_key, model_name: self.model_name.clone() })
+    }
+}
+
+/// Reads the model for a turn — explicit choice, else the org default — its
+/// provider and the data key its provider key is sealed under; `None` when there is no such model.
+pub async fn stored_endpoint(conn: &mut PgConnection, org_id: Uuid, model_id: Option<Uuid>) -> Result<Option<StoredEndpoint>> {
     type Row = (Uuid, String, Uuid, String, Option<Vec<u8>>);
     let row: Option<Row> = sqlx::query_as(
         "SELECT m.id, m.name, p.id, p.base_url, p.api_key_ciphertext
@@ -301,13 +330,12 @@ pub async fn resolve_endpoint(conn: &mut PgConnection, keys: &KeyRing, org_id: U
     .bind(model_id)
     .fetch_optional(&mut *conn)
     .await?;
-    let (model_id, model_name, provider_id, base_url, sealed) = row
-        .ok_or_else(|| Error::invalid("no_model", "no model given on the session or agent, and the org has no default model"))?;
+    let Some((model_id, model_name, provider_id, base_url, sealed)) = row else { return Ok(None) };
     let api_key = match sealed {
-        Some(s) => Some(keychain::open(conn, keys, org_id, provider_id, API_KEY_PURPOSE, &s).await?),
+        Some(s) => Some(keychain::fetch(conn, org_id, provider_id, s).await?),
         None => None,
     };
-    Ok(Endpoint { model_id, base_url, api_key, model_name })
+    Ok(Some(StoredEndpoint { model_id, model_name, base_url, api_key }))
 }
 
 /// Re-seals every provider key of the org under `fresh` (org key rotation).

@@ -549,6 +549,9 @@ pub struct TurnContext {
     /// The session's conversation up to now and every event of this turn
     /// ([`events::for_turn_context`]); input messages of later turns are excluded.
     pub history: Vec<Event>,
+    /// The model to call and its provider, key still sealed; `None`: no model
+    /// is configured (the turn fails `no_model` when it needs one).
+    pub endpoint: Option<crate::providers::StoredEndpoint>,
 }
 
 /// Re-reads a running turn's context (a worker that lost track of its log).
@@ -581,13 +584,17 @@ async fn context_in(tx: &mut PgConnection, lease: &Lease) -> Result<TurnContext>
     .ok_or(Error::NotFound("session"))?;
     let mut history = events::for_turn_context(tx, lease.org_id, lease.session_id, lease.turn_id).await?;
     history.retain(|e| !(e.kind == types::INPUT_MESSAGE && e.sequence > lease.input_sequence));
+    let model_id = lease.model_id.or(session_model).or(agent_model);
+    // In this read-only transaction too: no transaction of its own per turn.
+    let endpoint = crate::providers::stored_endpoint(tx, lease.org_id, model_id).await?;
     Ok(TurnContext {
+        endpoint,
         system_prompt,
         capabilities,
         max_iterations,
         max_turn_secs,
         cancel_requested,
-        model_id: lease.model_id.or(session_model).or(agent_model),
+        model_id,
         history,
     })
 }

@@ -141,6 +141,7 @@ mod tests {
             cancel_requested: false,
             model_id: None,
             history,
+            endpoint: None,
         }
     }
 

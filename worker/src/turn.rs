@@ -140,7 +140,7 @@ async fn drive(ctx: &Context, lease: &Lease, mut tc: TurnContext, cancel: &mut C
             Step::CallModel { iteration } => {
                 let ep = match &endpoint {
                     Some(ep) => ep.clone(),
-                    None => match resolve_endpoint(ctx, lease, tc.model_id).await {
+                    None => match resolve_endpoint(ctx, lease, &tc) {
                         Ok(e) => {
                             let ep = LlmEndpoint {
                                 base_url: e.base_url,
@@ -249,9 +249,9 @@ async fn drive(ctx: &Context, lease: &Lease, mut tc: TurnContext, cancel: &mut C
     }
 }
 
-async fn resolve_endpoint(ctx: &Context, lease: &Lease, model_id: Option<Uuid>) -> Result<providers::Endpoint, Error> {
-    let mut tx = turnstone_core::db::begin_org(&ctx.pool, lease.org_id).await?;
-    providers::resolve_endpoint(&mut tx, &ctx.config.keys, lease.org_id, model_id).await
+/// The turn's model endpoint, read with its context; only the provider key is opened here.
+fn resolve_endpoint(ctx: &Context, lease: &Lease, tc: &TurnContext) -> Result<providers::Endpoint, Error> {
+    tc.endpoint.as_ref().ok_or_else(providers::no_model)?.open(&ctx.config.keys, lease.org_id)
 }
 
 /// Fails a turn that outlived its agent's `max_turn_secs`.

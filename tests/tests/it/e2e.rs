@@ -202,3 +202,19 @@ async fn a_turn_is_rebuilt_from_the_conversation_and_its_own_events() {
     let growth = prompt(answer) - prompt(reply);
     assert!((growth - (reply_chars + 400) / 4).abs() <= 2, "prompt grew by {growth} tokens for {reply_chars} + 400 characters");
 }
+
+/// With no model on the message, session or agent, and no org default, the
+/// turn fails `no_model` (the endpoint is read with the turn's context).
+#[tokio::test]
+async fn a_turn_without_a_model_fails_no_model() {
+    let stack = Stack::start().await;
+    let api = stack.client();
+    let session = api.session(&[]).await;
+    let owner = turnstone_core::db::connect(&stack.db.url, 1).await.unwrap();
+    sqlx::query("UPDATE models SET is_default = false").execute(&owner).await.unwrap();
+    api.say(&session, "hello").await;
+    let events = api.wait_for(&session, "turn.failed", 1).await;
+    let failed = events.iter().find(|e| e["type"] == "turn.failed").unwrap();
+    assert_eq!(failed["data"]["error_code"], "no_model", "{failed}");
+    assert!(!events.iter().any(|e| e["type"] == "output.message.completed"), "no model was called");
+}
