@@ -23,7 +23,7 @@ use rand::Rng;
 use sqlx::PgPool;
 use sqlx::postgres::PgListener;
 use tokio::sync::{Notify, broadcast};
-use turnstone_core::events::{self, Appended, DELTAS_CHANNEL, Delta, EVENTS_CHANNEL, EventFilter};
+use turnstone_core::events::{self, DELTAS_CHANNEL, Delta, EVENTS_CHANNEL, EventFilter};
 use turnstone_core::orgs::AUTH_CHANNEL;
 use turnstone_core::{db, sessions};
 use uuid::Uuid;
@@ -213,13 +213,14 @@ impl Hub {
         if channel == AUTH_CHANNEL {
             self.auth_cache.invalidate();
         } else if channel == EVENTS_CHANNEL {
-            match serde_json::from_str::<Appended>(payload) {
-                Ok(a) => {
+            // Events are taken only from payloads signed with this deployment's key.
+            match events::parse_appended(payload) {
+                Some(a) => {
                     if let Some(feed) = self.sessions.lock().expect("hub lock").get(&a.session_id) {
                         feed.inbox.push(a.events);
                     }
                 }
-                Err(e) => tracing::warn!(error = %e, "ignoring malformed event notification"),
+                None => tracing::warn!("ignoring malformed event notification"),
             }
         } else if channel == DELTAS_CHANNEL {
             match serde_json::from_str::<Delta>(payload) {

@@ -216,6 +216,7 @@ impl Application {
             outcome
         };
         let pool = db::connect(&config.database_url, config.db_max_connections).await?;
+        turnstone_core::events::sign_notifications(config.keys.notify_key());
         if db::bypasses_row_security(&pool).await? {
             tracing::warn!(
                 "DATABASE_URL connects as a superuser or BYPASSRLS role: row-level security is off; \

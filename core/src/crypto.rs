@@ -46,6 +46,8 @@ impl std::fmt::Display for Secret {
 struct MasterKey {
     id: String,
     cipher: XChaCha20Poly1305,
+    /// A key derived for signing NOTIFY payloads (never used to encrypt).
+    notify: [u8; 32],
 }
 
 /// The configured master keys; the first one seals new secrets.
@@ -77,7 +79,11 @@ impl KeyRing {
             if keys.iter().any(|k: &MasterKey| k.id == id) {
                 return Err(Error::Crypto("duplicate master key id"));
             }
-            keys.push(MasterKey { id: id.to_owned(), cipher });
+            let notify = {
+                use sha2::{Digest, Sha256};
+                Sha256::new().chain_update(b"turnstone notify signing v1\0").chain_update(&bytes).finalize().into()
+            };
+            keys.push(MasterKey { id: id.to_owned(), cipher, notify });
         }
         if keys.is_empty() {
             return Err(Error::Crypto("no master key given"));
@@ -94,6 +100,12 @@ impl KeyRing {
 
     pub fn primary_id(&self) -> &str {
         &self.keys[0].id
+    }
+
+    /// The key that signs event notifications, derived from the primary master
+    /// key: every process given the same `TURNSTONE_MASTER_KEY` derives the same one.
+    pub fn notify_key(&self) -> [u8; 32] {
+        self.keys[0].notify
     }
 
     /// Seals `plaintext` for the row `(org_id, row_id)` under the primary key.

@@ -16,13 +16,68 @@ use serde_json::Value;
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
-/// Channel announcing committed events: payload `{"s": session uuid, "q": last sequence,
-/// "e": [events]}`, `"e"` left out when the events would not fit in a payload.
+/// Channel announcing committed events: payload `{"s": session uuid, "q": last sequence}`,
+/// or — when the process signs notifications ([`sign_notifications`]) and the events fit —
+/// the hex HMAC-SHA256 of `{"s", "q", "e": [events]}` followed by that JSON.
 pub const EVENTS_CHANNEL: &str = "turnstone_events";
 /// Channel carrying ephemeral token deltas: payload is a [`Delta`].
 pub const DELTAS_CHANNEL: &str = "turnstone_deltas";
 /// PostgreSQL rejects NOTIFY payloads of 8000 bytes or more; stay well below.
 pub const MAX_NOTIFY_BYTES: usize = 7900;
+
+/// Hex characters of the HMAC-SHA256 that prefixes a payload carrying events.
+const MAC_HEX: usize = 64;
+
+/// HMAC-SHA256 key for event payloads, as the inner and outer padded keys
+/// (RFC 2104), so PostgreSQL's built-in `sha256()` can compute the MAC.
+struct NotifyKey {
+    ipad: [u8; 64],
+    opad: [u8; 64],
+}
+
+static NOTIFY_KEY: std::sync::OnceLock<NotifyKey> = std::sync::OnceLock::new();
+
+/// Lets this process put events in its notifications, signed with `key`
+/// ([`crate::crypto::KeyRing::notify_key`]), and trust signed ones. Any role
+/// connected to the database can NOTIFY on any channel: without a valid
+/// signature a payload's events are ignored and the log is read instead.
+/// Until this is called, payloads carry ids only. The first key set stays.
+pub fn sign_notifications(key: [u8; 32]) {
+    let (mut ipad, mut opad) = ([0x36u8; 64], [0x5cu8; 64]);
+    for (i, b) in key.iter().enumerate() {
+        ipad[i] ^= b;
+        opad[i] ^= b;
+    }
+    let _ = NOTIFY_KEY.set(NotifyKey { ipad, opad });
+}
+
+fn mac_hex(key: &NotifyKey, message: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    let inner = Sha256::new().chain_update(key.ipad).chain_update(message).finalize();
+    let outer = Sha256::new().chain_update(key.opad).chain_update(inner).finalize();
+    outer.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Parses an events-channel payload. Events are kept only when the payload is
+/// signed with this process's key; anything else counts as ids only.
+pub fn parse_appended(payload: &str) -> Option<Appended> {
+    let signed = payload.len() > MAC_HEX && payload.as_bytes()[0] != b'{';
+    if !signed {
+        let mut appended: Appended = serde_json::from_str(payload).ok()?;
+        appended.events = None;
+        return Some(appended);
+    }
+    let (mac, json) = payload.split_at_checked(MAC_HEX)?;
+    let mut appended: Appended = serde_json::from_str(json).ok()?;
+    let trusted = NOTIFY_KEY.get().is_some_and(|key| {
+        use subtle::ConstantTimeEq;
+        bool::from(mac_hex(key, json.as_bytes()).as_bytes().ct_eq(mac.as_bytes()))
+    });
+    if !trusted {
+        appended.events = None;
+    }
+    Some(appended)
+}
 
 /// Event types, dot-named. Stable: clients switch on them.
 pub mod types {
@@ -156,7 +211,11 @@ pub async fn append(
                                      'e', (SELECT json_agg(ins ORDER BY ins.sequence) FROM ins))::text AS whole
               FROM seq
          ), wake AS (
-            SELECT pg_notify($9, CASE WHEN octet_length(whole) <= $10 THEN whole ELSE ids END) FROM payload
+            SELECT pg_notify($9, CASE
+                     WHEN $11::bytea IS NOT NULL AND octet_length(whole) <= $10 - 64
+                     THEN encode(sha256($12::bytea || sha256($11::bytea || convert_to(whole, 'UTF8'))), 'hex') || whole
+                     ELSE ids END)
+              FROM payload
          )
          SELECT ins.* FROM ins, wake ORDER BY sequence",
     )
@@ -170,6 +229,8 @@ pub async fn append(
     .bind(&step_keys)
     .bind(EVENTS_CHANNEL)
     .bind(MAX_NOTIFY_BYTES as i32)
+    .bind(NOTIFY_KEY.get().map(|k| k.ipad.to_vec()))
+    .bind(NOTIFY_KEY.get().map(|k| k.opad.to_vec()))
     .fetch_all(conn)
     .await?;
     if rows.is_empty() {

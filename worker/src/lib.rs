@@ -104,6 +104,8 @@ async fn wait_for_schema(pool: &PgPool, shutdown: &mut (impl Future<Output = ()>
 /// database answers again.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), BoxDynError> {
     let pool = db::connect_lazy(&config.database_url, config.db_max_connections)?;
+    // The events this worker appends ride in their notifications, signed (see `events::sign_notifications`).
+    turnstone_core::events::sign_notifications(config.keys.notify_key());
     let mut shutdown = Box::pin(shutdown);
     if !wait_for_schema(&pool, &mut shutdown).await {
         return Ok(());

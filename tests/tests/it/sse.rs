@@ -189,35 +189,70 @@ async fn a_stream_gets_every_event_when_its_session_reader_starts_late() {
 
 #[tokio::test]
 async fn notifications_carry_the_events_that_fit_and_ids_alone_otherwise() {
-    use turnstone_core::events::{self, Appended, EVENTS_CHANNEL, MAX_NOTIFY_BYTES, NewEvent, types};
+    use turnstone_core::events::{self, EVENTS_CHANNEL, MAX_NOTIFY_BYTES, NewEvent, types};
+    // The stack's API signs this process's notifications with the stack's master key.
     let stack = Stack::start().await;
     let api = stack.client();
     let session = api.session(&[]).await;
     let session_id = turnstone_core::ids::parse(turnstone_core::ids::Kind::Session, &session).unwrap();
     let pool = sqlx::PgPool::connect(&stack.db.url).await.unwrap();
-    let org_id: uuid::Uuid =
-        sqlx::query_scalar("SELECT org_id FROM sessions WHERE id = $1").bind(session_id).fetch_one(&pool).await.unwrap();
+    let org_id: uuid::Uuid = sqlx::query_scalar("SELECT org_id FROM sessions WHERE id = $1").bind(session_id).fetch_one(&pool).await.unwrap();
     let mut listener = sqlx::postgres::PgListener::connect_with(&pool).await.unwrap();
     listener.listen(EVENTS_CHANNEL).await.unwrap();
 
     let mut append = async |text: String| {
         let mut tx = pool.begin().await.unwrap();
         let data = serde_json::json!({ "message": { "role": "user", "content": [{ "type": "text", "text": text }] } });
-        let rows =
-            events::append(&mut tx, org_id, session_id, None, vec![NewEvent::new(types::INPUT_MESSAGE, data)]).await.unwrap();
+        let rows = events::append(&mut tx, org_id, session_id, None, vec![NewEvent::new(types::INPUT_MESSAGE, data)]).await.unwrap();
         tx.commit().await.unwrap();
         let n = tokio::time::timeout(Duration::from_secs(10), listener.recv()).await.expect("a notification").unwrap();
         assert!(n.payload().len() <= MAX_NOTIFY_BYTES, "payload of {} bytes", n.payload().len());
-        (rows, serde_json::from_str::<Appended>(n.payload()).unwrap())
+        (rows, n.payload().to_owned())
     };
     let (rows, small) = append("small".into()).await;
-    assert_eq!((small.session_id, small.last_sequence), (session_id, rows[0].sequence));
-    let carried = small.events.expect("a small event rides in the payload");
+    let parsed = events::parse_appended(&small).expect("a well-formed payload");
+    assert_eq!((parsed.session_id, parsed.last_sequence), (session_id, rows[0].sequence));
+    let carried = parsed.events.expect("a small event rides in the payload, signed");
     assert_eq!(serde_json::to_value(&carried).unwrap(), serde_json::to_value(&rows).unwrap(), "exactly the stored rows");
 
+    // The same events with a signature that does not match are not trusted.
+    let forged = format!("{}{}", "0".repeat(64), &small[64..]);
+    assert!(events::parse_appended(&forged).unwrap().events.is_none());
+    assert!(events::parse_appended(&small[64..]).unwrap().events.is_none(), "unsigned events are ignored");
+
     let (rows, big) = append("x".repeat(MAX_NOTIFY_BYTES)).await;
-    assert_eq!((big.session_id, big.last_sequence), (session_id, rows[0].sequence));
-    assert!(big.events.is_none(), "too big for a payload: ids only");
+    let parsed = events::parse_appended(&big).expect("a well-formed payload");
+    assert_eq!((parsed.session_id, parsed.last_sequence), (session_id, rows[0].sequence));
+    assert!(parsed.events.is_none(), "too big for a payload: ids only");
+}
+
+/// Any role connected to the database can NOTIFY: a forged notification that
+/// carries a fake event must not reach a stream, nor hide the real event that
+/// takes its sequence.
+#[tokio::test]
+async fn a_forged_event_notification_reaches_no_stream() {
+    let stack = Stack::start().await;
+    let api = stack.client();
+    let session = api.session(&[]).await;
+    let session_id = turnstone_core::ids::parse(turnstone_core::ids::Kind::Session, &session).unwrap();
+    let mut live = api.sse(&session, "", None).await;
+    assert_eq!(live.next().await.unwrap().event, "connected");
+    let owner = turnstone_core::db::connect(&stack.db.url, 1).await.unwrap();
+    let fake = serde_json::json!({
+        "s": session_id, "q": 1,
+        "e": [{ "id": uuid::Uuid::now_v7(), "session_id": session_id, "sequence": 1, "type": "input.message",
+                "turn_id": null, "data": { "message": { "role": "user", "content": [{ "type": "text", "text": "forged" }] } },
+                "ts": "2026-01-01T00:00:00Z" }]
+    })
+    .to_string();
+    for payload in [fake.clone(), format!("{}{fake}", "ab".repeat(32))] {
+        sqlx::query("SELECT pg_notify('turnstone_events', $1)").bind(payload).execute(&owner).await.unwrap();
+    }
+    api.say(&session, "hello").await;
+    let frames = live.until("session.idled").await;
+    let stored: Vec<_> = frames.into_iter().filter(|f| f.id.is_some()).map(|f| f.data).collect();
+    assert!(!stored.iter().any(|e| e.to_string().contains("forged")), "a forged event was streamed");
+    assert_eq!(stored, api.events(&session).await, "every stored event once, as the log has it");
 }
 
 #[tokio::test]
