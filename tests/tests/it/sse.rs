@@ -276,7 +276,7 @@ async fn live_frames_equal_the_log_whether_events_ride_in_the_notification_or_no
 /// take the second path. Both must put the same bytes on the wire.
 #[tokio::test]
 async fn the_listeners_own_stream_writer_and_poem_send_the_same_stream() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncWriteExt;
     let stack = Stack::start().await;
     let api = stack.client();
     let session = api.session(&[]).await;
@@ -290,15 +290,6 @@ async fn the_listeners_own_stream_writer_and_poem_send_the_same_stream() {
     };
     let (mut direct, mut poem) = (open("").await, open("?via=poem").await);
     // Read each until its `connected` frame has arrived, so both hear the whole turn.
-    let read_until = async |tcp: &mut tokio::net::TcpStream, raw: &mut Vec<u8>, marker: &str| {
-        let deadline = tokio::time::Instant::now() + turnstone_tests::DEADLINE;
-        while !dechunk(raw).1.contains(marker) {
-            let mut buf = [0u8; 4096];
-            let n = tokio::time::timeout_at(deadline, tcp.read(&mut buf)).await.expect("stream went silent").unwrap();
-            assert!(n > 0, "the stream closed");
-            raw.extend_from_slice(&buf[..n]);
-        }
-    };
     let (mut raw_direct, mut raw_poem) = (Vec::new(), Vec::new());
     read_until(&mut direct, &mut raw_direct, "event: connected\n").await;
     read_until(&mut poem, &mut raw_poem, "event: connected\n").await;
@@ -311,6 +302,18 @@ async fn the_listeners_own_stream_writer_and_poem_send_the_same_stream() {
     // The `connected` frame names the same session and cursor on both; every frame after it is identical.
     assert_eq!(body_direct, body_poem);
     assert!(body_direct.contains("event: turn.completed\n"), "{body_direct}");
+}
+
+/// Reads a raw HTTP/1.1 stream into `raw` until its de-chunked body contains `marker`.
+async fn read_until(tcp: &mut tokio::net::TcpStream, raw: &mut Vec<u8>, marker: &str) {
+    use tokio::io::AsyncReadExt;
+    let deadline = tokio::time::Instant::now() + turnstone_tests::DEADLINE;
+    while !dechunk(raw).1.contains(marker) {
+        let mut buf = [0u8; 4096];
+        let n = tokio::time::timeout_at(deadline, tcp.read(&mut buf)).await.expect("stream went silent").unwrap();
+        assert!(n > 0, "the stream closed: {}", String::from_utf8_lossy(raw));
+        raw.extend_from_slice(&buf[..n]);
+    }
 }
 
 /// Splits a raw HTTP/1.1 chunked response into its head (without `date`) and de-chunked body.
@@ -334,7 +337,7 @@ fn dechunk(raw: &[u8]) -> (String, String) {
 /// hyper and poem read it whole and serve the stream as before.
 #[tokio::test]
 async fn a_stream_request_split_over_packets_is_still_served() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncWriteExt;
     let stack = Stack::start().await;
     let api = stack.client();
     let session = api.session(&[]).await;
@@ -344,12 +347,6 @@ async fn a_stream_request_split_over_packets_is_still_served() {
     tokio::time::sleep(Duration::from_millis(100)).await;
     tcp.write_all(format!("Authorization: Bearer {}\r\n\r\n", stack.key).as_bytes()).await.unwrap();
     let mut raw = Vec::new();
-    let deadline = tokio::time::Instant::now() + turnstone_tests::DEADLINE;
-    while !dechunk(&raw).1.contains("event: connected\n") {
-        let mut buf = [0u8; 4096];
-        let n = tokio::time::timeout_at(deadline, tcp.read(&mut buf)).await.expect("no answer").unwrap();
-        assert!(n > 0, "closed: {}", String::from_utf8_lossy(&raw));
-        raw.extend_from_slice(&buf[..n]);
-    }
+    read_until(&mut tcp, &mut raw, "event: connected\n").await;
     assert!(dechunk(&raw).0.starts_with("HTTP/1.1 200 OK\r\n"));
 }
