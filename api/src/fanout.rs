@@ -223,13 +223,14 @@ impl Hub {
                 None => tracing::warn!("ignoring malformed event notification"),
             }
         } else if channel == DELTAS_CHANNEL {
-            match serde_json::from_str::<Delta>(payload) {
-                Ok(d) => {
+            // Only deltas signed with this deployment's key reach viewers.
+            match events::parse_delta(payload) {
+                Some(d) => {
                     if let Some(feed) = self.sessions.lock().expect("hub lock").get(&d.session_id) {
                         let _ = feed.tx.send(Signal::Delta(Arc::new(d)));
                     }
                 }
-                Err(e) => tracing::warn!(error = %e, "ignoring malformed delta notification"),
+                None => tracing::debug!("ignoring an unsigned or malformed delta notification"),
             }
         }
     }

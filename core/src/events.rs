@@ -20,7 +20,8 @@ use uuid::Uuid;
 /// or — when the process signs notifications ([`sign_notifications`]) and the events fit —
 /// the hex HMAC-SHA256 of `{"s", "q", "e": [events]}` followed by that JSON.
 pub const EVENTS_CHANNEL: &str = "turnstone_events";
-/// Channel carrying ephemeral token deltas: payload is a [`Delta`].
+/// Channel carrying ephemeral token deltas: payload is a [`Delta`], signed like
+/// event payloads (see [`sign_notifications`]).
 pub const DELTAS_CHANNEL: &str = "turnstone_deltas";
 /// PostgreSQL rejects NOTIFY payloads of 8000 bytes or more; stay well below.
 pub const MAX_NOTIFY_BYTES: usize = 7900;
@@ -58,25 +59,46 @@ fn mac_hex(key: &NotifyKey, message: &[u8]) -> String {
     outer.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Parses an events-channel payload. Events are kept only when the payload is
-/// signed with this process's key; anything else counts as ids only.
-pub fn parse_appended(payload: &str) -> Option<Appended> {
-    let signed = payload.len() > MAC_HEX && payload.as_bytes()[0] != b'{';
-    if !signed {
-        let mut appended: Appended = serde_json::from_str(payload).ok()?;
-        appended.events = None;
-        return Some(appended);
+/// A payload's JSON, and whether its signature (a hex HMAC prefix) verifies
+/// with this process's key. An unsigned payload is JSON only: not trusted.
+fn unwrap_payload(payload: &str) -> (&str, bool) {
+    if payload.len() <= MAC_HEX || payload.starts_with('{') {
+        return (payload, false);
     }
-    let (mac, json) = payload.split_at_checked(MAC_HEX)?;
-    let mut appended: Appended = serde_json::from_str(json).ok()?;
+    let Some((mac, json)) = payload.split_at_checked(MAC_HEX) else { return (payload, false) };
     let trusted = NOTIFY_KEY.get().is_some_and(|key| {
         use subtle::ConstantTimeEq;
         bool::from(mac_hex(key, json.as_bytes()).as_bytes().ct_eq(mac.as_bytes()))
     });
+    (json, trusted)
+}
+
+/// `json` prefixed with its signature, when this process signs notifications.
+fn signed(json: String) -> String {
+    match NOTIFY_KEY.get() {
+        Some(key) => mac_hex(key, json.as_bytes()) + &json,
+        None => json,
+    }
+}
+
+/// Parses an events-channel payload. Events are kept only when the payload is
+/// signed with this process's key; anything else counts as ids only.
+pub fn parse_appended(payload: &str) -> Option<Appended> {
+    let (json, trusted) = unwrap_payload(payload);
+    let mut appended: Appended = serde_json::from_str(json).ok()?;
     if !trusted {
         appended.events = None;
     }
     Some(appended)
+}
+
+/// Parses a deltas-channel payload; `None` unless it is signed with this
+/// process's key (a delta is shown to viewers as the model's live output).
+pub fn parse_delta(payload: &str) -> Option<Delta> {
+    match unwrap_payload(payload) {
+        (json, true) => serde_json::from_str(json).ok(),
+        _ => None,
+    }
 }
 
 /// Event types, dot-named. Stable: clients switch on them.
@@ -244,15 +266,16 @@ pub async fn append(
 /// costs a viewer some live typing, the completed message is persisted.
 pub async fn publish_delta(pool: &PgPool, delta: Delta) -> Result<()> {
     for payload in delta_payloads(delta) {
-        sqlx::query("SELECT pg_notify($1, $2)").bind(DELTAS_CHANNEL).bind(payload).execute(pool).await?;
+        sqlx::query("SELECT pg_notify($1, $2)").bind(DELTAS_CHANNEL).bind(signed(payload)).execute(pool).await?;
     }
     Ok(())
 }
 
-/// Serialises a delta into one or more payloads under [`MAX_NOTIFY_BYTES`].
+/// Serialises a delta into one or more payloads that stay under
+/// [`MAX_NOTIFY_BYTES`] once signed.
 pub fn delta_payloads(delta: Delta) -> Vec<String> {
     let json = serde_json::to_string(&delta).expect("delta serialises");
-    if json.len() <= MAX_NOTIFY_BYTES || delta.text.chars().count() < 2 {
+    if json.len() <= MAX_NOTIFY_BYTES - MAC_HEX || delta.text.chars().count() < 2 {
         return vec![json];
     }
     let mid = delta.text.char_indices().nth(delta.text.chars().count() / 2).map(|(i, _)| i).unwrap_or(0);
@@ -333,7 +356,7 @@ mod tests {
         assert!(parts.len() > 1);
         let mut joined = String::new();
         for p in &parts {
-            assert!(p.len() <= MAX_NOTIFY_BYTES);
+            assert!(p.len() + MAC_HEX <= MAX_NOTIFY_BYTES);
             joined.push_str(&serde_json::from_str::<Delta>(p).unwrap().text);
         }
         assert_eq!(joined, d.text);

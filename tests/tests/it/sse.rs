@@ -248,10 +248,22 @@ async fn a_forged_event_notification_reaches_no_stream() {
     for payload in [fake.clone(), format!("{}{fake}", "ab".repeat(32))] {
         sqlx::query("SELECT pg_notify('turnstone_events', $1)").bind(payload).execute(&owner).await.unwrap();
     }
+    // And fake live typing.
+    let delta = serde_json::to_string(&turnstone_core::events::Delta {
+        session_id,
+        turn_id: uuid::Uuid::now_v7(),
+        iteration: 1,
+        text: "forged typing".into(),
+        ts: chrono::Utc::now(),
+    })
+    .unwrap();
+    for payload in [delta.clone(), format!("{}{delta}", "cd".repeat(32))] {
+        sqlx::query("SELECT pg_notify('turnstone_deltas', $1)").bind(payload).execute(&owner).await.unwrap();
+    }
     api.say(&session, "hello").await;
     let frames = live.until("session.idled").await;
+    assert!(!frames.iter().any(|f| f.data.to_string().contains("forged")), "a forged event or delta was streamed");
     let stored: Vec<_> = frames.into_iter().filter(|f| f.id.is_some()).map(|f| f.data).collect();
-    assert!(!stored.iter().any(|e| e.to_string().contains("forged")), "a forged event was streamed");
     assert_eq!(stored, api.events(&session).await, "every stored event once, as the log has it");
 }
 
