@@ -227,7 +227,7 @@ pub async fn append(
               FROM seq, unnest($5::uuid[], $6::text[], $7::jsonb[], $8::text[], $3::uuid[])
                    WITH ORDINALITY AS u(id, type, data, step_key, turn_id, ord)
             RETURNING id, session_id, sequence, type, turn_id, data, ts
-         ), payload AS (
+         ), payload AS MATERIALIZED (
             SELECT json_build_object('s', $2::uuid, 'q', last_sequence)::text AS ids,
                    json_build_object('s', $2::uuid, 'q', last_sequence,
                                      'e', (SELECT json_agg(ins ORDER BY ins.sequence) FROM ins))::text AS whole
