@@ -238,9 +238,8 @@ impl Application {
         tokio::spawn(state.hub.clone().run(async move {
             let _ = listen_stop_rx.await;
         }));
-        let app = Arc::new(endpoint(state.clone()));
         let server = tokio::spawn(async move {
-            let result = listener::serve(listener, state, app, shutdown, stop_tx, Duration::from_secs(10)).await;
+            let result = listener::serve(listener, state, shutdown, stop_tx, Duration::from_secs(10)).await;
             let _ = listen_stop_tx.send(());
             pool.close().await;
             result

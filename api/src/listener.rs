@@ -52,12 +52,12 @@ const MAX_WRITE: usize = 64 * 1024;
 pub async fn serve(
     listener: TcpListener,
     state: AppState,
-    app: Arc<BoxEndpoint<'static>>,
     shutdown: impl Future<Output = ()>,
     stop: watch::Sender<bool>,
     grace: Duration,
 ) -> std::io::Result<()> {
     let local = LocalAddr(Addr::SocketAddr(listener.local_addr()?));
+    let app = Arc::new(crate::endpoint(state.clone()));
     let mut connections = tokio::task::JoinSet::new();
     tokio::pin!(shutdown);
     loop {

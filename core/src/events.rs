@@ -55,8 +55,7 @@ pub fn sign_notifications(key: [u8; 32]) {
 fn mac_hex(key: &NotifyKey, message: &[u8]) -> String {
     use sha2::{Digest, Sha256};
     let inner = Sha256::new().chain_update(key.ipad).chain_update(message).finalize();
-    let outer = Sha256::new().chain_update(key.opad).chain_update(inner).finalize();
-    outer.iter().map(|b| format!("{b:02x}")).collect()
+    format!("{:x}", Sha256::new().chain_update(key.opad).chain_update(inner).finalize())
 }
 
 /// A payload's JSON, and whether its signature (a hex HMAC prefix) verifies
@@ -234,7 +233,7 @@ pub async fn append(
               FROM seq
          ), wake AS (
             SELECT pg_notify($9, CASE
-                     WHEN $11::bytea IS NOT NULL AND octet_length(whole) <= $10 - 64
+                     WHEN $11::bytea IS NOT NULL AND octet_length(whole) <= $10
                      THEN encode(sha256($12::bytea || sha256($11::bytea || convert_to(whole, 'UTF8'))), 'hex') || whole
                      ELSE ids END)
               FROM payload
@@ -250,7 +249,8 @@ pub async fn append(
     .bind(&data)
     .bind(&step_keys)
     .bind(EVENTS_CHANNEL)
-    .bind(MAX_NOTIFY_BYTES as i32)
+    // Room for the JSON once the signature prefixes it.
+    .bind((MAX_NOTIFY_BYTES - MAC_HEX) as i32)
     .bind(NOTIFY_KEY.get().map(|k| k.ipad.to_vec()))
     .bind(NOTIFY_KEY.get().map(|k| k.opad.to_vec()))
     .fetch_all(conn)

@@ -1,8 +1,11 @@
 //! Per-org quotas (agents, sessions, concurrent turns) and the per-key rate
 //! limit. Agent and session counts are taken under a lock on the org row, in
 //! the same transaction as the insert they guard, so concurrent requests
-//! cannot overshoot them; the concurrent-turn quota is checked without that
-//! lock (see [`check`]).
+//! cannot overshoot them. The concurrent-turn quota is read without that lock,
+//! together with the session's own lock (`turns::post_message`): every message
+//! that wakes a session checks it, and serialising them all on the org row
+//! would cap admission. Simultaneous requests may overshoot it by their number;
+//! it is a load shedder.
 
 use chrono::{DateTime, DurationRound, TimeDelta, Utc};
 use sqlx::PgConnection;
@@ -10,12 +13,11 @@ use uuid::Uuid;
 
 use crate::error::{Error, Result};
 
-/// Which quota to check.
+/// A quota checked under the org row's lock.
 #[derive(Debug, Clone, Copy)]
 pub enum Quota {
     Agents,
     Sessions,
-    ConcurrentTurns,
 }
 
 /// Fails when creating one more of `what` would exceed the org's quota.
@@ -28,33 +30,28 @@ pub async fn check(conn: &mut PgConnection, org_id: Uuid, what: Quota) -> Result
         Quota::Sessions => {
             ("SELECT max_sessions FROM orgs WHERE id = $1 FOR NO KEY UPDATE", "SELECT count(*) FROM sessions WHERE org_id = $1")
         }
-        // Not locked: every message that wakes a session checks this quota, and
-        // serialising them all on the org row would cap admission. Simultaneous
-        // requests may overshoot it by their number; it is a load shedder.
-        Quota::ConcurrentTurns => (
-            "SELECT max_concurrent_turns FROM orgs WHERE id = $1",
-            "SELECT count(*) FROM sessions WHERE org_id = $1 AND status <> 'idle'",
-        ),
     };
     let limit: i32 =
         sqlx::query_scalar(limit_sql).bind(org_id).fetch_optional(&mut *conn).await?.ok_or(Error::NotFound("org"))?;
     let used: i64 = sqlx::query_scalar(count_sql).bind(org_id).fetch_one(&mut *conn).await?;
-    within(what, limit, used)
-}
-
-/// Fails when `used` of `what` leave no room under `limit`.
-pub fn within(what: Quota, limit: i32, used: i64) -> Result<()> {
     if used < i64::from(limit) {
         return Ok(());
     }
-    Err(match what {
-        Quota::Agents => Error::QuotaExceeded(format!("the org's quota of {limit} active agents is used up")),
-        Quota::Sessions => Error::QuotaExceeded(format!("the org's quota of {limit} sessions is used up")),
-        Quota::ConcurrentTurns => Error::TooMany {
-            code: "too_many_concurrent_turns",
-            message: format!("the org already runs its limit of {limit} concurrent turns; retry shortly"),
-            retry_after_secs: 1,
-        },
+    Err(Error::QuotaExceeded(match what {
+        Quota::Agents => format!("the org's quota of {limit} active agents is used up"),
+        Quota::Sessions => format!("the org's quota of {limit} sessions is used up"),
+    }))
+}
+
+/// Fails when `active` sessions leave no room under the org's `limit` of concurrent turns.
+pub fn concurrent_turns_within(limit: i32, active: i64) -> Result<()> {
+    if active < i64::from(limit) {
+        return Ok(());
+    }
+    Err(Error::TooMany {
+        code: "too_many_concurrent_turns",
+        message: format!("the org already runs its limit of {limit} concurrent turns; retry shortly"),
+        retry_after_secs: 1,
     })
 }
 

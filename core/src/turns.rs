@@ -83,7 +83,7 @@ pub async fn post_message(
     validate_content(&content)?;
     // The session's lock and, when it wakes up, the concurrent-turn quota in one
     // read. The quota is a load shedder read without the org's lock (see
-    // `quotas::check`), so the count's snapshot predating the lock is harmless.
+    // `quotas`), so the count's snapshot predating the lock is harmless.
     let (status, limit, active): (String, i32, Option<i64>) = sqlx::query_as(
         "SELECT s.status, o.max_concurrent_turns,
                 CASE WHEN s.status = 'idle' THEN
@@ -103,7 +103,7 @@ pub async fn post_message(
     let idle = status == "idle";
     if let Some(active) = active {
         // Only a session that becomes active adds a concurrent turn; queueing behind one never fails.
-        crate::quotas::within(crate::quotas::Quota::ConcurrentTurns, limit, active)?;
+        crate::quotas::concurrent_turns_within(limit, active)?;
     }
     let turn_id = new_id();
     let mut new = vec![NewEvent::new(types::INPUT_MESSAGE, json!({ "message": { "role": "user", "content": content } }))];
