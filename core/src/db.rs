@@ -80,6 +80,23 @@ pub async fn begin_session(
     Ok(pool.begin_with(sqlx::AssertSqlSafe(begin)).await?)
 }
 
+/// [`begin_org`] that also locks the sessions of several turns, in session id
+/// order (so batches never deadlock with one another or with one-session
+/// writers), in the same round trip. Inlining is safe: only uuids are formatted.
+pub async fn begin_turn_sessions(
+    pool: &PgPool,
+    org_id: uuid::Uuid,
+    turns: &[uuid::Uuid],
+) -> Result<sqlx::Transaction<'static, sqlx::Postgres>> {
+    let list = turns.iter().map(|t| format!("'{}'", t.hyphenated())).collect::<Vec<_>>().join(",");
+    let begin = format!(
+        "BEGIN; SELECT set_config('turnstone.org_id', '{}', true); \
+         SELECT 1 FROM sessions WHERE id IN (SELECT session_id FROM turns WHERE id IN ({list})) ORDER BY id FOR UPDATE",
+        org_id.hyphenated()
+    );
+    Ok(pool.begin_with(sqlx::AssertSqlSafe(begin)).await?)
+}
+
 /// True when every embedded migration has been applied (the `/ready` check).
 pub async fn migrations_applied(pool: &PgPool) -> Result<bool> {
     let latest = MIGRATOR.iter().map(|m| m.version).max().unwrap_or(0);

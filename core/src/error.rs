@@ -30,6 +30,9 @@ pub enum Error {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("task queue: {0}")]
     Queue(String),
+    /// A batched operation this call was part of failed; the cause is shared by every call in the batch.
+    #[error("{0}")]
+    Batched(std::sync::Arc<Error>),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -47,6 +50,7 @@ impl Error {
     /// so callers can answer 503 and retry instead of failing for good.
     pub fn is_unavailable(&self) -> bool {
         match self {
+            Error::Batched(e) => e.is_unavailable(),
             Error::Database(e) => {
                 matches!(e, sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Tls(_))
                     || e.as_database_error().and_then(|d| d.code()).is_some_and(|c| c.starts_with("57P") || c.starts_with("08"))
@@ -62,6 +66,10 @@ impl Error {
 
     /// True for a unique-constraint violation (SQLSTATE 23505).
     pub fn is_unique_violation(&self) -> bool {
-        matches!(self, Error::Database(e) if e.as_database_error().is_some_and(|d| d.is_unique_violation()))
+        match self {
+            Error::Batched(e) => e.is_unique_violation(),
+            Error::Database(e) => e.as_database_error().is_some_and(|d| d.is_unique_violation()),
+            _ => false,
+        }
     }
 }

@@ -206,48 +206,83 @@ pub async fn append(
     turn_id: Option<Uuid>,
     events: Vec<NewEvent>,
 ) -> Result<Vec<Event>> {
-    if events.is_empty() {
+    append_many(conn, org_id, vec![SessionEvents { session_id, turn_id, events }]).await
+}
+
+/// Events for one session's log, appended by [`append_many`].
+#[derive(Debug, Clone)]
+pub struct SessionEvents {
+    pub session_id: Uuid,
+    /// The turn they belong to (events marked [`NewEvent::of_session`] are stored without it).
+    pub turn_id: Option<Uuid>,
+    pub events: Vec<NewEvent>,
+}
+
+/// Appends to several sessions' logs in one statement (a batch of turn starts
+/// needs one round trip, not one per turn): each session gets consecutive
+/// sequence numbers in the order given and one notification of its own.
+/// Sessions may repeat; their events then follow one another in input order.
+/// Returns the stored events ordered by session, then sequence. Fails with
+/// `NotFound("session")` (and the caller's transaction must roll back) when a
+/// session is not the org's. Callers that append to several sessions lock them
+/// in id order first, as every multi-session writer does.
+pub async fn append_many(conn: &mut PgConnection, org_id: Uuid, batches: Vec<SessionEvents>) -> Result<Vec<Event>> {
+    let n: usize = batches.iter().map(|b| b.events.len()).sum();
+    if n == 0 {
         return Ok(Vec::new());
     }
-    let n = events.len() as i64;
-    let ids: Vec<Uuid> = events.iter().map(|_| new_id()).collect();
-    let turn_ids: Vec<Option<Uuid>> = events.iter().map(|e| if e.detached { None } else { turn_id }).collect();
-    let kinds: Vec<&str> = events.iter().map(|e| e.kind).collect();
-    let data: Vec<Value> = events.iter().map(|e| e.data.clone()).collect();
-    let step_keys: Vec<Option<String>> = events.into_iter().map(|e| e.step_key).collect();
+    let (mut sessions, mut turn_ids, mut kinds, mut data, mut step_keys) =
+        (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
+    for b in batches {
+        for e in b.events {
+            sessions.push(b.session_id);
+            turn_ids.push(if e.detached { None } else { b.turn_id });
+            kinds.push(e.kind);
+            data.push(e.data);
+            step_keys.push(e.step_key);
+        }
+    }
+    let ids: Vec<Uuid> = (0..n).map(|_| new_id()).collect();
     let rows: Vec<Event> = sqlx::query_as(
-        "WITH seq AS (
-            UPDATE session_sequences SET last_sequence = last_sequence + $4
-             WHERE org_id = $1 AND session_id = $2
-             RETURNING last_sequence
+        "WITH u AS (
+            SELECT * FROM unnest($2::uuid[], $3::uuid[], $4::text[], $5::jsonb[], $6::text[], $7::uuid[])
+                   WITH ORDINALITY AS u(session_id, id, type, data, step_key, turn_id, ord)
+         ), counts AS (
+            SELECT session_id, count(*) AS n FROM u GROUP BY session_id
+         ), seq AS (
+            UPDATE session_sequences s SET last_sequence = s.last_sequence + c.n
+              FROM counts c
+             WHERE s.org_id = $1 AND s.session_id = c.session_id
+             RETURNING s.session_id, s.last_sequence, c.n
          ), ins AS (
             INSERT INTO events (id, org_id, session_id, sequence, type, turn_id, step_key, data)
-            SELECT u.id, $1, $2, seq.last_sequence - $4 + u.ord, u.type, u.turn_id, u.step_key, u.data
-              FROM seq, unnest($5::uuid[], $6::text[], $7::jsonb[], $8::text[], $3::uuid[])
-                   WITH ORDINALITY AS u(id, type, data, step_key, turn_id, ord)
+            SELECT u.id, $1, u.session_id,
+                   seq.last_sequence - seq.n + row_number() OVER (PARTITION BY u.session_id ORDER BY u.ord),
+                   u.type, u.turn_id, u.step_key, u.data
+              FROM u JOIN seq ON seq.session_id = u.session_id
             RETURNING id, session_id, sequence, type, turn_id, data, ts
          ), payload AS MATERIALIZED (
-            SELECT json_build_object('s', $2::uuid, 'q', last_sequence)::text AS ids,
-                   json_build_object('s', $2::uuid, 'q', last_sequence,
-                                     'e', (SELECT json_agg(ins ORDER BY ins.sequence) FROM ins))::text AS whole
+            SELECT json_build_object('s', seq.session_id, 'q', seq.last_sequence)::text AS ids,
+                   json_build_object('s', seq.session_id, 'q', seq.last_sequence,
+                                     'e', (SELECT json_agg(ins ORDER BY ins.sequence) FROM ins
+                                            WHERE ins.session_id = seq.session_id))::text AS whole
               FROM seq
          ), wake AS (
-            SELECT pg_notify($9, CASE
-                     WHEN $11::bytea IS NOT NULL AND octet_length(whole) <= $10
-                     THEN encode(sha256($12::bytea || sha256($11::bytea || convert_to(whole, 'UTF8'))), 'hex') || whole
-                     ELSE ids END)
+            SELECT count(pg_notify($8, CASE
+                     WHEN $10::bytea IS NOT NULL AND octet_length(whole) <= $9
+                     THEN encode(sha256($11::bytea || sha256($10::bytea || convert_to(whole, 'UTF8'))), 'hex') || whole
+                     ELSE ids END)) AS sent
               FROM payload
          )
-         SELECT ins.* FROM ins, wake ORDER BY sequence",
+         SELECT ins.* FROM ins, wake ORDER BY session_id, sequence",
     )
     .bind(org_id)
-    .bind(session_id)
-    .bind(&turn_ids)
-    .bind(n)
+    .bind(&sessions)
     .bind(&ids)
     .bind(&kinds)
     .bind(&data)
     .bind(&step_keys)
+    .bind(&turn_ids)
     .bind(EVENTS_CHANNEL)
     // Room for the JSON once the signature prefixes it.
     .bind((MAX_NOTIFY_BYTES - MAC_HEX) as i32)
@@ -255,7 +290,7 @@ pub async fn append(
     .bind(NOTIFY_KEY.get().map(|k| k.opad.to_vec()))
     .fetch_all(conn)
     .await?;
-    if rows.is_empty() {
+    if rows.len() != n {
         return Err(Error::NotFound("session"));
     }
     Ok(rows)
@@ -327,22 +362,41 @@ pub async fn sequence_of(conn: &mut PgConnection, org_id: Uuid, session_id: Uuid
 pub const CONVERSATION: &[&str] = &[types::INPUT_MESSAGE, types::OUTPUT_MESSAGE_COMPLETED, types::TOOL_COMPLETED];
 
 /// What a worker rebuilds a turn from, in sequence order: every event of
-/// `turn_id` (its markers and step results: where to resume) and, of the rest
-/// of the session, only the [`CONVERSATION`] — lifecycle markers of earlier
+/// the turn (its markers and step results: where to resume) and, of the rest
+/// of its session, only the [`CONVERSATION`] — lifecycle markers of earlier
 /// turns are most of a log and the prompt has no use for them.
-pub async fn for_turn_context(conn: &mut PgConnection, org_id: Uuid, session_id: Uuid, turn_id: Uuid) -> Result<Vec<Event>> {
-    let rows = sqlx::query_as(
-        "SELECT id, session_id, sequence, type, turn_id, data, ts FROM events
-          WHERE org_id = $1 AND session_id = $2 AND (type = ANY($3) OR turn_id = $4)
-          ORDER BY sequence",
+///
+/// For several turns at once (`sessions[i]` is the session of `turns[i]`), in
+/// one statement; keyed by turn.
+pub async fn for_turn_contexts(
+    conn: &mut PgConnection,
+    org_id: Uuid,
+    sessions: &[Uuid],
+    turns: &[Uuid],
+) -> Result<std::collections::HashMap<Uuid, Vec<Event>>> {
+    #[derive(sqlx::FromRow)]
+    struct Row {
+        for_turn: Uuid,
+        #[sqlx(flatten)]
+        event: Event,
+    }
+    let rows: Vec<Row> = sqlx::query_as(
+        "SELECT l.turn_id AS for_turn, e.id, e.session_id, e.sequence, e.type, e.turn_id, e.data, e.ts
+           FROM unnest($2::uuid[], $3::uuid[]) AS l(session_id, turn_id)
+           JOIN events e ON e.org_id = $1 AND e.session_id = l.session_id AND (e.type = ANY($4) OR e.turn_id = l.turn_id)
+          ORDER BY l.turn_id, e.sequence",
     )
     .bind(org_id)
-    .bind(session_id)
+    .bind(sessions)
+    .bind(turns)
     .bind(CONVERSATION)
-    .bind(turn_id)
     .fetch_all(conn)
     .await?;
-    Ok(rows)
+    let mut by_turn: std::collections::HashMap<Uuid, Vec<Event>> = std::collections::HashMap::with_capacity(turns.len());
+    for r in rows {
+        by_turn.entry(r.for_turn).or_default().push(r.event);
+    }
+    Ok(by_turn)
 }
 
 #[cfg(test)]

@@ -186,88 +186,136 @@ pub enum Start {
     Finished,
 }
 
-/// Takes (or retakes, after a crash) a turn: bumps `attempt`, marks it running,
-/// and on the first attempt appends `turn.started`.
-///
-/// Two guards run first. A turn whose cancellation was requested is sealed
-/// `turn.cancelled`. A turn retaken `max_stalled_starts` times in a row without
-/// a new committed step (a crash loop) is sealed `turn.failed` with code
-/// `no_progress`. Either way the session moves on and `Finished` is returned.
-///
-/// Five round trips on the common path: `BEGIN` with the session lock, the
-/// turn read, the lease update (with the session's status), the append and
-/// `COMMIT`. A turn that does not exist is `Finished`.
+/// Takes (or retakes, after a crash) a turn and reads its context: see
+/// [`start_many`], of which this is the one-turn case.
 pub async fn start(pool: &PgPool, task: TurnTask, max_stalled_starts: i32) -> Result<Start> {
-    let turn_id = task.turn_id;
-    let mut tx = db::begin_session(pool, task.org_id, db::SessionLock::OfTurn(turn_id)).await?;
+    match start_many(pool, task.org_id, &[task.turn_id], max_stalled_starts).await?.pop() {
+        Some(Started::Run(lease)) => {
+            let context = load_context(pool, &lease).await?;
+            Ok(Start::Run(lease, context))
+        }
+        _ => Ok(Start::Finished),
+    }
+}
+
+/// What [`start_many`] did with one turn.
+#[derive(Debug)]
+pub enum Started {
+    /// Run it under this lease (read its context next: [`load_contexts`]).
+    Run(Lease),
+    /// Nothing to run: the turn is terminal, does not exist, or was sealed by a guard.
+    Finished,
+}
+
+/// Takes (or retakes, after a crash) turns of one org, all in one transaction:
+/// bumps each turn's `attempt`, marks it running, and on its first attempt
+/// appends `turn.started` (with the first `reason.started`). Returns one
+/// [`Started`] per id, in the order given; ids must be distinct.
+///
+/// Two guards run first, per turn. A turn whose cancellation was requested is
+/// sealed `turn.cancelled`. A turn retaken `max_stalled_starts` times in a row
+/// without a new committed step (a crash loop) is sealed `turn.failed` with
+/// code `no_progress`. Either way its session moves on and it is `Finished`.
+///
+/// Five round trips however many turns: `BEGIN` with the sessions' locks (in
+/// id order), the turns' read, the leases' update (with their sessions'
+/// status), one append for every session, and `COMMIT`. A worker starts what
+/// one wake-up claimed together, so a burst costs a few transactions, not one
+/// per turn.
+pub async fn start_many(pool: &PgPool, org_id: Uuid, turn_ids: &[Uuid], max_stalled_starts: i32) -> Result<Vec<Started>> {
+    if turn_ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut tx = db::begin_turn_sessions(pool, org_id, turn_ids).await?;
     // Progress = step results (model outputs, tool results), not lifecycle markers.
     // Steps commit only under the session lock held here, and this statement's
     // snapshot is taken after it was granted, so the count is current.
-    let row: Option<(String, i32, i32, i32, bool, i64)> = sqlx::query_as(
-        "SELECT status, attempt, steps_seen, stalled_starts, cancel_requested_at IS NOT NULL,
-                (SELECT count(*) FROM events WHERE turn_id = $1 AND (step_key LIKE 'llm:%' OR step_key LIKE 'tool:%'))
-           FROM turns WHERE id = $1 FOR UPDATE",
+    let rows: Vec<(Uuid, String, i32, i32, i32, bool, i64)> = sqlx::query_as(
+        "SELECT t.id, t.status, t.attempt, t.steps_seen, t.stalled_starts, t.cancel_requested_at IS NOT NULL,
+                (SELECT count(*) FROM events e
+                  WHERE e.turn_id = t.id AND (e.step_key LIKE 'llm:%' OR e.step_key LIKE 'tool:%'))
+           FROM turns t WHERE t.id = ANY($1) ORDER BY t.id FOR UPDATE OF t",
     )
-    .bind(turn_id)
-    .fetch_optional(&mut *tx)
+    .bind(turn_ids)
+    .fetch_all(&mut *tx)
     .await?;
-    let Some((status, attempt, steps_seen, stalled, cancel_requested, steps)) = row else { return Ok(Start::Finished) };
-    if status != "queued" && status != "running" {
-        return Ok(Start::Finished);
+    // What happens to each live turn: run it, or seal it with this outcome.
+    let mut guarded: Vec<(Uuid, Option<Outcome>)> = Vec::with_capacity(rows.len());
+    let (mut ids, mut steps, mut stalls, mut sealing) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for (id, status, attempt, steps_seen, stalled, cancel_requested, count) in rows {
+        if status != "queued" && status != "running" {
+            continue;
+        }
+        let count = count as i32;
+        let stalled = if attempt > 0 && count == steps_seen { stalled + 1 } else { 0 };
+        let seal_as = if cancel_requested {
+            Some(Outcome::Cancelled)
+        } else if stalled >= max_stalled_starts {
+            let message = format!("the turn was retaken {stalled} times without progress; it is failed to stop a crash loop");
+            Some(Outcome::Failed { code: "no_progress".into(), message })
+        } else {
+            None
+        };
+        ids.push(id);
+        steps.push(count);
+        stalls.push(stalled);
+        sealing.push(seal_as.is_some());
+        guarded.push((id, seal_as));
     }
-    let steps = steps as i32;
-    let stalled = if attempt > 0 && steps == steps_seen { stalled + 1 } else { 0 };
-    let sealing = cancel_requested || stalled >= max_stalled_starts;
+    if ids.is_empty() {
+        tx.rollback().await?;
+        return Ok(turn_ids.iter().map(|_| Started::Finished).collect());
+    }
     // A run marks its session running in the same statement; a seal moves it on instead.
-    let lease: Lease = sqlx::query_as(
-        "WITH lease AS (
-            UPDATE turns SET status = 'running', attempt = attempt + 1, started_at = coalesce(started_at, now()),
-                             steps_seen = $2, stalled_starts = $3
-             WHERE id = $1
-             RETURNING id AS turn_id, org_id, session_id, attempt, input_sequence, model_id, started_at
+    let leases: Vec<Lease> = sqlx::query_as(
+        "WITH input AS (
+            SELECT * FROM unnest($1::uuid[], $2::int[], $3::int[], $4::bool[]) AS i(id, steps, stalled, sealing)
+         ), lease AS (
+            UPDATE turns t SET status = 'running', attempt = t.attempt + 1, started_at = coalesce(t.started_at, now()),
+                               steps_seen = i.steps, stalled_starts = i.stalled
+              FROM input i
+             WHERE t.id = i.id
+             RETURNING t.id AS turn_id, t.org_id, t.session_id, t.attempt, t.input_sequence, t.model_id, t.started_at, i.sealing
          ), running AS (
-            UPDATE sessions SET status = CASE WHEN status = 'cancelling' THEN status ELSE 'running' END, updated_at = now()
-             WHERE id = (SELECT session_id FROM lease) AND NOT $4
+            UPDATE sessions s SET status = CASE WHEN s.status = 'cancelling' THEN s.status ELSE 'running' END, updated_at = now()
+              FROM lease l
+             WHERE s.id = l.session_id AND NOT l.sealing
          )
-         SELECT * FROM lease",
+         SELECT turn_id, org_id, session_id, attempt, input_sequence, model_id, started_at FROM lease",
     )
-    .bind(turn_id)
-    .bind(steps)
-    .bind(stalled)
-    .bind(sealing)
-    .fetch_one(&mut *tx)
+    .bind(&ids)
+    .bind(&steps)
+    .bind(&stalls)
+    .bind(&sealing)
+    .fetch_all(&mut *tx)
     .await?;
-    if cancel_requested {
-        seal(&mut tx, &lease, Outcome::Cancelled).await?;
-        tx.commit().await?;
-        return Ok(Start::Finished);
+    let mut runs = std::collections::HashMap::with_capacity(leases.len());
+    let mut first_starts = Vec::new();
+    for lease in leases {
+        let seal_as = guarded.iter_mut().find(|(id, _)| *id == lease.turn_id).and_then(|(_, o)| o.take());
+        match seal_as {
+            // Rare: sealed one by one, in this transaction.
+            Some(outcome) => seal(&mut tx, &lease, outcome).await?,
+            None => {
+                if lease.attempt == 1 {
+                    // The first step of a fresh turn is always the first model call: its
+                    // marker commits with the start, saving a transaction.
+                    first_starts.push(events::SessionEvents {
+                        session_id: lease.session_id,
+                        turn_id: Some(lease.turn_id),
+                        events: vec![
+                            NewEvent::step(types::TURN_STARTED, "start", json!({ "input_sequence": lease.input_sequence })),
+                            reason_started(1),
+                        ],
+                    });
+                }
+                runs.insert(lease.turn_id, lease);
+            }
+        }
     }
-    if stalled >= max_stalled_starts {
-        let message = format!("the turn was retaken {stalled} times without progress; it is failed to stop a crash loop");
-        seal(&mut tx, &lease, Outcome::Failed { code: "no_progress".into(), message }).await?;
-        tx.commit().await?;
-        return Ok(Start::Finished);
-    }
-    if lease.attempt == 1 {
-        // The first step of a fresh turn is always the first model call: its
-        // marker commits with the start, saving a transaction.
-        events::append(
-            &mut tx,
-            lease.org_id,
-            lease.session_id,
-            Some(turn_id),
-            vec![
-                NewEvent::step(types::TURN_STARTED, "start", json!({ "input_sequence": lease.input_sequence })),
-                reason_started(1),
-            ],
-        )
-        .await?;
-    }
+    events::append_many(&mut tx, org_id, first_starts).await?;
     tx.commit().await?;
-    // Read after the commit, in a read-only transaction: `turn.started` reaches
-    // viewers without waiting for the log read, and a rollback is not a commit.
-    let context = load_context(pool, &lease).await?;
-    Ok(Start::Run(lease, context))
+    Ok(turn_ids.iter().map(|id| runs.remove(id).map_or(Started::Finished, Started::Run)).collect())
 }
 
 /// The `reason.started` marker of a model call (keyed: once per iteration).
@@ -547,7 +595,7 @@ pub struct TurnContext {
     /// Message control → session → agent; `None` means the org default.
     pub model_id: Option<Uuid>,
     /// The session's conversation up to now and every event of this turn
-    /// ([`events::for_turn_context`]); input messages of later turns are excluded.
+    /// ([`events::for_turn_contexts`]); input messages of later turns are excluded.
     pub history: Vec<Event>,
     /// The model to call and its provider, key still sealed; `None`: no model
     /// is configured (the turn fails `no_model` when it needs one).
@@ -556,47 +604,62 @@ pub struct TurnContext {
 
 /// Re-reads a running turn's context (a worker that lost track of its log).
 pub async fn load_context(pool: &PgPool, lease: &Lease) -> Result<TurnContext> {
-    let mut tx = db::begin_org(pool, lease.org_id).await?;
-    context_in(&mut tx, lease).await
+    let mut contexts = load_contexts(pool, lease.org_id, std::slice::from_ref(lease)).await?;
+    contexts.pop().ok_or(Error::NotFound("session"))
 }
 
-async fn context_in(tx: &mut PgConnection, lease: &Lease) -> Result<TurnContext> {
-    #[allow(clippy::type_complexity)]
-    let (system_prompt, capabilities, max_iterations, max_turn_secs, session_model, agent_model, cancel_requested): (
-        String,
-        Vec<String>,
-        i32,
-        i32,
-        Option<Uuid>,
-        Option<Uuid>,
-        bool,
-    ) = sqlx::query_as(
-        "SELECT a.system_prompt, a.capabilities, a.max_iterations, a.max_turn_secs, s.model_id, a.model_id,
-                (SELECT t.cancel_requested_at IS NOT NULL FROM turns t WHERE t.id = $3)
-           FROM sessions s JOIN agents a ON a.id = s.agent_id AND a.org_id = s.org_id
-          WHERE s.org_id = $1 AND s.id = $2",
+/// Reads the contexts of running turns of one org in one read-only
+/// transaction (three statements however many turns; one more per distinct
+/// provider key), in the order of `leases`. Fails with `NotFound("session")`
+/// when a lease's session is gone.
+pub async fn load_contexts(pool: &PgPool, org_id: Uuid, leases: &[Lease]) -> Result<Vec<TurnContext>> {
+    if leases.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut tx = db::begin_org(pool, org_id).await?;
+    let sessions: Vec<Uuid> = leases.iter().map(|l| l.session_id).collect();
+    let turns: Vec<Uuid> = leases.iter().map(|l| l.turn_id).collect();
+    type Row = (i64, String, Vec<String>, i32, i32, Option<Uuid>, Option<Uuid>, bool);
+    let rows: Vec<Row> = sqlx::query_as(
+        "SELECT l.ord, a.system_prompt, a.capabilities, a.max_iterations, a.max_turn_secs, s.model_id, a.model_id,
+                coalesce((SELECT t.cancel_requested_at IS NOT NULL FROM turns t WHERE t.id = l.turn_id), false)
+           FROM unnest($2::uuid[], $3::uuid[]) WITH ORDINALITY AS l(session_id, turn_id, ord)
+           JOIN sessions s ON s.org_id = $1 AND s.id = l.session_id
+           JOIN agents a ON a.id = s.agent_id AND a.org_id = s.org_id",
     )
-    .bind(lease.org_id)
-    .bind(lease.session_id)
-    .bind(lease.turn_id)
-    .fetch_optional(&mut *tx)
-    .await?
-    .ok_or(Error::NotFound("session"))?;
-    let mut history = events::for_turn_context(tx, lease.org_id, lease.session_id, lease.turn_id).await?;
-    history.retain(|e| !(e.kind == types::INPUT_MESSAGE && e.sequence > lease.input_sequence));
-    let model_id = lease.model_id.or(session_model).or(agent_model);
-    // In this read-only transaction too: no transaction of its own per turn.
-    let endpoint = crate::providers::stored_endpoint(tx, lease.org_id, model_id).await?;
-    Ok(TurnContext {
-        endpoint,
-        system_prompt,
-        capabilities,
-        max_iterations,
-        max_turn_secs,
-        cancel_requested,
-        model_id,
-        history,
-    })
+    .bind(org_id)
+    .bind(&sessions)
+    .bind(&turns)
+    .fetch_all(&mut *tx)
+    .await?;
+    if rows.len() != leases.len() {
+        return Err(Error::NotFound("session"));
+    }
+    let mut histories = events::for_turn_contexts(&mut tx, org_id, &sessions, &turns).await?;
+    let mut endpoints: Vec<(Option<Uuid>, Option<crate::providers::StoredEndpoint>)> = Vec::new();
+    let mut contexts: Vec<(i64, TurnContext)> = Vec::with_capacity(rows.len());
+    for (ord, system_prompt, capabilities, max_iterations, max_turn_secs, session_model, agent_model, cancel_requested) in rows {
+        let lease = &leases[ord as usize - 1];
+        let model_id = lease.model_id.or(session_model).or(agent_model);
+        // In this read-only transaction too, once per model: no transaction of its own per turn.
+        let endpoint = match endpoints.iter().find(|(m, _)| *m == model_id) {
+            Some((_, e)) => e.clone(),
+            None => {
+                let e = crate::providers::stored_endpoint(&mut tx, org_id, model_id).await?;
+                endpoints.push((model_id, e.clone()));
+                e
+            }
+        };
+        let mut history = histories.remove(&lease.turn_id).unwrap_or_default();
+        history.retain(|e| !(e.kind == types::INPUT_MESSAGE && e.sequence > lease.input_sequence));
+        let context =
+            TurnContext { endpoint, system_prompt, capabilities, max_iterations, max_turn_secs, cancel_requested, model_id, history };
+        contexts.push((ord, context));
+    }
+    // Read-only: dropping it rolls back on the connection's next use, no round trip here.
+    drop(tx);
+    contexts.sort_by_key(|(ord, _)| *ord);
+    Ok(contexts.into_iter().map(|(_, c)| c).collect())
 }
 
 /// Data of an assistant message event (`output.message.completed`).

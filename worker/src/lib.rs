@@ -17,6 +17,7 @@
 //! - [`llm`]: the OpenAI-compatible streaming client.
 //! - [`plan`]: next step and prompt, derived from the event log.
 //! - [`queue`]: the apalis backend over the `task_queue` table.
+//! - [`start`]: turn starts batched per wake-up (one transaction for many turns).
 //! - [`turn`]: the step loop with fenced, keyed commits.
 
 pub mod cancel;
@@ -24,6 +25,7 @@ pub mod config;
 pub mod llm;
 pub mod plan;
 pub mod queue;
+pub mod start;
 pub mod turn;
 
 use std::sync::Arc;
@@ -45,6 +47,8 @@ pub struct Context {
     pub abort: tokio::sync::watch::Receiver<bool>,
     /// Shared by every model call of this worker (connection pool, TLS roots).
     pub http: openai_reqwest::Client,
+    /// Starts turns in batches (see [`start`]).
+    pub starter: start::Starter,
 }
 
 /// The apalis handler: runs one turn. An `Err` (database trouble) sends the
@@ -122,7 +126,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
     let drain = config.drain;
     let base_name = config.name.clone();
     let http = llm::http_client()?;
-    let ctx = Context { pool: pool.clone(), config: Arc::new(config), cancels, abort, http };
+    let starter = start::Starter::spawn(pool.clone(), config.max_stalled_starts);
+    let ctx = Context { pool: pool.clone(), config: Arc::new(config), cancels, abort, http, starter };
     for incarnation in 0u32.. {
         let name = if incarnation == 0 { base_name.clone() } else { format!("{base_name}-{incarnation}") };
         // Boxed so that dropping it really drops the apalis worker (and its LISTEN connection).

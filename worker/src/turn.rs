@@ -36,7 +36,7 @@ pub enum TurnEnd {
 
 /// Test hook: `TURNSTONE_CRASH_AT=<point>` aborts the process at that point,
 /// so tests can kill a worker at every step boundary. Inert otherwise.
-fn crash_point(point: &str) {
+pub(crate) fn crash_point(point: &str) {
     if std::env::var("TURNSTONE_CRASH_AT").is_ok_and(|p| p == point) {
         eprintln!("crash point {point} reached: aborting");
         std::process::abort();
@@ -70,15 +70,15 @@ async fn commit(
 /// Runs the turn to its end. Database errors bubble up so the task is retried;
 /// everything the model or a tool does wrong ends the turn with an event instead.
 ///
-/// The log is read once, at start, in the start transaction; afterwards the
-/// worker keeps it in memory (it is the only writer while it holds the lease)
+/// The log is read once, right after the start commits (with the other turns
+/// its batch started, see [`crate::start`]); afterwards the worker keeps it in memory (it is the only writer while it holds the lease)
 /// and adds what each commit appended.
 #[tracing::instrument(name = "turn", skip_all, fields(turn_id = %task.turn_id, org_id = %task.org_id))]
 ///
 /// `queue_task` is the queue row this run holds: sealing the turn completes it
 /// in the same transaction (then [`TurnEnd::Sealed`] means it is gone).
 pub async fn run(ctx: &Context, task: TurnTask, queue_task: Option<turns::QueueTask>) -> Result<TurnEnd, Error> {
-    let (mut lease, tc) = match turns::start(&ctx.pool, task, ctx.config.max_stalled_starts).await? {
+    let (mut lease, tc) = match ctx.starter.start(task).await? {
         Start::Finished => return Ok(TurnEnd::AlreadyFinished),
         Start::Run(lease, tc) => (lease, tc),
     };

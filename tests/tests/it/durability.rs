@@ -103,6 +103,43 @@ async fn a_crash_loop_is_stopped_by_the_progress_guard() {
     api.wait_for(&session, "session.idled", 1).await;
 }
 
+/// A count read as the database owner.
+async fn admin_count(stack: &Stack, sql: &'static str) -> i64 {
+    let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&stack.db.url).await.unwrap();
+    sqlx::query_scalar(sql).fetch_one(&mut conn).await.unwrap()
+}
+
+/// A worker dies right after a batched start committed, before any of the
+/// batch's turns ran a step: another worker retakes every one of them, and
+/// each turn is started (`turn.started`) and answered exactly once.
+#[tokio::test]
+async fn a_crash_right_after_a_batched_start_loses_none_of_its_turns() {
+    let stack = stack().await;
+    let api = stack.client();
+    let mut sessions = Vec::new();
+    for i in 0..8 {
+        let s = api.session(&["math"]).await;
+        api.say(&s, &format!(r#"!tool math {{"expression":"{i}*7"}}"#)).await;
+        sessions.push(s);
+    }
+    // All eight are queued before it starts: one claim, and its turns start together.
+    let mut doomed = procs::worker(&stack, &[("TURNSTONE_CRASH_AT", "after_batch_start".into())]);
+    assert_eq!(doomed.wait().await, None, "the worker died by signal after its first batch committed");
+    let started = admin_count(&stack, "SELECT count(*) FROM turns WHERE attempt > 0").await;
+    assert!(started >= 1, "the batch committed before the crash");
+    let _rescuer = procs::worker(&stack, &[]);
+    for (i, s) in sessions.iter().enumerate() {
+        let events = api.wait_for(s, "turn.completed", 1).await;
+        let kinds: Vec<&str> = events.iter().map(|e| e["type"].as_str().unwrap()).filter(|k| *k != "session.idled").collect();
+        assert_eq!(kinds, TOOL_TURN, "complete, ordered, no duplicates");
+        assert_clean_log(&events);
+        let answer = events.iter().rev().find(|e| e["type"] == "output.message.completed").unwrap();
+        assert_eq!(answer["data"]["message"]["content"][0]["text"], format!("tool math returned: {}", i * 7));
+    }
+    let retaken = admin_count(&stack, "SELECT count(*) FROM turns WHERE attempt > 1").await;
+    assert_eq!(retaken, started, "every turn the dead worker started was retaken once");
+}
+
 /// Many turns, a worker SIGKILLed at random moments in a loop, then one worker
 /// left to finish: every turn ends exactly once and every session idles.
 /// Seed with TURNSTONE_CHAOS_SEED to reproduce a run.

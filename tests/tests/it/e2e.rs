@@ -158,7 +158,7 @@ async fn turn_time_cap_fails_a_slow_turn() {
 
 /// A worker rebuilds a turn from the session's conversation — earlier turns'
 /// messages and tool results — and every event of the turn itself
-/// (`events::for_turn_context`), not from the whole log.
+/// (`events::for_turn_contexts`), not from the whole log.
 #[tokio::test]
 async fn a_turn_is_rebuilt_from_the_conversation_and_its_own_events() {
     use turnstone_core::events::{CONVERSATION, types};

@@ -15,5 +15,6 @@ mod quotas;
 mod rotation;
 mod security;
 mod sse;
+mod starts;
 mod taskqueue;
 mod tenancy;

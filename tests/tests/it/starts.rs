@@ -1,0 +1,226 @@
+//! Batched turn starts (`turns::start_many`, the worker's `Starter`): many
+//! sessions in one transaction, each turn's guards applied on its own, and
+//! batches racing over the same turns neither deadlock nor start a turn twice.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use sqlx::PgPool;
+use turnstone_core::events::{self, types};
+use turnstone_core::turns::{self, ContentPart, Outcome, Start, Started, TurnTask};
+use turnstone_core::{agents, crypto::KeyRing, db, orgs, sessions};
+use turnstone_tests::TestDb;
+use uuid::Uuid;
+
+/// A migrated database with an org, an agent and `n` sessions, no workers.
+/// The pool acts as the worker role (row-level security applies).
+async fn setup(n: usize) -> (TestDb, PgPool, PgPool, Uuid, Vec<Uuid>) {
+    let tdb = TestDb::new().await;
+    let owner = db::connect(&tdb.url, 2).await.unwrap();
+    db::migrate(&owner).await.unwrap();
+    let keys = KeyRing::parse(&turnstone_tests::master_key()).unwrap();
+    let boot = orgs::Bootstrap {
+        api_key: None,
+        provider_base_url: "http://127.0.0.1:9/v1".into(),
+        provider_api_key: None,
+        model_name: "m".into(),
+    };
+    let org = orgs::bootstrap(&owner, &keys, &boot).await.unwrap().org_id;
+    let api = db::connect(&tdb.as_role("turnstone_api"), 4).await.unwrap();
+    let mut tx = db::begin_org(&api, org).await.unwrap();
+    let agent =
+        agents::create_agent(&mut tx, org, agents::AgentInput { name: Some("a".into()), ..Default::default() }).await.unwrap();
+    let mut ids = Vec::new();
+    for _ in 0..n {
+        let s = sessions::create_session(&mut tx, org, sessions::SessionInput { agent_id: agent.id, ..Default::default() })
+            .await
+            .unwrap();
+        ids.push(s.id);
+    }
+    tx.commit().await.unwrap();
+    let worker = db::connect(&tdb.as_role("turnstone_worker"), 6).await.unwrap();
+    (tdb, owner, worker, org, ids)
+}
+
+async fn post(pool: &PgPool, org: Uuid, session: Uuid) -> Uuid {
+    let mut tx = db::begin_org(pool, org).await.unwrap();
+    let text = vec![ContentPart::Text { text: "hi".into() }];
+    let posted = turns::post_message(&mut tx, org, session, text, None).await.unwrap();
+    tx.commit().await.unwrap();
+    posted.turn_id
+}
+
+fn lease(s: Started) -> turns::Lease {
+    match s {
+        Started::Run(l) => l,
+        Started::Finished => panic!("expected a lease"),
+    }
+}
+
+/// (type, sequence, turn id) of a session's log, read as the owner.
+async fn log(owner: &PgPool, session: Uuid) -> Vec<(String, i64, Option<Uuid>)> {
+    sqlx::query_as("SELECT type, sequence, turn_id FROM events WHERE session_id = $1 ORDER BY sequence")
+        .bind(session)
+        .fetch_all(owner)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_batch_starts_each_turn_as_a_start_of_its_own_would() {
+    let (_db, owner, worker, org, s) = setup(5).await;
+    let mut turn = Vec::new();
+    for &session in &s {
+        turn.push(post(&owner, org, session).await);
+    }
+    // Turn 2: running, then its cancellation is requested. Turn 3: completed.
+    // Turn 4: started once and never progressed.
+    for t in [turn[2], turn[3], turn[4]] {
+        lease(turns::start_many(&worker, org, &[t], 10).await.unwrap().pop().unwrap());
+    }
+    let mut tx = db::begin_org(&owner, org).await.unwrap();
+    assert_eq!(turns::cancel(&mut tx, org, s[2], false).await.unwrap().state, "cancelling");
+    tx.commit().await.unwrap();
+    let done = turns::Lease { attempt: 1, ..lease_of(&owner, turn[3]).await };
+    turns::finish(&worker, &done, Outcome::Completed).await.unwrap();
+
+    let mut listener = sqlx::postgres::PgListener::connect_with(&owner).await.unwrap();
+    listener.listen(events::EVENTS_CHANNEL).await.unwrap();
+    let missing = Uuid::now_v7();
+    let batch = [turn[1], missing, turn[0], turn[2], turn[3], turn[4]];
+    // max_stalled_starts = 1: a turn retaken without progress is failed at once.
+    let started = turns::start_many(&worker, org, &batch, 1).await.unwrap();
+
+    let kinds: Vec<&str> = started.iter().map(|s| if matches!(s, Started::Run(_)) { "run" } else { "finished" }).collect();
+    assert_eq!(kinds, ["run", "finished", "run", "finished", "finished", "finished"], "answers in the order asked");
+    let leases: Vec<turns::Lease> = started.into_iter().filter_map(|s| if let Started::Run(l) = s { Some(l) } else { None }).collect();
+    assert_eq!((leases[0].turn_id, leases[1].turn_id), (turn[1], turn[0]));
+    for (l, session) in leases.iter().zip([s[1], s[0]]) {
+        assert_eq!((l.attempt, l.session_id), (1, session));
+        let expected = vec![
+            ("input.message".to_owned(), 1, Some(l.turn_id)),
+            ("session.activated".to_owned(), 2, Some(l.turn_id)),
+            ("turn.started".to_owned(), 3, Some(l.turn_id)),
+            ("reason.started".to_owned(), 4, Some(l.turn_id)),
+        ];
+        assert_eq!(log(&owner, session).await, expected, "each session's own events, consecutive");
+    }
+    let status = |t: Uuid| {
+        let owner = owner.clone();
+        async move {
+            sqlx::query_as::<_, (String, Option<String>, i32)>("SELECT status, error_code, attempt FROM turns WHERE id = $1")
+                .bind(t)
+                .fetch_one(&owner)
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(status(turn[2]).await, ("cancelled".into(), None, 2), "the cancel guard sealed it");
+    assert_eq!(status(turn[3]).await, ("completed".into(), None, 1), "a terminal turn is left alone");
+    assert_eq!(status(turn[4]).await, ("failed".into(), Some("no_progress".into()), 2), "the progress guard sealed it");
+    for (session, terminal) in [(s[2], types::TURN_CANCELLED), (s[4], types::TURN_FAILED)] {
+        let tail: Vec<String> = log(&owner, session).await.into_iter().rev().take(2).map(|(k, _, _)| k).collect();
+        assert_eq!(tail, [types::SESSION_IDLED, terminal], "sealed and idled in the batch");
+    }
+    for (session, want) in [(s[1], "running"), (s[0], "running"), (s[2], "idle"), (s[4], "idle")] {
+        let got: String = sqlx::query_scalar("SELECT status FROM sessions WHERE id = $1").bind(session).fetch_one(&owner).await.unwrap();
+        assert_eq!(got, want);
+    }
+    // One notification per session written to, each naming its own last sequence.
+    let mut last: HashMap<Uuid, i64> = HashMap::new();
+    for _ in 0..4 {
+        let n = tokio::time::timeout(Duration::from_secs(5), listener.recv()).await.expect("a notification").unwrap();
+        let a = events::parse_appended(n.payload()).unwrap();
+        assert!(last.insert(a.session_id, a.last_sequence).is_none(), "one notification per session: {last:?}");
+    }
+    for session in [s[0], s[1], s[2], s[4]] {
+        let max = log(&owner, session).await.last().unwrap().1;
+        assert_eq!(last.get(&session), Some(&max), "the notification announces the session's last event");
+    }
+    // The contexts of the batch, read together, are each turn's own.
+    let contexts = turns::load_contexts(&worker, org, &leases).await.unwrap();
+    for (l, c) in leases.iter().zip(&contexts) {
+        assert!(c.history.iter().all(|e| e.session_id == l.session_id), "no other session's events");
+        assert_eq!(c.history.iter().filter(|e| e.kind == types::TURN_STARTED).count(), 1);
+        assert_eq!(c.history.first().unwrap().turn_id, Some(l.turn_id));
+    }
+}
+
+async fn lease_of(owner: &PgPool, turn: Uuid) -> turns::Lease {
+    sqlx::query_as("SELECT id AS turn_id, org_id, session_id, attempt, input_sequence, model_id, started_at FROM turns WHERE id = $1")
+        .bind(turn)
+        .fetch_one(owner)
+        .await
+        .unwrap()
+}
+
+/// Two batches over the same turns in opposite orders, again and again: they
+/// serialise on the sessions' locks (taken in id order) instead of deadlocking,
+/// each retake fences out the one before, and no turn is started twice.
+#[tokio::test]
+async fn racing_batches_over_the_same_turns_neither_deadlock_nor_start_twice() {
+    let (_db, owner, worker, org, s) = setup(6).await;
+    let mut ids = Vec::new();
+    for &session in &s {
+        ids.push(post(&owner, org, session).await);
+    }
+    let reversed: Vec<Uuid> = ids.iter().rev().copied().collect();
+    let rounds = 15;
+    for _ in 0..rounds {
+        let (a, b) = tokio::join!(
+            turns::start_many(&worker, org, &ids, 1000),
+            turns::start_many(&worker, org, &reversed, 1000)
+        );
+        let (a, b) = (a.expect("no deadlock, no error"), b.expect("no deadlock, no error"));
+        assert!(a.iter().chain(&b).all(|s| matches!(s, Started::Run(_))));
+    }
+    let rows: Vec<(i32, i64)> = sqlx::query_as(
+        "SELECT t.attempt, (SELECT count(*) FROM events e WHERE e.turn_id = t.id AND e.type = 'turn.started')
+           FROM turns t WHERE t.id = ANY($1)",
+    )
+    .bind(&ids)
+    .fetch_all(&owner)
+    .await
+    .unwrap();
+    assert_eq!(rows.len(), ids.len());
+    for (attempt, started) in rows {
+        assert_eq!(attempt, 2 * rounds, "every start of every batch took the turn once");
+        assert_eq!(started, 1, "turn.started is appended by the first start only");
+    }
+    // Only the latest lease may write.
+    let latest = lease_of(&owner, ids[0]).await;
+    let stale = turns::Lease { attempt: latest.attempt - 1, ..latest.clone() };
+    assert!(matches!(turns::finish(&worker, &stale, Outcome::Completed).await, Err(turnstone_core::Error::LeaseLost)));
+    turns::finish(&worker, &latest, Outcome::Completed).await.unwrap();
+}
+
+/// The worker's starter: a burst of requests (a duplicate among them) is
+/// answered in full; the duplicate starts after its twin, as if it came later.
+#[tokio::test]
+async fn the_starter_answers_a_burst_and_starts_a_duplicate_after_its_twin() {
+    let (_db, owner, worker, org, s) = setup(12).await;
+    let mut ids = Vec::new();
+    for &session in &s {
+        ids.push(post(&owner, org, session).await);
+    }
+    let starter = turnstone_worker::start::Starter::spawn(worker.clone(), 10);
+    let mut tasks: Vec<TurnTask> = ids.iter().map(|&turn_id| TurnTask { turn_id, org_id: org }).collect();
+    tasks.push(tasks[3]);
+    let answers = futures::future::join_all(tasks.iter().map(|t| starter.start(*t))).await;
+    let mut attempts: HashMap<Uuid, Vec<i32>> = HashMap::new();
+    for (task, answer) in tasks.iter().zip(answers) {
+        match answer.expect("started") {
+            Start::Run(lease, context) => {
+                assert_eq!(lease.turn_id, task.turn_id);
+                assert!(context.history.iter().any(|e| e.kind == types::TURN_STARTED && e.turn_id == Some(task.turn_id)));
+                attempts.entry(task.turn_id).or_default().push(lease.attempt);
+            }
+            Start::Finished => panic!("nothing here is finished"),
+        }
+    }
+    for (turn, mut a) in attempts {
+        a.sort();
+        let want = if turn == ids[3] { vec![1, 2] } else { vec![1] };
+        assert_eq!(a, want, "turn {turn}");
+    }
+}
