@@ -82,16 +82,38 @@ pub async fn begin_session(
 
 /// [`begin_org`] that also locks the sessions of several turns, in session id
 /// order (so batches never deadlock with one another or with one-session
-/// writers), in the same round trip. Inlining is safe: only uuids are formatted.
+/// writers), in the same round trip.
 pub async fn begin_turn_sessions(
     pool: &PgPool,
     org_id: uuid::Uuid,
     turns: &[uuid::Uuid],
 ) -> Result<sqlx::Transaction<'static, sqlx::Postgres>> {
-    let list = turns.iter().map(|t| format!("'{}'", t.hyphenated())).collect::<Vec<_>>().join(",");
+    let lock = format!("id IN (SELECT session_id FROM turns WHERE id IN ({}))", uuid_list(turns));
+    begin_locking(pool, org_id, &lock).await
+}
+
+/// [`begin_org`] that also locks these sessions, in id order, in the same round trip.
+pub async fn begin_sessions(
+    pool: &PgPool,
+    org_id: uuid::Uuid,
+    sessions: &[uuid::Uuid],
+) -> Result<sqlx::Transaction<'static, sqlx::Postgres>> {
+    begin_locking(pool, org_id, &format!("id IN ({})", uuid_list(sessions))).await
+}
+
+/// Quoted, comma-separated uuids. Inlining is safe: a `Uuid` formats as hex and dashes only.
+fn uuid_list(ids: &[uuid::Uuid]) -> String {
+    ids.iter().map(|t| format!("'{}'", t.hyphenated())).collect::<Vec<_>>().join(",")
+}
+
+async fn begin_locking(
+    pool: &PgPool,
+    org_id: uuid::Uuid,
+    sessions_where: &str,
+) -> Result<sqlx::Transaction<'static, sqlx::Postgres>> {
     let begin = format!(
         "BEGIN; SELECT set_config('turnstone.org_id', '{}', true); \
-         SELECT 1 FROM sessions WHERE id IN (SELECT session_id FROM turns WHERE id IN ({list})) ORDER BY id FOR UPDATE",
+         SELECT 1 FROM sessions WHERE {sessions_where} ORDER BY id FOR UPDATE",
         org_id.hyphenated()
     );
     Ok(pool.begin_with(sqlx::AssertSqlSafe(begin)).await?)

@@ -142,13 +142,28 @@ pub async fn complete(pool: &PgPool, worker: &str, held: &[Held]) -> Result<u64>
 /// Completes one claim `worker` holds in the caller's transaction (a handler
 /// fusing its acknowledgement with its own last commit). Returns whether it did.
 pub async fn complete_in(tx: &mut PgConnection, held: Held, worker: &str) -> Result<bool> {
-    let done = sqlx::query("DELETE FROM task_queue WHERE id = $1 AND attempts = $2 AND lock_by = $3")
-        .bind(held.id)
-        .bind(held.attempts)
-        .bind(worker)
-        .execute(tx)
-        .await?;
-    Ok(done.rows_affected() == 1)
+    Ok(complete_all_in(tx, &[(held, worker.to_owned())]).await? == 1)
+}
+
+/// Completes claims, each still held by the worker named with it, in the
+/// caller's transaction (a batch of seals acknowledging their tasks). Returns how many.
+pub async fn complete_all_in(tx: &mut PgConnection, claims: &[(Held, String)]) -> Result<u64> {
+    if claims.is_empty() {
+        return Ok(0);
+    }
+    let ids: Vec<i64> = claims.iter().map(|(h, _)| h.id).collect();
+    let attempts: Vec<i32> = claims.iter().map(|(h, _)| h.attempts).collect();
+    let workers: Vec<&str> = claims.iter().map(|(_, w)| w.as_str()).collect();
+    Ok(sqlx::query(
+        "DELETE FROM task_queue t USING unnest($1::bigint[], $2::int[], $3::text[]) AS h(id, attempts, worker)
+          WHERE t.id = h.id AND t.attempts = h.attempts AND t.lock_by = h.worker",
+    )
+    .bind(&ids)
+    .bind(&attempts)
+    .bind(&workers)
+    .execute(tx)
+    .await?
+    .rows_affected())
 }
 
 /// A failed run: the task goes back to `pending` after `retry_in`, or to

@@ -374,6 +374,34 @@ pub enum Outcome {
     Cancelled,
 }
 
+impl Outcome {
+    /// The turn's terminal status and error code.
+    fn status(&self) -> (&'static str, Option<&str>) {
+        match self {
+            Outcome::Completed => ("completed", None),
+            Outcome::Failed { code, .. } => ("failed", Some(code)),
+            Outcome::Cancelled => ("cancelled", None),
+        }
+    }
+}
+
+/// A turn to seal: its last step's events and usage (possibly none) and how it ended.
+#[derive(Debug, Clone)]
+pub struct Seal {
+    pub lease: Lease,
+    pub events: Vec<NewEvent>,
+    pub iterations: i32,
+    pub usage: Usage,
+    pub outcome: Outcome,
+}
+
+impl Seal {
+    /// Sealing with no last step.
+    pub fn bare(lease: &Lease, outcome: Outcome) -> Self {
+        Seal { lease: lease.clone(), events: Vec::new(), iterations: 0, usage: Usage::default(), outcome }
+    }
+}
+
 /// Seals the turn with its terminal event, then hands the session to the next
 /// pending turn or marks it idle — all in one transaction.
 pub async fn finish(pool: &PgPool, lease: &Lease, outcome: Outcome) -> Result<()> {
@@ -390,100 +418,156 @@ pub async fn commit_and_finish(
     usage: Usage,
     outcome: Outcome,
 ) -> Result<()> {
-    let mut tx = db::begin_session(pool, lease.org_id, db::SessionLock::Id(lease.session_id)).await?;
-    seal_with(&mut tx, lease, outcome, events, iterations, usage).await?;
-    if let Some(task) = &lease.task {
-        queue::complete_in(&mut tx, task.held, &task.worker).await?;
+    let seal = Seal { lease: lease.clone(), events, iterations, usage, outcome };
+    match finish_many(pool, lease.org_id, vec![seal]).await?.as_slice() {
+        [true] => Ok(()),
+        _ => Err(Error::LeaseLost),
     }
+}
+
+/// [`commit_and_finish`] for turns of one org, in one transaction: the
+/// sessions are locked in id order, then [`seal_many`] writes every seal and
+/// the queue tasks of the sealed turns are completed together. Returns, per
+/// seal in order, whether it was sealed (`false`: its lease was lost and
+/// nothing was written for it). A unique violation (a step committed twice)
+/// fails the whole batch: the caller retries its seals one by one.
+pub async fn finish_many(pool: &PgPool, org_id: Uuid, seals: Vec<Seal>) -> Result<Vec<bool>> {
+    if seals.is_empty() {
+        return Ok(Vec::new());
+    }
+    let sessions: Vec<Uuid> = seals.iter().map(|s| s.lease.session_id).collect();
+    let mut tx = db::begin_sessions(pool, org_id, &sessions).await?;
+    let tasks: Vec<Option<QueueTask>> = seals.iter().map(|s| s.lease.task.clone()).collect();
+    let sealed = seal_many(&mut tx, org_id, seals).await?;
+    let done: Vec<(queue::Held, String)> =
+        tasks.into_iter().zip(&sealed).filter(|(_, s)| **s).filter_map(|(t, _)| t.map(|t| (t.held, t.worker))).collect();
+    queue::complete_all_in(&mut tx, &done).await?;
     tx.commit().await?;
-    Ok(())
+    Ok(sealed)
 }
 
 /// Marks the turn terminal, appends its terminal event and advances the session.
 /// The caller holds the session lock.
 async fn seal(tx: &mut PgConnection, lease: &Lease, outcome: Outcome) -> Result<()> {
-    seal_with(tx, lease, outcome, Vec::new(), 0, Usage::default()).await
-}
-
-/// [`seal`] with a last step: its events and usage land in the same statements.
-/// Fails with [`Error::LeaseLost`] (writing nothing) unless the turn is still
-/// queued or running under `lease.attempt`.
-///
-/// Three statements: the turn's update, the session's hand-over, and one
-/// append of the step's events, the terminal event and, when the session goes
-/// idle, `session.idled`.
-async fn seal_with(
-    tx: &mut PgConnection,
-    lease: &Lease,
-    outcome: Outcome,
-    mut events: Vec<NewEvent>,
-    iterations: i32,
-    usage: Usage,
-) -> Result<()> {
-    let (status, code) = match &outcome {
-        Outcome::Completed => ("completed", None),
-        Outcome::Failed { code, .. } => ("failed", Some(code.clone())),
-        Outcome::Cancelled => ("cancelled", None),
-    };
-    // A running turn never goes back to `queued`, so for a worker this is its lease check.
-    let sealed: Option<(i32, i64, i64, DateTime<Utc>)> = sqlx::query_as(
-        "UPDATE turns SET status = $2, error_code = $3, finished_at = now(), iterations = iterations + $5,
-                          input_tokens = input_tokens + $6, output_tokens = output_tokens + $7
-          WHERE id = $1 AND attempt = $4 AND status IN ('queued', 'running')
-          RETURNING iterations, input_tokens, output_tokens, finished_at",
-    )
-    .bind(lease.turn_id)
-    .bind(status)
-    .bind(code)
-    .bind(lease.attempt)
-    .bind(iterations)
-    .bind(usage.input_tokens)
-    .bind(usage.output_tokens)
-    .fetch_optional(&mut *tx)
-    .await?;
-    let Some((iterations, input_tokens, output_tokens, finished_at)) = sealed else { return Err(Error::LeaseLost) };
-    let duration_ms = (finished_at - lease.started_at).num_milliseconds().max(0);
-    let usage = json!({ "input_tokens": input_tokens, "output_tokens": output_tokens });
-    let summary = json!({ "usage": usage, "iterations": iterations, "duration_ms": duration_ms });
-    events.push(match outcome {
-        Outcome::Completed => NewEvent::step(types::TURN_COMPLETED, "final", summary),
-        Outcome::Failed { code, message } => {
-            let mut data = summary;
-            data["error_code"] = json!(code);
-            data["message"] = json!(message);
-            NewEvent::step(types::TURN_FAILED, "final", data)
-        }
-        Outcome::Cancelled => NewEvent::step(types::TURN_CANCELLED, "final", summary),
-    });
-    events.extend(advance_session(tx, lease.org_id, lease.session_id).await?);
-    events::append(tx, lease.org_id, lease.session_id, Some(lease.turn_id), events).await?;
-    Ok(())
-}
-
-/// Enqueues the session's oldest pending turn, or marks the session idle; returns
-/// the event the caller appends after what it appends already (`session.idled`, or none).
-async fn advance_session(tx: &mut PgConnection, org_id: Uuid, session_id: Uuid) -> Result<Option<NewEvent>> {
-    let next: Option<Uuid> = sqlx::query_scalar(
-        "WITH next AS (
-            UPDATE turns SET status = 'queued'
-             WHERE id = (SELECT id FROM turns WHERE session_id = $1 AND status = 'pending' ORDER BY input_sequence LIMIT 1)
-             RETURNING id
-         ), session AS (
-            UPDATE sessions SET status = CASE WHEN EXISTS (SELECT 1 FROM next) THEN 'queued' ELSE 'idle' END, updated_at = now()
-             WHERE id = $1
-         )
-         SELECT id FROM next",
-    )
-    .bind(session_id)
-    .fetch_optional(&mut *tx)
-    .await?;
-    match next {
-        Some(turn_id) => {
-            enqueue(tx, TurnTask { turn_id, org_id }).await?;
-            Ok(None)
-        }
-        None => Ok(Some(NewEvent::of_session(types::SESSION_IDLED, json!({})))),
+    match seal_many(tx, lease.org_id, vec![Seal::bare(lease, outcome)]).await?.as_slice() {
+        [true] => Ok(()),
+        _ => Err(Error::LeaseLost),
     }
+}
+
+/// Seals turns in the caller's transaction, which holds their sessions' locks:
+/// each turn's update (only if it is still queued or running under its
+/// lease's attempt — for a worker, its lease check), the sessions' hand-over,
+/// and one append of every seal's step events, terminal event and, when its
+/// session goes idle, `session.idled`. Three statements however many turns
+/// (plus one when pending turns are enqueued). Returns per seal whether it was
+/// sealed; a lost lease writes nothing for that seal.
+pub async fn seal_many(tx: &mut PgConnection, org_id: Uuid, seals: Vec<Seal>) -> Result<Vec<bool>> {
+    let n = seals.len();
+    let (mut ids, mut attempts, mut statuses, mut codes) =
+        (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
+    let (mut iterations, mut inputs, mut outputs) = (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
+    for s in &seals {
+        let (status, code) = s.outcome.status();
+        ids.push(s.lease.turn_id);
+        attempts.push(s.lease.attempt);
+        statuses.push(status);
+        codes.push(code);
+        iterations.push(s.iterations);
+        inputs.push(s.usage.input_tokens);
+        outputs.push(s.usage.output_tokens);
+    }
+    // A running turn never goes back to `queued`, so for a worker this is its lease check.
+    let rows: Vec<(Uuid, i32, i64, i64, DateTime<Utc>)> = sqlx::query_as(
+        "UPDATE turns t SET status = i.status, error_code = i.code, finished_at = now(),
+                            iterations = t.iterations + i.iterations,
+                            input_tokens = t.input_tokens + i.input_tokens, output_tokens = t.output_tokens + i.output_tokens
+           FROM unnest($1::uuid[], $2::int[], $3::text[], $4::text[], $5::int[], $6::bigint[], $7::bigint[])
+                AS i(id, attempt, status, code, iterations, input_tokens, output_tokens)
+          WHERE t.id = i.id AND t.attempt = i.attempt AND t.status IN ('queued', 'running')
+          RETURNING t.id, t.iterations, t.input_tokens, t.output_tokens, t.finished_at",
+    )
+    .bind(&ids)
+    .bind(&attempts)
+    .bind(&statuses)
+    .bind(&codes)
+    .bind(&iterations)
+    .bind(&inputs)
+    .bind(&outputs)
+    .fetch_all(&mut *tx)
+    .await?;
+    let sealed_sessions: Vec<Uuid> =
+        seals.iter().filter(|s| rows.iter().any(|r| r.0 == s.lease.turn_id)).map(|s| s.lease.session_id).collect();
+    let mut idled = advance_sessions(tx, org_id, &sealed_sessions).await?;
+    let mut appends = Vec::with_capacity(rows.len());
+    let mut sealed = Vec::with_capacity(n);
+    for s in seals {
+        let Some(&(_, iterations, input_tokens, output_tokens, finished_at)) = rows.iter().find(|r| r.0 == s.lease.turn_id)
+        else {
+            sealed.push(false);
+            continue;
+        };
+        sealed.push(true);
+        let duration_ms = (finished_at - s.lease.started_at).num_milliseconds().max(0);
+        let usage = json!({ "input_tokens": input_tokens, "output_tokens": output_tokens });
+        let summary = json!({ "usage": usage, "iterations": iterations, "duration_ms": duration_ms });
+        let mut events = s.events;
+        events.push(match s.outcome {
+            Outcome::Completed => NewEvent::step(types::TURN_COMPLETED, "final", summary),
+            Outcome::Failed { code, message } => {
+                let mut data = summary;
+                data["error_code"] = json!(code);
+                data["message"] = json!(message);
+                NewEvent::step(types::TURN_FAILED, "final", data)
+            }
+            Outcome::Cancelled => NewEvent::step(types::TURN_CANCELLED, "final", summary),
+        });
+        // `session.idled` follows the terminal event, once per session.
+        if let Some(i) = idled.iter().position(|id| *id == s.lease.session_id) {
+            idled.swap_remove(i);
+            events.push(NewEvent::of_session(types::SESSION_IDLED, json!({})));
+        }
+        appends.push(events::SessionEvents { session_id: s.lease.session_id, turn_id: Some(s.lease.turn_id), events });
+    }
+    events::append_many(tx, org_id, appends).await?;
+    Ok(sealed)
+}
+
+/// Hands each session to its oldest pending turn (queued, its task enqueued)
+/// or marks it idle, in one statement. Returns the sessions that went idle
+/// (their callers append `session.idled` after what they append already).
+async fn advance_sessions(tx: &mut PgConnection, org_id: Uuid, sessions: &[Uuid]) -> Result<Vec<Uuid>> {
+    if sessions.is_empty() {
+        return Ok(Vec::new());
+    }
+    let rows: Vec<(bool, Uuid)> = sqlx::query_as(
+        "WITH s AS (
+            SELECT DISTINCT session_id FROM unnest($1::uuid[]) AS s(session_id)
+         ), next AS (
+            UPDATE turns t SET status = 'queued'
+              FROM (SELECT DISTINCT ON (p.session_id) p.id FROM turns p JOIN s ON s.session_id = p.session_id
+                     WHERE p.status = 'pending' ORDER BY p.session_id, p.input_sequence) n
+             WHERE t.id = n.id
+             RETURNING t.id, t.session_id
+         ), moved AS (
+            UPDATE sessions x SET status = CASE WHEN EXISTS (SELECT 1 FROM next WHERE next.session_id = x.id)
+                                               THEN 'queued' ELSE 'idle' END,
+                                  updated_at = now()
+              FROM s WHERE x.id = s.session_id
+             RETURNING x.id, x.status
+         )
+         SELECT false, id FROM next
+         UNION ALL
+         SELECT true, id FROM moved WHERE status = 'idle'",
+    )
+    .bind(sessions)
+    .fetch_all(&mut *tx)
+    .await?;
+    let next: Vec<Value> =
+        rows.iter().filter(|(idle, _)| !idle).map(|(_, turn_id)| json!(TurnTask { turn_id: *turn_id, org_id })).collect();
+    // Attempts are bounded by our own forward-progress rules, not the queue's retry budget.
+    queue::enqueue_many(tx, QUEUE, &next, 1000).await?;
+    Ok(rows.into_iter().filter(|(idle, _)| *idle).map(|(_, s)| s).collect())
 }
 
 /// NOTIFY channel telling workers a turn's cancellation was requested; payload: the turn uuid.
@@ -538,8 +622,9 @@ pub async fn cancel(tx: &mut PgConnection, org_id: Uuid, session_id: Uuid, all: 
     .await?;
     let Some((turn_id, turn_status, attempt, started_at, input_sequence, model_id)) = active else {
         // Only pending turns were left (all=true cancelled them): nothing runs.
-        let idled = advance_session(tx, org_id, session_id).await?;
-        events::append(tx, org_id, session_id, None, idled.into_iter().collect()).await?;
+        let idled = advance_sessions(tx, org_id, &[session_id]).await?;
+        let idled = idled.iter().map(|_| NewEvent::of_session(types::SESSION_IDLED, json!({}))).collect();
+        events::append(tx, org_id, session_id, None, idled).await?;
         let turn_id = pending_cancelled
             .first()
             .copied()
@@ -652,8 +737,16 @@ pub async fn load_contexts(pool: &PgPool, org_id: Uuid, leases: &[Lease]) -> Res
         };
         let mut history = histories.remove(&lease.turn_id).unwrap_or_default();
         history.retain(|e| !(e.kind == types::INPUT_MESSAGE && e.sequence > lease.input_sequence));
-        let context =
-            TurnContext { endpoint, system_prompt, capabilities, max_iterations, max_turn_secs, cancel_requested, model_id, history };
+        let context = TurnContext {
+            endpoint,
+            system_prompt,
+            capabilities,
+            max_iterations,
+            max_turn_secs,
+            cancel_requested,
+            model_id,
+            history,
+        };
         contexts.push((ord, context));
     }
     // Read-only: dropping it rolls back on the connection's next use, no round trip here.

@@ -17,14 +17,17 @@
 //! - [`llm`]: the OpenAI-compatible streaming client.
 //! - [`plan`]: next step and prompt, derived from the event log.
 //! - [`queue`]: the apalis backend over the `task_queue` table.
-//! - [`start`]: turn starts batched per wake-up (one transaction for many turns).
+//! - [`batch`]: requests of concurrent turns gathered into one transaction.
+//! - [`start`], [`seal`]: turn starts and seals, batched.
 //! - [`turn`]: the step loop with fenced, keyed commits.
 
+pub mod batch;
 pub mod cancel;
 pub mod config;
 pub mod llm;
 pub mod plan;
 pub mod queue;
+pub mod seal;
 pub mod start;
 pub mod turn;
 
@@ -49,6 +52,8 @@ pub struct Context {
     pub http: openai_reqwest::Client,
     /// Starts turns in batches (see [`start`]).
     pub starter: start::Starter,
+    /// Seals turns in batches (see [`seal`]).
+    pub sealer: seal::Sealer,
 }
 
 /// The apalis handler: runs one turn. An `Err` (database trouble) sends the
@@ -127,7 +132,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
     let base_name = config.name.clone();
     let http = llm::http_client()?;
     let starter = start::Starter::spawn(pool.clone(), config.max_stalled_starts);
-    let ctx = Context { pool: pool.clone(), config: Arc::new(config), cancels, abort, http, starter };
+    let sealer = seal::Sealer::spawn(pool.clone());
+    let ctx = Context { pool: pool.clone(), config: Arc::new(config), cancels, abort, http, starter, sealer };
     for incarnation in 0u32.. {
         let name = if incarnation == 0 { base_name.clone() } else { format!("{base_name}-{incarnation}") };
         // Boxed so that dropping it really drops the apalis worker (and its LISTEN connection).

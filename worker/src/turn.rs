@@ -11,7 +11,7 @@ use rand::Rng;
 use serde_json::json;
 use tokio::sync::mpsc;
 use turnstone_core::events::{self, Delta, NewEvent, types};
-use turnstone_core::turns::{self, Lease, Outcome, Start, TurnContext, TurnTask, Usage};
+use turnstone_core::turns::{self, Lease, Outcome, Seal, Start, TurnContext, TurnTask, Usage};
 use turnstone_core::validate::storable;
 use turnstone_core::{Error, capabilities, providers};
 use uuid::Uuid;
@@ -85,7 +85,7 @@ pub async fn run(ctx: &Context, task: TurnTask, queue_task: Option<turns::QueueT
     lease.task = queue_task;
     let mut cancel = ctx.cancels.register(task.org_id, task.turn_id);
     if tc.cancel_requested {
-        turns::finish(&ctx.pool, &lease, Outcome::Cancelled).await?;
+        finish(ctx, &lease, Outcome::Cancelled).await?;
         return Ok(TurnEnd::Sealed);
     }
     match drive(ctx, &lease, tc, &mut cancel).await {
@@ -114,7 +114,7 @@ async fn drive(ctx: &Context, lease: &Lease, mut tc: TurnContext, cancel: &mut C
     let mut endpoint: Option<LlmEndpoint> = None;
     loop {
         if cancel.is_cancelled() {
-            turns::finish(&ctx.pool, lease, Outcome::Cancelled).await?;
+            finish(ctx, lease, Outcome::Cancelled).await?;
             return Ok(TurnEnd::Sealed);
         }
         let deadline = lease.started_at + chrono::Duration::seconds(i64::from(tc.max_turn_secs));
@@ -125,7 +125,7 @@ async fn drive(ctx: &Context, lease: &Lease, mut tc: TurnContext, cancel: &mut C
         match plan::next_step(&tc, lease.turn_id) {
             Step::Finish => {
                 crash_point("before_finish");
-                turns::finish(&ctx.pool, lease, Outcome::Completed).await?;
+                finish(ctx, lease, Outcome::Completed).await?;
                 return Ok(TurnEnd::Sealed);
             }
             Step::CallModel { iteration } if iteration > tc.max_iterations => {
@@ -191,7 +191,7 @@ async fn drive(ctx: &Context, lease: &Lease, mut tc: TurnContext, cancel: &mut C
                         return fail(ctx, lease, e.code(), e.to_string()).await;
                     }
                     Err(Interrupt::Cancelled) => {
-                        turns::finish(&ctx.pool, lease, Outcome::Cancelled).await?;
+                        finish(ctx, lease, Outcome::Cancelled).await?;
                         return Ok(TurnEnd::Sealed);
                     }
                     Err(Interrupt::TimedOut) => return time_out(ctx, lease, &tc).await,
@@ -214,7 +214,9 @@ async fn drive(ctx: &Context, lease: &Lease, mut tc: TurnContext, cancel: &mut C
                 if calls.is_empty() {
                     // A final answer: the output and the seal commit together.
                     crash_point("before_finish");
-                    turns::commit_and_finish(&ctx.pool, lease, vec![output], 1, usage, Outcome::Completed).await?;
+                    let seal =
+                        Seal { lease: lease.clone(), events: vec![output], iterations: 1, usage, outcome: Outcome::Completed };
+                    ctx.sealer.seal(seal).await?;
                     return Ok(TurnEnd::Sealed);
                 }
                 crash_point("before_llm_commit");
@@ -262,8 +264,13 @@ async fn time_out(ctx: &Context, lease: &Lease, tc: &TurnContext) -> Result<Turn
 async fn fail(ctx: &Context, lease: &Lease, code: &str, message: String) -> Result<TurnEnd, Error> {
     // Provider error text is untrusted: keep it storable.
     let message = storable(&message).into_owned();
-    turns::finish(&ctx.pool, lease, Outcome::Failed { code: code.to_owned(), message }).await?;
+    finish(ctx, lease, Outcome::Failed { code: code.to_owned(), message }).await?;
     Ok(TurnEnd::Sealed)
+}
+
+/// Seals the turn with no last step, batched with other turns ending now (see [`crate::seal`]).
+async fn finish(ctx: &Context, lease: &Lease, outcome: Outcome) -> Result<(), Error> {
+    ctx.sealer.seal(Seal::bare(lease, outcome)).await
 }
 
 /// One model call of a turn: where to, what to send, and whose deltas these are.

@@ -196,14 +196,16 @@ async fn notifications_carry_the_events_that_fit_and_ids_alone_otherwise() {
     let session = api.session(&[]).await;
     let session_id = turnstone_core::ids::parse(turnstone_core::ids::Kind::Session, &session).unwrap();
     let pool = sqlx::PgPool::connect(&stack.db.url).await.unwrap();
-    let org_id: uuid::Uuid = sqlx::query_scalar("SELECT org_id FROM sessions WHERE id = $1").bind(session_id).fetch_one(&pool).await.unwrap();
+    let org_id: uuid::Uuid =
+        sqlx::query_scalar("SELECT org_id FROM sessions WHERE id = $1").bind(session_id).fetch_one(&pool).await.unwrap();
     let mut listener = sqlx::postgres::PgListener::connect_with(&pool).await.unwrap();
     listener.listen(EVENTS_CHANNEL).await.unwrap();
 
     let mut append = async |text: String| {
         let mut tx = pool.begin().await.unwrap();
         let data = serde_json::json!({ "message": { "role": "user", "content": [{ "type": "text", "text": text }] } });
-        let rows = events::append(&mut tx, org_id, session_id, None, vec![NewEvent::new(types::INPUT_MESSAGE, data)]).await.unwrap();
+        let rows =
+            events::append(&mut tx, org_id, session_id, None, vec![NewEvent::new(types::INPUT_MESSAGE, data)]).await.unwrap();
         tx.commit().await.unwrap();
         let n = tokio::time::timeout(Duration::from_secs(10), listener.recv()).await.expect("a notification").unwrap();
         assert!(n.payload().len() <= MAX_NOTIFY_BYTES, "payload of {} bytes", n.payload().len());

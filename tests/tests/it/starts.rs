@@ -93,7 +93,8 @@ async fn a_batch_starts_each_turn_as_a_start_of_its_own_would() {
 
     let kinds: Vec<&str> = started.iter().map(|s| if matches!(s, Started::Run(_)) { "run" } else { "finished" }).collect();
     assert_eq!(kinds, ["run", "finished", "run", "finished", "finished", "finished"], "answers in the order asked");
-    let leases: Vec<turns::Lease> = started.into_iter().filter_map(|s| if let Started::Run(l) = s { Some(l) } else { None }).collect();
+    let leases: Vec<turns::Lease> =
+        started.into_iter().filter_map(|s| if let Started::Run(l) = s { Some(l) } else { None }).collect();
     assert_eq!((leases[0].turn_id, leases[1].turn_id), (turn[1], turn[0]));
     for (l, session) in leases.iter().zip([s[1], s[0]]) {
         assert_eq!((l.attempt, l.session_id), (1, session));
@@ -123,7 +124,8 @@ async fn a_batch_starts_each_turn_as_a_start_of_its_own_would() {
         assert_eq!(tail, [types::SESSION_IDLED, terminal], "sealed and idled in the batch");
     }
     for (session, want) in [(s[1], "running"), (s[0], "running"), (s[2], "idle"), (s[4], "idle")] {
-        let got: String = sqlx::query_scalar("SELECT status FROM sessions WHERE id = $1").bind(session).fetch_one(&owner).await.unwrap();
+        let got: String =
+            sqlx::query_scalar("SELECT status FROM sessions WHERE id = $1").bind(session).fetch_one(&owner).await.unwrap();
         assert_eq!(got, want);
     }
     // One notification per session written to, each naming its own last sequence.
@@ -147,11 +149,13 @@ async fn a_batch_starts_each_turn_as_a_start_of_its_own_would() {
 }
 
 async fn lease_of(owner: &PgPool, turn: Uuid) -> turns::Lease {
-    sqlx::query_as("SELECT id AS turn_id, org_id, session_id, attempt, input_sequence, model_id, started_at FROM turns WHERE id = $1")
-        .bind(turn)
-        .fetch_one(owner)
-        .await
-        .unwrap()
+    sqlx::query_as(
+        "SELECT id AS turn_id, org_id, session_id, attempt, input_sequence, model_id, started_at FROM turns WHERE id = $1",
+    )
+    .bind(turn)
+    .fetch_one(owner)
+    .await
+    .unwrap()
 }
 
 /// Two batches over the same turns in opposite orders, again and again: they
@@ -167,10 +171,7 @@ async fn racing_batches_over_the_same_turns_neither_deadlock_nor_start_twice() {
     let reversed: Vec<Uuid> = ids.iter().rev().copied().collect();
     let rounds = 15;
     for _ in 0..rounds {
-        let (a, b) = tokio::join!(
-            turns::start_many(&worker, org, &ids, 1000),
-            turns::start_many(&worker, org, &reversed, 1000)
-        );
+        let (a, b) = tokio::join!(turns::start_many(&worker, org, &ids, 1000), turns::start_many(&worker, org, &reversed, 1000));
         let (a, b) = (a.expect("no deadlock, no error"), b.expect("no deadlock, no error"));
         assert!(a.iter().chain(&b).all(|s| matches!(s, Started::Run(_))));
     }
@@ -194,19 +195,23 @@ async fn racing_batches_over_the_same_turns_neither_deadlock_nor_start_twice() {
     turns::finish(&worker, &latest, Outcome::Completed).await.unwrap();
 }
 
-/// The worker's starter: a burst of requests (a duplicate among them) is
-/// answered in full; the duplicate starts after its twin, as if it came later.
+/// The worker's start batches: every task of a batch is answered with its own
+/// turn, and a duplicate starts after its twin, as if it came later.
 #[tokio::test]
-async fn the_starter_answers_a_burst_and_starts_a_duplicate_after_its_twin() {
+async fn a_start_batch_answers_every_task_and_starts_a_duplicate_after_its_twin() {
     let (_db, owner, worker, org, s) = setup(12).await;
     let mut ids = Vec::new();
     for &session in &s {
         ids.push(post(&owner, org, session).await);
     }
-    let starter = turnstone_worker::start::Starter::spawn(worker.clone(), 10);
     let mut tasks: Vec<TurnTask> = ids.iter().map(|&turn_id| TurnTask { turn_id, org_id: org }).collect();
     tasks.push(tasks[3]);
-    let answers = futures::future::join_all(tasks.iter().map(|t| starter.start(*t))).await;
+    // One batch holding both twins, as the worker's starter would form it.
+    let mut answers = turnstone_worker::start::start_all(&worker, 10, tasks.clone()).await;
+    // And the starter itself, for one more request through its channel.
+    let starter = turnstone_worker::start::Starter::spawn(worker.clone(), 10);
+    answers.push(starter.start(tasks[5]).await);
+    tasks.push(tasks[5]);
     let mut attempts: HashMap<Uuid, Vec<i32>> = HashMap::new();
     for (task, answer) in tasks.iter().zip(answers) {
         match answer.expect("started") {
@@ -220,7 +225,152 @@ async fn the_starter_answers_a_burst_and_starts_a_duplicate_after_its_twin() {
     }
     for (turn, mut a) in attempts {
         a.sort();
-        let want = if turn == ids[3] { vec![1, 2] } else { vec![1] };
+        let want = if turn == ids[3] || turn == ids[5] { vec![1, 2] } else { vec![1] };
         assert_eq!(a, want, "turn {turn}");
     }
+}
+
+/// A batch of seals: each is checked against its own lease (a stale one writes
+/// nothing and the rest still land), each session is handed to its next
+/// pending turn or idled, and only the sealed turns' queue tasks are completed.
+#[tokio::test]
+async fn a_batch_of_seals_guards_each_turn_and_hands_each_session_over() {
+    let (_db, owner, worker, org, s) = setup(3).await;
+    let mut first = Vec::new();
+    for &session in &s {
+        first.push(post(&owner, org, session).await);
+    }
+    let leases: Vec<turns::Lease> = turns::start_many(&worker, org, &first, 10).await.unwrap().into_iter().map(lease).collect();
+    // Session 1 has a second message waiting behind its running turn.
+    let waiting = post(&owner, org, s[1]).await;
+    // Turn 2 is retaken: the lease above is stale.
+    let current = lease(turns::start_many(&worker, org, &[first[2]], 10).await.unwrap().pop().unwrap());
+    let answer = |iteration: i32| {
+        events::NewEvent::step(
+            types::OUTPUT_MESSAGE_COMPLETED,
+            format!("llm:{iteration}"),
+            serde_json::json!({ "iteration": iteration }),
+        )
+    };
+    let seals = vec![
+        turns::Seal {
+            lease: leases[0].clone(),
+            events: vec![answer(1)],
+            iterations: 1,
+            usage: turns::Usage { input_tokens: 3, output_tokens: 4 },
+            outcome: Outcome::Completed,
+        },
+        turns::Seal::bare(&leases[2], Outcome::Completed),
+        turns::Seal::bare(&leases[1], Outcome::Failed { code: "x".into(), message: "boom".into() }),
+    ];
+    let sealed = turns::finish_many(&worker, org, seals).await.unwrap();
+    assert_eq!(sealed, [true, false, true], "only the stale lease is refused");
+
+    let tail = |session| {
+        let owner = owner.clone();
+        async move { log(&owner, session).await.into_iter().skip(4).map(|(k, _, _)| k).collect::<Vec<_>>() }
+    };
+    assert_eq!(tail(s[0]).await, ["output.message.completed", "turn.completed", "session.idled"]);
+    assert_eq!(tail(s[1]).await, ["input.message", "turn.failed"], "handed over to the waiting turn, not idled");
+    assert_eq!(tail(s[2]).await, Vec::<String>::new(), "the stale seal wrote nothing");
+    let state: Vec<(String, String)> = sqlx::query_as(
+        "SELECT s.status, t.status FROM unnest($1::uuid[], $2::uuid[]) WITH ORDINALITY AS x(session, turn, ord)
+           JOIN sessions s ON s.id = x.session JOIN turns t ON t.id = x.turn ORDER BY x.ord",
+    )
+    .bind(&s)
+    .bind([first[0], waiting, first[2]])
+    .fetch_all(&owner)
+    .await
+    .unwrap();
+    let want = [("idle", "completed"), ("queued", "queued"), ("running", "running")].map(|(a, b)| (a.to_owned(), b.to_owned()));
+    assert_eq!(state, want);
+    let queued: i64 = sqlx::query_scalar("SELECT count(*) FROM task_queue WHERE payload->>'turn_id' = $1")
+        .bind(waiting.to_string())
+        .fetch_one(&owner)
+        .await
+        .unwrap();
+    assert_eq!(queued, 1, "the waiting turn's task was enqueued with the hand-over");
+    let usage: (i32, i64, i64) = sqlx::query_as("SELECT iterations, input_tokens, output_tokens FROM turns WHERE id = $1")
+        .bind(first[0])
+        .fetch_one(&owner)
+        .await
+        .unwrap();
+    assert_eq!(usage, (1, 3, 4));
+    // The current lease still seals its turn afterwards.
+    turns::finish(&worker, &current, Outcome::Completed).await.unwrap();
+}
+
+/// The worker's seal batches: when one seal of a batch cannot be written (its step
+/// was already committed: a unique violation), the batch is retried seal by
+/// seal, so every other turn of it is still sealed.
+#[tokio::test]
+async fn one_bad_seal_does_not_sink_its_batch() {
+    let (_db, owner, worker, org, s) = setup(8).await;
+    let mut ids = Vec::new();
+    for &session in &s {
+        ids.push(post(&owner, org, session).await);
+    }
+    let leases: Vec<turns::Lease> = turns::start_many(&worker, org, &ids, 10).await.unwrap().into_iter().map(lease).collect();
+    let step = || events::NewEvent::step(types::OUTPUT_MESSAGE_COMPLETED, "llm:1", serde_json::json!({}));
+    turns::commit_step(&worker, &leases[0], vec![step()], 1, turns::Usage::default()).await.unwrap();
+    let seals = leases
+        .iter()
+        .map(|l| turns::Seal {
+            lease: l.clone(),
+            events: vec![step()],
+            iterations: 1,
+            usage: turns::Usage::default(),
+            outcome: Outcome::Completed,
+        })
+        .collect();
+    let results = turnstone_worker::seal::seal_all(&worker, seals).await;
+    assert!(results[0].as_ref().is_err_and(|e| e.is_unique_violation()), "{:?}", results[0]);
+    for r in &results[1..] {
+        assert!(r.is_ok(), "{r:?}");
+    }
+    let completed: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM turns WHERE status = 'completed'").fetch_one(&owner).await.unwrap();
+    assert_eq!(completed, ids.len() as i64 - 1);
+}
+
+/// Seal batches racing with start batches over the same sessions (ids in
+/// opposite orders) never deadlock: sessions are always locked in id order.
+#[tokio::test]
+async fn racing_seal_and_start_batches_do_not_deadlock() {
+    let (_db, owner, worker, org, s) = setup(6).await;
+    for _ in 0..10 {
+        let mut ids = Vec::new();
+        for &session in &s {
+            ids.push(post(&owner, org, session).await);
+        }
+        let leases: Vec<turns::Lease> = turns::start_many(&worker, org, &ids, 10).await.unwrap().into_iter().map(lease).collect();
+        // Queue one more message per session, then seal (forward) while retaking (backward).
+        for &session in &s {
+            post(&owner, org, session).await;
+        }
+        let seals: Vec<turns::Seal> = leases.iter().map(|l| turns::Seal::bare(l, Outcome::Completed)).collect();
+        let reversed: Vec<Uuid> = ids.iter().rev().copied().collect();
+        let (sealed, retaken) =
+            tokio::join!(turns::finish_many(&worker, org, seals), turns::start_many(&worker, org, &reversed, 10));
+        let (sealed, retaken) = (sealed.expect("no deadlock"), retaken.expect("no deadlock"));
+        // Per turn, exactly one of them won: sealed (then the retake found it finished) or retaken (then the seal's lease was stale).
+        for (i, won_seal) in sealed.iter().enumerate() {
+            let ri = ids.len() - 1 - i;
+            assert_ne!(*won_seal, matches!(retaken[ri], Started::Run(_)), "turn {i}: exactly one winner");
+        }
+        // Finish whatever the retakes hold, and start the next turns, so the sessions are ready for the next round.
+        let held: Vec<turns::Seal> = retaken
+            .into_iter()
+            .filter_map(|r| if let Started::Run(l) = r { Some(turns::Seal::bare(&l, Outcome::Completed)) } else { None })
+            .collect();
+        assert!(turns::finish_many(&worker, org, held).await.unwrap().iter().all(|s| *s));
+        let next: Vec<Uuid> = sqlx::query_scalar("SELECT id FROM turns WHERE status = 'queued'").fetch_all(&owner).await.unwrap();
+        assert_eq!(next.len(), s.len(), "every session handed over to its next turn");
+        let leases: Vec<turns::Lease> =
+            turns::start_many(&worker, org, &next, 10).await.unwrap().into_iter().map(lease).collect();
+        let seals = leases.iter().map(|l| turns::Seal::bare(l, Outcome::Completed)).collect();
+        assert!(turns::finish_many(&worker, org, seals).await.unwrap().iter().all(|s| *s));
+    }
+    let idle: i64 = sqlx::query_scalar("SELECT count(*) FROM sessions WHERE status = 'idle'").fetch_one(&owner).await.unwrap();
+    assert_eq!(idle, s.len() as i64);
 }
