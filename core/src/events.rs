@@ -252,7 +252,7 @@ pub async fn append_many(conn: &mut PgConnection, org_id: Uuid, batches: Vec<Ses
          ), seq AS (
             UPDATE session_sequences s SET last_sequence = s.last_sequence + c.n
               FROM counts c
-             WHERE s.org_id = $1 AND s.session_id = c.session_id
+             WHERE s.org_id = $1 AND s.session_id = c.session_id AND s.session_id = ANY($2)
              RETURNING s.session_id, s.last_sequence, c.n
          ), ins AS (
             INSERT INTO events (id, org_id, session_id, sequence, type, turn_id, step_key, data)
@@ -383,7 +383,8 @@ pub async fn for_turn_contexts(
     let rows: Vec<Row> = sqlx::query_as(
         "SELECT l.turn_id AS for_turn, e.id, e.session_id, e.sequence, e.type, e.turn_id, e.data, e.ts
            FROM unnest($2::uuid[], $3::uuid[]) AS l(session_id, turn_id)
-           JOIN events e ON e.org_id = $1 AND e.session_id = l.session_id AND (e.type = ANY($4) OR e.turn_id = l.turn_id)
+           JOIN events e ON e.session_id = l.session_id AND (e.type = ANY($4) OR e.turn_id = l.turn_id)
+          WHERE e.org_id = $1 AND e.session_id = ANY($2)
           ORDER BY l.turn_id, e.sequence",
     )
     .bind(org_id)

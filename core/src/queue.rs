@@ -156,7 +156,7 @@ pub async fn complete_all_in(tx: &mut PgConnection, claims: &[(Held, String)]) -
     let workers: Vec<&str> = claims.iter().map(|(_, w)| w.as_str()).collect();
     Ok(sqlx::query(
         "DELETE FROM task_queue t USING unnest($1::bigint[], $2::int[], $3::text[]) AS h(id, attempts, worker)
-          WHERE t.id = h.id AND t.attempts = h.attempts AND t.lock_by = h.worker",
+          WHERE t.id = h.id AND t.id = ANY($1) AND t.attempts = h.attempts AND t.lock_by = h.worker",
     )
     .bind(&ids)
     .bind(&attempts)

@@ -13,7 +13,13 @@
 //!   the session goes idle.
 //!
 //! Lock order is always session row, then turn row, so concurrent posts,
-//! steps and finishes never deadlock.
+//! steps and finishes never deadlock; writers of several sessions lock them
+//! in id order first.
+//!
+//! Statements over many turns take their rows from `unnest` arrays and also
+//! filter each table with `= ANY(array)`: the join alone leaves the planner
+//! guessing the array's size (and free to scan a whole table), the `ANY`
+//! keeps every access on an index whatever it guesses.
 
 use crate::error::{Error, Result};
 use crate::events::{self, Event, NewEvent, types};
@@ -230,8 +236,8 @@ pub async fn start_many(pool: &PgPool, org_id: Uuid, turn_ids: &[Uuid], max_stal
     // Progress = step results (model outputs, tool results), not lifecycle markers.
     // Steps commit only under the session lock held here, and this statement's
     // snapshot is taken after it was granted, so the count is current.
-    let rows: Vec<(Uuid, String, i32, i32, i32, bool, i64)> = sqlx::query_as(
-        "SELECT t.id, t.status, t.attempt, t.steps_seen, t.stalled_starts, t.cancel_requested_at IS NOT NULL,
+    let rows: Vec<(Uuid, Uuid, String, i32, i32, i32, bool, i64)> = sqlx::query_as(
+        "SELECT t.id, t.session_id, t.status, t.attempt, t.steps_seen, t.stalled_starts, t.cancel_requested_at IS NOT NULL,
                 (SELECT count(*) FROM events e
                   WHERE e.turn_id = t.id AND (e.step_key LIKE 'llm:%' OR e.step_key LIKE 'tool:%'))
            FROM turns t WHERE t.id = ANY($1) ORDER BY t.id FOR UPDATE OF t",
@@ -242,7 +248,8 @@ pub async fn start_many(pool: &PgPool, org_id: Uuid, turn_ids: &[Uuid], max_stal
     // What happens to each live turn: run it, or seal it with this outcome.
     let mut guarded: Vec<(Uuid, Option<Outcome>)> = Vec::with_capacity(rows.len());
     let (mut ids, mut steps, mut stalls, mut sealing) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    for (id, status, attempt, steps_seen, stalled, cancel_requested, count) in rows {
+    let mut sessions = Vec::new();
+    for (id, session_id, status, attempt, steps_seen, stalled, cancel_requested, count) in rows {
         if status != "queued" && status != "running" {
             continue;
         }
@@ -257,6 +264,7 @@ pub async fn start_many(pool: &PgPool, org_id: Uuid, turn_ids: &[Uuid], max_stal
             None
         };
         ids.push(id);
+        sessions.push(session_id);
         steps.push(count);
         stalls.push(stalled);
         sealing.push(seal_as.is_some());
@@ -274,12 +282,12 @@ pub async fn start_many(pool: &PgPool, org_id: Uuid, turn_ids: &[Uuid], max_stal
             UPDATE turns t SET status = 'running', attempt = t.attempt + 1, started_at = coalesce(t.started_at, now()),
                                steps_seen = i.steps, stalled_starts = i.stalled
               FROM input i
-             WHERE t.id = i.id
+             WHERE t.id = i.id AND t.id = ANY($1)
              RETURNING t.id AS turn_id, t.org_id, t.session_id, t.attempt, t.input_sequence, t.model_id, t.started_at, i.sealing
          ), running AS (
             UPDATE sessions s SET status = CASE WHEN s.status = 'cancelling' THEN s.status ELSE 'running' END, updated_at = now()
               FROM lease l
-             WHERE s.id = l.session_id AND NOT l.sealing
+             WHERE s.id = l.session_id AND s.id = ANY($5) AND NOT l.sealing
          )
          SELECT turn_id, org_id, session_id, attempt, input_sequence, model_id, started_at FROM lease",
     )
@@ -287,6 +295,7 @@ pub async fn start_many(pool: &PgPool, org_id: Uuid, turn_ids: &[Uuid], max_stal
     .bind(&steps)
     .bind(&stalls)
     .bind(&sealing)
+    .bind(&sessions)
     .fetch_all(&mut *tx)
     .await?;
     let mut runs = std::collections::HashMap::with_capacity(leases.len());
@@ -484,7 +493,7 @@ pub async fn seal_many(tx: &mut PgConnection, org_id: Uuid, seals: Vec<Seal>) ->
                             input_tokens = t.input_tokens + i.input_tokens, output_tokens = t.output_tokens + i.output_tokens
            FROM unnest($1::uuid[], $2::int[], $3::text[], $4::text[], $5::int[], $6::bigint[], $7::bigint[])
                 AS i(id, attempt, status, code, iterations, input_tokens, output_tokens)
-          WHERE t.id = i.id AND t.attempt = i.attempt AND t.status IN ('queued', 'running')
+          WHERE t.id = i.id AND t.id = ANY($1) AND t.attempt = i.attempt AND t.status IN ('queued', 'running')
           RETURNING t.id, t.iterations, t.input_tokens, t.output_tokens, t.finished_at",
     )
     .bind(&ids)
@@ -541,19 +550,17 @@ async fn advance_sessions(tx: &mut PgConnection, org_id: Uuid, sessions: &[Uuid]
         return Ok(Vec::new());
     }
     let rows: Vec<(bool, Uuid)> = sqlx::query_as(
-        "WITH s AS (
-            SELECT DISTINCT session_id FROM unnest($1::uuid[]) AS s(session_id)
-         ), next AS (
+        "WITH next AS (
             UPDATE turns t SET status = 'queued'
-              FROM (SELECT DISTINCT ON (p.session_id) p.id FROM turns p JOIN s ON s.session_id = p.session_id
-                     WHERE p.status = 'pending' ORDER BY p.session_id, p.input_sequence) n
+              FROM (SELECT DISTINCT ON (p.session_id) p.id FROM turns p
+                     WHERE p.session_id = ANY($1) AND p.status = 'pending' ORDER BY p.session_id, p.input_sequence) n
              WHERE t.id = n.id
              RETURNING t.id, t.session_id
          ), moved AS (
             UPDATE sessions x SET status = CASE WHEN EXISTS (SELECT 1 FROM next WHERE next.session_id = x.id)
                                                THEN 'queued' ELSE 'idle' END,
                                   updated_at = now()
-              FROM s WHERE x.id = s.session_id
+             WHERE x.id = ANY($1)
              RETURNING x.id, x.status
          )
          SELECT false, id FROM next
@@ -709,7 +716,7 @@ pub async fn load_contexts(pool: &PgPool, org_id: Uuid, leases: &[Lease]) -> Res
         "SELECT l.ord, a.system_prompt, a.capabilities, a.max_iterations, a.max_turn_secs, s.model_id, a.model_id,
                 coalesce((SELECT t.cancel_requested_at IS NOT NULL FROM turns t WHERE t.id = l.turn_id), false)
            FROM unnest($2::uuid[], $3::uuid[]) WITH ORDINALITY AS l(session_id, turn_id, ord)
-           JOIN sessions s ON s.org_id = $1 AND s.id = l.session_id
+           JOIN sessions s ON s.org_id = $1 AND s.id = l.session_id AND s.id = ANY($2)
            JOIN agents a ON a.id = s.agent_id AND a.org_id = s.org_id",
     )
     .bind(org_id)

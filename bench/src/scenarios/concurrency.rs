@@ -48,6 +48,7 @@ pub async fn run(ctx: &Ctx) -> Value {
     let t_post = Instant::now();
     post_with(&d.client, &sessions).await;
     let post_only = t_post.elapsed().as_secs_f64();
+    let _ = sqlx::query("SELECT pg_stat_statements_reset()").execute(&d.admin).await;
     let t0 = Instant::now();
     d.add_worker().await;
     let registered = t0.elapsed().as_secs_f64();
@@ -66,6 +67,7 @@ pub async fn run(ctx: &Ctx) -> Value {
     .fetch_one(&d.admin)
     .await
     .expect("spreads");
+    let statements = top_by_time(&d).await;
 
     // Phase 2, for comparison with earlier runs: the same sessions get 1,000
     // more messages POSTed while the worker runs; wall = first POST -> last completed.
@@ -95,6 +97,7 @@ pub async fn run(ctx: &Ctx) -> Value {
         "db_clock": { "start_spread_s": r2(start_spread), "first_start_to_first_finish_s": r2(first_run), "finish_spread_s": r2(finish_spread) },
         "first_completed_s": in_flight.first_completed.map(r2),
         "post_1000_without_worker_s": r2(post_only),
+        "top_statements_by_time": statements,
         "with_posting": {
             "wall_s": r2(with_posting.wall),
             "post_all_s": r2(posted_at.duration_since(t1).as_secs_f64()),
@@ -162,4 +165,18 @@ async fn wait_completed(d: &Deployment, t0: Instant, total: i64, worker_pid: i32
         assert!(Instant::now() < deadline, "only {completed}/{total} turns completed in 180 s");
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
+}
+
+/// Where the database's time went during phase 1: the statements with the
+/// most execution time (pg_stat_statements, when preloaded), per turn.
+async fn top_by_time(d: &Deployment) -> Value {
+    let rows: Vec<(String, i64, f64)> = sqlx::query_as(
+        "SELECT left(regexp_replace(query, '\\s+', ' ', 'g'), 90), calls, total_exec_time
+           FROM pg_stat_statements WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
+          ORDER BY total_exec_time DESC LIMIT 8",
+    )
+    .fetch_all(&d.admin)
+    .await
+    .unwrap_or_default();
+    Value::Array(rows.into_iter().map(|(q, calls, total)| json!({ "calls": calls, "total_ms": r2(total), "query": q })).collect())
 }
