@@ -236,7 +236,9 @@ pub async fn start_many(pool: &PgPool, org_id: Uuid, turn_ids: &[Uuid], max_stal
     // Progress = step results (model outputs, tool results), not lifecycle markers.
     // Steps commit only under the session lock held here, and this statement's
     // snapshot is taken after it was granted, so the count is current.
-    let rows: Vec<(Uuid, Uuid, String, i32, i32, i32, bool, i64)> = sqlx::query_as(
+    /// id, session, status, attempt, steps_seen, stalled_starts, cancel requested, step results so far.
+    type TurnRow = (Uuid, Uuid, String, i32, i32, i32, bool, i64);
+    let rows: Vec<TurnRow> = sqlx::query_as(
         "SELECT t.id, t.session_id, t.status, t.attempt, t.steps_seen, t.stalled_starts, t.cancel_requested_at IS NOT NULL,
                 (SELECT count(*) FROM events e
                   WHERE e.turn_id = t.id AND (e.step_key LIKE 'llm:%' OR e.step_key LIKE 'tool:%'))
