@@ -19,7 +19,9 @@ struct Pending<Req, Resp> {
 }
 
 /// The handle requests go through; cheap to clone. The batching task ends
-/// when every handle is dropped.
+/// when every handle is dropped. Its channel is unbounded because each turn
+/// waits for its answer before it asks again: at most one request per turn
+/// in flight, so the worker's concurrency bounds it.
 pub struct Batcher<Req, Resp> {
     requests: mpsc::UnboundedSender<Pending<Req, Resp>>,
 }
