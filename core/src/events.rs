@@ -13,8 +13,7 @@ use crate::ids::new_id;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use sqlx::postgres::PgArguments;
-use sqlx::{Arguments, PgConnection, PgPool};
+use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
 /// Channel announcing committed events: payload `{"s": session uuid, "q": last sequence}`,
@@ -197,47 +196,6 @@ pub struct Delta {
     pub ts: DateTime<Utc>,
 }
 
-/// The append statement with its final `SELECT`: sequence numbers from the
-/// sessions' counter rows, the rows, one (signed) notification per session.
-macro_rules! append_sql {
-    ($select:literal) => {
-        concat!(
-            "WITH u AS (
-            SELECT * FROM unnest($2::uuid[], $3::uuid[], $4::text[], $5::jsonb[], $6::text[], $7::uuid[])
-                   WITH ORDINALITY AS u(session_id, id, type, data, step_key, turn_id, ord)
-         ), counts AS (
-            SELECT session_id, count(*) AS n FROM u GROUP BY session_id
-         ), seq AS (
-            UPDATE session_sequences s SET last_sequence = s.last_sequence + c.n
-              FROM counts c
-             WHERE s.org_id = $1 AND s.session_id = c.session_id AND s.session_id = ANY($2)
-             RETURNING s.session_id, s.last_sequence, c.n
-         ), ins AS (
-            INSERT INTO events (id, org_id, session_id, sequence, type, turn_id, step_key, data)
-            SELECT u.id, $1, u.session_id,
-                   seq.last_sequence - seq.n + row_number() OVER (PARTITION BY u.session_id ORDER BY u.ord),
-                   u.type, u.turn_id, u.step_key, u.data
-              FROM u JOIN seq ON seq.session_id = u.session_id
-            RETURNING id, session_id, sequence, type, turn_id, data, ts
-         ), batch AS (
-            SELECT ins.session_id, json_agg(ins ORDER BY ins.sequence) AS e FROM ins GROUP BY ins.session_id
-         ), payload AS MATERIALIZED (
-            SELECT json_build_object('s', seq.session_id, 'q', seq.last_sequence)::text AS ids,
-                   json_build_object('s', seq.session_id, 'q', seq.last_sequence, 'e', batch.e)::text AS whole
-              FROM seq JOIN batch ON batch.session_id = seq.session_id
-         ), wake AS (
-            SELECT count(pg_notify($8, CASE
-                     WHEN $10::bytea IS NOT NULL AND octet_length(whole) <= $9
-                     THEN encode(sha256($11::bytea || sha256($10::bytea || convert_to(whole, 'UTF8'))), 'hex') || whole
-                     ELSE ids END)) AS sent
-              FROM payload
-         )
-         ",
-            $select
-        )
-    };
-}
-
 /// Appends events to a session's log in the caller's transaction and announces them.
 /// The session must belong to `org_id`; the caller should already hold its row
 /// lock if it needs ordering with other writes (the UPDATE takes it anyway).
@@ -273,33 +231,6 @@ pub async fn append_many(conn: &mut PgConnection, org_id: Uuid, batches: Vec<Ses
     if n == 0 {
         return Ok(Vec::new());
     }
-    let sql = append_sql!("SELECT ins.* FROM ins, wake ORDER BY session_id, sequence");
-    let rows: Vec<Event> = sqlx::query_as_with(sql, append_args(org_id, batches)?).fetch_all(conn).await?;
-    if rows.len() != n {
-        return Err(Error::NotFound("session"));
-    }
-    Ok(rows)
-}
-
-/// [`append_many`] for callers that keep no copy of what they append (a
-/// batch of starts or seals): the rows are not sent back, which spares both
-/// ends serialising every event's data once more.
-pub async fn append_all(conn: &mut PgConnection, org_id: Uuid, batches: Vec<SessionEvents>) -> Result<()> {
-    let n: usize = batches.iter().map(|b| b.events.len()).sum();
-    if n == 0 {
-        return Ok(());
-    }
-    let sql = append_sql!("SELECT count(*) FROM ins, wake");
-    let appended: i64 = sqlx::query_scalar_with(sql, append_args(org_id, batches)?).fetch_one(conn).await?;
-    if appended as usize != n {
-        return Err(Error::NotFound("session"));
-    }
-    Ok(())
-}
-
-/// [`append_sql`]'s parameters.
-fn append_args(org_id: Uuid, batches: Vec<SessionEvents>) -> Result<PgArguments> {
-    let n: usize = batches.iter().map(|b| b.events.len()).sum();
     let (mut sessions, mut turn_ids, mut kinds, mut data, mut step_keys) =
         (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
     for b in batches {
@@ -312,23 +243,57 @@ fn append_args(org_id: Uuid, batches: Vec<SessionEvents>) -> Result<PgArguments>
         }
     }
     let ids: Vec<Uuid> = (0..n).map(|_| new_id()).collect();
-    let mut args = PgArguments::default();
-    let encoded = (|| {
-        args.add(org_id)?;
-        args.add(sessions)?;
-        args.add(ids)?;
-        args.add(kinds)?;
-        args.add(data)?;
-        args.add(step_keys)?;
-        args.add(turn_ids)?;
-        args.add(EVENTS_CHANNEL)?;
-        // Room for the JSON once the signature prefixes it.
-        args.add((MAX_NOTIFY_BYTES - MAC_HEX) as i32)?;
-        args.add(NOTIFY_KEY.get().map(|k| k.ipad.to_vec()))?;
-        args.add(NOTIFY_KEY.get().map(|k| k.opad.to_vec()))
-    })();
-    encoded.map_err(|e| Error::Database(sqlx::Error::Encode(e)))?;
-    Ok(args)
+    let rows: Vec<Event> = sqlx::query_as(
+        "WITH u AS (
+            SELECT * FROM unnest($2::uuid[], $3::uuid[], $4::text[], $5::jsonb[], $6::text[], $7::uuid[])
+                   WITH ORDINALITY AS u(session_id, id, type, data, step_key, turn_id, ord)
+         ), counts AS (
+            SELECT session_id, count(*) AS n FROM u GROUP BY session_id
+         ), seq AS (
+            UPDATE session_sequences s SET last_sequence = s.last_sequence + c.n
+              FROM counts c
+             WHERE s.org_id = $1 AND s.session_id = c.session_id AND s.session_id = ANY($2)
+             RETURNING s.session_id, s.last_sequence, c.n
+         ), ins AS (
+            INSERT INTO events (id, org_id, session_id, sequence, type, turn_id, step_key, data)
+            SELECT u.id, $1, u.session_id,
+                   seq.last_sequence - seq.n + row_number() OVER (PARTITION BY u.session_id ORDER BY u.ord),
+                   u.type, u.turn_id, u.step_key, u.data
+              FROM u JOIN seq ON seq.session_id = u.session_id
+            RETURNING id, session_id, sequence, type, turn_id, data, ts
+         ), payload AS MATERIALIZED (
+            SELECT json_build_object('s', seq.session_id, 'q', seq.last_sequence)::text AS ids,
+                   json_build_object('s', seq.session_id, 'q', seq.last_sequence,
+                                     'e', (SELECT json_agg(ins ORDER BY ins.sequence) FROM ins
+                                            WHERE ins.session_id = seq.session_id))::text AS whole
+              FROM seq
+         ), wake AS (
+            SELECT count(pg_notify($8, CASE
+                     WHEN $10::bytea IS NOT NULL AND octet_length(whole) <= $9
+                     THEN encode(sha256($11::bytea || sha256($10::bytea || convert_to(whole, 'UTF8'))), 'hex') || whole
+                     ELSE ids END)) AS sent
+              FROM payload
+         )
+         SELECT ins.* FROM ins, wake ORDER BY session_id, sequence",
+    )
+    .bind(org_id)
+    .bind(&sessions)
+    .bind(&ids)
+    .bind(&kinds)
+    .bind(&data)
+    .bind(&step_keys)
+    .bind(&turn_ids)
+    .bind(EVENTS_CHANNEL)
+    // Room for the JSON once the signature prefixes it.
+    .bind((MAX_NOTIFY_BYTES - MAC_HEX) as i32)
+    .bind(NOTIFY_KEY.get().map(|k| k.ipad.to_vec()))
+    .bind(NOTIFY_KEY.get().map(|k| k.opad.to_vec()))
+    .fetch_all(conn)
+    .await?;
+    if rows.len() != n {
+        return Err(Error::NotFound("session"));
+    }
+    Ok(rows)
 }
 
 /// Publishes a token delta (never stored). Splits text so each payload stays

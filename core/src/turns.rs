@@ -324,7 +324,7 @@ pub async fn start_many(pool: &PgPool, org_id: Uuid, turn_ids: &[Uuid], max_stal
             }
         }
     }
-    events::append_all(&mut tx, org_id, first_starts).await?;
+    events::append_many(&mut tx, org_id, first_starts).await?;
     tx.commit().await?;
     Ok(turn_ids.iter().map(|id| runs.remove(id).map_or(Started::Finished, Started::Run)).collect())
 }
@@ -540,7 +540,7 @@ pub async fn seal_many(tx: &mut PgConnection, org_id: Uuid, seals: Vec<Seal>) ->
         }
         appends.push(events::SessionEvents { session_id: s.lease.session_id, turn_id: Some(s.lease.turn_id), events });
     }
-    events::append_all(tx, org_id, appends).await?;
+    events::append_many(tx, org_id, appends).await?;
     Ok(sealed)
 }
 
