@@ -230,3 +230,16 @@ pub fn turn_of(accepted: &serde_json::Value) -> uuid::Uuid {
     let id = accepted["turn_id"].as_str().expect("turn_id in 202 body");
     turnstone_core::ids::parse(turnstone_core::ids::Kind::Turn, id).expect("turn id")
 }
+
+/// The scenario database's statements from `pg_stat_statements` (empty when it
+/// is not preloaded): query (whitespace folded, cut to `width`), calls, total
+/// execution ms; the `limit` with the most calls, or the most time.
+pub async fn statements(d: &Deployment, by_time: bool, width: i32, limit: i64) -> Vec<(String, i64, f64)> {
+    let order = if by_time { "total_exec_time" } else { "calls" };
+    let sql = format!(
+        "SELECT left(regexp_replace(query, '\\s+', ' ', 'g'), $1), calls, total_exec_time
+           FROM pg_stat_statements WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
+          ORDER BY {order} DESC LIMIT $2"
+    );
+    sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(width).bind(limit).fetch_all(&d.admin).await.unwrap_or_default()
+}

@@ -119,6 +119,26 @@ pub async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
 }
 
 /// A fresh random master key spec.
+/// A fresh migrated database with the bootstrap org (no API key, a provider
+/// nobody listens on), for tests that drive `turnstone_core` directly.
+/// Returns the database, its owner's pool (bypasses row-level security: for
+/// inspection) and the org's id.
+pub async fn org_database() -> (TestDb, sqlx::PgPool, uuid::Uuid) {
+    use turnstone_core::{db, orgs};
+    let tdb = TestDb::new().await;
+    let owner = db::connect(&tdb.url, 2).await.expect("connect");
+    db::migrate(&owner).await.expect("migrate");
+    let keys = KeyRing::parse(&master_key()).expect("key ring");
+    let boot = orgs::Bootstrap {
+        api_key: None,
+        provider_base_url: "http://127.0.0.1:9/v1".into(),
+        provider_api_key: None,
+        model_name: "m".into(),
+    };
+    let org = orgs::bootstrap(&owner, &keys, &boot).await.expect("bootstrap").org_id;
+    (tdb, owner, org)
+}
+
 pub fn master_key() -> String {
     KeyRing::generate_spec("test")
 }

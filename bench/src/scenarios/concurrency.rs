@@ -170,13 +170,6 @@ async fn wait_completed(d: &Deployment, t0: Instant, total: i64, worker_pid: i32
 /// Where the database's time went during phase 1: the statements with the
 /// most execution time (pg_stat_statements, when preloaded), per turn.
 async fn top_by_time(d: &Deployment) -> Value {
-    let rows: Vec<(String, i64, f64)> = sqlx::query_as(
-        "SELECT left(regexp_replace(query, '\\s+', ' ', 'g'), 90), calls, total_exec_time
-           FROM pg_stat_statements WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
-          ORDER BY total_exec_time DESC LIMIT 8",
-    )
-    .fetch_all(&d.admin)
-    .await
-    .unwrap_or_default();
+    let rows = crate::stack::statements(d, true, 90, 8).await;
     Value::Array(rows.into_iter().map(|(q, calls, total)| json!({ "calls": calls, "total_ms": r2(total), "query": q })).collect())
 }

@@ -269,14 +269,7 @@ pub async fn throughput(ctx: &Ctx) -> Value {
 
 /// The statements with the most calls per completed turn during the window (pg_stat_statements).
 async fn top_statements(d: &Deployment, turns: u64) -> Value {
-    let rows: Vec<(String, i64, f64)> = sqlx::query_as(
-        "SELECT left(regexp_replace(query, '\\s+', ' ', 'g'), 110), calls, total_exec_time
-           FROM pg_stat_statements WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
-          ORDER BY calls DESC LIMIT 15",
-    )
-    .fetch_all(&d.admin)
-    .await
-    .unwrap_or_default();
+    let rows = crate::stack::statements(d, false, 110, 15).await;
     let t = turns.max(1) as f64;
     Value::Array(
         rows.into_iter()

@@ -5,25 +5,14 @@ use serde_json::json;
 use sqlx::PgPool;
 use turnstone_core::events::{NewEvent, types};
 use turnstone_core::turns::{self, ContentPart, Outcome, Start, TurnTask, Usage};
-use turnstone_core::{Error, agents, crypto::KeyRing, db, orgs, sessions};
+use turnstone_core::{Error, agents, db, sessions};
 use turnstone_tests::TestDb;
 use uuid::Uuid;
 
 /// A migrated database with an org, agent and session, and no workers. The
-/// returned pool acts as the API role (row-level security applies); `owner`
-/// is the admin connection used only to inspect.
+/// returned pool acts as the API role (row-level security applies).
 async fn setup() -> (TestDb, PgPool, Uuid, Uuid) {
-    let tdb = TestDb::new().await;
-    let owner = db::connect(&tdb.url, 2).await.unwrap();
-    db::migrate(&owner).await.unwrap();
-    let keys = KeyRing::parse(&turnstone_tests::master_key()).unwrap();
-    let boot = orgs::Bootstrap {
-        api_key: None,
-        provider_base_url: "http://127.0.0.1:9/v1".into(),
-        provider_api_key: None,
-        model_name: "m".into(),
-    };
-    let org = orgs::bootstrap(&owner, &keys, &boot).await.unwrap().org_id;
+    let (tdb, _owner, org) = turnstone_tests::org_database().await;
     let pool = db::connect(&tdb.as_role("turnstone_api"), 4).await.unwrap();
     let mut conn = db::begin_org(&pool, org).await.unwrap();
     let agent =

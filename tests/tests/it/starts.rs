@@ -8,24 +8,14 @@ use std::time::Duration;
 use sqlx::PgPool;
 use turnstone_core::events::{self, types};
 use turnstone_core::turns::{self, ContentPart, Outcome, Start, Started, TurnTask};
-use turnstone_core::{agents, crypto::KeyRing, db, orgs, sessions};
+use turnstone_core::{agents, db, sessions};
 use turnstone_tests::TestDb;
 use uuid::Uuid;
 
 /// A migrated database with an org, an agent and `n` sessions, no workers.
 /// The pool acts as the worker role (row-level security applies).
 async fn setup(n: usize) -> (TestDb, PgPool, PgPool, Uuid, Vec<Uuid>) {
-    let tdb = TestDb::new().await;
-    let owner = db::connect(&tdb.url, 2).await.unwrap();
-    db::migrate(&owner).await.unwrap();
-    let keys = KeyRing::parse(&turnstone_tests::master_key()).unwrap();
-    let boot = orgs::Bootstrap {
-        api_key: None,
-        provider_base_url: "http://127.0.0.1:9/v1".into(),
-        provider_api_key: None,
-        model_name: "m".into(),
-    };
-    let org = orgs::bootstrap(&owner, &keys, &boot).await.unwrap().org_id;
+    let (tdb, owner, org) = turnstone_tests::org_database().await;
     let api = db::connect(&tdb.as_role("turnstone_api"), 4).await.unwrap();
     let mut tx = db::begin_org(&api, org).await.unwrap();
     let agent =
