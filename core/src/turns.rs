@@ -699,14 +699,15 @@ pub struct TurnContext {
 /// Re-reads a running turn's context (a worker that lost track of its log).
 pub async fn load_context(pool: &PgPool, lease: &Lease) -> Result<TurnContext> {
     let mut contexts = load_contexts(pool, lease.org_id, std::slice::from_ref(lease)).await?;
-    contexts.pop().ok_or(Error::NotFound("session"))
+    contexts.pop().unwrap_or(Err(Error::NotFound("session")))
 }
 
 /// Reads the contexts of running turns of one org in one read-only
 /// transaction (three statements however many turns; one more per distinct
-/// provider key), in the order of `leases`. Fails with `NotFound("session")`
-/// when a lease's session is gone.
-pub async fn load_contexts(pool: &PgPool, org_id: Uuid, leases: &[Lease]) -> Result<Vec<TurnContext>> {
+/// provider key), one per lease in the order of `leases`: `NotFound("session")`
+/// for a lease whose session is gone, without failing the others. The outer
+/// error is the database's.
+pub async fn load_contexts(pool: &PgPool, org_id: Uuid, leases: &[Lease]) -> Result<Vec<Result<TurnContext>>> {
     if leases.is_empty() {
         return Ok(Vec::new());
     }
@@ -726,12 +727,9 @@ pub async fn load_contexts(pool: &PgPool, org_id: Uuid, leases: &[Lease]) -> Res
     .bind(&turns)
     .fetch_all(&mut *tx)
     .await?;
-    if rows.len() != leases.len() {
-        return Err(Error::NotFound("session"));
-    }
     let mut histories = events::for_turn_contexts(&mut tx, org_id, &sessions, &turns).await?;
     let mut endpoints: Vec<(Option<Uuid>, Option<crate::providers::StoredEndpoint>)> = Vec::new();
-    let mut contexts: Vec<(i64, TurnContext)> = Vec::with_capacity(rows.len());
+    let mut contexts: Vec<Result<TurnContext>> = leases.iter().map(|_| Err(Error::NotFound("session"))).collect();
     for (ord, system_prompt, capabilities, max_iterations, max_turn_secs, session_model, agent_model, cancel_requested) in rows {
         let lease = &leases[ord as usize - 1];
         let model_id = lease.model_id.or(session_model).or(agent_model);
@@ -756,12 +754,11 @@ pub async fn load_contexts(pool: &PgPool, org_id: Uuid, leases: &[Lease]) -> Res
             model_id,
             history,
         };
-        contexts.push((ord, context));
+        contexts[ord as usize - 1] = Ok(context);
     }
     // Read-only: dropping it rolls back on the connection's next use, no round trip here.
     drop(tx);
-    contexts.sort_by_key(|(ord, _)| *ord);
-    Ok(contexts.into_iter().map(|(_, c)| c).collect())
+    Ok(contexts)
 }
 
 /// Data of an assistant message event (`output.message.completed`).

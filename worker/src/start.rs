@@ -91,7 +91,7 @@ async fn start_group(pool: &PgPool, org_id: Uuid, max_stalled_starts: i32, ids: 
     started
         .into_iter()
         .map(|s| match s {
-            Started::Run(lease) => Ok(Start::Run(lease, contexts.next().expect("a context per lease"))),
+            Started::Run(lease) => contexts.next().expect("a context per lease").map(|c| Start::Run(lease, c)),
             Started::Finished => Ok(Start::Finished),
         })
         .collect()

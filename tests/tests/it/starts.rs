@@ -132,10 +132,16 @@ async fn a_batch_starts_each_turn_as_a_start_of_its_own_would() {
     // The contexts of the batch, read together, are each turn's own.
     let contexts = turns::load_contexts(&worker, org, &leases).await.unwrap();
     for (l, c) in leases.iter().zip(&contexts) {
+        let c = c.as_ref().expect("a context");
         assert!(c.history.iter().all(|e| e.session_id == l.session_id), "no other session's events");
         assert_eq!(c.history.iter().filter(|e| e.kind == types::TURN_STARTED).count(), 1);
         assert_eq!(c.history.first().unwrap().turn_id, Some(l.turn_id));
     }
+    // A lease whose session cannot be read fails alone; its batch mates still load.
+    let stray = turns::Lease { session_id: Uuid::now_v7(), turn_id: Uuid::now_v7(), ..leases[0].clone() };
+    let mixed = turns::load_contexts(&worker, org, &[stray, leases[1].clone()]).await.unwrap();
+    assert!(matches!(mixed[0], Err(turnstone_core::Error::NotFound("session"))), "{:?}", mixed[0].as_ref().err());
+    assert_eq!(mixed[1].as_ref().expect("loads").history.first().unwrap().turn_id, Some(leases[1].turn_id));
 }
 
 async fn lease_of(owner: &PgPool, turn: Uuid) -> turns::Lease {
