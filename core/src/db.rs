@@ -51,35 +51,6 @@ pub async fn begin_org(pool: &PgPool, org_id: uuid::Uuid) -> Result<sqlx::Transa
     Ok(pool.begin_with(sqlx::AssertSqlSafe(begin)).await?)
 }
 
-/// Which session a writer locks.
-#[derive(Debug, Clone, Copy)]
-pub enum SessionLock {
-    /// This session.
-    Id(uuid::Uuid),
-    /// The session of this turn.
-    OfTurn(uuid::Uuid),
-}
-
-/// [`begin_org`] that also takes the session's row lock — what every writer of
-/// a session does first (lock order: session row, then turn row) — in the
-/// same round trip. A session that does not exist (or is another org's) is
-/// simply not locked; the caller's guarded statements then find nothing.
-pub async fn begin_session(
-    pool: &PgPool,
-    org_id: uuid::Uuid,
-    session: SessionLock,
-) -> Result<sqlx::Transaction<'static, sqlx::Postgres>> {
-    let lock = match session {
-        SessionLock::Id(id) => format!("SELECT 1 FROM sessions WHERE id = '{}' FOR UPDATE", id.hyphenated()),
-        SessionLock::OfTurn(turn) => format!(
-            "SELECT 1 FROM sessions WHERE id = (SELECT session_id FROM turns WHERE id = '{}') FOR UPDATE",
-            turn.hyphenated()
-        ),
-    };
-    let begin = format!("BEGIN; SELECT set_config('turnstone.org_id', '{}', true); {lock}", org_id.hyphenated());
-    Ok(pool.begin_with(sqlx::AssertSqlSafe(begin)).await?)
-}
-
 /// [`begin_org`] that also locks the sessions of several turns, in session id
 /// order (so batches never deadlock with one another or with one-session
 /// writers), in the same round trip.
@@ -92,7 +63,11 @@ pub async fn begin_turn_sessions(
     begin_locking(pool, org_id, &lock).await
 }
 
-/// [`begin_org`] that also locks these sessions, in id order, in the same round trip.
+/// [`begin_org`] that also takes these sessions' row locks, in id order — what
+/// every writer of sessions does first (lock order: session row, then turn
+/// row) — in the same round trip. A session that does not exist (or is
+/// another org's) is simply not locked; the caller's guarded statements then
+/// find nothing.
 pub async fn begin_sessions(
     pool: &PgPool,
     org_id: uuid::Uuid,

@@ -126,17 +126,8 @@ pub async fn complete(pool: &PgPool, worker: &str, held: &[Held]) -> Result<u64>
     if held.is_empty() {
         return Ok(0);
     }
-    let (ids, attempts) = split(held);
-    Ok(sqlx::query(
-        "DELETE FROM task_queue t USING unnest($1::bigint[], $2::int[]) AS h(id, attempts)
-          WHERE t.id = h.id AND t.attempts = h.attempts AND t.lock_by = $3",
-    )
-    .bind(&ids)
-    .bind(&attempts)
-    .bind(worker)
-    .execute(pool)
-    .await?
-    .rows_affected())
+    let claims: Vec<(Held, String)> = held.iter().map(|h| (*h, worker.to_owned())).collect();
+    complete_all_in(&mut *pool.acquire().await?, &claims).await
 }
 
 /// Completes one claim `worker` holds in the caller's transaction (a handler
@@ -145,8 +136,9 @@ pub async fn complete_in(tx: &mut PgConnection, held: Held, worker: &str) -> Res
     Ok(complete_all_in(tx, &[(held, worker.to_owned())]).await? == 1)
 }
 
-/// Completes claims, each still held by the worker named with it, in the
-/// caller's transaction (a batch of seals acknowledging their tasks). Returns how many.
+/// Completes claims, each still held by the worker named with it, on the
+/// caller's connection — in its transaction, if one is open (a batch of seals
+/// acknowledging their tasks). Returns how many.
 pub async fn complete_all_in(tx: &mut PgConnection, claims: &[(Held, String)]) -> Result<u64> {
     if claims.is_empty() {
         return Ok(0);

@@ -370,7 +370,7 @@ pub async fn commit_step(
     iterations: i32,
     usage: Usage,
 ) -> Result<Vec<Event>> {
-    let mut tx = db::begin_session(pool, lease.org_id, db::SessionLock::Id(lease.session_id)).await?;
+    let mut tx = db::begin_sessions(pool, lease.org_id, &[lease.session_id]).await?;
     guard(&mut tx, lease, iterations, usage).await?;
     let appended = events::append(&mut tx, lease.org_id, lease.session_id, Some(lease.turn_id), events).await?;
     tx.commit().await?;

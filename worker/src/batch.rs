@@ -11,6 +11,8 @@
 use std::sync::Arc;
 
 use tokio::sync::{Semaphore, mpsc, oneshot};
+use turnstone_core::Error;
+use uuid::Uuid;
 
 /// A request waiting in a batch, and where its answer goes.
 struct Pending<Req, Resp> {
@@ -74,4 +76,24 @@ impl<Req: Send + 'static, Resp: Send + 'static> Batcher<Req, Resp> {
         self.requests.send(Pending { request, reply }).ok()?;
         answer.await.ok()
     }
+}
+
+/// Groups indices by org, keeping their order (row-level security scopes a transaction to one org).
+pub fn by_org(items: &[usize], org_of: impl Fn(usize) -> Uuid) -> Vec<(Uuid, Vec<usize>)> {
+    let mut groups: Vec<(Uuid, Vec<usize>)> = Vec::new();
+    for &i in items {
+        let org = org_of(i);
+        match groups.iter_mut().find(|(o, _)| *o == org) {
+            Some((_, g)) => g.push(i),
+            None => groups.push((org, vec![i])),
+        }
+    }
+    groups
+}
+
+/// `n` answers sharing one batch's error.
+pub fn shared_error<T>(n: usize, e: Error) -> Vec<Result<T, Error>> {
+    tracing::warn!(error = %e, requests = n, "batched turn transaction failed");
+    let e = Arc::new(e);
+    (0..n).map(|_| Err(Error::Batched(e.clone()))).collect()
 }

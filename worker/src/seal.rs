@@ -7,8 +7,7 @@ use sqlx::PgPool;
 use turnstone_core::Error;
 use turnstone_core::turns::{self, Seal};
 
-use crate::batch::Batcher;
-use crate::start::{by_org, shared_error};
+use crate::batch::{Batcher, by_org, shared_error};
 
 /// Most turns sealed by one transaction.
 pub const MAX_BATCH: usize = 128;

@@ -3,14 +3,12 @@
 //! ([`turns::start_many`]), and their contexts read in one more
 //! ([`turns::load_contexts`]).
 
-use std::sync::Arc;
-
 use sqlx::PgPool;
 use turnstone_core::Error;
 use turnstone_core::turns::{self, Start, Started, TurnTask};
 use uuid::Uuid;
 
-use crate::batch::Batcher;
+use crate::batch::{Batcher, by_org, shared_error};
 
 /// Most turns started by one transaction (the statements' arrays are bounded with it).
 pub const MAX_BATCH: usize = 128;
@@ -61,19 +59,6 @@ pub async fn start_all(pool: &PgPool, max_stalled_starts: i32, tasks: Vec<TurnTa
     answers.into_iter().map(|a| a.expect("every task is answered")).collect()
 }
 
-/// Groups indices by org, keeping their order (row-level security scopes a transaction to one org).
-pub(crate) fn by_org(items: &[usize], org_of: impl Fn(usize) -> Uuid) -> Vec<(Uuid, Vec<usize>)> {
-    let mut groups: Vec<(Uuid, Vec<usize>)> = Vec::new();
-    for &i in items {
-        let org = org_of(i);
-        match groups.iter_mut().find(|(o, _)| *o == org) {
-            Some((_, g)) => g.push(i),
-            None => groups.push((org, vec![i])),
-        }
-    }
-    groups
-}
-
 /// Starts one org's distinct turns and reads their contexts; one answer per id.
 async fn start_group(pool: &PgPool, org_id: Uuid, max_stalled_starts: i32, ids: &[Uuid]) -> Vec<Result<Start, Error>> {
     let started = match turns::start_many(pool, org_id, ids, max_stalled_starts).await {
@@ -95,11 +80,4 @@ async fn start_group(pool: &PgPool, org_id: Uuid, max_stalled_starts: i32, ids: 
             Started::Finished => Ok(Start::Finished),
         })
         .collect()
-}
-
-/// `n` answers sharing one batch's error.
-pub(crate) fn shared_error<T>(n: usize, e: Error) -> Vec<Result<T, Error>> {
-    tracing::warn!(error = %e, requests = n, "batched turn transaction failed");
-    let e = Arc::new(e);
-    (0..n).map(|_| Err(Error::Batched(e.clone()))).collect()
 }
