@@ -46,6 +46,24 @@ const FIRST_BYTES_WAIT: Duration = Duration::from_secs(30);
 /// Frames gathered into one write at most.
 const MAX_WRITE: usize = 64 * 1024;
 
+/// Pending connections the kernel may queue before `accept` (capped by
+/// `net.core.somaxconn`). `TcpListener::bind` asks for 128, which a burst of
+/// clients (thousands of SSE streams reconnecting at once) overflows: each
+/// dropped SYN costs its client a one-second retransmit.
+pub const LISTEN_BACKLOG: u32 = 4096;
+
+/// Binds `addr` (the first address it resolves to) with [`LISTEN_BACKLOG`].
+pub async fn bind(addr: &str) -> std::io::Result<TcpListener> {
+    let addr = tokio::net::lookup_host(addr)
+        .await?
+        .next()
+        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("{addr} resolves to no address")))?;
+    let socket = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
 /// Serves until `shutdown` resolves: then stops accepting, flips `stop` (SSE
 /// streams say `disconnecting` and end), lets requests in flight finish for
 /// up to `grace`, and returns.

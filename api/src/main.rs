@@ -65,7 +65,7 @@ async fn run() -> std::process::ExitCode {
 async fn serve() -> Result<(), Box<dyn std::error::Error>> {
     let config = Config::from_env()?;
     let addr = std::env::var("TURNSTONE_API_ADDR").unwrap_or_else(|_| "127.0.0.1:8080".into());
-    let listener = tokio::net::TcpListener::bind(&addr).await?;
+    let listener = turnstone_api::listener::bind(&addr).await?;
     let app = Application::build(config, listener, shutdown_signal()).await?;
     if let Some(key) = &app.generated_key {
         // Shown once; only its hash is stored.

@@ -195,9 +195,27 @@ impl Running {
     }
 }
 
+/// Pending connections the kernel may queue before `accept` (it caps this at
+/// `net.core.somaxconn`). `TcpListener::bind` asks for 128: a worker opening
+/// a thousand model streams at once overflowed that queue, and every dropped
+/// SYN cost its turn a one-second retransmit (docs/benchmarks.md, `concurrency`).
+pub const LISTEN_BACKLOG: u32 = 4096;
+
+/// Binds `addr` (the first address it resolves to) with [`LISTEN_BACKLOG`].
+pub async fn bind(addr: &str) -> std::io::Result<tokio::net::TcpListener> {
+    let addr = tokio::net::lookup_host(addr)
+        .await?
+        .next()
+        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("{addr} resolves to no address")))?;
+    let socket = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
 /// Starts a simulator on `127.0.0.1:0` in the current runtime.
 pub async fn spawn(config: Config) -> std::io::Result<Running> {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let listener = bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     let sim = Arc::new(chat::Sim::new(config));
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

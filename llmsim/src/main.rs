@@ -10,7 +10,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let config = turnstone_llmsim::Config::from_env()?;
     let addr = std::env::var("TURNSTONE_LLMSIM_ADDR").unwrap_or_else(|_| "127.0.0.1:8090".to_owned());
-    let listener = tokio::net::TcpListener::bind(&addr).await?;
+    let listener = turnstone_llmsim::bind(&addr).await?;
     tracing::info!(addr = %listener.local_addr()?, ?config, "llm simulator listening");
     turnstone_llmsim::run(listener, config, shutdown_signal()).await?;
     Ok(())

@@ -232,7 +232,7 @@ impl Stack {
             sse_max_streams: opts.sse_max_streams,
             auth_cache: opts.auth_cache,
         };
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let listener = turnstone_api::listener::bind("127.0.0.1:0").await.expect("bind");
         let (api_stop, stopped) = oneshot::channel::<()>();
         let app = turnstone_api::Application::build(config, listener, async move {
             let _ = stopped.await;

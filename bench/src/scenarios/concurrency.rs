@@ -68,6 +68,15 @@ pub async fn run(ctx: &Ctx) -> Value {
     .await
     .expect("spreads");
     let statements = top_by_time(&d).await;
+    // Completions per 100 ms after the first start: shows whether finishing is
+    // one burst or stalls (a timer, a queue) between bursts.
+    let finished_per_100ms: Vec<(i32, i64)> = sqlx::query_as(
+        "SELECT (extract(epoch FROM finished_at - (SELECT min(started_at) FROM turns)) * 10)::int4 AS b, count(*)
+           FROM turns WHERE status = 'completed' GROUP BY b ORDER BY b",
+    )
+    .fetch_all(&d.admin)
+    .await
+    .expect("finish histogram");
 
     // Phase 2, for comparison with earlier runs: the same sessions get 1,000
     // more messages POSTed while the worker runs; wall = first POST -> last completed.
@@ -95,6 +104,7 @@ pub async fn run(ctx: &Ctx) -> Value {
         "wall_s": r2(wall),
         "worker_registered_s": r2(registered),
         "db_clock": { "start_spread_s": r2(start_spread), "first_start_to_first_finish_s": r2(first_run), "finish_spread_s": r2(finish_spread) },
+        "finished_per_100ms_after_first_start": finished_per_100ms.iter().map(|(b, n)| json!([b, n])).collect::<Vec<_>>(),
         "first_completed_s": in_flight.first_completed.map(r2),
         "post_1000_without_worker_s": r2(post_only),
         "top_statements_by_time": statements,
