@@ -46,6 +46,19 @@ pub fn seconds(name: &'static str, default: f64) -> Result<Duration, ConfigError
     Ok(Duration::from_secs_f64(s))
 }
 
+/// A whole number from 0 to `max` (0 turns the feature off), or `default` when unset.
+pub fn whole_or_off(name: &'static str, default: u64, max: u64) -> Result<u64, ConfigError> {
+    match var(name) {
+        None => Ok(default),
+        Some(v) => v
+            .trim()
+            .parse::<u64>()
+            .ok()
+            .filter(|n| *n <= max)
+            .ok_or(ConfigError::Invalid { name, why: format!("expected a whole number from 0 to {max}") }),
+    }
+}
+
 /// A finite number of seconds that may be 0 (0 turns the feature off), or `default` when unset.
 pub fn seconds_or_off(name: &'static str, default: f64) -> Result<Duration, ConfigError> {
     match var(name) {

@@ -367,12 +367,17 @@ pub const CONVERSATION: &[&str] = &[types::INPUT_MESSAGE, types::OUTPUT_MESSAGE_
 /// turns are most of a log and the prompt has no use for them.
 ///
 /// For several turns at once (`sessions[i]` is the session of `turns[i]`), in
-/// one statement; keyed by turn.
+/// one statement; keyed by turn. `after[i]` skips the conversation events of
+/// `sessions[i]` up to that sequence (what the caller already holds, see
+/// [`crate::history`]; 0 skips nothing); the turn's other events always come.
+/// Two index scans per turn: `(session_id, type, sequence)` for the
+/// conversation, `(turn_id, …)` for the turn's markers — not every event of the session.
 pub async fn for_turn_contexts(
     conn: &mut PgConnection,
     org_id: Uuid,
     sessions: &[Uuid],
     turns: &[Uuid],
+    after: &[i64],
 ) -> Result<std::collections::HashMap<Uuid, Vec<Event>>> {
     #[derive(sqlx::FromRow)]
     struct Row {
@@ -382,15 +387,21 @@ pub async fn for_turn_contexts(
     }
     let rows: Vec<Row> = sqlx::query_as(
         "SELECT l.turn_id AS for_turn, e.id, e.session_id, e.sequence, e.type, e.turn_id, e.data, e.ts
-           FROM unnest($2::uuid[], $3::uuid[]) AS l(session_id, turn_id)
-           JOIN events e ON e.session_id = l.session_id AND (e.type = ANY($4) OR e.turn_id = l.turn_id)
-          WHERE e.org_id = $1 AND e.session_id = ANY($2)
+           FROM unnest($2::uuid[], $3::uuid[], $5::int8[]) AS l(session_id, turn_id, after)
+           CROSS JOIN LATERAL (
+                SELECT c.id, c.session_id, c.sequence, c.type, c.turn_id, c.data, c.ts FROM events c
+                 WHERE c.session_id = l.session_id AND c.type = ANY($4) AND c.sequence > l.after AND c.org_id = $1
+                UNION ALL
+                SELECT o.id, o.session_id, o.sequence, o.type, o.turn_id, o.data, o.ts FROM events o
+                 WHERE o.turn_id = l.turn_id AND o.type <> ALL($4) AND o.org_id = $1
+           ) e
           ORDER BY l.turn_id, e.sequence",
     )
     .bind(org_id)
     .bind(sessions)
     .bind(turns)
     .bind(CONVERSATION)
+    .bind(after)
     .fetch_all(conn)
     .await?;
     let mut by_turn: std::collections::HashMap<Uuid, Vec<Event>> = std::collections::HashMap::with_capacity(turns.len());

@@ -7,7 +7,7 @@
 //! types, NOTIFY channels and payloads, task arguments — is defined here once.
 //!
 //! This crate must not know HTTP (no poem types), must not call LLMs, and must
-//! not hold cross-process state in memory.
+//! not hold cross-process state in memory ([`history`] only caches immutable log prefixes).
 //!
 //! # Layout
 //! - [`error`]: the crate's one error enum.
@@ -21,6 +21,7 @@
 //! - [`providers`], [`agents`], [`sessions`]: tenant resources.
 //! - [`quotas`]: per-org quotas and the per-key rate limit.
 //! - [`events`]: the append-only event log and its NOTIFY wake-ups.
+//! - [`history`]: a worker's cache of conversation prefixes it has read (the log is immutable).
 //! - [`queue`]: the task queue table — enqueue, batched claim/complete, heartbeats, reclaim.
 //! - [`turns`]: the turn queue — enqueue, claim, guarded step commits, finalise.
 //! - [`capabilities`]: the registry of tools an agent can enable (with [`math`]).
@@ -36,6 +37,7 @@ pub mod db;
 pub mod env;
 pub mod error;
 pub mod events;
+pub mod history;
 pub mod idempotency;
 pub mod ids;
 pub mod keychain;

@@ -21,8 +21,11 @@
 //! guessing the array's size (and free to scan a whole table), the `ANY`
 //! keeps every access on an index whatever it guesses.
 
+use std::sync::Arc;
+
 use crate::error::{Error, Result};
 use crate::events::{self, Event, NewEvent, types};
+use crate::history::{ConversationCache, Prefix};
 use crate::ids::new_id;
 use crate::{db, limits, queue};
 use chrono::{DateTime, Utc};
@@ -690,7 +693,8 @@ pub struct TurnContext {
     pub model_id: Option<Uuid>,
     /// The session's conversation up to now and every event of this turn
     /// ([`events::for_turn_contexts`]); input messages of later turns are excluded.
-    pub history: Vec<Event>,
+    /// Shared with the worker's [`ConversationCache`]: a turn's context costs no copy of its conversation.
+    pub history: Vec<Arc<Event>>,
     /// The model to call and its provider, key still sealed; `None`: no model
     /// is configured (the turn fails `no_model` when it needs one).
     pub endpoint: Option<crate::providers::StoredEndpoint>,
@@ -698,7 +702,7 @@ pub struct TurnContext {
 
 /// Re-reads a running turn's context (a worker that lost track of its log).
 pub async fn load_context(pool: &PgPool, lease: &Lease) -> Result<TurnContext> {
-    let mut contexts = load_contexts(pool, lease.org_id, std::slice::from_ref(lease)).await?;
+    let mut contexts = load_contexts(pool, lease.org_id, std::slice::from_ref(lease), &ConversationCache::new(0)).await?;
     contexts.pop().unwrap_or(Err(Error::NotFound("session")))
 }
 
@@ -706,8 +710,14 @@ pub async fn load_context(pool: &PgPool, lease: &Lease) -> Result<TurnContext> {
 /// transaction (three statements however many turns; one more per distinct
 /// provider key), one per lease in the order of `leases`: `NotFound("session")`
 /// for a lease whose session is gone, without failing the others. The outer
-/// error is the database's.
-pub async fn load_contexts(pool: &PgPool, org_id: Uuid, leases: &[Lease]) -> Result<Vec<Result<TurnContext>>> {
+/// error is the database's. Conversations known to `cache` are read from
+/// where it ends, and what is read extends it.
+pub async fn load_contexts(
+    pool: &PgPool,
+    org_id: Uuid,
+    leases: &[Lease],
+    cache: &ConversationCache,
+) -> Result<Vec<Result<TurnContext>>> {
     if leases.is_empty() {
         return Ok(Vec::new());
     }
@@ -727,7 +737,9 @@ pub async fn load_contexts(pool: &PgPool, org_id: Uuid, leases: &[Lease]) -> Res
     .bind(&turns)
     .fetch_all(&mut *tx)
     .await?;
-    let mut histories = events::for_turn_contexts(&mut tx, org_id, &sessions, &turns).await?;
+    let prefixes: Vec<Prefix> = leases.iter().map(|l| cache.get(org_id, l.session_id)).collect();
+    let after: Vec<i64> = prefixes.iter().map(|p| p.upto).collect();
+    let mut histories = events::for_turn_contexts(&mut tx, org_id, &sessions, &turns, &after).await?;
     let mut endpoints: Vec<(Option<Uuid>, Option<crate::providers::StoredEndpoint>)> = Vec::new();
     let mut contexts: Vec<Result<TurnContext>> = leases.iter().map(|_| Err(Error::NotFound("session"))).collect();
     for (ord, system_prompt, capabilities, max_iterations, max_turn_secs, session_model, agent_model, cancel_requested) in rows {
@@ -742,7 +754,8 @@ pub async fn load_contexts(pool: &PgPool, org_id: Uuid, leases: &[Lease]) -> Res
                 e
             }
         };
-        let mut history = histories.remove(&lease.turn_id).unwrap_or_default();
+        let read = histories.remove(&lease.turn_id).unwrap_or_default();
+        let mut history = with_prefix(cache, org_id, lease.session_id, &prefixes[ord as usize - 1], read);
         history.retain(|e| !(e.kind == types::INPUT_MESSAGE && e.sequence > lease.input_sequence));
         let context = TurnContext {
             endpoint,
@@ -759,6 +772,25 @@ pub async fn load_contexts(pool: &PgPool, org_id: Uuid, leases: &[Lease]) -> Res
     // Read-only: dropping it rolls back on the connection's next use, no round trip here.
     drop(tx);
     Ok(contexts)
+}
+
+/// A turn's events as read after `prefix`, completed with the prefix, in
+/// sequence order; the conversation now known goes back into `cache`.
+fn with_prefix(cache: &ConversationCache, org_id: Uuid, session_id: Uuid, prefix: &Prefix, read: Vec<Event>) -> Vec<Arc<Event>> {
+    if prefix.upto == 0 && !cache.enabled() {
+        return read.into_iter().map(Arc::new).collect();
+    }
+    let (conversation, own): (Vec<Arc<Event>>, Vec<Arc<Event>>) =
+        read.into_iter().map(Arc::new).partition(|e| events::CONVERSATION.contains(&e.kind.as_str()));
+    let upto = conversation.last().map_or(prefix.upto, |e| e.sequence.max(prefix.upto));
+    let mut known = Vec::with_capacity(prefix.events.len() + conversation.len());
+    known.extend(prefix.events.iter().cloned());
+    known.extend(conversation);
+    let mut history = known.clone();
+    history.extend(own);
+    history.sort_by_key(|e| e.sequence);
+    cache.put(org_id, session_id, Prefix { upto, events: Arc::new(known) });
+    history
 }
 
 /// Data of an assistant message event (`output.message.completed`).

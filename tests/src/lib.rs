@@ -93,6 +93,11 @@ impl ConnectUrl for sqlx::PgConnection {
 
 impl Drop for TestDb {
     fn drop(&mut self) {
+        // For a post-mortem with psql (a benchmark's data, a failing test's rows).
+        if std::env::var_os("TURNSTONE_TEST_KEEP_DB").is_some_and(|v| v == "1") {
+            eprintln!("kept database {}", self.name);
+            return;
+        }
         let (name, admin) = (self.name.clone(), self.admin.clone());
         // Drop runs inside the test's runtime; use a thread with its own.
         let _ = std::thread::spawn(move || {

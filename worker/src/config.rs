@@ -34,10 +34,16 @@ pub struct Config {
     /// streams completely within the first window sends no deltas at all: its
     /// `output.message.completed` follows at once and carries the whole text.
     pub delta_window: Duration,
+    /// Bytes of conversation prefixes kept in memory so that a turn's context
+    /// read fetches only what its session appended since ([`turnstone_core::history`]); 0: none.
+    pub history_cache_bytes: usize,
 }
 
+/// Default of `TURNSTONE_WORKER_HISTORY_CACHE_MB`.
+pub const HISTORY_CACHE_MB: u64 = 64;
+
 pub use turnstone_core::env::ConfigError;
-use turnstone_core::env::{positive as number, seconds, var};
+use turnstone_core::env::{positive as number, seconds, var, whole_or_off};
 
 impl Config {
     pub fn from_env() -> Result<Self, ConfigError> {
@@ -60,6 +66,7 @@ impl Config {
             drain: seconds("TURNSTONE_WORKER_DRAIN_SECS", 30.0)?,
             max_stalled_starts: number("TURNSTONE_WORKER_MAX_STALLED_STARTS", 3i32)?,
             delta_window: Duration::from_millis(number("TURNSTONE_DELTA_WINDOW_MS", 25u64)?),
+            history_cache_bytes: (whole_or_off("TURNSTONE_WORKER_HISTORY_CACHE_MB", HISTORY_CACHE_MB, 1 << 20)? << 20) as usize,
         })
     }
 
@@ -80,6 +87,7 @@ impl Config {
             drain: Duration::from_secs(30),
             max_stalled_starts: 3,
             delta_window: Duration::from_millis(25),
+            history_cache_bytes: (HISTORY_CACHE_MB << 20) as usize,
         }
     }
 }

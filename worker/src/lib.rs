@@ -131,7 +131,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
     let drain = config.drain;
     let base_name = config.name.clone();
     let http = llm::http_client()?;
-    let starter = start::Starter::spawn(pool.clone(), config.max_stalled_starts);
+    let history = Arc::new(turnstone_core::history::ConversationCache::new(config.history_cache_bytes));
+    let starter = start::Starter::spawn(pool.clone(), config.max_stalled_starts, history);
     let sealer = seal::Sealer::spawn(pool.clone());
     let ctx = Context { pool: pool.clone(), config: Arc::new(config), cancels, abort, http, starter, sealer };
     for incarnation in 0u32.. {

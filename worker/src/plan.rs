@@ -46,7 +46,7 @@ fn is_result_of(e: &Event, iteration_no: i32, call_id: &str) -> bool {
 
 /// The first step of `turn_id` whose result is not in the log.
 pub fn next_step(ctx: &TurnContext, turn_id: Uuid) -> Step {
-    let mine: Vec<&Event> = ctx.history.iter().filter(|e| e.turn_id == Some(turn_id)).collect();
+    let mine: Vec<&Event> = ctx.history.iter().map(|e| e.as_ref()).filter(|e| e.turn_id == Some(turn_id)).collect();
     let Some(last) = mine.iter().rev().find(|e| e.kind == types::OUTPUT_MESSAGE_COMPLETED) else {
         return Step::CallModel { iteration: 1 };
     };
@@ -65,7 +65,7 @@ pub fn next_step(ctx: &TurnContext, turn_id: Uuid) -> Step {
 
 /// How many tool calls of the turn's latest model output still lack a result.
 pub fn open_tool_calls(ctx: &TurnContext, turn_id: Uuid) -> usize {
-    let mine: Vec<&Event> = ctx.history.iter().filter(|e| e.turn_id == Some(turn_id)).collect();
+    let mine: Vec<&Event> = ctx.history.iter().map(|e| e.as_ref()).filter(|e| e.turn_id == Some(turn_id)).collect();
     let Some(last) = mine.iter().rev().find(|e| e.kind == types::OUTPUT_MESSAGE_COMPLETED) else { return 0 };
     let it = iteration(last);
     tool_calls(last).iter().filter(|c| !mine.iter().any(|e| is_result_of(e, it, &c.id))).count()
@@ -140,7 +140,7 @@ mod tests {
             max_turn_secs: 600,
             cancel_requested: false,
             model_id: None,
-            history,
+            history: history.into_iter().map(std::sync::Arc::new).collect(),
             endpoint: None,
         }
     }

@@ -3,8 +3,11 @@
 //! ([`turns::start_many`]), and their contexts read in one more
 //! ([`turns::load_contexts`]).
 
+use std::sync::Arc;
+
 use sqlx::PgPool;
 use turnstone_core::Error;
+use turnstone_core::history::ConversationCache;
 use turnstone_core::turns::{self, Start, Started, TurnTask};
 use uuid::Uuid;
 
@@ -20,10 +23,10 @@ pub const PARALLEL: usize = 2;
 pub struct Starter(Batcher<TurnTask, Result<Start, Error>>);
 
 impl Starter {
-    pub fn spawn(pool: PgPool, max_stalled_starts: i32) -> Self {
+    pub fn spawn(pool: PgPool, max_stalled_starts: i32, history: Arc<ConversationCache>) -> Self {
         Self(Batcher::spawn(MAX_BATCH, PARALLEL, move |tasks| {
-            let pool = pool.clone();
-            async move { start_all(&pool, max_stalled_starts, tasks).await }
+            let (pool, history) = (pool.clone(), history.clone());
+            async move { start_all(&pool, max_stalled_starts, &history, tasks).await }
         }))
     }
 
@@ -36,7 +39,12 @@ impl Starter {
 /// Starts a batch of turn tasks; one answer per task, in order. One round
 /// per set of distinct turns (a duplicate task of a turn starts after the
 /// first, exactly as if it had come later), each round one group per org.
-pub async fn start_all(pool: &PgPool, max_stalled_starts: i32, tasks: Vec<TurnTask>) -> Vec<Result<Start, Error>> {
+pub async fn start_all(
+    pool: &PgPool,
+    max_stalled_starts: i32,
+    history: &ConversationCache,
+    tasks: Vec<TurnTask>,
+) -> Vec<Result<Start, Error>> {
     let mut answers: Vec<Option<Result<Start, Error>>> = tasks.iter().map(|_| None).collect();
     let mut pending: Vec<usize> = (0..tasks.len()).collect();
     while !pending.is_empty() {
@@ -50,7 +58,7 @@ pub async fn start_all(pool: &PgPool, max_stalled_starts: i32, tasks: Vec<TurnTa
         }
         for (org, group) in by_org(&round, |i| tasks[i].org_id) {
             let ids: Vec<Uuid> = group.iter().map(|&i| tasks[i].turn_id).collect();
-            for (i, answer) in group.into_iter().zip(start_group(pool, org, max_stalled_starts, &ids).await) {
+            for (i, answer) in group.into_iter().zip(start_group(pool, org, max_stalled_starts, history, &ids).await) {
                 answers[i] = Some(answer);
             }
         }
@@ -60,7 +68,13 @@ pub async fn start_all(pool: &PgPool, max_stalled_starts: i32, tasks: Vec<TurnTa
 }
 
 /// Starts one org's distinct turns and reads their contexts; one answer per id.
-async fn start_group(pool: &PgPool, org_id: Uuid, max_stalled_starts: i32, ids: &[Uuid]) -> Vec<Result<Start, Error>> {
+async fn start_group(
+    pool: &PgPool,
+    org_id: Uuid,
+    max_stalled_starts: i32,
+    history: &ConversationCache,
+    ids: &[Uuid],
+) -> Vec<Result<Start, Error>> {
     let started = match turns::start_many(pool, org_id, ids, max_stalled_starts).await {
         Ok(s) => s,
         Err(e) => return shared_error(ids.len(), e),
@@ -68,7 +82,7 @@ async fn start_group(pool: &PgPool, org_id: Uuid, max_stalled_starts: i32, ids: 
     crate::turn::crash_point("after_batch_start");
     let leases: Vec<turns::Lease> =
         started.iter().filter_map(|s| if let Started::Run(l) = s { Some(l.clone()) } else { None }).collect();
-    let mut contexts = match turns::load_contexts(pool, org_id, &leases).await {
+    let mut contexts = match turns::load_contexts(pool, org_id, &leases, history).await {
         Ok(c) => c.into_iter(),
         // The turns are started: their handlers retry and retake them (a new attempt), as after a crash.
         Err(e) => return shared_error(ids.len(), e),

@@ -56,7 +56,7 @@ async fn commit(
 ) -> Result<(), Error> {
     match turns::commit_step(&ctx.pool, lease, events, iterations, usage).await {
         Ok(appended) => {
-            tc.history.extend(appended);
+            tc.history.extend(appended.into_iter().map(std::sync::Arc::new));
             Ok(())
         }
         Err(e) if e.is_unique_violation() => {

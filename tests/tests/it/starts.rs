@@ -3,10 +3,12 @@
 //! batches racing over the same turns neither deadlock nor start a turn twice.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::PgPool;
-use turnstone_core::events::{self, types};
+use turnstone_core::events::{self, Event, NewEvent, types};
+use turnstone_core::history::{ConversationCache, Prefix};
 use turnstone_core::turns::{self, ContentPart, Outcome, Start, Started, TurnTask};
 use turnstone_core::{agents, db, sessions};
 use turnstone_tests::TestDb;
@@ -130,7 +132,7 @@ async fn a_batch_starts_each_turn_as_a_start_of_its_own_would() {
         assert_eq!(last.get(&session), Some(&max), "the notification announces the session's last event");
     }
     // The contexts of the batch, read together, are each turn's own.
-    let contexts = turns::load_contexts(&worker, org, &leases).await.unwrap();
+    let contexts = turns::load_contexts(&worker, org, &leases, &ConversationCache::new(0)).await.unwrap();
     for (l, c) in leases.iter().zip(&contexts) {
         let c = c.as_ref().expect("a context");
         assert!(c.history.iter().all(|e| e.session_id == l.session_id), "no other session's events");
@@ -139,7 +141,7 @@ async fn a_batch_starts_each_turn_as_a_start_of_its_own_would() {
     }
     // A lease whose session cannot be read fails alone; its batch mates still load.
     let stray = turns::Lease { session_id: Uuid::now_v7(), turn_id: Uuid::now_v7(), ..leases[0].clone() };
-    let mixed = turns::load_contexts(&worker, org, &[stray, leases[1].clone()]).await.unwrap();
+    let mixed = turns::load_contexts(&worker, org, &[stray, leases[1].clone()], &ConversationCache::new(0)).await.unwrap();
     assert!(matches!(mixed[0], Err(turnstone_core::Error::NotFound("session"))), "{:?}", mixed[0].as_ref().err());
     assert_eq!(mixed[1].as_ref().expect("loads").history.first().unwrap().turn_id, Some(leases[1].turn_id));
 }
@@ -203,9 +205,10 @@ async fn a_start_batch_answers_every_task_and_starts_a_duplicate_after_its_twin(
     let mut tasks: Vec<TurnTask> = ids.iter().map(|&turn_id| TurnTask { turn_id, org_id: org }).collect();
     tasks.push(tasks[3]);
     // One batch holding both twins, as the worker's starter would form it.
-    let mut answers = turnstone_worker::start::start_all(&worker, 10, tasks.clone()).await;
+    let history = std::sync::Arc::new(ConversationCache::new(1 << 20));
+    let mut answers = turnstone_worker::start::start_all(&worker, 10, &history, tasks.clone()).await;
     // And the starter itself, for one more request through its channel.
-    let starter = turnstone_worker::start::Starter::spawn(worker.clone(), 10);
+    let starter = turnstone_worker::start::Starter::spawn(worker.clone(), 10, history);
     answers.push(starter.start(tasks[5]).await);
     tasks.push(tasks[5]);
     let mut attempts: HashMap<Uuid, Vec<i32>> = HashMap::new();
@@ -369,4 +372,132 @@ async fn racing_seal_and_start_batches_do_not_deadlock() {
     }
     let idle: i64 = sqlx::query_scalar("SELECT count(*) FROM sessions WHERE status = 'idle'").fetch_one(&owner).await.unwrap();
     assert_eq!(idle, s.len() as i64);
+}
+
+/// What a context read returns, comparable: (id, sequence, type, data) in order.
+fn shape(events: &[Arc<Event>]) -> Vec<(Uuid, i64, String, serde_json::Value)> {
+    events.iter().map(|e| (e.id, e.sequence, e.kind.clone(), e.data.clone())).collect()
+}
+
+/// Each lease's history read through `cache`, checked against a full read.
+async fn load_checked(worker: &PgPool, org: Uuid, leases: &[turns::Lease], cache: &ConversationCache) -> Vec<Vec<Arc<Event>>> {
+    let cached = turns::load_contexts(worker, org, leases, cache).await.unwrap();
+    let full = turns::load_contexts(worker, org, leases, &ConversationCache::new(0)).await.unwrap();
+    let mut out = Vec::new();
+    for ((c, f), l) in cached.into_iter().zip(full).zip(leases) {
+        let (c, f) = (c.expect("cached read").history, f.expect("full read").history);
+        assert_eq!(shape(&c), shape(&f), "turn {}: the cached read is the full read", l.turn_id);
+        out.push(c);
+    }
+    out
+}
+
+/// One model step of a running turn: an assistant message and a tool result.
+async fn step(worker: &PgPool, lease: &turns::Lease, i: i32) {
+    let events = vec![
+        NewEvent::step(
+            types::OUTPUT_MESSAGE_COMPLETED,
+            format!("{i}.message"),
+            serde_json::json!({ "text": format!("answer {i}") }),
+        ),
+        NewEvent::step(types::TOOL_COMPLETED, format!("{i}.tool"), serde_json::json!({ "result": i })),
+        NewEvent::new(types::REASON_STARTED, serde_json::json!({ "iteration": i + 1 })),
+    ];
+    turns::commit_step(worker, lease, events, 1, turns::Usage::default()).await.unwrap();
+}
+
+/// The conversation cache (`turnstone_core::history`) only ever shortens a
+/// read: through many turns — messages queued while a turn runs, steps
+/// committed, retakes mid-turn, a second "worker" whose cache sees every other
+/// turn only, two sessions in one read — every cached read equals a full one.
+/// And the cache is really read from: a prefix it holds is not fetched again.
+#[tokio::test]
+async fn a_cached_context_read_is_the_full_read() {
+    let (_db, owner, worker, org, s) = setup(2).await;
+    let (every, alternate) = (ConversationCache::new(1 << 20), ConversationCache::new(1 << 20));
+    let mut next = vec![post(&owner, org, s[0]).await, post(&owner, org, s[1]).await];
+    for round in 0..6 {
+        let leases: Vec<turns::Lease> =
+            turns::start_many(&worker, org, &next, 10).await.unwrap().into_iter().map(lease).collect();
+        load_checked(&worker, org, &leases, &every).await;
+        if round % 2 == 0 {
+            load_checked(&worker, org, &leases[..1], &alternate).await;
+        }
+        // A message arrives while the turn runs: its input sits in the middle of this turn's events.
+        let queued = [post(&owner, org, s[0]).await, post(&owner, org, s[1]).await];
+        for l in &leases {
+            step(&worker, l, 1).await;
+        }
+        // A retake mid-turn reads the turn's own events after the prefix, and the queued input is left out.
+        let retaken: Vec<turns::Lease> =
+            turns::start_many(&worker, org, &next, 10).await.unwrap().into_iter().map(lease).collect();
+        let histories = load_checked(&worker, org, &retaken, &every).await;
+        for (h, l) in histories.iter().zip(&retaken) {
+            assert!(h.iter().all(|e| e.kind != types::INPUT_MESSAGE || e.sequence <= l.input_sequence));
+            assert_eq!(h.iter().filter(|e| e.kind == types::TOOL_COMPLETED && e.turn_id == Some(l.turn_id)).count(), 1);
+        }
+        for l in &retaken {
+            step(&worker, l, 2).await;
+            turns::finish(&worker, l, Outcome::Completed).await.unwrap();
+        }
+        next = queued.to_vec();
+    }
+    let lease = lease(turns::start_many(&worker, org, &next[..1], 10).await.unwrap().pop().unwrap());
+    load_checked(&worker, org, std::slice::from_ref(&lease), &every).await;
+    let (sessions, bytes) = every.usage();
+    assert_eq!(sessions, 2);
+    assert!(bytes > 0);
+    let last_conversation: i64 = sqlx::query_scalar("SELECT max(sequence) FROM events WHERE session_id = $1 AND type = ANY($2)")
+        .bind(s[0])
+        .bind(events::CONVERSATION)
+        .fetch_one(&owner)
+        .await
+        .unwrap();
+    assert_eq!(every.get(org, s[0]).upto, last_conversation, "the cache holds the conversation up to its end");
+
+    // A prefix the cache holds is taken as it is, not read again: doctor one
+    // and the read returns the doctored copy (events are immutable, so in real
+    // use the copy is always the stored event).
+    let known = every.get(org, s[0]);
+    let mut doctored: Vec<Arc<Event>> = known.events.as_ref().clone();
+    let mut first = doctored[0].as_ref().clone();
+    first.data = serde_json::json!({ "doctored": true });
+    doctored[0] = Arc::new(first);
+    let spy = ConversationCache::new(1 << 20);
+    spy.put(org, s[0], Prefix { upto: known.upto, events: Arc::new(doctored) });
+    let read = turns::load_contexts(&worker, org, std::slice::from_ref(&lease), &spy).await.unwrap().pop().unwrap().unwrap();
+    assert_eq!(read.history[0].data, serde_json::json!({ "doctored": true }));
+}
+
+/// Messages POSTed while contexts are read: every read through the shared
+/// cache still equals a full read, and so do the reads of the turns those
+/// messages start later, whose inputs the cache took in while they were queued.
+#[tokio::test]
+async fn context_reads_racing_new_messages_match_full_reads() {
+    let (_db, owner, worker, org, s) = setup(1).await;
+    let cache = ConversationCache::new(1 << 20);
+    let first = post(&owner, org, s[0]).await;
+    let mut current = lease(turns::start_many(&worker, org, &[first], 10).await.unwrap().pop().unwrap());
+    let posting = {
+        let owner = owner.clone();
+        tokio::spawn(async move {
+            let mut turns = Vec::new();
+            for _ in 0..20 {
+                turns.push(post(&owner, org, s[0]).await);
+            }
+            turns
+        })
+    };
+    for _ in 0..40 {
+        load_checked(&worker, org, std::slice::from_ref(&current), &cache).await;
+    }
+    let queued = posting.await.unwrap();
+    for (i, t) in queued.into_iter().enumerate() {
+        step(&worker, &current, 1).await;
+        turns::finish(&worker, &current, Outcome::Completed).await.unwrap();
+        current = lease(turns::start_many(&worker, org, &[t], 10).await.unwrap().pop().unwrap());
+        let h = load_checked(&worker, org, std::slice::from_ref(&current), &cache).await.pop().unwrap();
+        let inputs = h.iter().filter(|e| e.kind == types::INPUT_MESSAGE).count();
+        assert_eq!(inputs, i + 2, "every earlier input and this turn's, none of the later ones");
+    }
 }
