@@ -3,6 +3,7 @@
 //! This is what makes a turn resumable: a worker that (re)starts a turn reads
 //! the committed events and continues at the first step that has no result.
 
+use serde::Deserialize;
 use serde_json::Value;
 use turnstone_core::events::{Event, types};
 use turnstone_core::turns::{ContentPart, TurnContext};
@@ -24,7 +25,7 @@ pub enum Step {
 fn tool_calls(e: &Event) -> Vec<ToolCall> {
     e.data
         .pointer("/message/tool_calls")
-        .and_then(|v| serde_json::from_value::<Vec<ToolCall>>(v.clone()).ok())
+        .and_then(|v| Vec::<ToolCall>::deserialize(v).ok())
         .unwrap_or_default()
 }
 
@@ -34,7 +35,7 @@ fn iteration(e: &Event) -> i32 {
 
 fn text_of(e: &Event) -> String {
     let parts: Vec<ContentPart> =
-        e.data.pointer("/message/content").and_then(|v| serde_json::from_value(v.clone()).ok()).unwrap_or_default();
+        e.data.pointer("/message/content").and_then(|v| Vec::<ContentPart>::deserialize(v).ok()).unwrap_or_default();
     turnstone_core::turns::content_text(&parts)
 }
 
