@@ -50,6 +50,21 @@ struct Entry {
 pub struct Prefix {
     pub upto: i64,
     pub events: Arc<Vec<Arc<Event>>>,
+    /// About what `events` occupy ([`Prefix::extended`] keeps it up to date).
+    pub bytes: usize,
+}
+
+impl Prefix {
+    /// This prefix followed by `more` (conversation events after `upto`, in
+    /// order), sized without walking what was sized before.
+    pub fn extended(&self, more: Vec<Arc<Event>>) -> Prefix {
+        let upto = more.last().map_or(self.upto, |e| e.sequence.max(self.upto));
+        let bytes = self.bytes + more.iter().map(|e| size_of_event(e)).sum::<usize>();
+        let mut events = Vec::with_capacity(self.events.len() + more.len());
+        events.extend(self.events.iter().cloned());
+        events.extend(more);
+        Prefix { upto, events: Arc::new(events), bytes }
+    }
 }
 
 impl ConversationCache {
@@ -79,7 +94,7 @@ impl ConversationCache {
         if self.budget == 0 {
             return;
         }
-        let bytes = prefix.events.iter().map(|e| ENTRY_OVERHEAD + size_of_value(&e.data)).sum::<usize>();
+        let bytes = prefix.bytes;
         let mut inner = self.inner.lock().expect("history cache lock");
         if let Some(old) = inner.entries.get(&session_id)
             && old.org_id == org_id
@@ -111,6 +126,11 @@ impl ConversationCache {
 /// Bytes an event costs beyond its data: ids, sequence, type, timestamp, allocations.
 const ENTRY_OVERHEAD: usize = 160;
 
+/// About what an event occupies in memory.
+fn size_of_event(e: &Event) -> usize {
+    ENTRY_OVERHEAD + size_of_value(&e.data)
+}
+
 /// About what a JSON value occupies in memory.
 fn size_of_value(v: &Value) -> usize {
     const NODE: usize = 32;
@@ -137,7 +157,7 @@ mod tests {
             data: json!({ "text": "x".repeat(text_len) }),
             ts: chrono::Utc::now(),
         };
-        Prefix { upto, events: Arc::new(vec![Arc::new(event)]) }
+        Prefix::default().extended(vec![Arc::new(event)])
     }
 
     #[test]

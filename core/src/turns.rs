@@ -782,14 +782,10 @@ fn with_prefix(cache: &ConversationCache, org_id: Uuid, session_id: Uuid, prefix
     }
     let (conversation, own): (Vec<Arc<Event>>, Vec<Arc<Event>>) =
         read.into_iter().map(Arc::new).partition(|e| events::CONVERSATION.contains(&e.kind.as_str()));
-    let upto = conversation.last().map_or(prefix.upto, |e| e.sequence.max(prefix.upto));
-    let mut known = Vec::with_capacity(prefix.events.len() + conversation.len());
-    known.extend(prefix.events.iter().cloned());
-    known.extend(conversation);
-    let mut history = known.clone();
-    history.extend(own);
+    let known = prefix.extended(conversation);
+    let mut history: Vec<Arc<Event>> = known.events.iter().cloned().chain(own).collect();
     history.sort_by_key(|e| e.sequence);
-    cache.put(org_id, session_id, Prefix { upto, events: Arc::new(known) });
+    cache.put(org_id, session_id, known);
     history
 }
 

@@ -23,10 +23,7 @@ pub enum Step {
 }
 
 fn tool_calls(e: &Event) -> Vec<ToolCall> {
-    e.data
-        .pointer("/message/tool_calls")
-        .and_then(|v| Vec::<ToolCall>::deserialize(v).ok())
-        .unwrap_or_default()
+    e.data.pointer("/message/tool_calls").and_then(|v| Vec::<ToolCall>::deserialize(v).ok()).unwrap_or_default()
 }
 
 fn iteration(e: &Event) -> i32 {

@@ -464,7 +464,7 @@ async fn a_cached_context_read_is_the_full_read() {
     first.data = serde_json::json!({ "doctored": true });
     doctored[0] = Arc::new(first);
     let spy = ConversationCache::new(1 << 20);
-    spy.put(org, s[0], Prefix { upto: known.upto, events: Arc::new(doctored) });
+    spy.put(org, s[0], Prefix { upto: known.upto, events: Arc::new(doctored), bytes: known.bytes });
     let read = turns::load_contexts(&worker, org, std::slice::from_ref(&lease), &spy).await.unwrap().pop().unwrap().unwrap();
     assert_eq!(read.history[0].data, serde_json::json!({ "doctored": true }));
 }
