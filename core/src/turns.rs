@@ -122,12 +122,19 @@ pub async fn post_message(
     let appended = events::append(tx, org_id, session_id, Some(turn_id), new).await?;
     let message = appended.into_iter().next().expect("append returns what it appended");
     let turn_status = if idle { "queued" } else { "pending" };
+    // The turn, the session's status and, for an idle session, the turn's task
+    // (the row `queue::enqueue` writes, and its wake-up) in one round trip.
+    let task = serde_json::to_value(TurnTask { turn_id, org_id }).expect("task payloads serialise");
     sqlx::query(
         "WITH turn AS (
             INSERT INTO turns (id, org_id, session_id, input_event_id, input_sequence, status, model_id)
             VALUES ($1, $2, $3, $4, $5, $6, $7)
+         ), session AS (
+            UPDATE sessions SET status = 'queued', updated_at = now() WHERE id = $3 AND $8
+         ), task AS (
+            INSERT INTO task_queue (queue, payload, max_attempts) SELECT $9, $10, $11 WHERE $8 RETURNING id
          )
-         UPDATE sessions SET status = 'queued', updated_at = now() WHERE id = $3 AND $8",
+         SELECT count(pg_notify($12, $9)) FROM task",
     )
     .bind(turn_id)
     .bind(org_id)
@@ -137,11 +144,12 @@ pub async fn post_message(
     .bind(turn_status)
     .bind(model_id)
     .bind(idle)
+    .bind(QUEUE)
+    .bind(task)
+    .bind(TASK_MAX_ATTEMPTS)
+    .bind(queue::CHANNEL)
     .execute(&mut *tx)
     .await?;
-    if idle {
-        enqueue(tx, TurnTask { turn_id, org_id }).await?;
-    }
     Ok(Posted { message, turn_id, turn_status })
 }
 
@@ -155,12 +163,9 @@ async fn lock_session(tx: &mut PgConnection, org_id: Uuid, session_id: Uuid) -> 
         .ok_or(Error::NotFound("session"))
 }
 
-/// Queues the turn's task in the caller's transaction.
-async fn enqueue(tx: &mut PgConnection, task: TurnTask) -> Result<()> {
-    // Attempts are bounded by our own forward-progress rules, not the queue's retry budget.
-    queue::enqueue(tx, QUEUE, &task, 1000).await?;
-    Ok(())
-}
+/// A turn task's `max_attempts`: attempts are bounded by our own
+/// forward-progress rules (`no_progress`), not the queue's retry budget.
+const TASK_MAX_ATTEMPTS: i32 = 1000;
 
 /// A worker's hold on a running turn. `attempt` fences every write.
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -578,7 +583,7 @@ async fn advance_sessions(tx: &mut PgConnection, org_id: Uuid, sessions: &[Uuid]
     let next: Vec<Value> =
         rows.iter().filter(|(idle, _)| !idle).map(|(_, turn_id)| json!(TurnTask { turn_id: *turn_id, org_id })).collect();
     // Attempts are bounded by our own forward-progress rules, not the queue's retry budget.
-    queue::enqueue_many(tx, QUEUE, &next, 1000).await?;
+    queue::enqueue_many(tx, QUEUE, &next, TASK_MAX_ATTEMPTS).await?;
     Ok(rows.into_iter().filter(|(idle, _)| *idle).map(|(_, s)| s).collect())
 }
 
