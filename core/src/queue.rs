@@ -15,7 +15,6 @@
 
 use std::time::Duration;
 
-use serde::Serialize;
 use serde_json::Value;
 use sqlx::{PgConnection, PgPool};
 
@@ -56,22 +55,9 @@ fn split(held: &[Held]) -> (Vec<i64>, Vec<i32>) {
     held.iter().map(|h| (h.id, h.attempts)).unzip()
 }
 
-/// Adds a task in the caller's transaction; workers are woken when it commits.
-pub async fn enqueue(tx: &mut PgConnection, queue: &str, payload: &impl Serialize, max_attempts: i32) -> Result<i64> {
-    let payload = serde_json::to_value(payload).expect("task payloads serialise");
-    Ok(sqlx::query_scalar(
-        "WITH t AS (INSERT INTO task_queue (queue, payload, max_attempts) VALUES ($1, $2, $3) RETURNING id)
-         SELECT t.id FROM t, pg_notify($4, $1)",
-    )
-    .bind(queue)
-    .bind(payload)
-    .bind(max_attempts)
-    .bind(CHANNEL)
-    .fetch_one(tx)
-    .await?)
-}
-
-/// Adds many tasks in one statement (the caller's transaction).
+/// Adds tasks in one statement (the caller's transaction); workers are woken
+/// when it commits. (A POST writes its turn's task row in its own statement,
+/// `turns::post_message`, to save a round trip.)
 pub async fn enqueue_many(tx: &mut PgConnection, queue: &str, payloads: &[Value], max_attempts: i32) -> Result<u64> {
     if payloads.is_empty() {
         return Ok(0);

@@ -582,7 +582,6 @@ async fn advance_sessions(tx: &mut PgConnection, org_id: Uuid, sessions: &[Uuid]
     .await?;
     let next: Vec<Value> =
         rows.iter().filter(|(idle, _)| !idle).map(|(_, turn_id)| json!(TurnTask { turn_id: *turn_id, org_id })).collect();
-    // Attempts are bounded by our own forward-progress rules, not the queue's retry budget.
     queue::enqueue_many(tx, QUEUE, &next, TASK_MAX_ATTEMPTS).await?;
     Ok(rows.into_iter().filter(|(idle, _)| *idle).map(|(_, s)| s).collect())
 }
