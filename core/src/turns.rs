@@ -231,9 +231,10 @@ pub enum Started {
 /// without a new committed step (a crash loop) is sealed `turn.failed` with
 /// code `no_progress`. Either way its session moves on and it is `Finished`.
 ///
-/// Five round trips however many turns: `BEGIN` with the sessions' locks (in
-/// id order), the turns' read, the leases' update (with their sessions'
-/// status), one append for every session, and `COMMIT`. A worker starts what
+/// Four round trips however many turns: `BEGIN` with the sessions' locks (in
+/// id order), one statement that reads the live turns, applies their guards
+/// and takes them (with their sessions' status), one append for every
+/// session, and `COMMIT`. A worker starts what
 /// one wake-up claimed together, so a burst costs a few transactions, not one
 /// per turn.
 pub async fn start_many(pool: &PgPool, org_id: Uuid, turn_ids: &[Uuid], max_stalled_starts: i32) -> Result<Vec<Started>> {
@@ -241,77 +242,68 @@ pub async fn start_many(pool: &PgPool, org_id: Uuid, turn_ids: &[Uuid], max_stal
         return Ok(Vec::new());
     }
     let mut tx = db::begin_turn_sessions(pool, org_id, turn_ids).await?;
-    // Progress = step results (model outputs, tool results), not lifecycle markers.
-    // Steps commit only under the session lock held here, and this statement's
-    // snapshot is taken after it was granted, so the count is current.
-    /// id, session, status, attempt, steps_seen, stalled_starts, cancel requested, step results so far.
-    type TurnRow = (Uuid, Uuid, String, i32, i32, i32, bool, i64);
-    let rows: Vec<TurnRow> = sqlx::query_as(
-        "SELECT t.id, t.session_id, t.status, t.attempt, t.steps_seen, t.stalled_starts, t.cancel_requested_at IS NOT NULL,
-                (SELECT count(*) FROM events e
-                  WHERE e.turn_id = t.id AND (e.step_key LIKE 'llm:%' OR e.step_key LIKE 'tool:%'))
-           FROM turns t WHERE t.id = ANY($1) ORDER BY t.id FOR UPDATE OF t",
+    /// A taken turn, with what its guards need.
+    #[derive(sqlx::FromRow)]
+    struct Taken {
+        #[sqlx(flatten)]
+        lease: Lease,
+        cancel_requested: bool,
+        stalled: i32,
+    }
+    // One statement reads the live turns, computes each one's guards and takes
+    // it. Progress = step results (model outputs, tool results), not lifecycle
+    // markers; steps commit only under the session locks held since `BEGIN`,
+    // and this statement's snapshot is taken after they were granted, so the
+    // count is current. A run marks its session running; a turn to seal (its
+    // cancellation was requested, or it was retaken `max_stalled_starts` times
+    // without progress) leaves its session to the seal.
+    let taken: Vec<Taken> = sqlx::query_as(
+        "WITH live AS (
+            SELECT t.id, t.attempt, t.steps_seen, t.stalled_starts, t.cancel_requested_at IS NOT NULL AS cancel_requested,
+                   (SELECT count(*) FROM events e
+                     WHERE e.turn_id = t.id AND (e.step_key LIKE 'llm:%' OR e.step_key LIKE 'tool:%'))::int4 AS steps
+              FROM turns t WHERE t.id = ANY($1) AND t.status IN ('queued', 'running') ORDER BY t.id FOR UPDATE OF t
+         ), guard AS (
+            SELECT l.*, CASE WHEN l.attempt > 0 AND l.steps = l.steps_seen THEN l.stalled_starts + 1 ELSE 0 END AS stalled
+              FROM live l
+         ), lease AS (
+            UPDATE turns t SET status = 'running', attempt = t.attempt + 1, started_at = coalesce(t.started_at, now()),
+                               steps_seen = g.steps, stalled_starts = g.stalled
+              FROM guard g
+             WHERE t.id = g.id AND t.id = ANY($1)
+             RETURNING t.id AS turn_id, t.org_id, t.session_id, t.attempt, t.input_sequence, t.model_id, t.started_at,
+                       g.cancel_requested, g.stalled, g.cancel_requested OR g.stalled >= $2 AS sealing
+         ), running AS (
+            UPDATE sessions s SET status = CASE WHEN s.status = 'cancelling' THEN s.status ELSE 'running' END, updated_at = now()
+              FROM lease l
+             WHERE s.id = l.session_id AND NOT l.sealing
+               AND s.id IN (SELECT session_id FROM turns WHERE id = ANY($1))
+         )
+         SELECT turn_id, org_id, session_id, attempt, input_sequence, model_id, started_at, cancel_requested, stalled
+           FROM lease ORDER BY turn_id",
     )
     .bind(turn_ids)
+    .bind(max_stalled_starts)
     .fetch_all(&mut *tx)
     .await?;
-    // What happens to each live turn: run it, or seal it with this outcome.
-    let mut guarded: Vec<(Uuid, Option<Outcome>)> = Vec::with_capacity(rows.len());
-    let (mut ids, mut steps, mut stalls, mut sealing) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    let mut sessions = Vec::new();
-    for (id, session_id, status, attempt, steps_seen, stalled, cancel_requested, count) in rows {
-        if status != "queued" && status != "running" {
-            continue;
-        }
-        let count = count as i32;
-        let stalled = if attempt > 0 && count == steps_seen { stalled + 1 } else { 0 };
-        let seal_as = if cancel_requested {
+    if taken.is_empty() {
+        tx.rollback().await?;
+        return Ok(turn_ids.iter().map(|_| Started::Finished).collect());
+    }
+    let leases = taken.into_iter().map(|t| {
+        let seal_as = if t.cancel_requested {
             Some(Outcome::Cancelled)
-        } else if stalled >= max_stalled_starts {
-            let message = format!("the turn was retaken {stalled} times without progress; it is failed to stop a crash loop");
+        } else if t.stalled >= max_stalled_starts {
+            let message = format!("the turn was retaken {} times without progress; it is failed to stop a crash loop", t.stalled);
             Some(Outcome::Failed { code: "no_progress".into(), message })
         } else {
             None
         };
-        ids.push(id);
-        sessions.push(session_id);
-        steps.push(count);
-        stalls.push(stalled);
-        sealing.push(seal_as.is_some());
-        guarded.push((id, seal_as));
-    }
-    if ids.is_empty() {
-        tx.rollback().await?;
-        return Ok(turn_ids.iter().map(|_| Started::Finished).collect());
-    }
-    // A run marks its session running in the same statement; a seal moves it on instead.
-    let leases: Vec<Lease> = sqlx::query_as(
-        "WITH input AS (
-            SELECT * FROM unnest($1::uuid[], $2::int[], $3::int[], $4::bool[]) AS i(id, steps, stalled, sealing)
-         ), lease AS (
-            UPDATE turns t SET status = 'running', attempt = t.attempt + 1, started_at = coalesce(t.started_at, now()),
-                               steps_seen = i.steps, stalled_starts = i.stalled
-              FROM input i
-             WHERE t.id = i.id AND t.id = ANY($1)
-             RETURNING t.id AS turn_id, t.org_id, t.session_id, t.attempt, t.input_sequence, t.model_id, t.started_at, i.sealing
-         ), running AS (
-            UPDATE sessions s SET status = CASE WHEN s.status = 'cancelling' THEN s.status ELSE 'running' END, updated_at = now()
-              FROM lease l
-             WHERE s.id = l.session_id AND s.id = ANY($5) AND NOT l.sealing
-         )
-         SELECT turn_id, org_id, session_id, attempt, input_sequence, model_id, started_at FROM lease",
-    )
-    .bind(&ids)
-    .bind(&steps)
-    .bind(&stalls)
-    .bind(&sealing)
-    .bind(&sessions)
-    .fetch_all(&mut *tx)
-    .await?;
-    let mut runs = std::collections::HashMap::with_capacity(leases.len());
+        (t.lease, seal_as)
+    });
+    let mut runs = std::collections::HashMap::with_capacity(turn_ids.len());
     let mut first_starts = Vec::new();
-    for lease in leases {
-        let seal_as = guarded.iter_mut().find(|(id, _)| *id == lease.turn_id).and_then(|(_, o)| o.take());
+    for (lease, seal_as) in leases {
         match seal_as {
             // Rare: sealed one by one, in this transaction.
             Some(outcome) => seal(&mut tx, &lease, outcome).await?,
