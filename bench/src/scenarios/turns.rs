@@ -190,7 +190,9 @@ pub async fn throughput(ctx: &Ctx) -> Value {
     // paused for longer than that: nothing from before the window leaks into it, and
     // nothing of the window is missing at its end.
     let settle = Duration::from_secs(11);
-    let d = Deployment::start(ctx, Options { workers: 2, ..Options::default() }).await;
+    // TURNSTONE_BENCH_WORKERS: how claims and throughput change with more worker processes.
+    let workers = std::env::var("TURNSTONE_BENCH_WORKERS").ok().and_then(|v| v.parse().ok()).unwrap_or(2usize);
+    let d = Deployment::start(ctx, Options { workers, ..Options::default() }).await;
     let paused = Arc::new(AtomicBool::new(false));
     let counting = Arc::new(AtomicBool::new(false));
     let stop = Arc::new(AtomicBool::new(false));
@@ -254,7 +256,7 @@ pub async fn throughput(ctx: &Ctx) -> Value {
     super::target(&mut targets, "commits per turn <= 5", commits_per_turn <= 5.0);
     json!({
         "name": "turn_throughput",
-        "sessions": sessions, "workers": 2, "window_s": r2(elapsed),
+        "sessions": sessions, "workers": workers, "window_s": r2(elapsed),
         "turns_completed": done,
         "turns_per_s": r2(tps),
         "ratio_to_pg_baseline": ratio.map(|r| (r * 10000.0).round() / 10000.0),
