@@ -8,6 +8,7 @@ mod errors;
 mod fuzz;
 mod keys;
 mod leaks;
+mod listen;
 mod openapi;
 mod outage;
 mod queue;
