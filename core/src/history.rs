@@ -42,7 +42,6 @@ struct Inner {
 struct Entry {
     org_id: Uuid,
     prefix: Prefix,
-    bytes: usize,
 }
 
 /// A session's conversation events with sequence `<= upto`, all of them, in order.
@@ -94,7 +93,6 @@ impl ConversationCache {
         if self.budget == 0 {
             return;
         }
-        let bytes = prefix.bytes;
         let mut inner = self.inner.lock().expect("history cache lock");
         if let Some(old) = inner.entries.get(&session_id)
             && old.org_id == org_id
@@ -103,17 +101,17 @@ impl ConversationCache {
             return;
         }
         if let Some(old) = inner.entries.remove(&session_id) {
-            inner.bytes -= old.bytes;
+            inner.bytes -= old.prefix.bytes;
         }
-        if bytes > self.budget {
+        if prefix.bytes > self.budget {
             return;
         }
-        while inner.bytes + bytes > self.budget {
+        while inner.bytes + prefix.bytes > self.budget {
             let Some((_, evicted)) = inner.entries.pop_front() else { break };
-            inner.bytes -= evicted.bytes;
+            inner.bytes -= evicted.prefix.bytes;
         }
-        inner.bytes += bytes;
-        inner.entries.insert(session_id, Entry { org_id, prefix, bytes });
+        inner.bytes += prefix.bytes;
+        inner.entries.insert(session_id, Entry { org_id, prefix });
     }
 
     /// Sessions and approximate bytes held (for tests and metrics).

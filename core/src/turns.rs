@@ -123,7 +123,7 @@ pub async fn post_message(
     let message = appended.into_iter().next().expect("append returns what it appended");
     let turn_status = if idle { "queued" } else { "pending" };
     // The turn, the session's status and, for an idle session, the turn's task
-    // (the row `queue::enqueue` writes, and its wake-up) in one round trip.
+    // (the row and wake-up `queue::enqueue_many` writes) in one round trip.
     let task = serde_json::to_value(TurnTask { turn_id, org_id }).expect("task payloads serialise");
     sqlx::query(
         "WITH turn AS (
@@ -773,7 +773,7 @@ pub async fn load_contexts(
 /// A turn's events as read after `prefix`, completed with the prefix, in
 /// sequence order; the conversation now known goes back into `cache`.
 fn with_prefix(cache: &ConversationCache, org_id: Uuid, session_id: Uuid, prefix: &Prefix, read: Vec<Event>) -> Vec<Arc<Event>> {
-    if prefix.upto == 0 && !cache.enabled() {
+    if !cache.enabled() {
         return read.into_iter().map(Arc::new).collect();
     }
     let (conversation, own): (Vec<Arc<Event>>, Vec<Arc<Event>>) =
