@@ -243,23 +243,61 @@ pub async fn append_many(conn: &mut PgConnection, org_id: Uuid, batches: Vec<Ses
         }
     }
     let ids: Vec<Uuid> = (0..n).map(|_| new_id()).collect();
-    let rows: Vec<Event> = sqlx::query_as(
-        "WITH u AS (
-            SELECT * FROM unnest($2::uuid[], $3::uuid[], $4::text[], $5::jsonb[], $6::text[], $7::uuid[])
-                   WITH ORDINALITY AS u(session_id, id, type, data, step_key, turn_id, ord)
-         ), counts AS (
-            SELECT session_id, count(*) AS n FROM u GROUP BY session_id
+    static APPEND: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        format!(
+            "WITH new_events AS (
+                SELECT * FROM unnest($6::uuid[], $7::uuid[], $8::text[], $9::jsonb[], $10::text[], $11::uuid[])
+                       WITH ORDINALITY AS u(session_id, id, type, data, step_key, turn_id, ord)
+             ), {}
+             SELECT ins.* FROM ins, wake ORDER BY session_id, sequence",
+            append_ctes("$6")
+        )
+    });
+    let rows: Vec<Event> = bind_append(sqlx::query_as(sqlx::AssertSqlSafe(APPEND.as_str())), org_id)
+        .bind(&sessions)
+        .bind(&ids)
+        .bind(&kinds)
+        .bind(&data)
+        .bind(&step_keys)
+        .bind(&turn_ids)
+        .fetch_all(conn)
+        .await?;
+    if rows.len() != n {
+        return Err(Error::NotFound("session"));
+    }
+    Ok(rows)
+}
+
+/// The common table expressions of an append, for statements that append
+/// events alongside other writes (one round trip for both). They read a CTE the
+/// statement defines before them, `new_events(session_id, id, type, data,
+/// step_key, turn_id, ord)` — the events in order (`ord` ascending; gaps are
+/// fine) — and define `ins` (the stored rows, as [`Event`]s) and `wake` (their
+/// notifications), which the statement must read (`FROM ins, wake`) for the
+/// notifications to be sent. They use `$1` (the org) and `$2`–`$5`, bound by
+/// [`bind_append`]; the statement's own parameters start at `$6`. `sessions`
+/// is an SQL expression of type `uuid[]` holding the sessions appended to: it
+/// keeps the sequence update on its primary key whatever the planner guesses of
+/// `new_events` (under a generic plan, too).
+///
+/// Sequences come from `session_sequences` (whose `UPDATE` takes the row's
+/// lock and, under a concurrent writer, re-reads its latest value); each
+/// session gets one notification, carrying its events when they fit.
+pub(crate) fn append_ctes(sessions: &str) -> String {
+    format!(
+        "counts AS (
+            SELECT session_id, count(*) AS n FROM new_events GROUP BY session_id
          ), seq AS (
             UPDATE session_sequences s SET last_sequence = s.last_sequence + c.n
               FROM counts c
-             WHERE s.org_id = $1 AND s.session_id = c.session_id AND s.session_id = ANY($2)
+             WHERE s.org_id = $1 AND s.session_id = c.session_id AND s.session_id = ANY({sessions})
              RETURNING s.session_id, s.last_sequence, c.n
          ), ins AS (
             INSERT INTO events (id, org_id, session_id, sequence, type, turn_id, step_key, data)
             SELECT u.id, $1, u.session_id,
                    seq.last_sequence - seq.n + row_number() OVER (PARTITION BY u.session_id ORDER BY u.ord),
                    u.type, u.turn_id, u.step_key, u.data
-              FROM u JOIN seq ON seq.session_id = u.session_id
+              FROM new_events u JOIN seq ON seq.session_id = u.session_id
             RETURNING id, session_id, sequence, type, turn_id, data, ts
          ), payload AS MATERIALIZED (
             SELECT json_build_object('s', seq.session_id, 'q', seq.last_sequence)::text AS ids,
@@ -268,32 +306,26 @@ pub async fn append_many(conn: &mut PgConnection, org_id: Uuid, batches: Vec<Ses
                                             WHERE ins.session_id = seq.session_id))::text AS whole
               FROM seq
          ), wake AS (
-            SELECT count(pg_notify($8, CASE
-                     WHEN $10::bytea IS NOT NULL AND octet_length(whole) <= $9
-                     THEN encode(sha256($11::bytea || sha256($10::bytea || convert_to(whole, 'UTF8'))), 'hex') || whole
+            SELECT count(pg_notify($2, CASE
+                     WHEN $4::bytea IS NOT NULL AND octet_length(whole) <= $3
+                     THEN encode(sha256($5::bytea || sha256($4::bytea || convert_to(whole, 'UTF8'))), 'hex') || whole
                      ELSE ids END)) AS sent
               FROM payload
-         )
-         SELECT ins.* FROM ins, wake ORDER BY session_id, sequence",
+         )"
     )
-    .bind(org_id)
-    .bind(&sessions)
-    .bind(&ids)
-    .bind(&kinds)
-    .bind(&data)
-    .bind(&step_keys)
-    .bind(&turn_ids)
-    .bind(EVENTS_CHANNEL)
-    // Room for the JSON once the signature prefixes it.
-    .bind((MAX_NOTIFY_BYTES - MAC_HEX) as i32)
-    .bind(NOTIFY_KEY.get().map(|k| k.ipad.to_vec()))
-    .bind(NOTIFY_KEY.get().map(|k| k.opad.to_vec()))
-    .fetch_all(conn)
-    .await?;
-    if rows.len() != n {
-        return Err(Error::NotFound("session"));
-    }
-    Ok(rows)
+}
+
+/// Binds [`APPEND_CTES`]' parameters, `$1`–`$5`, to a statement built around them.
+pub(crate) fn bind_append<'q, O>(
+    q: sqlx::query::QueryAs<'q, sqlx::Postgres, O, sqlx::postgres::PgArguments>,
+    org_id: Uuid,
+) -> sqlx::query::QueryAs<'q, sqlx::Postgres, O, sqlx::postgres::PgArguments> {
+    q.bind(org_id)
+        .bind(EVENTS_CHANNEL)
+        // Room for the JSON once the signature prefixes it.
+        .bind((MAX_NOTIFY_BYTES - MAC_HEX) as i32)
+        .bind(NOTIFY_KEY.get().map(|k| k.ipad.to_vec()))
+        .bind(NOTIFY_KEY.get().map(|k| k.opad.to_vec()))
 }
 
 /// Publishes a token delta (never stored). Splits text so each payload stays

@@ -82,6 +82,15 @@ pub struct Posted {
 }
 
 /// Appends the user's message and enqueues its turn, in the caller's transaction.
+///
+/// One statement: it locks the session, checks the model and (when the session
+/// wakes up) the concurrent-turn quota, and only if they pass appends the
+/// message (and `session.activated` for an idle session), inserts the turn and,
+/// for an idle session, marks it queued and writes the turn's task with its
+/// wake-up (the row and notification `queue::enqueue_many` writes). The quota is
+/// a load shedder read without the org's lock (see `quotas`), so its count's
+/// snapshot predating the session lock is harmless; the session's status is
+/// read from the locked row, and the sequence update from its latest version.
 pub async fn post_message(
     tx: &mut PgConnection,
     org_id: Uuid,
@@ -90,66 +99,76 @@ pub async fn post_message(
     model_id: Option<Uuid>,
 ) -> Result<Posted> {
     validate_content(&content)?;
-    // The session's lock and, when it wakes up, the concurrent-turn quota in one
-    // read. The quota is a load shedder read without the org's lock (see
-    // `quotas`), so the count's snapshot predating the lock is harmless.
-    let (status, limit, active): (String, i32, Option<i64>) = sqlx::query_as(
-        "SELECT s.status, o.max_concurrent_turns,
-                CASE WHEN s.status = 'idle' THEN
-                     (SELECT count(*) FROM sessions a WHERE a.org_id = $1 AND a.status <> 'idle') END
-           FROM sessions s JOIN orgs o ON o.id = s.org_id
-          WHERE s.org_id = $1 AND s.id = $2
-            FOR UPDATE OF s",
-    )
-    .bind(org_id)
-    .bind(session_id)
-    .fetch_optional(&mut *tx)
-    .await?
-    .ok_or(Error::NotFound("session"))?;
-    if let Some(m) = model_id {
-        crate::providers::ensure_model(tx, org_id, m).await?;
+    static POST: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        format!(
+            "WITH locked AS (
+                SELECT s.status, o.max_concurrent_turns AS lim,
+                       CASE WHEN s.status = 'idle' THEN
+                            (SELECT count(*) FROM sessions a WHERE a.org_id = $1 AND a.status <> 'idle') END AS active,
+                       ($8::uuid IS NULL OR EXISTS (SELECT 1 FROM models m WHERE m.org_id = $1 AND m.id = $8)) AS model_ok
+                  FROM sessions s JOIN orgs o ON o.id = s.org_id
+                 WHERE s.org_id = $1 AND s.id = $6
+                   FOR UPDATE OF s
+             ), gate AS (
+                SELECT l.*, l.status = 'idle' AS idle, l.model_ok AND (l.active IS NULL OR l.active < l.lim) AS go
+                  FROM locked l
+             ), new_events AS (
+                SELECT $6::uuid AS session_id, v.id, v.type, v.data, NULL::text AS step_key, $7::uuid AS turn_id, v.ord
+                  FROM gate, (VALUES ($9::uuid, '{input}', $10::jsonb, 1), ($11::uuid, '{activated}', '{{}}'::jsonb, 2))
+                             AS v(id, type, data, ord)
+                 WHERE gate.go AND (v.ord = 1 OR gate.idle)
+             ), {append}, turn AS (
+                INSERT INTO turns (id, org_id, session_id, input_event_id, input_sequence, status, model_id)
+                SELECT $7, $1, $6, ins.id, ins.sequence, CASE WHEN gate.idle THEN 'queued' ELSE 'pending' END, $8
+                  FROM ins, gate WHERE ins.type = '{input}'
+             ), session AS (
+                UPDATE sessions SET status = 'queued', updated_at = now()
+                 WHERE org_id = $1 AND id = $6 AND (SELECT go AND idle FROM gate)
+             ), task AS (
+                INSERT INTO task_queue (queue, payload, max_attempts)
+                SELECT $12, $13, $14 FROM gate WHERE go AND idle RETURNING id
+             ), woken AS (
+                SELECT count(pg_notify($15, $12)) AS n FROM task
+             )
+             SELECT gate.status, gate.lim, gate.active, gate.model_ok, m.id, m.sequence, m.data, m.ts
+               FROM gate CROSS JOIN woken
+               LEFT JOIN (SELECT ins.* FROM ins, wake WHERE ins.type = '{input}') m ON true",
+            input = types::INPUT_MESSAGE,
+            activated = types::SESSION_ACTIVATED,
+            append = events::append_ctes("ARRAY[$6::uuid]"),
+        )
+    });
+    type Row = (String, i32, Option<i64>, bool, Option<Uuid>, Option<i64>, Option<Value>, Option<DateTime<Utc>>);
+    let turn_id = new_id();
+    let data = json!({ "message": { "role": "user", "content": content } });
+    let task = serde_json::to_value(TurnTask { turn_id, org_id }).expect("task payloads serialise");
+    let row: Option<Row> = events::bind_append(sqlx::query_as(sqlx::AssertSqlSafe(POST.as_str())), org_id)
+        .bind(session_id)
+        .bind(turn_id)
+        .bind(model_id)
+        .bind(new_id())
+        .bind(data)
+        .bind(new_id())
+        .bind(QUEUE)
+        .bind(task)
+        .bind(TASK_MAX_ATTEMPTS)
+        .bind(queue::CHANNEL)
+        .fetch_optional(&mut *tx)
+        .await?;
+    let (status, limit, active, model_ok, id, sequence, data, ts) = row.ok_or(Error::NotFound("session"))?;
+    if !model_ok {
+        return Err(Error::NotFound("model"));
     }
-    let idle = status == "idle";
     if let Some(active) = active {
         // Only a session that becomes active adds a concurrent turn; queueing behind one never fails.
         crate::quotas::concurrent_turns_within(limit, active)?;
     }
-    let turn_id = new_id();
-    let mut new = vec![NewEvent::new(types::INPUT_MESSAGE, json!({ "message": { "role": "user", "content": content } }))];
-    if idle {
-        new.push(NewEvent::new(types::SESSION_ACTIVATED, json!({})));
-    }
-    let appended = events::append(tx, org_id, session_id, Some(turn_id), new).await?;
-    let message = appended.into_iter().next().expect("append returns what it appended");
-    let turn_status = if idle { "queued" } else { "pending" };
-    // The turn, the session's status and, for an idle session, the turn's task
-    // (the row and wake-up `queue::enqueue_many` writes) in one round trip.
-    let task = serde_json::to_value(TurnTask { turn_id, org_id }).expect("task payloads serialise");
-    sqlx::query(
-        "WITH turn AS (
-            INSERT INTO turns (id, org_id, session_id, input_event_id, input_sequence, status, model_id)
-            VALUES ($1, $2, $3, $4, $5, $6, $7)
-         ), session AS (
-            UPDATE sessions SET status = 'queued', updated_at = now() WHERE id = $3 AND $8
-         ), task AS (
-            INSERT INTO task_queue (queue, payload, max_attempts) SELECT $9, $10, $11 WHERE $8 RETURNING id
-         )
-         SELECT count(pg_notify($12, $9)) FROM task",
-    )
-    .bind(turn_id)
-    .bind(org_id)
-    .bind(session_id)
-    .bind(message.id)
-    .bind(message.sequence)
-    .bind(turn_status)
-    .bind(model_id)
-    .bind(idle)
-    .bind(QUEUE)
-    .bind(task)
-    .bind(TASK_MAX_ATTEMPTS)
-    .bind(queue::CHANNEL)
-    .execute(&mut *tx)
-    .await?;
+    let (Some(id), Some(sequence), Some(data), Some(ts)) = (id, sequence, data, ts) else {
+        // Passed its checks yet not appended: the session has no sequence row.
+        return Err(Error::Database(sqlx::Error::RowNotFound));
+    };
+    let message = Event { id, session_id, sequence, kind: types::INPUT_MESSAGE.into(), turn_id: Some(turn_id), data, ts };
+    let turn_status = if status == "idle" { "queued" } else { "pending" };
     Ok(Posted { message, turn_id, turn_status })
 }
 

@@ -238,3 +238,95 @@ async fn sealing_a_turn_completes_its_task_in_the_same_transaction() {
     let status: String = scalar(&pool, org, "SELECT status FROM turns WHERE id = $1", posted.turn_id).await;
     assert_eq!(status, "completed");
 }
+
+/// Posts racing one another and the seals that hand their session over (the
+/// post is one statement that locks, appends and enqueues): every committed
+/// message gets exactly one turn and one task, no rolled-back one leaves a
+/// trace, the turns run one at a time in message order, and the log's
+/// sequences stay gap-free with one `session.activated` per wake-up.
+#[tokio::test]
+async fn racing_posts_and_seals_lose_no_turn() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let (db, pool, org, session) = setup().await;
+    let worker = db::connect(&db.as_role("turnstone_worker"), 2).await.unwrap();
+    turnstone_core::queue::register(&worker, turns::QUEUE, "w1").await.unwrap();
+    let posting = Arc::new(AtomicBool::new(true));
+    let mut posters = Vec::new();
+    for i in 0..8 {
+        let pool = pool.clone();
+        posters.push(tokio::spawn(async move {
+            let mut committed = 0i64;
+            for j in 0..12 {
+                let mut tx = db::begin_org(&pool, org).await.unwrap();
+                let text = vec![ContentPart::Text { text: format!("{i}:{j}") }];
+                turns::post_message(&mut tx, org, session, text, None).await.unwrap();
+                if j % 4 == 3 {
+                    tx.rollback().await.unwrap();
+                } else {
+                    tx.commit().await.unwrap();
+                    committed += 1;
+                }
+            }
+            committed
+        }));
+    }
+    // One worker claims, starts and seals whatever is queued until the posts are done and nothing is left.
+    let sealer = {
+        let (pool, posting) = (pool.clone(), posting.clone());
+        tokio::spawn(async move {
+            let mut sealed = 0i64;
+            loop {
+                let claimed = turnstone_core::queue::claim(&worker, turns::QUEUE, "w1", 4).await.unwrap();
+                for c in &claimed {
+                    let tt: TurnTask = serde_json::from_value(c.payload.clone()).unwrap();
+                    let mut lease = leased(turns::start(&worker, tt, 3).await.unwrap());
+                    lease.task = Some(turns::QueueTask { held: c.held(), worker: "w1".into() });
+                    turns::finish(&worker, &lease, Outcome::Completed).await.unwrap();
+                    sealed += 1;
+                }
+                let open =
+                    "SELECT count(*) FROM turns WHERE session_id = $1 AND status NOT IN ('completed', 'failed', 'cancelled')";
+                if claimed.is_empty() && !posting.load(Ordering::SeqCst) && count(&pool, org, open, session).await == 0 {
+                    return sealed;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+            }
+        })
+    };
+    let mut committed = 0;
+    for p in posters {
+        committed += p.await.unwrap();
+    }
+    posting.store(false, Ordering::SeqCst);
+    let sealed = tokio::time::timeout(std::time::Duration::from_secs(60), sealer).await.expect("the queue drains").unwrap();
+    assert_eq!(committed, 8 * 9);
+    assert_eq!(sealed, committed, "every committed message ran as one turn");
+
+    let mut tx = db::begin_org(&pool, org).await.unwrap();
+    let log: Vec<(i64, String)> = sqlx::query_as("SELECT sequence, type FROM events WHERE session_id = $1 ORDER BY sequence")
+        .bind(session)
+        .fetch_all(&mut *tx)
+        .await
+        .unwrap();
+    assert_eq!(log.iter().map(|(s, _)| *s).collect::<Vec<_>>(), (1..=log.len() as i64).collect::<Vec<_>>(), "gap-free");
+    let of = |t: &str| log.iter().filter(|(_, k)| k == t).count() as i64;
+    assert_eq!(of(types::INPUT_MESSAGE), committed, "no rolled-back message left a trace");
+    assert_eq!(of(types::SESSION_ACTIVATED), of(types::SESSION_IDLED), "one activation per wake-up, each ended by an idle");
+    let runs: Vec<(i64, chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>)> = sqlx::query_as(
+        "SELECT input_sequence, started_at, finished_at FROM turns WHERE session_id = $1 AND status = 'completed'
+          ORDER BY input_sequence",
+    )
+    .bind(session)
+    .fetch_all(&mut *tx)
+    .await
+    .unwrap();
+    assert_eq!(runs.len() as i64, committed);
+    for w in runs.windows(2) {
+        assert!(w[1].1 >= w[0].2, "turns run one at a time, in message order: {w:?}");
+    }
+    drop(tx);
+    assert_eq!(count(&pool, org, "SELECT count(*) FROM task_queue WHERE $1::uuid IS NOT NULL", session).await, 0);
+    let status: String = scalar(&pool, org, "SELECT status FROM sessions WHERE id = $1", session).await;
+    assert_eq!(status, "idle");
+}
