@@ -67,8 +67,7 @@ pub async fn begin_turn_sessions(
     org_id: uuid::Uuid,
     turns: &[uuid::Uuid],
 ) -> Result<sqlx::Transaction<'static, sqlx::Postgres>> {
-    let lock = format!("id IN (SELECT session_id FROM turns WHERE id IN ({}))", uuid_list(turns));
-    begin_locking(pool, org_id, &lock).await
+    begin_locking(pool, org_id, "turnstone_lock_turn_sessions", turns).await
 }
 
 /// [`begin_org`] that also takes these sessions' row locks, in id order — what
@@ -81,23 +80,29 @@ pub async fn begin_sessions(
     org_id: uuid::Uuid,
     sessions: &[uuid::Uuid],
 ) -> Result<sqlx::Transaction<'static, sqlx::Postgres>> {
-    begin_locking(pool, org_id, &format!("id IN ({})", uuid_list(sessions))).await
+    begin_locking(pool, org_id, "turnstone_lock_sessions", sessions).await
 }
 
-/// Quoted, comma-separated uuids. Inlining is safe: a `Uuid` formats as hex and dashes only.
-fn uuid_list(ids: &[uuid::Uuid]) -> String {
-    ids.iter().map(|t| format!("'{}'", t.hyphenated())).collect::<Vec<_>>().join(",")
+/// An array literal of uuids. Inlining is safe: a `Uuid` formats as hex and dashes only.
+fn uuid_array(ids: &[uuid::Uuid]) -> String {
+    let list: Vec<String> = ids.iter().map(|t| t.hyphenated().to_string()).collect();
+    format!("'{{{}}}'", list.join(","))
 }
 
+/// Takes the locks with a function of the migrations (`turnstone_lock_sessions`,
+/// `turnstone_lock_turn_sessions`), which keeps its plan for the connection's
+/// life: the same statement inlined in this simple query was planned again at
+/// every transaction (0.13 ms of planning, 0.02 ms of execution).
 async fn begin_locking(
     pool: &PgPool,
     org_id: uuid::Uuid,
-    sessions_where: &str,
+    lock: &str,
+    ids: &[uuid::Uuid],
 ) -> Result<sqlx::Transaction<'static, sqlx::Postgres>> {
     let begin = format!(
-        "BEGIN; SELECT set_config('turnstone.org_id', '{}', true); \
-         SELECT 1 FROM sessions WHERE {sessions_where} ORDER BY id FOR UPDATE",
-        org_id.hyphenated()
+        "BEGIN; SELECT set_config('turnstone.org_id', '{}', true); SELECT {lock}({}::uuid[])",
+        org_id.hyphenated(),
+        uuid_array(ids)
     );
     Ok(pool.begin_with(sqlx::AssertSqlSafe(begin)).await?)
 }

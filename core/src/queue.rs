@@ -91,11 +91,21 @@ pub async fn register(pool: &PgPool, queue: &str, worker: &str) -> Result<()> {
 /// Claims up to `limit` due tasks of `queue` for `worker`, oldest first.
 /// Claims nothing while `worker` has no live row (another worker declared it
 /// dead and took its tasks back; its next heartbeat registers it again).
+///
+/// The claim commits without waiting for its WAL flush
+/// (`synchronous_commit = off` for its own transaction): a claim is a lease,
+/// not a fact anyone was told. If the database crashes before the flush, the
+/// claim is lost and the task is `pending` again, which is what a reclaim
+/// does; and nothing that depends on the claim can outlive it, since any
+/// later synchronous commit (the handler's first write) flushes the WAL up to
+/// and including it. One flush fewer between a message and its turn starting.
 pub async fn claim(pool: &PgPool, queue: &str, worker: &str, limit: usize) -> Result<Vec<Claimed>> {
     Ok(sqlx::query_as(
-        "UPDATE task_queue t SET status = 'running', lock_by = $2, locked_at = now(), attempts = t.attempts + 1
+        "WITH unflushed AS MATERIALIZED (SELECT set_config('synchronous_commit', 'off', true))
+         UPDATE task_queue t SET status = 'running', lock_by = $2, locked_at = now(), attempts = t.attempts + 1
            FROM (SELECT id FROM task_queue WHERE queue = $1 AND status = 'pending' AND run_at <= now()
                    AND EXISTS (SELECT 1 FROM queue_workers w WHERE w.name = $2)
+                   AND EXISTS (SELECT 1 FROM unflushed)
                   ORDER BY run_at, id LIMIT $3 FOR UPDATE SKIP LOCKED) c
           WHERE t.id = c.id
          RETURNING t.id, t.payload, t.attempts",
