@@ -250,12 +250,11 @@ pub enum Started {
 /// without a new committed step (a crash loop) is sealed `turn.failed` with
 /// code `no_progress`. Either way its session moves on and it is `Finished`.
 ///
-/// Four round trips however many turns: `BEGIN` with the sessions' locks (in
-/// id order), one statement that reads the live turns, applies their guards
-/// and takes them (with their sessions' status), one append for every
-/// session, and `COMMIT`. A worker starts what
-/// one wake-up claimed together, so a burst costs a few transactions, not one
-/// per turn.
+/// Three round trips however many turns: `BEGIN` with the sessions' locks (in
+/// id order), one statement that reads the live turns, applies their guards,
+/// takes them (with their sessions' status) and appends the first starts'
+/// events, and `COMMIT`. A worker starts what one wake-up claimed together,
+/// so a burst costs a few transactions, not one per turn.
 pub async fn start_many(pool: &PgPool, org_id: Uuid, turn_ids: &[Uuid], max_stalled_starts: i32) -> Result<Vec<Started>> {
     if turn_ids.is_empty() {
         return Ok(Vec::new());
@@ -275,36 +274,57 @@ pub async fn start_many(pool: &PgPool, org_id: Uuid, turn_ids: &[Uuid], max_stal
     // and this statement's snapshot is taken after they were granted, so the
     // count is current. A run marks its session running; a turn to seal (its
     // cancellation was requested, or it was retaken `max_stalled_starts` times
-    // without progress) leaves its session to the seal.
-    let taken: Vec<Taken> = sqlx::query_as(
-        "WITH live AS (
-            SELECT t.id, t.attempt, t.steps_seen, t.stalled_starts, t.cancel_requested_at IS NOT NULL AS cancel_requested,
-                   (SELECT count(*) FROM events e
-                     WHERE e.turn_id = t.id AND (e.step_key LIKE 'llm:%' OR e.step_key LIKE 'tool:%'))::int4 AS steps
-              FROM turns t WHERE t.id = ANY($1) AND t.status IN ('queued', 'running') ORDER BY t.id FOR UPDATE OF t
-         ), guard AS (
-            SELECT l.*, CASE WHEN l.attempt > 0 AND l.steps = l.steps_seen THEN l.stalled_starts + 1 ELSE 0 END AS stalled
-              FROM live l
-         ), lease AS (
-            UPDATE turns t SET status = 'running', attempt = t.attempt + 1, started_at = coalesce(t.started_at, now()),
-                               steps_seen = g.steps, stalled_starts = g.stalled
-              FROM guard g
-             WHERE t.id = g.id AND t.id = ANY($1)
-             RETURNING t.id AS turn_id, t.org_id, t.session_id, t.attempt, t.input_sequence, t.model_id, t.started_at,
-                       g.cancel_requested, g.stalled, g.cancel_requested OR g.stalled >= $2 AS sealing
-         ), running AS (
-            UPDATE sessions s SET status = CASE WHEN s.status = 'cancelling' THEN s.status ELSE 'running' END, updated_at = now()
-              FROM lease l
-             WHERE s.id = l.session_id AND NOT l.sealing
-               AND s.id IN (SELECT session_id FROM turns WHERE id = ANY($1))
-         )
-         SELECT turn_id, org_id, session_id, attempt, input_sequence, model_id, started_at, cancel_requested, stalled
-           FROM lease ORDER BY turn_id",
-    )
-    .bind(turn_ids)
-    .bind(max_stalled_starts)
-    .fetch_all(&mut *tx)
-    .await?;
+    // without progress) leaves its session to the seal. A first attempt's run
+    // appends `turn.started` and its first `reason.started`: the first step of
+    // a fresh turn is always the first model call, so its marker commits with
+    // the start, saving a transaction.
+    static START: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        format!(
+            "WITH live AS (
+                SELECT t.id, t.attempt, t.steps_seen, t.stalled_starts, t.cancel_requested_at IS NOT NULL AS cancel_requested,
+                       (SELECT count(*) FROM events e
+                         WHERE e.turn_id = t.id AND (e.step_key LIKE 'llm:%' OR e.step_key LIKE 'tool:%'))::int4 AS steps
+                  FROM turns t WHERE t.id = ANY($6) AND t.status IN ('queued', 'running') ORDER BY t.id FOR UPDATE OF t
+             ), guard AS (
+                SELECT l.*, CASE WHEN l.attempt > 0 AND l.steps = l.steps_seen THEN l.stalled_starts + 1 ELSE 0 END AS stalled
+                  FROM live l
+             ), lease AS (
+                UPDATE turns t SET status = 'running', attempt = t.attempt + 1, started_at = coalesce(t.started_at, now()),
+                                   steps_seen = g.steps, stalled_starts = g.stalled
+                  FROM guard g
+                 WHERE t.id = g.id AND t.id = ANY($6)
+                 RETURNING t.id AS turn_id, t.org_id, t.session_id, t.attempt, t.input_sequence, t.model_id, t.started_at,
+                           g.cancel_requested, g.stalled, g.cancel_requested OR g.stalled >= $7 AS sealing
+             ), running AS (
+                UPDATE sessions s SET status = CASE WHEN s.status = 'cancelling' THEN s.status ELSE 'running' END, updated_at = now()
+                  FROM lease l
+                 WHERE s.id = l.session_id AND NOT l.sealing
+                   AND s.id IN (SELECT session_id FROM turns WHERE id = ANY($6))
+             ), first AS (
+                SELECT l.session_id, l.turn_id, l.input_sequence, array_position($6, l.turn_id) AS pos
+                  FROM lease l WHERE l.attempt = 1 AND NOT l.sealing
+             ), new_events AS (
+                SELECT session_id, $8[2 * pos - 1] AS id, '{started}' AS type,
+                       jsonb_build_object('input_sequence', input_sequence) AS data, 'start' AS step_key, turn_id, 2 * pos - 1 AS ord
+                  FROM first
+                UNION ALL
+                SELECT session_id, $8[2 * pos], '{reason}', jsonb_build_object('iteration', 1), 'reason:1', turn_id, 2 * pos
+                  FROM first
+             ), {append}
+             SELECT turn_id, org_id, session_id, attempt, input_sequence, model_id, started_at, cancel_requested, stalled
+               FROM lease CROSS JOIN wake ORDER BY turn_id",
+            started = types::TURN_STARTED,
+            reason = types::REASON_STARTED,
+            append = events::append_ctes("ARRAY(SELECT session_id FROM first)"),
+        )
+    });
+    let event_ids: Vec<Uuid> = (0..2 * turn_ids.len()).map(|_| new_id()).collect();
+    let taken: Vec<Taken> = events::bind_append(sqlx::query_as(sqlx::AssertSqlSafe(START.as_str())), org_id)
+        .bind(turn_ids)
+        .bind(max_stalled_starts)
+        .bind(&event_ids)
+        .fetch_all(&mut *tx)
+        .await?;
     if taken.is_empty() {
         tx.rollback().await?;
         return Ok(turn_ids.iter().map(|_| Started::Finished).collect());
@@ -321,29 +341,15 @@ pub async fn start_many(pool: &PgPool, org_id: Uuid, turn_ids: &[Uuid], max_stal
         (t.lease, seal_as)
     });
     let mut runs = std::collections::HashMap::with_capacity(turn_ids.len());
-    let mut first_starts = Vec::new();
     for (lease, seal_as) in leases {
         match seal_as {
             // Rare: sealed one by one, in this transaction.
             Some(outcome) => seal(&mut tx, &lease, outcome).await?,
             None => {
-                if lease.attempt == 1 {
-                    // The first step of a fresh turn is always the first model call: its
-                    // marker commits with the start, saving a transaction.
-                    first_starts.push(events::SessionEvents {
-                        session_id: lease.session_id,
-                        turn_id: Some(lease.turn_id),
-                        events: vec![
-                            NewEvent::step(types::TURN_STARTED, "start", json!({ "input_sequence": lease.input_sequence })),
-                            reason_started(1),
-                        ],
-                    });
-                }
                 runs.insert(lease.turn_id, lease);
             }
         }
     }
-    events::append_many(&mut tx, org_id, first_starts).await?;
     tx.commit().await?;
     Ok(turn_ids.iter().map(|id| runs.remove(id).map_or(Started::Finished, Started::Run)).collect())
 }
