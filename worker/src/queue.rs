@@ -23,7 +23,7 @@
 use std::any::Any;
 use std::marker::PhantomData;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -61,8 +61,14 @@ struct Shared {
     pool: PgPool,
     /// Claimed and not yet finished.
     held: AtomicUsize,
-    /// Claim now: a NOTIFY arrived or a slot freed up.
+    /// Claim now: a NOTIFY arrived, or a slot freed up while `starved`.
     wake: Notify,
+    /// The last claim may have left due tasks behind for want of free slots
+    /// (it claimed none, or as many as it asked for): a freed slot must claim
+    /// again. Otherwise the queue had nothing more when last claimed, and a
+    /// new task comes with its own NOTIFY — waking on every finished task
+    /// cost an empty claim per task (a round trip, on the database's CPU).
+    starved: AtomicBool,
 }
 
 /// A finished task, on its way to the acknowledger.
@@ -101,7 +107,8 @@ impl QueueHandle {
 impl<Args: DeserializeOwned + Send + 'static> PgQueue<Args> {
     /// Starts claiming for `config.worker`. `stop` flipping to `true` stops new claims.
     pub fn start(pool: PgPool, config: QueueConfig, mut stop_signal: watch::Receiver<bool>) -> (Self, QueueHandle) {
-        let shared = Arc::new(Shared { config, pool, held: AtomicUsize::new(0), wake: Notify::new() });
+        let shared =
+            Arc::new(Shared { config, pool, held: AtomicUsize::new(0), wake: Notify::new(), starved: AtomicBool::new(false) });
         let (claimed_tx, claimed) = mpsc::channel(shared.config.concurrency.max(1));
         let (outcomes, outcomes_rx) = mpsc::unbounded_channel();
         let (stop, stop_rx) = watch::channel(false);
@@ -224,10 +231,20 @@ async fn claimer<Args: DeserializeOwned>(shared: Arc<Shared>, out: mpsc::Sender<
         }
         let free = c.concurrency.saturating_sub(shared.held.load(Ordering::Relaxed));
         let want = free.min(c.batch);
-        if want > 0 {
+        if want == 0 {
+            // Starved first, then look again: a task finishing in between either
+            // sees the flag (and wakes this loop) or is seen here.
+            shared.starved.store(true, Ordering::SeqCst);
+            if shared.held.load(Ordering::SeqCst) < c.concurrency {
+                continue;
+            }
+        } else {
             match queue::claim(&shared.pool, &c.queue, &c.worker, want).await {
                 Ok(rows) => {
                     let full = rows.len() == want;
+                    // Fewer than asked: nothing else was due. As many: there may be more, and
+                    // the loop claims again at once (or, out of slots, marks itself starved).
+                    shared.starved.store(full, Ordering::SeqCst);
                     shared.held.fetch_add(rows.len(), Ordering::Relaxed);
                     for row in rows {
                         let claim = row.held();
@@ -444,8 +461,10 @@ where
                 if let Some(outcome) = outcome {
                     let _ = outcomes.send(outcome);
                 }
-                shared.held.fetch_sub(1, Ordering::Relaxed);
-                shared.wake.notify_one();
+                shared.held.fetch_sub(1, Ordering::SeqCst);
+                if shared.starved.swap(false, Ordering::SeqCst) {
+                    shared.wake.notify_one();
+                }
             }
             res
         })

@@ -98,10 +98,14 @@ pub async fn pickup(ctx: &Ctx) -> Value {
     let mut walls = std::collections::HashMap::new();
     let mut session = String::new();
     let mut sse = None;
+    let mut claims0 = None;
     for i in 0..n + 10 {
         if i % TURNS_PER_SESSION == 0 {
             session = d.session().await;
             sse = Some(open_sse(&d.client, &session).await);
+        }
+        if i == 10 {
+            claims0 = crate::stack::claims(&d).await;
         }
         let t = run_turn(&d.client, sse.as_mut().expect("sse"), &session, "hello").await;
         if i < 10 {
@@ -112,6 +116,8 @@ pub async fn pickup(ctx: &Ctx) -> Value {
         ids.push(t.turn_id);
         walls.insert(t.turn_id, (t.posted_at, t.started_at));
     }
+    // pg_stat_statements counts a call when it ends: the last turn's claims are in.
+    let claims = crate::stack::claims(&d).await.zip(claims0).map(|(b, a)| r2((b - a) as f64 / n as f64));
     let handler = db_pickup(&d, &ids).await;
     // Where the time goes, on the one clock client and database share.
     let (mut ingress, mut delivery) = (Samples::default(), Samples::default());
@@ -129,6 +135,7 @@ pub async fn pickup(ctx: &Ctx) -> Value {
         "post_to_sse_turn_started": sse_started.summary(),
         "post_to_handler_start_db": handler.summary(),
         "post_round_trip": post.summary(),
+        "claims_per_turn": claims,
         "split_send_to_post_tx": ingress.summary(),
         "split_start_tx_to_sse": delivery.summary(),
         "definition": "client POST send -> turn.started parsed from SSE; handler start = turns.started_at - input.message.ts (DB clock); split_*: send -> POST transaction start -> (handler start) -> turn.started parsed, on the shared wall clock",
@@ -248,6 +255,7 @@ pub async fn throughput(ctx: &Ctx) -> Value {
     tokio::time::sleep(settle).await;
     let (c1, r1) = d.xacts().await;
     let top = if has_pgss { top_statements(&d, all_turns).await } else { Value::Null };
+    let claims_per_turn = crate::stack::claims(&d).await.filter(|_| has_pgss).map(|c| r2(c as f64 / all_turns.max(1) as f64));
     let tps = done as f64 / elapsed;
     let commits_per_turn = (c1 - c0) as f64 / all_turns.max(1) as f64;
     let ratio = ctx.baseline_tps.map(|b| tps / b);
@@ -263,6 +271,7 @@ pub async fn throughput(ctx: &Ctx) -> Value {
         "turns_counted_for_commits": all_turns,
         "commits_per_turn": r2(commits_per_turn),
         "rollbacks_per_turn": r2((r1 - r0) as f64 / all_turns.max(1) as f64),
+        "claims_per_turn": claims_per_turn,
         "post_to_completed_under_load": lat.summary(),
         "top_statements_per_turn": top,
         "targets": targets,

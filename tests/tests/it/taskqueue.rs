@@ -306,3 +306,58 @@ async fn a_restarted_worker_of_the_same_name_hands_back_what_its_predecessor_hel
     let _ = tokio::time::timeout(Duration::from_secs(5), running).await;
     handle.finish(Duration::from_secs(5)).await;
 }
+
+/// A worker out of free slots claims again as each of its tasks finishes (the
+/// finished task wakes it), not at its next poll: with the poll an hour away,
+/// 25 times its concurrency in tasks still drain. And a task enqueued once
+/// the queue was drained is woken by its own NOTIFY.
+#[tokio::test]
+async fn a_saturated_worker_claims_as_slots_free_up_without_its_poll() {
+    let (_db, owner, pool) = setup().await;
+    let seen = Arc::new(Seen::default());
+    let (stop_tx, stop) = tokio::sync::watch::channel(false);
+    let config = QueueConfig { poll_interval: Duration::from_secs(3600), ..config("saturated") };
+    let (backend, handle) = PgQueue::<Job>::start(pool.clone(), config, stop.clone());
+    let worker = WorkerBuilder::new("saturated").backend(backend).data(seen.clone()).concurrency(8).build(job);
+    let mut running = Box::pin(worker.run_until({
+        let mut stop = stop.clone();
+        async move {
+            let _ = stop.wait_for(|s| *s).await;
+            Ok::<(), std::io::Error>(())
+        }
+    }));
+    // None of these fails (a retry would wait out its delay for the poll).
+    let ns: Vec<usize> = (1..1000usize).filter(|n| !n.is_multiple_of(7)).take(200).collect();
+    let drained = |want: usize| {
+        let (owner, seen) = (owner.clone(), seen.clone());
+        async move {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+            while rows(&owner, "SELECT count(*) FROM task_queue").await > 0 || seen.ran.lock().unwrap().len() < want {
+                assert!(tokio::time::Instant::now() < deadline, "the queue stalled with the poll an hour away");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut tx = pool.begin().await.unwrap();
+    let payloads: Vec<Value> = ns.iter().map(|n| json!({ "n": n })).collect();
+    queue::enqueue_many(&mut tx, Q, &payloads, 5).await.unwrap();
+    tx.commit().await.unwrap();
+    tokio::select! {
+        r = &mut running => panic!("worker stopped early: {r:?}"),
+        _ = drained(200) => {}
+    }
+    let mut tx = pool.begin().await.unwrap();
+    queue::enqueue_many(&mut tx, Q, &[json!({ "n": 1 })], 5).await.unwrap();
+    tx.commit().await.unwrap();
+    tokio::select! {
+        r = &mut running => panic!("worker stopped early: {r:?}"),
+        _ = drained(201) => {}
+    }
+    assert!(seen.peak.load(Ordering::SeqCst) <= 8, "never more than the concurrency at once");
+    assert_eq!(seen.failed.load(Ordering::SeqCst), 0);
+    stop_tx.send(true).unwrap();
+    let _ = tokio::time::timeout(Duration::from_secs(5), &mut running).await;
+    drop(running);
+    handle.finish(Duration::from_secs(5)).await;
+}
