@@ -247,12 +247,12 @@ pub async fn statements(d: &Deployment, by_time: bool, width: i32, limit: i64) -
 /// Claim statements run in the scenario database so far (`pg_stat_statements`;
 /// `None` when it is not preloaded). Every claim — a full one or an empty one
 /// (a worker woken for nothing) — is one call. Matches the claim of every
-/// version since the own queue (constants fold into `$n`).
+/// version since the own queue (constants may or may not be folded into `$n`).
 pub async fn claims(d: &Deployment) -> Option<i64> {
     sqlx::query_scalar(
         "SELECT coalesce(sum(calls), 0)::int8 FROM pg_stat_statements
           WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
-            AND query LIKE '%UPDATE task_queue t SET status = $%, lock_by = $2, locked_at = now()%'",
+            AND query LIKE '%UPDATE task_queue t SET status = %, lock_by = $2, locked_at = now()%'",
     )
     .fetch_one(&d.admin)
     .await
