@@ -20,7 +20,11 @@ use sqlx::{PgConnection, PgPool};
 
 use crate::error::Result;
 
-/// The NOTIFY channel for "tasks are claimable"; the payload is the queue name.
+/// The NOTIFY channel for "tasks are claimable", heard by every worker; the
+/// payload is the queue name. Enqueues wake one worker on its own channel
+/// instead ([`worker_channel`], picked in SQL by `turnstone_wake_channel`);
+/// this one carries the rarer wake-ups (retries, hand-backs, reclaims) and
+/// the ones a worker passes on.
 pub const CHANNEL: &str = "turnstone_queue";
 
 /// Retry budget of a task unless the enqueuer says otherwise.
@@ -55,36 +59,58 @@ fn split(held: &[Held]) -> (Vec<i64>, Vec<i32>) {
     held.iter().map(|h| (h.id, h.attempts)).unzip()
 }
 
-/// Adds tasks in one statement (the caller's transaction); workers are woken
-/// when it commits. (A POST writes its turn's task row in its own statement,
-/// `turns::post_message`, to save a round trip.)
+/// Adds tasks in one statement (the caller's transaction); when it commits,
+/// each task wakes one worker, picked by `turnstone_wake_channel` (a random
+/// live worker accepting work, else every worker). (A POST writes its turn's
+/// task row in its own statement, `turns::post_message`, to save a round trip.)
 pub async fn enqueue_many(tx: &mut PgConnection, queue: &str, payloads: &[Value], max_attempts: i32) -> Result<u64> {
     if payloads.is_empty() {
         return Ok(0);
     }
     let n: i64 = sqlx::query_scalar(
         "WITH t AS (INSERT INTO task_queue (queue, payload, max_attempts) SELECT $1, p, $3 FROM unnest($2::jsonb[]) p RETURNING 1)
-         SELECT count(*) FROM t, LATERAL (SELECT pg_notify($4, $1)) n",
+         SELECT count(*) FROM t, LATERAL (SELECT pg_notify(turnstone_wake_channel($1), $1)) n",
     )
     .bind(queue)
     .bind(payloads)
     .bind(max_attempts)
-    .bind(CHANNEL)
     .fetch_one(tx)
     .await?;
     Ok(n as u64)
 }
 
-/// Registers (or refreshes) a worker's liveness row.
-pub async fn register(pool: &PgPool, queue: &str, worker: &str) -> Result<()> {
+/// Registers (or refreshes) a worker's liveness row, accepting work: from now
+/// on enqueues may wake it on its own channel ([`worker_channel`]), which it
+/// must be listening on. `heartbeat` is how often it will refresh the row.
+pub async fn register(pool: &PgPool, queue: &str, worker: &str, heartbeat: Duration) -> Result<()> {
     sqlx::query(
-        "INSERT INTO queue_workers (name, queue) VALUES ($1, $2)
-         ON CONFLICT (name) DO UPDATE SET queue = EXCLUDED.queue, last_seen = now()",
+        "INSERT INTO queue_workers (name, queue, accepting, heartbeat_secs) VALUES ($1, $2, true, $3)
+         ON CONFLICT (name) DO UPDATE
+            SET queue = EXCLUDED.queue, last_seen = now(), accepting = true, heartbeat_secs = EXCLUDED.heartbeat_secs",
     )
     .bind(worker)
     .bind(queue)
+    .bind(heartbeat.as_secs_f64())
     .execute(pool)
     .await?;
+    Ok(())
+}
+
+/// The channel on which enqueues wake `worker` alone (besides [`CHANNEL`], on
+/// which every worker is woken).
+pub async fn worker_channel(pool: &PgPool, worker: &str) -> Result<String> {
+    Ok(sqlx::query_scalar("SELECT turnstone_worker_channel($1)").bind(worker).fetch_one(pool).await?)
+}
+
+/// Stops enqueues from picking `worker` to wake (it stops claiming); its row stays while it drains.
+pub async fn stop_accepting(pool: &PgPool, worker: &str) -> Result<()> {
+    sqlx::query("UPDATE queue_workers SET accepting = false WHERE name = $1").bind(worker).execute(pool).await?;
+    Ok(())
+}
+
+/// Wakes every worker of `queue` (a wake-up sent to one worker that cannot take it).
+pub async fn wake_all(pool: &PgPool, queue: &str) -> Result<()> {
+    sqlx::query("SELECT pg_notify($1, $2)").bind(CHANNEL).bind(queue).execute(pool).await?;
     Ok(())
 }
 
@@ -246,10 +272,13 @@ pub async fn deregister(pool: &PgPool, worker: &str) -> Result<()> {
 /// queue. One statement. A task whose lost run was its last attempt becomes
 /// `failed` instead (a task that kills its worker cannot loop forever).
 /// Returns how many tasks were reclaimed.
-pub async fn heartbeat(pool: &PgPool, queue: &str, worker: &str, dead_after: Duration) -> Result<u64> {
+///
+/// A row that was deleted meanwhile (this worker was declared dead while cut
+/// off) comes back accepting work, with `every` as its heartbeat period.
+pub async fn heartbeat(pool: &PgPool, queue: &str, worker: &str, every: Duration, dead_after: Duration) -> Result<u64> {
     let n: i64 = sqlx::query_scalar(
         "WITH me AS (
-            INSERT INTO queue_workers (name, queue) VALUES ($1, $2)
+            INSERT INTO queue_workers (name, queue, accepting, heartbeat_secs) VALUES ($1, $2, true, $5)
             ON CONFLICT (name) DO UPDATE SET last_seen = now()),
           dead AS (
             DELETE FROM queue_workers WHERE queue = $2 AND name <> $1 AND last_seen < now() - make_interval(secs => $3)
@@ -270,6 +299,7 @@ pub async fn heartbeat(pool: &PgPool, queue: &str, worker: &str, dead_after: Dur
     .bind(queue)
     .bind(dead_after.as_secs_f64())
     .bind(CHANNEL)
+    .bind(every.as_secs_f64())
     .fetch_one(pool)
     .await?;
     Ok(n as u64)

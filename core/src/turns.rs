@@ -87,7 +87,7 @@ pub struct Posted {
 /// wakes up) the concurrent-turn quota, and only if they pass appends the
 /// message (and `session.activated` for an idle session), inserts the turn and,
 /// for an idle session, marks it queued and writes the turn's task with its
-/// wake-up (the row and notification `queue::enqueue_many` writes). The quota is
+/// wake-up of one worker (the row and notification `queue::enqueue_many` writes). The quota is
 /// a load shedder read without the org's lock (see `quotas`), so its count's
 /// snapshot predating the session lock is harmless; the session's status is
 /// read from the locked row, and the sequence update from its latest version.
@@ -128,7 +128,7 @@ pub async fn post_message(
                 INSERT INTO task_queue (queue, payload, max_attempts)
                 SELECT $12, $13, $14 FROM gate WHERE go AND idle RETURNING id
              ), woken AS (
-                SELECT count(pg_notify($15, $12)) AS n FROM task
+                SELECT count(pg_notify(turnstone_wake_channel($12), $12)) AS n FROM task
              )
              SELECT gate.status, gate.lim, gate.active, gate.model_ok, m.id, m.sequence, m.data, m.ts
                FROM gate CROSS JOIN woken
@@ -152,7 +152,6 @@ pub async fn post_message(
         .bind(QUEUE)
         .bind(task)
         .bind(TASK_MAX_ATTEMPTS)
-        .bind(queue::CHANNEL)
         .fetch_optional(&mut *tx)
         .await?;
     let (status, limit, active, model_ok, id, sequence, data, ts) = row.ok_or(Error::NotFound("session"))?;

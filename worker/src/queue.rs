@@ -123,7 +123,7 @@ impl<Args: DeserializeOwned + Send + 'static> PgQueue<Args> {
         let drivers = vec![
             forward,
             tokio::spawn(claimer(shared.clone(), claimed_tx, stop_rx.clone())),
-            tokio::spawn(listener(shared.clone())),
+            tokio::spawn(listener(shared.clone(), stop_rx.clone())),
             tokio::spawn(heartbeat(shared.clone())),
         ];
         let acknowledger = tokio::spawn(acknowledger(shared.clone(), outcomes_rx));
@@ -210,7 +210,7 @@ async fn claimer<Args: DeserializeOwned>(shared: Arc<Shared>, out: mpsc::Sender<
     // other worker would reclaim it while this name heart-beats.
     loop {
         let ready = async {
-            queue::register(&shared.pool, &c.queue, &c.worker).await?;
+            queue::register(&shared.pool, &c.queue, &c.worker, c.heartbeat).await?;
             queue::release_worker(&shared.pool, &c.worker).await
         };
         match ready.await {
@@ -305,8 +305,13 @@ async fn pause(stop: &mut watch::Receiver<bool>, wait: Duration) -> bool {
 }
 
 /// Wakes the claimer on NOTIFY for this queue (and after every reconnect, when
-/// notifications may have been missed).
-async fn listener(shared: Arc<Shared>) {
+/// notifications may have been missed). Listens on the channel every worker
+/// hears and on this worker's own, on which an enqueue wakes it alone; such a
+/// wake-up this worker cannot take — no free slot, or it stopped claiming —
+/// is passed on to every worker. Once `stop` flips, enqueues stop picking it.
+async fn listener(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+    let c = &shared.config;
+    let mut retired = false;
     loop {
         let mut listener = match PgListener::connect_with(&shared.pool).await {
             Ok(l) => l,
@@ -316,15 +321,43 @@ async fn listener(shared: Arc<Shared>) {
                 continue;
             }
         };
-        if let Err(e) = listener.listen(queue::CHANNEL).await {
+        let own = match queue::worker_channel(&shared.pool, &c.worker).await {
+            Ok(own) => own,
+            Err(e) => {
+                tracing::debug!(error = %e, "could not name this worker's channel; retrying");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                continue;
+            }
+        };
+        if let Err(e) = listener.listen_all([queue::CHANNEL, own.as_str()]).await {
             tracing::debug!(error = %e, "LISTEN failed; retrying");
             tokio::time::sleep(Duration::from_millis(500)).await;
             continue;
         }
         shared.wake.notify_one();
         loop {
-            match listener.try_recv().await {
-                Ok(Some(n)) if n.payload() == shared.config.queue => shared.wake.notify_one(),
+            let received = tokio::select! {
+                r = listener.try_recv() => Some(r),
+                _ = stop.wait_for(|s| *s), if !retired => None,
+            };
+            let Some(received) = received else {
+                retired = true;
+                if let Err(e) = queue::stop_accepting(&shared.pool, &c.worker).await {
+                    tracing::debug!(error = %e, "could not stop accepting wake-ups; the forwarding covers them");
+                }
+                continue;
+            };
+            match received {
+                Ok(Some(n)) if n.payload() == c.queue => {
+                    let full = shared.held.load(Ordering::SeqCst) >= c.concurrency;
+                    let stopped = *stop.borrow();
+                    if n.channel() == own && (full || stopped) {
+                        if let Err(e) = queue::wake_all(&shared.pool, &c.queue).await {
+                            tracing::debug!(error = %e, "could not pass a wake-up on; other workers' polls cover it");
+                        }
+                    }
+                    shared.wake.notify_one();
+                }
                 Ok(Some(_)) => {}
                 // Reconnected (sqlx does it on the next call): anything may have been missed.
                 Ok(None) => shared.wake.notify_one(),
@@ -344,7 +377,7 @@ async fn heartbeat(shared: Arc<Shared>) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        match queue::heartbeat(&shared.pool, &c.queue, &c.worker, c.reclaim_after).await {
+        match queue::heartbeat(&shared.pool, &c.queue, &c.worker, c.heartbeat, c.reclaim_after).await {
             Ok(0) => {}
             Ok(n) => tracing::info!(reclaimed = n, "reclaimed the tasks of a dead worker"),
             Err(e) => tracing::warn!(error = %e, "heartbeat failed"),

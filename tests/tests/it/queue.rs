@@ -219,7 +219,7 @@ async fn sealing_a_turn_completes_its_task_in_the_same_transaction() {
     let (db, pool, org, session) = setup().await;
     let worker = db::connect(&db.as_role("turnstone_worker"), 2).await.unwrap();
     let posted = post(&pool, org, session, "hello").await;
-    turnstone_core::queue::register(&worker, turns::QUEUE, "w1").await.unwrap();
+    turnstone_core::queue::register(&worker, turns::QUEUE, "w1", std::time::Duration::from_secs(5)).await.unwrap();
     let claimed = turnstone_core::queue::claim(&worker, turns::QUEUE, "w1", 10).await.unwrap();
     assert_eq!(claimed.len(), 1);
     let task = turns::QueueTask { held: claimed[0].held(), worker: "w1".into() };
@@ -250,7 +250,7 @@ async fn racing_posts_and_seals_lose_no_turn() {
     use std::sync::atomic::{AtomicBool, Ordering};
     let (db, pool, org, session) = setup().await;
     let worker = db::connect(&db.as_role("turnstone_worker"), 2).await.unwrap();
-    turnstone_core::queue::register(&worker, turns::QUEUE, "w1").await.unwrap();
+    turnstone_core::queue::register(&worker, turns::QUEUE, "w1", std::time::Duration::from_secs(5)).await.unwrap();
     let posting = Arc::new(AtomicBool::new(true));
     let mut posters = Vec::new();
     for i in 0..8 {

@@ -46,7 +46,7 @@ async fn racing_claimers_never_share_a_task() {
             let pool = worker.clone();
             tokio::spawn(async move {
                 let me = format!("racer-{i}");
-                queue::register(&pool, Q, &me).await.unwrap();
+                queue::register(&pool, Q, &me, Duration::from_secs(5)).await.unwrap();
                 let mut mine = Vec::new();
                 loop {
                     let batch = queue::claim(&pool, Q, &me, 7).await.unwrap();
@@ -75,17 +75,17 @@ async fn racing_claimers_never_share_a_task() {
 async fn a_dead_workers_tasks_are_reclaimed_and_its_late_acks_change_nothing() {
     let (_db, owner, worker) = setup().await;
     fill(&worker, 3, 5).await;
-    queue::register(&worker, Q, "a").await.unwrap();
+    queue::register(&worker, Q, "a", Duration::from_secs(5)).await.unwrap();
     let held: Vec<Held> = queue::claim(&worker, Q, "a", 10).await.unwrap().iter().map(|c| c.held()).collect();
     assert_eq!(held.len(), 3);
     // A live holder keeps its tasks.
-    assert_eq!(queue::heartbeat(&worker, Q, "b", Duration::from_secs(60)).await.unwrap(), 0);
+    assert_eq!(queue::heartbeat(&worker, Q, "b", Duration::from_secs(5), Duration::from_secs(60)).await.unwrap(), 0);
     // "a" stops heart-beating.
     sqlx::query("UPDATE queue_workers SET last_seen = now() - interval '2 minutes' WHERE name = 'a'")
         .execute(&owner)
         .await
         .unwrap();
-    assert_eq!(queue::heartbeat(&worker, Q, "b", Duration::from_secs(60)).await.unwrap(), 3);
+    assert_eq!(queue::heartbeat(&worker, Q, "b", Duration::from_secs(5), Duration::from_secs(60)).await.unwrap(), 3);
     assert_eq!(rows(&owner, "SELECT count(*) FROM queue_workers WHERE name = 'a'").await, 0, "the dead worker's row is gone");
     assert_eq!(rows(&owner, "SELECT count(*) FROM task_queue WHERE status = 'pending' AND lock_by IS NULL").await, 3);
     // The dead worker wakes up late: its acknowledgements and failures are fenced out.
@@ -97,12 +97,12 @@ async fn a_dead_workers_tasks_are_reclaimed_and_its_late_acks_change_nothing() {
     assert!(again.iter().all(|c| c.attempts == 2), "the lost run counts as an attempt");
     // Tasks held by a worker with no row at all (it was deleted) are reclaimed too.
     sqlx::query("DELETE FROM queue_workers WHERE name = 'b'").execute(&owner).await.unwrap();
-    assert_eq!(queue::heartbeat(&worker, Q, "c", Duration::from_secs(60)).await.unwrap(), 3);
+    assert_eq!(queue::heartbeat(&worker, Q, "c", Duration::from_secs(5), Duration::from_secs(60)).await.unwrap(), 3);
     // A task whose worker dies on its last attempt fails instead of looping.
     sqlx::query("UPDATE task_queue SET max_attempts = 3").execute(&owner).await.unwrap();
     assert_eq!(queue::claim(&worker, Q, "c", 10).await.unwrap().len(), 3, "third attempt");
     sqlx::query("DELETE FROM queue_workers WHERE name = 'c'").execute(&owner).await.unwrap();
-    assert_eq!(queue::heartbeat(&worker, Q, "d", Duration::from_secs(60)).await.unwrap(), 3);
+    assert_eq!(queue::heartbeat(&worker, Q, "d", Duration::from_secs(5), Duration::from_secs(60)).await.unwrap(), 3);
     assert_eq!(rows(&owner, "SELECT count(*) FROM task_queue WHERE status = 'failed' AND last_error IS NOT NULL").await, 3);
     assert!(queue::claim(&worker, Q, "d", 10).await.unwrap().is_empty());
 }
@@ -111,7 +111,7 @@ async fn a_dead_workers_tasks_are_reclaimed_and_its_late_acks_change_nothing() {
 async fn failures_retry_after_their_delay_and_stop_at_max_attempts() {
     let (_db, owner, worker) = setup().await;
     fill(&worker, 1, 2).await;
-    queue::register(&worker, Q, "w").await.unwrap();
+    queue::register(&worker, Q, "w", Duration::from_secs(5)).await.unwrap();
     let c = queue::claim(&worker, Q, "w", 1).await.unwrap().remove(0);
     // Not started: handed back with the attempt refunded.
     assert_eq!(queue::unclaim(&worker, "w", &[c.held()]).await.unwrap(), 1);
@@ -248,17 +248,17 @@ async fn an_apalis_worker_runs_every_task_once_within_its_concurrency_and_hands_
 async fn a_stale_run_cannot_settle_a_newer_claim_by_the_same_worker() {
     let (_db, owner, worker) = setup().await;
     fill(&worker, 1, 5).await;
-    queue::register(&worker, Q, "a").await.unwrap();
+    queue::register(&worker, Q, "a", Duration::from_secs(5)).await.unwrap();
     let first = queue::claim(&worker, Q, "a", 1).await.unwrap().remove(0).held();
     // "a" is cut off long enough to be declared dead; its task goes back...
     sqlx::query("UPDATE queue_workers SET last_seen = now() - interval '2 minutes' WHERE name = 'a'")
         .execute(&owner)
         .await
         .unwrap();
-    assert_eq!(queue::heartbeat(&worker, Q, "b", Duration::from_secs(60)).await.unwrap(), 1);
+    assert_eq!(queue::heartbeat(&worker, Q, "b", Duration::from_secs(5), Duration::from_secs(60)).await.unwrap(), 1);
     // ...a dead worker claims nothing until its heartbeat registers it again...
     assert!(queue::claim(&worker, Q, "a", 1).await.unwrap().is_empty());
-    queue::register(&worker, Q, "a").await.unwrap();
+    queue::register(&worker, Q, "a", Duration::from_secs(5)).await.unwrap();
     // ...then "a" claims the same task again, under the same name.
     let second = queue::claim(&worker, Q, "a", 1).await.unwrap().remove(0).held();
     assert_eq!((second.id, second.attempts), (first.id, first.attempts + 1));
@@ -281,7 +281,7 @@ async fn a_restarted_worker_of_the_same_name_hands_back_what_its_predecessor_hel
     let (_db, owner, pool) = setup().await;
     fill(&pool, 3, 5).await;
     // The predecessor claimed and died; its name's row is still fresh.
-    queue::register(&pool, Q, "fixed-name").await.unwrap();
+    queue::register(&pool, Q, "fixed-name", Duration::from_secs(5)).await.unwrap();
     assert_eq!(queue::claim(&pool, Q, "fixed-name", 10).await.unwrap().len(), 3);
     let seen = Arc::new(Seen::default());
     let (stop_tx, stop) = tokio::sync::watch::channel(false);
@@ -360,4 +360,106 @@ async fn a_saturated_worker_claims_as_slots_free_up_without_its_poll() {
     let _ = tokio::time::timeout(Duration::from_secs(5), &mut running).await;
     drop(running);
     handle.finish(Duration::from_secs(5)).await;
+}
+
+/// Each enqueue wakes one worker: a live one that accepts work, picked at
+/// random, on its own channel — never one that stopped accepting or missed its
+/// heartbeats — and every worker only when no worker qualifies.
+#[tokio::test]
+async fn an_enqueue_wakes_one_live_accepting_worker() {
+    let (_db, owner, pool) = setup().await;
+    for w in ["a", "b", "stopped", "silent"] {
+        queue::register(&pool, Q, w, Duration::from_secs(5)).await.unwrap();
+    }
+    queue::stop_accepting(&pool, "stopped").await.unwrap();
+    sqlx::query("UPDATE queue_workers SET last_seen = now() - interval '16 seconds' WHERE name = 'silent'")
+        .execute(&owner)
+        .await
+        .unwrap();
+    let mut channels = std::collections::HashMap::new();
+    for w in ["a", "b", "stopped", "silent"] {
+        channels.insert(queue::worker_channel(&pool, w).await.unwrap(), w);
+    }
+    channels.insert(queue::CHANNEL.to_owned(), "everyone");
+    let mut heard = sqlx::postgres::PgListener::connect_with(&owner).await.unwrap();
+    heard.listen_all(channels.keys().map(String::as_str)).await.unwrap();
+    let mut woken = std::collections::HashMap::new();
+    for n in 0..40 {
+        fill_one(&pool, n).await;
+        let got = tokio::time::timeout(Duration::from_secs(5), heard.recv()).await.expect("a wake-up").unwrap();
+        assert_eq!(got.payload(), Q);
+        *woken.entry(channels[got.channel()]).or_insert(0) += 1;
+    }
+    assert!(tokio::time::timeout(Duration::from_millis(200), heard.recv()).await.is_err(), "one wake-up per enqueue");
+    assert_eq!(woken.keys().copied().collect::<HashSet<_>>(), HashSet::from(["a", "b"]), "{woken:?}");
+    // Nobody left to pick: every worker is woken.
+    for w in ["a", "b"] {
+        queue::stop_accepting(&pool, w).await.unwrap();
+    }
+    fill_one(&pool, 40).await;
+    let got = tokio::time::timeout(Duration::from_secs(5), heard.recv()).await.expect("a wake-up").unwrap();
+    assert_eq!(channels[got.channel()], "everyone");
+}
+
+async fn fill_one(pool: &PgPool, n: usize) {
+    let mut tx = pool.begin().await.unwrap();
+    queue::enqueue_many(&mut tx, Q, &[json!({ "n": n })], 5).await.unwrap();
+    tx.commit().await.unwrap();
+}
+
+/// A worker woken alone while it has no free slot passes the wake-up on to
+/// every worker: with every enqueue aimed at a saturated worker and every poll
+/// an hour away, another worker still runs each task.
+#[tokio::test]
+async fn a_full_worker_passes_its_wake_ups_on() {
+    let (_db, owner, pool) = setup().await;
+    let hour = Duration::from_secs(3600);
+    let (stop_tx, stop) = tokio::sync::watch::channel(false);
+    let run = |name: &'static str, concurrency: usize| {
+        let seen = Arc::new(Seen::default());
+        let config = QueueConfig { poll_interval: hour, concurrency, ..config(name) };
+        let (backend, handle) = PgQueue::<Job>::start(pool.clone(), config, stop.clone());
+        let worker = WorkerBuilder::new(name).backend(backend).data(seen.clone()).concurrency(concurrency).build(job);
+        let mut stop = stop.clone();
+        let running = tokio::spawn(worker.run_until(async move {
+            let _ = stop.wait_for(|s| *s).await;
+            Ok::<(), std::io::Error>(())
+        }));
+        (seen, handle, running)
+    };
+    let until = |sql: &'static str, want: i64| {
+        let owner = owner.clone();
+        async move {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+            while rows(&owner, sql).await != want {
+                assert!(tokio::time::Instant::now() < deadline, "{sql} never reached {want}");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    };
+    // "full" holds a task that never finishes in its only slot.
+    let (_, full_handle, full) = run("full", 1);
+    until("SELECT count(*) FROM queue_workers WHERE name = 'full' AND accepting", 1).await;
+    fill_one(&pool, 1000).await;
+    until("SELECT count(*) FROM task_queue WHERE status = 'running' AND lock_by = 'full'", 1).await;
+    // "spare" hears only the wake-ups every worker hears: enqueues never pick it.
+    let (spare_seen, spare_handle, spare) = run("spare", 8);
+    until("SELECT count(*) FROM queue_workers WHERE name = 'spare' AND accepting", 1).await;
+    sqlx::query("UPDATE queue_workers SET accepting = false WHERE name = 'spare'").execute(&owner).await.unwrap();
+    // None of these fails (a retry would wait out its delay for a poll).
+    for n in (1..1000usize).filter(|n| !n.is_multiple_of(7)).take(20) {
+        fill_one(&pool, n).await;
+        until("SELECT count(*) FROM task_queue WHERE status = 'pending'", 0).await;
+    }
+    until("SELECT count(*) FROM task_queue", 1).await;
+    assert_eq!(spare_seen.ran.lock().unwrap().len(), 20, "the spare worker ran every task aimed at the full one");
+    stop_tx.send(true).unwrap();
+    for (handle, mut running) in [(full_handle, full), (spare_handle, spare)] {
+        // Like the worker's drain deadline: a stuck handler is abandoned with its worker.
+        if tokio::time::timeout(Duration::from_millis(500), &mut running).await.is_err() {
+            running.abort();
+            let _ = running.await;
+        }
+        handle.finish(Duration::from_secs(5)).await;
+    }
 }
