@@ -183,6 +183,35 @@ fn config(worker: &str) -> QueueConfig {
     }
 }
 
+/// Runs an apalis worker over [`Q`] with `config` (its name, concurrency and
+/// poll) until `stop` flips: what its jobs saw, its queue handle, and its run.
+fn spawn_worker(
+    pool: &PgPool,
+    config: QueueConfig,
+    stop: &tokio::sync::watch::Receiver<bool>,
+) -> (Arc<Seen>, turnstone_worker::queue::QueueHandle, tokio::task::JoinHandle<impl std::fmt::Debug>) {
+    let seen = Arc::new(Seen::default());
+    let (name, concurrency) = (config.worker.clone(), config.concurrency);
+    let (backend, handle) = PgQueue::<Job>::start(pool.clone(), config, stop.clone());
+    let worker = WorkerBuilder::new(name).backend(backend).data(seen.clone()).concurrency(concurrency).build(job);
+    let mut stop = stop.clone();
+    let running = tokio::spawn(worker.run_until(async move {
+        let _ = stop.wait_for(|s| *s).await;
+        Ok::<(), std::io::Error>(())
+    }));
+    (seen, handle, running)
+}
+
+/// Stops a worker of [`spawn_worker`]: a handler still running after half a
+/// second is abandoned with it (like the worker's drain deadline).
+async fn stop_worker(handle: turnstone_worker::queue::QueueHandle, mut running: tokio::task::JoinHandle<impl std::fmt::Debug>) {
+    if tokio::time::timeout(Duration::from_millis(500), &mut running).await.is_err() {
+        running.abort();
+        let _ = running.await;
+    }
+    handle.finish(Duration::from_secs(5)).await;
+}
+
 #[tokio::test]
 async fn an_apalis_worker_runs_every_task_once_within_its_concurrency_and_hands_back_on_stop() {
     let (_db, owner, pool) = setup().await;
@@ -314,18 +343,9 @@ async fn a_restarted_worker_of_the_same_name_hands_back_what_its_predecessor_hel
 #[tokio::test]
 async fn a_saturated_worker_claims_as_slots_free_up_without_its_poll() {
     let (_db, owner, pool) = setup().await;
-    let seen = Arc::new(Seen::default());
     let (stop_tx, stop) = tokio::sync::watch::channel(false);
     let config = QueueConfig { poll_interval: Duration::from_secs(3600), ..config("saturated") };
-    let (backend, handle) = PgQueue::<Job>::start(pool.clone(), config, stop.clone());
-    let worker = WorkerBuilder::new("saturated").backend(backend).data(seen.clone()).concurrency(8).build(job);
-    let mut running = Box::pin(worker.run_until({
-        let mut stop = stop.clone();
-        async move {
-            let _ = stop.wait_for(|s| *s).await;
-            Ok::<(), std::io::Error>(())
-        }
-    }));
+    let (seen, handle, mut running) = spawn_worker(&pool, config, &stop);
     // None of these fails (a retry would wait out its delay for the poll).
     let ns: Vec<usize> = (1..1000usize).filter(|n| !n.is_multiple_of(7)).take(200).collect();
     let drained = |want: usize| {
@@ -357,9 +377,7 @@ async fn a_saturated_worker_claims_as_slots_free_up_without_its_poll() {
     assert!(seen.peak.load(Ordering::SeqCst) <= 8, "never more than the concurrency at once");
     assert_eq!(seen.failed.load(Ordering::SeqCst), 0);
     stop_tx.send(true).unwrap();
-    let _ = tokio::time::timeout(Duration::from_secs(5), &mut running).await;
-    drop(running);
-    handle.finish(Duration::from_secs(5)).await;
+    stop_worker(handle, running).await;
 }
 
 /// Each enqueue wakes one worker: a live one that accepts work, picked at
@@ -416,16 +434,7 @@ async fn a_full_worker_passes_its_wake_ups_on() {
     let hour = Duration::from_secs(3600);
     let (stop_tx, stop) = tokio::sync::watch::channel(false);
     let run = |name: &'static str, concurrency: usize| {
-        let seen = Arc::new(Seen::default());
-        let config = QueueConfig { poll_interval: hour, concurrency, ..config(name) };
-        let (backend, handle) = PgQueue::<Job>::start(pool.clone(), config, stop.clone());
-        let worker = WorkerBuilder::new(name).backend(backend).data(seen.clone()).concurrency(concurrency).build(job);
-        let mut stop = stop.clone();
-        let running = tokio::spawn(worker.run_until(async move {
-            let _ = stop.wait_for(|s| *s).await;
-            Ok::<(), std::io::Error>(())
-        }));
-        (seen, handle, running)
+        spawn_worker(&pool, QueueConfig { poll_interval: hour, concurrency, ..config(name) }, &stop)
     };
     let until = |sql: &'static str, want: i64| {
         let owner = owner.clone();
@@ -454,12 +463,6 @@ async fn a_full_worker_passes_its_wake_ups_on() {
     until("SELECT count(*) FROM task_queue", 1).await;
     assert_eq!(spare_seen.ran.lock().unwrap().len(), 20, "the spare worker ran every task aimed at the full one");
     stop_tx.send(true).unwrap();
-    for (handle, mut running) in [(full_handle, full), (spare_handle, spare)] {
-        // Like the worker's drain deadline: a stuck handler is abandoned with its worker.
-        if tokio::time::timeout(Duration::from_millis(500), &mut running).await.is_err() {
-            running.abort();
-            let _ = running.await;
-        }
-        handle.finish(Duration::from_secs(5)).await;
-    }
+    stop_worker(full_handle, full).await;
+    stop_worker(spare_handle, spare).await;
 }
