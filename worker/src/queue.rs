@@ -124,6 +124,7 @@ impl<Args: DeserializeOwned + Send + 'static> PgQueue<Args> {
             forward,
             tokio::spawn(claimer(shared.clone(), claimed_tx, stop_rx.clone())),
             tokio::spawn(listener(shared.clone(), stop_rx.clone())),
+            tokio::spawn(retire(shared.clone(), stop_rx.clone())),
             tokio::spawn(heartbeat(shared.clone())),
         ];
         let acknowledger = tokio::spawn(acknowledger(shared.clone(), outcomes_rx));
@@ -308,10 +309,9 @@ async fn pause(stop: &mut watch::Receiver<bool>, wait: Duration) -> bool {
 /// notifications may have been missed). Listens on the channel every worker
 /// hears and on this worker's own, on which an enqueue wakes it alone; such a
 /// wake-up this worker cannot take — no free slot, or it stopped claiming —
-/// is passed on to every worker. Once `stop` flips, enqueues stop picking it.
-async fn listener(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+/// is passed on to every worker.
+async fn listener(shared: Arc<Shared>, stop: watch::Receiver<bool>) {
     let c = &shared.config;
-    let mut retired = false;
     loop {
         let mut listener = match PgListener::connect_with(&shared.pool).await {
             Ok(l) => l,
@@ -336,25 +336,15 @@ async fn listener(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
         }
         shared.wake.notify_one();
         loop {
-            let received = tokio::select! {
-                r = listener.try_recv() => Some(r),
-                _ = stop.wait_for(|s| *s), if !retired => None,
-            };
-            let Some(received) = received else {
-                retired = true;
-                if let Err(e) = queue::stop_accepting(&shared.pool, &c.worker).await {
-                    tracing::debug!(error = %e, "could not stop accepting wake-ups; the forwarding covers them");
-                }
-                continue;
-            };
-            match received {
+            match listener.try_recv().await {
                 Ok(Some(n)) if n.payload() == c.queue => {
                     let full = shared.held.load(Ordering::SeqCst) >= c.concurrency;
                     let stopped = *stop.borrow();
-                    if n.channel() == own && (full || stopped) {
-                        if let Err(e) = queue::wake_all(&shared.pool, &c.queue).await {
-                            tracing::debug!(error = %e, "could not pass a wake-up on; other workers' polls cover it");
-                        }
+                    if n.channel() == own
+                        && (full || stopped)
+                        && let Err(e) = queue::wake_all(&shared.pool, &c.queue).await
+                    {
+                        tracing::debug!(error = %e, "could not pass a wake-up on; other workers' polls cover it");
                     }
                     shared.wake.notify_one();
                 }
@@ -368,6 +358,16 @@ async fn listener(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
                 }
             }
         }
+    }
+}
+
+/// Once claiming stops, enqueues stop picking this worker to wake (a wake-up
+/// that still arrives is passed on by the listener).
+async fn retire(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+    if stop.wait_for(|s| *s).await.is_ok()
+        && let Err(e) = queue::stop_accepting(&shared.pool, &shared.config.worker).await
+    {
+        tracing::debug!(error = %e, "could not stop accepting wake-ups; the listener passes them on");
     }
 }
 
