@@ -212,8 +212,15 @@ async fn a_turn_cancelled_while_its_worker_drains_stops_at_once() {
     api.say(&session, "!sleep 30000 never answered").await;
     api.wait_for(&session, "reason.started", 1).await;
     turnstone_tests::wait_until("the model call started", || stack.sim.in_flight() == 1).await;
+    assert_eq!(admin_count(&stack, "SELECT count(*) FROM queue_workers WHERE accepting").await, 1);
     w.signal("TERM");
-    // Draining: the worker no longer claims, but still hears cancellations.
+    // Draining: the worker no longer claims (nor is picked to be woken), but still hears cancellations.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while admin_count(&stack, "SELECT count(*) FROM queue_workers WHERE accepting").await != 0 {
+        assert!(tokio::time::Instant::now() < deadline, "a draining worker still accepts wake-ups");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(admin_count(&stack, "SELECT count(*) FROM queue_workers").await, 1, "its row stays while it drains");
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     api.post(&format!("/v1/sessions/{session}/cancel"), serde_json::json!({})).await.expect(202);
     let events = tokio::time::timeout(std::time::Duration::from_secs(10), api.wait_for(&session, "turn.cancelled", 1))
