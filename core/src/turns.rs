@@ -87,9 +87,10 @@ pub struct Posted {
 /// wakes up) the concurrent-turn quota, and only if they pass appends the
 /// message (and `session.activated` for an idle session), inserts the turn and,
 /// for an idle session, marks it queued and writes the turn's task with its
-/// wake-up of one worker (the row and notification `queue::enqueue_many` writes). The quota is
-/// a load shedder read without the org's lock (see `quotas`), so its count's
-/// snapshot predating the session lock is harmless; the session's status is
+/// wake-up of one worker (the row and notification `queue::enqueue_many` writes). The quota
+/// counts the org's active sessions as its queued and running turns (one per
+/// active session; index `turns_active`). It is a load shedder read without the
+/// org's lock (see `quotas`), so its count's snapshot predating the session lock is harmless; the session's status is
 /// read from the locked row, and the sequence update from its latest version.
 pub async fn post_message(
     tx: &mut PgConnection,
@@ -104,7 +105,7 @@ pub async fn post_message(
             "WITH locked AS (
                 SELECT s.status, o.max_concurrent_turns AS lim,
                        CASE WHEN s.status = 'idle' THEN
-                            (SELECT count(*) FROM sessions a WHERE a.org_id = $1 AND a.status <> 'idle') END AS active,
+                            (SELECT count(*) FROM turns a WHERE a.org_id = $1 AND a.status IN ('queued', 'running')) END AS active,
                        ($8::uuid IS NULL OR EXISTS (SELECT 1 FROM models m WHERE m.org_id = $1 AND m.id = $8)) AS model_ok
                   FROM sessions s JOIN orgs o ON o.id = s.org_id
                  WHERE s.org_id = $1 AND s.id = $6
