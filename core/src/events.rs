@@ -315,7 +315,7 @@ pub(crate) fn append_ctes(sessions: &str) -> String {
     )
 }
 
-/// Binds [`APPEND_CTES`]' parameters, `$1`–`$5`, to a statement built around them.
+/// Binds the parameters of [`append_ctes`], `$1`–`$5`, to a statement built around them.
 pub(crate) fn bind_append<'q, O>(
     q: sqlx::query::QueryAs<'q, sqlx::Postgres, O, sqlx::postgres::PgArguments>,
     org_id: Uuid,

@@ -1,5 +1,5 @@
 //! A worker's memory of the conversations it has read: per session, the
-//! [`events::CONVERSATION`] events up to some sequence, so that the next
+//! [`crate::events::CONVERSATION`] events up to some sequence, so that the next
 //! context read of that session fetches only what came after.
 //!
 //! Why: a turn's context is its session's whole conversation, so reading it

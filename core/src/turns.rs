@@ -87,11 +87,12 @@ pub struct Posted {
 /// wakes up) the concurrent-turn quota, and only if they pass appends the
 /// message (and `session.activated` for an idle session), inserts the turn and,
 /// for an idle session, marks it queued and writes the turn's task with its
-/// wake-up of one worker (the row and notification `queue::enqueue_many` writes). The quota
-/// counts the org's active sessions as its queued and running turns (one per
-/// active session; index `turns_active`). It is a load shedder read without the
-/// org's lock (see `quotas`), so its count's snapshot predating the session lock is harmless; the session's status is
-/// read from the locked row, and the sequence update from its latest version.
+/// wake-up of one worker (the row and notification `queue::enqueue_many`
+/// writes). The quota counts the org's active sessions as its queued and
+/// running turns (one per active session; index `turns_active`). It is a load
+/// shedder read without the org's lock (see `quotas`), so its count's snapshot
+/// predating the session lock is harmless; the session's status is read from
+/// the locked row, and the sequence update from its latest version.
 pub async fn post_message(
     tx: &mut PgConnection,
     org_id: Uuid,
@@ -275,8 +276,9 @@ pub async fn start_many(pool: &PgPool, org_id: Uuid, turn_ids: &[Uuid], max_stal
     // count is current. A run marks its session running; a turn to seal (its
     // cancellation was requested, or it was retaken `max_stalled_starts` times
     // without progress) leaves its session to the seal. A first attempt's run
-    // appends `turn.started` and its first `reason.started`: the first step of
-    // a fresh turn is always the first model call, so its marker commits with
+    // appends `turn.started` and its first `reason.started` (the event
+    // `reason_started(1)` builds, written here in SQL): the first step of a
+    // fresh turn is always the first model call, so its marker commits with
     // the start, saving a transaction.
     static START: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
         format!(
