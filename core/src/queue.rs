@@ -143,6 +143,11 @@ pub async fn claim(pool: &PgPool, queue: &str, worker: &str, limit: usize) -> Re
     .await?)
 }
 
+/// The condition under which a claim `h(id, attempts, worker)` may settle task
+/// row `t`: it is still that worker's claim of that attempt. Statements that
+/// complete claims (here and `turns`' seal) share it.
+pub(crate) const HELD_BY: &str = "t.attempts = h.attempts AND t.lock_by = h.worker";
+
 /// Completes claims `worker` still holds: their rows are deleted. Returns how many.
 pub async fn complete(pool: &PgPool, worker: &str, held: &[Held]) -> Result<u64> {
     if held.is_empty() {
@@ -168,10 +173,13 @@ pub async fn complete_all_in(tx: &mut PgConnection, claims: &[(Held, String)]) -
     let ids: Vec<i64> = claims.iter().map(|(h, _)| h.id).collect();
     let attempts: Vec<i32> = claims.iter().map(|(h, _)| h.attempts).collect();
     let workers: Vec<&str> = claims.iter().map(|(_, w)| w.as_str()).collect();
-    Ok(sqlx::query(
-        "DELETE FROM task_queue t USING unnest($1::bigint[], $2::int[], $3::text[]) AS h(id, attempts, worker)
-          WHERE t.id = h.id AND t.id = ANY($1) AND t.attempts = h.attempts AND t.lock_by = h.worker",
-    )
+    static COMPLETE: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        format!(
+            "DELETE FROM task_queue t USING unnest($1::bigint[], $2::int[], $3::text[]) AS h(id, attempts, worker)
+              WHERE t.id = h.id AND t.id = ANY($1) AND {HELD_BY}"
+        )
+    });
+    Ok(sqlx::query(sqlx::AssertSqlSafe(COMPLETE.as_str()))
     .bind(&ids)
     .bind(&attempts)
     .bind(&workers)

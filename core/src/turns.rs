@@ -464,7 +464,7 @@ pub async fn commit_and_finish(
 }
 
 /// [`commit_and_finish`] for turns of one org, in one transaction: the
-/// sessions are locked in id order, then [`seal_many`] writes every seal and
+/// sessions are locked in id order, then [`settle_many`] writes every seal and
 /// the queue tasks of the sealed turns are completed together. Returns, per
 /// seal in order, whether it was sealed (`false`: its lease was lost and
 /// nothing was written for it). A unique violation (a step committed twice)
@@ -475,11 +475,7 @@ pub async fn finish_many(pool: &PgPool, org_id: Uuid, seals: Vec<Seal>) -> Resul
     }
     let sessions: Vec<Uuid> = seals.iter().map(|s| s.lease.session_id).collect();
     let mut tx = db::begin_sessions(pool, org_id, &sessions).await?;
-    let tasks: Vec<Option<QueueTask>> = seals.iter().map(|s| s.lease.task.clone()).collect();
-    let sealed = seal_many(&mut tx, org_id, seals).await?;
-    let done: Vec<(queue::Held, String)> =
-        tasks.into_iter().zip(&sealed).filter(|(_, s)| **s).filter_map(|(t, _)| t.map(|t| (t.held, t.worker))).collect();
-    queue::complete_all_in(&mut tx, &done).await?;
+    let sealed = settle_many(&mut tx, org_id, seals, true).await?;
     tx.commit().await?;
     Ok(sealed)
 }
@@ -487,20 +483,23 @@ pub async fn finish_many(pool: &PgPool, org_id: Uuid, seals: Vec<Seal>) -> Resul
 /// Marks the turn terminal, appends its terminal event and advances the session.
 /// The caller holds the session lock.
 async fn seal(tx: &mut PgConnection, lease: &Lease, outcome: Outcome) -> Result<()> {
-    match seal_many(tx, lease.org_id, vec![Seal::bare(lease, outcome)]).await?.as_slice() {
+    match settle_many(tx, lease.org_id, vec![Seal::bare(lease, outcome)], false).await?.as_slice() {
         [true] => Ok(()),
         _ => Err(Error::LeaseLost),
     }
 }
 
-/// Seals turns in the caller's transaction, which holds their sessions' locks:
-/// each turn's update (only if it is still queued or running under its
-/// lease's attempt — for a worker, its lease check), the sessions' hand-over,
-/// and one append of every seal's step events, terminal event and, when its
-/// session goes idle, `session.idled`. Three statements however many turns
-/// (plus one when pending turns are enqueued). Returns per seal whether it was
-/// sealed; a lost lease writes nothing for that seal.
-pub async fn seal_many(tx: &mut PgConnection, org_id: Uuid, seals: Vec<Seal>) -> Result<Vec<bool>> {
+/// Seals turns in the caller's transaction, which holds their sessions' locks.
+/// One statement settles them: each turn's update (only if it is still queued
+/// or running under its lease's attempt — for a worker, its lease check), the
+/// sessions' hand-over (the next pending turn queued with its task and
+/// wake-up, or the session idled) and, with `complete`, the sealed turns'
+/// own queue tasks (`Lease::task`) deleted. A second appends every seal's step
+/// events, terminal event and, when its session went idle, `session.idled`.
+/// Two statements however many turns (there were four, and a fifth when
+/// pending turns were enqueued: a round trip each). Returns per seal whether
+/// it was sealed; a lost lease writes nothing for that seal and completes nothing.
+async fn settle_many(tx: &mut PgConnection, org_id: Uuid, seals: Vec<Seal>, complete: bool) -> Result<Vec<bool>> {
     let n = seals.len();
     let (mut ids, mut attempts, mut statuses, mut codes) =
         (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
@@ -515,28 +514,50 @@ pub async fn seal_many(tx: &mut PgConnection, org_id: Uuid, seals: Vec<Seal>) ->
         inputs.push(s.usage.input_tokens);
         outputs.push(s.usage.output_tokens);
     }
-    // A running turn never goes back to `queued`, so for a worker this is its lease check.
-    let rows: Vec<(Uuid, i32, i64, i64, DateTime<Utc>)> = sqlx::query_as(
-        "UPDATE turns t SET status = i.status, error_code = i.code, finished_at = now(),
-                            iterations = t.iterations + i.iterations,
-                            input_tokens = t.input_tokens + i.input_tokens, output_tokens = t.output_tokens + i.output_tokens
-           FROM unnest($1::uuid[], $2::int[], $3::text[], $4::text[], $5::int[], $6::bigint[], $7::bigint[])
-                AS i(id, attempt, status, code, iterations, input_tokens, output_tokens)
-          WHERE t.id = i.id AND t.id = ANY($1) AND t.attempt = i.attempt AND t.status IN ('queued', 'running')
-          RETURNING t.id, t.iterations, t.input_tokens, t.output_tokens, t.finished_at",
-    )
-    .bind(&ids)
-    .bind(&attempts)
-    .bind(&statuses)
-    .bind(&codes)
-    .bind(&iterations)
-    .bind(&inputs)
-    .bind(&outputs)
-    .fetch_all(&mut *tx)
-    .await?;
-    let sealed_sessions: Vec<Uuid> =
-        seals.iter().filter(|s| rows.iter().any(|r| r.0 == s.lease.turn_id)).map(|s| s.lease.session_id).collect();
-    let mut idled = advance_sessions(tx, org_id, &sealed_sessions).await?;
+    let sessions: Vec<Uuid> = seals.iter().map(|s| s.lease.session_id).collect();
+    // With no task to complete the statement has no `DELETE` at all: the
+    // control plane seals turns too (a cancel) and may not delete queue rows.
+    let complete = complete && seals.iter().any(|s| s.lease.task.is_some());
+    static SETTLE: std::sync::LazyLock<[String; 2]> = std::sync::LazyLock::new(|| [settle_sql(false), settle_sql(true)]);
+    type Row = (Option<bool>, Option<Uuid>, Option<i32>, Option<i64>, Option<i64>, Option<DateTime<Utc>>);
+    let query = sqlx::query_as(sqlx::AssertSqlSafe(SETTLE[complete as usize].as_str()))
+        .bind(org_id)
+        .bind(QUEUE)
+        .bind(TASK_MAX_ATTEMPTS)
+        .bind(&ids)
+        .bind(&attempts)
+        .bind(&statuses)
+        .bind(&codes)
+        .bind(&iterations)
+        .bind(&inputs)
+        .bind(&outputs)
+        .bind(&sessions);
+    let query = if complete {
+        let held: Vec<(i64, i32, &str, Uuid)> = seals
+            .iter()
+            .filter_map(|s| s.lease.task.as_ref().map(|t| (t.held.id, t.held.attempts, t.worker.as_str(), s.lease.turn_id)))
+            .collect();
+        query
+            .bind(held.iter().map(|h| h.0).collect::<Vec<i64>>())
+            .bind(held.iter().map(|h| h.1).collect::<Vec<i32>>())
+            .bind(held.iter().map(|h| h.2.to_owned()).collect::<Vec<String>>())
+            .bind(held.iter().map(|h| h.3).collect::<Vec<Uuid>>())
+    } else {
+        query
+    };
+    let settled: Vec<Row> = query.fetch_all(&mut *tx).await?;
+    let mut rows: Vec<(Uuid, i32, i64, i64, DateTime<Utc>)> = Vec::with_capacity(n);
+    let mut idled: Vec<Uuid> = Vec::new();
+    for row in settled {
+        match row {
+            (Some(false), Some(id), Some(iterations), Some(input), Some(output), Some(finished_at)) => {
+                rows.push((id, iterations, input, output, finished_at))
+            }
+            (Some(true), Some(session), ..) => idled.push(session),
+            // The empty side of `woken LEFT JOIN …` when nothing was sealed.
+            _ => {}
+        }
+    }
     let mut appends = Vec::with_capacity(rows.len());
     let mut sealed = Vec::with_capacity(n);
     for s in seals {
@@ -571,6 +592,40 @@ pub async fn seal_many(tx: &mut PgConnection, org_id: Uuid, seals: Vec<Seal>) ->
     Ok(sealed)
 }
 
+/// The statement of [`settle_many`]; with `complete`, it also deletes the
+/// sealed turns' queue tasks (`$12`–`$15`: task ids, attempts, workers, turns).
+fn settle_sql(complete: bool) -> String {
+    let done = if complete {
+        format!(
+            ", done AS (
+                DELETE FROM task_queue t USING unnest($12::bigint[], $13::int[], $14::text[], $15::uuid[]) AS h(id, attempts, worker, turn_id)
+                 WHERE t.id = h.id AND t.id = ANY($12) AND {held} AND h.turn_id IN (SELECT id FROM sealed)
+             )",
+            held = queue::HELD_BY
+        )
+    } else {
+        String::new()
+    };
+    format!(
+        // A running turn never goes back to `queued`, so for a worker the update is its lease check.
+        "WITH sealed AS (
+            UPDATE turns t SET status = i.status, error_code = i.code, finished_at = now(),
+                               iterations = t.iterations + i.iterations,
+                               input_tokens = t.input_tokens + i.input_tokens, output_tokens = t.output_tokens + i.output_tokens
+              FROM unnest($4::uuid[], $5::int[], $6::text[], $7::text[], $8::int[], $9::bigint[], $10::bigint[])
+                   AS i(id, attempt, status, code, iterations, input_tokens, output_tokens)
+             WHERE t.id = i.id AND t.id = ANY($4) AND t.attempt = i.attempt AND t.status IN ('queued', 'running')
+             RETURNING t.id, t.session_id, t.iterations, t.input_tokens, t.output_tokens, t.finished_at
+         ), {advance}{done}
+         SELECT r.idle, r.id, r.iterations, r.input_tokens, r.output_tokens, r.finished_at
+           FROM woken LEFT JOIN (
+                SELECT false AS idle, id, iterations, input_tokens, output_tokens, finished_at FROM sealed
+                UNION ALL
+                SELECT true, id, NULL, NULL, NULL, NULL FROM moved WHERE status = 'idle') r ON true",
+        advance = advance_ctes("$11", Some("SELECT session_id FROM sealed")),
+    )
+}
+
 /// Hands each session to its oldest pending turn (queued, its task enqueued)
 /// or marks it idle, in one statement. Returns the sessions that went idle
 /// (their callers append `session.idled` after what they append already).
@@ -578,31 +633,56 @@ async fn advance_sessions(tx: &mut PgConnection, org_id: Uuid, sessions: &[Uuid]
     if sessions.is_empty() {
         return Ok(Vec::new());
     }
-    let rows: Vec<(bool, Uuid)> = sqlx::query_as(
-        "WITH next AS (
+    static ADVANCE: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        format!(
+            "WITH {advance} SELECT m.id FROM woken LEFT JOIN moved m ON m.status = 'idle'",
+            advance = advance_ctes("$4", None)
+        )
+    });
+    let idled: Vec<Option<Uuid>> = sqlx::query_scalar(sqlx::AssertSqlSafe(ADVANCE.as_str()))
+        .bind(org_id)
+        .bind(QUEUE)
+        .bind(TASK_MAX_ATTEMPTS)
+        .bind(sessions)
+        .fetch_all(&mut *tx)
+        .await?;
+    Ok(idled.into_iter().flatten().collect())
+}
+
+/// The common table expressions that hand sessions over, for the statements
+/// that do it ([`advance_sessions`], [`settle_many`]): `next` queues each
+/// session's oldest pending turn, `task` enqueues its [`TurnTask`], `woken`
+/// wakes a worker per task (`turnstone_wake_channel`) and `moved` sets each
+/// session `queued` or `idle`. `sessions` is an SQL `uuid[]` expression (it
+/// keeps both updates on their indexes); `only`, a query of session ids that
+/// narrows it further. They use `$1` (the org), `$2` (the queue) and `$3`
+/// (the tasks' `max_attempts`); the statement's own parameters start at `$4`.
+/// It must read `woken` for the wake-ups to be sent.
+fn advance_ctes(sessions: &str, only: Option<&str>) -> String {
+    let only = |col: &str| only.map(|q| format!("AND {col} IN ({q})")).unwrap_or_default();
+    format!(
+        "next AS (
             UPDATE turns t SET status = 'queued'
               FROM (SELECT DISTINCT ON (p.session_id) p.id FROM turns p
-                     WHERE p.session_id = ANY($1) AND p.status = 'pending' ORDER BY p.session_id, p.input_sequence) n
+                     WHERE p.session_id = ANY({sessions}) {only_p} AND p.status = 'pending'
+                     ORDER BY p.session_id, p.input_sequence) n
              WHERE t.id = n.id
              RETURNING t.id, t.session_id
          ), moved AS (
             UPDATE sessions x SET status = CASE WHEN EXISTS (SELECT 1 FROM next WHERE next.session_id = x.id)
                                                THEN 'queued' ELSE 'idle' END,
                                   updated_at = now()
-             WHERE x.id = ANY($1)
+             WHERE x.id = ANY({sessions}) {only_x}
              RETURNING x.id, x.status
-         )
-         SELECT false, id FROM next
-         UNION ALL
-         SELECT true, id FROM moved WHERE status = 'idle'",
+         ), task AS (
+            INSERT INTO task_queue (queue, payload, max_attempts)
+            SELECT $2, jsonb_build_object('turn_id', next.id, 'org_id', $1::uuid), $3 FROM next RETURNING id
+         ), woken AS (
+            SELECT count(pg_notify(turnstone_wake_channel($2), $2)) AS n FROM task
+         )",
+        only_p = only("p.session_id"),
+        only_x = only("x.id"),
     )
-    .bind(sessions)
-    .fetch_all(&mut *tx)
-    .await?;
-    let next: Vec<Value> =
-        rows.iter().filter(|(idle, _)| !idle).map(|(_, turn_id)| json!(TurnTask { turn_id: *turn_id, org_id })).collect();
-    queue::enqueue_many(tx, QUEUE, &next, TASK_MAX_ATTEMPTS).await?;
-    Ok(rows.into_iter().filter(|(idle, _)| *idle).map(|(_, s)| s).collect())
 }
 
 /// NOTIFY channel telling workers a turn's cancellation was requested; payload: the turn uuid.

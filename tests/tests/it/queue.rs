@@ -239,6 +239,60 @@ async fn sealing_a_turn_completes_its_task_in_the_same_transaction() {
     assert_eq!(status, "completed");
 }
 
+/// A batch of seals settles in one statement: a seal whose lease was taken
+/// over writes nothing and leaves its task for the newer run, while the
+/// others seal, complete their own tasks and hand their sessions over (the
+/// next pending turn queued with a task whose payload a worker can read).
+#[tokio::test]
+async fn a_batch_of_seals_completes_only_the_sealed_turns_tasks() {
+    let (db, pool, org, first) = setup().await;
+    let worker = db::connect(&db.as_role("turnstone_worker"), 2).await.unwrap();
+    let second = {
+        let mut conn = db::begin_org(&pool, org).await.unwrap();
+        let agent = agents::create_agent(&mut conn, org, agents::AgentInput { name: Some("b".into()), ..Default::default() })
+            .await
+            .unwrap();
+        let s = sessions::create_session(&mut conn, org, sessions::SessionInput { agent_id: agent.id, ..Default::default() })
+            .await
+            .unwrap();
+        conn.commit().await.unwrap();
+        s.id
+    };
+    let a = post(&pool, org, first, "a").await;
+    let b = post(&pool, org, second, "b").await;
+    let behind_b = post(&pool, org, second, "b2").await;
+    turnstone_core::queue::register(&worker, turns::QUEUE, "w1", std::time::Duration::from_secs(5)).await.unwrap();
+    let claimed = turnstone_core::queue::claim(&worker, turns::QUEUE, "w1", 10).await.unwrap();
+    assert_eq!(claimed.len(), 2, "one task per active session");
+    let task_of = |turn: Uuid| {
+        let c = claimed.iter().find(|c| c.payload["turn_id"] == json!(turn)).expect("a task for the turn");
+        turns::QueueTask { held: c.held(), worker: "w1".into() }
+    };
+    let mut stale_a = leased(turns::start(&worker, TurnTask { turn_id: a.turn_id, org_id: org }, 3).await.unwrap());
+    leased(turns::start(&worker, TurnTask { turn_id: a.turn_id, org_id: org }, 3).await.unwrap());
+    let mut lease_b = leased(turns::start(&worker, TurnTask { turn_id: b.turn_id, org_id: org }, 3).await.unwrap());
+    stale_a.task = Some(task_of(a.turn_id));
+    lease_b.task = Some(task_of(b.turn_id));
+
+    let seal = |lease: &turns::Lease| turns::Seal::bare(lease, Outcome::Completed);
+    let sealed = turns::finish_many(&worker, org, vec![seal(&stale_a), seal(&lease_b)]).await.unwrap();
+    assert_eq!(sealed, vec![false, true]);
+
+    let tasks: Vec<(serde_json::Value, String)> = {
+        let mut tx = db::begin_org(&worker, org).await.unwrap();
+        sqlx::query_as("SELECT payload, status FROM task_queue ORDER BY id").fetch_all(&mut *tx).await.unwrap()
+    };
+    assert_eq!(tasks.len(), 2, "{tasks:?}");
+    assert_eq!(tasks[0], (json!({ "turn_id": a.turn_id, "org_id": org }), "running".to_owned()), "the stale seal's task stays");
+    let next: TurnTask = serde_json::from_value(tasks[1].0.clone()).expect("the hand-over's task is a turn task");
+    assert_eq!(next, TurnTask { turn_id: behind_b.turn_id, org_id: org });
+    assert_eq!(tasks[1].1, "pending");
+    let status = |turn: Uuid| scalar::<String>(&pool, org, "SELECT status FROM turns WHERE id = $1", turn);
+    assert_eq!(status(a.turn_id).await, "running");
+    assert_eq!(status(b.turn_id).await, "completed");
+    assert_eq!(status(behind_b.turn_id).await, "queued");
+}
+
 /// Posts racing one another and the seals that hand their session over (the
 /// post is one statement that locks, appends and enqueues): every committed
 /// message gets exactly one turn and one task, no rolled-back one leaves a
