@@ -244,6 +244,20 @@ pub async fn statements(d: &Deployment, by_time: bool, width: i32, limit: i64) -
     sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(width).bind(limit).fetch_all(&d.admin).await.unwrap_or_default()
 }
 
+/// Top-level statements run in the scenario database so far
+/// (`pg_stat_statements`; `None` when it is not preloaded): every statement a
+/// client sent, nested ones (functions, foreign-key checks) not counted. A
+/// simple query of several statements (`BEGIN; SELECT …`) counts each.
+pub async fn toplevel_statements(d: &Deployment) -> Option<i64> {
+    sqlx::query_scalar(
+        "SELECT coalesce(sum(calls), 0)::int8 FROM pg_stat_statements
+          WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database()) AND toplevel",
+    )
+    .fetch_one(&d.admin)
+    .await
+    .ok()
+}
+
 /// Claim statements run in the scenario database so far (`pg_stat_statements`;
 /// `None` when it is not preloaded). Every claim — a full one or an empty one
 /// (a worker woken for nothing) — is one call. Matches the claim of every

@@ -256,6 +256,8 @@ pub async fn throughput(ctx: &Ctx) -> Value {
     let (c1, r1) = d.xacts().await;
     let top = if has_pgss { top_statements(&d, all_turns).await } else { Value::Null };
     let claims_per_turn = crate::stack::claims(&d).await.filter(|_| has_pgss).map(|c| r2(c as f64 / all_turns.max(1) as f64));
+    let statements_per_turn =
+        crate::stack::toplevel_statements(&d).await.filter(|_| has_pgss).map(|c| r2(c as f64 / all_turns.max(1) as f64));
     let tps = done as f64 / elapsed;
     let commits_per_turn = (c1 - c0) as f64 / all_turns.max(1) as f64;
     let ratio = ctx.baseline_tps.map(|b| tps / b);
@@ -272,6 +274,7 @@ pub async fn throughput(ctx: &Ctx) -> Value {
         "commits_per_turn": r2(commits_per_turn),
         "rollbacks_per_turn": r2((r1 - r0) as f64 / all_turns.max(1) as f64),
         "claims_per_turn": claims_per_turn,
+        "statements_per_turn": statements_per_turn,
         "post_to_completed_under_load": lat.summary(),
         "top_statements_per_turn": top,
         "targets": targets,
