@@ -11,7 +11,7 @@
 //!
 //! # Layout
 //! - [`error`]: the crate's one error enum.
-//! - [`env`]: reading configuration variables, with one set of rules.
+//! - [`env`](mod@env): reading configuration variables, with one set of rules.
 //! - [`ids`]: UUIDv7 ids and their prefixed wire form (`agt_…`, `ses_…`).
 //! - [`limits`]: size limits shared by validation and the OpenAPI schema.
 //! - [`crypto`]: master keys, data keys and XChaCha20-Poly1305 sealing.

@@ -61,8 +61,10 @@ fn split(held: &[Held]) -> (Vec<i64>, Vec<i32>) {
 
 /// Adds tasks in one statement (the caller's transaction); when it commits,
 /// each task wakes one worker, picked by `turnstone_wake_channel` (a random
-/// live worker accepting work, else every worker). (A POST writes its turn's
-/// task row in its own statement, `turns::post_message`, to save a round trip.)
+/// live worker accepting work, else every worker). (Turn tasks are written
+/// the same way inside the statements that create them, to save round trips:
+/// a POST's, `turns::post_message`, and a session's hand-over to its next
+/// turn, `turns::advance_ctes`.)
 pub async fn enqueue_many(tx: &mut PgConnection, queue: &str, payloads: &[Value], max_attempts: i32) -> Result<u64> {
     if payloads.is_empty() {
         return Ok(0);

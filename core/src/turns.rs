@@ -464,7 +464,7 @@ pub async fn commit_and_finish(
 }
 
 /// [`commit_and_finish`] for turns of one org, in one transaction: the
-/// sessions are locked in id order, then [`settle_many`] writes every seal and
+/// sessions are locked in id order, then `settle_many` writes every seal and
 /// the queue tasks of the sealed turns are completed together. Returns, per
 /// seal in order, whether it was sealed (`false`: its lease was lost and
 /// nothing was written for it). A unique violation (a step committed twice)
