@@ -182,12 +182,12 @@ pub async fn complete_all_in(tx: &mut PgConnection, claims: &[(Held, String)]) -
         )
     });
     Ok(sqlx::query(sqlx::AssertSqlSafe(COMPLETE.as_str()))
-    .bind(&ids)
-    .bind(&attempts)
-    .bind(&workers)
-    .execute(tx)
-    .await?
-    .rows_affected())
+        .bind(&ids)
+        .bind(&attempts)
+        .bind(&workers)
+        .execute(tx)
+        .await?
+        .rows_affected())
 }
 
 /// A failed run: the task goes back to `pending` after `retry_in`, or to
