@@ -98,6 +98,33 @@ pub async fn register(pool: &PgPool, queue: &str, worker: &str, heartbeat: Durat
     Ok(())
 }
 
+/// Registers (or refreshes) `worker`'s row from the connection that carries
+/// its LISTEN — call it on that connection after each (re)connect: the row
+/// records that backend (its pid, and its start time where pg_stat_activity
+/// shows it to this role, to tell a reused pid apart), so other workers' heartbeats
+/// stop picking this worker once the backend is gone (see [`heartbeat`]).
+/// `accepting`: false once the worker stops claiming.
+pub async fn register_listener<'c, E>(listener: E, queue: &str, worker: &str, heartbeat: Duration, accepting: bool) -> Result<()>
+where
+    E: sqlx::Executor<'c, Database = sqlx::Postgres>,
+{
+    sqlx::query(
+        "INSERT INTO queue_workers (name, queue, accepting, heartbeat_secs, listener_pid, listener_started)
+         SELECT $1, $2, $4, $3, pg_backend_pid(), backend_start FROM pg_stat_activity WHERE pid = pg_backend_pid()
+         ON CONFLICT (name) DO UPDATE
+            SET queue = EXCLUDED.queue, last_seen = now(), accepting = EXCLUDED.accepting,
+                heartbeat_secs = EXCLUDED.heartbeat_secs,
+                listener_pid = EXCLUDED.listener_pid, listener_started = EXCLUDED.listener_started",
+    )
+    .bind(worker)
+    .bind(queue)
+    .bind(heartbeat.as_secs_f64())
+    .bind(accepting)
+    .execute(listener)
+    .await?;
+    Ok(())
+}
+
 /// The channel on which enqueues wake `worker` alone (besides [`CHANNEL`], on
 /// which every worker is woken).
 pub async fn worker_channel(pool: &PgPool, worker: &str) -> Result<String> {
@@ -279,7 +306,9 @@ pub async fn deregister(pool: &PgPool, worker: &str) -> Result<()> {
 /// One heartbeat: refreshes `worker`'s row, then returns to `pending` the
 /// running tasks of workers of `queue` not seen for `dead_after` (and of
 /// workers with no row at all), deletes those workers' rows and wakes the
-/// queue. One statement. A task whose lost run was its last attempt becomes
+/// queue; and stops waking workers whose listening backend is gone (their
+/// process died: its connections closed), which would otherwise stay
+/// pickable until they miss three heartbeats. One statement. A task whose lost run was its last attempt becomes
 /// `failed` instead (a task that kills its worker cannot loop forever).
 /// Returns how many tasks were reclaimed.
 ///
@@ -293,6 +322,17 @@ pub async fn heartbeat(pool: &PgPool, queue: &str, worker: &str, every: Duration
           dead AS (
             DELETE FROM queue_workers WHERE queue = $2 AND name <> $1 AND last_seen < now() - make_interval(secs => $3)
             RETURNING name),
+          deaf AS (
+            -- pg_stat_activity hides a backend's start time from roles without rights on its
+            -- session (even its own, when connected as another login role): the pid alone
+            -- decides then, and a reused pid only delays this until the heartbeat rule.
+            UPDATE queue_workers w SET accepting = false
+             WHERE w.queue = $2 AND w.name <> $1 AND w.accepting AND w.listener_pid IS NOT NULL
+               AND w.last_seen >= now() - make_interval(secs => $3)
+               AND NOT EXISTS (SELECT 1 FROM pg_stat_activity a
+                                WHERE a.pid = w.listener_pid
+                                  AND (a.backend_start IS NULL OR w.listener_started IS NULL
+                                       OR a.backend_start = w.listener_started))),
           freed AS (
             UPDATE task_queue t
                SET status = CASE WHEN t.attempts >= t.max_attempts THEN 'failed' ELSE 'pending' END,

@@ -334,6 +334,7 @@ async fn listener(shared: Arc<Shared>, stop: watch::Receiver<bool>) {
             tokio::time::sleep(Duration::from_millis(500)).await;
             continue;
         }
+        register_listener(&shared, &mut listener, &stop).await;
         shared.wake.notify_one();
         loop {
             match listener.try_recv().await {
@@ -349,8 +350,12 @@ async fn listener(shared: Arc<Shared>, stop: watch::Receiver<bool>) {
                     shared.wake.notify_one();
                 }
                 Ok(Some(_)) => {}
-                // Reconnected (sqlx does it on the next call): anything may have been missed.
-                Ok(None) => shared.wake.notify_one(),
+                // Reconnected (sqlx does it before returning): anything may have been missed,
+                // and the listening backend changed.
+                Ok(None) => {
+                    register_listener(&shared, &mut listener, &stop).await;
+                    shared.wake.notify_one()
+                }
                 Err(e) => {
                     tracing::debug!(error = %e, "queue listener lost its connection");
                     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -363,6 +368,17 @@ async fn listener(shared: Arc<Shared>, stop: watch::Receiver<bool>) {
 
 /// Once claiming stops, enqueues stop picking this worker to wake (a wake-up
 /// that still arrives is passed on by the listener).
+/// Records the backend that carries this worker's LISTEN (see
+/// `queue::register_listener`). Best effort: without it, the heartbeat rule
+/// alone decides when this worker stops being woken.
+async fn register_listener(shared: &Shared, listener: &mut PgListener, stop: &watch::Receiver<bool>) {
+    let c = &shared.config;
+    let accepting = !*stop.borrow();
+    if let Err(e) = queue::register_listener(&mut *listener, &c.queue, &c.worker, c.heartbeat, accepting).await {
+        tracing::debug!(error = %e, "could not record the listening connection; heartbeats alone tell this worker's liveness");
+    }
+}
+
 async fn retire(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
     if stop.wait_for(|s| *s).await.is_ok()
         && let Err(e) = queue::stop_accepting(&shared.pool, &shared.config.worker).await

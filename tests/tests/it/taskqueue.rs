@@ -419,6 +419,96 @@ async fn an_enqueue_wakes_one_live_accepting_worker() {
     assert_eq!(channels[got.channel()], "everyone");
 }
 
+/// A worker whose process died — its connections closed, though its row is
+/// still fresh — stops being woken at the next heartbeat of any other worker,
+/// instead of after three missed heartbeats of its own; a worker whose
+/// listening connection lives stays woken.
+#[tokio::test]
+async fn a_worker_whose_listening_connection_closed_is_no_longer_woken() {
+    let (_db, owner, pool) = setup().await;
+    let beat = Duration::from_secs(5);
+    let mut listeners = Vec::new(); // held open for the whole test
+    for w in ["alive", "killed"] {
+        let mut l = sqlx::postgres::PgListener::connect_with(&pool).await.unwrap();
+        l.listen(&queue::worker_channel(&pool, w).await.unwrap()).await.unwrap();
+        queue::register_listener(&mut l, Q, w, beat, true).await.unwrap();
+        listeners.push(l);
+    }
+    queue::register(&pool, Q, "beating", beat).await.unwrap();
+    let accepting = |name: &'static str| {
+        let owner = owner.clone();
+        async move {
+            sqlx::query_scalar::<_, bool>("SELECT accepting FROM queue_workers WHERE name = $1")
+                .bind(name)
+                .fetch_one(&owner)
+                .await
+                .unwrap()
+        }
+    };
+    queue::heartbeat(&pool, Q, "beating", beat, Duration::from_secs(60)).await.unwrap();
+    assert!(accepting("alive").await && accepting("killed").await, "live listeners keep their workers woken");
+
+    let pid: i32 =
+        sqlx::query_scalar("SELECT listener_pid FROM queue_workers WHERE name = 'killed'").fetch_one(&owner).await.unwrap();
+    // The process dies: the kernel closes its connections and their backends
+    // exit. (Dropping a `PgListener` would only return its connection to the pool.)
+    sqlx::query("SELECT pg_terminate_backend($1)").bind(pid).execute(&owner).await.unwrap();
+    let gone = async {
+        while sqlx::query_scalar::<_, bool>("SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE pid = $1)")
+            .bind(pid)
+            .fetch_one(&owner)
+            .await
+            .unwrap()
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), gone).await.expect("the closed connection's backend exits");
+    queue::heartbeat(&pool, Q, "beating", beat, Duration::from_secs(60)).await.unwrap();
+    assert!(!accepting("killed").await, "a worker with no listening backend is no longer picked");
+    assert!(accepting("alive").await);
+    let alive = queue::worker_channel(&pool, "alive").await.unwrap();
+    let beating = queue::worker_channel(&pool, "beating").await.unwrap();
+    for _ in 0..30 {
+        let picked: String = sqlx::query_scalar("SELECT turnstone_wake_channel($1)").bind(Q).fetch_one(&pool).await.unwrap();
+        assert!(picked == alive || picked == beating, "picked {picked}");
+    }
+}
+
+/// A running worker records the backend that carries its LISTEN, and records
+/// the new one when that connection is lost and re-established (which the
+/// heartbeat rule above relies on), staying accepting meanwhile.
+#[tokio::test]
+async fn a_worker_records_its_listening_backend_across_reconnects() {
+    let (_db, owner, pool) = setup().await;
+    let (stop_tx, stop) = tokio::sync::watch::channel(false);
+    let (_seen, handle, running) = spawn_worker(&pool, config("w"), &stop);
+    let live_listener = |not: Option<i32>| {
+        let owner = owner.clone();
+        async move {
+            loop {
+                let pid: Option<i32> = sqlx::query_scalar(
+                    "SELECT w.listener_pid FROM queue_workers w JOIN pg_stat_activity a ON a.pid = w.listener_pid
+                      WHERE w.name = 'w' AND w.accepting",
+                )
+                .fetch_optional(&owner)
+                .await
+                .unwrap();
+                match pid {
+                    Some(p) if Some(p) != not => return p,
+                    _ => tokio::time::sleep(Duration::from_millis(20)).await,
+                }
+            }
+        }
+    };
+    let first = tokio::time::timeout(Duration::from_secs(10), live_listener(None)).await.expect("the listener is recorded");
+    sqlx::query("SELECT pg_terminate_backend($1)").bind(first).execute(&owner).await.unwrap();
+    // The listener's next receive reconnects and records the new backend.
+    tokio::time::timeout(Duration::from_secs(10), live_listener(Some(first))).await.expect("the new listener is recorded");
+    stop_tx.send(true).unwrap();
+    stop_worker(handle, running).await;
+}
+
 async fn fill_one(pool: &PgPool, n: usize) {
     let mut tx = pool.begin().await.unwrap();
     queue::enqueue_many(&mut tx, Q, &[json!({ "n": n })], 5).await.unwrap();
