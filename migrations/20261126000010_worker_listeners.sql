@@ -10,8 +10,10 @@
 -- it to the worker's role) so that a reused pid is not mistaken for it. When
 -- a worker's process dies the kernel closes its connections and that backend
 -- exits; the next heartbeat of any other worker then sets `accepting = false`
--- on it (`queue::heartbeat`). A NULL `listener_pid` (an older worker, or a row
--- a heartbeat re-created) leaves the heartbeat rule alone in charge.
+-- on it (`queue::heartbeat`). A worker's own heartbeat writes its listener and
+-- `accepting` back where they differ (`queue::reassert_listener`): another
+-- worker's snapshot of pg_stat_activity can predate a reconnect. A NULL
+-- `listener_pid` (an older worker) leaves the heartbeat rule alone in charge.
 
 ALTER TABLE queue_workers
     ADD COLUMN listener_pid integer,

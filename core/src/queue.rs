@@ -104,23 +104,58 @@ pub async fn register(pool: &PgPool, queue: &str, worker: &str, heartbeat: Durat
 /// shows it to this role, to tell a reused pid apart), so other workers' heartbeats
 /// stop picking this worker once the backend is gone (see [`heartbeat`]).
 /// `accepting`: false once the worker stops claiming.
-pub async fn register_listener<'c, E>(listener: E, queue: &str, worker: &str, heartbeat: Duration, accepting: bool) -> Result<()>
+pub async fn register_listener<'c, E>(
+    listener: E,
+    queue: &str,
+    worker: &str,
+    heartbeat: Duration,
+    accepting: bool,
+) -> Result<Listening>
 where
     E: sqlx::Executor<'c, Database = sqlx::Postgres>,
 {
-    sqlx::query(
+    let (pid, started) = sqlx::query_as(
         "INSERT INTO queue_workers (name, queue, accepting, heartbeat_secs, listener_pid, listener_started)
          SELECT $1, $2, $4, $3, pg_backend_pid(), backend_start FROM pg_stat_activity WHERE pid = pg_backend_pid()
          ON CONFLICT (name) DO UPDATE
             SET queue = EXCLUDED.queue, last_seen = now(), accepting = EXCLUDED.accepting,
                 heartbeat_secs = EXCLUDED.heartbeat_secs,
-                listener_pid = EXCLUDED.listener_pid, listener_started = EXCLUDED.listener_started",
+                listener_pid = EXCLUDED.listener_pid, listener_started = EXCLUDED.listener_started
+         RETURNING listener_pid, listener_started",
     )
     .bind(worker)
     .bind(queue)
     .bind(heartbeat.as_secs_f64())
     .bind(accepting)
-    .execute(listener)
+    .fetch_one(listener)
+    .await?;
+    Ok(Listening { pid, started })
+}
+
+/// The backend carrying a worker's LISTEN, as [`register_listener`] recorded it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Listening {
+    pub pid: i32,
+    /// NULL where pg_stat_activity hides it from the worker's role.
+    pub started: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+/// Writes `listening` and `accepting` back to `worker`'s row where they
+/// differ — a worker's own heartbeat does it. Another worker's heartbeat can
+/// find this worker's listener missing when its `pg_stat_activity` snapshot
+/// predates a reconnect; this undoes that within one heartbeat (and redoes a
+/// registration whose row a heartbeat re-created).
+pub async fn reassert_listener(pool: &PgPool, worker: &str, listening: Listening, accepting: bool) -> Result<()> {
+    sqlx::query(
+        "UPDATE queue_workers SET listener_pid = $2, listener_started = $3, accepting = $4
+          WHERE name = $1
+            AND (listener_pid IS DISTINCT FROM $2 OR listener_started IS DISTINCT FROM $3 OR accepting IS DISTINCT FROM $4)",
+    )
+    .bind(worker)
+    .bind(listening.pid)
+    .bind(listening.started)
+    .bind(accepting)
+    .execute(pool)
     .await?;
     Ok(())
 }

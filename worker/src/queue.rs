@@ -69,6 +69,9 @@ struct Shared {
     /// new task comes with its own NOTIFY — waking on every finished task
     /// cost an empty claim per task (a round trip, on the database's CPU).
     starved: AtomicBool,
+    /// The backend of this worker's LISTEN connection, once recorded; its
+    /// heartbeat writes it back if another worker wrongly found it gone.
+    listening: std::sync::Mutex<Option<queue::Listening>>,
 }
 
 /// A finished task, on its way to the acknowledger.
@@ -107,8 +110,14 @@ impl QueueHandle {
 impl<Args: DeserializeOwned + Send + 'static> PgQueue<Args> {
     /// Starts claiming for `config.worker`. `stop` flipping to `true` stops new claims.
     pub fn start(pool: PgPool, config: QueueConfig, mut stop_signal: watch::Receiver<bool>) -> (Self, QueueHandle) {
-        let shared =
-            Arc::new(Shared { config, pool, held: AtomicUsize::new(0), wake: Notify::new(), starved: AtomicBool::new(false) });
+        let shared = Arc::new(Shared {
+            config,
+            pool,
+            held: AtomicUsize::new(0),
+            wake: Notify::new(),
+            starved: AtomicBool::new(false),
+            listening: std::sync::Mutex::new(None),
+        });
         let (claimed_tx, claimed) = mpsc::channel(shared.config.concurrency.max(1));
         let (outcomes, outcomes_rx) = mpsc::unbounded_channel();
         let (stop, stop_rx) = watch::channel(false);
@@ -125,7 +134,7 @@ impl<Args: DeserializeOwned + Send + 'static> PgQueue<Args> {
             tokio::spawn(claimer(shared.clone(), claimed_tx, stop_rx.clone())),
             tokio::spawn(listener(shared.clone(), stop_rx.clone())),
             tokio::spawn(retire(shared.clone(), stop_rx.clone())),
-            tokio::spawn(heartbeat(shared.clone())),
+            tokio::spawn(heartbeat(shared.clone(), stop_rx.clone())),
         ];
         let acknowledger = tokio::spawn(acknowledger(shared.clone(), outcomes_rx));
         let backend = Self { shared, claimed, outcomes, stop, drivers, closing: None, _args: PhantomData };
@@ -334,7 +343,10 @@ async fn listener(shared: Arc<Shared>, stop: watch::Receiver<bool>) {
             tokio::time::sleep(Duration::from_millis(500)).await;
             continue;
         }
-        register_listener(&shared, &mut listener, &stop).await;
+        if !register_listener(&shared, &mut listener, &stop).await {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            continue;
+        }
         shared.wake.notify_one();
         loop {
             match listener.try_recv().await {
@@ -353,11 +365,15 @@ async fn listener(shared: Arc<Shared>, stop: watch::Receiver<bool>) {
                 // Reconnected (sqlx does it before returning): anything may have been missed,
                 // and the listening backend changed.
                 Ok(None) => {
-                    register_listener(&shared, &mut listener, &stop).await;
-                    shared.wake.notify_one()
+                    shared.wake.notify_one();
+                    if !register_listener(&shared, &mut listener, &stop).await {
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                        break;
+                    }
                 }
                 Err(e) => {
                     tracing::debug!(error = %e, "queue listener lost its connection");
+                    *shared.listening.lock().expect("not poisoned") = None;
                     tokio::time::sleep(Duration::from_millis(200)).await;
                     break;
                 }
@@ -366,19 +382,27 @@ async fn listener(shared: Arc<Shared>, stop: watch::Receiver<bool>) {
     }
 }
 
-/// Once claiming stops, enqueues stop picking this worker to wake (a wake-up
-/// that still arrives is passed on by the listener).
 /// Records the backend that carries this worker's LISTEN (see
-/// `queue::register_listener`). Best effort: without it, the heartbeat rule
-/// alone decides when this worker stops being woken.
-async fn register_listener(shared: &Shared, listener: &mut PgListener, stop: &watch::Receiver<bool>) {
+/// `queue::register_listener`). False when that failed: the caller
+/// reconnects and tries again (a row left with an older backend's pid would
+/// have other workers stop waking this one).
+async fn register_listener(shared: &Shared, listener: &mut PgListener, stop: &watch::Receiver<bool>) -> bool {
     let c = &shared.config;
     let accepting = !*stop.borrow();
-    if let Err(e) = queue::register_listener(&mut *listener, &c.queue, &c.worker, c.heartbeat, accepting).await {
-        tracing::debug!(error = %e, "could not record the listening connection; heartbeats alone tell this worker's liveness");
+    match queue::register_listener(&mut *listener, &c.queue, &c.worker, c.heartbeat, accepting).await {
+        Ok(l) => {
+            *shared.listening.lock().expect("not poisoned") = Some(l);
+            true
+        }
+        Err(e) => {
+            tracing::debug!(error = %e, "could not record the listening connection; reconnecting");
+            false
+        }
     }
 }
 
+/// Once claiming stops, enqueues stop picking this worker to wake (a wake-up
+/// that still arrives is passed on by the listener).
 async fn retire(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
     if stop.wait_for(|s| *s).await.is_ok()
         && let Err(e) = queue::stop_accepting(&shared.pool, &shared.config.worker).await
@@ -387,7 +411,7 @@ async fn retire(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
     }
 }
 
-async fn heartbeat(shared: Arc<Shared>) {
+async fn heartbeat(shared: Arc<Shared>, stop: watch::Receiver<bool>) {
     let c = &shared.config;
     let mut tick = tokio::time::interval(c.heartbeat);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -397,6 +421,13 @@ async fn heartbeat(shared: Arc<Shared>) {
             Ok(0) => {}
             Ok(n) => tracing::info!(reclaimed = n, "reclaimed the tasks of a dead worker"),
             Err(e) => tracing::warn!(error = %e, "heartbeat failed"),
+        }
+        let listening = *shared.listening.lock().expect("not poisoned");
+        let accepting = !*stop.borrow();
+        if let Some(l) = listening
+            && let Err(e) = queue::reassert_listener(&shared.pool, &c.worker, l, accepting).await
+        {
+            tracing::debug!(error = %e, "could not reassert the listening connection");
         }
     }
 }

@@ -467,6 +467,7 @@ async fn a_worker_whose_listening_connection_closed_is_no_longer_woken() {
     queue::heartbeat(&pool, Q, "beating", beat, Duration::from_secs(60)).await.unwrap();
     assert!(!accepting("killed").await, "a worker with no listening backend is no longer picked");
     assert!(accepting("alive").await);
+    assert!(accepting("beating").await, "a worker with no recorded listener keeps the heartbeat rule alone");
     let alive = queue::worker_channel(&pool, "alive").await.unwrap();
     let beating = queue::worker_channel(&pool, "beating").await.unwrap();
     for _ in 0..30 {
@@ -475,9 +476,10 @@ async fn a_worker_whose_listening_connection_closed_is_no_longer_woken() {
     }
 }
 
-/// A running worker records the backend that carries its LISTEN, and records
-/// the new one when that connection is lost and re-established (which the
-/// heartbeat rule above relies on), staying accepting meanwhile.
+/// A running worker records the backend that carries its LISTEN, records the
+/// new one when that connection is lost and re-established, and puts both
+/// back (accepting again) when another worker wrongly found them gone — the
+/// rule of the test above must never silence a live worker for good.
 #[tokio::test]
 async fn a_worker_records_its_listening_backend_across_reconnects() {
     let (_db, owner, pool) = setup().await;
@@ -504,7 +506,18 @@ async fn a_worker_records_its_listening_backend_across_reconnects() {
     let first = tokio::time::timeout(Duration::from_secs(10), live_listener(None)).await.expect("the listener is recorded");
     sqlx::query("SELECT pg_terminate_backend($1)").bind(first).execute(&owner).await.unwrap();
     // The listener's next receive reconnects and records the new backend.
-    tokio::time::timeout(Duration::from_secs(10), live_listener(Some(first))).await.expect("the new listener is recorded");
+    let second =
+        tokio::time::timeout(Duration::from_secs(10), live_listener(Some(first))).await.expect("the new listener is recorded");
+    // Another worker's heartbeat whose snapshot of pg_stat_activity predated a
+    // reconnect can find a live listener gone: the worker's own heartbeat
+    // (every 500 ms here) puts its row right again.
+    sqlx::query("UPDATE queue_workers SET accepting = false, listener_pid = $1 WHERE name = 'w'")
+        .bind(first)
+        .execute(&owner)
+        .await
+        .unwrap();
+    let back = tokio::time::timeout(Duration::from_secs(10), live_listener(None)).await.expect("the worker accepts again");
+    assert_eq!(back, second);
     stop_tx.send(true).unwrap();
     stop_worker(handle, running).await;
 }
