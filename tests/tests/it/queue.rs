@@ -274,9 +274,15 @@ async fn a_batch_of_seals_completes_only_the_sealed_turns_tasks() {
     stale_a.task = Some(task_of(a.turn_id));
     lease_b.task = Some(task_of(b.turn_id));
 
+    let mut wakes = sqlx::postgres::PgListener::connect_with(&worker).await.unwrap();
+    let own = turnstone_core::queue::worker_channel(&worker, "w1").await.unwrap();
+    wakes.listen_all([turnstone_core::queue::CHANNEL, own.as_str()]).await.unwrap();
+
     let seal = |lease: &turns::Lease| turns::Seal::bare(lease, Outcome::Completed);
     let sealed = turns::finish_many(&worker, org, vec![seal(&stale_a), seal(&lease_b)]).await.unwrap();
     assert_eq!(sealed, vec![false, true]);
+    let woken = tokio::time::timeout(std::time::Duration::from_secs(5), wakes.recv()).await.expect("a wake-up").unwrap();
+    assert_eq!((woken.channel(), woken.payload()), (own.as_str(), turns::QUEUE), "the hand-over's task wakes the live worker");
 
     let tasks: Vec<(serde_json::Value, String)> = {
         let mut tx = db::begin_org(&worker, org).await.unwrap();
