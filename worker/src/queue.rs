@@ -344,7 +344,6 @@ async fn listener(shared: Arc<Shared>, stop: watch::Receiver<bool>) {
             continue;
         }
         if !register_listener(&shared, &mut listener, &stop).await {
-            tokio::time::sleep(Duration::from_millis(500)).await;
             continue;
         }
         shared.wake.notify_one();
@@ -367,7 +366,6 @@ async fn listener(shared: Arc<Shared>, stop: watch::Receiver<bool>) {
                 Ok(None) => {
                     shared.wake.notify_one();
                     if !register_listener(&shared, &mut listener, &stop).await {
-                        tokio::time::sleep(Duration::from_millis(500)).await;
                         break;
                     }
                 }
@@ -383,9 +381,10 @@ async fn listener(shared: Arc<Shared>, stop: watch::Receiver<bool>) {
 }
 
 /// Records the backend that carries this worker's LISTEN (see
-/// `queue::register_listener`). False when that failed: the caller
-/// reconnects and tries again (a row left with an older backend's pid would
-/// have other workers stop waking this one).
+/// `queue::register_listener`). False, after a pause, when that failed: the
+/// caller reconnects and tries again (a row left with an older backend's pid
+/// would have other workers stop waking this one), and until then the
+/// heartbeat has no listener to write back.
 async fn register_listener(shared: &Shared, listener: &mut PgListener, stop: &watch::Receiver<bool>) -> bool {
     let c = &shared.config;
     let accepting = !*stop.borrow();
@@ -396,6 +395,8 @@ async fn register_listener(shared: &Shared, listener: &mut PgListener, stop: &wa
         }
         Err(e) => {
             tracing::debug!(error = %e, "could not record the listening connection; reconnecting");
+            *shared.listening.lock().expect("not poisoned") = None;
+            tokio::time::sleep(Duration::from_millis(500)).await;
             false
         }
     }
