@@ -283,28 +283,38 @@ pub async fn append_many(conn: &mut PgConnection, org_id: Uuid, batches: Vec<Ses
 /// Sequences come from `session_sequences` (whose `UPDATE` takes the row's
 /// lock and, under a concurrent writer, re-reads its latest value); each
 /// session gets one notification, carrying its events when they fit.
+///
+/// No CTE is joined to another: under a generic plan PostgreSQL guesses one
+/// row for every CTE, and a join of two becomes a nested loop that rescans
+/// one of them per row of the other — quadratic in a batch (a 128-turn start
+/// spent most of its time there). Each session's count and first sequence are
+/// looked up by position in one-row arrays instead (`array_position`, a scan
+/// in C; `counts` is materialized, or it would be aggregated again for each
+/// row it is joined to), and each session's notification is grouped from
+/// `ins` alone.
 pub(crate) fn append_ctes(sessions: &str) -> String {
     format!(
-        "counts AS (
-            SELECT session_id, count(*) AS n FROM new_events GROUP BY session_id
+        "counts AS MATERIALIZED (
+            SELECT array_agg(session_id) AS ids, array_agg(n) AS ns
+              FROM (SELECT session_id, count(*) AS n FROM new_events GROUP BY session_id) c
          ), seq AS (
-            UPDATE session_sequences s SET last_sequence = s.last_sequence + c.n
+            UPDATE session_sequences s SET last_sequence = s.last_sequence + c.ns[array_position(c.ids, s.session_id)]
               FROM counts c
-             WHERE s.org_id = $1 AND s.session_id = c.session_id AND s.session_id = ANY({sessions})
-             RETURNING s.session_id, s.last_sequence, c.n
+             WHERE s.org_id = $1 AND s.session_id = ANY(c.ids) AND s.session_id = ANY({sessions})
+            RETURNING s.session_id, s.last_sequence - c.ns[array_position(c.ids, s.session_id)] AS before
+         ), base AS (
+            SELECT array_agg(session_id) AS ids, array_agg(before) AS befores FROM seq
          ), ins AS (
             INSERT INTO events (id, org_id, session_id, sequence, type, turn_id, step_key, data)
             SELECT u.id, $1, u.session_id,
-                   seq.last_sequence - seq.n + row_number() OVER (PARTITION BY u.session_id ORDER BY u.ord),
+                   b.befores[array_position(b.ids, u.session_id)] + row_number() OVER (PARTITION BY u.session_id ORDER BY u.ord),
                    u.type, u.turn_id, u.step_key, u.data
-              FROM new_events u JOIN seq ON seq.session_id = u.session_id
+              FROM new_events u, base b WHERE u.session_id = ANY(b.ids)
             RETURNING id, session_id, sequence, type, turn_id, data, ts
          ), payload AS MATERIALIZED (
-            SELECT json_build_object('s', seq.session_id, 'q', seq.last_sequence)::text AS ids,
-                   json_build_object('s', seq.session_id, 'q', seq.last_sequence,
-                                     'e', (SELECT json_agg(ins ORDER BY ins.sequence) FROM ins
-                                            WHERE ins.session_id = seq.session_id))::text AS whole
-              FROM seq
+            SELECT json_build_object('s', session_id, 'q', max(sequence))::text AS ids,
+                   json_build_object('s', session_id, 'q', max(sequence), 'e', json_agg(ins ORDER BY sequence))::text AS whole
+              FROM ins GROUP BY session_id
          ), wake AS (
             SELECT count(pg_notify($2, CASE
                      WHEN $4::bytea IS NOT NULL AND octet_length(whole) <= $3

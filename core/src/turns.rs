@@ -16,10 +16,13 @@
 //! steps and finishes never deadlock; writers of several sessions lock them
 //! in id order first.
 //!
-//! Statements over many turns take their rows from `unnest` arrays and also
-//! filter each table with `= ANY(array)`: the join alone leaves the planner
-//! guessing the array's size (and free to scan a whole table), the `ANY`
-//! keeps every access on an index whatever it guesses.
+//! Statements over many turns reach each table through `= ANY(array)`, which
+//! keeps every access on an index whatever the planner guesses of the array's
+//! size. They do not join that table to the array (`unnest`) as well: under a
+//! generic plan the table's index scan leads and the array is rescanned for
+//! each of its rows — quadratic in the batch. A row's own values are looked
+//! up by position (`array_position`) instead, and a join to a CTE (guessed at
+//! one row) leads with the CTE.
 
 use std::sync::Arc;
 
@@ -294,7 +297,7 @@ pub async fn start_many(pool: &PgPool, org_id: Uuid, turn_ids: &[Uuid], max_stal
                 UPDATE turns t SET status = 'running', attempt = t.attempt + 1, started_at = coalesce(t.started_at, now()),
                                    steps_seen = g.steps, stalled_starts = g.stalled
                   FROM guard g
-                 WHERE t.id = g.id AND t.id = ANY($6)
+                 WHERE t.id = g.id
                  RETURNING t.id AS turn_id, t.org_id, t.session_id, t.attempt, t.input_sequence, t.model_id, t.started_at,
                            g.cancel_requested, g.stalled, g.cancel_requested OR g.stalled >= $7 AS sealing
              ), running AS (
@@ -609,12 +612,12 @@ fn settle_sql(complete: bool) -> String {
     format!(
         // A running turn never goes back to `queued`, so for a worker the update is its lease check.
         "WITH sealed AS (
-            UPDATE turns t SET status = i.status, error_code = i.code, finished_at = now(),
-                               iterations = t.iterations + i.iterations,
-                               input_tokens = t.input_tokens + i.input_tokens, output_tokens = t.output_tokens + i.output_tokens
-              FROM unnest($4::uuid[], $5::int[], $6::text[], $7::text[], $8::int[], $9::bigint[], $10::bigint[])
-                   AS i(id, attempt, status, code, iterations, input_tokens, output_tokens)
-             WHERE t.id = i.id AND t.id = ANY($4) AND t.attempt = i.attempt AND t.status IN ('queued', 'running')
+            UPDATE turns t
+               SET (status, error_code, finished_at, iterations, input_tokens, output_tokens) =
+                   (SELECT ($6::text[])[i], ($7::text[])[i], now(), t.iterations + ($8::int[])[i],
+                           t.input_tokens + ($9::bigint[])[i], t.output_tokens + ($10::bigint[])[i]
+                      FROM array_position($4::uuid[], t.id) AS i)
+             WHERE t.id = ANY($4) AND t.attempt = ($5::int[])[array_position($4, t.id)] AND t.status IN ('queued', 'running')
              RETURNING t.id, t.session_id, t.iterations, t.input_tokens, t.output_tokens, t.finished_at
          ), {advance}{done}
          SELECT r.idle, r.id, r.iterations, r.input_tokens, r.output_tokens, r.finished_at

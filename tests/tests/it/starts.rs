@@ -295,6 +295,14 @@ async fn a_batch_of_seals_guards_each_turn_and_hands_each_session_over() {
         .await
         .unwrap();
     assert_eq!(usage, (1, 3, 4));
+    // Each sealed turn got its own seal's values (they are looked up by position in the batch's arrays).
+    let failed: (String, Option<String>, i32, i64, i64) =
+        sqlx::query_as("SELECT status, error_code, iterations, input_tokens, output_tokens FROM turns WHERE id = $1")
+            .bind(first[1])
+            .fetch_one(&owner)
+            .await
+            .unwrap();
+    assert_eq!(failed, ("failed".into(), Some("x".into()), 0, 0, 0));
     // The current lease still seals its turn afterwards.
     turns::finish(&worker, &current, Outcome::Completed).await.unwrap();
 }
@@ -500,4 +508,56 @@ async fn context_reads_racing_new_messages_match_full_reads() {
         let inputs = h.iter().filter(|e| e.kind == types::INPUT_MESSAGE).count();
         assert_eq!(inputs, i + 2, "every earlier input and this turn's, none of the later ones");
     }
+}
+
+/// A batched append numbers each session's events on their own, whatever the
+/// batch's order and sizes, and each session's notification carries exactly its
+/// own events, signed, ending at its last sequence.
+#[tokio::test]
+async fn a_batched_append_numbers_and_notifies_each_session_on_its_own() {
+    let (_db, owner, worker, org, s) = setup(4).await;
+    events::sign_notifications([7; 32]);
+    for &session in &s[..3] {
+        post(&owner, org, session).await;
+    }
+    let mut listener = sqlx::postgres::PgListener::connect_with(&owner).await.unwrap();
+    listener.listen(events::EVENTS_CHANNEL).await.unwrap();
+    // Sessions interleaved in the batch, 3, 1, 2 and 1 events; s[3] has no earlier events.
+    let note = |i: usize| NewEvent::of_session(types::SESSION_IDLED, serde_json::json!({ "i": i }));
+    let plan = [(s[2], 3), (s[0], 1), (s[3], 2), (s[1], 1), (s[2], 0)];
+    let mut batches = Vec::new();
+    for (k, &(session, n)) in plan.iter().enumerate() {
+        let events = (0..n).map(|i| note(10 * k + i)).collect();
+        batches.push(events::SessionEvents { session_id: session, turn_id: None, events });
+    }
+    let mut tx = db::begin_sessions(&worker, org, &s).await.unwrap();
+    let stored = events::append_many(&mut tx, org, batches).await.unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(stored.len(), 7);
+
+    let before = [(s[0], 2), (s[1], 2), (s[2], 2), (s[3], 0)];
+    let mut seen = HashMap::new();
+    for _ in 0..4 {
+        let n = tokio::time::timeout(Duration::from_secs(5), listener.recv()).await.expect("a notification").unwrap();
+        let a = events::parse_appended(n.payload()).expect("parses");
+        let carried = a.events.expect("signed payloads carry their events");
+        assert!(seen.insert(a.session_id, (a.last_sequence, carried)).is_none(), "one notification per session");
+    }
+    for (session, earlier) in before {
+        let (last, carried) = &seen[&session];
+        let logged: Vec<(Uuid, i64, serde_json::Value)> =
+            sqlx::query_as("SELECT id, sequence, data FROM events WHERE session_id = $1 AND sequence > $2 ORDER BY sequence")
+                .bind(session)
+                .bind(earlier)
+                .fetch_all(&owner)
+                .await
+                .unwrap();
+        let want: Vec<i64> = (earlier + 1..=*last).collect();
+        assert_eq!(logged.iter().map(|e| e.1).collect::<Vec<_>>(), want, "consecutive from the session's own last");
+        let got: Vec<(Uuid, i64, serde_json::Value)> = carried.iter().map(|e| (e.id, e.sequence, e.data.clone())).collect();
+        assert_eq!(got, logged, "the notification carries this session's events, in order");
+        assert!(carried.iter().all(|e| e.session_id == session));
+    }
+    let order: Vec<i64> = seen[&s[2]].1.iter().map(|e| e.data["i"].as_i64().unwrap()).collect();
+    assert_eq!(order, [0, 1, 2], "a session's events keep the order they were given in");
 }
