@@ -67,8 +67,12 @@ pub async fn run(ctx: &Ctx) -> Value {
     let apalis_s = drain_apalis(&pool, n).await;
 
     // Hand-written loop on a scratch table: per-task completion, then batched completion.
-    let hand_s = hand_loop(&pool, n, false).await;
-    let hand_batched_s = hand_loop(&pool, n, true).await;
+    // Its own connections: apalis-postgres, stopped with a timeout, once left one of the
+    // shared pool's connections inside an open transaction, and the loop's first claim
+    // on it then held its rows' locks for good (every completion waited on it).
+    let hand_pool = PgPoolOptions::new().max_connections(POOL).connect(&db.url).await.expect("pool");
+    let hand_s = hand_loop(&hand_pool, n, false).await;
+    let hand_batched_s = hand_loop(&hand_pool, n, true).await;
 
     let ours_tps = n as f64 / ours_s;
     let apalis_tps = n as f64 / apalis_s;
