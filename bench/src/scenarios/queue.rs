@@ -67,9 +67,10 @@ pub async fn run(ctx: &Ctx) -> Value {
     let apalis_s = drain_apalis(&pool, n).await;
 
     // Hand-written loop on a scratch table: per-task completion, then batched completion.
-    // Its own connections: apalis-postgres, stopped with a timeout, once left one of the
-    // shared pool's connections inside an open transaction, and the loop's first claim
-    // on it then held its rows' locks for good (every completion waited on it).
+    // Its own connections: once, after apalis-postgres (the only contender here that opens
+    // transactions) was stopped with a timeout, a connection of the shared pool was still
+    // inside an open transaction; the loop's claim on it never committed and every
+    // completion waited on its row locks for good.
     let hand_pool = PgPoolOptions::new().max_connections(POOL).connect(&db.url).await.expect("pool");
     let hand_s = hand_loop(&hand_pool, n, false).await;
     let hand_batched_s = hand_loop(&hand_pool, n, true).await;
