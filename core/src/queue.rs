@@ -343,31 +343,48 @@ pub async fn deregister(pool: &PgPool, worker: &str) -> Result<()> {
 /// workers with no row at all), deletes those workers' rows and wakes the
 /// queue; and stops waking workers whose listening backend is gone (their
 /// process died: its connections closed), which would otherwise stay
-/// pickable until they miss three heartbeats. One statement. A task whose lost run was its last attempt becomes
-/// `failed` instead (a task that kills its worker cannot loop forever).
-/// Returns how many tasks were reclaimed.
+/// pickable until they miss three heartbeats. A task whose lost run was its
+/// last attempt becomes `failed` instead (a task that kills its worker cannot
+/// loop forever). Returns how many tasks were reclaimed.
+///
+/// Two statements, and the second skips the rows of other workers that are
+/// locked at that moment (they are looked at again by the next heartbeat):
+/// heartbeats that marked each other's rows — two workers each finding the
+/// other's listener gone, as after a database restart — each held its own row
+/// while waiting for the other's, a deadlock PostgreSQL broke by failing one.
 ///
 /// A row that was deleted meanwhile (this worker was declared dead while cut
 /// off) comes back accepting work, with `every` as its heartbeat period.
 pub async fn heartbeat(pool: &PgPool, queue: &str, worker: &str, every: Duration, dead_after: Duration) -> Result<u64> {
+    sqlx::query(
+        "INSERT INTO queue_workers (name, queue, accepting, heartbeat_secs) VALUES ($1, $2, true, $3)
+         ON CONFLICT (name) DO UPDATE SET last_seen = now()",
+    )
+    .bind(worker)
+    .bind(queue)
+    .bind(every.as_secs_f64())
+    .execute(pool)
+    .await?;
     let n: i64 = sqlx::query_scalar(
-        "WITH me AS (
-            INSERT INTO queue_workers (name, queue, accepting, heartbeat_secs) VALUES ($1, $2, true, $5)
-            ON CONFLICT (name) DO UPDATE SET last_seen = now()),
-          dead AS (
-            DELETE FROM queue_workers WHERE queue = $2 AND name <> $1 AND last_seen < now() - make_interval(secs => $3)
+        "WITH dead AS (
+            DELETE FROM queue_workers WHERE name IN (
+                SELECT name FROM queue_workers
+                 WHERE queue = $2 AND name <> $1 AND last_seen < now() - make_interval(secs => $3)
+                   FOR UPDATE SKIP LOCKED)
             RETURNING name),
           deaf AS (
             -- pg_stat_activity hides a backend's start time from roles without rights on its
             -- session (even its own, when connected as another login role): the pid alone
             -- decides then, and a reused pid only delays this until the heartbeat rule.
-            UPDATE queue_workers w SET accepting = false
-             WHERE w.queue = $2 AND w.name <> $1 AND w.accepting AND w.listener_pid IS NOT NULL
-               AND w.last_seen >= now() - make_interval(secs => $3)
-               AND NOT EXISTS (SELECT 1 FROM pg_stat_activity a
-                                WHERE a.pid = w.listener_pid
-                                  AND (a.backend_start IS NULL OR w.listener_started IS NULL
-                                       OR a.backend_start = w.listener_started))),
+            UPDATE queue_workers SET accepting = false WHERE name IN (
+                SELECT w.name FROM queue_workers w
+                 WHERE w.queue = $2 AND w.name <> $1 AND w.accepting AND w.listener_pid IS NOT NULL
+                   AND w.last_seen >= now() - make_interval(secs => $3)
+                   AND NOT EXISTS (SELECT 1 FROM pg_stat_activity a
+                                    WHERE a.pid = w.listener_pid
+                                      AND (a.backend_start IS NULL OR w.listener_started IS NULL
+                                           OR a.backend_start = w.listener_started))
+                   FOR UPDATE SKIP LOCKED)),
           freed AS (
             UPDATE task_queue t
                SET status = CASE WHEN t.attempts >= t.max_attempts THEN 'failed' ELSE 'pending' END,
@@ -384,7 +401,6 @@ pub async fn heartbeat(pool: &PgPool, queue: &str, worker: &str, every: Duration
     .bind(queue)
     .bind(dead_after.as_secs_f64())
     .bind(CHANNEL)
-    .bind(every.as_secs_f64())
     .fetch_one(pool)
     .await?;
     Ok(n as u64)

@@ -569,3 +569,38 @@ async fn a_full_worker_passes_its_wake_ups_on() {
     stop_worker(full_handle, full).await;
     stop_worker(spare_handle, spare).await;
 }
+
+/// Heartbeats racing each other never deadlock. Two workers that each find the
+/// other's listening backend gone (as after a database restart, before their
+/// listeners reconnect) both mark the other, each in its own heartbeat; before,
+/// each locked its own row and then waited for the other's, and PostgreSQL
+/// aborted one of them as a deadlock.
+#[tokio::test]
+async fn racing_heartbeats_that_each_find_the_other_deaf_never_deadlock() {
+    let (_db, owner, pool) = setup().await;
+    let beat = Duration::from_secs(5);
+    for w in ["a", "b"] {
+        queue::register(&pool, Q, w, beat).await.unwrap();
+    }
+    for round in 0..40 {
+        // No backend has pid 0: each worker's recorded listener is gone.
+        sqlx::query(
+            "UPDATE queue_workers SET accepting = true, listener_pid = 0, listener_started = NULL WHERE name IN ('a', 'b')",
+        )
+        .execute(&owner)
+        .await
+        .unwrap();
+        let (a, b) = tokio::join!(
+            queue::heartbeat(&pool, Q, "a", beat, Duration::from_secs(60)),
+            queue::heartbeat(&pool, Q, "b", beat, Duration::from_secs(60))
+        );
+        if let Err(e) = a.and(b) {
+            panic!("round {round}: a heartbeat failed: {e}");
+        }
+    }
+    // Unraced, a heartbeat still marks the other's gone listener.
+    sqlx::query("UPDATE queue_workers SET accepting = true WHERE name IN ('a', 'b')").execute(&owner).await.unwrap();
+    queue::heartbeat(&pool, Q, "a", beat, Duration::from_secs(60)).await.unwrap();
+    let b: bool = sqlx::query_scalar("SELECT accepting FROM queue_workers WHERE name = 'b'").fetch_one(&owner).await.unwrap();
+    assert!(!b, "b's listener is gone: a's heartbeat stops waking it");
+}
