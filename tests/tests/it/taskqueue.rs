@@ -604,3 +604,45 @@ async fn racing_heartbeats_that_each_find_the_other_deaf_never_deadlock() {
     let b: bool = sqlx::query_scalar("SELECT accepting FROM queue_workers WHERE name = 'b'").fetch_one(&owner).await.unwrap();
     assert!(!b, "b's listener is gone: a's heartbeat stops waking it");
 }
+
+/// A recorded listener whose pid now belongs to another backend (the worker
+/// died and the pid was reused) counts as gone: the heartbeat also compares the
+/// backend's start time wherever `pg_stat_activity` shows it — here, to the
+/// superuser (the tests' other pools act as a role, and are shown no start times).
+#[tokio::test]
+async fn a_reused_listener_pid_counts_as_gone() {
+    let (_db, owner, pool) = setup().await;
+    let beat = Duration::from_secs(5);
+    for w in ["w", "beater"] {
+        queue::register(&pool, Q, w, beat).await.unwrap();
+    }
+    // A live backend, held open for the whole test.
+    let mut live = owner.acquire().await.unwrap();
+    let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()").fetch_one(&mut *live).await.unwrap();
+    let record = |shift: &'static str| {
+        let owner = owner.clone();
+        async move {
+            sqlx::query(
+                "UPDATE queue_workers w SET accepting = true, listener_pid = a.pid,
+                        listener_started = a.backend_start - $2::interval
+                   FROM pg_stat_activity a WHERE a.pid = $1 AND w.name = 'w'",
+            )
+            .bind(pid)
+            .bind(shift)
+            .execute(&owner)
+            .await
+            .unwrap()
+            .rows_affected()
+        }
+    };
+    let accepting = || async {
+        sqlx::query_scalar::<_, bool>("SELECT accepting FROM queue_workers WHERE name = 'w'").fetch_one(&owner).await.unwrap()
+    };
+    assert_eq!(record("0 seconds").await, 1);
+    queue::heartbeat(&owner, Q, "beater", beat, Duration::from_secs(60)).await.unwrap();
+    assert!(accepting().await, "its own backend, started when recorded: still listening");
+    assert_eq!(record("1 hour").await, 1);
+    queue::heartbeat(&owner, Q, "beater", beat, Duration::from_secs(60)).await.unwrap();
+    assert!(!accepting().await, "the pid is another backend's now: the worker is no longer woken");
+    drop(live);
+}
