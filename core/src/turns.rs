@@ -22,7 +22,8 @@
 //! generic plan the table's index scan leads and the array is rescanned for
 //! each of its rows — quadratic in the batch. A row's own values are looked
 //! up by position (`array_position`) instead, and a join to a CTE (guessed at
-//! one row) leads with the CTE.
+//! one row) leads with the CTE. (The seal's task deletion keeps its `unnest`
+//! join: its plan leads with the array, semi-joined to the sealed turns.)
 
 use std::sync::Arc;
 
@@ -543,7 +544,7 @@ async fn settle_many(tx: &mut PgConnection, org_id: Uuid, seals: Vec<Seal>, comp
         query
             .bind(held.iter().map(|h| h.0).collect::<Vec<i64>>())
             .bind(held.iter().map(|h| h.1).collect::<Vec<i32>>())
-            .bind(held.iter().map(|h| h.2.to_owned()).collect::<Vec<String>>())
+            .bind(held.iter().map(|h| h.2).collect::<Vec<&str>>())
             .bind(held.iter().map(|h| h.3).collect::<Vec<Uuid>>())
     } else {
         query
