@@ -32,10 +32,6 @@ impl Ctx {
     pub fn pick<T>(&self, quick: T, full: T) -> T {
         if self.quick { quick } else { full }
     }
-
-    pub fn pg_port(&self) -> u16 {
-        stack::pg_port(&self.admin_url)
-    }
 }
 
 const ALL: &[&str] =

@@ -2,7 +2,6 @@
 //! simulator, API and workers as real processes from the release build
 //! (`TURNSTONE_BIN_DIR`), plus probes into `/proc` and `pg_stat_*`.
 
-use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use sqlx::PgPool;
@@ -33,8 +32,7 @@ impl Default for Options {
 pub struct Deployment {
     pub workers: Vec<Proc>,
     pub api: Proc,
-    /// Kept so the simulator lives (and is killed) with the deployment.
-    #[allow(dead_code)]
+    /// The simulator; it lives (and is killed) with the deployment.
     pub sim: Proc,
     /// Superuser pool on the scenario's database, for probes (bypasses row-level security).
     pub admin: PgPool,
@@ -184,38 +182,24 @@ impl Deployment {
     }
 }
 
-/// Server port of the benchmark cluster, parsed from the admin URL.
-pub fn pg_port(admin_url: &str) -> u16 {
-    let after_at = admin_url.rsplit('@').next().unwrap_or(admin_url);
-    let hostport = after_at.split('/').next().unwrap_or("");
-    hostport.rsplit(':').next().and_then(|p| p.parse().ok()).unwrap_or(5432)
+/// The scenario database's connections whose `application_name` is LIKE
+/// `pattern` (`pg_stat_activity`): the API names its connections `turnstone`,
+/// a worker `turnstone-worker:<name>`. One query, whatever the number of open
+/// sockets: walking `/proc/<pid>/fd` and `/proc/net/tcp` for this, as the bench
+/// did before, cost the load generator 5-50 ms of CPU per sample with
+/// thousands of sockets open — CPU taken from the system it measures.
+pub async fn connections_named(d: &Deployment, pattern: &str) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND application_name LIKE $1")
+        .bind(pattern)
+        .fetch_one(&d.admin)
+        .await
+        .unwrap_or(-1)
 }
 
-/// Established TCP connections from process `pid` to the PostgreSQL port:
-/// the socket inodes in `/proc/<pid>/fd` matched against `/proc/net/tcp{,6}`.
-pub fn pg_connections_of(pid: i32, port: u16) -> usize {
-    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else { return 0 };
-    let inodes: HashSet<String> = fds
-        .flatten()
-        .filter_map(|e| std::fs::read_link(e.path()).ok())
-        .filter_map(|l| l.to_str().and_then(|s| s.strip_prefix("socket:[")).map(|s| s.trim_end_matches(']').to_owned()))
-        .collect();
-    let mut n = 0;
-    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
-        let Ok(text) = std::fs::read_to_string(table) else { continue };
-        for line in text.lines().skip(1) {
-            let cols: Vec<&str> = line.split_whitespace().collect();
-            if cols.len() < 10 || cols[3] != "01" {
-                continue;
-            }
-            let remote_port = cols[2].rsplit(':').next().and_then(|p| u16::from_str_radix(p, 16).ok());
-            if remote_port == Some(port) && inodes.contains(cols[9]) {
-                n += 1;
-            }
-        }
-    }
-    n
-}
+/// The API's connections (see [`connections_named`]).
+pub const API_CONNECTIONS: &str = "turnstone";
+/// Every worker's connections (see [`connections_named`]).
+pub const WORKER_CONNECTIONS: &str = "turnstone-worker%";
 
 /// A `/proc/<pid>/status` field in kB (`VmRSS`, `VmHWM`).
 pub fn proc_kb(pid: i32, field: &str) -> u64 {
@@ -271,4 +255,42 @@ pub async fn claims(d: &Deployment) -> Option<i64> {
     .fetch_one(&d.admin)
     .await
     .ok()
+}
+
+/// CPU seconds (user + system) a process has used so far, from `/proc/<pid>/stat`,
+/// with those of its children that exited and were waited for.
+pub fn cpu_s(pid: i32) -> f64 {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The command name (field 2) may hold spaces: count fields after its closing parenthesis.
+    let rest = text.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<f64> = rest.split_whitespace().map(|x| x.parse().unwrap_or(0.0)).collect();
+    // utime, stime, cutime, cstime are fields 14-17, i.e. 11-14 after the name.
+    let ticks: f64 = f.get(11..15).map_or(0.0, |t| t.iter().sum());
+    ticks / clock_ticks_per_s()
+}
+
+/// CPU seconds used so far by every process named `postgres` on this machine
+/// (the bench cluster's server and backends; an idle second cluster adds nothing).
+pub fn postgres_cpu_s() -> f64 {
+    let Ok(dir) = std::fs::read_dir("/proc") else { return 0.0 };
+    dir.flatten()
+        .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()))
+        .filter(|pid| std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == "postgres"))
+        .map(cpu_s)
+        .sum()
+}
+
+/// CPU seconds all CPUs spent busy and idle so far (`/proc/stat`, first line).
+pub fn machine_cpu_s() -> (f64, f64) {
+    let text = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let f: Vec<f64> = text.lines().next().unwrap_or("").split_whitespace().skip(1).map(|x| x.parse().unwrap_or(0.0)).collect();
+    // user nice system idle iowait irq softirq steal ...
+    let idle = f.get(3).copied().unwrap_or(0.0) + f.get(4).copied().unwrap_or(0.0);
+    let busy: f64 = f.iter().take(8).sum::<f64>() - idle;
+    (busy / clock_ticks_per_s(), idle / clock_ticks_per_s())
+}
+
+/// `USER_HZ`: Linux reports `/proc` CPU times in these ticks (100 on every common build).
+fn clock_ticks_per_s() -> f64 {
+    100.0
 }

@@ -24,11 +24,27 @@ pub async fn connect(url: &str, max_connections: u32) -> Result<PgPool> {
 /// turn (`turn_throughput`) — while their generic plans execute as fast
 /// (pg_stat_statements, docs/benchmarks.md). Every such statement also filters
 /// with `= ANY(array)`, so its generic plan stays on the indexes.
-pub fn connect_worker(url: &str, max_connections: u32) -> Result<PgPool> {
+///
+/// Its connections are named `turnstone-worker:<worker name>` in
+/// `pg_stat_activity.application_name` (cut to PostgreSQL's 63 bytes), so an
+/// operator sees which worker holds which backend.
+pub fn connect_worker(url: &str, max_connections: u32, worker: &str) -> Result<PgPool> {
     let options = PgConnectOptions::from_str(url)?
-        .application_name("turnstone-worker")
+        .application_name(&worker_application_name(worker))
         .options([("plan_cache_mode", "force_generic_plan")]);
     Ok(pool_options(max_connections).connect_lazy_with(options))
+}
+
+/// `turnstone-worker:<name>`, cut at a character boundary to the 63 bytes
+/// PostgreSQL keeps (it would cut it itself, possibly inside a character).
+pub fn worker_application_name(worker: &str) -> String {
+    let mut name = format!("turnstone-worker:{worker}");
+    let mut end = name.len().min(63);
+    while !name.is_char_boundary(end) {
+        end -= 1;
+    }
+    name.truncate(end);
+    name
 }
 
 /// No ping before handing out a pooled connection: it cost a round trip per
@@ -136,6 +152,15 @@ pub fn redact_url(url: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn worker_connections_are_named_within_postgres_limit() {
+        assert_eq!(super::worker_application_name("w-1"), "turnstone-worker:w-1");
+        // 17 bytes of prefix, one of "a", then two-byte characters: byte 63 falls inside one.
+        let long = super::worker_application_name(&format!("a{}", "é".repeat(40)));
+        assert!(long.starts_with("turnstone-worker:aé"), "{long}");
+        assert_eq!(long.len(), 62, "cut before the character byte 63 falls in");
+    }
+
     #[test]
     fn passwords_are_redacted() {
         assert_eq!(super::redact_url("postgres://u:secret@h:5432/db?x=1"), "postgres://u:***@h:5432/db?x=1");

@@ -112,7 +112,7 @@ async fn wait_for_schema(pool: &PgPool, shutdown: &mut (impl Future<Output = ()>
 /// handed back, and a new one (a new `apalis.workers` id) starts once the
 /// database answers again.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), BoxDynError> {
-    let pool = db::connect_worker(&config.database_url, config.db_max_connections)?;
+    let pool = db::connect_worker(&config.database_url, config.db_max_connections, &config.name)?;
     // The events this worker appends ride in their notifications, signed (see `events::sign_notifications`).
     turnstone_core::events::sign_notifications(config.keys.notify_key());
     let mut shutdown = Box::pin(shutdown);

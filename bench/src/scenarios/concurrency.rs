@@ -5,8 +5,9 @@
 //! turns are in flight at once, so the ideal is the LLM latency. A second
 //! phase POSTs 1,000 more while the worker runs (the measure before
 //! 2026-11-25 night): there the API's POST rate on these 2 CPUs adds to it.
-//! The worker's peak RSS is its VmHWM; its database connections are its own
-//! sockets to the server port.
+//! The worker's peak RSS is its VmHWM; its database connections are the
+//! backends its connections name it in (`pg_stat_activity.application_name`),
+//! counted in the same poll (the only worker here).
 
 use std::time::{Duration, Instant};
 
@@ -14,7 +15,7 @@ use futures::StreamExt;
 use serde_json::{Value, json};
 
 use crate::Ctx;
-use crate::stack::{Deployment, Options, pg_connections_of, proc_kb};
+use crate::stack::{Deployment, Options, WORKER_CONNECTIONS, cpu_s, machine_cpu_s, postgres_cpu_s, proc_kb};
 use crate::stats::r2;
 
 pub async fn run(ctx: &Ctx) -> Value {
@@ -49,13 +50,14 @@ pub async fn run(ctx: &Ctx) -> Value {
     post_with(&d.client, &sessions).await;
     let post_only = t_post.elapsed().as_secs_f64();
     let _ = sqlx::query("SELECT pg_stat_statements_reset()").execute(&d.admin).await;
+    let cpu_before = CpuSnapshot::take(&d);
     let t0 = Instant::now();
     d.add_worker().await;
     let registered = t0.elapsed().as_secs_f64();
     let worker_pid = d.workers[0].pid();
-    let port = ctx.pg_port();
     let rss_before = proc_kb(worker_pid, "VmRSS");
-    let in_flight = wait_completed(&d, t0, n as i64, worker_pid, port).await;
+    let in_flight = wait_completed(&d, t0, n as i64).await;
+    let cpu = CpuSnapshot::take(&d).since(&cpu_before, worker_pid);
     // Where phase 1's time went, on the database's clock: how long starting all
     // turns took, the first start to the first finish, and how long finishing took.
     let (start_spread, first_run, finish_spread): (f64, f64, f64) = sqlx::query_as(
@@ -88,7 +90,7 @@ pub async fn run(ctx: &Ctx) -> Value {
             Instant::now()
         })
     };
-    let with_posting = wait_completed(&d, t1, 2 * n as i64, worker_pid, port).await;
+    let with_posting = wait_completed(&d, t1, 2 * n as i64).await;
     let posted_at = posting.await.expect("posting");
 
     let wall = in_flight.wall;
@@ -108,6 +110,7 @@ pub async fn run(ctx: &Ctx) -> Value {
         "first_completed_s": in_flight.first_completed.map(r2),
         "post_1000_without_worker_s": r2(post_only),
         "top_statements_by_time": statements,
+        "cpu_s": cpu,
         "with_posting": {
             "wall_s": r2(with_posting.wall),
             "post_all_s": r2(posted_at.duration_since(t1).as_secs_f64()),
@@ -135,19 +138,57 @@ async fn post_with(c: &turnstone_tests::Client, sessions: &[String]) {
         .await;
 }
 
+/// CPU seconds used so far, per process of the deployment.
+struct CpuSnapshot {
+    api: f64,
+    sim: f64,
+    postgres: f64,
+    bench: f64,
+    machine_busy: f64,
+    machine_idle: f64,
+}
+
+impl CpuSnapshot {
+    fn take(d: &Deployment) -> Self {
+        let (machine_busy, machine_idle) = machine_cpu_s();
+        CpuSnapshot {
+            api: cpu_s(d.api.pid()),
+            sim: cpu_s(d.sim.pid()),
+            postgres: postgres_cpu_s(),
+            bench: cpu_s(std::process::id() as i32),
+            machine_busy,
+            machine_idle,
+        }
+    }
+
+    /// Where phase 1's CPU went: seconds per process from `before` to now (the
+    /// worker, spawned in between, from its start), and the machine's busy and idle seconds.
+    fn since(&self, before: &Self, worker_pid: i32) -> Value {
+        json!({
+            "worker": r2(cpu_s(worker_pid)),
+            "api": r2(self.api - before.api),
+            "simulator": r2(self.sim - before.sim),
+            "postgres": r2(self.postgres - before.postgres),
+            "bench_client": r2(self.bench - before.bench),
+            "machine_busy": r2(self.machine_busy - before.machine_busy),
+            "machine_idle": r2(self.machine_idle - before.machine_idle),
+        })
+    }
+}
+
 /// What a phase saw while waiting for its turns.
 struct Phase {
     /// Seconds from the phase's start to the last completion.
     wall: f64,
     first_completed: Option<f64>,
     peak_running: i64,
-    peak_conns: usize,
+    peak_conns: i64,
     peak_db_total: i64,
 }
 
 /// Polls until `total` turns are completed (every 25 ms), tracking peaks.
-async fn wait_completed(d: &Deployment, t0: Instant, total: i64, worker_pid: i32, port: u16) -> Phase {
-    let (mut peak_running, mut peak_conns, mut peak_db_total) = (0i64, 0usize, 0i64);
+async fn wait_completed(d: &Deployment, t0: Instant, total: i64) -> Phase {
+    let (mut peak_running, mut peak_conns, mut peak_db_total) = (0i64, 0i64, 0i64);
     let deadline = Instant::now() + Duration::from_secs(180);
     let before: i64 = sqlx::query_scalar("SELECT count(*) FROM turns WHERE status = 'completed'")
         .fetch_one(&d.admin)
@@ -155,17 +196,19 @@ async fn wait_completed(d: &Deployment, t0: Instant, total: i64, worker_pid: i32
         .expect("count turns");
     let mut first_completed = None;
     loop {
-        let (completed, running, all): (i64, i64, i64) = sqlx::query_as(
+        let (completed, running, all, worker): (i64, i64, i64, i64) = sqlx::query_as(
             "SELECT count(*) FILTER (WHERE status = 'completed'), count(*) FILTER (WHERE status = 'running'),
-                    (SELECT count(*) FROM pg_stat_activity WHERE datname = current_database())
+                    (SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()),
+                    (SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND application_name LIKE $1)
                FROM turns",
         )
+        .bind(WORKER_CONNECTIONS)
         .fetch_one(&d.admin)
         .await
         .expect("poll turns");
         peak_running = peak_running.max(running);
         peak_db_total = peak_db_total.max(all);
-        peak_conns = peak_conns.max(pg_connections_of(worker_pid, port));
+        peak_conns = peak_conns.max(worker);
         if completed > before && first_completed.is_none() {
             first_completed = Some(t0.elapsed().as_secs_f64());
         }

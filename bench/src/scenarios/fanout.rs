@@ -1,6 +1,6 @@
 //! `sse_fanout`: N concurrent SSE clients on one API process while turns run.
-//! Reports the API's PostgreSQL connections (its own sockets to the server port,
-//! from `/proc`), its RSS per idle SSE connection (VmRSS delta / N), and
+//! Reports the API's PostgreSQL connections (the backends named after it in
+//! `pg_stat_activity`), its RSS per idle SSE connection (VmRSS delta / N), and
 //! insert → client delivery latency (client `Utc::now()` − event `ts`, where
 //! `ts` is `now()` of the appending transaction, i.e. its start). The N clients
 //! read with [`TsReader`], which takes only `ts` out of each stored event's
@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 
 use crate::Ctx;
 use crate::scenarios::turns::{open_sse, run_turn};
-use crate::stack::{Deployment, Options, pg_connections_of, proc_kb};
+use crate::stack::{API_CONNECTIONS, Deployment, Options, connections_named, proc_kb};
 use crate::stats::{Samples, r2};
 
 /// A turn per session this often in the paced phase (20 sessions: 20 turns/s).
@@ -38,7 +38,6 @@ pub async fn run(ctx: &Ctx) -> Value {
     )
     .await;
     let api_pid = d.api.pid();
-    let port = ctx.pg_port();
     let mut ids = Vec::new();
     for _ in 0..sessions {
         ids.push(d.session().await);
@@ -50,7 +49,7 @@ pub async fn run(ctx: &Ctx) -> Value {
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
     let rss0 = proc_kb(api_pid, "VmRSS");
-    let conns0 = pg_connections_of(api_pid, port);
+    let conns0 = connections_named(&d, API_CONNECTIONS).await;
 
     // Open N clients, 200 at a time; each records delivery latency while `measuring`.
     // Which phase deliveries are counted for: 0 none, 1 paced, 2 saturated.
@@ -92,7 +91,7 @@ pub async fn run(ctx: &Ctx) -> Value {
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
     let rss_idle = proc_kb(api_pid, "VmRSS");
-    let conns_idle = pg_connections_of(api_pid, port);
+    let conns_idle = connections_named(&d, API_CONNECTIONS).await;
 
     // Turns, twice for the window: first paced (each session starts a turn every
     // `PACE`, a steady offered load), then closed-loop (each session starts its
@@ -123,7 +122,7 @@ pub async fn run(ctx: &Ctx) -> Value {
         }
         let t0 = Instant::now();
         while t0.elapsed() < window {
-            conns_peak = conns_peak.max(pg_connections_of(api_pid, port));
+            conns_peak = conns_peak.max(connections_named(&d, API_CONNECTIONS).await);
             rss_peak = rss_peak.max(proc_kb(api_pid, "VmRSS"));
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
