@@ -10,6 +10,7 @@ use turnstone_tests::procs::Proc;
 use turnstone_tests::{Client, TestDb};
 
 use crate::Ctx;
+use crate::stats::r2;
 
 /// How a scenario wants its processes.
 #[derive(Clone)]
@@ -45,6 +46,38 @@ pub struct Deployment {
     next_worker: usize,
 }
 
+/// Spawns a server process on a free loopback port and waits until `GET
+/// <ready_path>` answers 200; returns it with its address. The port is free
+/// when picked, but another socket may take it before the process binds it
+/// (likelier after a scenario that opened thousands of connections): a process
+/// that exits during start is started again on another port, up to five times.
+async fn spawn_serving(
+    name: &'static str,
+    ready_path: &str,
+    env: impl Fn(&str) -> Vec<(&'static str, String)>,
+) -> (Proc, String) {
+    let http = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for attempt in 1..=5 {
+        let addr = format!("127.0.0.1:{}", free_port());
+        let mut proc = Proc::spawn(name, &env(&addr));
+        loop {
+            if let Ok(r) = http.get(format!("http://{addr}{ready_path}")).send().await
+                && r.status().as_u16() == 200
+            {
+                return (proc, addr);
+            }
+            if let Ok(Some(status)) = proc.child.try_wait() {
+                eprintln!("{name} exited during start ({status}, attempt {attempt}); trying another port");
+                break;
+            }
+            assert!(Instant::now() < deadline, "{name} not ready within 60 s");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    panic!("{name} exited during start five times");
+}
+
 /// A free TCP port on loopback (bound then released).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
@@ -72,42 +105,29 @@ impl Deployment {
             .await
             .expect("roles");
         }
-        let sim_addr = format!("127.0.0.1:{}", free_port());
-        let sim = Proc::spawn(
-            "turnstone-llmsim",
-            &[("TURNSTONE_LLMSIM_ADDR", sim_addr.clone()), ("TURNSTONE_LLMSIM_LATENCY_MS", opts.sim_latency_ms.to_string())],
-        );
-        let api_addr = format!("127.0.0.1:{}", free_port());
+        let (sim, sim_addr) = spawn_serving("turnstone-llmsim", "/health", |addr| {
+            vec![("TURNSTONE_LLMSIM_ADDR", addr.to_owned()), ("TURNSTONE_LLMSIM_LATENCY_MS", opts.sim_latency_ms.to_string())]
+        })
+        .await;
         let key = turnstone_tests::api_key();
         let master_key = turnstone_tests::master_key();
-        let mut env = vec![
-            ("DATABASE_URL", if ctx.rls { with_role(&db.url, "turnstone_api") } else { db.url.clone() }),
-            ("TURNSTONE_MIGRATE_DATABASE_URL", db.url.clone()),
-            ("TURNSTONE_MASTER_KEY", master_key.clone()),
-            ("TURNSTONE_BOOTSTRAP_API_KEY", key.clone()),
-            ("OPENAI_BASE_URL", format!("http://{sim_addr}/v1")),
-            ("OPENAI_API_KEY", "llmsim".into()),
-            ("TURNSTONE_DEFAULT_MODEL", "sim-1".into()),
-            ("TURNSTONE_LLMSIM_ADDR", sim_addr.clone()),
-            ("TURNSTONE_API_ADDR", api_addr.clone()),
-        ];
-        env.extend(opts.api_env.iter().cloned());
-        let mut api = Proc::spawn("turnstone-api", &env);
+        let (api, api_addr) = spawn_serving("turnstone-api", "/ready", |addr| {
+            let mut env = vec![
+                ("DATABASE_URL", if ctx.rls { with_role(&db.url, "turnstone_api") } else { db.url.clone() }),
+                ("TURNSTONE_MIGRATE_DATABASE_URL", db.url.clone()),
+                ("TURNSTONE_MASTER_KEY", master_key.clone()),
+                ("TURNSTONE_BOOTSTRAP_API_KEY", key.clone()),
+                ("OPENAI_BASE_URL", format!("http://{sim_addr}/v1")),
+                ("OPENAI_API_KEY", "llmsim".into()),
+                ("TURNSTONE_DEFAULT_MODEL", "sim-1".into()),
+                ("TURNSTONE_LLMSIM_ADDR", sim_addr.clone()),
+                ("TURNSTONE_API_ADDR", addr.to_owned()),
+            ];
+            env.extend(opts.api_env.iter().cloned());
+            env
+        })
+        .await;
         let base = format!("http://{api_addr}");
-        let http = reqwest::Client::new();
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Ok(r) = http.get(format!("{base}/ready")).send().await
-                && r.status().as_u16() == 200
-            {
-                break;
-            }
-            if let Ok(Some(status)) = api.child.try_wait() {
-                panic!("turnstone-api exited during start: {status}");
-            }
-            assert!(Instant::now() < deadline, "turnstone-api not ready within 60 s");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
         // Benchmarks measure the platform, not its tenant limits: lift the bootstrap org's quotas
         // (max_concurrent_turns defaults to 100, the per-key rate limit to 6000/min). Absent columns are fine.
         let _ = sqlx::query("UPDATE orgs SET max_concurrent_turns = 1000000, rate_limit_per_minute = 0").execute(&admin).await;
@@ -255,6 +275,48 @@ pub async fn claims(d: &Deployment) -> Option<i64> {
     .fetch_one(&d.admin)
     .await
     .ok()
+}
+
+/// CPU seconds used so far by each process of a deployment, and by the machine.
+pub struct CpuUse {
+    api: f64,
+    sim: f64,
+    workers: f64,
+    postgres: f64,
+    bench: f64,
+    machine_busy: f64,
+    machine_idle: f64,
+}
+
+impl CpuUse {
+    pub fn now(d: &Deployment) -> Self {
+        let (machine_busy, machine_idle) = machine_cpu_s();
+        CpuUse {
+            api: cpu_s(d.api.pid()),
+            sim: cpu_s(d.sim.pid()),
+            workers: d.workers.iter().map(|w| cpu_s(w.pid())).sum(),
+            postgres: postgres_cpu_s(),
+            bench: cpu_s(std::process::id() as i32),
+            machine_busy,
+            machine_idle,
+        }
+    }
+
+    /// Seconds of CPU each used from `before` to `self` (a worker spawned in
+    /// between counts from its start), and the machine's busy and idle seconds
+    /// (two CPUs: busy + idle is twice the wall time). `bench_client` is the load
+    /// generator itself, which shares the CPUs with the system it measures.
+    pub fn since(&self, before: &Self) -> serde_json::Value {
+        serde_json::json!({
+            "workers": r2(self.workers - before.workers),
+            "api": r2(self.api - before.api),
+            "simulator": r2(self.sim - before.sim),
+            "postgres": r2(self.postgres - before.postgres),
+            "bench_client": r2(self.bench - before.bench),
+            "machine_busy": r2(self.machine_busy - before.machine_busy),
+            "machine_idle": r2(self.machine_idle - before.machine_idle),
+        })
+    }
 }
 
 /// CPU seconds (user + system) a process has used so far, from `/proc/<pid>/stat`,

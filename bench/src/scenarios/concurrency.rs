@@ -15,7 +15,7 @@ use futures::StreamExt;
 use serde_json::{Value, json};
 
 use crate::Ctx;
-use crate::stack::{Deployment, Options, WORKER_CONNECTIONS, cpu_s, machine_cpu_s, postgres_cpu_s, proc_kb};
+use crate::stack::{CpuUse, Deployment, Options, WORKER_CONNECTIONS, proc_kb};
 use crate::stats::r2;
 
 pub async fn run(ctx: &Ctx) -> Value {
@@ -50,14 +50,14 @@ pub async fn run(ctx: &Ctx) -> Value {
     post_with(&d.client, &sessions).await;
     let post_only = t_post.elapsed().as_secs_f64();
     let _ = sqlx::query("SELECT pg_stat_statements_reset()").execute(&d.admin).await;
-    let cpu_before = CpuSnapshot::take(&d);
+    let cpu_before = CpuUse::now(&d);
     let t0 = Instant::now();
     d.add_worker().await;
     let registered = t0.elapsed().as_secs_f64();
     let worker_pid = d.workers[0].pid();
     let rss_before = proc_kb(worker_pid, "VmRSS");
     let in_flight = wait_completed(&d, t0, n as i64).await;
-    let cpu = CpuSnapshot::take(&d).since(&cpu_before, worker_pid);
+    let cpu = CpuUse::now(&d).since(&cpu_before);
     // Where phase 1's time went, on the database's clock: how long starting all
     // turns took, the first start to the first finish, and how long finishing took.
     let (start_spread, first_run, finish_spread): (f64, f64, f64) = sqlx::query_as(
@@ -136,44 +136,6 @@ async fn post_with(c: &turnstone_tests::Client, sessions: &[String]) {
         .buffer_unordered(64)
         .collect::<Vec<_>>()
         .await;
-}
-
-/// CPU seconds used so far, per process of the deployment.
-struct CpuSnapshot {
-    api: f64,
-    sim: f64,
-    postgres: f64,
-    bench: f64,
-    machine_busy: f64,
-    machine_idle: f64,
-}
-
-impl CpuSnapshot {
-    fn take(d: &Deployment) -> Self {
-        let (machine_busy, machine_idle) = machine_cpu_s();
-        CpuSnapshot {
-            api: cpu_s(d.api.pid()),
-            sim: cpu_s(d.sim.pid()),
-            postgres: postgres_cpu_s(),
-            bench: cpu_s(std::process::id() as i32),
-            machine_busy,
-            machine_idle,
-        }
-    }
-
-    /// Where phase 1's CPU went: seconds per process from `before` to now (the
-    /// worker, spawned in between, from its start), and the machine's busy and idle seconds.
-    fn since(&self, before: &Self, worker_pid: i32) -> Value {
-        json!({
-            "worker": r2(cpu_s(worker_pid)),
-            "api": r2(self.api - before.api),
-            "simulator": r2(self.sim - before.sim),
-            "postgres": r2(self.postgres - before.postgres),
-            "bench_client": r2(self.bench - before.bench),
-            "machine_busy": r2(self.machine_busy - before.machine_busy),
-            "machine_idle": r2(self.machine_idle - before.machine_idle),
-        })
-    }
 }
 
 /// What a phase saw while waiting for its turns.

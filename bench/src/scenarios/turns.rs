@@ -236,6 +236,7 @@ pub async fn throughput(ctx: &Ctx) -> Value {
     tokio::time::sleep(settle).await;
     let has_pgss = sqlx::query("SELECT pg_stat_statements_reset()").execute(&d.admin).await.is_ok();
     let (c0, r0) = d.xacts().await;
+    let cpu0 = crate::stack::CpuUse::now(&d);
     counted.store(0, Ordering::Relaxed);
     counting.store(true, Ordering::Relaxed);
     paused.store(false, Ordering::Relaxed);
@@ -243,6 +244,7 @@ pub async fn throughput(ctx: &Ctx) -> Value {
     tokio::time::sleep(window).await;
     counting.store(false, Ordering::Relaxed);
     let elapsed = t0.elapsed().as_secs_f64();
+    let cpu = crate::stack::CpuUse::now(&d).since(&cpu0);
     let done = in_window.load(Ordering::Relaxed);
     stop.store(true, Ordering::Relaxed);
     let mut lat = Samples::default();
@@ -277,6 +279,7 @@ pub async fn throughput(ctx: &Ctx) -> Value {
         "statements_per_turn": statements_per_turn,
         "post_to_completed_under_load": lat.summary(),
         "top_statements_per_turn": top,
+        "cpu_s_in_window": cpu,
         "targets": targets,
     })
 }
