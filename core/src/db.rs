@@ -36,7 +36,8 @@ pub fn connect_worker(url: &str, max_connections: u32, worker: &str) -> Result<P
 }
 
 /// `turnstone-worker:<name>`, cut at a character boundary to the 63 bytes
-/// PostgreSQL keeps (it would cut it itself, possibly inside a character).
+/// PostgreSQL keeps (it would cut it itself, possibly inside a character;
+/// it also shows each non-ASCII byte as `?`).
 pub fn worker_application_name(worker: &str) -> String {
     let mut name = format!("turnstone-worker:{worker}");
     let mut end = name.len().min(63);
