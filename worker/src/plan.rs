@@ -6,7 +6,7 @@
 use serde::Deserialize;
 use serde_json::Value;
 use turnstone_core::events::{Event, types};
-use turnstone_core::turns::{ContentPart, TurnContext};
+use turnstone_core::turns::TurnContext;
 use uuid::Uuid;
 
 use crate::llm::{ChatMessage, ToolCall};
@@ -37,10 +37,23 @@ fn iteration(e: &Event) -> i32 {
     e.data.get("iteration").and_then(Value::as_i64).unwrap_or(0) as i32
 }
 
+/// The message's text parts joined by newlines, as [`turnstone_core::turns::content_text`]
+/// joins [`ContentPart`](turnstone_core::turns::ContentPart)s, read straight from the stored JSON: the prompt reads
+/// every message of the history at each step, and deserializing the parts (an
+/// internally tagged enum, which serde buffers before it reads the tag) cost
+/// a string and a map per part. Parts of another type are skipped.
 fn text_of(e: &Event) -> String {
-    let parts: Vec<ContentPart> =
-        message_field(e, "content").and_then(|v| Vec::<ContentPart>::deserialize(v).ok()).unwrap_or_default();
-    turnstone_core::turns::content_text(&parts)
+    let Some(Value::Array(parts)) = message_field(e, "content") else { return String::new() };
+    let mut texts = parts.iter().filter_map(|p| match (p.get("type").and_then(Value::as_str), p.get("text")) {
+        (Some("text"), Some(Value::String(t))) => Some(t.as_str()),
+        _ => None,
+    });
+    let mut out = texts.next().map(str::to_owned).unwrap_or_default();
+    for t in texts {
+        out.push('\n');
+        out.push_str(t);
+    }
+    out
 }
 
 fn is_result_of(e: &Event, iteration_no: i32, call_id: &str) -> bool {
@@ -124,6 +137,7 @@ pub fn prompt(ctx: &TurnContext, system_prompt: String) -> Vec<ChatMessage> {
 mod tests {
     use super::*;
     use serde_json::json;
+    use turnstone_core::turns::ContentPart;
 
     fn ev(seq: i64, kind: &str, turn: Uuid, data: Value) -> Event {
         Event {
@@ -180,6 +194,26 @@ mod tests {
         let p = prompt(&ctx(all), "sys".into());
         assert_eq!(p.len(), 5);
         assert!(matches!(&p[3], ChatMessage::Tool { content, .. } if content == "42"));
+    }
+
+    #[test]
+    fn message_text_is_read_as_content_text_joins_it() {
+        let t = Uuid::now_v7();
+        let parts = vec![ContentPart::Text { text: "one".into() }, ContentPart::Text { text: "two\nlines".into() }];
+        let stored = ev(1, types::INPUT_MESSAGE, t, json!({ "message": { "role": "user", "content": parts } }));
+        assert_eq!(text_of(&stored), turnstone_core::turns::content_text(&parts));
+        assert_eq!(text_of(&stored), "one\ntwo\nlines");
+        let single = ev(2, types::INPUT_MESSAGE, t, json!({ "message": { "content": [{ "type": "text", "text": "x" }] } }));
+        assert_eq!(text_of(&single), "x");
+        let unknown = ev(
+            3,
+            types::INPUT_MESSAGE,
+            t,
+            json!({ "message": { "content": [{ "type": "image", "url": "u" }, { "type": "text", "text": "y" }] } }),
+        );
+        assert_eq!(text_of(&unknown), "y", "a part of another type is skipped");
+        let none = ev(4, types::INPUT_MESSAGE, t, json!({ "message": {} }));
+        assert_eq!(text_of(&none), "");
     }
 
     #[test]
