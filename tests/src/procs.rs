@@ -80,19 +80,32 @@ pub struct Cluster {
 }
 
 fn pg_sh(args: &[&str]) {
+    assert!(try_pg_sh(args), "pg.sh {args:?} failed");
+}
+
+/// Starts (after initdb, the first time) the cluster in `dir` on `port`; false if it did not start.
+fn start_at(dir: &std::path::Path, port: u16) -> bool {
+    try_pg_sh(&["ts_start_private_cluster", dir.to_str().unwrap(), &port.to_string(), "-c fsync=off"])
+}
+
+fn try_pg_sh(args: &[&str]) -> bool {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/lib/pg.sh");
-    let status = std::process::Command::new("bash").arg(script).args(args).stdout(Stdio::null()).status().expect("run pg.sh");
-    assert!(status.success(), "pg.sh {args:?} failed");
+    std::process::Command::new("bash").arg(script).args(args).stdout(Stdio::null()).status().expect("run pg.sh").success()
 }
 
 impl Cluster {
     /// initdb + start on a free port, in a fresh directory under the target dir.
+    /// The port is free when picked but another socket may take it before the
+    /// server binds it: a failed start tries another port (three times in all).
     pub fn start() -> Cluster {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let dir = bin_dir().join(format!("pg-{}", uuid::Uuid::now_v7().simple()));
-        let cluster = Cluster { dir, port };
-        cluster.up();
-        cluster
+        for _ in 0..3 {
+            let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+            if start_at(&dir, port) {
+                return Cluster { dir, port };
+            }
+        }
+        panic!("no private PostgreSQL cluster started in {} on three ports", dir.display());
     }
 
     pub fn admin_url(&self) -> String {
@@ -100,7 +113,7 @@ impl Cluster {
     }
 
     pub fn up(&self) {
-        pg_sh(&["ts_start_private_cluster", self.dir.to_str().unwrap(), &self.port.to_string(), "-c fsync=off"]);
+        assert!(start_at(&self.dir, self.port), "the private cluster in {} did not start", self.dir.display());
     }
 
     pub fn down(&self) {
