@@ -328,7 +328,7 @@ pub fn cpu_s(pid: i32) -> f64 {
     let f: Vec<f64> = rest.split_whitespace().map(|x| x.parse().unwrap_or(0.0)).collect();
     // utime, stime, cutime, cstime are fields 14-17, i.e. 11-14 after the name.
     let ticks: f64 = f.get(11..15).map_or(0.0, |t| t.iter().sum());
-    ticks / clock_ticks_per_s()
+    ticks / USER_HZ
 }
 
 /// CPU seconds used so far by every process named `postgres` on this machine
@@ -349,10 +349,8 @@ pub fn machine_cpu_s() -> (f64, f64) {
     // user nice system idle iowait irq softirq steal ...
     let idle = f.get(3).copied().unwrap_or(0.0) + f.get(4).copied().unwrap_or(0.0);
     let busy: f64 = f.iter().take(8).sum::<f64>() - idle;
-    (busy / clock_ticks_per_s(), idle / clock_ticks_per_s())
+    (busy / USER_HZ, idle / USER_HZ)
 }
 
 /// `USER_HZ`: Linux reports `/proc` CPU times in these ticks (100 on every common build).
-fn clock_ticks_per_s() -> f64 {
-    100.0
-}
+const USER_HZ: f64 = 100.0;
