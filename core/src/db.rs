@@ -52,8 +52,52 @@ pub fn worker_application_name(worker: &str) -> String {
 /// acquire (a dozen per turn). A connection that died with its server fails
 /// its next statement instead, is discarded by the pool, and the caller's usual
 /// path for an unavailable database applies (503 + `Retry-After`, or a retry).
+///
+/// Every new connection creates [`ROUTINES`] before it is handed out.
 fn pool_options(max_connections: u32) -> PgPoolOptions {
-    PgPoolOptions::new().max_connections(max_connections).acquire_timeout(ACQUIRE_TIMEOUT).test_before_acquire(false)
+    PgPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(ACQUIRE_TIMEOUT)
+        .test_before_acquire(false)
+        .after_connect(|conn, _| {
+            Box::pin(async move { sqlx::raw_sql(sqlx::AssertSqlSafe(ROUTINES.as_str())).execute(conn).await.map(drop) })
+        })
+}
+
+/// The hot path's transactions that are one statement after their org's scope
+/// (and their locks): each is a PL/pgSQL function in the connection's own
+/// temporary schema (`pg_temp`), created when the pool opens the connection
+/// and gone with it. Called outside any transaction, such a function is the
+/// whole transaction in one round trip — scope, locks, statement and commit —
+/// where `BEGIN`, the statement and `COMMIT` took three. Its statements keep
+/// their plans for the connection's life, as prepared statements do.
+///
+/// Temporary, not a migration: the statement text stays in one place, the
+/// Rust that builds it (`turns`, `events`), and cannot drift from a copy in
+/// the schema. Creating them needs the `TEMPORARY` privilege on the database,
+/// which PostgreSQL grants to every role by default. They are called by their
+/// qualified name (`pg_temp.…`): functions are never looked up there otherwise.
+pub static ROUTINES: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| [crate::turns::START_ROUTINE.as_str(), crate::turns::POST_ROUTINE.as_str()].join("\n"));
+
+/// `CREATE FUNCTION pg_temp.<name>(<args>) RETURNS TABLE (<returns>)` in
+/// PL/pgSQL: runs `prelude` (statements, each ending in `;`), then returns
+/// `query`'s rows. `query` refers to the arguments as `$1`, `$2`, … — the
+/// text a prepared statement would have — and a bare name in it is a column,
+/// never one of the output names (`#variable_conflict use_column`). Each
+/// statement takes its own snapshot (the function is volatile), so locks
+/// taken in `prelude` are held when `query`'s snapshot is taken.
+pub(crate) fn temp_routine(name: &str, args: &[&str], returns: &str, prelude: &str, query: &str) -> String {
+    debug_assert!(!query.contains("$routine$") && !prelude.contains("$routine$"));
+    format!(
+        "CREATE FUNCTION pg_temp.{name}({args}) RETURNS TABLE ({returns}) LANGUAGE plpgsql AS $routine$
+         #variable_conflict use_column
+         BEGIN
+         {prelude}
+         RETURN QUERY {query};
+         END $routine$;",
+        args = args.join(", ")
+    )
 }
 
 /// Turnstone's migrations, embedded at build time.

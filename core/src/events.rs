@@ -325,6 +325,9 @@ pub(crate) fn append_ctes(sessions: &str) -> String {
     )
 }
 
+/// The types of [`append_ctes`]'s parameters `$1`–`$5`, for a routine's signature (`db::temp_routine`).
+pub(crate) const APPEND_ARGS: [&str; 5] = ["uuid", "text", "int4", "bytea", "bytea"];
+
 /// Binds the parameters of [`append_ctes`], `$1`–`$5`, to a statement built around them.
 pub(crate) fn bind_append<'q, O>(
     q: sqlx::query::QueryAs<'q, sqlx::Postgres, O, sqlx::postgres::PgArguments>,

@@ -85,7 +85,9 @@ pub struct Posted {
     pub turn_status: &'static str,
 }
 
-/// Appends the user's message and enqueues its turn, in the caller's transaction.
+/// Appends the user's message and enqueues its turn: a transaction of its own
+/// on a connection outside one (one round trip, [`POST_ROUTINE`]), else a
+/// statement of the caller's transaction.
 ///
 /// One statement: it locks the session, checks the model and (when the session
 /// wakes up) the concurrent-turn quota, and only if they pass appends the
@@ -105,50 +107,11 @@ pub async fn post_message(
     model_id: Option<Uuid>,
 ) -> Result<Posted> {
     validate_content(&content)?;
-    static POST: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-        format!(
-            "WITH locked AS (
-                SELECT s.status, o.max_concurrent_turns AS lim,
-                       CASE WHEN s.status = 'idle' THEN
-                            (SELECT count(*) FROM turns a WHERE a.org_id = $1 AND a.status IN ('queued', 'running')) END AS active,
-                       ($8::uuid IS NULL OR EXISTS (SELECT 1 FROM models m WHERE m.org_id = $1 AND m.id = $8)) AS model_ok
-                  FROM sessions s JOIN orgs o ON o.id = s.org_id
-                 WHERE s.org_id = $1 AND s.id = $6
-                   FOR UPDATE OF s
-             ), gate AS (
-                SELECT l.*, l.status = 'idle' AS idle, l.model_ok AND (l.active IS NULL OR l.active < l.lim) AS go
-                  FROM locked l
-             ), new_events AS (
-                SELECT $6::uuid AS session_id, v.id, v.type, v.data, NULL::text AS step_key, $7::uuid AS turn_id, v.ord
-                  FROM gate, (VALUES ($9::uuid, '{input}', $10::jsonb, 1), ($11::uuid, '{activated}', '{{}}'::jsonb, 2))
-                             AS v(id, type, data, ord)
-                 WHERE gate.go AND (v.ord = 1 OR gate.idle)
-             ), {append}, turn AS (
-                INSERT INTO turns (id, org_id, session_id, input_event_id, input_sequence, status, model_id)
-                SELECT $7, $1, $6, ins.id, ins.sequence, CASE WHEN gate.idle THEN 'queued' ELSE 'pending' END, $8
-                  FROM ins, gate WHERE ins.type = '{input}'
-             ), session AS (
-                UPDATE sessions SET status = 'queued', updated_at = now()
-                 WHERE org_id = $1 AND id = $6 AND (SELECT go AND idle FROM gate)
-             ), task AS (
-                INSERT INTO task_queue (queue, payload, max_attempts)
-                SELECT $12, $13, $14 FROM gate WHERE go AND idle RETURNING id
-             ), woken AS (
-                SELECT count(pg_notify(turnstone_wake_channel($12), $12)) AS n FROM task
-             )
-             SELECT gate.status, gate.lim, gate.active, gate.model_ok, m.id, m.sequence, m.data, m.ts
-               FROM gate CROSS JOIN woken
-               LEFT JOIN (SELECT ins.* FROM ins, wake WHERE ins.type = '{input}') m ON true",
-            input = types::INPUT_MESSAGE,
-            activated = types::SESSION_ACTIVATED,
-            append = events::append_ctes("ARRAY[$6::uuid]"),
-        )
-    });
     type Row = (String, i32, Option<i64>, bool, Option<Uuid>, Option<i64>, Option<Value>, Option<DateTime<Utc>>);
     let turn_id = new_id();
     let data = json!({ "message": { "role": "user", "content": content } });
     let task = serde_json::to_value(TurnTask { turn_id, org_id }).expect("task payloads serialise");
-    let row: Option<Row> = events::bind_append(sqlx::query_as(sqlx::AssertSqlSafe(POST.as_str())), org_id)
+    let row: Option<Row> = events::bind_append(sqlx::query_as(POST_CALL), org_id)
         .bind(session_id)
         .bind(turn_id)
         .bind(model_id)
@@ -176,6 +139,66 @@ pub async fn post_message(
     let turn_status = if status == "idle" { "queued" } else { "pending" };
     Ok(Posted { message, turn_id, turn_status })
 }
+
+/// The call of [`POST_ROUTINE`]: `$1`–`$5` as [`events::bind_append`] binds
+/// them, then the session, the turn, the model (or NULL), the message's event
+/// id and data, `session.activated`'s event id, the queue, the task and its
+/// `max_attempts`.
+const POST_CALL: &str = "SELECT * FROM pg_temp.turnstone_post($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)";
+
+/// [`post_message`]'s statement as a function of the connection's own, with
+/// the org's scope: called outside a transaction it is a whole POST in one
+/// round trip (`BEGIN` and `COMMIT` were two more); inside one (an
+/// `Idempotency-Key`'s) it is a statement of it.
+///
+/// Self-contained: should the session have no sequence row (it always has
+/// one), nothing at all is written — the session and task writes require the
+/// message's row — since no caller's rollback may be there to undo them.
+pub(crate) static POST_ROUTINE: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    db::temp_routine(
+        "turnstone_post",
+        &[&events::APPEND_ARGS[..], &["uuid", "uuid", "uuid", "uuid", "jsonb", "uuid", "text", "jsonb", "int4"]].concat(),
+        "status text, lim int4, active int8, model_ok bool, id uuid, sequence int8, data jsonb, ts timestamptz",
+        "PERFORM set_config('turnstone.org_id', $1::text, true);",
+        &format!(
+            "WITH locked AS (
+                SELECT s.status, o.max_concurrent_turns AS lim,
+                       CASE WHEN s.status = 'idle' THEN
+                            (SELECT count(*) FROM turns a WHERE a.org_id = $1 AND a.status IN ('queued', 'running')) END AS active,
+                       ($8::uuid IS NULL OR EXISTS (SELECT 1 FROM models m WHERE m.org_id = $1 AND m.id = $8)) AS model_ok
+                  FROM sessions s JOIN orgs o ON o.id = s.org_id
+                 WHERE s.org_id = $1 AND s.id = $6
+                   FOR UPDATE OF s
+             ), gate AS (
+                SELECT l.*, l.status = 'idle' AS idle, l.model_ok AND (l.active IS NULL OR l.active < l.lim) AS go
+                  FROM locked l
+             ), new_events AS (
+                SELECT $6::uuid AS session_id, v.id, v.type, v.data, NULL::text AS step_key, $7::uuid AS turn_id, v.ord
+                  FROM gate, (VALUES ($9::uuid, '{input}', $10::jsonb, 1), ($11::uuid, '{activated}', '{{}}'::jsonb, 2))
+                             AS v(id, type, data, ord)
+                 WHERE gate.go AND (v.ord = 1 OR gate.idle)
+             ), {append}, turn AS (
+                INSERT INTO turns (id, org_id, session_id, input_event_id, input_sequence, status, model_id)
+                SELECT $7, $1, $6, ins.id, ins.sequence, CASE WHEN gate.idle THEN 'queued' ELSE 'pending' END, $8
+                  FROM ins, gate WHERE ins.type = '{input}'
+             ), session AS (
+                UPDATE sessions SET status = 'queued', updated_at = now()
+                 WHERE org_id = $1 AND id = $6 AND (SELECT go AND idle FROM gate) AND EXISTS (SELECT 1 FROM ins)
+             ), task AS (
+                INSERT INTO task_queue (queue, payload, max_attempts)
+                SELECT $12, $13, $14 FROM gate WHERE go AND idle AND EXISTS (SELECT 1 FROM ins) RETURNING id
+             ), woken AS (
+                SELECT count(pg_notify(turnstone_wake_channel($12), $12)) AS n FROM task
+             )
+             SELECT gate.status, gate.lim, gate.active, gate.model_ok, m.id, m.sequence, m.data, m.ts
+               FROM gate CROSS JOIN woken
+               LEFT JOIN (SELECT ins.* FROM ins, wake WHERE ins.type = '{input}') m ON true",
+            input = types::INPUT_MESSAGE,
+            activated = types::SESSION_ACTIVATED,
+            append = events::append_ctes("ARRAY[$6::uuid]"),
+        ),
+    )
+});
 
 /// Locks the session row (serialising every writer of the session) and returns its status.
 async fn lock_session(tx: &mut PgConnection, org_id: Uuid, session_id: Uuid) -> Result<String> {
@@ -255,16 +278,19 @@ pub enum Started {
 /// without a new committed step (a crash loop) is sealed `turn.failed` with
 /// code `no_progress`. Either way its session moves on and it is `Finished`.
 ///
-/// Three round trips however many turns: `BEGIN` with the sessions' locks (in
-/// id order), one statement that reads the live turns, applies their guards,
-/// takes them (with their sessions' status) and appends the first starts'
-/// events, and `COMMIT`. A worker starts what one wake-up claimed together,
-/// so a burst costs a few transactions, not one per turn.
+/// One round trip however many turns: [`START_ROUTINE`], a function of the
+/// connection's own (see [`db::ROUTINES`]), scopes the transaction to the
+/// org, takes the sessions' locks (in id order), then runs one statement
+/// that reads the live turns, applies their guards, takes them (with their
+/// sessions' status) and appends the first starts' events; the call commits
+/// as it returns. A worker starts what one wake-up claimed together, so a
+/// burst costs a few transactions, not one per turn. A turn its guards seal
+/// (rare) is sealed next, in a transaction of its own; should the worker die
+/// in between, the turn is retaken and its guards seal it then.
 pub async fn start_many(pool: &PgPool, org_id: Uuid, turn_ids: &[Uuid], max_stalled_starts: i32) -> Result<Vec<Started>> {
     if turn_ids.is_empty() {
         return Ok(Vec::new());
     }
-    let mut tx = db::begin_turn_sessions(pool, org_id, turn_ids).await?;
     /// A taken turn, with what its guards need.
     #[derive(sqlx::FromRow)]
     struct Taken {
@@ -275,17 +301,61 @@ pub async fn start_many(pool: &PgPool, org_id: Uuid, turn_ids: &[Uuid], max_stal
     }
     // One statement reads the live turns, computes each one's guards and takes
     // it. Progress = step results (model outputs, tool results), not lifecycle
-    // markers; steps commit only under the session locks held since `BEGIN`,
-    // and this statement's snapshot is taken after they were granted, so the
-    // count is current. A run marks its session running; a turn to seal (its
+    // markers; steps commit only under the session locks, which the routine
+    // takes before this statement, whose snapshot is thus taken after they
+    // were granted: the count is current. A run marks its session running; a turn to seal (its
     // cancellation was requested, or it was retaken `max_stalled_starts` times
     // without progress) leaves its session to the seal. A first attempt's run
     // appends `turn.started` and its first `reason.started` (the event
     // `reason_started(1)` builds, written here in SQL): the first step of a
     // fresh turn is always the first model call, so its marker commits with
     // the start, saving a transaction.
-    static START: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-        format!(
+    let event_ids: Vec<Uuid> = (0..2 * turn_ids.len()).map(|_| new_id()).collect();
+    let taken: Vec<Taken> = events::bind_append(sqlx::query_as(START_CALL), org_id)
+        .bind(turn_ids)
+        .bind(max_stalled_starts)
+        .bind(&event_ids)
+        .fetch_all(pool)
+        .await?;
+    let mut runs = std::collections::HashMap::with_capacity(turn_ids.len());
+    let mut seals = Vec::new();
+    for t in taken {
+        if t.cancel_requested {
+            seals.push(Seal::bare(&t.lease, Outcome::Cancelled));
+        } else if t.stalled >= max_stalled_starts {
+            let message = format!("the turn was retaken {} times without progress; it is failed to stop a crash loop", t.stalled);
+            seals.push(Seal::bare(&t.lease, Outcome::Failed { code: "no_progress".into(), message }));
+        } else {
+            runs.insert(t.lease.turn_id, t.lease);
+        }
+    }
+    if !seals.is_empty() {
+        // Rare: sealed together, in a transaction of their own. The task stays
+        // claimed (`complete` false): the handler answers for it as Finished.
+        let sessions: Vec<Uuid> = seals.iter().map(|s| s.lease.session_id).collect();
+        let mut tx = db::begin_sessions(pool, org_id, &sessions).await?;
+        settle_many(&mut tx, org_id, seals, false).await?;
+        tx.commit().await?;
+    }
+    Ok(turn_ids.iter().map(|id| runs.remove(id).map_or(Started::Finished, Started::Run)).collect())
+}
+
+/// The call of [`START_ROUTINE`]: `$1`–`$5` as [`events::bind_append`] binds
+/// them, then the turn ids, `max_stalled_starts` and two event ids per turn.
+const START_CALL: &str = "SELECT * FROM pg_temp.turnstone_start($1, $2, $3, $4, $5, $6, $7, $8)";
+
+/// [`start_many`]'s transaction as a function of the connection's own: the
+/// org's scope, the sessions' locks (a statement of their own, so the start's
+/// snapshot is taken after they were granted), then the start.
+pub(crate) static START_ROUTINE: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    db::temp_routine(
+        "turnstone_start",
+        &[&events::APPEND_ARGS[..], &["uuid[]", "int4", "uuid[]"]].concat(),
+        "turn_id uuid, org_id uuid, session_id uuid, attempt int4, input_sequence int8, model_id uuid,
+         started_at timestamptz, cancel_requested bool, stalled int4",
+        "PERFORM set_config('turnstone.org_id', $1::text, true);
+         PERFORM turnstone_lock_turn_sessions($6);",
+        &format!(
             "WITH live AS (
                 SELECT t.id, t.attempt, t.steps_seen, t.stalled_starts, t.cancel_requested_at IS NOT NULL AS cancel_requested,
                        (SELECT count(*) FROM events e
@@ -322,43 +392,9 @@ pub async fn start_many(pool: &PgPool, org_id: Uuid, turn_ids: &[Uuid], max_stal
             started = types::TURN_STARTED,
             reason = types::REASON_STARTED,
             append = events::append_ctes("ARRAY(SELECT session_id FROM first)"),
-        )
-    });
-    let event_ids: Vec<Uuid> = (0..2 * turn_ids.len()).map(|_| new_id()).collect();
-    let taken: Vec<Taken> = events::bind_append(sqlx::query_as(sqlx::AssertSqlSafe(START.as_str())), org_id)
-        .bind(turn_ids)
-        .bind(max_stalled_starts)
-        .bind(&event_ids)
-        .fetch_all(&mut *tx)
-        .await?;
-    if taken.is_empty() {
-        tx.rollback().await?;
-        return Ok(turn_ids.iter().map(|_| Started::Finished).collect());
-    }
-    let leases = taken.into_iter().map(|t| {
-        let seal_as = if t.cancel_requested {
-            Some(Outcome::Cancelled)
-        } else if t.stalled >= max_stalled_starts {
-            let message = format!("the turn was retaken {} times without progress; it is failed to stop a crash loop", t.stalled);
-            Some(Outcome::Failed { code: "no_progress".into(), message })
-        } else {
-            None
-        };
-        (t.lease, seal_as)
-    });
-    let mut runs = std::collections::HashMap::with_capacity(turn_ids.len());
-    for (lease, seal_as) in leases {
-        match seal_as {
-            // Rare: sealed one by one, in this transaction.
-            Some(outcome) => seal(&mut tx, &lease, outcome).await?,
-            None => {
-                runs.insert(lease.turn_id, lease);
-            }
-        }
-    }
-    tx.commit().await?;
-    Ok(turn_ids.iter().map(|id| runs.remove(id).map_or(Started::Finished, Started::Run)).collect())
-}
+        ),
+    )
+});
 
 /// The `reason.started` marker of a model call (keyed: once per iteration).
 pub fn reason_started(iteration: i32) -> NewEvent {

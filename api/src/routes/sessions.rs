@@ -145,21 +145,22 @@ impl SessionsApi {
     ) -> Result<MessagePosted, ApiError> {
         let org = auth.0.org_id;
         let session = parse_id(Kind::Session, &session_id.0)?;
-        let request = format!("postMessage:{}:{}", session_id.0, body.0.to_json_string());
         let model_id = parse_opt_id(Kind::Model, body.0.controls.as_ref().and_then(|c| c.model_id.as_deref()))?;
         let content = body.0.core_content();
-        let accepted = create_once(&self.state, org, idempotency_key.0.as_deref(), &request, move |c| {
-            Box::pin(async move {
-                let posted = turns::post_message(c, org, session, content, model_id).await?;
-                Ok(MessageAccepted {
-                    message_id: ids::format(Kind::Event, posted.message.id),
-                    turn_id: ids::format(Kind::Turn, posted.turn_id),
-                    sequence: posted.message.sequence,
-                    turn_status: if posted.turn_status == "queued" { TurnStatus::Queued } else { TurnStatus::Pending },
+        let accepted = match idempotency_key.0.as_deref() {
+            // A transaction of its own in one round trip (`turns::post_message`): no `BEGIN`, no `COMMIT`.
+            None => {
+                let mut conn = self.state.pool.acquire().await.map_err(turnstone_core::Error::from)?;
+                post_turn(&mut conn, org, session, content, model_id).await?
+            }
+            Some(key) => {
+                let request = format!("postMessage:{}:{}", session_id.0, body.0.to_json_string());
+                create_once(&self.state, org, Some(key), &request, move |c| {
+                    Box::pin(post_turn(c, org, session, content, model_id))
                 })
-            })
-        })
-        .await?;
+                .await?
+            }
+        };
         Ok(MessagePosted::Accepted(Json(accepted)))
     }
 
@@ -271,4 +272,21 @@ impl SessionsApi {
             EventStream::new(stream).keep_alive(self.state.config.sse_heartbeat).to_event(crate::sse::to_sse_event),
         ))
     }
+}
+
+/// Posts a message (`turns::post_message`) on `c` and answers as the API does.
+async fn post_turn(
+    c: &mut sqlx::PgConnection,
+    org: uuid::Uuid,
+    session: uuid::Uuid,
+    content: Vec<turns::ContentPart>,
+    model_id: Option<uuid::Uuid>,
+) -> Result<MessageAccepted, ApiError> {
+    let posted = turns::post_message(c, org, session, content, model_id).await?;
+    Ok(MessageAccepted {
+        message_id: ids::format(Kind::Event, posted.message.id),
+        turn_id: ids::format(Kind::Turn, posted.turn_id),
+        sequence: posted.message.sequence,
+        turn_status: if posted.turn_status == "queued" { TurnStatus::Queued } else { TurnStatus::Pending },
+    })
 }
