@@ -59,9 +59,24 @@ fn pool_options(max_connections: u32) -> PgPoolOptions {
         .max_connections(max_connections)
         .acquire_timeout(ACQUIRE_TIMEOUT)
         .test_before_acquire(false)
-        .after_connect(|conn, _| {
-            Box::pin(async move { sqlx::raw_sql(sqlx::AssertSqlSafe(ROUTINES.as_str())).execute(conn).await.map(drop) })
-        })
+        .after_connect(|conn, _| Box::pin(create_routines(conn)))
+}
+
+/// Creates [`ROUTINES`] on a new connection (each pool does it for every
+/// connection it opens). A failure names its likely cause; the pool logs it
+/// (`error returned from after_connect`) and tries again until its acquire
+/// timeout.
+pub async fn create_routines(conn: &mut sqlx::PgConnection) -> sqlx::Result<()> {
+    match sqlx::raw_sql(sqlx::AssertSqlSafe(ROUTINES.as_str())).execute(conn).await {
+        Ok(_) => Ok(()),
+        Err(e) => Err(sqlx::Error::Configuration(
+            format!(
+                "could not create Turnstone's routines in the connection's temporary schema \
+                 (the role needs the TEMPORARY privilege on the database): {e}"
+            )
+            .into(),
+        )),
+    }
 }
 
 /// The hot path's transactions that are one statement after their org's scope

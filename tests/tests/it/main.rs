@@ -14,6 +14,7 @@ mod outage;
 mod queue;
 mod quotas;
 mod rotation;
+mod routines;
 mod security;
 mod sse;
 mod starts;

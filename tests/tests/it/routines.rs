@@ -1,0 +1,133 @@
+//! The hot path's routines (`db::ROUTINES`): functions each pooled connection
+//! creates in its own `pg_temp` schema, so a POST and a turn's start are each
+//! one round trip. A connection that dies is replaced by one that has them,
+//! a POST outside a transaction writes all or nothing, and a role that may not
+//! create temporary objects is told so when it connects.
+
+use sqlx::PgPool;
+use turnstone_core::turns::{self, ContentPart, Started};
+use turnstone_core::{agents, db, sessions};
+use turnstone_tests::TestDb;
+use uuid::Uuid;
+
+/// A migrated database with one idle session; the API role's pool has one connection.
+async fn setup() -> (TestDb, PgPool, PgPool, Uuid, Uuid) {
+    let (tdb, owner, org) = turnstone_tests::org_database().await;
+    let api = db::connect(&tdb.as_role("turnstone_api"), 1).await.unwrap();
+    let mut tx = db::begin_org(&api, org).await.unwrap();
+    let agent =
+        agents::create_agent(&mut tx, org, agents::AgentInput { name: Some("a".into()), ..Default::default() }).await.unwrap();
+    let session = sessions::create_session(&mut tx, org, sessions::SessionInput { agent_id: agent.id, ..Default::default() })
+        .await
+        .unwrap()
+        .id;
+    tx.commit().await.unwrap();
+    (tdb, owner, api, org, session)
+}
+
+fn hi() -> Vec<ContentPart> {
+    vec![ContentPart::Text { text: "hi".into() }]
+}
+
+/// The backend of a one-connection pool.
+async fn backend(pool: &PgPool) -> i32 {
+    sqlx::query_scalar("SELECT pg_backend_pid()").fetch_one(pool).await.unwrap()
+}
+
+/// A connection killed under the pool is replaced by one that creates the
+/// routines again: the POST (outside any transaction) and the worker's start
+/// both work on the new backend, and each message and start landed once.
+#[tokio::test]
+async fn a_killed_connection_is_replaced_by_one_with_the_routines() {
+    let (tdb, owner, api, org, session) = setup().await;
+    let worker = db::connect_worker(&tdb.as_role("turnstone_worker"), 1, "w-routines").unwrap();
+    let first = turns::post_message(&mut *api.acquire().await.unwrap(), org, session, hi(), None).await.unwrap();
+    let started = turns::start_many(&worker, org, &[first.turn_id], 3).await.unwrap();
+    assert!(matches!(started.as_slice(), [Started::Run(_)]), "{started:?}");
+
+    let killed = [backend(&api).await, backend(&worker).await];
+    for pid in killed {
+        sqlx::query("SELECT pg_terminate_backend($1)").bind(pid).execute(&owner).await.unwrap();
+    }
+
+    // The dead connection fails its next statement and is discarded; the next one has the routines.
+    let mut second = None;
+    for _ in 0..3 {
+        match turns::post_message(&mut *api.acquire().await.unwrap(), org, session, hi(), None).await {
+            Ok(p) => {
+                second = Some(p);
+                break;
+            }
+            Err(e) => assert!(matches!(e, turnstone_core::Error::Database(_)), "a dead connection's error: {e:?}"),
+        }
+    }
+    let second = second.expect("a POST on a new connection");
+    assert_eq!(second.turn_status, "pending", "queued behind the running turn");
+    assert_ne!(backend(&api).await, killed[0], "a new backend");
+    let routines: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM pg_proc WHERE pronamespace = pg_my_temp_schema() AND proname IN ('turnstone_post', 'turnstone_start')",
+    )
+    .fetch_one(&api)
+    .await
+    .unwrap();
+    assert_eq!(routines, 2, "the new connection created its routines");
+
+    // The worker's start, on its own new connection, still takes a turn exactly once.
+    let mut retaken = None;
+    for _ in 0..3 {
+        if let Ok(s) = turns::start_many(&worker, org, &[first.turn_id], 3).await {
+            retaken = Some(s);
+            break;
+        }
+    }
+    let retaken = retaken.expect("a start on a new connection");
+    let [Started::Run(lease)] = retaken.as_slice() else { panic!("{retaken:?}") };
+    assert_eq!(lease.attempt, 2, "retaken once, after the first start");
+    let (inputs, starts): (i64, i64) = sqlx::query_as(
+        "SELECT count(*) FILTER (WHERE type = 'input.message'), count(*) FILTER (WHERE type = 'turn.started')
+           FROM events WHERE session_id = $1",
+    )
+    .bind(session)
+    .fetch_one(&owner)
+    .await
+    .unwrap();
+    assert_eq!((inputs, starts), (2, 1), "two messages, one turn.started (a retake appends none)");
+}
+
+/// Outside a transaction the POST's routine is its own transaction, so it
+/// must write all or nothing by itself: a session without its sequence row
+/// (which never happens but by hand) fails the POST and leaves no turn, no
+/// task and the session idle.
+#[tokio::test]
+async fn a_post_outside_a_transaction_writes_nothing_when_it_cannot_append() {
+    let (_tdb, owner, api, org, session) = setup().await;
+    sqlx::query("DELETE FROM session_sequences WHERE session_id = $1").bind(session).execute(&owner).await.unwrap();
+    let err = turns::post_message(&mut *api.acquire().await.unwrap(), org, session, hi(), None).await.unwrap_err();
+    assert!(matches!(err, turnstone_core::Error::Database(_)), "{err:?}");
+    let (events, turns, tasks, status): (i64, i64, i64, String) = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM events WHERE session_id = $1), (SELECT count(*) FROM turns WHERE session_id = $1),
+                (SELECT count(*) FROM task_queue), (SELECT status FROM sessions WHERE id = $1)",
+    )
+    .bind(session)
+    .fetch_one(&owner)
+    .await
+    .unwrap();
+    assert_eq!((events, turns, tasks, status.as_str()), (0, 0, 0, "idle"));
+}
+
+/// A role that may not create temporary objects cannot hold the routines:
+/// its pool hands out no connection, and the reason it logs names the privilege.
+#[tokio::test]
+async fn a_role_without_the_temporary_privilege_is_told_so_at_connect() {
+    use sqlx::Connection;
+    let (tdb, owner, _org) = turnstone_tests::org_database().await;
+    sqlx::query(sqlx::AssertSqlSafe(format!("REVOKE TEMPORARY ON DATABASE {} FROM PUBLIC", tdb.name)))
+        .execute(&owner)
+        .await
+        .unwrap();
+    let url = tdb.as_role("turnstone_api");
+    let mut conn = sqlx::PgConnection::connect(&url).await.unwrap();
+    let err = db::create_routines(&mut conn).await.unwrap_err();
+    assert!(err.to_string().contains("needs the TEMPORARY privilege"), "{err}");
+    assert!(db::connect(&url, 1).await.is_err(), "no connection without the routines");
+}
