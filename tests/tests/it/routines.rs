@@ -41,7 +41,7 @@ async fn backend(pool: &PgPool) -> i32 {
 async fn a_killed_connection_is_replaced_by_one_with_the_routines() {
     let (tdb, owner, api, org, session) = setup().await;
     let worker = db::connect_worker(&tdb.as_role("turnstone_worker"), 1, "w-routines").unwrap();
-    let first = turns::post_message(&mut *api.acquire().await.unwrap(), org, session, hi(), None).await.unwrap();
+    let first = turns::post_message(&mut api.acquire().await.unwrap(), org, session, hi(), None).await.unwrap();
     let started = turns::start_many(&worker, org, &[first.turn_id], 3).await.unwrap();
     assert!(matches!(started.as_slice(), [Started::Run(_)]), "{started:?}");
 
@@ -53,7 +53,7 @@ async fn a_killed_connection_is_replaced_by_one_with_the_routines() {
     // The dead connection fails its next statement and is discarded; the next one has the routines.
     let mut second = None;
     for _ in 0..3 {
-        match turns::post_message(&mut *api.acquire().await.unwrap(), org, session, hi(), None).await {
+        match turns::post_message(&mut api.acquire().await.unwrap(), org, session, hi(), None).await {
             Ok(p) => {
                 second = Some(p);
                 break;
@@ -102,7 +102,7 @@ async fn a_killed_connection_is_replaced_by_one_with_the_routines() {
 async fn a_post_outside_a_transaction_writes_nothing_when_it_cannot_append() {
     let (_tdb, owner, api, org, session) = setup().await;
     sqlx::query("DELETE FROM session_sequences WHERE session_id = $1").bind(session).execute(&owner).await.unwrap();
-    let err = turns::post_message(&mut *api.acquire().await.unwrap(), org, session, hi(), None).await.unwrap_err();
+    let err = turns::post_message(&mut api.acquire().await.unwrap(), org, session, hi(), None).await.unwrap_err();
     assert!(matches!(err, turnstone_core::Error::Database(_)), "{err:?}");
     let (events, turns, tasks, status): (i64, i64, i64, String) = sqlx::query_as(
         "SELECT (SELECT count(*) FROM events WHERE session_id = $1), (SELECT count(*) FROM turns WHERE session_id = $1),
