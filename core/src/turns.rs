@@ -332,10 +332,7 @@ pub async fn start_many(pool: &PgPool, org_id: Uuid, turn_ids: &[Uuid], max_stal
     if !seals.is_empty() {
         // Rare: sealed together, in a transaction of their own. The task stays
         // claimed (`complete` false): the handler answers for it as Finished.
-        let sessions: Vec<Uuid> = seals.iter().map(|s| s.lease.session_id).collect();
-        let mut tx = db::begin_sessions(pool, org_id, &sessions).await?;
-        settle_many(&mut tx, org_id, seals, false).await?;
-        tx.commit().await?;
+        settle_many(&mut *pool.acquire().await?, org_id, seals, false).await?;
     }
     Ok(turn_ids.iter().map(|id| runs.remove(id).map_or(Started::Finished, Started::Run)).collect())
 }
@@ -503,21 +500,18 @@ pub async fn commit_and_finish(
     }
 }
 
-/// [`commit_and_finish`] for turns of one org, in one transaction: the
-/// sessions are locked in id order, then `settle_many` writes every seal and
-/// the queue tasks of the sealed turns are completed together. Returns, per
-/// seal in order, whether it was sealed (`false`: its lease was lost and
-/// nothing was written for it). A unique violation (a step committed twice)
-/// fails the whole batch: the caller retries its seals one by one.
+/// [`commit_and_finish`] for turns of one org, in one transaction of one
+/// round trip: [`SEAL_ROUTINES`] scopes it to the org, locks the sessions in
+/// id order, then writes every seal and completes the sealed turns' queue
+/// tasks together ([`settle_many`]); the call commits as it returns.
+/// Returns, per seal in order, whether it was sealed (`false`: its lease was
+/// lost and nothing was written for it). A unique violation (a step committed
+/// twice) fails the whole batch: the caller retries its seals one by one.
 pub async fn finish_many(pool: &PgPool, org_id: Uuid, seals: Vec<Seal>) -> Result<Vec<bool>> {
     if seals.is_empty() {
         return Ok(Vec::new());
     }
-    let sessions: Vec<Uuid> = seals.iter().map(|s| s.lease.session_id).collect();
-    let mut tx = db::begin_sessions(pool, org_id, &sessions).await?;
-    let sealed = settle_many(&mut tx, org_id, seals, true).await?;
-    tx.commit().await?;
-    Ok(sealed)
+    settle_many(&mut *pool.acquire().await?, org_id, seals, true).await
 }
 
 /// Marks the turn terminal, appends its terminal event and advances the session.
@@ -529,117 +523,188 @@ async fn seal(tx: &mut PgConnection, lease: &Lease, outcome: Outcome) -> Result<
     }
 }
 
-/// Seals turns in the caller's transaction, which holds their sessions' locks.
-/// One statement settles them: each turn's update (only if it is still queued
-/// or running under its lease's attempt — for a worker, its lease check), the
-/// sessions' hand-over (the next pending turn queued with its task and
-/// wake-up, or the session idled) and, with `complete`, the sealed turns'
-/// own queue tasks (`Lease::task`) deleted. A second appends every seal's step
-/// events, terminal event and, when its session went idle, `session.idled`.
-/// Two statements however many turns (there were four, and a fifth when
-/// pending turns were enqueued: a round trip each). Returns per seal whether
-/// it was sealed; a lost lease writes nothing for that seal and completes nothing.
-async fn settle_many(tx: &mut PgConnection, org_id: Uuid, seals: Vec<Seal>, complete: bool) -> Result<Vec<bool>> {
+/// Seals turns in one statement ([`SEAL_ROUTINES`]): a transaction of its own
+/// on a connection outside one, else a statement of the caller's. It locks
+/// the sessions (in id order; a caller may already hold them), then updates
+/// each turn (only if it is still queued or running under its lease's
+/// attempt — for a worker, its lease check), hands each session over (its
+/// next pending turn queued with its task and wake-up, or the session
+/// idled), with `complete` deletes the sealed turns' own queue tasks
+/// (`Lease::task`), and appends each sealed turn's step events, its terminal
+/// event (its totals read from the updated row) and, when its session went
+/// idle, `session.idled`. One round trip however many turns (there were
+/// four: the locks, the settle, the append and `COMMIT`). Returns per seal
+/// whether it was sealed; a lost lease writes nothing for that seal and
+/// completes nothing.
+async fn settle_many(conn: &mut PgConnection, org_id: Uuid, seals: Vec<Seal>, complete: bool) -> Result<Vec<bool>> {
     let n = seals.len();
-    let (mut ids, mut attempts, mut statuses, mut codes) =
-        (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
-    let (mut iterations, mut inputs, mut outputs) = (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
-    for s in &seals {
+    let mut turns = Turns::with_capacity(n);
+    let mut steps = StepEvents::default();
+    let mut held = Held::default();
+    for s in seals.iter() {
         let (status, code) = s.outcome.status();
-        ids.push(s.lease.turn_id);
-        attempts.push(s.lease.attempt);
-        statuses.push(status);
-        codes.push(code);
-        iterations.push(s.iterations);
-        inputs.push(s.usage.input_tokens);
-        outputs.push(s.usage.output_tokens);
+        turns.ids.push(s.lease.turn_id);
+        turns.attempts.push(s.lease.attempt);
+        turns.statuses.push(status);
+        turns.codes.push(code.map(str::to_owned));
+        turns.messages.push(match &s.outcome {
+            Outcome::Failed { message, .. } => Some(message.clone()),
+            _ => None,
+        });
+        turns.iterations.push(s.iterations);
+        turns.inputs.push(s.usage.input_tokens);
+        turns.outputs.push(s.usage.output_tokens);
+        turns.sessions.push(s.lease.session_id);
+        turns.final_ids.push(new_id());
+        turns.idled_ids.push(new_id());
+        if let Some(t) = &s.lease.task {
+            held.ids.push(t.held.id);
+            held.attempts.push(t.held.attempts);
+            held.workers.push(t.worker.clone());
+            held.turns.push(s.lease.turn_id);
+        }
     }
-    let sessions: Vec<Uuid> = seals.iter().map(|s| s.lease.session_id).collect();
+    for s in seals {
+        for e in s.events {
+            steps.sessions.push(s.lease.session_id);
+            steps.ids.push(new_id());
+            steps.kinds.push(e.kind);
+            steps.data.push(e.data);
+            steps.step_keys.push(e.step_key);
+            steps.turn_ids.push(if e.detached { None } else { Some(s.lease.turn_id) });
+            steps.owners.push(s.lease.turn_id);
+        }
+    }
     // With no task to complete the statement has no `DELETE` at all: the
     // control plane seals turns too (a cancel) and may not delete queue rows.
-    let complete = complete && seals.iter().any(|s| s.lease.task.is_some());
-    static SETTLE: std::sync::LazyLock<[String; 2]> = std::sync::LazyLock::new(|| [settle_sql(false), settle_sql(true)]);
-    type Row = (Option<bool>, Option<Uuid>, Option<i32>, Option<i64>, Option<i64>, Option<DateTime<Utc>>);
-    let query = sqlx::query_as(sqlx::AssertSqlSafe(SETTLE[complete as usize].as_str()))
-        .bind(org_id)
+    let complete = complete && !held.ids.is_empty();
+    let query = events::bind_append(sqlx::query_as(SEAL_CALLS[complete as usize]), org_id)
         .bind(QUEUE)
         .bind(TASK_MAX_ATTEMPTS)
-        .bind(&ids)
-        .bind(&attempts)
-        .bind(&statuses)
-        .bind(&codes)
-        .bind(&iterations)
-        .bind(&inputs)
-        .bind(&outputs)
-        .bind(&sessions);
-    let query = if complete {
-        let held: Vec<(i64, i32, &str, Uuid)> = seals
-            .iter()
-            .filter_map(|s| s.lease.task.as_ref().map(|t| (t.held.id, t.held.attempts, t.worker.as_str(), s.lease.turn_id)))
-            .collect();
-        query
-            .bind(held.iter().map(|h| h.0).collect::<Vec<i64>>())
-            .bind(held.iter().map(|h| h.1).collect::<Vec<i32>>())
-            .bind(held.iter().map(|h| h.2).collect::<Vec<&str>>())
-            .bind(held.iter().map(|h| h.3).collect::<Vec<Uuid>>())
-    } else {
-        query
-    };
-    let settled: Vec<Row> = query.fetch_all(&mut *tx).await?;
-    let mut rows: Vec<(Uuid, i32, i64, i64, DateTime<Utc>)> = Vec::with_capacity(n);
-    let mut idled: Vec<Uuid> = Vec::new();
-    for row in settled {
-        match row {
-            (Some(false), Some(id), Some(iterations), Some(input), Some(output), Some(finished_at)) => {
-                rows.push((id, iterations, input, output, finished_at))
-            }
-            (Some(true), Some(session), ..) => idled.push(session),
-            // The empty side of `woken LEFT JOIN …` when nothing was sealed.
-            _ => {}
-        }
-    }
-    let mut appends = Vec::with_capacity(rows.len());
-    let mut sealed = Vec::with_capacity(n);
-    for s in seals {
-        let Some(&(_, iterations, input_tokens, output_tokens, finished_at)) = rows.iter().find(|r| r.0 == s.lease.turn_id)
-        else {
-            sealed.push(false);
-            continue;
-        };
-        sealed.push(true);
-        let duration_ms = (finished_at - s.lease.started_at).num_milliseconds().max(0);
-        let usage = json!({ "input_tokens": input_tokens, "output_tokens": output_tokens });
-        let summary = json!({ "usage": usage, "iterations": iterations, "duration_ms": duration_ms });
-        let mut events = s.events;
-        events.push(match s.outcome {
-            Outcome::Completed => NewEvent::step(types::TURN_COMPLETED, "final", summary),
-            Outcome::Failed { code, message } => {
-                let mut data = summary;
-                data["error_code"] = json!(code);
-                data["message"] = json!(message);
-                NewEvent::step(types::TURN_FAILED, "final", data)
-            }
-            Outcome::Cancelled => NewEvent::step(types::TURN_CANCELLED, "final", summary),
-        });
-        // `session.idled` follows the terminal event, once per session.
-        if let Some(i) = idled.iter().position(|id| *id == s.lease.session_id) {
-            idled.swap_remove(i);
-            events.push(NewEvent::of_session(types::SESSION_IDLED, json!({})));
-        }
-        appends.push(events::SessionEvents { session_id: s.lease.session_id, turn_id: Some(s.lease.turn_id), events });
-    }
-    events::append_many(tx, org_id, appends).await?;
-    Ok(sealed)
+        .bind(&turns.ids)
+        .bind(&turns.attempts)
+        .bind(&turns.statuses)
+        .bind(&turns.codes)
+        .bind(&turns.iterations)
+        .bind(&turns.inputs)
+        .bind(&turns.outputs)
+        .bind(&turns.sessions)
+        .bind(&turns.messages)
+        .bind(&turns.final_ids)
+        .bind(&turns.idled_ids)
+        .bind(&steps.sessions)
+        .bind(&steps.ids)
+        .bind(&steps.kinds)
+        .bind(&steps.data)
+        .bind(&steps.step_keys)
+        .bind(&steps.turn_ids)
+        .bind(&steps.owners);
+    let query = if complete { query.bind(&held.ids).bind(&held.attempts).bind(&held.workers).bind(&held.turns) } else { query };
+    let sealed: Vec<(Option<Uuid>,)> = query.fetch_all(&mut *conn).await?;
+    Ok(turns.ids.iter().map(|id| sealed.contains(&(Some(*id),))).collect())
 }
 
-/// The statement of [`settle_many`]; with `complete`, it also deletes the
-/// sealed turns' queue tasks (`$12`–`$15`: task ids, attempts, workers, turns).
+/// [`settle_many`]'s per-turn arrays.
+struct Turns {
+    ids: Vec<Uuid>,
+    attempts: Vec<i32>,
+    statuses: Vec<&'static str>,
+    codes: Vec<Option<String>>,
+    messages: Vec<Option<String>>,
+    iterations: Vec<i32>,
+    inputs: Vec<i64>,
+    outputs: Vec<i64>,
+    sessions: Vec<Uuid>,
+    /// The ids of each turn's terminal event and of its session's `session.idled`.
+    final_ids: Vec<Uuid>,
+    idled_ids: Vec<Uuid>,
+}
+
+impl Turns {
+    fn with_capacity(n: usize) -> Self {
+        Turns {
+            ids: Vec::with_capacity(n),
+            attempts: Vec::with_capacity(n),
+            statuses: Vec::with_capacity(n),
+            codes: Vec::with_capacity(n),
+            messages: Vec::with_capacity(n),
+            iterations: Vec::with_capacity(n),
+            inputs: Vec::with_capacity(n),
+            outputs: Vec::with_capacity(n),
+            sessions: Vec::with_capacity(n),
+            final_ids: Vec::with_capacity(n),
+            idled_ids: Vec::with_capacity(n),
+        }
+    }
+}
+
+/// [`settle_many`]'s step events, in order; `owners` is the turn each belongs
+/// to (a detached event's `turn_ids` entry is NULL), so only sealed turns' land.
+#[derive(Default)]
+struct StepEvents {
+    sessions: Vec<Uuid>,
+    ids: Vec<Uuid>,
+    kinds: Vec<&'static str>,
+    data: Vec<Value>,
+    step_keys: Vec<Option<String>>,
+    turn_ids: Vec<Option<Uuid>>,
+    owners: Vec<Uuid>,
+}
+
+/// The queue tasks of the seals that hold one.
+#[derive(Default)]
+struct Held {
+    ids: Vec<i64>,
+    attempts: Vec<i32>,
+    workers: Vec<String>,
+    turns: Vec<Uuid>,
+}
+
+/// The calls of [`SEAL_ROUTINES`]: without, then with, the tasks to complete.
+const SEAL_CALLS: [&str; 2] = [
+    "SELECT * FROM pg_temp.turnstone_seal($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18,
+                                          $19, $20, $21, $22, $23, $24, $25)",
+    "SELECT * FROM pg_temp.turnstone_seal_done($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18,
+                                               $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29)",
+];
+
+/// [`settle_many`]'s statement as functions of the connection's own (see
+/// [`db::ROUTINES`]): the org's scope and the sessions' locks (a statement
+/// of their own, so the seal's snapshot is taken after they were granted),
+/// then the seal. `turnstone_seal_done` also deletes the sealed turns' tasks.
+pub(crate) static SEAL_ROUTINES: std::sync::LazyLock<[String; 2]> =
+    std::sync::LazyLock::new(|| [seal_routine(false), seal_routine(true)]);
+
+fn seal_routine(complete: bool) -> String {
+    let mut args: Vec<&str> = events::APPEND_ARGS.to_vec();
+    // $6 queue, $7 max_attempts; per turn $8 ids, $9 attempts, $10 statuses, $11 codes, $12 iterations,
+    // $13 input and $14 output tokens, $15 sessions, $16 failure messages, $17 terminal and $18 idled event ids;
+    // per step event $19 session, $20 id, $21 type, $22 data, $23 step key, $24 turn id, $25 owner.
+    args.extend([
+        "text", "int4", "uuid[]", "int4[]", "text[]", "text[]", "int4[]", "int8[]", "int8[]", "uuid[]", "text[]", "uuid[]",
+        "uuid[]", "uuid[]", "uuid[]", "text[]", "jsonb[]", "text[]", "uuid[]", "uuid[]",
+    ]);
+    // $26 task ids, $27 their attempts, $28 workers, $29 turns.
+    if complete {
+        args.extend(["int8[]", "int4[]", "text[]", "uuid[]"]);
+    }
+    db::temp_routine(
+        if complete { "turnstone_seal_done" } else { "turnstone_seal" },
+        &args,
+        "turn_id uuid",
+        "PERFORM set_config('turnstone.org_id', $1::text, true);
+         PERFORM turnstone_lock_sessions($15);",
+        &settle_sql(complete),
+    )
+}
+
+/// The statement of [`SEAL_ROUTINES`] (parameters listed in [`seal_routine`]).
 fn settle_sql(complete: bool) -> String {
     let done = if complete {
         format!(
             ", done AS (
-                DELETE FROM task_queue t USING unnest($12::bigint[], $13::int[], $14::text[], $15::uuid[]) AS h(id, attempts, worker, turn_id)
-                 WHERE t.id = h.id AND t.id = ANY($12) AND {held} AND h.turn_id IN (SELECT id FROM sealed)
+                DELETE FROM task_queue t USING unnest($26::bigint[], $27::int[], $28::text[], $29::uuid[]) AS h(id, attempts, worker, turn_id)
+                 WHERE t.id = h.id AND t.id = ANY($26) AND {held} AND h.turn_id IN (SELECT id FROM sealed)
              )",
             held = queue::HELD_BY
         )
@@ -648,21 +713,43 @@ fn settle_sql(complete: bool) -> String {
     };
     format!(
         // A running turn never goes back to `queued`, so for a worker the update is its lease check.
+        // The new events are ordered per session: step events, then the terminal event, then `session.idled`.
         "WITH sealed AS (
             UPDATE turns t
                SET (status, error_code, finished_at, iterations, input_tokens, output_tokens) =
-                   (SELECT ($6::text[])[i], ($7::text[])[i], now(), t.iterations + ($8::int[])[i],
-                           t.input_tokens + ($9::bigint[])[i], t.output_tokens + ($10::bigint[])[i]
-                      FROM array_position($4::uuid[], t.id) AS i)
-             WHERE t.id = ANY($4) AND t.attempt = ($5::int[])[array_position($4, t.id)] AND t.status IN ('queued', 'running')
-             RETURNING t.id, t.session_id, t.iterations, t.input_tokens, t.output_tokens, t.finished_at
-         ), {advance}{done}
-         SELECT r.idle, r.id, r.iterations, r.input_tokens, r.output_tokens, r.finished_at
-           FROM woken LEFT JOIN (
-                SELECT false AS idle, id, iterations, input_tokens, output_tokens, finished_at FROM sealed
-                UNION ALL
-                SELECT true, id, NULL, NULL, NULL, NULL FROM moved WHERE status = 'idle') r ON true",
-        advance = advance_ctes("$11", Some("SELECT session_id FROM sealed")),
+                   (SELECT ($10::text[])[i], ($11::text[])[i], now(), t.iterations + ($12::int[])[i],
+                           t.input_tokens + ($13::bigint[])[i], t.output_tokens + ($14::bigint[])[i]
+                      FROM array_position($8::uuid[], t.id) AS i)
+             WHERE t.id = ANY($8) AND t.attempt = ($9::int[])[array_position($8, t.id)] AND t.status IN ('queued', 'running')
+             RETURNING t.id, t.session_id, t.status, t.iterations, t.input_tokens, t.output_tokens,
+                       floor(extract(epoch FROM t.finished_at - coalesce(t.started_at, t.finished_at)) * 1000)::int8 AS duration_ms,
+                       array_position($8, t.id) AS pos
+         ), {advance}{done}, new_events AS (
+            SELECT u.session_id, u.id, u.type, u.data, u.step_key, u.turn_id, u.ord
+              FROM unnest($19::uuid[], $20::uuid[], $21::text[], $22::jsonb[], $23::text[], $24::uuid[], $25::uuid[])
+                   WITH ORDINALITY AS u(session_id, id, type, data, step_key, turn_id, owner, ord)
+             WHERE u.owner IN (SELECT id FROM sealed)
+            UNION ALL
+            SELECT s.session_id, ($17::uuid[])[s.pos],
+                   CASE s.status WHEN 'completed' THEN '{completed}' WHEN 'failed' THEN '{failed}' ELSE '{cancelled}' END,
+                   jsonb_build_object('usage', jsonb_build_object('input_tokens', s.input_tokens, 'output_tokens', s.output_tokens),
+                                      'iterations', s.iterations, 'duration_ms', greatest(s.duration_ms, 0))
+                   || CASE WHEN s.status = 'failed'
+                           THEN jsonb_build_object('error_code', ($11::text[])[s.pos], 'message', ($16::text[])[s.pos])
+                           ELSE '{{}}' END,
+                   'final', s.id, 1000000000 + s.pos
+              FROM sealed s
+            UNION ALL
+            SELECT m.id, ($18::uuid[])[array_position($15, m.id)], '{idled}', '{{}}'::jsonb, NULL, NULL, 2000000000
+              FROM moved m WHERE m.status = 'idle'
+         ), {append}
+         SELECT s.id FROM woken CROSS JOIN wake LEFT JOIN sealed s ON true",
+        advance = advance_ctes("$15", Some("SELECT session_id FROM sealed"), "$6", "$7"),
+        completed = types::TURN_COMPLETED,
+        failed = types::TURN_FAILED,
+        cancelled = types::TURN_CANCELLED,
+        idled = types::SESSION_IDLED,
+        append = events::append_ctes("$15"),
     )
 }
 
@@ -676,7 +763,7 @@ async fn advance_sessions(tx: &mut PgConnection, org_id: Uuid, sessions: &[Uuid]
     static ADVANCE: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
         format!(
             "WITH {advance} SELECT m.id FROM woken LEFT JOIN moved m ON m.status = 'idle'",
-            advance = advance_ctes("$4", None)
+            advance = advance_ctes("$4", None, "$2", "$3")
         )
     });
     let idled: Vec<Option<Uuid>> = sqlx::query_scalar(sqlx::AssertSqlSafe(ADVANCE.as_str()))
@@ -695,10 +782,10 @@ async fn advance_sessions(tx: &mut PgConnection, org_id: Uuid, sessions: &[Uuid]
 /// wakes a worker per task (`turnstone_wake_channel`) and `moved` sets each
 /// session `queued` or `idle`. `sessions` is an SQL `uuid[]` expression (it
 /// keeps both updates on their indexes); `only`, a query of session ids that
-/// narrows it further. They use `$1` (the org), `$2` (the queue) and `$3`
-/// (the tasks' `max_attempts`); the statement's own parameters start at `$4`.
-/// It must read `woken` for the wake-ups to be sent.
-fn advance_ctes(sessions: &str, only: Option<&str>) -> String {
+/// narrows it further. They use `$1` (the org), and `queue` and
+/// `max_attempts`, the parameters holding the queue and the tasks'
+/// `max_attempts`. It must read `woken` for the wake-ups to be sent.
+fn advance_ctes(sessions: &str, only: Option<&str>, queue: &str, max_attempts: &str) -> String {
     let only = |col: &str| only.map(|q| format!("AND {col} IN ({q})")).unwrap_or_default();
     format!(
         "next AS (
@@ -716,9 +803,9 @@ fn advance_ctes(sessions: &str, only: Option<&str>) -> String {
              RETURNING x.id, x.status
          ), task AS (
             INSERT INTO task_queue (queue, payload, max_attempts)
-            SELECT $2, jsonb_build_object('turn_id', next.id, 'org_id', $1::uuid), $3 FROM next RETURNING id
+            SELECT {queue}::text, jsonb_build_object('turn_id', next.id, 'org_id', $1::uuid), {max_attempts}::int4 FROM next RETURNING id
          ), woken AS (
-            SELECT count(pg_notify(turnstone_wake_channel($2), $2)) AS n FROM task
+            SELECT count(pg_notify(turnstone_wake_channel({queue}), {queue})) AS n FROM task
          )",
         only_p = only("p.session_id"),
         only_x = only("x.id"),

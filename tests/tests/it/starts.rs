@@ -303,6 +303,34 @@ async fn a_batch_of_seals_guards_each_turn_and_hands_each_session_over() {
             .await
             .unwrap();
     assert_eq!(failed, ("failed".into(), Some("x".into()), 0, 0, 0));
+    // The terminal events carry each turn's totals (read from its sealed row), a
+    // failure its code and message; `session.idled` is the session's, not the turn's.
+    let ends = |session| {
+        let owner = owner.clone();
+        async move {
+            let rows: Vec<(String, serde_json::Value, Option<Uuid>, i64)> = sqlx::query_as(
+                "SELECT type, data, turn_id, sequence FROM events WHERE session_id = $1 AND sequence > 4 ORDER BY sequence",
+            )
+            .bind(session)
+            .fetch_all(&owner)
+            .await
+            .unwrap();
+            rows
+        }
+    };
+    let done = ends(s[0]).await;
+    assert_eq!(done.iter().map(|r| r.3).collect::<Vec<_>>(), [5, 6, 7], "gap-free, in order");
+    let mut completed = done[1].1.clone();
+    assert!(completed["duration_ms"].as_i64().is_some_and(|d| d >= 0), "{completed}");
+    completed.as_object_mut().unwrap().remove("duration_ms");
+    assert_eq!(completed, serde_json::json!({ "usage": { "input_tokens": 3, "output_tokens": 4 }, "iterations": 1 }));
+    assert_eq!((done[1].2, done[2].2), (Some(first[0]), None), "the idling is the session's");
+    let mut failed = ends(s[1]).await.pop().unwrap().1;
+    failed.as_object_mut().unwrap().remove("duration_ms");
+    assert_eq!(
+        failed,
+        serde_json::json!({ "usage": { "input_tokens": 0, "output_tokens": 0 }, "iterations": 0, "error_code": "x", "message": "boom" })
+    );
     // The current lease still seals its turn afterwards.
     turns::finish(&worker, &current, Outcome::Completed).await.unwrap();
 }
