@@ -93,8 +93,9 @@ pub async fn create_routines(conn: &mut sqlx::PgConnection) -> sqlx::Result<()> 
 /// which PostgreSQL grants to every role by default. They are called by their
 /// qualified name (`pg_temp.…`): functions are never looked up there otherwise.
 pub static ROUTINES: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-    use crate::turns::{POST_ROUTINE, SEAL_ROUTINES, START_ROUTINE};
-    [START_ROUTINE.as_str(), POST_ROUTINE.as_str(), SEAL_ROUTINES[0].as_str(), SEAL_ROUTINES[1].as_str()].join("\n")
+    use crate::turns::{POST_ROUTINE, SEAL_ROUTINES, START_ROUTINE, STEP_ROUTINE};
+    [START_ROUTINE.as_str(), POST_ROUTINE.as_str(), STEP_ROUTINE.as_str(), SEAL_ROUTINES[0].as_str(), SEAL_ROUTINES[1].as_str()]
+        .join("\n")
 });
 
 /// `CREATE FUNCTION pg_temp.<name>(<args>) RETURNS TABLE (<returns>)` in

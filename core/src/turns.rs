@@ -405,26 +405,9 @@ pub struct Usage {
     pub output_tokens: i64,
 }
 
-/// Checks the lease (and adds the step's usage) in the caller's transaction, which holds the session lock.
-async fn guard(tx: &mut PgConnection, lease: &Lease, iterations: i32, usage: Usage) -> Result<()> {
-    let held = sqlx::query(
-        "UPDATE turns SET iterations = iterations + $3, input_tokens = input_tokens + $4, output_tokens = output_tokens + $5
-          WHERE id = $1 AND attempt = $2 AND status = 'running'",
-    )
-    .bind(lease.turn_id)
-    .bind(lease.attempt)
-    .bind(iterations)
-    .bind(usage.input_tokens)
-    .bind(usage.output_tokens)
-    .execute(&mut *tx)
-    .await?;
-    if held.rows_affected() == 0 {
-        return Err(Error::LeaseLost);
-    }
-    Ok(())
-}
-
-/// Commits one step's events (and its usage) if the lease is still held.
+/// Commits one step's events (and its usage) if the lease is still held, in
+/// one round trip ([`STEP_ROUTINE`]: the org's scope, the session's lock, then
+/// one statement that checks the lease, adds the usage and appends).
 /// Fails with [`Error::LeaseLost`] for a stale owner, and with a unique
 /// violation if the step was already committed; either way nothing is written.
 pub async fn commit_step(
@@ -434,12 +417,89 @@ pub async fn commit_step(
     iterations: i32,
     usage: Usage,
 ) -> Result<Vec<Event>> {
-    let mut tx = db::begin_sessions(pool, lease.org_id, &[lease.session_id]).await?;
-    guard(&mut tx, lease, iterations, usage).await?;
-    let appended = events::append(&mut tx, lease.org_id, lease.session_id, Some(lease.turn_id), events).await?;
-    tx.commit().await?;
+    let n = events.len();
+    let (mut kinds, mut data, mut step_keys, mut turn_ids) =
+        (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
+    for e in events {
+        kinds.push(e.kind);
+        data.push(e.data);
+        step_keys.push(e.step_key);
+        turn_ids.push(if e.detached { None } else { Some(lease.turn_id) });
+    }
+    let ids: Vec<Uuid> = (0..n).map(|_| new_id()).collect();
+    type Row = (bool, Option<Uuid>, Option<i64>, Option<String>, Option<Uuid>, Option<Value>, Option<DateTime<Utc>>);
+    let rows: Vec<Row> = events::bind_append(sqlx::query_as(STEP_CALL), lease.org_id)
+        .bind(vec![lease.session_id; n])
+        .bind(&ids)
+        .bind(&kinds)
+        .bind(&data)
+        .bind(&step_keys)
+        .bind(&turn_ids)
+        .bind(lease.session_id)
+        .bind(lease.turn_id)
+        .bind(lease.attempt)
+        .bind(iterations)
+        .bind(usage.input_tokens)
+        .bind(usage.output_tokens)
+        .fetch_all(pool)
+        .await?;
+    if !rows.first().is_some_and(|r| r.0) {
+        return Err(Error::LeaseLost);
+    }
+    let appended = rows
+        .into_iter()
+        .filter_map(|(_, id, sequence, kind, turn_id, data, ts)| {
+            Some(Event { id: id?, session_id: lease.session_id, sequence: sequence?, kind: kind?, turn_id, data: data?, ts: ts? })
+        })
+        .collect::<Vec<_>>();
+    if appended.len() != n {
+        // Unreachable while every session has its sequence row: the lease check requires it.
+        return Err(Error::NotFound("session"));
+    }
     Ok(appended)
 }
+
+/// The call of [`STEP_ROUTINE`]: `$1`–`$5` as [`events::bind_append`] binds
+/// them, the events' arrays (`$6`–`$11`), then the session, the turn, the
+/// lease's attempt, the step's iterations and its input and output tokens.
+const STEP_CALL: &str =
+    "SELECT * FROM pg_temp.turnstone_step($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)";
+
+/// [`commit_step`]'s transaction as a function of the connection's own (see
+/// [`db::ROUTINES`]). The lease check (`attempt`, still running) is the
+/// update that adds the step's usage; the events are appended only if it
+/// passed, and it passes only if the session has its sequence row, so the
+/// statement writes all or nothing. One row per appended event, each with
+/// `held`; a lease check that failed gives one row, `held` false.
+pub(crate) static STEP_ROUTINE: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    db::temp_routine(
+        "turnstone_step",
+        &[
+            &events::APPEND_ARGS[..],
+            &["uuid[]", "uuid[]", "text[]", "jsonb[]", "text[]", "uuid[]", "uuid", "uuid", "int4", "int4", "int8", "int8"],
+        ]
+        .concat(),
+        "held bool, id uuid, sequence int8, type text, turn_id uuid, data jsonb, ts timestamptz",
+        "PERFORM set_config('turnstone.org_id', $1::text, true);
+         PERFORM turnstone_lock_sessions(ARRAY[$12]);",
+        &format!(
+            "WITH held AS (
+                UPDATE turns SET iterations = iterations + $15, input_tokens = input_tokens + $16,
+                                 output_tokens = output_tokens + $17
+                 WHERE id = $13 AND attempt = $14 AND status = 'running'
+                   AND EXISTS (SELECT 1 FROM session_sequences q WHERE q.org_id = $1 AND q.session_id = $12)
+                RETURNING id
+             ), new_events AS (
+                SELECT * FROM unnest($6::uuid[], $7::uuid[], $8::text[], $9::jsonb[], $10::text[], $11::uuid[])
+                       WITH ORDINALITY AS u(session_id, id, type, data, step_key, turn_id, ord)
+                 WHERE EXISTS (SELECT 1 FROM held)
+             ), {append}
+             SELECT EXISTS (SELECT 1 FROM held), ins.id, ins.sequence, ins.type, ins.turn_id, ins.data, ins.ts
+               FROM wake LEFT JOIN ins ON true ORDER BY ins.sequence",
+            append = events::append_ctes("ARRAY[$12::uuid]"),
+        ),
+    )
+});
 
 /// How a turn ended.
 #[derive(Debug, Clone)]
@@ -721,6 +781,7 @@ fn settle_sql(complete: bool) -> String {
                            t.input_tokens + ($13::bigint[])[i], t.output_tokens + ($14::bigint[])[i]
                       FROM array_position($8::uuid[], t.id) AS i)
              WHERE t.id = ANY($8) AND t.attempt = ($9::int[])[array_position($8, t.id)] AND t.status IN ('queued', 'running')
+               AND EXISTS (SELECT 1 FROM session_sequences q WHERE q.org_id = $1 AND q.session_id = t.session_id)
              RETURNING t.id, t.session_id, t.status, t.iterations, t.input_tokens, t.output_tokens,
                        floor(extract(epoch FROM t.finished_at - coalesce(t.started_at, t.finished_at)) * 1000)::int8 AS duration_ms,
                        array_position($8, t.id) AS pos

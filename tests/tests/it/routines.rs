@@ -131,3 +131,33 @@ async fn a_role_without_the_temporary_privilege_is_told_so_at_connect() {
     assert!(err.to_string().contains("needs the TEMPORARY privilege"), "{err}");
     assert!(db::connect(&url, 1).await.is_err(), "no connection without the routines");
 }
+
+/// The step commit and the seal are one statement each, outside any
+/// transaction: neither may write half. With the session's sequence row gone
+/// (never but by hand) the step's lease check fails before its usage is
+/// added, and the seal leaves the turn running: no event, no total, no hand-over.
+#[tokio::test]
+async fn a_step_or_seal_that_cannot_append_writes_nothing() {
+    let (tdb, owner, api, org, session) = setup().await;
+    let worker = db::connect_worker(&tdb.as_role("turnstone_worker"), 1, "w-halves").unwrap();
+    let posted = turns::post_message(&mut api.acquire().await.unwrap(), org, session, hi(), None).await.unwrap();
+    let started = turns::start_many(&worker, org, &[posted.turn_id], 3).await.unwrap();
+    let [Started::Run(lease)] = started.as_slice() else { panic!("{started:?}") };
+    sqlx::query("DELETE FROM session_sequences WHERE session_id = $1").bind(session).execute(&owner).await.unwrap();
+    let usage = turns::Usage { input_tokens: 7, output_tokens: 9 };
+    let step = vec![turnstone_core::events::NewEvent::step("output.message.completed", "llm:1", serde_json::json!({}))];
+    let err = turns::commit_step(&worker, lease, step.clone(), 1, usage).await.unwrap_err();
+    assert!(matches!(err, turnstone_core::Error::LeaseLost), "{err:?}");
+    let seal = turns::Seal { lease: lease.clone(), events: step, iterations: 1, usage, outcome: turns::Outcome::Completed };
+    assert_eq!(turns::finish_many(&worker, org, vec![seal]).await.unwrap(), [false]);
+    let (events, status, iterations, tokens, session_status): (i64, String, i32, i64, String) = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM events WHERE session_id = $1), t.status, t.iterations, t.input_tokens, s.status
+           FROM turns t JOIN sessions s ON s.id = t.session_id WHERE t.id = $2",
+    )
+    .bind(session)
+    .bind(posted.turn_id)
+    .fetch_one(&owner)
+    .await
+    .unwrap();
+    assert_eq!((events, status.as_str(), iterations, tokens, session_status.as_str()), (4, "running", 0, 0, "running"));
+}
