@@ -303,9 +303,9 @@ pub async fn start_many(pool: &PgPool, org_id: Uuid, turn_ids: &[Uuid], max_stal
     // it. Progress = step results (model outputs, tool results), not lifecycle
     // markers; steps commit only under the session locks, which the routine
     // takes before this statement, whose snapshot is thus taken after they
-    // were granted: the count is current. A run marks its session running; a turn to seal (its
-    // cancellation was requested, or it was retaken `max_stalled_starts` times
-    // without progress) leaves its session to the seal. A first attempt's run
+    // were granted: the count is current. A run marks its session running; a
+    // turn to seal (its cancellation was requested, or it was retaken
+    // `max_stalled_starts` times without progress) leaves its session to the seal. A first attempt's run
     // appends `turn.started` and its first `reason.started` (the event
     // `reason_started(1)` builds, written here in SQL): the first step of a
     // fresh turn is always the first model call, so its marker commits with
@@ -600,7 +600,7 @@ async fn settle_many(conn: &mut PgConnection, org_id: Uuid, seals: Vec<Seal>, co
     let n = seals.len();
     let mut turns = Turns::with_capacity(n);
     let mut steps = StepEvents::default();
-    let mut held = Held::default();
+    let mut held = HeldTasks::default();
     for s in seals.iter() {
         let (status, code) = s.outcome.status();
         turns.ids.push(s.lease.turn_id);
@@ -713,7 +713,7 @@ struct StepEvents {
 
 /// The queue tasks of the seals that hold one.
 #[derive(Default)]
-struct Held {
+struct HeldTasks {
     ids: Vec<i64>,
     attempts: Vec<i32>,
     workers: Vec<String>,
