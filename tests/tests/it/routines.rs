@@ -161,3 +161,25 @@ async fn a_step_or_seal_that_cannot_append_writes_nothing() {
     .unwrap();
     assert_eq!((events, status.as_str(), iterations, tokens, session_status.as_str()), (4, "running", 0, 0, "running"));
 }
+
+/// Each new connection calls its process's routines once, with arguments that
+/// match nothing, so that its first request does not pay for compiling them:
+/// on a migrated database the calls succeed for both roles and write nothing.
+#[tokio::test]
+async fn warming_the_routines_succeeds_and_writes_nothing() {
+    use sqlx::Connection;
+    let (tdb, owner, _org) = turnstone_tests::org_database().await;
+    for (role, caller) in [("turnstone_api", db::Caller::Api), ("turnstone_worker", db::Caller::Worker)] {
+        let mut conn = sqlx::PgConnection::connect(&tdb.as_role(role)).await.unwrap();
+        db::create_routines(&mut conn).await.unwrap();
+        db::warm_routines(&mut conn, caller).await.unwrap_or_else(|e| panic!("{role}: {e}"));
+    }
+    let written: (i64, i64, i64, i64) = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM events), (SELECT count(*) FROM turns), (SELECT count(*) FROM task_queue),
+                (SELECT count(*) FROM sessions WHERE status <> 'idle')",
+    )
+    .fetch_one(&owner)
+    .await
+    .unwrap();
+    assert_eq!(written, (0, 0, 0, 0));
+}
