@@ -231,18 +231,12 @@ pub async fn append_many(conn: &mut PgConnection, org_id: Uuid, batches: Vec<Ses
     if n == 0 {
         return Ok(Vec::new());
     }
-    let (mut sessions, mut turn_ids, mut kinds, mut data, mut step_keys) =
-        (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
+    let mut rows = EventArrays::default();
     for b in batches {
         for e in b.events {
-            sessions.push(b.session_id);
-            turn_ids.push(if e.detached { None } else { b.turn_id });
-            kinds.push(e.kind);
-            data.push(e.data);
-            step_keys.push(e.step_key);
+            rows.push(b.session_id, b.turn_id, e);
         }
     }
-    let ids: Vec<Uuid> = (0..n).map(|_| new_id()).collect();
     static APPEND: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
         format!(
             "WITH new_events AS (
@@ -253,19 +247,45 @@ pub async fn append_many(conn: &mut PgConnection, org_id: Uuid, batches: Vec<Ses
             append_ctes("$6")
         )
     });
-    let rows: Vec<Event> = bind_append(sqlx::query_as(sqlx::AssertSqlSafe(APPEND.as_str())), org_id)
-        .bind(&sessions)
-        .bind(&ids)
-        .bind(&kinds)
-        .bind(&data)
-        .bind(&step_keys)
-        .bind(&turn_ids)
-        .fetch_all(conn)
-        .await?;
-    if rows.len() != n {
+    let stored: Vec<Event> =
+        rows.bind(bind_append(sqlx::query_as(sqlx::AssertSqlSafe(APPEND.as_str())), org_id)).fetch_all(conn).await?;
+    if stored.len() != n {
         return Err(Error::NotFound("session"));
     }
-    Ok(rows)
+    Ok(stored)
+}
+
+/// New events as the arrays a batched statement unnests, in this order:
+/// `(session_id, id, type, data, step_key, turn_id)`. Each gets a fresh id;
+/// an event of the session ([`NewEvent::of_session`]) gets no turn.
+#[derive(Default)]
+pub(crate) struct EventArrays {
+    sessions: Vec<Uuid>,
+    ids: Vec<Uuid>,
+    kinds: Vec<&'static str>,
+    data: Vec<Value>,
+    step_keys: Vec<Option<String>>,
+    turn_ids: Vec<Option<Uuid>>,
+}
+
+impl EventArrays {
+    /// Adds `e`, appended to `session_id`'s log with `turn_id`.
+    pub(crate) fn push(&mut self, session_id: Uuid, turn_id: Option<Uuid>, e: NewEvent) {
+        self.sessions.push(session_id);
+        self.ids.push(new_id());
+        self.kinds.push(e.kind);
+        self.data.push(e.data);
+        self.step_keys.push(e.step_key);
+        self.turn_ids.push(if e.detached { None } else { turn_id });
+    }
+
+    /// Binds the six arrays, in the order above, as the statement's next parameters.
+    pub(crate) fn bind<'q, O>(
+        &'q self,
+        q: sqlx::query::QueryAs<'q, sqlx::Postgres, O, sqlx::postgres::PgArguments>,
+    ) -> sqlx::query::QueryAs<'q, sqlx::Postgres, O, sqlx::postgres::PgArguments> {
+        q.bind(&self.sessions).bind(&self.ids).bind(&self.kinds).bind(&self.data).bind(&self.step_keys).bind(&self.turn_ids)
+    }
 }
 
 /// The common table expressions of an append, for statements that append

@@ -418,23 +418,13 @@ pub async fn commit_step(
     usage: Usage,
 ) -> Result<Vec<Event>> {
     let n = events.len();
-    let (mut kinds, mut data, mut step_keys, mut turn_ids) =
-        (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
+    let mut arrays = events::EventArrays::default();
     for e in events {
-        kinds.push(e.kind);
-        data.push(e.data);
-        step_keys.push(e.step_key);
-        turn_ids.push(if e.detached { None } else { Some(lease.turn_id) });
+        arrays.push(lease.session_id, Some(lease.turn_id), e);
     }
-    let ids: Vec<Uuid> = (0..n).map(|_| new_id()).collect();
     type Row = (bool, Option<Uuid>, Option<i64>, Option<String>, Option<Uuid>, Option<Value>, Option<DateTime<Utc>>);
-    let rows: Vec<Row> = events::bind_append(sqlx::query_as(STEP_CALL), lease.org_id)
-        .bind(vec![lease.session_id; n])
-        .bind(&ids)
-        .bind(&kinds)
-        .bind(&data)
-        .bind(&step_keys)
-        .bind(&turn_ids)
+    let rows: Vec<Row> = arrays
+        .bind(events::bind_append(sqlx::query_as(STEP_CALL), lease.org_id))
         .bind(lease.session_id)
         .bind(lease.turn_id)
         .bind(lease.attempt)
@@ -597,9 +587,9 @@ async fn seal(tx: &mut PgConnection, lease: &Lease, outcome: Outcome) -> Result<
 /// whether it was sealed; a lost lease writes nothing for that seal and
 /// completes nothing.
 async fn settle_many(conn: &mut PgConnection, org_id: Uuid, seals: Vec<Seal>, complete: bool) -> Result<Vec<bool>> {
-    let n = seals.len();
-    let mut turns = Turns::with_capacity(n);
-    let mut steps = StepEvents::default();
+    let mut turns = Turns::default();
+    // Each step event's turn (a session's event has none in `steps`): only sealed turns' land.
+    let (mut steps, mut owners) = (events::EventArrays::default(), Vec::new());
     let mut held = HeldTasks::default();
     for s in seals.iter() {
         let (status, code) = s.outcome.status();
@@ -626,13 +616,8 @@ async fn settle_many(conn: &mut PgConnection, org_id: Uuid, seals: Vec<Seal>, co
     }
     for s in seals {
         for e in s.events {
-            steps.sessions.push(s.lease.session_id);
-            steps.ids.push(new_id());
-            steps.kinds.push(e.kind);
-            steps.data.push(e.data);
-            steps.step_keys.push(e.step_key);
-            steps.turn_ids.push(if e.detached { None } else { Some(s.lease.turn_id) });
-            steps.owners.push(s.lease.turn_id);
+            steps.push(s.lease.session_id, Some(s.lease.turn_id), e);
+            owners.push(s.lease.turn_id);
         }
     }
     // With no task to complete the statement has no `DELETE` at all: the
@@ -651,20 +636,15 @@ async fn settle_many(conn: &mut PgConnection, org_id: Uuid, seals: Vec<Seal>, co
         .bind(&turns.sessions)
         .bind(&turns.messages)
         .bind(&turns.final_ids)
-        .bind(&turns.idled_ids)
-        .bind(&steps.sessions)
-        .bind(&steps.ids)
-        .bind(&steps.kinds)
-        .bind(&steps.data)
-        .bind(&steps.step_keys)
-        .bind(&steps.turn_ids)
-        .bind(&steps.owners);
+        .bind(&turns.idled_ids);
+    let query = steps.bind(query).bind(&owners);
     let query = if complete { query.bind(&held.ids).bind(&held.attempts).bind(&held.workers).bind(&held.turns) } else { query };
     let sealed: Vec<(Option<Uuid>,)> = query.fetch_all(&mut *conn).await?;
     Ok(turns.ids.iter().map(|id| sealed.contains(&(Some(*id),))).collect())
 }
 
 /// [`settle_many`]'s per-turn arrays.
+#[derive(Default)]
 struct Turns {
     ids: Vec<Uuid>,
     attempts: Vec<i32>,
@@ -678,37 +658,6 @@ struct Turns {
     /// The ids of each turn's terminal event and of its session's `session.idled`.
     final_ids: Vec<Uuid>,
     idled_ids: Vec<Uuid>,
-}
-
-impl Turns {
-    fn with_capacity(n: usize) -> Self {
-        Turns {
-            ids: Vec::with_capacity(n),
-            attempts: Vec::with_capacity(n),
-            statuses: Vec::with_capacity(n),
-            codes: Vec::with_capacity(n),
-            messages: Vec::with_capacity(n),
-            iterations: Vec::with_capacity(n),
-            inputs: Vec::with_capacity(n),
-            outputs: Vec::with_capacity(n),
-            sessions: Vec::with_capacity(n),
-            final_ids: Vec::with_capacity(n),
-            idled_ids: Vec::with_capacity(n),
-        }
-    }
-}
-
-/// [`settle_many`]'s step events, in order; `owners` is the turn each belongs
-/// to (a detached event's `turn_ids` entry is NULL), so only sealed turns' land.
-#[derive(Default)]
-struct StepEvents {
-    sessions: Vec<Uuid>,
-    ids: Vec<Uuid>,
-    kinds: Vec<&'static str>,
-    data: Vec<Value>,
-    step_keys: Vec<Option<String>>,
-    turn_ids: Vec<Option<Uuid>>,
-    owners: Vec<Uuid>,
 }
 
 /// The queue tasks of the seals that hold one.
