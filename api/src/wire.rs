@@ -384,6 +384,18 @@ impl From<events::Event> for Message {
     }
 }
 
+/// The order of `GET …/messages`.
+#[derive(Debug, Enum, Clone, Copy, PartialEq, Eq, Default)]
+#[oai(rename_all = "snake_case")]
+pub enum MessageOrder {
+    /// Each turn's input, then that turn's outputs: the conversation the model saw.
+    #[default]
+    Conversation,
+    /// The order the log received them (sequence order): a message queued while
+    /// a turn ran comes before that turn's answer.
+    Arrival,
+}
+
 #[derive(Debug, Object)]
 pub struct MessageList {
     pub data: Vec<Message>,

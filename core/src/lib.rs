@@ -21,6 +21,7 @@
 //! - [`providers`], [`agents`], [`sessions`]: tenant resources.
 //! - [`quotas`]: per-org quotas and the per-key rate limit.
 //! - [`events`]: the append-only event log and its NOTIFY wake-ups.
+//! - [`conversation`]: the order messages are read back in (each turn's input, then its outputs).
 //! - [`history`]: a worker's cache of conversation prefixes it has read (the log is immutable).
 //! - [`queue`]: the task queue table — enqueue, batched claim/complete, heartbeats, reclaim.
 //! - [`turns`]: the turn queue — enqueue, claim, guarded step commits, finalise.
@@ -32,6 +33,7 @@
 
 pub mod agents;
 pub mod capabilities;
+pub mod conversation;
 pub mod crypto;
 pub mod db;
 pub mod env;

@@ -932,7 +932,8 @@ pub struct TurnContext {
     /// Message control → session → agent; `None` means the org default.
     pub model_id: Option<Uuid>,
     /// The session's conversation up to now and every event of this turn
-    /// ([`events::for_turn_contexts`]); input messages of later turns are excluded.
+    /// ([`events::for_turn_contexts`]), in conversation order
+    /// ([`crate::conversation`]); input messages of later turns are excluded.
     /// Shared with the worker's [`ConversationCache`]: a turn's context costs no copy of its conversation.
     pub history: Vec<Arc<Event>>,
     /// The model to call and its provider, key still sealed; `None`: no model
@@ -997,6 +998,7 @@ pub async fn load_contexts(
         let read = histories.remove(&lease.turn_id).unwrap_or_default();
         let mut history = with_prefix(cache, org_id, lease.session_id, &prefixes[ord as usize - 1], read);
         history.retain(|e| !(e.kind == types::INPUT_MESSAGE && e.sequence > lease.input_sequence));
+        crate::conversation::sort(&mut history);
         let context = TurnContext {
             endpoint,
             system_prompt,

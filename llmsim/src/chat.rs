@@ -100,6 +100,9 @@ pub async fn chat_completions(Data(sim): Data<&Arc<Sim>>, body: Body) -> Respons
         Ok(request) => request,
         Err(message) => return error_response(400, &message),
     };
+    if let Err(message) = crate::shape::check(&request.messages) {
+        return error_response(400, &message);
+    }
     let Some(last_user) = request.messages.iter().rposition(|m| m.role == "user") else {
         return error_response(400, "messages must contain at least one user message");
     };

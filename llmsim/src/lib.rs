@@ -12,6 +12,10 @@
 //! | `!fail STATUS [TIMES]`     | HTTP `STATUS` with `{"error":{…}}`; with `TIMES`, only the first `TIMES` requests with this exact text fail, later ones echo. 429 and 503 carry `retry-after-ms: 50` and `Retry-After: 1` |
 //! | anything else              | `echo: <text>`, streamed in at least three chunks                      |
 //!
+//! Before any of that, a prompt is held to the rules real APIs enforce (`shape.rs`): a tool
+//! result directly follows the call it answers, every call has exactly one, and the last
+//! message is the user's or a tool's. Otherwise: 400, as OpenAI answers.
+//!
 //! Usage is deterministic: prompt tokens = ⌈characters of all messages / 4⌉,
 //! completion tokens = words of the answer (⌈characters / 4⌉ of name and
 //! arguments for a tool call). Streams send `usage` in a final chunk only when
@@ -28,12 +32,15 @@
 //!   accept loop so a client disconnect drops the answer in progress) and [`spawn`] (tests).
 //! - `script.rs` — parses the `!tool` / `!sleep` / `!fail` commands.
 //! - `wire.rs` — the OpenAI request fields read and the JSON objects written.
+//! - `shape.rs` — the prompt-shape rules real APIs enforce (a 400 otherwise): tool results
+//!   directly after their call, one per call, and a last message from the user or a tool.
 //! - `chat.rs` — the chat-completions handler: script → answer → completion or SSE stream.
 //! - `main.rs` — the thin `turnstone-llmsim` binary (`TURNSTONE_LLMSIM_ADDR`, default `127.0.0.1:8090`).
 //! - `tests/http.rs` — the simulator over real HTTP: framing, scripts, errors, disconnects.
 
 mod chat;
 mod script;
+mod shape;
 mod wire;
 
 use std::{convert::Infallible, future::Future, net::SocketAddr, sync::Arc, time::Duration};

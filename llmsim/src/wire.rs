@@ -26,9 +26,12 @@ pub struct Message {
     pub role: String,
     #[serde(default)]
     pub content: Option<Content>,
-    /// Kept as raw JSON: only its size counts (toward prompt tokens).
+    /// Kept as raw JSON: its size counts toward prompt tokens, its ids toward [`crate::shape`].
     #[serde(default)]
     pub tool_calls: Option<Value>,
+    /// The call a `tool` message answers.
+    #[serde(default)]
+    pub tool_call_id: Option<String>,
 }
 
 /// Message content: a string, or an array of typed parts of which only

@@ -11,8 +11,10 @@
 //! - [`Client`]: JSON calls with an API key, returning status and body.
 //! - [`SseReader`]: parses a live `text/event-stream` into frames.
 //! - [`procs`]: the same binaries as child processes.
+//! - [`recorder`]: an OpenAI-compatible endpoint that records what workers send the model.
 
 pub mod procs;
+pub mod recorder;
 
 use std::time::Duration;
 

@@ -8,7 +8,7 @@ use poem_openapi::{ApiResponse, OpenApi};
 use turnstone_core::events::{self, EventFilter, types};
 use turnstone_core::ids::{self, Kind};
 use turnstone_core::sessions::{self, SessionInput};
-use turnstone_core::{limits, turns};
+use turnstone_core::{conversation, limits, turns};
 
 use super::{Tag, page_limit};
 use crate::AppState;
@@ -16,7 +16,7 @@ use crate::auth::{ApiKey, StreamAuth};
 use crate::error::ApiError;
 use crate::idempotency::create_once;
 use crate::wire::{
-    CancelAccepted, CancelState, Event, EventList, Message, MessageAccepted, MessageCreate, MessageList, Session, SessionCreate,
+    CancelAccepted, CancelState, Event, EventList, Message, MessageAccepted, MessageCreate, MessageList, MessageOrder, Session, SessionCreate,
     SessionList, StreamFrame, TurnStatus, parse_id, parse_opt_id,
 };
 
@@ -192,28 +192,35 @@ impl SessionsApi {
         })
     }
 
-    /// List the session's messages (user inputs and assistant outputs) in order.
+    /// List the session's messages (user inputs and assistant outputs).
+    ///
+    /// By default in conversation order: each turn's input, then that turn's
+    /// outputs, as the model saw them; a message posted while a turn ran comes
+    /// after that turn's answer. `order=arrival` lists them in sequence order
+    /// instead, which only ever grows at its end (for polling).
     #[oai(path = "/sessions/:session_id/messages", method = "get", operation_id = "listMessages")]
     async fn list_messages(
         &self,
         auth: ApiKey,
         session_id: Path<String>,
-        /// Only messages after this event sequence number.
+        /// Only messages after the one with this sequence number, in the chosen order.
         after_sequence: Query<Option<i64>>,
         /// Page size (1-200, default 50).
         limit: Query<Option<u32>>,
+        /// `conversation` (default) or `arrival`.
+        order: Query<Option<MessageOrder>>,
     ) -> Result<Json<MessageList>, ApiError> {
         let org = auth.0.org_id;
         let session = parse_id(Kind::Session, &session_id.0)?;
         let limit = page_limit(limit.0, limits::MAX_PAGE_LIMIT)?;
+        let after = parse_after_sequence(after_sequence.0)?;
+        let order = match order.0.unwrap_or_default() {
+            MessageOrder::Conversation => conversation::Order::Conversation,
+            MessageOrder::Arrival => conversation::Order::Arrival,
+        };
         let mut tx = self.state.org_tx(org).await?;
         sessions::get_session(&mut tx, org, session).await?;
-        let filter = EventFilter {
-            after_sequence: parse_after_sequence(after_sequence.0)?,
-            types: vec![types::INPUT_MESSAGE.into(), types::OUTPUT_MESSAGE_COMPLETED.into()],
-            limit,
-        };
-        let rows = events::list(&mut tx, org, session, &filter).await?;
+        let rows = conversation::messages(&mut tx, org, session, after, limit, order).await?;
         let next = (rows.len() == limit as usize).then(|| rows.last().map(|e| e.sequence)).flatten();
         Ok(Json(MessageList { data: rows.into_iter().map(Message::from).collect(), next_after_sequence: next }))
     }
