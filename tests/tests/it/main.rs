@@ -14,6 +14,7 @@ mod openapi;
 mod outage;
 mod queue;
 mod quotas;
+mod readme;
 mod rotation;
 mod routines;
 mod security;

@@ -1,0 +1,56 @@
+//! The README's quickstart works as written: its lines, run by bash against a
+//! live stack, print the tool's answer; and `scripts/dev` prints exactly them.
+
+use std::process::Stdio;
+
+use turnstone_tests::Stack;
+
+const ROOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+
+/// The lines of the README's `sh` block between the quickstart markers.
+fn readme_quickstart() -> String {
+    let readme = std::fs::read_to_string(format!("{ROOT}/README.md")).expect("README.md");
+    let start = readme.find("<!-- quickstart:begin -->\n```sh\n").expect("quickstart begin marker") + 32;
+    let end = readme.find("```\n<!-- quickstart:end -->").expect("quickstart end marker");
+    readme[start..end].to_owned()
+}
+
+#[test]
+fn scripts_dev_prints_the_readme_quickstart_character_for_character() {
+    let dev = std::fs::read_to_string(format!("{ROOT}/scripts/dev")).expect("scripts/dev");
+    let line = dev.lines().find(|l| l.starts_with("quickstart=$(")).expect("scripts/dev extracts the quickstart");
+    let out = std::process::Command::new("bash")
+        .arg("-c")
+        .arg(format!("root={ROOT}; {line}; printf '%s\\n' \"$quickstart\""))
+        .output()
+        .expect("bash runs");
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8(out.stdout).unwrap(), readme_quickstart());
+    assert!(dev.contains("\n$quickstart\n"), "scripts/dev prints what it extracted");
+}
+
+#[tokio::test]
+async fn the_readme_quickstart_prints_the_tools_answer() {
+    // Arrange: its first line points at `scripts/dev`'s defaults; the rest runs against this stack.
+    let stack = Stack::start().await;
+    let quickstart = readme_quickstart();
+    let (first, rest) = quickstart.split_once('\n').unwrap();
+    assert_eq!(first, "export TS=http://127.0.0.1:8080 KEY=$(cat .turnstone/api_key)");
+
+    // Act
+    let run = tokio::process::Command::new("bash")
+        .arg("-c")
+        .arg(rest)
+        .env("TS", &stack.base)
+        .env("KEY", &stack.key)
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(turnstone_tests::DEADLINE, run).await.expect("the quickstart finishes").expect("bash runs");
+
+    // Assert
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "exit {:?}; stdout: {stdout}; stderr: {}", out.status, String::from_utf8_lossy(&out.stderr));
+    let messages = stdout.lines().last().expect("the messages list is printed last");
+    assert!(messages.contains("tool math returned: 42"), "{messages}");
+}
