@@ -13,26 +13,21 @@ pub const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 /// database turns into a fast error instead of a hung request.
 pub async fn connect(url: &str, max_connections: u32) -> Result<PgPool> {
     let options = PgConnectOptions::from_str(url)?.application_name("turnstone");
-    Ok(pool_options(max_connections, Caller::Api).connect_with(options).await?)
+    Ok(pool_options(max_connections).connect_with(options).await?)
 }
 
 /// A worker's pool. Like [`connect`], but connects on first use (a worker may
-/// start before the database, or its role, exists and wait for it), and its
-/// sessions use generic plans (`plan_cache_mode = force_generic_plan`): every
-/// batched statement a worker runs takes arrays, and PostgreSQL's heuristic
-/// kept planning them again at each execution — about 0.4 ms of planning per
-/// turn (`turn_throughput`) — while their generic plans execute as fast
-/// (pg_stat_statements, docs/benchmarks.md). Every such statement also filters
-/// with `= ANY(array)`, so its generic plan stays on the indexes.
+/// start before the database, or its role, exists and wait for it). It sets
+/// nothing on its sessions, so a transaction pooler may hand its statements to
+/// any backend; the batched routines it calls carry their own
+/// `plan_cache_mode` ([`Routine::settings`]).
 ///
 /// Its connections are named `turnstone-worker:<worker name>` in
 /// `pg_stat_activity.application_name` (cut to PostgreSQL's 63 bytes), so an
 /// operator sees which worker holds which backend.
 pub fn connect_worker(url: &str, max_connections: u32, worker: &str) -> Result<PgPool> {
-    let options = PgConnectOptions::from_str(url)?
-        .application_name(&worker_application_name(worker))
-        .options([("plan_cache_mode", "force_generic_plan")]);
-    Ok(pool_options(max_connections, Caller::Worker).connect_lazy_with(options))
+    let options = PgConnectOptions::from_str(url)?.application_name(&worker_application_name(worker));
+    Ok(pool_options(max_connections).connect_lazy_with(options))
 }
 
 /// `turnstone-worker:<name>`, cut at a character boundary to the 63 bytes
@@ -52,116 +47,91 @@ pub fn worker_application_name(worker: &str) -> String {
 /// acquire (a dozen per turn). A connection that died with its server fails
 /// its next statement instead, is discarded by the pool, and the caller's usual
 /// path for an unavailable database applies (503 + `Retry-After`, or a retry).
+fn pool_options(max_connections: u32) -> PgPoolOptions {
+    PgPoolOptions::new().max_connections(max_connections).acquire_timeout(ACQUIRE_TIMEOUT).test_before_acquire(false)
+}
+
+/// A hot-path transaction that is one statement after its org's scope (and
+/// its locks), as a PL/pgSQL function in schema `turnstone`, defined by a
+/// versioned migration ([`ROUTINES_MIGRATION`]). Called outside any
+/// transaction, it is the whole transaction in one round trip — scope, locks,
+/// statement and commit — where `BEGIN`, the statement and `COMMIT` took
+/// three; its statements keep their plans for the session's life, as
+/// prepared statements do (docs/decisions).
 ///
-/// Every new connection creates [`ROUTINES`] and warms the ones its process
-/// calls ([`warm_routines`]) before it is handed out.
-fn pool_options(max_connections: u32, caller: Caller) -> PgPoolOptions {
-    PgPoolOptions::new()
-        .max_connections(max_connections)
-        .acquire_timeout(ACQUIRE_TIMEOUT)
-        .test_before_acquire(false)
-        .after_connect(move |conn, _| {
-            Box::pin(async move {
-                create_routines(conn).await?;
-                // Only a head start: a failure (before the migrations ran, say) leaves the first calls to compile them.
-                if let Err(e) = warm_routines(conn, caller).await {
-                    tracing::debug!(error = %e, "could not warm the routines");
-                }
-                Ok(())
-            })
-        })
+/// The SQL is built here, next to the Rust that calls it ([`Routine::call`]
+/// names every parameter), and rendered into the migration; a test fails when
+/// the two differ ([`routines_sql`]).
+pub(crate) struct Routine {
+    /// The function's name in schema `turnstone`.
+    pub name: &'static str,
+    /// `(name, type)` of each parameter, in the order the caller binds them.
+    pub params: Vec<(&'static str, &'static str)>,
+    /// The columns of `RETURNS TABLE (…)`.
+    pub returns: &'static str,
+    /// Statements run before the query, each ending in `;` (the org's scope, locks).
+    pub prelude: &'static str,
+    /// The statement whose rows are returned; it refers to the parameters as `$1`, `$2`, …
+    pub query: String,
+    /// `SET` clauses of the function (settings in force while it runs), or empty.
+    /// The worker's batched routines take arrays, and PostgreSQL's plan cache
+    /// heuristic kept planning them again at each execution (about 0.4 ms per
+    /// turn) while their generic plans run as fast; every such statement
+    /// filters with `= ANY(array)`, so a generic plan stays on the indexes
+    /// (docs/decisions/0013).
+    pub settings: &'static str,
 }
 
-/// Which of [`ROUTINES`] a pool's process calls.
-#[derive(Debug, Clone, Copy)]
-pub enum Caller {
-    /// The control plane: the POST (it seals only on a cancel, rarely).
-    Api,
-    /// A worker: the start, the step commit and the seal that completes tasks.
-    Worker,
-}
+/// [`Routine::settings`] of the worker's batched routines.
+pub(crate) const GENERIC_PLANS: &str = "SET plan_cache_mode = force_generic_plan";
 
-/// Calls each routine `caller` uses once, with arguments that match no row
-/// (the nil org, no session, no turn, empty arrays), in one round trip: a
-/// function's first call on a connection compiles it and plans its statement
-/// — 5 ms for the POST, whose later calls take 0.45 ms — and that cost moves
-/// from the connection's first request to its opening. It writes nothing and
-/// notifies no one.
-pub async fn warm_routines(conn: &mut sqlx::PgConnection, caller: Caller) -> sqlx::Result<()> {
-    const NIL: &str = "'00000000-0000-0000-0000-000000000000'";
-    let head = format!("{NIL}, '', 0, NULL, NULL");
-    let calls = match caller {
-        Caller::Api => format!(
-            "SELECT count(*) FROM pg_temp.turnstone_post({head}, {NIL}, {NIL}, NULL, {NIL}, '{{}}', {NIL}, '', '{{}}', 0)"
-        ),
-        Caller::Worker => {
-            let none = |n: usize| vec!["'{}'"; n].join(", ");
-            format!(
-                "SELECT count(*) FROM pg_temp.turnstone_start({head}, '{{}}', 0, '{{}}');
-                 SELECT count(*) FROM pg_temp.turnstone_step({head}, {}, {NIL}, {NIL}, 0, 0, 0, 0);
-                 SELECT count(*) FROM pg_temp.turnstone_seal_done({head}, '', 0, {})",
-                none(6),
-                none(22),
-            )
-        }
-    };
-    sqlx::raw_sql(sqlx::AssertSqlSafe(calls)).execute(conn).await.map(drop)
-}
+impl Routine {
+    /// `CREATE OR REPLACE FUNCTION turnstone.<name>(…)`. A bare name in the
+    /// query is a column, never a parameter or an output name
+    /// (`#variable_conflict use_column`). Each statement takes its own snapshot
+    /// (the function is volatile), so locks taken in the prelude are held when
+    /// the query's snapshot is taken.
+    pub fn definition(&self) -> String {
+        debug_assert!(!self.query.contains("$routine$") && !self.prelude.contains("$routine$"));
+        let params: Vec<String> = self.params.iter().map(|(n, t)| format!("{n} {t}")).collect();
+        format!(
+            "CREATE OR REPLACE FUNCTION turnstone.{name}({params})\nRETURNS TABLE ({returns})\nLANGUAGE plpgsql{settings} AS $routine$\n\
+             #variable_conflict use_column\nBEGIN\n{prelude}\nRETURN QUERY {query};\nEND $routine$;\n",
+            name = self.name,
+            settings = if self.settings.is_empty() { String::new() } else { format!(" {}", self.settings) },
+            params = params.join(", "),
+            returns = self.returns,
+            prelude = self.prelude,
+            query = self.query,
+        )
+    }
 
-/// Creates [`ROUTINES`] on a new connection (each pool does it for every
-/// connection it opens). A failure names its likely cause; the pool logs it
-/// (`error returned from after_connect`) and tries again until its acquire
-/// timeout.
-pub async fn create_routines(conn: &mut sqlx::PgConnection) -> sqlx::Result<()> {
-    match sqlx::raw_sql(sqlx::AssertSqlSafe(ROUTINES.as_str())).execute(conn).await {
-        Ok(_) => Ok(()),
-        Err(e) => Err(sqlx::Error::Configuration(
-            format!(
-                "could not create Turnstone's routines in the connection's temporary schema \
-                 (the role needs the TEMPORARY privilege on the database): {e}"
-            )
-            .into(),
-        )),
+    /// `SELECT * FROM turnstone.<name>(<param> => $1, …)`: the call the Rust binds, in named notation.
+    pub fn call(&self) -> String {
+        let args: Vec<String> = self.params.iter().enumerate().map(|(i, (n, _))| format!("{n} => ${}", i + 1)).collect();
+        format!("SELECT * FROM turnstone.{}({})", self.name, args.join(", "))
     }
 }
 
-/// The hot path's transactions that are one statement after their org's scope
-/// (and their locks): each is a PL/pgSQL function in the connection's own
-/// temporary schema (`pg_temp`), created when the pool opens the connection
-/// and gone with it. Called outside any transaction, such a function is the
-/// whole transaction in one round trip — scope, locks, statement and commit —
-/// where `BEGIN`, the statement and `COMMIT` took three. Its statements keep
-/// their plans for the connection's life, as prepared statements do.
-///
-/// Temporary, not a migration: the statement text stays in one place, the
-/// Rust that builds it (`turns`, `events`), and cannot drift from a copy in
-/// the schema. Creating them needs the `TEMPORARY` privilege on the database,
-/// which PostgreSQL grants to every role by default. They are called by their
-/// qualified name (`pg_temp.…`): functions are never looked up there otherwise.
-pub static ROUTINES: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-    use crate::turns::{POST_ROUTINE, SEAL_ROUTINES, START_ROUTINE, STEP_ROUTINE};
-    [START_ROUTINE.as_str(), POST_ROUTINE.as_str(), STEP_ROUTINE.as_str(), SEAL_ROUTINES[0].as_str(), SEAL_ROUTINES[1].as_str()]
-        .join("\n")
-});
+/// The migration that defines the current [`Routine`]s (`migrations/<this>.sql`).
+/// A change to a routine's SQL is a new migration: write [`routines_sql`]'s
+/// output to it (`scripts/routines`) and name it here.
+pub const ROUTINES_MIGRATION: &str = "20261205000011_routines";
 
-/// `CREATE FUNCTION pg_temp.<name>(<args>) RETURNS TABLE (<returns>)` in
-/// PL/pgSQL: runs `prelude` (statements, each ending in `;`), then returns
-/// `query`'s rows. `query` refers to the arguments as `$1`, `$2`, … — the
-/// text a prepared statement would have — and a bare name in it is a column,
-/// never one of the output names (`#variable_conflict use_column`). Each
-/// statement takes its own snapshot (the function is volatile), so locks
-/// taken in `prelude` are held when `query`'s snapshot is taken.
-pub(crate) fn temp_routine(name: &str, args: &[&str], returns: &str, prelude: &str, query: &str) -> String {
-    debug_assert!(!query.contains("$routine$") && !prelude.contains("$routine$"));
-    format!(
-        "CREATE FUNCTION pg_temp.{name}({args}) RETURNS TABLE ({returns}) LANGUAGE plpgsql AS $routine$
-         #variable_conflict use_column
-         BEGIN
-         {prelude}
-         RETURN QUERY {query};
-         END $routine$;",
-        args = args.join(", ")
-    )
+/// The SQL of [`ROUTINES_MIGRATION`]: the schema, every routine, and who may call them.
+pub fn routines_sql() -> String {
+    use crate::turns::{POST_ROUTINE, SEAL_ROUTINES, START_ROUTINE, STEP_ROUTINE};
+    let mut sql = String::from(
+        "-- Generated by `scripts/routines` from core/src (db::routines_sql); a test fails when they differ.\n\
+         -- The hot path's transactions, each one statement after its org's scope and locks (core/src/db.rs, Routine).\n\
+         CREATE SCHEMA IF NOT EXISTS turnstone;\n\
+         GRANT USAGE ON SCHEMA turnstone TO turnstone_api, turnstone_worker;\n",
+    );
+    for routine in [&*POST_ROUTINE, &*START_ROUTINE, &*STEP_ROUTINE, &SEAL_ROUTINES[0], &SEAL_ROUTINES[1]] {
+        sql.push('\n');
+        sql.push_str(&routine.definition());
+    }
+    sql
 }
 
 /// Turnstone's migrations, embedded at build time.
@@ -192,7 +162,7 @@ pub async fn begin_org(pool: &PgPool, org_id: uuid::Uuid) -> Result<sqlx::Transa
 /// (`turnstone_lock_sessions`), which keeps its plan for the connection's
 /// life: the same statement inlined in this simple query was planned again at
 /// every transaction (0.13 ms of planning, 0.02 ms of execution). (The hot
-/// path's transactions are [`ROUTINES`] instead.)
+/// path's transactions are [`Routine`]s instead.)
 pub async fn begin_sessions(
     pool: &PgPool,
     org_id: uuid::Uuid,
@@ -241,6 +211,17 @@ pub fn redact_url(url: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_routines_migration_is_what_the_code_renders() {
+        let path = format!("{}/../migrations/{}.sql", env!("CARGO_MANIFEST_DIR"), super::ROUTINES_MIGRATION);
+        let committed = std::fs::read_to_string(&path).unwrap_or_default();
+        assert!(
+            committed == super::routines_sql(),
+            "{path} differs from the routines in core/src. A migration never changes once released: write the \
+             routines to a new one with `scripts/routines <YYYYMMDDhhmmss>` and set db::ROUTINES_MIGRATION to its name"
+        );
+    }
+
     #[test]
     fn worker_connections_are_named_within_postgres_limit() {
         assert_eq!(super::worker_application_name("w-1"), "turnstone-worker:w-1");

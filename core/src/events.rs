@@ -268,6 +268,16 @@ pub(crate) struct EventArrays {
     turn_ids: Vec<Option<Uuid>>,
 }
 
+/// The parameters [`EventArrays::bind`] binds, for a routine's signature ([`crate::db::Routine`]).
+pub(crate) const EVENT_ARRAY_PARAMS: [(&str, &str); 6] = [
+    ("event_sessions", "uuid[]"),
+    ("event_ids", "uuid[]"),
+    ("event_types", "text[]"),
+    ("event_data", "jsonb[]"),
+    ("event_step_keys", "text[]"),
+    ("event_turns", "uuid[]"),
+];
+
 impl EventArrays {
     /// Adds `e`, appended to `session_id`'s log with `turn_id`.
     pub(crate) fn push(&mut self, session_id: Uuid, turn_id: Option<Uuid>, e: NewEvent) {
@@ -345,8 +355,10 @@ pub(crate) fn append_ctes(sessions: &str) -> String {
     )
 }
 
-/// The types of [`append_ctes`]'s parameters `$1`–`$5`, for a routine's signature (`db::temp_routine`).
-pub(crate) const APPEND_ARGS: [&str; 5] = ["uuid", "text", "int4", "bytea", "bytea"];
+/// [`append_ctes`]'s parameters `$1`–`$5` (the org, the NOTIFY channel, the
+/// payload's byte limit, the signing key's inner and outer pads), for a routine's signature ([`crate::db::Routine`]).
+pub(crate) const APPEND_PARAMS: [(&str, &str); 5] =
+    [("org", "uuid"), ("channel", "text"), ("notify_limit", "int4"), ("notify_ipad", "bytea"), ("notify_opad", "bytea")];
 
 /// Binds the parameters of [`append_ctes`], `$1`–`$5`, to a statement built around them.
 pub(crate) fn bind_append<'q, O>(

@@ -31,7 +31,8 @@ use crate::error::{Error, Result};
 use crate::events::{self, Event, NewEvent, types};
 use crate::history::{ConversationCache, Prefix};
 use crate::ids::new_id;
-use crate::{db, limits, queue};
+use crate::db::{self, Routine};
+use crate::{limits, queue};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -111,7 +112,7 @@ pub async fn post_message(
     let turn_id = new_id();
     let data = json!({ "message": { "role": "user", "content": content } });
     let task = serde_json::to_value(TurnTask { turn_id, org_id }).expect("task payloads serialise");
-    let row: Option<Row> = events::bind_append(sqlx::query_as(POST_CALL), org_id)
+    let row: Option<Row> = events::bind_append(sqlx::query_as(sqlx::AssertSqlSafe(POST_ROUTINE.call())), org_id)
         .bind(session_id)
         .bind(turn_id)
         .bind(model_id)
@@ -140,13 +141,7 @@ pub async fn post_message(
     Ok(Posted { message, turn_id, turn_status })
 }
 
-/// The call of [`POST_ROUTINE`]: `$1`–`$5` as [`events::bind_append`] binds
-/// them, then the session, the turn, the model (or NULL), the message's event
-/// id and data, `session.activated`'s event id, the queue, the task and its
-/// `max_attempts`.
-const POST_CALL: &str = "SELECT * FROM pg_temp.turnstone_post($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)";
-
-/// [`post_message`]'s statement as a function of the connection's own, with
+/// [`post_message`]'s statement as a routine (`turnstone.post_message`), with
 /// the org's scope: called outside a transaction it is a whole POST in one
 /// round trip (`BEGIN` and `COMMIT` were two more); inside one (an
 /// `Idempotency-Key`'s) it is a statement of it.
@@ -154,13 +149,27 @@ const POST_CALL: &str = "SELECT * FROM pg_temp.turnstone_post($1, $2, $3, $4, $5
 /// Self-contained: should the session have no sequence row (it always has
 /// one), nothing at all is written — the session and task writes require the
 /// message's row — since no caller's rollback may be there to undo them.
-pub(crate) static POST_ROUTINE: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-    db::temp_routine(
-        "turnstone_post",
-        &[&events::APPEND_ARGS[..], &["uuid", "uuid", "uuid", "uuid", "jsonb", "uuid", "text", "jsonb", "int4"]].concat(),
-        "status text, lim int4, active int8, model_ok bool, id uuid, sequence int8, data jsonb, ts timestamptz",
-        "PERFORM set_config('turnstone.org_id', $1::text, true);",
-        &format!(
+pub(crate) static POST_ROUTINE: std::sync::LazyLock<Routine> = std::sync::LazyLock::new(|| Routine {
+    name: "post_message",
+    params: [
+        &events::APPEND_PARAMS[..],
+        &[
+            ("session", "uuid"),
+            ("turn", "uuid"),
+            ("model", "uuid"),
+            ("message_id", "uuid"),
+            ("message", "jsonb"),
+            ("activated_id", "uuid"),
+            ("queue_name", "text"),
+            ("task", "jsonb"),
+            ("task_max_attempts", "int4"),
+        ],
+    ]
+    .concat(),
+    returns: "status text, lim int4, active int8, model_ok bool, id uuid, sequence int8, data jsonb, ts timestamptz",
+    prelude: "PERFORM set_config('turnstone.org_id', $1::text, true);",
+    settings: "",
+    query: format!(
             "WITH locked AS (
                 SELECT s.status, o.max_concurrent_turns AS lim,
                        CASE WHEN s.status = 'idle' THEN
@@ -197,7 +206,6 @@ pub(crate) static POST_ROUTINE: std::sync::LazyLock<String> = std::sync::LazyLoc
             activated = types::SESSION_ACTIVATED,
             append = events::append_ctes("ARRAY[$6::uuid]"),
         ),
-    )
 });
 
 /// Locks the session row (serialising every writer of the session) and returns its status.
@@ -278,8 +286,7 @@ pub enum Started {
 /// without a new committed step (a crash loop) is sealed `turn.failed` with
 /// code `no_progress`. Either way its session moves on and it is `Finished`.
 ///
-/// One round trip however many turns: [`START_ROUTINE`], a function of the
-/// connection's own (see [`db::ROUTINES`]), scopes the transaction to the
+/// One round trip however many turns: [`START_ROUTINE`] scopes the transaction to the
 /// org, takes the sessions' locks (in id order), then runs one statement
 /// that reads the live turns, applies their guards, takes them (with their
 /// sessions' status) and appends the first starts' events; the call commits
@@ -311,7 +318,7 @@ pub async fn start_many(pool: &PgPool, org_id: Uuid, turn_ids: &[Uuid], max_stal
     // fresh turn is always the first model call, so its marker commits with
     // the start, saving a transaction.
     let event_ids: Vec<Uuid> = (0..2 * turn_ids.len()).map(|_| new_id()).collect();
-    let taken: Vec<Taken> = events::bind_append(sqlx::query_as(START_CALL), org_id)
+    let taken: Vec<Taken> = events::bind_append(sqlx::query_as(sqlx::AssertSqlSafe(START_ROUTINE.call())), org_id)
         .bind(turn_ids)
         .bind(max_stalled_starts)
         .bind(&event_ids)
@@ -337,22 +344,18 @@ pub async fn start_many(pool: &PgPool, org_id: Uuid, turn_ids: &[Uuid], max_stal
     Ok(turn_ids.iter().map(|id| runs.remove(id).map_or(Started::Finished, Started::Run)).collect())
 }
 
-/// The call of [`START_ROUTINE`]: `$1`–`$5` as [`events::bind_append`] binds
-/// them, then the turn ids, `max_stalled_starts` and two event ids per turn.
-const START_CALL: &str = "SELECT * FROM pg_temp.turnstone_start($1, $2, $3, $4, $5, $6, $7, $8)";
-
-/// [`start_many`]'s transaction as a function of the connection's own: the
+/// [`start_many`]'s transaction as a routine (`turnstone.start_turns`): the
 /// org's scope, the sessions' locks (a statement of their own, so the start's
 /// snapshot is taken after they were granted), then the start.
-pub(crate) static START_ROUTINE: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-    db::temp_routine(
-        "turnstone_start",
-        &[&events::APPEND_ARGS[..], &["uuid[]", "int4", "uuid[]"]].concat(),
-        "turn_id uuid, org_id uuid, session_id uuid, attempt int4, input_sequence int8, model_id uuid,
+pub(crate) static START_ROUTINE: std::sync::LazyLock<Routine> = std::sync::LazyLock::new(|| Routine {
+    name: "start_turns",
+    params: [&events::APPEND_PARAMS[..], &[("turns", "uuid[]"), ("max_stalled_starts", "int4"), ("event_ids", "uuid[]")]].concat(),
+    returns: "turn_id uuid, org_id uuid, session_id uuid, attempt int4, input_sequence int8, model_id uuid,
          started_at timestamptz, cancel_requested bool, stalled int4",
-        "PERFORM set_config('turnstone.org_id', $1::text, true);
+    prelude: "PERFORM set_config('turnstone.org_id', $1::text, true);
          PERFORM turnstone_lock_turn_sessions($6);",
-        &format!(
+    settings: db::GENERIC_PLANS,
+    query: format!(
             "WITH live AS (
                 SELECT t.id, t.attempt, t.steps_seen, t.stalled_starts, t.cancel_requested_at IS NOT NULL AS cancel_requested,
                        (SELECT count(*) FROM events e
@@ -390,7 +393,6 @@ pub(crate) static START_ROUTINE: std::sync::LazyLock<String> = std::sync::LazyLo
             reason = types::REASON_STARTED,
             append = events::append_ctes("ARRAY(SELECT session_id FROM first)"),
         ),
-    )
 });
 
 /// The `reason.started` marker of a model call (keyed: once per iteration).
@@ -424,7 +426,7 @@ pub async fn commit_step(
     }
     type Row = (bool, Option<Uuid>, Option<i64>, Option<String>, Option<Uuid>, Option<Value>, Option<DateTime<Utc>>);
     let rows: Vec<Row> = arrays
-        .bind(events::bind_append(sqlx::query_as(STEP_CALL), lease.org_id))
+        .bind(events::bind_append(sqlx::query_as(sqlx::AssertSqlSafe(STEP_ROUTINE.call())), lease.org_id))
         .bind(lease.session_id)
         .bind(lease.turn_id)
         .bind(lease.attempt)
@@ -449,30 +451,31 @@ pub async fn commit_step(
     Ok(appended)
 }
 
-/// The call of [`STEP_ROUTINE`]: `$1`–`$5` as [`events::bind_append`] binds
-/// them, the events' arrays (`$6`–`$11`), then the session, the turn, the
-/// lease's attempt, the step's iterations and its input and output tokens.
-const STEP_CALL: &str =
-    "SELECT * FROM pg_temp.turnstone_step($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)";
-
-/// [`commit_step`]'s transaction as a function of the connection's own (see
-/// [`db::ROUTINES`]). The lease check (`attempt`, still running) is the
+/// [`commit_step`]'s transaction as a routine (`turnstone.commit_step`). The lease check (`attempt`, still running) is the
 /// update that adds the step's usage; the events are appended only if it
 /// passed, and it passes only if the session has its sequence row, so the
 /// statement writes all or nothing. One row per appended event, each with
 /// `held`; a lease check that failed gives one row, `held` false.
-pub(crate) static STEP_ROUTINE: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-    db::temp_routine(
-        "turnstone_step",
+pub(crate) static STEP_ROUTINE: std::sync::LazyLock<Routine> = std::sync::LazyLock::new(|| Routine {
+    name: "commit_step",
+    params: [
+        &events::APPEND_PARAMS[..],
+        &events::EVENT_ARRAY_PARAMS[..],
         &[
-            &events::APPEND_ARGS[..],
-            &["uuid[]", "uuid[]", "text[]", "jsonb[]", "text[]", "uuid[]", "uuid", "uuid", "int4", "int4", "int8", "int8"],
-        ]
-        .concat(),
-        "held bool, id uuid, sequence int8, type text, turn_id uuid, data jsonb, ts timestamptz",
-        "PERFORM set_config('turnstone.org_id', $1::text, true);
+            ("session", "uuid"),
+            ("turn", "uuid"),
+            ("lease_attempt", "int4"),
+            ("step_iterations", "int4"),
+            ("step_input_tokens", "int8"),
+            ("step_output_tokens", "int8"),
+        ],
+    ]
+    .concat(),
+    returns: "held bool, id uuid, sequence int8, type text, turn_id uuid, data jsonb, ts timestamptz",
+    prelude: "PERFORM set_config('turnstone.org_id', $1::text, true);
          PERFORM turnstone_lock_sessions(ARRAY[$12]);",
-        &format!(
+    settings: db::GENERIC_PLANS,
+    query: format!(
             "WITH held AS (
                 UPDATE turns SET iterations = iterations + $15, input_tokens = input_tokens + $16,
                                  output_tokens = output_tokens + $17
@@ -488,7 +491,6 @@ pub(crate) static STEP_ROUTINE: std::sync::LazyLock<String> = std::sync::LazyLoc
                FROM wake LEFT JOIN ins ON true ORDER BY ins.sequence",
             append = events::append_ctes("ARRAY[$12::uuid]"),
         ),
-    )
 });
 
 /// How a turn ended.
@@ -623,7 +625,7 @@ async fn settle_many(conn: &mut PgConnection, org_id: Uuid, seals: Vec<Seal>, co
     // With no task to complete the statement has no `DELETE` at all: the
     // control plane seals turns too (a cancel) and may not delete queue rows.
     let complete = complete && !held.ids.is_empty();
-    let query = events::bind_append(sqlx::query_as(SEAL_CALLS[complete as usize]), org_id)
+    let query = events::bind_append(sqlx::query_as(sqlx::AssertSqlSafe(SEAL_ROUTINES[complete as usize].call())), org_id)
         .bind(QUEUE)
         .bind(TASK_MAX_ATTEMPTS)
         .bind(&turns.ids)
@@ -669,42 +671,46 @@ struct HeldTasks {
     turns: Vec<Uuid>,
 }
 
-/// The calls of [`SEAL_ROUTINES`]: without, then with, the tasks to complete.
-const SEAL_CALLS: [&str; 2] = [
-    "SELECT * FROM pg_temp.turnstone_seal($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18,
-                                          $19, $20, $21, $22, $23, $24, $25)",
-    "SELECT * FROM pg_temp.turnstone_seal_done($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18,
-                                               $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29)",
-];
-
-/// [`settle_many`]'s statement as functions of the connection's own (see
-/// [`db::ROUTINES`]): the org's scope and the sessions' locks (a statement
-/// of their own, so the seal's snapshot is taken after they were granted),
-/// then the seal. `turnstone_seal_done` also deletes the sealed turns' tasks.
-pub(crate) static SEAL_ROUTINES: std::sync::LazyLock<[String; 2]> =
+/// [`settle_many`]'s statement as routines (`turnstone.seal_turns`,
+/// `turnstone.seal_turns_and_tasks`): the org's scope and the sessions' locks
+/// (a statement of their own, so the seal's snapshot is taken after they were
+/// granted), then the seal. The second also deletes the sealed turns' tasks.
+pub(crate) static SEAL_ROUTINES: std::sync::LazyLock<[Routine; 2]> =
     std::sync::LazyLock::new(|| [seal_routine(false), seal_routine(true)]);
 
-fn seal_routine(complete: bool) -> String {
-    let mut args: Vec<&str> = events::APPEND_ARGS.to_vec();
-    // $6 queue, $7 max_attempts; per turn $8 ids, $9 attempts, $10 statuses, $11 codes, $12 iterations,
-    // $13 input and $14 output tokens, $15 sessions, $16 failure messages, $17 terminal and $18 idled event ids;
-    // per step event $19 session, $20 id, $21 type, $22 data, $23 step key, $24 turn id, $25 owner.
-    args.extend([
-        "text", "int4", "uuid[]", "int4[]", "text[]", "text[]", "int4[]", "int8[]", "int8[]", "uuid[]", "text[]", "uuid[]",
-        "uuid[]", "uuid[]", "uuid[]", "text[]", "jsonb[]", "text[]", "uuid[]", "uuid[]",
+fn seal_routine(complete: bool) -> Routine {
+    let mut params = events::APPEND_PARAMS.to_vec();
+    params.extend([
+        ("queue_name", "text"),
+        ("task_max_attempts", "int4"),
+        // Per turn:
+        ("turns", "uuid[]"),
+        ("attempts", "int4[]"),
+        ("statuses", "text[]"),
+        ("codes", "text[]"),
+        ("turn_iterations", "int4[]"),
+        ("turn_input_tokens", "int8[]"),
+        ("turn_output_tokens", "int8[]"),
+        ("sessions", "uuid[]"),
+        ("messages", "text[]"),
+        ("terminal_ids", "uuid[]"),
+        ("idled_ids", "uuid[]"),
     ]);
-    // $26 task ids, $27 their attempts, $28 workers, $29 turns.
+    // Per step event, and its owner (the turn whose lease it needs):
+    params.extend(events::EVENT_ARRAY_PARAMS);
+    params.push(("event_owners", "uuid[]"));
     if complete {
-        args.extend(["int8[]", "int4[]", "text[]", "uuid[]"]);
+        params.extend([("task_ids", "int8[]"), ("task_attempts", "int4[]"), ("task_workers", "text[]"), ("task_turns", "uuid[]")]);
     }
-    db::temp_routine(
-        if complete { "turnstone_seal_done" } else { "turnstone_seal" },
-        &args,
-        "turn_id uuid",
-        "PERFORM set_config('turnstone.org_id', $1::text, true);
+    Routine {
+        name: if complete { "seal_turns_and_tasks" } else { "seal_turns" },
+        params,
+        returns: "turn_id uuid",
+        prelude: "PERFORM set_config('turnstone.org_id', $1::text, true);
          PERFORM turnstone_lock_sessions($15);",
-        &settle_sql(complete),
-    )
+        settings: db::GENERIC_PLANS,
+        query: settle_sql(complete),
+    }
 }
 
 /// The statement of [`SEAL_ROUTINES`] (parameters listed in [`seal_routine`]).

@@ -1,8 +1,8 @@
-//! The hot path's routines (`db::ROUTINES`): functions each pooled connection
-//! creates in its own `pg_temp` schema, so a POST and a turn's start are each
-//! one round trip. A connection that dies is replaced by one that has them,
-//! a POST outside a transaction writes all or nothing, and a role that may not
-//! create temporary objects is told so when it connects.
+//! The hot path's routines (`db::Routine`): functions of the migrations in
+//! schema `turnstone`, so a POST and a turn's start are each one round trip.
+//! A connection that dies is replaced by one that calls them as before, a
+//! POST outside a transaction writes all or nothing, and nothing needs a
+//! temporary object.
 
 use sqlx::PgPool;
 use turnstone_core::turns::{self, ContentPart, Started};
@@ -34,8 +34,8 @@ async fn backend(pool: &PgPool) -> i32 {
     sqlx::query_scalar("SELECT pg_backend_pid()").fetch_one(pool).await.unwrap()
 }
 
-/// A connection killed under the pool is replaced by one that creates the
-/// routines again: the POST (outside any transaction) and the worker's start
+/// A connection killed under the pool is replaced by a new one, which calls
+/// the same routines: the POST (outside any transaction) and the worker's start
 /// both work on the new backend, and each message and start landed once.
 #[tokio::test]
 async fn a_killed_connection_is_replaced_by_one_with_the_routines() {
@@ -64,13 +64,6 @@ async fn a_killed_connection_is_replaced_by_one_with_the_routines() {
     let second = second.expect("a POST on a new connection");
     assert_eq!(second.turn_status, "pending", "queued behind the running turn");
     assert_ne!(backend(&api).await, killed[0], "a new backend");
-    let routines: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM pg_proc WHERE pronamespace = pg_my_temp_schema() AND proname IN ('turnstone_post', 'turnstone_start')",
-    )
-    .fetch_one(&api)
-    .await
-    .unwrap();
-    assert_eq!(routines, 2, "the new connection created its routines");
 
     // The worker's start, on its own new connection, still takes a turn exactly once.
     let mut retaken = None;
@@ -115,21 +108,45 @@ async fn a_post_outside_a_transaction_writes_nothing_when_it_cannot_append() {
     assert_eq!((events, turns, tasks, status.as_str()), (0, 0, 0, "idle"));
 }
 
-/// A role that may not create temporary objects cannot hold the routines:
-/// its pool hands out no connection, and the reason it logs names the privilege.
+/// The routines are the migrations' own: schema `turnstone`, named
+/// parameters, visible to an operator (`\df turnstone.*`), callable by both
+/// roles; and a role that may not create temporary objects works as well,
+/// since nothing is created per connection.
 #[tokio::test]
-async fn a_role_without_the_temporary_privilege_is_told_so_at_connect() {
-    use sqlx::Connection;
-    let (tdb, owner, _org) = turnstone_tests::org_database().await;
+async fn the_routines_live_in_the_migrations_and_need_no_temporary_objects() {
+    let (tdb, owner, org) = turnstone_tests::org_database().await;
+    let listed: Vec<(String, String)> = sqlx::query_as(
+        "SELECT p.proname::text, pg_get_function_identity_arguments(p.oid)
+           FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace WHERE n.nspname = 'turnstone' ORDER BY 1",
+    )
+    .fetch_all(&owner)
+    .await
+    .unwrap();
+    let names: Vec<&str> = listed.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, ["commit_step", "post_message", "seal_turns", "seal_turns_and_tasks", "start_turns"]);
+    let (_, post_args) = &listed[1];
+    assert!(post_args.starts_with("org uuid, channel text"), "named parameters: {post_args}");
+
     sqlx::query(sqlx::AssertSqlSafe(format!("REVOKE TEMPORARY ON DATABASE {} FROM PUBLIC", tdb.name)))
         .execute(&owner)
         .await
         .unwrap();
-    let url = tdb.as_role("turnstone_api");
-    let mut conn = sqlx::PgConnection::connect(&url).await.unwrap();
-    let err = db::create_routines(&mut conn).await.unwrap_err();
-    assert!(err.to_string().contains("needs the TEMPORARY privilege"), "{err}");
-    assert!(db::connect(&url, 1).await.is_err(), "no connection without the routines");
+    let api = db::connect(&tdb.as_role("turnstone_api"), 1).await.unwrap();
+    let mut tx = db::begin_org(&api, org).await.unwrap();
+    let agent =
+        agents::create_agent(&mut tx, org, agents::AgentInput { name: Some("a".into()), ..Default::default() }).await.unwrap();
+    let session = sessions::create_session(&mut tx, org, sessions::SessionInput { agent_id: agent.id, ..Default::default() })
+        .await
+        .unwrap()
+        .id;
+    tx.commit().await.unwrap();
+    let posted = turns::post_message(&mut api.acquire().await.unwrap(), org, session, hi(), None).await.unwrap();
+    assert_eq!(posted.turn_status, "queued");
+    let temp_schemas: i64 = sqlx::query_scalar("SELECT count(*) FROM pg_namespace WHERE nspname LIKE 'pg_temp_%' AND EXISTS (SELECT 1 FROM pg_proc WHERE pronamespace = pg_namespace.oid)")
+        .fetch_one(&owner)
+        .await
+        .unwrap();
+    assert_eq!(temp_schemas, 0, "no function lives in a temporary schema");
 }
 
 /// The step commit and the seal are one statement each, outside any
@@ -160,26 +177,4 @@ async fn a_step_or_seal_that_cannot_append_writes_nothing() {
     .await
     .unwrap();
     assert_eq!((events, status.as_str(), iterations, tokens, session_status.as_str()), (4, "running", 0, 0, "running"));
-}
-
-/// Each new connection calls its process's routines once, with arguments that
-/// match nothing, so that its first request does not pay for compiling them:
-/// on a migrated database the calls succeed for both roles and write nothing.
-#[tokio::test]
-async fn warming_the_routines_succeeds_and_writes_nothing() {
-    use sqlx::Connection;
-    let (tdb, owner, _org) = turnstone_tests::org_database().await;
-    for (role, caller) in [("turnstone_api", db::Caller::Api), ("turnstone_worker", db::Caller::Worker)] {
-        let mut conn = sqlx::PgConnection::connect(&tdb.as_role(role)).await.unwrap();
-        db::create_routines(&mut conn).await.unwrap();
-        db::warm_routines(&mut conn, caller).await.unwrap_or_else(|e| panic!("{role}: {e}"));
-    }
-    let written: (i64, i64, i64, i64) = sqlx::query_as(
-        "SELECT (SELECT count(*) FROM events), (SELECT count(*) FROM turns), (SELECT count(*) FROM task_queue),
-                (SELECT count(*) FROM sessions WHERE status <> 'idle')",
-    )
-    .fetch_one(&owner)
-    .await
-    .unwrap();
-    assert_eq!(written, (0, 0, 0, 0));
 }
