@@ -28,8 +28,6 @@ use turnstone_core::orgs::AUTH_CHANNEL;
 use turnstone_core::{db, sessions};
 use uuid::Uuid;
 
-use crate::wire::StreamFrame;
-
 /// Events read per query by a reader.
 pub const BATCH: u32 = 500;
 
@@ -37,7 +35,8 @@ pub const BATCH: u32 = 500;
 #[derive(Debug, Clone)]
 pub struct Rendered {
     pub sequence: i64,
-    pub frame: StreamFrame,
+    /// The whole SSE frame (`id:`, `event:`, `data:`), handed to every stream as is.
+    pub wire: bytes::Bytes,
 }
 
 /// What a stream is told.
@@ -254,8 +253,7 @@ fn render(e: events::Event) -> Rendered {
     use poem_openapi::types::ToJSON;
     let sequence = e.sequence;
     let event = crate::wire::Event::from(e);
-    let frame = StreamFrame::shared(event.kind.clone(), Some(event.id.clone()), &event.to_json().unwrap_or_default());
-    Rendered { sequence, frame }
+    Rendered { sequence, wire: crate::sse::wire_bytes(&event.kind, Some(&event.id), &event.to_json_string()) }
 }
 
 /// One session's reader: takes the batches notifications carried (or, for a

@@ -15,7 +15,8 @@
 //! - [`routes`]: the operations, one module per tag.
 //! - [`idempotency`]: `Idempotency-Key` replay for creating POSTs.
 //! - [`fanout`]: the process's one LISTEN connection, fanned out to streams.
-//! - [`sse`]: the per-client SSE pump.
+//! - [`sse`]: one client's SSE stream, the body of its response.
+//! - [`listener`]: the accept loop: hyper (HTTP/1.1 and h2c) around the endpoint.
 
 pub mod auth;
 pub mod config;
@@ -238,8 +239,9 @@ impl Application {
         tokio::spawn(state.hub.clone().run(async move {
             let _ = listen_stop_rx.await;
         }));
+        let app = endpoint(state);
         let server = tokio::spawn(async move {
-            let result = listener::serve(listener, state, shutdown, stop_tx, Duration::from_secs(10)).await;
+            let result = listener::serve(listener, app, shutdown, stop_tx, Duration::from_secs(10)).await;
             let _ = listen_stop_tx.send(());
             pool.close().await;
             result

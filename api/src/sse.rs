@@ -4,15 +4,22 @@
 //! A gap in the broadcast (the client joined late or lagged) is filled by
 //! reading the log itself.
 //!
-//! The stream is polled by the client's connection task itself: no task and
-//! no channel per client. Its idle state is the [`Pump`] plus a boxed future
-//! only while it waits, so an idle stream costs a few hundred bytes beyond
-//! the HTTP connection (docs/benchmarks.md, `sse_fanout`).
+//! The stream is the body of the `GET …/sse` response ([`FrameStream`]), which
+//! hyper writes over HTTP/1.1 or HTTP/2 like any other body: frames in their
+//! wire form as `Bytes`, a stored event's rendered once by its session's reader
+//! and shared by every stream. It is polled by the connection's own task: no
+//! task and no channel per client. Its idle state is the [`Pump`] plus a boxed
+//! future only while it waits (docs/benchmarks.md, `sse_fanout`).
 
 use std::collections::VecDeque;
 
+use bytes::Bytes;
 use futures::StreamExt;
 use futures::stream::BoxStream;
+use poem::{Body, IntoResponse, Response};
+use poem_openapi::payload::Payload;
+use poem_openapi::registry::{MetaSchema, MetaSchemaRef, Registry};
+use poem_openapi::types::Type;
 use rand::Rng;
 use serde_json::json;
 use tokio::sync::broadcast;
@@ -26,6 +33,9 @@ use crate::AppState;
 use crate::error::{ApiError, Problem};
 use crate::fanout::{self, Signal, Subscription};
 use crate::wire::{StreamFrame, parse_id};
+
+/// A comment frame: keeps proxies and clients from timing an idle stream out.
+const HEARTBEAT: Bytes = Bytes::from_static(b":\n\n");
 
 /// Everything a stream request is checked for once its key is known: the
 /// session exists in the caller's org, the resume id (`Last-Event-ID` wins over
@@ -77,15 +87,16 @@ pub fn open(
     session_id: Uuid,
     after_sequence: i64,
     permit: tokio::sync::OwnedSemaphorePermit,
-) -> BoxStream<'static, StreamFrame> {
+) -> FrameStream {
     // Subscribe before the first read, so nothing committed in between is missed.
     let sub = state.hub.subscribe(principal.org_id, session_id);
     let session = ids::format(Kind::Session, session_id);
-    let connected = StreamFrame::new("connected", None, json!({ "session_id": session, "after_sequence": after_sequence }));
+    let connected = own_frame("connected", json!({ "session_id": session, "after_sequence": after_sequence }));
     let now = Instant::now();
     let pump = Pump {
         cycle_at: now + state.config.sse_max_connection.mul_f64(rand::rng().random_range(0.8..1.2)),
         next_key_check: now + key_check_interval(&state),
+        next_heartbeat: now + state.config.sse_heartbeat,
         shutdown: state.shutdown.clone(),
         state,
         principal,
@@ -98,9 +109,11 @@ pub fn open(
         ended: false,
         _permit: permit,
     };
-    futures::stream::unfold(pump, |mut pump| async move {
+    let frames = futures::stream::unfold(pump, |mut pump| async move {
         loop {
             if let Some(frame) = pump.outbox.pop_front() {
+                // A heartbeat follows the last frame of any kind.
+                pump.next_heartbeat = Instant::now() + pump.state.config.sse_heartbeat;
                 return Some((frame, pump));
             }
             if pump.ended {
@@ -112,8 +125,39 @@ pub fn open(
                 return None;
             }
         }
-    })
-    .boxed()
+    });
+    FrameStream(frames.boxed())
+}
+
+/// A `text/event-stream` response body: SSE frames in their wire form. See
+/// the `StreamFrame` schema for what they hold; the contract describes it as
+/// poem-openapi's `EventStream` of them does.
+pub struct FrameStream(BoxStream<'static, Bytes>);
+
+impl Payload for FrameStream {
+    const CONTENT_TYPE: &'static str = "text/event-stream";
+
+    fn schema_ref() -> MetaSchemaRef {
+        MetaSchemaRef::Inline(Box::new(MetaSchema {
+            items: Some(Box::new(StreamFrame::schema_ref())),
+            ..MetaSchema::new_with_format("array", "event-stream")
+        }))
+    }
+
+    fn register(registry: &mut Registry) {
+        StreamFrame::register(registry);
+    }
+}
+
+impl IntoResponse for FrameStream {
+    fn into_response(self) -> Response {
+        Response::builder()
+            .content_type(Self::CONTENT_TYPE)
+            // Proxies (nginx) must pass frames on as they come.
+            .header("X-Accel-Buffering", "no")
+            .header("Cache-Control", "no-cache")
+            .body(Body::from_bytes_stream(self.0.map(Ok::<_, std::io::Error>)))
+    }
 }
 
 /// One stream's state between frames.
@@ -126,12 +170,14 @@ struct Pump {
     /// The last stored event sent.
     cursor: i64,
     sub: Subscription,
-    /// Frames ready to send (at most one log batch).
-    outbox: VecDeque<StreamFrame>,
+    /// Frames ready to send, in wire form (at most one log batch).
+    outbox: VecDeque<Bytes>,
     /// The log may hold events after `cursor` that the broadcast will not bring.
     catching_up: bool,
     cycle_at: Instant,
     next_key_check: Instant,
+    /// A heartbeat is due if nothing else was sent by then.
+    next_heartbeat: Instant,
     shutdown: tokio::sync::watch::Receiver<bool>,
     /// `disconnecting` is queued (or the hub closed): nothing follows.
     ended: bool,
@@ -141,8 +187,8 @@ struct Pump {
 /// What ended a wait.
 enum Wake {
     Signal(Result<Signal, broadcast::error::RecvError>),
-    KeyCheck,
-    Cycle,
+    /// The earliest of the cycle, the key check and the heartbeat is due.
+    Timer,
     Shutdown,
 }
 
@@ -169,14 +215,15 @@ impl Pump {
             self.catching_up = batch.len() >= fanout::BATCH as usize;
             for r in batch {
                 self.cursor = r.sequence;
-                self.outbox.push_back(r.frame);
+                self.outbox.push_back(r.wire);
             }
             return Ok(());
         }
+        // One timer for the three deadlines: a waiting stream holds one timer entry.
+        let due = self.cycle_at.min(self.next_key_check).min(self.next_heartbeat);
         let wake = tokio::select! {
             signal = self.sub.recv() => Wake::Signal(signal),
-            _ = tokio::time::sleep_until(self.next_key_check) => Wake::KeyCheck,
-            _ = tokio::time::sleep_until(self.cycle_at) => Wake::Cycle,
+            _ = tokio::time::sleep_until(due) => Wake::Timer,
             _ = self.shutdown.wait_for(|stop| *stop) => Wake::Shutdown,
         };
         match wake {
@@ -187,7 +234,7 @@ impl Pump {
                 } else {
                     for r in batch.iter() {
                         if r.sequence > self.cursor {
-                            self.outbox.push_back(r.frame.clone());
+                            self.outbox.push_back(r.wire.clone());
                             self.cursor = r.sequence;
                         }
                     }
@@ -201,21 +248,32 @@ impl Pump {
                     "turn_id": ids::format(Kind::Turn, d.turn_id),
                     "data": { "delta": d.text, "iteration": d.iteration },
                 });
-                self.outbox.push_back(StreamFrame::new(types::OUTPUT_MESSAGE_DELTA, None, data));
+                self.outbox.push_back(own_frame(types::OUTPUT_MESSAGE_DELTA, data));
             }
             Wake::Signal(Ok(Signal::Resync)) | Wake::Signal(Err(broadcast::error::RecvError::Lagged(_))) => {
                 self.catching_up = true
             }
             Wake::Signal(Err(broadcast::error::RecvError::Closed)) => self.ended = true,
-            Wake::KeyCheck => {
-                self.next_key_check = Instant::now() + key_check_interval(&self.state);
-                // A key revoked or expired (or its org disabled) while streaming:
-                // end the stream; the client's reconnect then gets a 401.
-                if matches!(Box::pin(orgs::key_active(&self.state.pool, self.principal)).await, Ok(false)) {
+            Wake::Timer => {
+                let now = Instant::now();
+                if now >= self.cycle_at {
                     self.disconnect();
+                    return Ok(());
+                }
+                if now >= self.next_key_check {
+                    self.next_key_check = now + key_check_interval(&self.state);
+                    // A key revoked or expired (or its org disabled) while streaming:
+                    // end the stream; the client's reconnect then gets a 401.
+                    if matches!(Box::pin(orgs::key_active(&self.state.pool, self.principal)).await, Ok(false)) {
+                        self.disconnect();
+                        return Ok(());
+                    }
+                }
+                if now >= self.next_heartbeat {
+                    self.outbox.push_back(HEARTBEAT);
                 }
             }
-            Wake::Cycle | Wake::Shutdown => self.disconnect(),
+            Wake::Shutdown => self.disconnect(),
         }
         Ok(())
     }
@@ -223,14 +281,19 @@ impl Pump {
     /// Queues `disconnecting` (with a jittered reconnect delay) as the last frame.
     fn disconnect(&mut self) {
         let retry_ms = rand::rng().random_range(500..1500);
-        self.outbox.push_back(StreamFrame::new("disconnecting", None, json!({ "retry_ms": retry_ms })));
+        self.outbox.push_back(own_frame("disconnecting", json!({ "retry_ms": retry_ms })));
         self.ended = true;
     }
 }
 
-/// A frame in the SSE wire form, exactly as poem writes it (`id:`, `event:`,
-/// one `data:` line per line, blank line).
-pub fn wire_bytes(frame: &str, id: Option<&str>, data: &str) -> bytes::Bytes {
+/// A frame of this stream alone (no id: `connected`, deltas, `disconnecting`).
+fn own_frame(frame: &str, data: serde_json::Value) -> Bytes {
+    wire_bytes(frame, None, &data.to_string())
+}
+
+/// A frame in the SSE wire form: `id:` (when there is one), `event:`, one
+/// `data:` line per line of `data`, and a blank line.
+pub fn wire_bytes(frame: &str, id: Option<&str>, data: &str) -> Bytes {
     let mut out = String::with_capacity(data.len() + frame.len() + 48);
     if let Some(id) = id.filter(|id| !id.is_empty()) {
         out.push_str("id: ");
@@ -248,26 +311,5 @@ pub fn wire_bytes(frame: &str, id: Option<&str>, data: &str) -> bytes::Bytes {
         out.push('\n');
     }
     out.push('\n');
-    bytes::Bytes::from(out)
-}
-
-/// The frame's wire form: rendered once for shared frames, here for the others.
-pub fn frame_bytes(f: &StreamFrame) -> bytes::Bytes {
-    match &f.wire {
-        Some(wire) => wire.clone(),
-        None => wire_bytes(&f.frame, f.id.as_deref(), &f.data.to_string()),
-    }
-}
-
-/// Turns a frame into the SSE wire form.
-pub fn to_sse_event(f: StreamFrame) -> poem::web::sse::Event {
-    let data = match &f.text {
-        Some(text) => text.to_string(),
-        None => f.data.to_string(),
-    };
-    let e = poem::web::sse::Event::message(data).event_type(f.frame);
-    match f.id {
-        Some(id) => e.id(id),
-        None => e,
-    }
+    Bytes::from(out)
 }

@@ -1,8 +1,7 @@
 //! Sessions (`/v1/sessions`), their messages, event log and SSE stream.
 
-use futures::stream::BoxStream;
 use poem_openapi::param::{Header, Path, Query};
-use poem_openapi::payload::{EventStream, Json};
+use poem_openapi::payload::Json;
 use poem_openapi::types::ToJSON;
 use poem_openapi::{ApiResponse, OpenApi};
 use turnstone_core::events::{self, EventFilter, types};
@@ -16,8 +15,8 @@ use crate::auth::{ApiKey, StreamAuth};
 use crate::error::ApiError;
 use crate::idempotency::create_once;
 use crate::wire::{
-    CancelAccepted, CancelState, Event, EventList, Message, MessageAccepted, MessageCreate, MessageList, MessageOrder, Session, SessionCreate,
-    SessionList, StreamFrame, TurnStatus, parse_id, parse_opt_id,
+    CancelAccepted, CancelState, Event, EventList, Message, MessageAccepted, MessageCreate, MessageList, MessageOrder, Session,
+    SessionCreate, SessionList, TurnStatus, parse_id, parse_opt_id,
 };
 
 pub struct SessionsApi {
@@ -51,7 +50,7 @@ enum CancelResponse {
 enum SseResponse {
     /// A `text/event-stream`; see the StreamFrame schema for the frames.
     #[oai(status = 200)]
-    Stream(EventStream<BoxStream<'static, StreamFrame>>),
+    Stream(crate::sse::FrameStream),
 }
 
 /// Splits `types` values, accepting both repeated parameters and commas.
@@ -274,10 +273,7 @@ impl SessionsApi {
         let principal = auth.principal();
         let (session, after, permit) =
             crate::sse::prepare(&self.state, principal, &session_id.0, last_event_id.0, since_id.0).await?;
-        let stream = crate::sse::open(self.state.clone(), principal, session, after, permit);
-        Ok(SseResponse::Stream(
-            EventStream::new(stream).keep_alive(self.state.config.sse_heartbeat).to_event(crate::sse::to_sse_event),
-        ))
+        Ok(SseResponse::Stream(crate::sse::open(self.state.clone(), principal, session, after, permit)))
     }
 }
 

@@ -285,82 +285,69 @@ async fn live_frames_equal_the_log_whether_events_ride_in_the_notification_or_no
     assert_eq!(stored, api.events(&session).await, "every event once, as the log renders it");
 }
 
-/// The API writes well-formed stream requests itself (`api::listener`) and
-/// leaves the rest to hyper and poem; an unknown query parameter is enough to
-/// take the second path. Both must put the same bytes on the wire.
+/// hyper serves HTTP/2 cleartext with prior knowledge (h2c) beside HTTP/1.1:
+/// a JSON route and a session's stream over it, and a stream the client
+/// cancels (an RST_STREAM, the connection stays) gives its slot back.
 #[tokio::test]
-async fn the_listeners_own_stream_writer_and_poem_send_the_same_stream() {
-    use tokio::io::AsyncWriteExt;
-    let stack = Stack::start().await;
-    let api = stack.client();
+async fn json_routes_and_streams_are_served_over_h2c() {
+    let stack = Stack::start_with(StackOptions { sse_max_streams: 1, ..Default::default() }).await;
+    let http = reqwest::Client::builder().http2_prior_knowledge().build().unwrap();
+    let api = turnstone_tests::Client { http, ..stack.client() };
+    let agents = api.http.get(format!("{}/v1/agents", api.base)).bearer_auth(&api.key).send().await.unwrap();
+    assert_eq!((agents.version(), agents.status().as_u16()), (reqwest::Version::HTTP_2, 200));
+    assert!(agents.json::<serde_json::Value>().await.unwrap()["data"].is_array());
     let session = api.session(&[]).await;
-    let addr = stack.base.trim_start_matches("http://").to_owned();
-    let open = async |query: &str| {
-        let mut tcp = tokio::net::TcpStream::connect(&addr).await.unwrap();
-        let head =
-            format!("GET /v1/sessions/{session}/sse{query} HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {}\r\n\r\n", stack.key);
-        tcp.write_all(head.as_bytes()).await.unwrap();
-        tcp
-    };
-    let (mut direct, mut poem) = (open("").await, open("?via=poem").await);
-    // Read each until its `connected` frame has arrived, so both hear the whole turn.
-    let (mut raw_direct, mut raw_poem) = (Vec::new(), Vec::new());
-    read_until(&mut direct, &mut raw_direct, "event: connected\n").await;
-    read_until(&mut poem, &mut raw_poem, "event: connected\n").await;
+
+    let resp = api.http.get(format!("{}/v1/sessions/{session}/sse", api.base)).bearer_auth(&api.key).send().await.unwrap();
+    assert_eq!((resp.version(), resp.status().as_u16()), (reqwest::Version::HTTP_2, 200));
+    let mut sse = turnstone_tests::SseReader::from_response(resp);
+    assert_eq!(sse.next().await.unwrap().event, "connected");
     api.say(&session, "hello").await;
-    read_until(&mut direct, &mut raw_direct, "event: session.idled\n").await;
-    read_until(&mut poem, &mut raw_poem, "event: session.idled\n").await;
-    let ((head_direct, body_direct), (head_poem, body_poem)) = (dechunk(&raw_direct), dechunk(&raw_poem));
-    assert_eq!(head_direct, head_poem, "status line and headers (date aside)");
-    assert!(head_direct.starts_with("HTTP/1.1 200 OK\r\n") && head_direct.contains("content-type: text/event-stream"));
-    // The `connected` frame names the same session and cursor on both; every frame after it is identical.
-    assert_eq!(body_direct, body_poem);
-    assert!(body_direct.contains("event: turn.completed\n"), "{body_direct}");
-}
+    let frames = sse.until("session.idled").await;
+    let stored: Vec<_> = frames.into_iter().filter(|f| f.id.is_some()).map(|f| f.data).collect();
+    assert_eq!(stored, api.events(&session).await, "every event of the turn once, as the log has it");
 
-/// Reads a raw HTTP/1.1 stream into `raw` until its de-chunked body contains `marker`.
-async fn read_until(tcp: &mut tokio::net::TcpStream, raw: &mut Vec<u8>, marker: &str) {
-    use tokio::io::AsyncReadExt;
+    // The one stream slot is taken; cancelling the stream frees it.
+    let refused = api.send(api.http.get(format!("{}/v1/sessions/{session}/sse", api.base))).await;
+    refused.expect_problem(429, "too_many_streams");
+    drop(sse);
     let deadline = tokio::time::Instant::now() + turnstone_tests::DEADLINE;
-    while !dechunk(raw).1.contains(marker) {
-        let mut buf = [0u8; 4096];
-        let n = tokio::time::timeout_at(deadline, tcp.read(&mut buf)).await.expect("stream went silent").unwrap();
-        assert!(n > 0, "the stream closed: {}", String::from_utf8_lossy(raw));
-        raw.extend_from_slice(&buf[..n]);
-    }
-}
-
-/// Splits a raw HTTP/1.1 chunked response into its head (without `date`) and de-chunked body.
-fn dechunk(raw: &[u8]) -> (String, String) {
-    let text = String::from_utf8_lossy(raw);
-    let Some((head, mut rest)) = text.split_once("\r\n\r\n") else { return (String::new(), String::new()) };
-    let head: Vec<&str> = head.split("\r\n").filter(|l| !l.to_ascii_lowercase().starts_with("date:")).collect();
-    let mut body = String::new();
-    while let Some((size, after)) = rest.split_once("\r\n") {
-        let Ok(size) = usize::from_str_radix(size.trim(), 16) else { break };
-        if size == 0 || after.len() < size + 2 {
+    loop {
+        let r = api.http.get(format!("{}/v1/sessions/{session}/sse", api.base)).bearer_auth(&api.key).send().await.unwrap();
+        if r.status().as_u16() == 200 {
+            assert_eq!(r.version(), reqwest::Version::HTTP_2);
             break;
         }
-        body.push_str(&after[..size]);
-        rest = &after[size + 2..];
+        assert!(tokio::time::Instant::now() < deadline, "the cancelled stream's slot was never freed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    (head.join("\r\n"), body)
 }
 
-/// A stream request whose head arrives in pieces is not the direct writer's:
-/// hyper and poem read it whole and serve the stream as before.
+/// An idle stream carries a comment every heartbeat, over HTTP/1.1 and h2c alike,
+/// with the headers that keep proxies from buffering or caching it.
 #[tokio::test]
-async fn a_stream_request_split_over_packets_is_still_served() {
-    use tokio::io::AsyncWriteExt;
-    let stack = Stack::start().await;
+async fn idle_streams_carry_heartbeats_over_http1_and_h2c() {
+    use futures::StreamExt;
+    let stack = Stack::start_with(StackOptions { sse_heartbeat: Duration::from_millis(100), ..Default::default() }).await;
     let api = stack.client();
     let session = api.session(&[]).await;
-    let mut tcp = tokio::net::TcpStream::connect(stack.base.trim_start_matches("http://")).await.unwrap();
-    tcp.set_nodelay(true).unwrap();
-    tcp.write_all(format!("GET /v1/sessions/{session}/sse HTTP/1.1\r\nHost: t\r\n").as_bytes()).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    tcp.write_all(format!("Authorization: Bearer {}\r\n\r\n", stack.key).as_bytes()).await.unwrap();
-    let mut raw = Vec::new();
-    read_until(&mut tcp, &mut raw, "event: connected\n").await;
-    assert!(dechunk(&raw).0.starts_with("HTTP/1.1 200 OK\r\n"));
+    let h2 = reqwest::Client::builder().http2_prior_knowledge().build().unwrap();
+    for (http, version) in [(reqwest::Client::new(), reqwest::Version::HTTP_11), (h2, reqwest::Version::HTTP_2)] {
+        let resp = http.get(format!("{}/v1/sessions/{session}/sse", api.base)).bearer_auth(&api.key).send().await.unwrap();
+        assert_eq!((resp.version(), resp.status().as_u16()), (version, 200));
+        let header = |name: &str| resp.headers()[name].to_str().unwrap().to_owned();
+        assert_eq!(
+            (header("content-type"), header("cache-control"), header("x-accel-buffering")),
+            ("text/event-stream".into(), "no-cache".into(), "no".into())
+        );
+        let mut body = resp.bytes_stream();
+        let mut raw = String::new();
+        let deadline = tokio::time::Instant::now() + turnstone_tests::DEADLINE;
+        // `connected`, then two heartbeats in a row: the stream stays open while nothing happens.
+        while !raw.contains("\n\n:\n\n:\n\n") {
+            let chunk = tokio::time::timeout_at(deadline, body.next()).await.expect("heartbeats within the deadline");
+            raw.push_str(&String::from_utf8_lossy(&chunk.expect("the stream stays open").unwrap()));
+        }
+        assert!(raw.starts_with("event: connected\ndata: {"), "{raw}");
+    }
 }
