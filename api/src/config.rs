@@ -13,6 +13,12 @@ pub struct Config {
     /// Migrations and first-start bootstrap run here (the schema owner);
     /// `None` uses `database_url` (single-role mode).
     pub migrate_database_url: Option<String>,
+    /// The session connection this process LISTENs on (`TURNSTONE_LISTEN_DATABASE_URL`);
+    /// `None` uses `database_url`. Direct, not through a transaction pooler.
+    pub listen_database_url: Option<String>,
+    /// `TURNSTONE_DB_PREPARED_STATEMENTS` (default true); false for a transaction
+    /// pooler that cannot carry prepared statements (`db::set_prepared_statements`).
+    pub prepared_statements: bool,
     /// Maximum pooled database connections (SSE streams share them; they do not hold one each).
     pub db_max_connections: u32,
     pub keys: KeyRing,
@@ -37,7 +43,8 @@ pub use turnstone_core::env::ConfigError;
 use turnstone_core::env::{positive, seconds as secs, var};
 
 impl Config {
-    /// Reads `DATABASE_URL`, `TURNSTONE_MIGRATE_DATABASE_URL`, `TURNSTONE_MASTER_KEY`, `TURNSTONE_BOOTSTRAP_API_KEY`,
+    /// Reads `DATABASE_URL`, `TURNSTONE_MIGRATE_DATABASE_URL`, `TURNSTONE_LISTEN_DATABASE_URL`,
+    /// `TURNSTONE_DB_PREPARED_STATEMENTS`, `TURNSTONE_MASTER_KEY`, `TURNSTONE_BOOTSTRAP_API_KEY`,
     /// `OPENAI_BASE_URL`, `OPENAI_API_KEY`, `TURNSTONE_DEFAULT_MODEL`,
     /// `TURNSTONE_LLMSIM_ADDR`, `TURNSTONE_AUTH_CACHE_SECS` and the `TURNSTONE_SSE_*` knobs.
     pub fn from_env() -> Result<Self, ConfigError> {
@@ -54,6 +61,8 @@ impl Config {
         Ok(Config {
             database_url,
             migrate_database_url: var("TURNSTONE_MIGRATE_DATABASE_URL"),
+            listen_database_url: var("TURNSTONE_LISTEN_DATABASE_URL"),
+            prepared_statements: turnstone_core::env::flag("TURNSTONE_DB_PREPARED_STATEMENTS", true)?,
             db_max_connections,
             keys,
             operator_token: var("TURNSTONE_OPERATOR_TOKEN").map(Secret::new),
@@ -78,6 +87,8 @@ impl std::fmt::Debug for Config {
         f.debug_struct("Config")
             .field("database_url", &turnstone_core::db::redact_url(&self.database_url))
             .field("migrate_database_url", &self.migrate_database_url.as_deref().map(turnstone_core::db::redact_url))
+            .field("listen_database_url", &self.listen_database_url.as_deref().map(turnstone_core::db::redact_url))
+            .field("prepared_statements", &self.prepared_statements)
             .field("db_max_connections", &self.db_max_connections)
             .field("keys", &self.keys)
             .field("operator_token", &self.operator_token)

@@ -93,6 +93,8 @@ impl Inbox {
 /// Per-session feeds; a feed (and its reader) goes away with its last stream.
 pub struct Hub {
     pool: PgPool,
+    /// The LISTEN connection's own (`db::listen_pool`): a session a transaction pooler cannot give.
+    listen_pool: PgPool,
     fallback_poll: Duration,
     /// Told when key checks are void (`turnstone_auth`) and whether LISTEN is up.
     auth_cache: Arc<crate::auth::AuthCache>,
@@ -133,8 +135,8 @@ impl Drop for Subscription {
 }
 
 impl Hub {
-    pub fn new(pool: PgPool, fallback_poll: Duration, auth_cache: Arc<crate::auth::AuthCache>) -> Hub {
-        Hub { pool, fallback_poll, auth_cache, sessions: Mutex::default() }
+    pub fn new(pool: PgPool, listen_pool: PgPool, fallback_poll: Duration, auth_cache: Arc<crate::auth::AuthCache>) -> Hub {
+        Hub { pool, listen_pool, fallback_poll, auth_cache, sessions: Mutex::default() }
     }
 
     pub fn subscribe(self: &Arc<Self>, org_id: Uuid, session_id: Uuid) -> Subscription {
@@ -167,7 +169,7 @@ impl Hub {
         loop {
             let listener = tokio::select! {
                 _ = &mut shutdown => return,
-                l = connect(&self.pool) => l,
+                l = connect(&self.listen_pool) => l,
             };
             let mut listener = match listener {
                 Ok(l) => l,

@@ -119,11 +119,13 @@ fn inert_state() -> AppState {
     let auth_cache = Arc::new(auth::AuthCache::new(Duration::ZERO));
     AppState(Arc::new(Inner {
         pool: pool.clone(),
-        hub: Arc::new(fanout::Hub::new(pool.clone(), Duration::from_secs(5), auth_cache.clone())),
+        hub: Arc::new(fanout::Hub::new(pool.clone(), pool.clone(), Duration::from_secs(5), auth_cache.clone())),
         auth_cache,
         config: Config {
             database_url: String::new(),
             migrate_database_url: None,
+            listen_database_url: None,
+            prepared_statements: true,
             db_max_connections: 1,
             keys: KeyRing::parse(&KeyRing::generate_spec("inert")).expect("generated key"),
             operator_token: None,
@@ -207,6 +209,7 @@ impl Application {
         listener: tokio::net::TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<Self, turnstone_core::Error> {
+        db::set_prepared_statements(config.prepared_statements);
         let outcome = {
             // Schema changes and bootstrap need the owner; requests do not.
             let owner_url = config.migrate_database_url.as_deref().unwrap_or(&config.database_url);
@@ -224,12 +227,13 @@ impl Application {
                  use a role like turnstone_api (docs/security.md)"
             );
         }
+        let listen_pool = db::listen_pool(config.listen_database_url.as_deref().unwrap_or(&config.database_url), "turnstone")?;
         let local_addr = listener.local_addr().map_err(|e| turnstone_core::Error::Queue(e.to_string()))?;
         let (stop_tx, stop_rx) = watch::channel(false);
         let auth_cache = Arc::new(auth::AuthCache::new(config.auth_cache));
         let state = AppState(Arc::new(Inner {
             pool: pool.clone(),
-            hub: Arc::new(fanout::Hub::new(pool.clone(), config.sse_fallback_poll, auth_cache.clone())),
+            hub: Arc::new(fanout::Hub::new(pool.clone(), listen_pool, config.sse_fallback_poll, auth_cache.clone())),
             auth_cache,
             streams: Arc::new(tokio::sync::Semaphore::new(config.sse_max_streams)),
             config,

@@ -4,16 +4,100 @@ use crate::error::Result;
 use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use std::str::FromStr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 /// How long a request may wait for a pooled connection before the API answers 503.
 pub const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Whether this process's pools keep prepared statements across transactions
+/// (`TURNSTONE_DB_PREPARED_STATEMENTS`, default true). See [`set_prepared_statements`].
+static PREPARED_STATEMENTS: AtomicBool = AtomicBool::new(true);
+
+/// Turns prepared statements off (or on) for the pools this process opens
+/// afterwards, for a transaction-mode pooler that cannot carry them (PgBouncer
+/// before 1.21). Off, a pool keeps no statement cache and [`autocommit`] wraps
+/// each statement outside a transaction in one of its own, because sqlx
+/// prepares a statement and executes it in two exchanges, each ending in a
+/// `Sync`, and a transaction pooler may hand the second to another server
+/// between them (docs/decisions/0015). The pooler must then discard what a
+/// transaction left behind (`server_reset_query_always = 1`, README).
+pub fn set_prepared_statements(on: bool) {
+    PREPARED_STATEMENTS.store(on, Ordering::Relaxed);
+}
+
+/// See [`set_prepared_statements`].
+pub fn prepared_statements() -> bool {
+    PREPARED_STATEMENTS.load(Ordering::Relaxed)
+}
+
+fn with_statement_cache(options: PgConnectOptions) -> PgConnectOptions {
+    if prepared_statements() { options } else { options.statement_cache_capacity(0) }
+}
+
 /// A pool with bounded size and a short acquire timeout, so an unreachable
 /// database turns into a fast error instead of a hung request.
 pub async fn connect(url: &str, max_connections: u32) -> Result<PgPool> {
-    let options = PgConnectOptions::from_str(url)?.application_name("turnstone");
+    let options = with_statement_cache(PgConnectOptions::from_str(url)?.application_name("turnstone"));
     Ok(pool_options(max_connections).connect_with(options).await?)
+}
+
+/// The connection a process LISTENs on: a session of its own that a
+/// transaction pooler cannot provide, so it is opened from its own URL
+/// (`TURNSTONE_LISTEN_DATABASE_URL`, a direct connection; default
+/// `DATABASE_URL`), named `application_name`, and only ever used for
+/// `sqlx::postgres::PgListener::connect_with`. Connects on first use.
+pub fn listen_pool(url: &str, application_name: &str) -> Result<PgPool> {
+    let options = PgConnectOptions::from_str(url)?.application_name(application_name);
+    Ok(pool_options(2).connect_lazy_with(options))
+}
+
+/// A connection to run one statement on, outside any transaction of the
+/// caller's: the pooled connection itself, or — with prepared statements off
+/// ([`set_prepared_statements`]) — a transaction of its own, so that the
+/// statement's prepare and execute reach the same server through a pooler.
+/// [`Autocommit::commit`] ends it; dropped uncommitted, it rolls back.
+pub async fn autocommit(pool: &PgPool) -> Result<Autocommit> {
+    Ok(if prepared_statements() {
+        Autocommit::Connection(pool.acquire().await?)
+    } else {
+        Autocommit::Transaction(pool.begin().await?)
+    })
+}
+
+/// See [`autocommit`].
+pub enum Autocommit {
+    Connection(sqlx::pool::PoolConnection<sqlx::Postgres>),
+    Transaction(sqlx::Transaction<'static, sqlx::Postgres>),
+}
+
+impl Autocommit {
+    /// Commits the statement's transaction, when it has one.
+    pub async fn commit(self) -> Result<()> {
+        if let Autocommit::Transaction(tx) = self {
+            tx.commit().await?;
+        }
+        Ok(())
+    }
+}
+
+impl std::ops::Deref for Autocommit {
+    type Target = sqlx::PgConnection;
+    fn deref(&self) -> &sqlx::PgConnection {
+        match self {
+            Autocommit::Connection(c) => c,
+            Autocommit::Transaction(t) => t,
+        }
+    }
+}
+
+impl std::ops::DerefMut for Autocommit {
+    fn deref_mut(&mut self) -> &mut sqlx::PgConnection {
+        match self {
+            Autocommit::Connection(c) => c,
+            Autocommit::Transaction(t) => t,
+        }
+    }
 }
 
 /// A worker's pool. Like [`connect`], but connects on first use (a worker may
@@ -26,7 +110,7 @@ pub async fn connect(url: &str, max_connections: u32) -> Result<PgPool> {
 /// `pg_stat_activity.application_name` (cut to PostgreSQL's 63 bytes), so an
 /// operator sees which worker holds which backend.
 pub fn connect_worker(url: &str, max_connections: u32, worker: &str) -> Result<PgPool> {
-    let options = PgConnectOptions::from_str(url)?.application_name(&worker_application_name(worker));
+    let options = with_statement_cache(PgConnectOptions::from_str(url)?.application_name(&worker_application_name(worker)));
     Ok(pool_options(max_connections).connect_lazy_with(options))
 }
 
@@ -185,14 +269,20 @@ fn uuid_array(ids: &[uuid::Uuid]) -> String {
 /// True when every embedded migration has been applied (the `/ready` check).
 pub async fn migrations_applied(pool: &PgPool) -> Result<bool> {
     let latest = MIGRATOR.iter().map(|m| m.version).max().unwrap_or(0);
+    let mut c = autocommit(pool).await?;
     let applied: Option<i64> =
-        sqlx::query_scalar("SELECT max(version) FROM _sqlx_migrations WHERE success").fetch_one(pool).await?;
+        sqlx::query_scalar("SELECT max(version) FROM _sqlx_migrations WHERE success").fetch_one(&mut *c).await?;
+    c.commit().await?;
     Ok(applied.unwrap_or(0) >= latest)
 }
 
 /// True when this pool's role skips row-level security (superuser or BYPASSRLS).
 pub async fn bypasses_row_security(pool: &PgPool) -> Result<bool> {
-    Ok(sqlx::query_scalar("SELECT rolsuper OR rolbypassrls FROM pg_roles WHERE rolname = current_user").fetch_one(pool).await?)
+    let mut c = autocommit(pool).await?;
+    let bypasses =
+        sqlx::query_scalar("SELECT rolsuper OR rolbypassrls FROM pg_roles WHERE rolname = current_user").fetch_one(&mut *c).await?;
+    c.commit().await?;
+    Ok(bypasses)
 }
 
 /// A connection URL fit for logs: the password, if any, is replaced by `***`.

@@ -24,6 +24,18 @@ pub fn required(name: &'static str) -> Result<String, ConfigError> {
     var(name).ok_or(ConfigError::Missing(name))
 }
 
+/// `true`/`false` (also `1`/`0`, `yes`/`no`, `on`/`off`), or `default` when unset.
+pub fn flag(name: &'static str, default: bool) -> Result<bool, ConfigError> {
+    match var(name).map(|v| v.trim().to_ascii_lowercase()) {
+        None => Ok(default),
+        Some(v) => match v.as_str() {
+            "true" | "1" | "yes" | "on" => Ok(true),
+            "false" | "0" | "no" | "off" => Ok(false),
+            _ => Err(ConfigError::Invalid { name, why: "expected true or false".into() }),
+        },
+    }
+}
+
 /// A positive number, or `default` when unset.
 pub fn positive<T: std::str::FromStr + PartialOrd + Default>(name: &'static str, default: T) -> Result<T, ConfigError> {
     match var(name) {

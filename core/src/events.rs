@@ -377,10 +377,11 @@ pub(crate) fn bind_append<'q, O>(
 /// under PostgreSQL's NOTIFY limit. Outside any transaction: a lost delta only
 /// costs a viewer some live typing, the completed message is persisted.
 pub async fn publish_delta(pool: &PgPool, delta: Delta) -> Result<()> {
+    let mut c = crate::db::autocommit(pool).await?;
     for payload in delta_payloads(delta) {
-        sqlx::query("SELECT pg_notify($1, $2)").bind(DELTAS_CHANNEL).bind(signed(payload)).execute(pool).await?;
+        sqlx::query("SELECT pg_notify($1, $2)").bind(DELTAS_CHANNEL).bind(signed(payload)).execute(&mut *c).await?;
     }
-    Ok(())
+    c.commit().await
 }
 
 /// Serialises a delta into one or more payloads that stay under

@@ -78,29 +78,36 @@ const ORG_COLUMNS: &str = "id, name, disabled, max_agents, max_sessions, max_con
 
 pub async fn create_org(pool: &PgPool, name: &str) -> Result<Org> {
     crate::validate::name("name", name)?;
-    Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!("INSERT INTO orgs (id, name) VALUES ($1, $2) RETURNING {ORG_COLUMNS}")))
+    let mut c = crate::db::autocommit(pool).await?;
+    let org = sqlx::query_as(sqlx::AssertSqlSafe(format!("INSERT INTO orgs (id, name) VALUES ($1, $2) RETURNING {ORG_COLUMNS}")))
         .bind(new_id())
         .bind(name)
-        .fetch_one(pool)
-        .await?)
+        .fetch_one(&mut *c)
+        .await?;
+    c.commit().await?;
+    Ok(org)
 }
 
 pub async fn get_org(pool: &PgPool, id: Uuid) -> Result<Org> {
-    sqlx::query_as(sqlx::AssertSqlSafe(format!("SELECT {ORG_COLUMNS} FROM orgs WHERE id = $1")))
+    let mut c = crate::db::autocommit(pool).await?;
+    let org = sqlx::query_as(sqlx::AssertSqlSafe(format!("SELECT {ORG_COLUMNS} FROM orgs WHERE id = $1")))
         .bind(id)
-        .fetch_optional(pool)
-        .await?
-        .ok_or(Error::NotFound("org"))
+        .fetch_optional(&mut *c)
+        .await?;
+    c.commit().await?;
+    org.ok_or(Error::NotFound("org"))
 }
 
 pub async fn list_orgs(pool: &PgPool, after: Option<Uuid>, limit: u32) -> Result<crate::page::Page<Org>> {
+    let mut c = crate::db::autocommit(pool).await?;
     let rows: Vec<Org> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT {ORG_COLUMNS} FROM orgs WHERE ($1::uuid IS NULL OR id < $1) ORDER BY id DESC LIMIT $2"
     )))
     .bind(after)
     .bind(i64::from(limit) + 1)
-    .fetch_all(pool)
+    .fetch_all(&mut *c)
     .await?;
+    c.commit().await?;
     Ok(crate::page::Page::from_rows(rows, limit, |o| o.id))
 }
 
@@ -119,7 +126,8 @@ pub async fn update_org(pool: &PgPool, id: Uuid, update: &OrgUpdate) -> Result<O
             return Err(Error::invalid("invalid_quota", format!("{field} must be >= 0")));
         }
     }
-    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+    let mut c = crate::db::autocommit(pool).await?;
+    let org = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "UPDATE orgs SET name = coalesce($2, name), disabled = coalesce($3, disabled),
                 max_agents = coalesce($4, max_agents), max_sessions = coalesce($5, max_sessions),
                 max_concurrent_turns = coalesce($6, max_concurrent_turns),
@@ -133,9 +141,10 @@ pub async fn update_org(pool: &PgPool, id: Uuid, update: &OrgUpdate) -> Result<O
     .bind(update.max_sessions)
     .bind(update.max_concurrent_turns)
     .bind(update.rate_limit_per_minute)
-    .fetch_optional(pool)
-    .await?
-    .ok_or(Error::NotFound("org"))
+    .fetch_optional(&mut *c)
+    .await?;
+    c.commit().await?;
+    org.ok_or(Error::NotFound("org"))
 }
 
 /// An API key's metadata (the secret itself is never stored).

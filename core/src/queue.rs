@@ -85,6 +85,7 @@ pub async fn enqueue_many(tx: &mut PgConnection, queue: &str, payloads: &[Value]
 /// on enqueues may wake it on its own channel ([`worker_channel`]), which it
 /// must be listening on. `heartbeat` is how often it will refresh the row.
 pub async fn register(pool: &PgPool, queue: &str, worker: &str, heartbeat: Duration) -> Result<()> {
+    let mut c = crate::db::autocommit(pool).await?;
     sqlx::query(
         "INSERT INTO queue_workers (name, queue, accepting, heartbeat_secs) VALUES ($1, $2, true, $3)
          ON CONFLICT (name) DO UPDATE
@@ -93,9 +94,9 @@ pub async fn register(pool: &PgPool, queue: &str, worker: &str, heartbeat: Durat
     .bind(worker)
     .bind(queue)
     .bind(heartbeat.as_secs_f64())
-    .execute(pool)
+    .execute(&mut *c)
     .await?;
-    Ok(())
+    c.commit().await
 }
 
 /// Registers (or refreshes) `worker`'s row from the connection that carries
@@ -146,6 +147,7 @@ pub struct Listening {
 /// predates a reconnect; this undoes that within one heartbeat (and redoes a
 /// registration whose row a heartbeat re-created).
 pub async fn reassert_listener(pool: &PgPool, worker: &str, listening: Listening, accepting: bool) -> Result<()> {
+    let mut c = crate::db::autocommit(pool).await?;
     sqlx::query(
         "UPDATE queue_workers SET listener_pid = $2, listener_started = $3, accepting = $4
           WHERE name = $1
@@ -155,27 +157,32 @@ pub async fn reassert_listener(pool: &PgPool, worker: &str, listening: Listening
     .bind(listening.pid)
     .bind(listening.started)
     .bind(accepting)
-    .execute(pool)
+    .execute(&mut *c)
     .await?;
-    Ok(())
+    c.commit().await
 }
 
 /// The channel on which enqueues wake `worker` alone (besides [`CHANNEL`], on
 /// which every worker is woken).
 pub async fn worker_channel(pool: &PgPool, worker: &str) -> Result<String> {
-    Ok(sqlx::query_scalar("SELECT turnstone_worker_channel($1)").bind(worker).fetch_one(pool).await?)
+    let mut c = crate::db::autocommit(pool).await?;
+    let out = sqlx::query_scalar("SELECT turnstone_worker_channel($1)").bind(worker).fetch_one(&mut *c).await?;
+    c.commit().await?;
+    Ok(out)
 }
 
 /// Stops enqueues from picking `worker` to wake (it stops claiming); its row stays while it drains.
 pub async fn stop_accepting(pool: &PgPool, worker: &str) -> Result<()> {
-    sqlx::query("UPDATE queue_workers SET accepting = false WHERE name = $1").bind(worker).execute(pool).await?;
-    Ok(())
+    let mut c = crate::db::autocommit(pool).await?;
+    sqlx::query("UPDATE queue_workers SET accepting = false WHERE name = $1").bind(worker).execute(&mut *c).await?;
+    c.commit().await
 }
 
 /// Wakes every worker of `queue` (a wake-up sent to one worker that cannot take it).
 pub async fn wake_all(pool: &PgPool, queue: &str) -> Result<()> {
-    sqlx::query("SELECT pg_notify($1, $2)").bind(CHANNEL).bind(queue).execute(pool).await?;
-    Ok(())
+    let mut c = crate::db::autocommit(pool).await?;
+    sqlx::query("SELECT pg_notify($1, $2)").bind(CHANNEL).bind(queue).execute(&mut *c).await?;
+    c.commit().await
 }
 
 /// Claims up to `limit` due tasks of `queue` for `worker`, oldest first.
@@ -190,7 +197,8 @@ pub async fn wake_all(pool: &PgPool, queue: &str) -> Result<()> {
 /// later synchronous commit (the handler's first write) flushes the WAL up to
 /// and including it. One flush fewer between a message and its turn starting.
 pub async fn claim(pool: &PgPool, queue: &str, worker: &str, limit: usize) -> Result<Vec<Claimed>> {
-    Ok(sqlx::query_as(
+    let mut c = crate::db::autocommit(pool).await?;
+    let out = sqlx::query_as(
         "WITH unflushed AS MATERIALIZED (SELECT set_config('synchronous_commit', 'off', true))
          UPDATE task_queue t SET status = 'running', lock_by = $2, locked_at = now(), attempts = t.attempts + 1
            FROM (SELECT id FROM task_queue WHERE queue = $1 AND status = 'pending' AND run_at <= now()
@@ -203,8 +211,10 @@ pub async fn claim(pool: &PgPool, queue: &str, worker: &str, limit: usize) -> Re
     .bind(queue)
     .bind(worker)
     .bind(limit as i64)
-    .fetch_all(pool)
-    .await?)
+    .fetch_all(&mut *c)
+    .await?;
+    c.commit().await?;
+    Ok(out)
 }
 
 /// The condition under which a claim `h(id, attempts, worker)` may settle task
@@ -218,7 +228,10 @@ pub async fn complete(pool: &PgPool, worker: &str, held: &[Held]) -> Result<u64>
         return Ok(0);
     }
     let claims: Vec<(Held, String)> = held.iter().map(|h| (*h, worker.to_owned())).collect();
-    complete_all_in(&mut *pool.acquire().await?, &claims).await
+    let mut c = crate::db::autocommit(pool).await?;
+    let n = complete_all_in(&mut c, &claims).await?;
+    c.commit().await?;
+    Ok(n)
 }
 
 /// Completes one claim `worker` holds in the caller's transaction (a handler
@@ -266,6 +279,7 @@ pub async fn fail(pool: &PgPool, worker: &str, failures: &[Failure]) -> Result<u
     if failures.is_empty() {
         return Ok(0);
     }
+    let mut c = crate::db::autocommit(pool).await?;
     let ids: Vec<i64> = failures.iter().map(|f| f.held.id).collect();
     let attempts: Vec<i32> = failures.iter().map(|f| f.held.attempts).collect();
     // PostgreSQL text cannot hold U+0000; an error message must never make the outcome unwritable.
@@ -288,9 +302,11 @@ pub async fn fail(pool: &PgPool, worker: &str, failures: &[Failure]) -> Result<u
     .bind(&delays)
     .bind(worker)
     .bind(CHANNEL)
-    .fetch_one(pool)
+    .fetch_one(&mut *c)
     .await?;
-    Ok(n as u64)
+    let out = n as u64;
+    c.commit().await?;
+    Ok(out)
 }
 
 /// Puts claims `worker` made but never started back to `pending`, attempt
@@ -299,6 +315,7 @@ pub async fn unclaim(pool: &PgPool, worker: &str, held: &[Held]) -> Result<u64> 
     if held.is_empty() {
         return Ok(0);
     }
+    let mut c = crate::db::autocommit(pool).await?;
     let (ids, attempts) = split(held);
     let n: i64 = sqlx::query_scalar(
         "WITH u AS (
@@ -311,14 +328,17 @@ pub async fn unclaim(pool: &PgPool, worker: &str, held: &[Held]) -> Result<u64> 
     .bind(&attempts)
     .bind(worker)
     .bind(CHANNEL)
-    .fetch_one(pool)
+    .fetch_one(&mut *c)
     .await?;
-    Ok(n as u64)
+    let out = n as u64;
+    c.commit().await?;
+    Ok(out)
 }
 
 /// Hands every task `worker` holds back to the queue and wakes other workers
 /// (drain, or a worker runtime that stopped). Returns how many.
 pub async fn release_worker(pool: &PgPool, worker: &str) -> Result<u64> {
+    let mut c = crate::db::autocommit(pool).await?;
     let n: i64 = sqlx::query_scalar(
         "WITH u AS (
             UPDATE task_queue SET status = 'pending', lock_by = NULL, locked_at = NULL, run_at = now()
@@ -327,15 +347,18 @@ pub async fn release_worker(pool: &PgPool, worker: &str) -> Result<u64> {
     )
     .bind(worker)
     .bind(CHANNEL)
-    .fetch_one(pool)
+    .fetch_one(&mut *c)
     .await?;
-    Ok(n as u64)
+    let out = n as u64;
+    c.commit().await?;
+    Ok(out)
 }
 
 /// Removes a stopped worker's liveness row (after [`release_worker`]).
 pub async fn deregister(pool: &PgPool, worker: &str) -> Result<()> {
-    sqlx::query("DELETE FROM queue_workers WHERE name = $1").bind(worker).execute(pool).await?;
-    Ok(())
+    let mut c = crate::db::autocommit(pool).await?;
+    sqlx::query("DELETE FROM queue_workers WHERE name = $1").bind(worker).execute(&mut *c).await?;
+    c.commit().await
 }
 
 /// One heartbeat: refreshes `worker`'s row, then returns to `pending` the
@@ -356,6 +379,7 @@ pub async fn deregister(pool: &PgPool, worker: &str) -> Result<()> {
 /// A row that was deleted meanwhile (this worker was declared dead while cut
 /// off) comes back accepting work, with `every` as its heartbeat period.
 pub async fn heartbeat(pool: &PgPool, queue: &str, worker: &str, every: Duration, dead_after: Duration) -> Result<u64> {
+    let mut c = crate::db::autocommit(pool).await?;
     sqlx::query(
         "INSERT INTO queue_workers (name, queue, accepting, heartbeat_secs) VALUES ($1, $2, true, $3)
          ON CONFLICT (name) DO UPDATE SET last_seen = now()",
@@ -363,7 +387,7 @@ pub async fn heartbeat(pool: &PgPool, queue: &str, worker: &str, every: Duration
     .bind(worker)
     .bind(queue)
     .bind(every.as_secs_f64())
-    .execute(pool)
+    .execute(&mut *c)
     .await?;
     let n: i64 = sqlx::query_scalar(
         "WITH dead AS (
@@ -401,9 +425,11 @@ pub async fn heartbeat(pool: &PgPool, queue: &str, worker: &str, every: Duration
     .bind(queue)
     .bind(dead_after.as_secs_f64())
     .bind(CHANNEL)
-    .fetch_one(pool)
+    .fetch_one(&mut *c)
     .await?;
-    Ok(n as u64)
+    let out = n as u64;
+    c.commit().await?;
+    Ok(out)
 }
 
 fn truncate(s: &str, max: usize) -> String {

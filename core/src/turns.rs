@@ -318,12 +318,14 @@ pub async fn start_many(pool: &PgPool, org_id: Uuid, turn_ids: &[Uuid], max_stal
     // fresh turn is always the first model call, so its marker commits with
     // the start, saving a transaction.
     let event_ids: Vec<Uuid> = (0..2 * turn_ids.len()).map(|_| new_id()).collect();
+    let mut c = db::autocommit(pool).await?;
     let taken: Vec<Taken> = events::bind_append(sqlx::query_as(sqlx::AssertSqlSafe(START_ROUTINE.call())), org_id)
         .bind(turn_ids)
         .bind(max_stalled_starts)
         .bind(&event_ids)
-        .fetch_all(pool)
+        .fetch_all(&mut *c)
         .await?;
+    c.commit().await?;
     let mut runs = std::collections::HashMap::with_capacity(turn_ids.len());
     let mut seals = Vec::new();
     for t in taken {
@@ -339,7 +341,9 @@ pub async fn start_many(pool: &PgPool, org_id: Uuid, turn_ids: &[Uuid], max_stal
     if !seals.is_empty() {
         // Rare: sealed together, in a transaction of their own. The task stays
         // claimed (`complete` false): the handler answers for it as Finished.
-        settle_many(&mut *pool.acquire().await?, org_id, seals, false).await?;
+        let mut c = db::autocommit(pool).await?;
+        settle_many(&mut c, org_id, seals, false).await?;
+        c.commit().await?;
     }
     Ok(turn_ids.iter().map(|id| runs.remove(id).map_or(Started::Finished, Started::Run)).collect())
 }
@@ -425,6 +429,7 @@ pub async fn commit_step(
         arrays.push(lease.session_id, Some(lease.turn_id), e);
     }
     type Row = (bool, Option<Uuid>, Option<i64>, Option<String>, Option<Uuid>, Option<Value>, Option<DateTime<Utc>>);
+    let mut c = db::autocommit(pool).await?;
     let rows: Vec<Row> = arrays
         .bind(events::bind_append(sqlx::query_as(sqlx::AssertSqlSafe(STEP_ROUTINE.call())), lease.org_id))
         .bind(lease.session_id)
@@ -433,11 +438,12 @@ pub async fn commit_step(
         .bind(iterations)
         .bind(usage.input_tokens)
         .bind(usage.output_tokens)
-        .fetch_all(pool)
+        .fetch_all(&mut *c)
         .await?;
     if !rows.first().is_some_and(|r| r.0) {
         return Err(Error::LeaseLost);
     }
+    c.commit().await?;
     let appended = rows
         .into_iter()
         .filter_map(|(_, id, sequence, kind, turn_id, data, ts)| {
@@ -563,7 +569,10 @@ pub async fn finish_many(pool: &PgPool, org_id: Uuid, seals: Vec<Seal>) -> Resul
     if seals.is_empty() {
         return Ok(Vec::new());
     }
-    settle_many(&mut *pool.acquire().await?, org_id, seals, true).await
+    let mut c = db::autocommit(pool).await?;
+    let sealed = settle_many(&mut c, org_id, seals, true).await?;
+    c.commit().await?;
+    Ok(sealed)
 }
 
 /// Marks the turn terminal, appends its terminal event and advances the session.

@@ -11,8 +11,10 @@
 //! - [`Client`]: JSON calls with an API key, returning status and body.
 //! - [`SseReader`]: parses a live `text/event-stream` into frames.
 //! - [`procs`]: the same binaries as child processes.
+//! - [`pooler`]: a real PgBouncer in transaction mode in front of the test database.
 //! - [`recorder`]: an OpenAI-compatible endpoint that records what workers send the model.
 
+pub mod pooler;
 pub mod procs;
 pub mod recorder;
 
@@ -172,6 +174,9 @@ pub struct StackOptions {
     pub sse_heartbeat: Duration,
     /// `TURNSTONE_AUTH_CACHE_SECS` of the API.
     pub auth_cache: Duration,
+    /// Reach PostgreSQL through a PgBouncer in transaction mode ([`pooler`]), as
+    /// the login roles, without prepared statements; LISTEN and migrations direct.
+    pub via_pgbouncer: bool,
 }
 
 impl Default for StackOptions {
@@ -186,6 +191,7 @@ impl Default for StackOptions {
             sse_max_streams: 1000,
             sse_heartbeat: Duration::from_secs(15),
             auth_cache: Duration::from_secs(10),
+            via_pgbouncer: false,
         }
     }
 }
@@ -199,6 +205,8 @@ pub struct Stack {
     pub master_key: String,
     /// `TURNSTONE_OPERATOR_TOKEN` of this stack's API.
     pub operator_token: String,
+    /// The pooler between the processes and the database, when [`StackOptions::via_pgbouncer`].
+    pub pgbouncer: Option<pooler::PgBouncer>,
     api_stop: Option<oneshot::Sender<()>>,
     api_done: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
     worker_stops: Vec<oneshot::Sender<()>>,
@@ -219,10 +227,25 @@ impl Stack {
         let master_key = master_key();
         let operator_token = format!("op-{}", uuid::Uuid::now_v7().simple());
         let keys = KeyRing::parse(&master_key).expect("key ring");
+        let pgbouncer = match opts.via_pgbouncer {
+            true => {
+                // The login roles join group roles the migrations create.
+                let owner = turnstone_core::db::connect(&db.url, 1).await.expect("owner connection");
+                turnstone_core::db::migrate(&owner).await.expect("migrate");
+                owner.close().await;
+                Some(pooler::PgBouncer::start(&db.url).await)
+            }
+            false => None,
+        };
         let config = turnstone_api::Config {
             // Requests run as the least-privileged API role, so row-level security is always on.
-            database_url: db.as_role("turnstone_api"),
+            database_url: match &pgbouncer {
+                Some(b) => b.url("turnstone_api_login", &db.name),
+                None => db.as_role("turnstone_api"),
+            },
             migrate_database_url: Some(db.url.clone()),
+            listen_database_url: pgbouncer.as_ref().map(|_| db.as_role("turnstone_api")),
+            prepared_statements: pgbouncer.is_none(),
             db_max_connections: 8,
             keys: keys.clone(),
             operator_token: Some(Secret::new(operator_token.clone())),
@@ -249,6 +272,7 @@ impl Stack {
         let base = format!("http://{}", app.local_addr);
         let api_done = tokio::spawn(app.wait());
         let mut stack = Stack {
+            pgbouncer,
             db,
             sim,
             base,
@@ -267,10 +291,10 @@ impl Stack {
 
     /// Starts one more in-process worker.
     pub async fn add_worker(&mut self, tune: fn(&mut turnstone_worker::Config)) {
-        let mut config = turnstone_worker::Config::new(
-            self.db.as_role("turnstone_worker"),
-            KeyRing::parse(&self.master_key).expect("key ring"),
-        );
+        let (url, listen_url, prepared) = self.worker_urls();
+        let mut config = turnstone_worker::Config::new(url, KeyRing::parse(&self.master_key).expect("key ring"));
+        config.listen_database_url = listen_url;
+        config.prepared_statements = prepared;
         config.poll_interval = Duration::from_millis(200);
         config.llm_backoff = Duration::from_millis(20);
         config.db_max_connections = 6;
@@ -286,6 +310,15 @@ impl Stack {
             }
         });
         self.worker_stops.push(stop);
+    }
+
+    /// A worker's `DATABASE_URL`, `TURNSTONE_LISTEN_DATABASE_URL` and
+    /// `TURNSTONE_DB_PREPARED_STATEMENTS` for this stack.
+    pub fn worker_urls(&self) -> (String, Option<String>, bool) {
+        match &self.pgbouncer {
+            Some(b) => (b.url("turnstone_worker_login", &self.db.name), Some(self.db.as_role("turnstone_worker")), false),
+            None => (self.db.as_role("turnstone_worker"), None, true),
+        }
     }
 
     pub fn client(&self) -> Client {

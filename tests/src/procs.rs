@@ -69,6 +69,13 @@ pub fn worker_env(db_url: &str, master_key: &str) -> Vec<(&'static str, String)>
 /// Spawns a worker process for `stack`, with extra environment.
 pub fn worker(stack: &crate::Stack, extra: &[(&'static str, String)]) -> Proc {
     let mut env = worker_env(&stack.db.url, &stack.master_key);
+    if stack.pgbouncer.is_some() {
+        let (url, listen_url, prepared) = stack.worker_urls();
+        env.retain(|(k, _)| *k != "DATABASE_URL");
+        env.push(("DATABASE_URL", url));
+        env.extend(listen_url.map(|u| ("TURNSTONE_LISTEN_DATABASE_URL", u)));
+        env.push(("TURNSTONE_DB_PREPARED_STATEMENTS", prepared.to_string()));
+    }
     env.extend(extra.iter().cloned());
     Proc::spawn("turnstone-worker", &env)
 }

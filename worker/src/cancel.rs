@@ -81,13 +81,14 @@ impl Cancels {
     }
 
     /// Listens for cancellations until `shutdown` resolves.
-    pub async fn run(self: Arc<Self>, pool: PgPool, shutdown: impl Future<Output = ()>) {
+    /// LISTENs on a connection from `listen_pool` (`db::listen_pool`); reads the flags through `pool`.
+    pub async fn run(self: Arc<Self>, pool: PgPool, listen_pool: PgPool, shutdown: impl Future<Output = ()>) {
         tokio::pin!(shutdown);
         let mut backstop = tokio::time::interval(Duration::from_secs(1));
         let mut listener: Option<PgListener> = None;
         loop {
             if listener.is_none() {
-                listener = match PgListener::connect_with(&pool).await {
+                listener = match PgListener::connect_with(&listen_pool).await {
                     Ok(mut l) => match l.listen(CANCEL_CHANNEL).await {
                         Ok(()) => Some(l),
                         Err(e) => {

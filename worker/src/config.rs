@@ -8,6 +8,12 @@ use turnstone_core::crypto::KeyRing;
 #[derive(Clone)]
 pub struct Config {
     pub database_url: String,
+    /// `TURNSTONE_LISTEN_DATABASE_URL`: the direct session connection this
+    /// worker LISTENs on (wake-ups, cancellations); `None` uses `database_url`.
+    pub listen_database_url: Option<String>,
+    /// `TURNSTONE_DB_PREPARED_STATEMENTS` (default true); false behind a
+    /// transaction pooler that cannot carry them (`db::set_prepared_statements`).
+    pub prepared_statements: bool,
     pub keys: KeyRing,
     /// Unique per process: becomes `queue_workers.name` and `task_queue.lock_by`.
     pub name: String,
@@ -53,6 +59,8 @@ impl Config {
         let concurrency = number("TURNSTONE_WORKER_CONCURRENCY", 32usize)?;
         Ok(Config {
             database_url,
+            listen_database_url: var("TURNSTONE_LISTEN_DATABASE_URL"),
+            prepared_statements: turnstone_core::env::flag("TURNSTONE_DB_PREPARED_STATEMENTS", true)?,
             keys,
             name,
             concurrency,
@@ -74,6 +82,8 @@ impl Config {
     pub fn new(database_url: String, keys: KeyRing) -> Self {
         Config {
             database_url,
+            listen_database_url: None,
+            prepared_statements: true,
             keys,
             name: default_name(),
             concurrency: 32,

@@ -44,6 +44,8 @@ pub use config::Config;
 #[derive(Clone)]
 pub struct Context {
     pub pool: PgPool,
+    /// Where LISTEN connections come from (`db::listen_pool`).
+    pub listen_pool: PgPool,
     pub config: Arc<Config>,
     pub cancels: Arc<cancel::Cancels>,
     /// Flips to `true` when the drain deadline passes: in-flight model calls stop.
@@ -112,7 +114,12 @@ async fn wait_for_schema(pool: &PgPool, shutdown: &mut (impl Future<Output = ()>
 /// handed back, and a new one (a new `apalis.workers` id) starts once the
 /// database answers again.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), BoxDynError> {
+    db::set_prepared_statements(config.prepared_statements);
     let pool = db::connect_worker(&config.database_url, config.db_max_connections, &config.name)?;
+    let listen_pool = db::listen_pool(
+        config.listen_database_url.as_deref().unwrap_or(&config.database_url),
+        &db::worker_application_name(&config.name),
+    )?;
     // The events this worker appends ride in their notifications, signed (see `events::sign_notifications`).
     turnstone_core::events::sign_notifications(config.keys.notify_key());
     let mut shutdown = Box::pin(shutdown);
@@ -125,7 +132,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
     // Cancellations are listened for until the process is done, drain included: a
     // turn cancelled while its worker drains stops at once instead of at the deadline.
     let (done_tx, mut done_rx) = tokio::sync::watch::channel(false);
-    let listening = tokio::spawn(cancels.clone().run(pool.clone(), async move {
+    let listening = tokio::spawn(cancels.clone().run(pool.clone(), listen_pool.clone(), async move {
         let _ = done_rx.wait_for(|d| *d).await;
     }));
     let drain = config.drain;
@@ -134,7 +141,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
     let history = Arc::new(turnstone_core::history::ConversationCache::new(config.history_cache_bytes));
     let starter = start::Starter::spawn(pool.clone(), config.max_stalled_starts, history);
     let sealer = seal::Sealer::spawn(pool.clone());
-    let ctx = Context { pool: pool.clone(), config: Arc::new(config), cancels, abort, http, starter, sealer };
+    let ctx = Context { pool: pool.clone(), listen_pool, config: Arc::new(config), cancels, abort, http, starter, sealer };
     for incarnation in 0u32.. {
         let name = if incarnation == 0 { base_name.clone() } else { format!("{base_name}-{incarnation}") };
         // Boxed so that dropping it really drops the apalis worker (and its LISTEN connection).
@@ -209,7 +216,7 @@ async fn incarnate(ctx: &Context, name: &str, stop: tokio::sync::watch::Receiver
         heartbeat: config.heartbeat,
         reclaim_after: config.reclaim_after,
     };
-    let (backend, handle) = queue::PgQueue::<TurnTask>::start(ctx.pool.clone(), queue_config, stop.clone());
+    let (backend, handle) = queue::PgQueue::<TurnTask>::start_listening_on(ctx.pool.clone(), ctx.listen_pool.clone(), queue_config, stop.clone());
     tracing::info!(worker = %name, concurrency = config.concurrency, "turnstone-worker claiming turns");
     let worker = WorkerBuilder::new(name).backend(backend).data(ctx.clone()).concurrency(config.concurrency).build(handle_turn);
     let mut stop = stop;

@@ -59,6 +59,8 @@ pub struct QueueConfig {
 struct Shared {
     config: QueueConfig,
     pool: PgPool,
+    /// Where the LISTEN connection comes from.
+    listen_pool: PgPool,
     /// Claimed and not yet finished.
     held: AtomicUsize,
     /// Claim now: a NOTIFY arrived, or a slot freed up while `starved`.
@@ -109,10 +111,22 @@ impl QueueHandle {
 
 impl<Args: DeserializeOwned + Send + 'static> PgQueue<Args> {
     /// Starts claiming for `config.worker`. `stop` flipping to `true` stops new claims.
-    pub fn start(pool: PgPool, config: QueueConfig, mut stop_signal: watch::Receiver<bool>) -> (Self, QueueHandle) {
+    pub fn start(pool: PgPool, config: QueueConfig, stop_signal: watch::Receiver<bool>) -> (Self, QueueHandle) {
+        Self::start_listening_on(pool.clone(), pool, config, stop_signal)
+    }
+
+    /// [`PgQueue::start`], with its LISTEN connection taken from `listen_pool`
+    /// (`db::listen_pool`: a session of its own, not a transaction pooler's).
+    pub fn start_listening_on(
+        pool: PgPool,
+        listen_pool: PgPool,
+        config: QueueConfig,
+        mut stop_signal: watch::Receiver<bool>,
+    ) -> (Self, QueueHandle) {
         let shared = Arc::new(Shared {
             config,
             pool,
+            listen_pool,
             held: AtomicUsize::new(0),
             wake: Notify::new(),
             starved: AtomicBool::new(false),
@@ -322,7 +336,7 @@ async fn pause(stop: &mut watch::Receiver<bool>, wait: Duration) -> bool {
 async fn listener(shared: Arc<Shared>, stop: watch::Receiver<bool>) {
     let c = &shared.config;
     loop {
-        let mut listener = match PgListener::connect_with(&shared.pool).await {
+        let mut listener = match PgListener::connect_with(&shared.listen_pool).await {
             Ok(l) => l,
             Err(e) => {
                 tracing::debug!(error = %e, "queue listener could not connect; retrying");

@@ -149,8 +149,10 @@ impl SessionsApi {
         let accepted = match idempotency_key.0.as_deref() {
             // A transaction of its own in one round trip (`turns::post_message`): no `BEGIN`, no `COMMIT`.
             None => {
-                let mut conn = self.state.pool.acquire().await.map_err(turnstone_core::Error::from)?;
-                post_turn(&mut conn, org, session, content, model_id).await?
+                let mut conn = turnstone_core::db::autocommit(&self.state.pool).await?;
+                let accepted = post_turn(&mut conn, org, session, content, model_id).await?;
+                conn.commit().await?;
+                accepted
             }
             Some(key) => {
                 let request = format!("postMessage:{}:{}", session_id.0, body.0.to_json_string());

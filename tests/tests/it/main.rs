@@ -12,6 +12,7 @@ mod leaks;
 mod listen;
 mod openapi;
 mod outage;
+mod pooler;
 mod queue;
 mod quotas;
 mod readme;
