@@ -2,6 +2,9 @@
 //! bodies with a stable `code`, for handler errors and for everything poem or
 //! poem-openapi rejects before a handler runs (bad JSON, wrong content type,
 //! unknown route, oversized body, missing key). 5xx bodies never carry internal detail.
+//! Every `code` is listed, with its meaning, in [`catalog`].
+
+mod catalog;
 
 use poem::http::StatusCode;
 use poem::{IntoResponse, Response};
@@ -9,10 +12,12 @@ use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Object};
 use turnstone_core::Error as CoreError;
 
+pub use catalog::{PROBLEM_TYPES, ProblemType, markdown as problems_markdown, problem_type};
+
 /// An RFC 9457 problem detail.
 #[derive(Debug, Clone, Object)]
 pub struct Problem {
-    /// A URI reference naming the problem type (`about:blank` or a docs anchor).
+    /// The problem type: `/problems/<code>`, relative to the API's address, which describes it.
     #[oai(rename = "type")]
     pub kind: String,
     /// Short, human-readable summary of the problem type.
@@ -27,8 +32,9 @@ pub struct Problem {
 
 impl Problem {
     pub fn new(status: StatusCode, code: &str, detail: impl Into<String>) -> Self {
+        debug_assert!(problem_type(code).is_some(), "problem code {code:?} is not in api/src/error/catalog.rs");
         Problem {
-            kind: format!("https://turnstone.dev/problems/{code}"),
+            kind: catalog::type_uri(code),
             title: status.canonical_reason().unwrap_or("Error").to_owned(),
             status: status.as_u16(),
             detail: detail.into(),
@@ -173,31 +179,36 @@ pub fn problem_from_poem_error(err: poem::Error) -> Response {
         return err.into_response();
     }
     let status = err.status();
-    let (code, detail): (&str, String) = if err.is::<NotFoundError>() {
-        ("route_not_found", "no such route".into())
+    if err.is::<NotFoundError>() {
+        raw_problem(status, "route_not_found", "no such route".into())
     } else if err.is::<MethodNotAllowedError>() {
-        ("method_not_allowed", "method not allowed on this route".into())
+        raw_problem(status, "method_not_allowed", "method not allowed on this route".into())
     } else if err.is::<AuthorizationError>() {
-        return ApiError::unauthorized().into_response();
+        ApiError::unauthorized().into_response()
     } else if err.is::<ContentTypeError>() {
-        return ApiError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", err.to_string()).into_response();
+        ApiError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", err.to_string()).into_response()
     } else if err.is::<ParseRequestPayloadError>() || err.is::<ParseJsonError>() {
-        ("invalid_body", err.to_string())
+        raw_problem(status, "invalid_body", err.to_string())
     } else if err.is::<ParseParamError>() {
-        ("invalid_parameter", err.to_string())
+        raw_problem(status, "invalid_parameter", err.to_string())
     } else if err.is::<SizedLimitError>() || matches!(err.downcast_ref::<ReadBodyError>(), Some(ReadBodyError::PayloadTooLarge)) {
-        return ApiError::new(
+        ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "payload_too_large",
             format!("request bodies are limited to {} bytes", turnstone_core::limits::MAX_BODY_BYTES),
         )
-        .into_response();
+        .into_response()
     } else if status.is_server_error() {
         tracing::error!(error = %err, "unhandled server error");
-        return ApiError::internal().into_response();
+        ApiError::internal().into_response()
     } else {
-        ("bad_request", err.to_string())
-    };
+        raw_problem(status, "bad_request", err.to_string())
+    }
+}
+
+/// A problem+json response with any status (poem's own rejections include some, such as
+/// 405, that no operation answers with).
+fn raw_problem(status: StatusCode, code: &str, detail: String) -> Response {
     let problem = Problem::new(status, code, detail);
     let body = serde_json::json!({
         "type": problem.kind, "title": problem.title, "status": problem.status, "detail": problem.detail, "code": problem.code,

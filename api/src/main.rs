@@ -1,4 +1,5 @@
-//! `turnstone-api`: serve the control plane, or `turnstone-api openapi` to print the contract.
+//! `turnstone-api`: serve the control plane, or `turnstone-api openapi` to print the contract
+//! (`turnstone-api problems`: the catalogue of problem codes, `docs/problems.md`).
 //!
 //! Key management (run as the schema owner, `TURNSTONE_MIGRATE_DATABASE_URL` or `DATABASE_URL`):
 //! - `turnstone-api keys rotate-master`: re-wrap every org data key under the first
@@ -7,7 +8,7 @@
 
 use turnstone_api::{Application, Config};
 
-const USAGE: &str = "usage: turnstone-api [openapi | keys rotate-master | keys rotate-org <org_id>]";
+const USAGE: &str = "usage: turnstone-api [openapi | problems | keys rotate-master | keys rotate-org <org_id>]";
 
 fn main() -> std::process::ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -15,6 +16,10 @@ fn main() -> std::process::ExitCode {
     match args.as_slice() {
         ["openapi"] => {
             println!("{}", turnstone_api::openapi_json());
+            std::process::ExitCode::SUCCESS
+        }
+        ["problems"] => {
+            print!("{}", turnstone_api::error::problems_markdown());
             std::process::ExitCode::SUCCESS
         }
         [] => tokio::runtime::Runtime::new().expect("tokio runtime").block_on(run()),

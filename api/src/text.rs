@@ -5,7 +5,7 @@
 use std::borrow::Cow;
 
 use poem_openapi::registry::{MetaSchema, MetaSchemaRef};
-use poem_openapi::types::{ParseError, ParseFromJSON, ParseResult, ToJSON, Type};
+use poem_openapi::types::{ParseError, ParseFromJSON, ParseFromParameter, ParseResult, ToJSON, Type};
 use serde_json::Value;
 
 /// A string that only parses from a JSON string.
@@ -47,6 +47,13 @@ impl ParseFromJSON for Text {
     }
 }
 
+/// A path, query or header value is text already: any value parses.
+impl ParseFromParameter for Text {
+    fn parse_from_parameter(value: &str) -> ParseResult<Self> {
+        Ok(Text(value.to_owned()))
+    }
+}
+
 impl ToJSON for Text {
     fn to_json(&self) -> Option<Value> {
         Some(Value::String(self.0.clone()))
@@ -72,7 +79,7 @@ impl From<Text> for String {
     }
 }
 
-/// Converts a list of [`Text`] into plain strings.
-pub fn strings(v: Vec<Text>) -> Vec<String> {
-    v.into_iter().map(String::from).collect()
+/// Converts a list of [`Text`] (or of ruled text, `wire::Tag`…) into plain strings.
+pub fn strings<T: Into<String>>(v: Vec<T>) -> Vec<String> {
+    v.into_iter().map(Into::into).collect()
 }

@@ -1,15 +1,36 @@
 //! The wire format: poem-openapi objects and their conversions from core types.
 //! Ids gain their prefixes here and nowhere else.
+//!
+//! Rules of the contract (docs/decisions/0016): a response property is always present,
+//! and `null` when it has no value ([`Nullable`]); a request property may be left out
+//! (`Option`); the schema states each input rule core enforces ([`rules`]); every request
+//! object carries an example that works as sent. Doc comments here become the public
+//! descriptions: internal notes go in `//` comments.
+
+mod nullable;
+pub mod rules;
 
 use chrono::{DateTime, Utc};
+use poem_openapi::types::{Example, MaybeUndefined};
 use poem_openapi::{Enum, Object};
-use serde_json::Value;
+use serde_json::{Value, json};
 use turnstone_core::ids::{self, Kind};
-use turnstone_core::{agents, capabilities, events, providers, sessions, turns};
+use turnstone_core::{agents, capabilities, events, limits, providers, sessions, turns};
 use uuid::Uuid;
 
 use crate::error::ApiError;
 pub use crate::text::Text;
+pub use nullable::Nullable;
+pub use rules::{
+    AfterSequence, Bounded, CapabilityNames, EventType, EventsLimit, FreeText, Id, IdOrEmpty, IdempotencyKey, Name, PageLimit,
+    ProviderKey, Tag, Tags,
+};
+
+/// Parses a request object from its JSON example: the examples are written as JSON, as a
+/// client sends them, and a test proves each one is accepted as sent.
+fn example<T: poem_openapi::types::ParseFromJSON>(value: Value) -> T {
+    T::parse_from_json(Some(value)).unwrap_or_else(|e| panic!("a request example does not parse: {}", e.into_message()))
+}
 
 /// Parses a prefixed id from a path or body, mapping a bad one to 400 `invalid_id`.
 pub fn parse_id(kind: Kind, s: &str) -> Result<Uuid, ApiError> {
@@ -34,41 +55,72 @@ pub struct Ready {
     pub status: String,
 }
 
+/// What a problem `code` means.
+#[derive(Debug, Object)]
+pub struct ProblemTypeDoc {
+    /// The stable code, as in a problem's `code`.
+    pub code: String,
+    /// The HTTP status it answers with.
+    pub status: u16,
+    pub meaning: String,
+}
+
+impl From<&crate::error::ProblemType> for ProblemTypeDoc {
+    fn from(p: &crate::error::ProblemType) -> Self {
+        ProblemTypeDoc { code: p.code.into(), status: p.status, meaning: p.meaning.into() }
+    }
+}
+
+#[derive(Debug, Object)]
+pub struct ProblemTypeList {
+    pub data: Vec<ProblemTypeDoc>,
+}
+
 // ---------------------------------------------------------------- providers
 
-/// `Debug` is written by hand: `api_key` must never be printed.
-#[derive(Object)]
-#[oai(deny_unknown_fields)]
+/// A new provider: an OpenAI-compatible endpoint and, optionally, its API key.
+// `api_key` is a `ProviderKey`, whose `Debug` prints `[redacted]`: the key is never logged.
+#[derive(Debug, Object)]
+#[oai(deny_unknown_fields, example, skip_serializing_if_is_none)]
 pub struct ProviderCreate {
-    /// Unique per org.
+    /// Unique per org; not blank, no control characters.
     #[oai(validator(min_length = 1, max_length = 200))]
-    pub name: Text,
-    /// OpenAI-compatible base URL, e.g. `https://api.openai.com/v1`.
+    pub name: Name,
+    /// OpenAI-compatible base URL, e.g. `https://api.openai.com/v1`: http(s), a host, no
+    /// credentials, query or fragment.
     #[oai(validator(min_length = 1, max_length = 2048))]
     pub base_url: Text,
+    /// Sent to the provider as `Authorization: Bearer <api_key>`, so visible ASCII only.
     /// Stored encrypted; never returned.
     #[oai(validator(max_length = 4096))]
-    pub api_key: Option<Text>,
+    pub api_key: Option<ProviderKey>,
+}
+
+impl Example for ProviderCreate {
+    fn example() -> Self {
+        example(json!({"name": "openai", "base_url": "https://api.openai.com/v1", "api_key": "sk-your-provider-key"}))
+    }
 }
 
 /// Changes to a provider; absent fields are unchanged. Changing `base_url` of a
 /// provider that holds a key needs `api_key` too (a new key, or `null` to drop it).
-/// `Debug` is written by hand: `api_key` must never be printed.
-#[derive(Object)]
-#[oai(deny_unknown_fields)]
+#[derive(Debug, Object)]
+#[oai(deny_unknown_fields, example, skip_serializing_if_is_none)]
 pub struct ProviderUpdate {
+    /// Unique per org; not blank, no control characters.
     #[oai(validator(min_length = 1, max_length = 200))]
-    pub name: Option<Text>,
+    pub name: Option<Name>,
+    /// OpenAI-compatible base URL: http(s), a host, no credentials, query or fragment.
     #[oai(validator(min_length = 1, max_length = 2048))]
     pub base_url: Option<Text>,
-    /// A new key (stored encrypted), or `null` to remove the stored one.
-    #[oai(validator(max_length = 4096))]
-    pub api_key: poem_openapi::types::MaybeUndefined<Text>,
+    /// A new key (visible ASCII, stored encrypted), or `null` to remove the stored one.
+    #[oai(nullable, validator(max_length = 4096))]
+    pub api_key: MaybeUndefined<ProviderKey>,
 }
 
-impl std::fmt::Debug for ProviderUpdate {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ProviderUpdate").field("name", &self.name).field("base_url", &self.base_url).finish_non_exhaustive()
+impl Example for ProviderUpdate {
+    fn example() -> Self {
+        example(json!({"name": "openai-eu"}))
     }
 }
 
@@ -98,21 +150,29 @@ impl From<providers::Provider> for Provider {
 #[derive(Debug, Object)]
 pub struct ProviderList {
     pub data: Vec<Provider>,
-    /// Pass as `after` to get the next page; absent on the last page.
-    pub next_cursor: Option<String>,
+    /// Pass as `after` to get the next page; `null` on the last page.
+    pub next_cursor: Nullable<String>,
 }
 
+/// A new model of a provider.
 #[derive(Debug, Object)]
-#[oai(deny_unknown_fields)]
+#[oai(deny_unknown_fields, example, skip_serializing_if_is_none)]
 pub struct ModelCreate {
-    /// `prv_…`
-    pub provider_id: Text,
+    /// `prv_…` of one of the org's providers.
+    pub provider_id: Id<rules::Provider>,
     /// The upstream model name sent to the provider, e.g. `gpt-4o-mini`.
     #[oai(validator(min_length = 1, max_length = 200))]
-    pub name: Text,
+    pub name: Name,
     /// Make this the org's default model.
     #[oai(default)]
     pub is_default: bool,
+}
+
+impl Example for ModelCreate {
+    fn example() -> Self {
+        // The provider id is a placeholder: use one from `GET /v1/providers`.
+        example(json!({"provider_id": "prv_0190b5e3a1c47d2e8f0a1b2c3d4e5f60", "name": "gpt-4o-mini", "is_default": false}))
+    }
 }
 
 #[derive(Debug, Object, serde::Serialize, serde::Deserialize)]
@@ -141,47 +201,78 @@ impl From<providers::Model> for Model {
 #[derive(Debug, Object)]
 pub struct ModelList {
     pub data: Vec<Model>,
-    pub next_cursor: Option<String>,
+    /// Pass as `after` to get the next page; `null` on the last page.
+    pub next_cursor: Nullable<String>,
 }
 
 // ---------------------------------------------------------------- agents
 
+/// Cap on LLM calls per turn.
+pub type MaxIterations = Bounded<i32, 1, { limits::MAX_ITERATIONS as i64 }>;
+/// Wall-clock cap on one turn, in seconds.
+pub type MaxTurnSecs = Bounded<i32, 1, { limits::MAX_TURN_SECS as i64 }>;
+
+/// A new agent.
 #[derive(Debug, Object)]
-#[oai(deny_unknown_fields)]
+#[oai(deny_unknown_fields, example, skip_serializing_if_is_none)]
 pub struct AgentCreate {
+    /// Not blank, no control characters.
     #[oai(validator(min_length = 1, max_length = 200))]
-    pub name: Text,
+    pub name: Name,
     #[oai(default, validator(max_length = 100000))]
-    pub system_prompt: Text,
+    pub system_prompt: FreeText,
     /// `mdl_…`; when absent the org default model is used.
-    pub model_id: Option<Text>,
-    /// Names from `GET /v1/capabilities`.
+    pub model_id: Option<Id<rules::Model>>,
+    /// Names from `GET /v1/capabilities`, each at most once.
     #[oai(default, validator(max_items = 32, max_length = 64))]
-    pub capabilities: Vec<Text>,
-    /// At most 32 tags of 1-64 characters `[A-Za-z0-9_.:-]`.
+    pub capabilities: CapabilityNames,
+    /// Distinct tags.
     #[oai(default, validator(max_items = 32, max_length = 64))]
-    pub tags: Vec<Text>,
-    /// Cap on LLM calls per turn (1-100, default 10).
-    pub max_iterations: Option<i32>,
-    /// Wall-clock cap on one turn in seconds (1-86400, default 600).
-    pub max_turn_secs: Option<i32>,
+    pub tags: Tags,
+    /// Cap on LLM calls per turn (default 10).
+    pub max_iterations: Option<MaxIterations>,
+    /// Wall-clock cap on one turn in seconds (default 600).
+    pub max_turn_secs: Option<MaxTurnSecs>,
 }
 
+impl Example for AgentCreate {
+    fn example() -> Self {
+        example(json!({
+            "name": "helper",
+            "system_prompt": "You are a helpful assistant.",
+            "capabilities": ["math", "current_time"],
+            "tags": ["team:support"],
+        }))
+    }
+}
+
+/// Changes to an agent; absent fields are unchanged.
 #[derive(Debug, Object)]
-#[oai(deny_unknown_fields)]
+#[oai(deny_unknown_fields, example, skip_serializing_if_is_none)]
 pub struct AgentUpdate {
+    /// Not blank, no control characters.
     #[oai(validator(min_length = 1, max_length = 200))]
-    pub name: Option<Text>,
+    pub name: Option<Name>,
     #[oai(validator(max_length = 100000))]
-    pub system_prompt: Option<Text>,
+    pub system_prompt: Option<FreeText>,
     /// `mdl_…`; an empty string clears the agent's model.
-    pub model_id: Option<Text>,
+    pub model_id: Option<IdOrEmpty<rules::Model>>,
+    /// Names from `GET /v1/capabilities`, each at most once.
     #[oai(validator(max_items = 32, max_length = 64))]
-    pub capabilities: Option<Vec<Text>>,
+    pub capabilities: Option<CapabilityNames>,
+    /// Distinct tags.
     #[oai(validator(max_items = 32, max_length = 64))]
-    pub tags: Option<Vec<Text>>,
-    pub max_iterations: Option<i32>,
-    pub max_turn_secs: Option<i32>,
+    pub tags: Option<Tags>,
+    /// Cap on LLM calls per turn.
+    pub max_iterations: Option<MaxIterations>,
+    /// Wall-clock cap on one turn in seconds.
+    pub max_turn_secs: Option<MaxTurnSecs>,
+}
+
+impl Example for AgentUpdate {
+    fn example() -> Self {
+        example(json!({"system_prompt": "You are a concise assistant.", "max_iterations": 5}))
+    }
 }
 
 #[derive(Debug, Object, serde::Serialize, serde::Deserialize)]
@@ -190,15 +281,16 @@ pub struct Agent {
     pub id: String,
     pub name: String,
     pub system_prompt: String,
-    pub model_id: Option<String>,
+    /// `mdl_…`, or `null`: the org default model is used.
+    pub model_id: Nullable<String>,
     pub capabilities: Vec<String>,
     pub tags: Vec<String>,
     pub max_iterations: i32,
     pub max_turn_secs: i32,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
-    /// Set when the agent was archived (DELETE).
-    pub archived_at: Option<DateTime<Utc>>,
+    /// When the agent was archived (DELETE); `null` while it is active.
+    pub archived_at: Nullable<DateTime<Utc>>,
 }
 
 impl From<agents::Agent> for Agent {
@@ -207,14 +299,14 @@ impl From<agents::Agent> for Agent {
             id: ids::format(Kind::Agent, a.id),
             name: a.name,
             system_prompt: a.system_prompt,
-            model_id: a.model_id.map(|m| ids::format(Kind::Model, m)),
+            model_id: a.model_id.map(|m| ids::format(Kind::Model, m)).into(),
             capabilities: a.capabilities,
             tags: a.tags,
             max_iterations: a.max_iterations,
             max_turn_secs: a.max_turn_secs,
             created_at: a.created_at,
             updated_at: a.updated_at,
-            archived_at: a.archived_at,
+            archived_at: a.archived_at.into(),
         }
     }
 }
@@ -222,22 +314,32 @@ impl From<agents::Agent> for Agent {
 #[derive(Debug, Object)]
 pub struct AgentList {
     pub data: Vec<Agent>,
-    pub next_cursor: Option<String>,
+    /// Pass as `after` to get the next page; `null` on the last page.
+    pub next_cursor: Nullable<String>,
 }
 
 // ---------------------------------------------------------------- sessions
 
+/// A new session with an agent.
 #[derive(Debug, Object)]
-#[oai(deny_unknown_fields)]
+#[oai(deny_unknown_fields, example, skip_serializing_if_is_none)]
 pub struct SessionCreate {
-    /// `agt_…`
-    pub agent_id: Text,
+    /// `agt_…` of an active agent.
+    pub agent_id: Id<rules::Agent>,
     /// `mdl_…`, overrides the agent's model for this session.
-    pub model_id: Option<Text>,
+    pub model_id: Option<Id<rules::Model>>,
     #[oai(validator(max_length = 500))]
-    pub title: Option<Text>,
+    pub title: Option<FreeText>,
+    /// Distinct tags.
     #[oai(default, validator(max_items = 32, max_length = 64))]
-    pub tags: Vec<Text>,
+    pub tags: Tags,
+}
+
+impl Example for SessionCreate {
+    fn example() -> Self {
+        // The agent id is a placeholder: use the `id` that `POST /v1/agents` answered.
+        example(json!({"agent_id": "agt_0190b5e3a1c47d2e8f0a1b2c3d4e5f60", "title": "First chat", "tags": ["team:support"]}))
+    }
 }
 
 /// `idle`: no turn; `queued`: a turn waits for a worker; `running`: a worker runs a turn;
@@ -256,9 +358,12 @@ pub enum SessionStatus {
 pub struct Session {
     /// `ses_…`
     pub id: String,
+    /// `agt_…`
     pub agent_id: String,
-    pub model_id: Option<String>,
-    pub title: Option<String>,
+    /// `mdl_…` overriding the agent's model, or `null`.
+    pub model_id: Nullable<String>,
+    /// `null` when the session has no title.
+    pub title: Nullable<String>,
     pub tags: Vec<String>,
     pub status: SessionStatus,
     /// Sequence number of the newest event.
@@ -272,8 +377,8 @@ impl From<sessions::Session> for Session {
         Session {
             id: ids::format(Kind::Session, s.id),
             agent_id: ids::format(Kind::Agent, s.agent_id),
-            model_id: s.model_id.map(|m| ids::format(Kind::Model, m)),
-            title: s.title,
+            model_id: s.model_id.map(|m| ids::format(Kind::Model, m)).into(),
+            title: s.title.into(),
             tags: s.tags,
             status: match s.status.as_str() {
                 "queued" => SessionStatus::Queued,
@@ -291,7 +396,8 @@ impl From<sessions::Session> for Session {
 #[derive(Debug, Object)]
 pub struct SessionList {
     pub data: Vec<Session>,
-    pub next_cursor: Option<String>,
+    /// Pass as `after` to get the next page; `null` on the last page.
+    pub next_cursor: Nullable<String>,
 }
 
 // ---------------------------------------------------------------- messages
@@ -309,28 +415,35 @@ pub struct ContentPart {
     #[oai(rename = "type")]
     pub kind: ContentType,
     #[oai(validator(min_length = 1, max_length = 100000))]
-    pub text: Text,
+    pub text: FreeText,
 }
 
 /// Per-message controls.
 #[derive(Debug, Object, Clone)]
-#[oai(deny_unknown_fields)]
+#[oai(deny_unknown_fields, skip_serializing_if_is_none)]
 pub struct MessageControls {
     /// `mdl_…`, overrides session and agent for this turn.
-    pub model_id: Option<Text>,
+    pub model_id: Option<Id<rules::Model>>,
 }
 
+/// A user message.
 #[derive(Debug, Object, Clone)]
-#[oai(deny_unknown_fields)]
+#[oai(deny_unknown_fields, example, skip_serializing_if_is_none)]
 pub struct MessageCreate {
     #[oai(validator(min_items = 1, max_items = 32))]
     pub content: Vec<ContentPart>,
     pub controls: Option<MessageControls>,
 }
 
+impl Example for MessageCreate {
+    fn example() -> Self {
+        example(json!({"content": [{"type": "text", "text": "What is 6*7?"}]}))
+    }
+}
+
 impl MessageCreate {
     pub fn core_content(&self) -> Vec<turns::ContentPart> {
-        self.content.iter().map(|p| turns::ContentPart::Text { text: p.text.0.clone() }).collect()
+        self.content.iter().map(|p| turns::ContentPart::Text { text: p.text.to_string() }).collect()
     }
 }
 
@@ -361,10 +474,12 @@ pub struct Message {
     pub id: String,
     /// `user` or `assistant`.
     pub role: String,
+    /// The message's parts, e.g. `[{"type": "text", "text": "…"}]`.
     pub content: Value,
-    /// Tool calls the assistant made (assistant messages only).
-    pub tool_calls: Option<Value>,
-    pub turn_id: Option<String>,
+    /// Tool calls the assistant made; `null` when it made none (and for user messages).
+    pub tool_calls: Nullable<Value>,
+    /// `trn_…` of the turn the message belongs to, or `null`.
+    pub turn_id: Nullable<String>,
     pub sequence: i64,
     pub created_at: DateTime<Utc>,
 }
@@ -376,8 +491,8 @@ impl From<events::Event> for Message {
             id: ids::format(Kind::Event, e.id),
             role: msg.get("role").and_then(Value::as_str).unwrap_or("user").to_owned(),
             content: msg.get("content").cloned().unwrap_or(Value::Array(vec![])),
-            tool_calls: msg.get("tool_calls").cloned().filter(|t| t.as_array().is_some_and(|a| !a.is_empty())),
-            turn_id: e.turn_id.map(|t| ids::format(Kind::Turn, t)),
+            tool_calls: msg.get("tool_calls").cloned().filter(|t| t.as_array().is_some_and(|a| !a.is_empty())).into(),
+            turn_id: e.turn_id.map(|t| ids::format(Kind::Turn, t)).into(),
             sequence: e.sequence,
             created_at: e.ts,
         }
@@ -399,8 +514,8 @@ pub enum MessageOrder {
 #[derive(Debug, Object)]
 pub struct MessageList {
     pub data: Vec<Message>,
-    /// Pass as `after_sequence` for the next page; absent on the last page.
-    pub next_after_sequence: Option<i64>,
+    /// Pass as `after_sequence` for the next page; `null` on the last page.
+    pub next_after_sequence: Nullable<i64>,
 }
 
 // ---------------------------------------------------------------- events
@@ -417,7 +532,9 @@ pub struct Event {
     pub session_id: String,
     /// Per-session, starts at 1, gap-free, strictly increasing.
     pub sequence: i64,
-    pub turn_id: Option<String>,
+    /// `trn_…` of the turn the event belongs to; `null` for session-level events.
+    pub turn_id: Nullable<String>,
+    /// The type's payload (an object; its members depend on `type`).
     pub data: Value,
 }
 
@@ -429,7 +546,7 @@ impl From<events::Event> for Event {
             ts: e.ts,
             session_id: ids::format(Kind::Session, e.session_id),
             sequence: e.sequence,
-            turn_id: e.turn_id.map(|t| ids::format(Kind::Turn, t)),
+            turn_id: e.turn_id.map(|t| ids::format(Kind::Turn, t)).into(),
             data: e.data,
         }
     }
@@ -438,7 +555,8 @@ impl From<events::Event> for Event {
 #[derive(Debug, Object)]
 pub struct EventList {
     pub data: Vec<Event>,
-    pub next_after_sequence: Option<i64>,
+    /// Pass as `after_sequence` for the next page; `null` on the last page.
+    pub next_after_sequence: Nullable<i64>,
 }
 
 /// One SSE frame: `event:` is `frame`, `id:` is `id` (stored events only), `data:` is `data`.
@@ -530,18 +648,28 @@ pub struct CancelAccepted {
 
 // ---------------------------------------------------------------- orgs and keys
 
+/// A new organisation.
 #[derive(Debug, Object)]
-#[oai(deny_unknown_fields)]
+#[oai(deny_unknown_fields, example, skip_serializing_if_is_none)]
 pub struct OrgCreate {
+    /// Not blank, no control characters.
     #[oai(validator(min_length = 1, max_length = 200))]
-    pub name: Text,
+    pub name: Name,
 }
 
+impl Example for OrgCreate {
+    fn example() -> Self {
+        example(json!({"name": "acme"}))
+    }
+}
+
+/// Changes to an organisation; absent fields are unchanged.
 #[derive(Debug, Object)]
-#[oai(deny_unknown_fields)]
+#[oai(deny_unknown_fields, example, skip_serializing_if_is_none)]
 pub struct OrgUpdate {
+    /// Not blank, no control characters.
     #[oai(validator(min_length = 1, max_length = 200))]
-    pub name: Option<Text>,
+    pub name: Option<Name>,
     /// A disabled org's keys stop working on the next request.
     pub disabled: Option<bool>,
     /// Quota: active (non-archived) agents.
@@ -556,6 +684,12 @@ pub struct OrgUpdate {
     /// Requests per minute per API key; 0 = unlimited.
     #[oai(validator(minimum(value = "0"), maximum(value = "100000000")))]
     pub rate_limit_per_minute: Option<i32>,
+}
+
+impl Example for OrgUpdate {
+    fn example() -> Self {
+        example(json!({"max_concurrent_turns": 20, "rate_limit_per_minute": 600}))
+    }
 }
 
 #[derive(Debug, Object, serde::Serialize, serde::Deserialize)]
@@ -589,16 +723,25 @@ impl From<turnstone_core::orgs::Org> for Org {
 #[derive(Debug, Object)]
 pub struct OrgList {
     pub data: Vec<Org>,
-    pub next_cursor: Option<String>,
+    /// Pass as `after` to get the next page; `null` on the last page.
+    pub next_cursor: Nullable<String>,
 }
 
+/// A new API key.
 #[derive(Debug, Object, Default)]
-#[oai(deny_unknown_fields)]
+#[oai(deny_unknown_fields, example, skip_serializing_if_is_none)]
 pub struct ApiKeyCreate {
+    /// A label for people; no NUL characters.
     #[oai(default, validator(max_length = 200))]
-    pub name: Text,
-    /// The key stops working at this time.
+    pub name: FreeText,
+    /// The key stops working at this time (in the future); absent: it never expires.
     pub expires_at: Option<DateTime<Utc>>,
+}
+
+impl Example for ApiKeyCreate {
+    fn example() -> Self {
+        example(json!({"name": "ci"}))
+    }
 }
 
 /// An API key's metadata; the secret is only ever shown at creation.
@@ -610,9 +753,12 @@ pub struct ApiKey {
     /// The key's first characters, to recognise it (`ts_live_AbCd`).
     pub display_prefix: String,
     pub created_at: DateTime<Utc>,
-    pub expires_at: Option<DateTime<Utc>>,
-    pub revoked_at: Option<DateTime<Utc>>,
-    pub last_used_at: Option<DateTime<Utc>>,
+    /// When the key stops working; `null`: never.
+    pub expires_at: Nullable<DateTime<Utc>>,
+    /// When the key was revoked; `null` while it is not.
+    pub revoked_at: Nullable<DateTime<Utc>>,
+    /// Roughly when the key last authenticated a request; `null` if never.
+    pub last_used_at: Nullable<DateTime<Utc>>,
 }
 
 impl From<turnstone_core::orgs::ApiKey> for ApiKey {
@@ -622,43 +768,36 @@ impl From<turnstone_core::orgs::ApiKey> for ApiKey {
             name: k.name,
             display_prefix: k.display_prefix,
             created_at: k.created_at,
-            expires_at: k.expires_at,
-            revoked_at: k.revoked_at,
-            last_used_at: k.last_used_at,
+            expires_at: k.expires_at.into(),
+            revoked_at: k.revoked_at.into(),
+            last_used_at: k.last_used_at.into(),
         }
     }
 }
 
 /// A new key: `key` is shown this once and stored only as a hash.
-/// `Debug` is written by hand: `key` must never be printed.
+// `Debug` is written by hand below: `key` must never be printed. `key` is not serialised
+// for the `Idempotency-Key` record, so a replay answers `null`.
 #[derive(Object, serde::Serialize, serde::Deserialize)]
 pub struct ApiKeyCreated {
     /// `key_…`
     pub id: String,
-    /// The secret, `ts_live_…`. Store it now: it cannot be shown again. Absent when an
+    /// The secret, `ts_live_…`. Store it now: it cannot be shown again. `null` when an
     /// `Idempotency-Key` retry replays the creation (the secret is never stored, not even for replays).
     #[serde(skip_serializing, default)]
-    pub key: Option<String>,
+    pub key: Nullable<String>,
     pub name: String,
     pub display_prefix: String,
     pub created_at: DateTime<Utc>,
-    pub expires_at: Option<DateTime<Utc>>,
+    /// When the key stops working; `null`: never.
+    pub expires_at: Nullable<DateTime<Utc>>,
 }
 
 #[derive(Debug, Object)]
 pub struct ApiKeyList {
     pub data: Vec<ApiKey>,
-    pub next_cursor: Option<String>,
-}
-
-impl std::fmt::Debug for ProviderCreate {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ProviderCreate")
-            .field("name", &self.name)
-            .field("base_url", &self.base_url)
-            .field("api_key", &self.api_key.as_ref().map(|_| "[redacted]"))
-            .finish()
-    }
+    /// Pass as `after` to get the next page; `null` on the last page.
+    pub next_cursor: Nullable<String>,
 }
 
 impl std::fmt::Debug for ApiKeyCreated {

@@ -36,13 +36,27 @@ impl Kind {
     pub const fn noun(self) -> &'static str {
         match self {
             Kind::Org => "org",
-            Kind::ApiKey => "api key",
+            Kind::ApiKey => "API key",
             Kind::Provider => "provider",
             Kind::Model => "model",
             Kind::Agent => "agent",
             Kind::Session => "session",
             Kind::Event => "event",
             Kind::Turn => "turn",
+        }
+    }
+
+    /// The noun with its indefinite article, for messages: "an agent", "a session".
+    pub const fn a_noun(self) -> &'static str {
+        match self {
+            Kind::Org => "an org",
+            Kind::ApiKey => "an API key",
+            Kind::Provider => "a provider",
+            Kind::Model => "a model",
+            Kind::Agent => "an agent",
+            Kind::Session => "a session",
+            Kind::Event => "an event",
+            Kind::Turn => "a turn",
         }
     }
 }
@@ -59,7 +73,7 @@ pub fn format(kind: Kind, id: Uuid) -> String {
 
 /// Parses `<prefix>_<32 hex>`; anything else is `invalid_id`.
 pub fn parse(kind: Kind, s: &str) -> Result<Uuid> {
-    let bad = || Error::invalid("invalid_id", format!("expected a {} id like {}_<32 hex digits>", kind.noun(), kind.prefix()));
+    let bad = || Error::invalid("invalid_id", format!("expected {} id like {}_<32 hex digits>", kind.a_noun(), kind.prefix()));
     let rest = s.strip_prefix(kind.prefix()).and_then(|r| r.strip_prefix('_')).ok_or_else(bad)?;
     if rest.len() != 32 || !rest.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err(bad());
@@ -80,5 +94,7 @@ mod tests {
         assert!(matches!(parse(Kind::Session, &s), Err(Error::Invalid { code: "invalid_id", .. })));
         assert!(parse(Kind::Agent, "agt_xyz").is_err());
         assert!(parse(Kind::Agent, &format!("agt_{}", "g".repeat(32))).is_err());
+        let Err(Error::Invalid { message, .. }) = parse(Kind::Event, "x") else { panic!("invalid") };
+        assert_eq!(message, "expected an event id like evt_<32 hex digits>");
     }
 }

@@ -4,7 +4,7 @@ use crate::crypto::{KeyRing, Secret};
 use crate::error::{Error, Result};
 use crate::ids::new_id;
 use crate::page::Page;
-use crate::{keychain, limits, validate};
+use crate::{keychain, validate};
 use chrono::{DateTime, Utc};
 use sqlx::{AssertSqlSafe, PgConnection};
 use uuid::Uuid;
@@ -53,7 +53,7 @@ pub async fn create_provider(
     validate::name("name", name)?;
     validate::base_url(base_url)?;
     if let Some(k) = api_key {
-        validate::text("api_key", k.expose(), limits::MAX_SECRET_CHARS)?;
+        validate::header_secret("api_key", k.expose())?;
     }
     let id = new_id();
     let sealed = match api_key {
@@ -135,7 +135,7 @@ pub async fn update_provider(
         None => (false, None),
         Some(None) => (true, None),
         Some(Some(k)) => {
-            validate::text("api_key", k.expose(), limits::MAX_SECRET_CHARS)?;
+            validate::header_secret("api_key", k.expose())?;
             (true, Some(keychain::seal(&mut *conn, keys, org_id, id, API_KEY_PURPOSE, k.expose()).await?))
         }
     };

@@ -55,6 +55,24 @@ pub fn tags(values: &[String]) -> Result<()> {
     Ok(())
 }
 
+/// A secret the workers send as an HTTP header value (a provider's API key, as
+/// `Authorization: Bearer <key>`): 1..=MAX_SECRET_CHARS visible ASCII characters. Anything
+/// else (a control character, a space, a non-ASCII letter) could never be sent, and every
+/// turn using it would fail. The message never quotes the value.
+pub fn header_secret(field: &str, value: &str) -> Result<()> {
+    let sendable = (1..=limits::MAX_SECRET_CHARS).contains(&value.len()) && value.bytes().all(|b| b.is_ascii_graphic());
+    if !sendable {
+        return Err(Error::invalid(
+            "invalid_api_key",
+            format!(
+                "{field} must be 1-{} visible ASCII characters (no spaces or control characters): it is sent as an HTTP header",
+                limits::MAX_SECRET_CHARS
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// An http(s) base URL that parses (RFC 3986, via the `url` crate), names a
 /// host, and carries no credentials, query or fragment.
 pub fn base_url(value: &str) -> Result<()> {
@@ -98,5 +116,10 @@ mod tests {
         assert!(base_url("http://h/v1?x=1").is_err());
         assert!(matches!(text("t", "a\0b", 10), Err(Error::Invalid { code: "invalid_field", .. })));
         assert_eq!(storable("a\0b"), "ab");
+        assert!(header_secret("api_key", "sk-AbC_123.~").is_ok());
+        for bad in ["", "abc\u{1}def", "sk key", "sk-\u{e9}", "sk\t", "sk\n"] {
+            assert!(matches!(header_secret("api_key", bad), Err(Error::Invalid { code: "invalid_api_key", .. })), "{bad:?}");
+        }
+        assert!(header_secret("api_key", &"k".repeat(limits::MAX_SECRET_CHARS + 1)).is_err());
     }
 }

@@ -14,7 +14,8 @@ use crate::auth::ApiKey;
 use crate::error::ApiError;
 use crate::idempotency::create_once;
 use crate::text::strings;
-use crate::wire::{Agent, AgentCreate, AgentList, AgentUpdate, parse_id, parse_opt_id};
+use crate::wire::rules::{self, Id};
+use crate::wire::{self, Agent, AgentCreate, AgentList, AgentUpdate, IdempotencyKey, PageLimit};
 
 pub struct AgentsApi {
     pub state: AppState,
@@ -34,7 +35,9 @@ impl AgentsApi {
         &self,
         auth: ApiKey,
         body: Json<AgentCreate>,
-        #[oai(name = "Idempotency-Key")] idempotency_key: Header<Option<String>>,
+        /// Replays the first answer to a retry with the same key (24 hours).
+        #[oai(name = "Idempotency-Key")]
+        idempotency_key: Header<Option<IdempotencyKey>>,
     ) -> Result<AgentCreated, ApiError> {
         let org = auth.0.org_id;
         let request = format!("createAgent:{}", body.0.to_json_string());
@@ -42,11 +45,11 @@ impl AgentsApi {
         let input = AgentInput {
             name: Some(b.name.into()),
             system_prompt: Some(b.system_prompt.into()),
-            model_id: Some(parse_opt_id(Kind::Model, b.model_id.as_deref())?),
-            capabilities: Some(strings(b.capabilities)),
-            tags: Some(strings(b.tags)),
-            max_iterations: b.max_iterations,
-            max_turn_secs: b.max_turn_secs,
+            model_id: Some(Id::opt(&b.model_id)?),
+            capabilities: Some(strings(b.capabilities.0)),
+            tags: Some(strings(b.tags.0)),
+            max_iterations: b.max_iterations.map(Into::into),
+            max_turn_secs: b.max_turn_secs.map(Into::into),
         };
         let agent = create_once(&self.state, org, idempotency_key.0.as_deref(), &request, move |c| {
             Box::pin(async move { Ok(Agent::from(agents::create_agent(c, org, input).await?)) })
@@ -60,17 +63,20 @@ impl AgentsApi {
     async fn list(
         &self,
         auth: ApiKey,
-        /// Page size (1-200, default 50).
-        limit: Query<Option<u32>>,
+        /// Page size (default 50).
+        limit: Query<Option<PageLimit>>,
         /// Cursor: `next_cursor` of the previous page.
-        after: Query<Option<String>>,
-        #[oai(default)] include_archived: Query<bool>,
+        after: Query<Option<Id<rules::Agent>>>,
+        /// Include archived agents.
+        #[oai(default)]
+        include_archived: Query<bool>,
         /// Only agents carrying this tag.
-        tag: Query<Option<String>>,
+        tag: Query<Option<wire::Tag>>,
     ) -> Result<Json<AgentList>, ApiError> {
         let limit = page_limit(limit.0, limits::MAX_PAGE_LIMIT)?;
-        let after = parse_opt_id(Kind::Agent, after.0.as_deref())?;
-        if let Some(t) = &tag.0 {
+        let after = Id::opt(&after.0)?;
+        let tag = tag.0.map(String::from);
+        if let Some(t) = &tag {
             turnstone_core::validate::tags(std::slice::from_ref(t))?;
         }
         let page = agents::list_agents(
@@ -79,40 +85,45 @@ impl AgentsApi {
             after,
             limit,
             include_archived.0,
-            tag.0.as_deref(),
+            tag.as_deref(),
         )
         .await?;
         Ok(Json(AgentList {
             data: page.items.into_iter().map(Into::into).collect(),
-            next_cursor: page.next_after.map(|id| ids::format(Kind::Agent, id)),
+            next_cursor: page.next_after.map(|id| ids::format(Kind::Agent, id)).into(),
         }))
     }
 
     /// Get one agent (archived ones too).
     #[oai(path = "/agents/:agent_id", method = "get", operation_id = "getAgent")]
-    async fn get(&self, auth: ApiKey, agent_id: Path<String>) -> Result<Json<Agent>, ApiError> {
-        let id = parse_id(Kind::Agent, &agent_id.0)?;
+    async fn get(&self, auth: ApiKey, agent_id: Path<Id<rules::Agent>>) -> Result<Json<Agent>, ApiError> {
+        let id = agent_id.0.id()?;
         Ok(Json(agents::get_agent(&mut *self.state.org_tx(auth.0.org_id).await?, auth.0.org_id, id).await?.into()))
     }
 
     /// Update an agent; absent fields are unchanged. Archived agents cannot be updated.
     #[oai(path = "/agents/:agent_id", method = "patch", operation_id = "updateAgent")]
-    async fn update(&self, auth: ApiKey, agent_id: Path<String>, body: Json<AgentUpdate>) -> Result<Json<Agent>, ApiError> {
-        let id = parse_id(Kind::Agent, &agent_id.0)?;
+    async fn update(
+        &self,
+        auth: ApiKey,
+        agent_id: Path<Id<rules::Agent>>,
+        body: Json<AgentUpdate>,
+    ) -> Result<Json<Agent>, ApiError> {
+        let id = agent_id.0.id()?;
         let b = body.0;
         let model_id = match b.model_id.as_deref() {
             None => None,
             Some("") => Some(None),
-            Some(m) => Some(Some(parse_id(Kind::Model, m)?)),
+            Some(m) => Some(Some(ids::parse(Kind::Model, m)?)),
         };
         let input = AgentInput {
             name: b.name.map(Into::into),
             system_prompt: b.system_prompt.map(Into::into),
             model_id,
-            capabilities: b.capabilities.map(strings),
-            tags: b.tags.map(strings),
-            max_iterations: b.max_iterations,
-            max_turn_secs: b.max_turn_secs,
+            capabilities: b.capabilities.map(|c| strings(c.0)),
+            tags: b.tags.map(|t| strings(t.0)),
+            max_iterations: b.max_iterations.map(Into::into),
+            max_turn_secs: b.max_turn_secs.map(Into::into),
         };
         let mut tx = self.state.org_tx(auth.0.org_id).await?;
         let agent = agents::update_agent(&mut tx, auth.0.org_id, id, input).await?;
@@ -122,8 +133,8 @@ impl AgentsApi {
 
     /// Archive an agent (soft delete). Its sessions and events stay readable.
     #[oai(path = "/agents/:agent_id", method = "delete", operation_id = "archiveAgent")]
-    async fn archive(&self, auth: ApiKey, agent_id: Path<String>) -> Result<Json<Agent>, ApiError> {
-        let id = parse_id(Kind::Agent, &agent_id.0)?;
+    async fn archive(&self, auth: ApiKey, agent_id: Path<Id<rules::Agent>>) -> Result<Json<Agent>, ApiError> {
+        let id = agent_id.0.id()?;
         let mut tx = self.state.org_tx(auth.0.org_id).await?;
         let agent = agents::archive_agent(&mut tx, auth.0.org_id, id).await?;
         tx.commit().await.map_err(turnstone_core::Error::from)?;

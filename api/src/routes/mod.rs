@@ -31,9 +31,9 @@ pub enum Tag {
     Capabilities,
 }
 
-/// Clamps a requested page size to the documented bounds.
-pub fn page_limit(limit: Option<u32>, max: u32) -> Result<u32, ApiError> {
-    match limit {
+/// Checks a requested page size against the documented bounds (`wire::PageLimit`…).
+pub fn page_limit(limit: Option<impl Into<u32>>, max: u32) -> Result<u32, ApiError> {
+    match limit.map(Into::into) {
         None => Ok(limits::DEFAULT_PAGE_LIMIT.min(max)),
         Some(0) => Err(ApiError::bad_request("invalid_limit", "limit must be at least 1")),
         Some(n) if n > max => Err(ApiError::bad_request("invalid_limit", format!("limit must be at most {max}"))),

@@ -14,7 +14,10 @@ use crate::AppState;
 use crate::auth::{ApiKey as OrgKey, Operator};
 use crate::error::ApiError;
 use crate::idempotency::create_once;
-use crate::wire::{ApiKey, ApiKeyCreate, ApiKeyCreated, ApiKeyList, Org, OrgCreate, OrgList, OrgUpdate, parse_id, parse_opt_id};
+use crate::wire::rules::{self, Id};
+use crate::wire::{
+    ApiKey, ApiKeyCreate, ApiKeyCreated, ApiKeyList, IdempotencyKey, Org, OrgCreate, OrgList, OrgUpdate, PageLimit,
+};
 
 pub struct OrgsApi {
     pub state: AppState,
@@ -39,11 +42,11 @@ async fn issue_key(conn: &mut sqlx::PgConnection, org_id: Uuid, body: ApiKeyCrea
     let k = orgs::insert_api_key(conn, org_id, &secret, &body.name, body.expires_at).await?;
     Ok(ApiKeyCreated {
         id: ids::format(Kind::ApiKey, k.id),
-        key: Some(secret.expose().to_owned()),
+        key: Some(secret.expose().to_owned()).into(),
         name: k.name,
         display_prefix: k.display_prefix,
         created_at: k.created_at,
-        expires_at: k.expires_at,
+        expires_at: k.expires_at.into(),
     })
 }
 
@@ -60,29 +63,36 @@ impl OrgsApi {
     async fn list_orgs(
         &self,
         _op: Operator,
-        limit: Query<Option<u32>>,
-        after: Query<Option<String>>,
+        /// Page size (default 50).
+        limit: Query<Option<PageLimit>>,
+        /// Cursor: `next_cursor` of the previous page.
+        after: Query<Option<Id<rules::Org>>>,
     ) -> Result<Json<OrgList>, ApiError> {
         let limit = page_limit(limit.0, limits::MAX_PAGE_LIMIT)?;
-        let after = parse_opt_id(Kind::Org, after.0.as_deref())?;
+        let after = Id::opt(&after.0)?;
         let page = orgs::list_orgs(&self.state.pool, after, limit).await?;
         Ok(Json(OrgList {
             data: page.items.into_iter().map(Into::into).collect(),
-            next_cursor: page.next_after.map(|id| ids::format(Kind::Org, id)),
+            next_cursor: page.next_after.map(|id| ids::format(Kind::Org, id)).into(),
         }))
     }
 
     /// Get one organisation (operator).
     #[oai(path = "/orgs/:org_id", method = "get", operation_id = "getOrg", tag = "Tag::Orgs")]
-    async fn get_org(&self, _op: Operator, org_id: Path<String>) -> Result<Json<Org>, ApiError> {
-        let id = parse_id(Kind::Org, &org_id.0)?;
+    async fn get_org(&self, _op: Operator, org_id: Path<Id<rules::Org>>) -> Result<Json<Org>, ApiError> {
+        let id = org_id.0.id()?;
         Ok(Json(orgs::get_org(&self.state.pool, id).await?.into()))
     }
 
     /// Rename, disable or re-size an organisation (operator). Disabling stops all its keys at once.
     #[oai(path = "/orgs/:org_id", method = "patch", operation_id = "updateOrg", tag = "Tag::Orgs")]
-    async fn update_org(&self, _op: Operator, org_id: Path<String>, body: Json<OrgUpdate>) -> Result<Json<Org>, ApiError> {
-        let id = parse_id(Kind::Org, &org_id.0)?;
+    async fn update_org(
+        &self,
+        _op: Operator,
+        org_id: Path<Id<rules::Org>>,
+        body: Json<OrgUpdate>,
+    ) -> Result<Json<Org>, ApiError> {
+        let id = org_id.0.id()?;
         let b = body.0;
         let update = orgs::OrgUpdate {
             name: b.name.map(Into::into),
@@ -103,10 +113,10 @@ impl OrgsApi {
     async fn create_org_key(
         &self,
         _op: Operator,
-        org_id: Path<String>,
+        org_id: Path<Id<rules::Org>>,
         body: Json<ApiKeyCreate>,
     ) -> Result<KeyCreated, ApiError> {
-        let id = parse_id(Kind::Org, &org_id.0)?;
+        let id = org_id.0.id()?;
         orgs::get_org(&self.state.pool, id).await?;
         let mut tx = db::begin_org(&self.state.pool, id).await?;
         let created = issue_key(&mut tx, id, body.0).await?;
@@ -119,15 +129,17 @@ impl OrgsApi {
     async fn list_keys(
         &self,
         auth: OrgKey,
-        limit: Query<Option<u32>>,
-        after: Query<Option<String>>,
+        /// Page size (default 50).
+        limit: Query<Option<PageLimit>>,
+        /// Cursor: `next_cursor` of the previous page.
+        after: Query<Option<Id<rules::ApiKey>>>,
     ) -> Result<Json<ApiKeyList>, ApiError> {
         let limit = page_limit(limit.0, limits::MAX_PAGE_LIMIT)?;
-        let after = parse_opt_id(Kind::ApiKey, after.0.as_deref())?;
+        let after = Id::opt(&after.0)?;
         let page = orgs::list_api_keys(&mut *self.state.org_tx(auth.0.org_id).await?, auth.0.org_id, after, limit).await?;
         Ok(Json(ApiKeyList {
             data: page.items.into_iter().map(Into::into).collect(),
-            next_cursor: page.next_after.map(|id| ids::format(Kind::ApiKey, id)),
+            next_cursor: page.next_after.map(|id| ids::format(Kind::ApiKey, id)).into(),
         }))
     }
 
@@ -137,7 +149,9 @@ impl OrgsApi {
         &self,
         auth: OrgKey,
         body: Json<ApiKeyCreate>,
-        #[oai(name = "Idempotency-Key")] idempotency_key: Header<Option<String>>,
+        /// Replays the first answer to a retry with the same key (24 hours).
+        #[oai(name = "Idempotency-Key")]
+        idempotency_key: Header<Option<IdempotencyKey>>,
     ) -> Result<KeyCreated, ApiError> {
         let org = auth.0.org_id;
         let request = format!("createApiKey:{}", body.0.to_json_string());
@@ -150,8 +164,8 @@ impl OrgsApi {
 
     /// Revoke an API key of this org; it stops working on the next request.
     #[oai(path = "/api-keys/:key_id", method = "delete", operation_id = "revokeApiKey", tag = "Tag::ApiKeys")]
-    async fn revoke_key(&self, auth: OrgKey, key_id: Path<String>) -> Result<Json<ApiKey>, ApiError> {
-        let id = parse_id(Kind::ApiKey, &key_id.0)?;
+    async fn revoke_key(&self, auth: OrgKey, key_id: Path<Id<rules::ApiKey>>) -> Result<Json<ApiKey>, ApiError> {
+        let id = key_id.0.id()?;
         let mut tx = self.state.org_tx(auth.0.org_id).await?;
         let key = orgs::revoke_api_key(&mut tx, auth.0.org_id, id).await?;
         tx.commit().await.map_err(turnstone_core::Error::from)?;

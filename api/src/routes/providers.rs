@@ -13,8 +13,9 @@ use crate::AppState;
 use crate::auth::ApiKey;
 use crate::error::ApiError;
 use crate::idempotency::create_once;
+use crate::wire::rules::{self, Id};
 use crate::wire::{
-    Model, ModelCreate, ModelList, Provider, ProviderCreate, ProviderList, ProviderUpdate, parse_id, parse_opt_id,
+    IdempotencyKey, Model, ModelCreate, ModelList, PageLimit, Provider, ProviderCreate, ProviderList, ProviderUpdate,
 };
 
 pub struct ProvidersApi {
@@ -48,7 +49,9 @@ impl ProvidersApi {
         &self,
         auth: ApiKey,
         body: Json<ProviderCreate>,
-        #[oai(name = "Idempotency-Key")] idempotency_key: Header<Option<String>>,
+        /// Replays the first answer to a retry with the same key (24 hours).
+        #[oai(name = "Idempotency-Key")]
+        idempotency_key: Header<Option<IdempotencyKey>>,
     ) -> Result<ProviderCreated, ApiError> {
         let org = auth.0.org_id;
         let state = self.state.clone();
@@ -62,7 +65,7 @@ impl ProvidersApi {
         );
         let created = create_once(&self.state, org, idempotency_key.0.as_deref(), &request, move |c| {
             Box::pin(async move {
-                let key = body.0.api_key.map(|k| Secret::new(k.0));
+                let key = body.0.api_key.map(Secret::new);
                 let id =
                     providers::create_provider(&mut *c, &state.config.keys, org, &body.0.name, &body.0.base_url, key.as_ref())
                         .await?;
@@ -79,22 +82,24 @@ impl ProvidersApi {
     async fn list_providers(
         &self,
         auth: ApiKey,
-        limit: Query<Option<u32>>,
-        after: Query<Option<String>>,
+        /// Page size (default 50).
+        limit: Query<Option<PageLimit>>,
+        /// Cursor: `next_cursor` of the previous page.
+        after: Query<Option<Id<rules::Provider>>>,
     ) -> Result<Json<ProviderList>, ApiError> {
         let limit = page_limit(limit.0, limits::MAX_PAGE_LIMIT)?;
-        let after = parse_opt_id(Kind::Provider, after.0.as_deref())?;
+        let after = Id::opt(&after.0)?;
         let page = providers::list_providers(&mut *self.state.org_tx(auth.0.org_id).await?, auth.0.org_id, after, limit).await?;
         Ok(Json(ProviderList {
             data: page.items.into_iter().map(Into::into).collect(),
-            next_cursor: page.next_after.map(|id| ids::format(Kind::Provider, id)),
+            next_cursor: page.next_after.map(|id| ids::format(Kind::Provider, id)).into(),
         }))
     }
 
     /// Get one provider.
     #[oai(path = "/providers/:provider_id", method = "get", operation_id = "getProvider")]
-    async fn get_provider(&self, auth: ApiKey, provider_id: Path<String>) -> Result<Json<Provider>, ApiError> {
-        let id = parse_id(Kind::Provider, &provider_id.0)?;
+    async fn get_provider(&self, auth: ApiKey, provider_id: Path<Id<rules::Provider>>) -> Result<Json<Provider>, ApiError> {
+        let id = provider_id.0.id()?;
         Ok(Json(providers::get_provider(&mut *self.state.org_tx(auth.0.org_id).await?, auth.0.org_id, id).await?.into()))
     }
 
@@ -104,12 +109,12 @@ impl ProvidersApi {
     async fn update_provider(
         &self,
         auth: ApiKey,
-        provider_id: Path<String>,
+        provider_id: Path<Id<rules::Provider>>,
         body: Json<ProviderUpdate>,
     ) -> Result<Json<Provider>, ApiError> {
         use poem_openapi::types::MaybeUndefined;
         let org = auth.0.org_id;
-        let id = parse_id(Kind::Provider, &provider_id.0)?;
+        let id = provider_id.0.id()?;
         let b = body.0;
         let update = providers::ProviderUpdate {
             name: b.name.map(Into::into),
@@ -117,7 +122,7 @@ impl ProvidersApi {
             api_key: match b.api_key {
                 MaybeUndefined::Undefined => None,
                 MaybeUndefined::Null => Some(None),
-                MaybeUndefined::Value(k) => Some(Some(Secret::new(k.0))),
+                MaybeUndefined::Value(k) => Some(Some(Secret::new(k))),
             },
         };
         let mut tx = self.state.org_tx(org).await?;
@@ -128,8 +133,8 @@ impl ProvidersApi {
 
     /// Delete a provider that no model uses.
     #[oai(path = "/providers/:provider_id", method = "delete", operation_id = "deleteProvider")]
-    async fn delete_provider(&self, auth: ApiKey, provider_id: Path<String>) -> Result<Deleted, ApiError> {
-        let id = parse_id(Kind::Provider, &provider_id.0)?;
+    async fn delete_provider(&self, auth: ApiKey, provider_id: Path<Id<rules::Provider>>) -> Result<Deleted, ApiError> {
+        let id = provider_id.0.id()?;
         let mut tx = self.state.org_tx(auth.0.org_id).await?;
         providers::delete_provider(&mut tx, auth.0.org_id, id).await?;
         tx.commit().await.map_err(turnstone_core::Error::from)?;
@@ -142,10 +147,12 @@ impl ProvidersApi {
         &self,
         auth: ApiKey,
         body: Json<ModelCreate>,
-        #[oai(name = "Idempotency-Key")] idempotency_key: Header<Option<String>>,
+        /// Replays the first answer to a retry with the same key (24 hours).
+        #[oai(name = "Idempotency-Key")]
+        idempotency_key: Header<Option<IdempotencyKey>>,
     ) -> Result<ModelCreated, ApiError> {
         let org = auth.0.org_id;
-        let provider_id = parse_id(Kind::Provider, &body.0.provider_id)?;
+        let provider_id = body.0.provider_id.id()?;
         let request = format!("createModel:{}", body.0.to_json_string());
         let created = create_once(&self.state, org, idempotency_key.0.as_deref(), &request, move |c| {
             Box::pin(async move {
@@ -163,22 +170,24 @@ impl ProvidersApi {
     async fn list_models(
         &self,
         auth: ApiKey,
-        limit: Query<Option<u32>>,
-        after: Query<Option<String>>,
+        /// Page size (default 50).
+        limit: Query<Option<PageLimit>>,
+        /// Cursor: `next_cursor` of the previous page.
+        after: Query<Option<Id<rules::Model>>>,
     ) -> Result<Json<ModelList>, ApiError> {
         let limit = page_limit(limit.0, limits::MAX_PAGE_LIMIT)?;
-        let after = parse_opt_id(Kind::Model, after.0.as_deref())?;
+        let after = Id::opt(&after.0)?;
         let page = providers::list_models(&mut *self.state.org_tx(auth.0.org_id).await?, auth.0.org_id, after, limit).await?;
         Ok(Json(ModelList {
             data: page.items.into_iter().map(Into::into).collect(),
-            next_cursor: page.next_after.map(|id| ids::format(Kind::Model, id)),
+            next_cursor: page.next_after.map(|id| ids::format(Kind::Model, id)).into(),
         }))
     }
 
     /// Delete a model that no agent, session or turn uses (409 `model_in_use`); not the org default.
     #[oai(path = "/models/:model_id", method = "delete", operation_id = "deleteModel")]
-    async fn delete_model(&self, auth: ApiKey, model_id: Path<String>) -> Result<Deleted, ApiError> {
-        let id = parse_id(Kind::Model, &model_id.0)?;
+    async fn delete_model(&self, auth: ApiKey, model_id: Path<Id<rules::Model>>) -> Result<Deleted, ApiError> {
+        let id = model_id.0.id()?;
         let mut tx = self.state.org_tx(auth.0.org_id).await?;
         providers::delete_model(&mut tx, auth.0.org_id, id).await?;
         tx.commit().await.map_err(turnstone_core::Error::from)?;
@@ -187,8 +196,8 @@ impl ProvidersApi {
 
     /// Get one model.
     #[oai(path = "/models/:model_id", method = "get", operation_id = "getModel")]
-    async fn get_model(&self, auth: ApiKey, model_id: Path<String>) -> Result<Json<Model>, ApiError> {
-        let id = parse_id(Kind::Model, &model_id.0)?;
+    async fn get_model(&self, auth: ApiKey, model_id: Path<Id<rules::Model>>) -> Result<Json<Model>, ApiError> {
+        let id = model_id.0.id()?;
         Ok(Json(providers::get_model(&mut *self.state.org_tx(auth.0.org_id).await?, auth.0.org_id, id).await?.into()))
     }
 }

@@ -14,9 +14,10 @@ use crate::AppState;
 use crate::auth::{ApiKey, StreamAuth};
 use crate::error::ApiError;
 use crate::idempotency::create_once;
+use crate::wire::rules::{self, AtMost, Id, Ruled};
 use crate::wire::{
-    CancelAccepted, CancelState, Event, EventList, Message, MessageAccepted, MessageCreate, MessageList, MessageOrder, Session,
-    SessionCreate, SessionList, TurnStatus, parse_id, parse_opt_id,
+    AfterSequence, CancelAccepted, CancelState, Event, EventList, EventType, EventsLimit, IdempotencyKey, Message,
+    MessageAccepted, MessageCreate, MessageList, MessageOrder, PageLimit, Session, SessionCreate, SessionList, TurnStatus,
 };
 
 pub struct SessionsApi {
@@ -54,7 +55,7 @@ enum SseResponse {
 }
 
 /// Splits `types` values, accepting both repeated parameters and commas.
-fn parse_types(raw: Vec<String>) -> Result<Vec<String>, ApiError> {
+fn parse_types(raw: Vec<EventType>) -> Result<Vec<String>, ApiError> {
     let mut out = Vec::new();
     for t in raw.iter().flat_map(|v| v.split(',')).map(str::trim).filter(|t| !t.is_empty()) {
         if !types::PERSISTED.contains(&t) {
@@ -68,8 +69,8 @@ fn parse_types(raw: Vec<String>) -> Result<Vec<String>, ApiError> {
     Ok(out)
 }
 
-fn parse_after_sequence(v: Option<i64>) -> Result<i64, ApiError> {
-    match v {
+fn parse_after_sequence(v: Option<impl Into<i64>>) -> Result<i64, ApiError> {
+    match v.map(Into::into) {
         Some(n) if n < 0 => Err(ApiError::bad_request("invalid_after_sequence", "after_sequence must be >= 0")),
         Some(n) => Ok(n),
         None => Ok(0),
@@ -84,16 +85,18 @@ impl SessionsApi {
         &self,
         auth: ApiKey,
         body: Json<SessionCreate>,
-        #[oai(name = "Idempotency-Key")] idempotency_key: Header<Option<String>>,
+        /// Replays the first answer to a retry with the same key (24 hours).
+        #[oai(name = "Idempotency-Key")]
+        idempotency_key: Header<Option<IdempotencyKey>>,
     ) -> Result<SessionCreated, ApiError> {
         let org = auth.0.org_id;
         let request = format!("createSession:{}", body.0.to_json_string());
         let b = body.0;
         let input = SessionInput {
-            agent_id: parse_id(Kind::Agent, &b.agent_id)?,
-            model_id: parse_opt_id(Kind::Model, b.model_id.as_deref())?,
+            agent_id: b.agent_id.id()?,
+            model_id: Id::opt(&b.model_id)?,
             title: b.title.map(Into::into),
-            tags: crate::text::strings(b.tags),
+            tags: crate::text::strings(b.tags.0),
         };
         let session = create_once(&self.state, org, idempotency_key.0.as_deref(), &request, move |c| {
             Box::pin(async move { Ok(Session::from(sessions::create_session(c, org, input).await?)) })
@@ -107,28 +110,28 @@ impl SessionsApi {
     async fn list(
         &self,
         auth: ApiKey,
-        /// Page size (1-200, default 50).
-        limit: Query<Option<u32>>,
+        /// Page size (default 50).
+        limit: Query<Option<PageLimit>>,
         /// Cursor: `next_cursor` of the previous page.
-        after: Query<Option<String>>,
+        after: Query<Option<Id<rules::Session>>>,
         /// Only sessions of this agent.
-        agent_id: Query<Option<String>>,
+        agent_id: Query<Option<Id<rules::Agent>>>,
     ) -> Result<Json<SessionList>, ApiError> {
         let limit = page_limit(limit.0, limits::MAX_PAGE_LIMIT)?;
-        let after = parse_opt_id(Kind::Session, after.0.as_deref())?;
-        let agent = parse_opt_id(Kind::Agent, agent_id.0.as_deref())?;
+        let after = Id::opt(&after.0)?;
+        let agent = Id::opt(&agent_id.0)?;
         let page =
             sessions::list_sessions(&mut *self.state.org_tx(auth.0.org_id).await?, auth.0.org_id, after, limit, agent).await?;
         Ok(Json(SessionList {
             data: page.items.into_iter().map(Into::into).collect(),
-            next_cursor: page.next_after.map(|id| ids::format(Kind::Session, id)),
+            next_cursor: page.next_after.map(|id| ids::format(Kind::Session, id)).into(),
         }))
     }
 
     /// Get one session, with its status.
     #[oai(path = "/sessions/:session_id", method = "get", operation_id = "getSession")]
-    async fn get(&self, auth: ApiKey, session_id: Path<String>) -> Result<Json<Session>, ApiError> {
-        let id = parse_id(Kind::Session, &session_id.0)?;
+    async fn get(&self, auth: ApiKey, session_id: Path<Id<rules::Session>>) -> Result<Json<Session>, ApiError> {
+        let id = session_id.0.id()?;
         Ok(Json(sessions::get_session(&mut *self.state.org_tx(auth.0.org_id).await?, auth.0.org_id, id).await?.into()))
     }
 
@@ -138,13 +141,15 @@ impl SessionsApi {
     async fn post_message(
         &self,
         auth: ApiKey,
-        session_id: Path<String>,
+        session_id: Path<Id<rules::Session>>,
         body: Json<MessageCreate>,
-        #[oai(name = "Idempotency-Key")] idempotency_key: Header<Option<String>>,
+        /// Replays the first answer to a retry with the same key (24 hours).
+        #[oai(name = "Idempotency-Key")]
+        idempotency_key: Header<Option<IdempotencyKey>>,
     ) -> Result<MessagePosted, ApiError> {
         let org = auth.0.org_id;
-        let session = parse_id(Kind::Session, &session_id.0)?;
-        let model_id = parse_opt_id(Kind::Model, body.0.controls.as_ref().and_then(|c| c.model_id.as_deref()))?;
+        let session = session_id.0.id()?;
+        let model_id = body.0.controls.as_ref().map(|c| Id::opt(&c.model_id)).transpose()?.flatten();
         let content = body.0.core_content();
         let accepted = match idempotency_key.0.as_deref() {
             // A transaction of its own in one round trip (`turns::post_message`): no `BEGIN`, no `COMMIT`.
@@ -155,7 +160,7 @@ impl SessionsApi {
                 accepted
             }
             Some(key) => {
-                let request = format!("postMessage:{}:{}", session_id.0, body.0.to_json_string());
+                let request = format!("postMessage:{}:{}", &*session_id.0, body.0.to_json_string());
                 create_once(&self.state, org, Some(key), &request, move |c| {
                     Box::pin(post_turn(c, org, session, content, model_id))
                 })
@@ -172,13 +177,13 @@ impl SessionsApi {
     async fn cancel(
         &self,
         auth: ApiKey,
-        session_id: Path<String>,
+        session_id: Path<Id<rules::Session>>,
         /// Also cancel messages queued behind the running turn.
         #[oai(default)]
         all: Query<bool>,
     ) -> Result<CancelResponse, ApiError> {
         let org = auth.0.org_id;
-        let session = parse_id(Kind::Session, &session_id.0)?;
+        let session = session_id.0.id()?;
         let mut tx = self.state.org_tx(org).await?;
         let c = turns::cancel(&mut tx, org, session, all.0).await?;
         tx.commit().await.map_err(turnstone_core::Error::from)?;
@@ -203,16 +208,16 @@ impl SessionsApi {
     async fn list_messages(
         &self,
         auth: ApiKey,
-        session_id: Path<String>,
+        session_id: Path<Id<rules::Session>>,
         /// Only messages after the one with this sequence number, in the chosen order.
-        after_sequence: Query<Option<i64>>,
-        /// Page size (1-200, default 50).
-        limit: Query<Option<u32>>,
+        after_sequence: Query<Option<AfterSequence>>,
+        /// Page size (default 50).
+        limit: Query<Option<PageLimit>>,
         /// `conversation` (default) or `arrival`.
         order: Query<Option<MessageOrder>>,
     ) -> Result<Json<MessageList>, ApiError> {
         let org = auth.0.org_id;
-        let session = parse_id(Kind::Session, &session_id.0)?;
+        let session = session_id.0.id()?;
         let limit = page_limit(limit.0, limits::MAX_PAGE_LIMIT)?;
         let after = parse_after_sequence(after_sequence.0)?;
         let order = match order.0.unwrap_or_default() {
@@ -223,7 +228,7 @@ impl SessionsApi {
         sessions::get_session(&mut tx, org, session).await?;
         let rows = conversation::messages(&mut tx, org, session, after, limit, order).await?;
         let next = (rows.len() == limit as usize).then(|| rows.last().map(|e| e.sequence)).flatten();
-        Ok(Json(MessageList { data: rows.into_iter().map(Message::from).collect(), next_after_sequence: next }))
+        Ok(Json(MessageList { data: rows.into_iter().map(Message::from).collect(), next_after_sequence: next.into() }))
     }
 
     /// List the session's events in sequence order.
@@ -231,26 +236,26 @@ impl SessionsApi {
     async fn list_events(
         &self,
         auth: ApiKey,
-        session_id: Path<String>,
-        /// Only these types (repeat the parameter or separate with commas).
-        types: Query<Vec<String>>,
+        session_id: Path<Id<rules::Session>>,
+        /// Only these types: repeat the parameter (or separate with commas); at most 32.
+        types: Query<Option<Ruled<Vec<EventType>, AtMost<32>>>>,
         /// Only events after this sequence number.
-        after_sequence: Query<Option<i64>>,
-        /// Page size (1-1000, default 50).
-        limit: Query<Option<u32>>,
+        after_sequence: Query<Option<AfterSequence>>,
+        /// Page size (default 50).
+        limit: Query<Option<EventsLimit>>,
     ) -> Result<Json<EventList>, ApiError> {
         let org = auth.0.org_id;
-        let session = parse_id(Kind::Session, &session_id.0)?;
+        let session = session_id.0.id()?;
         let filter = EventFilter {
             after_sequence: parse_after_sequence(after_sequence.0)?,
-            types: parse_types(types.0)?,
+            types: parse_types(types.0.map(|t| t.0).unwrap_or_default())?,
             limit: page_limit(limit.0, limits::MAX_EVENTS_LIMIT)?,
         };
         let mut tx = self.state.org_tx(org).await?;
         sessions::get_session(&mut tx, org, session).await?;
         let rows = events::list(&mut tx, org, session, &filter).await?;
         let next = (rows.len() == filter.limit as usize).then(|| rows.last().map(|e| e.sequence)).flatten();
-        Ok(Json(EventList { data: rows.into_iter().map(Event::from).collect(), next_after_sequence: next }))
+        Ok(Json(EventList { data: rows.into_iter().map(Event::from).collect(), next_after_sequence: next.into() }))
     }
 
     /// Stream the session's events as Server-Sent Events.

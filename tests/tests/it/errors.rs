@@ -141,6 +141,32 @@ async fn numbers_and_booleans_are_not_accepted_as_strings() {
     assert_eq!(api.events(&session).await, Vec::<Value>::new());
 }
 
+/// A provider key is sent as `Authorization: Bearer <key>`: one that cannot be a header value
+/// would make every turn using it fail, so it is refused up front, and its value never echoed.
+#[tokio::test]
+async fn provider_keys_that_cannot_be_sent_as_a_header_are_400() {
+    let stack = Stack::start_with(turnstone_tests::StackOptions { workers: 0, ..Default::default() }).await;
+    let api = stack.client();
+    let base_url = stack.sim.base_url();
+    let unsendable = ["abc\u{1}def", "sk-live\r\nX-Injected: 1", "sk live", "sk-\u{e9}t\u{e9}", "", "sk-\u{7f}"];
+
+    for key in unsendable {
+        let reply = api.post("/v1/providers", json!({"name": "p", "base_url": base_url, "api_key": key})).await;
+        let body = reply.expect_problem(400, "invalid_api_key");
+        assert!(key.is_empty() || !body["detail"].as_str().unwrap().contains(key), "the key is not echoed: {body}");
+    }
+    assert_eq!(ids(&api.get("/v1/providers").await.expect(200)).len(), 1, "only the bootstrap provider");
+
+    let created =
+        api.post("/v1/providers", json!({"name": "p", "base_url": base_url, "api_key": "sk-good_Key.1~"})).await.expect(201);
+    let path = format!("/v1/providers/{}", created["id"].as_str().unwrap());
+    for key in unsendable {
+        api.patch(&path, json!({"api_key": key, "name": "renamed"})).await.expect_problem(400, "invalid_api_key");
+    }
+    let unchanged = api.get(&path).await.expect(200);
+    assert_eq!((&unchanged["name"], &unchanged["has_api_key"]), (&json!("p"), &json!(true)), "a rejected PATCH changes nothing");
+}
+
 #[tokio::test]
 async fn oversized_bodies_are_413_and_create_nothing() {
     let stack = Stack::start_with(turnstone_tests::StackOptions { workers: 0, ..Default::default() }).await;

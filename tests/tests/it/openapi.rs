@@ -27,3 +27,66 @@ fn every_operation_has_a_tag_summary_and_problem_errors() {
         }
     }
 }
+
+#[test]
+fn committed_problem_catalogue_matches_the_code() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/problems.md");
+    let committed = std::fs::read_to_string(path).expect("docs/problems.md is committed");
+    assert!(
+        committed == turnstone_api::error::problems_markdown(),
+        "docs/problems.md is stale: run scripts/openapi and commit the result"
+    );
+}
+
+/// The problem codes written in Rust sources under `dir`: the first literal argument of
+/// `invalid(`, `conflict(` and `bad_request(`, the literal that follows a status in
+/// `…::new(StatusCode::X, "code"` or `raw_problem(status, "code"`, and `TooMany { code: "…"`.
+fn code_literals(dir: &std::path::Path, out: &mut std::collections::BTreeMap<String, String>) {
+    for entry in std::fs::read_dir(dir).expect("source dir") {
+        let path = entry.expect("dir entry").path();
+        if path.is_dir() {
+            code_literals(&path, out);
+            continue;
+        }
+        if path.extension().is_none_or(|e| e != "rs") {
+            continue;
+        }
+        let src = std::fs::read_to_string(&path).expect("source");
+        for (start, _) in src.match_indices('"') {
+            let Some(len) = src[start + 1..].find('"') else { continue };
+            let literal = &src[start + 1..start + 1 + len];
+            if literal.is_empty() || !literal.bytes().all(|b| b.is_ascii_lowercase() || b == b'_') {
+                continue;
+            }
+            // What precedes the literal, whitespace removed.
+            let mut from = start.saturating_sub(120);
+            while !src.is_char_boundary(from) {
+                from -= 1;
+            }
+            let before: String = src[from..start].chars().filter(|c| !c.is_whitespace()).collect();
+            let after_status = before.strip_suffix(',').is_some_and(|b| {
+                b.ends_with("(status")
+                    || b.rsplit_once("StatusCode::").is_some_and(|(_, s)| s.bytes().all(|c| c.is_ascii_uppercase() || c == b'_'))
+            });
+            let is_code =
+                after_status || ["invalid(", "conflict(", "bad_request(", "TooMany{code:"].iter().any(|m| before.ends_with(m));
+            if is_code {
+                out.entry(literal.to_owned()).or_insert_with(|| path.display().to_string());
+            }
+        }
+    }
+}
+
+#[test]
+fn every_problem_code_in_the_sources_is_catalogued_and_every_entry_is_used() {
+    let root = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/.."));
+    let mut found = std::collections::BTreeMap::new();
+    code_literals(&root.join("api/src"), &mut found);
+    code_literals(&root.join("core/src"), &mut found);
+    assert!(found.len() > 30, "the scan finds the codes (found {found:?})");
+    let missing: Vec<_> = found.iter().filter(|(code, _)| turnstone_api::error::problem_type(code).is_none()).collect();
+    assert!(missing.is_empty(), "codes missing from api/src/error/catalog.rs (code, first file): {missing:?}");
+    let unused: Vec<_> =
+        turnstone_api::error::PROBLEM_TYPES.iter().map(|p| p.code).filter(|code| !found.contains_key(*code)).collect();
+    assert!(unused.is_empty(), "catalogued codes no source emits: {unused:?}");
+}
