@@ -11,6 +11,7 @@ mod keys;
 mod leaks;
 mod listen;
 mod openapi;
+mod ops;
 mod outage;
 mod queue;
 mod quotas;
