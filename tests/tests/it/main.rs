@@ -12,6 +12,7 @@ mod keys;
 mod leaks;
 mod listen;
 mod openapi;
+mod ops;
 mod outage;
 mod pooler;
 mod queue;
