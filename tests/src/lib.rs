@@ -154,7 +154,7 @@ pub fn master_key() -> String {
 
 /// An API key in the issued format.
 pub fn api_key() -> String {
-    turnstone_core::orgs::generate_api_key().expose().to_owned()
+    turnstone_core::orgs::generate_api_key().expose_secret().to_owned()
 }
 
 /// Options for [`Stack::start`].
