@@ -158,7 +158,7 @@ async fn check_operator(req: &Request, bearer: Bearer) -> poem::Result<()> {
         // Hash both sides so the comparison is constant-time whatever the lengths.
         Some(token) => {
             use sha2::{Digest, Sha256};
-            let (a, b) = (Sha256::digest(token.expose().as_bytes()), Sha256::digest(bearer.token.as_bytes()));
+            let (a, b) = (Sha256::digest(token.expose_secret().as_bytes()), Sha256::digest(bearer.token.as_bytes()));
             if bool::from(a.ct_eq(&b)) { Ok(()) } else { Err(ApiError::unauthorized().into()) }
         }
         None => Err(ApiError::new(

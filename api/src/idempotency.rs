@@ -27,7 +27,7 @@ where
         return Ok(out);
     };
     idempotency::validate_key(key)?;
-    let fingerprint = format!("{:x}", Sha256::digest(request.as_bytes()));
+    let fingerprint = hex::encode(Sha256::digest(request.as_bytes()));
     if let Some(stored) = idempotency::lookup(&mut *state.org_tx(org_id).await?, org_id, key).await? {
         return replay(stored, &fingerprint);
     }

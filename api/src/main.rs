@@ -74,7 +74,7 @@ async fn serve() -> Result<(), Box<dyn std::error::Error>> {
     let app = Application::build(config, listener, shutdown_signal()).await?;
     if let Some(key) = &app.generated_key {
         // Shown once; only its hash is stored.
-        eprintln!("\n  Generated API key for the default org (shown once): {}\n", key.expose());
+        eprintln!("\n  Generated API key for the default org (shown once): {}\n", key.expose_secret());
     }
     tracing::info!(addr = %app.local_addr, docs = %format!("http://{}/docs", app.local_addr), "turnstone-api listening");
     app.wait().await?;

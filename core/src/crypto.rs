@@ -11,21 +11,26 @@ use base64::Engine;
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use rand::RngCore;
+use secrecy::{ExposeSecret, SecretString};
 use uuid::Uuid;
 
 const VERSION: u8 = 1;
 
-/// A string that must never be printed: `Debug` and `Display` show `[redacted]`.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
+/// A string that must never be printed: `Debug` and `Display` show `[redacted]`,
+/// and its memory is zeroed when dropped. A newtype over `secrecy`'s
+/// [`SecretString`], so that the rest of the workspace names one type and one
+/// method, and so that `Display` exists for format strings that might meet one.
+#[derive(Clone)]
+pub struct Secret(SecretString);
 
 impl Secret {
     pub fn new(s: impl Into<String>) -> Self {
-        Self(s.into())
+        Self(SecretString::from(s.into()))
     }
-    /// The only way to read the value; grep for it when auditing.
-    pub fn expose(&self) -> &str {
-        &self.0
+    /// The only way to read the value; grep for it when auditing (the name
+    /// `secrecy` gives it, so one grep also finds the dependencies' reads).
+    pub fn expose_secret(&self) -> &str {
+        self.0.expose_secret()
     }
 }
 
@@ -152,7 +157,7 @@ impl KeyRing {
             .cipher
             .decrypt(&XNonce::from(nonce), Payload { msg: ct, aad: &aad })
             .map_err(|_| Error::Crypto("secret failed authentication"))?;
-        String::from_utf8(pt).map(Secret).map_err(|_| Error::Crypto("secret is not UTF-8"))
+        String::from_utf8(pt).map(Secret::new).map_err(|_| Error::Crypto("secret is not UTF-8"))
     }
 }
 
@@ -189,7 +194,7 @@ impl DataKey {
     pub fn unwrap(ring: &KeyRing, org_id: Uuid, id: Uuid, wrapped: &[u8]) -> Result<DataKey> {
         let encoded = ring.open(org_id, id, WRAP_PURPOSE, wrapped)?;
         let bytes = base64::engine::general_purpose::STANDARD
-            .decode(encoded.expose())
+            .decode(encoded.expose_secret())
             .map_err(|_| Error::Crypto("data key is malformed"))?;
         let cipher = XChaCha20Poly1305::new_from_slice(&bytes).map_err(|_| Error::Crypto("data key must be 32 bytes"))?;
         Ok(DataKey { id, cipher })
@@ -198,7 +203,7 @@ impl DataKey {
     /// Re-wraps this key's material under the ring's primary master key (master rotation).
     pub fn rewrap(ring: &KeyRing, org_id: Uuid, id: Uuid, wrapped: &[u8]) -> Result<Vec<u8>> {
         let encoded = ring.open(org_id, id, WRAP_PURPOSE, wrapped)?;
-        ring.seal(org_id, id, WRAP_PURPOSE, encoded.expose())
+        ring.seal(org_id, id, WRAP_PURPOSE, encoded.expose_secret())
     }
 
     /// Seals a secret of row `(org_id, row_id)` under this data key.
@@ -230,7 +235,7 @@ impl DataKey {
             .cipher
             .decrypt(&XNonce::from(nonce), Payload { msg: ct, aad: &aad })
             .map_err(|_| Error::Crypto("secret failed authentication"))?;
-        String::from_utf8(pt).map(Secret).map_err(|_| Error::Crypto("secret is not UTF-8"))
+        String::from_utf8(pt).map(Secret::new).map_err(|_| Error::Crypto("secret is not UTF-8"))
     }
 }
 
@@ -256,7 +261,7 @@ mod tests {
         let old = KeyRing::parse(&k1).unwrap();
         let (org, row) = (Uuid::now_v7(), Uuid::now_v7());
         let sealed = old.seal(org, row, "provider.api_key", "sk-secret").unwrap();
-        assert_eq!(old.open(org, row, "provider.api_key", &sealed).unwrap().expose(), "sk-secret");
+        assert_eq!(old.open(org, row, "provider.api_key", &sealed).unwrap().expose_secret(), "sk-secret");
 
         let mut tampered = sealed.clone();
         *tampered.last_mut().unwrap() ^= 1;
@@ -269,7 +274,7 @@ mod tests {
         let k2 = KeyRing::generate_spec("k2");
         let rotated = KeyRing::parse(&format!("{k2},{k1}")).unwrap();
         assert_eq!(rotated.primary_id(), "k2");
-        assert_eq!(rotated.open(org, row, "provider.api_key", &sealed).unwrap().expose(), "sk-secret");
+        assert_eq!(rotated.open(org, row, "provider.api_key", &sealed).unwrap().expose_secret(), "sk-secret");
         let resealed = rotated.seal(org, row, "provider.api_key", "sk-secret").unwrap();
         assert!(old.open(org, row, "provider.api_key", &resealed).is_err(), "old ring lacks k2");
         assert!(KeyRing::parse(&format!("{k2},k1:")).is_err(), "empty key material is rejected");
@@ -284,7 +289,7 @@ mod tests {
         assert_eq!(master_id, "k1");
         let sealed = dek.seal(org, row, "provider.api_key", "sk-1").unwrap();
         assert_eq!(sealed_data_key_id(&sealed).unwrap(), dek.id);
-        assert_eq!(dek.open(org, row, "provider.api_key", &sealed).unwrap().expose(), "sk-1");
+        assert_eq!(dek.open(org, row, "provider.api_key", &sealed).unwrap().expose_secret(), "sk-1");
         assert!(dek.open(other_org, row, "provider.api_key", &sealed).is_err(), "wrong org");
         assert!(dek.open(org, Uuid::now_v7(), "provider.api_key", &sealed).is_err(), "wrong row");
         let mut tampered = sealed.clone();
@@ -298,7 +303,7 @@ mod tests {
         let rewrapped = DataKey::rewrap(&both, org, dek.id, &wrapped).unwrap();
         let only_new = KeyRing::parse(&k2).unwrap();
         let again = DataKey::unwrap(&only_new, org, dek.id, &rewrapped).unwrap();
-        assert_eq!(again.open(org, row, "provider.api_key", &sealed).unwrap().expose(), "sk-1");
+        assert_eq!(again.open(org, row, "provider.api_key", &sealed).unwrap().expose_secret(), "sk-1");
         assert!(DataKey::unwrap(&only_new, org, dek.id, &wrapped).is_err(), "the old wrapping needs k1");
     }
 

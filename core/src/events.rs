@@ -29,11 +29,50 @@ pub const MAX_NOTIFY_BYTES: usize = 7900;
 /// Hex characters of the HMAC-SHA256 that prefixes a payload carrying events.
 const MAC_HEX: usize = 64;
 
-/// HMAC-SHA256 key for event payloads, as the inner and outer padded keys
-/// (RFC 2104), so PostgreSQL's built-in `sha256()` can compute the MAC.
+type HmacSha256 = hmac::Hmac<sha2::Sha256>;
+
+/// The HMAC-SHA256 key of event and delta payloads (docs/decisions/0014).
+///
+/// Rust signs and verifies with the `hmac` crate. The padded keys exist for the
+/// appending statement alone: PostgreSQL has no HMAC function, so the statement
+/// computes `sha256(opad || sha256(ipad || json))` (RFC 2104) with its built-in
+/// `sha256()` and these two bound as parameters.
 struct NotifyKey {
+    /// Keyed once; each payload's MAC starts from a clone.
+    mac: HmacSha256,
+    /// The key, zero-padded to SHA-256's 64-byte block, XOR `0x36`: `$4` of [`append_ctes`].
     ipad: [u8; 64],
+    /// The same XOR `0x5c`: `$5` of [`append_ctes`].
     opad: [u8; 64],
+}
+
+impl NotifyKey {
+    /// `key` is at most one SHA-256 block (64 bytes), so RFC 2104 uses it as it is.
+    fn new(key: &[u8]) -> NotifyKey {
+        use hmac::KeyInit;
+        assert!(key.len() <= 64, "a notify key longer than a SHA-256 block would be hashed first");
+        let (mut ipad, mut opad) = ([0x36u8; 64], [0x5cu8; 64]);
+        for (i, b) in key.iter().enumerate() {
+            ipad[i] ^= b;
+            opad[i] ^= b;
+        }
+        NotifyKey { mac: HmacSha256::new_from_slice(key).expect("HMAC takes a key of any length"), ipad, opad }
+    }
+
+    /// `json` prefixed with its MAC in lowercase hex, as the appending statement writes it.
+    fn sign(&self, json: &str) -> String {
+        use hmac::Mac;
+        let mac = self.mac.clone().chain_update(json.as_bytes()).finalize().into_bytes();
+        hex::encode(mac) + json
+    }
+
+    /// Whether `mac_hex` is the MAC of `json`, compared in constant time.
+    fn verify(&self, mac_hex: &str, json: &str) -> bool {
+        use hmac::Mac;
+        let mut mac = [0u8; MAC_HEX / 2];
+        hex::decode_to_slice(mac_hex, &mut mac).is_ok()
+            && self.mac.clone().chain_update(json.as_bytes()).verify_slice(&mac).is_ok()
+    }
 }
 
 static NOTIFY_KEY: std::sync::OnceLock<NotifyKey> = std::sync::OnceLock::new();
@@ -44,38 +83,23 @@ static NOTIFY_KEY: std::sync::OnceLock<NotifyKey> = std::sync::OnceLock::new();
 /// signature a payload's events are ignored and the log is read instead.
 /// Until this is called, payloads carry ids only. The first key set stays.
 pub fn sign_notifications(key: [u8; 32]) {
-    let (mut ipad, mut opad) = ([0x36u8; 64], [0x5cu8; 64]);
-    for (i, b) in key.iter().enumerate() {
-        ipad[i] ^= b;
-        opad[i] ^= b;
-    }
-    let _ = NOTIFY_KEY.set(NotifyKey { ipad, opad });
-}
-
-fn mac_hex(key: &NotifyKey, message: &[u8]) -> String {
-    use sha2::{Digest, Sha256};
-    let inner = Sha256::new().chain_update(key.ipad).chain_update(message).finalize();
-    format!("{:x}", Sha256::new().chain_update(key.opad).chain_update(inner).finalize())
+    let _ = NOTIFY_KEY.set(NotifyKey::new(&key));
 }
 
 /// A payload's JSON, and whether its signature (a hex HMAC prefix) verifies
-/// with this process's key. An unsigned payload is JSON only: not trusted.
-fn unwrap_payload(payload: &str) -> (&str, bool) {
+/// with `key`. An unsigned payload is JSON only: not trusted.
+fn unwrap_payload<'p>(key: Option<&NotifyKey>, payload: &'p str) -> (&'p str, bool) {
     if payload.len() <= MAC_HEX || payload.starts_with('{') {
         return (payload, false);
     }
     let Some((mac, json)) = payload.split_at_checked(MAC_HEX) else { return (payload, false) };
-    let trusted = NOTIFY_KEY.get().is_some_and(|key| {
-        use subtle::ConstantTimeEq;
-        bool::from(mac_hex(key, json.as_bytes()).as_bytes().ct_eq(mac.as_bytes()))
-    });
-    (json, trusted)
+    (json, key.is_some_and(|key| key.verify(mac, json)))
 }
 
 /// `json` prefixed with its signature, when this process signs notifications.
 fn signed(json: String) -> String {
     match NOTIFY_KEY.get() {
-        Some(key) => mac_hex(key, json.as_bytes()) + &json,
+        Some(key) => key.sign(&json),
         None => json,
     }
 }
@@ -83,7 +107,7 @@ fn signed(json: String) -> String {
 /// Parses an events-channel payload. Events are kept only when the payload is
 /// signed with this process's key; anything else counts as ids only.
 pub fn parse_appended(payload: &str) -> Option<Appended> {
-    let (json, trusted) = unwrap_payload(payload);
+    let (json, trusted) = unwrap_payload(NOTIFY_KEY.get(), payload);
     let mut appended: Appended = serde_json::from_str(json).ok()?;
     if !trusted {
         appended.events = None;
@@ -94,7 +118,7 @@ pub fn parse_appended(payload: &str) -> Option<Appended> {
 /// Parses a deltas-channel payload; `None` unless it is signed with this
 /// process's key (a delta is shown to viewers as the model's live output).
 pub fn parse_delta(payload: &str) -> Option<Delta> {
-    match unwrap_payload(payload) {
+    match unwrap_payload(NOTIFY_KEY.get(), payload) {
         (json, true) => serde_json::from_str(json).ok(),
         _ => None,
     }
@@ -492,6 +516,50 @@ pub async fn for_turn_contexts(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What the appending statement computes, in Rust: PostgreSQL's
+    /// `encode(sha256($5 || sha256($4 || json)), 'hex')` over the bound pads.
+    fn sql_construction(key: &NotifyKey, json: &str) -> String {
+        use sha2::{Digest, Sha256};
+        let inner = Sha256::new().chain_update(key.ipad).chain_update(json).finalize();
+        hex::encode(Sha256::new().chain_update(key.opad).chain_update(inner).finalize())
+    }
+
+    #[test]
+    fn the_hmac_crate_and_the_sql_construction_agree_on_rfc_4231_case_2() {
+        // RFC 4231, test case 2: a key shorter than the block, HMAC-SHA256.
+        let key = NotifyKey::new(b"Jefe");
+        let json = "what do ya want for nothing?";
+        let expected = "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843";
+
+        let signed = key.sign(json);
+
+        assert_eq!(&signed[..MAC_HEX], expected);
+        assert_eq!(&signed[MAC_HEX..], json);
+        assert_eq!(sql_construction(&key, json), expected);
+    }
+
+    #[test]
+    fn payloads_verify_only_unchanged_and_under_the_same_key() {
+        let key = NotifyKey::new(&[7u8; 32]);
+        let json = r#"{"s":"00000000-0000-0000-0000-000000000000","q":3,"e":[]}"#;
+        let signed = key.sign(json);
+        assert_eq!(signed[..MAC_HEX], sql_construction(&key, json), "what SQL signs, Rust verifies");
+
+        assert_eq!(unwrap_payload(Some(&key), &signed), (json, true));
+
+        let tampered = signed.replacen("\"q\":3", "\"q\":4", 1);
+        assert!(!unwrap_payload(Some(&key), &tampered).1, "a changed payload");
+        let mut flipped = signed.clone().into_bytes();
+        flipped[0] = if flipped[0] == b'0' { b'1' } else { b'0' };
+        assert!(!unwrap_payload(Some(&key), std::str::from_utf8(&flipped).unwrap()).1, "a changed MAC");
+        let other = NotifyKey::new(&[8u8; 32]);
+        assert!(!unwrap_payload(Some(&other), &signed).1, "another key");
+        assert!(!unwrap_payload(None, &signed).1, "a process that does not sign");
+        assert_eq!(unwrap_payload(Some(&key), json), (json, false), "an unsigned payload");
+        let not_hex = format!("{}{json}", "z".repeat(MAC_HEX));
+        assert!(!unwrap_payload(Some(&key), &not_hex).1, "a prefix that is not hex");
+    }
 
     #[test]
     fn big_deltas_split_under_the_notify_limit() {

@@ -170,13 +170,13 @@ pub async fn insert_api_key(
     name: &str,
     expires_at: Option<DateTime<Utc>>,
 ) -> Result<ApiKey> {
-    validate_key_format(key.expose())?;
+    validate_key_format(key.expose_secret())?;
     crate::validate::text("name", name, crate::limits::MAX_NAME_CHARS)?;
     if expires_at.is_some_and(|t| t <= Utc::now()) {
         return Err(Error::invalid("invalid_expires_at", "expires_at must be in the future"));
     }
-    let hash = key_hash(key.expose());
-    let prefix: String = key.expose().chars().take(12).collect();
+    let hash = key_hash(key.expose_secret());
+    let prefix: String = key.expose_secret().chars().take(12).collect();
     Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "INSERT INTO api_keys (id, org_id, lookup_id, secret_hash, display_prefix, name, expires_at)
          VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING {KEY_COLUMNS}"
@@ -352,7 +352,7 @@ async fn bootstrap_locked(pool: &PgPool, keys: &KeyRing, cfg: &Bootstrap) -> Res
     let mut generated_key = None;
     match &cfg.api_key {
         Some(key) => {
-            let hash = key_hash(key.expose());
+            let hash = key_hash(key.expose_secret());
             let mut tx = crate::db::begin_org(pool, org_id).await?;
             sqlx::query("SELECT set_config('turnstone.key_lookup', $1, true)").bind(lookup_id(&hash)).execute(&mut *tx).await?;
             let known: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM api_keys WHERE lookup_id = $1)")
@@ -426,9 +426,9 @@ mod tests {
     #[test]
     fn generated_keys_are_recognisable_and_valid() {
         let k = generate_api_key();
-        assert!(k.expose().starts_with("ts_live_"));
-        validate_key_format(k.expose()).unwrap();
+        assert!(k.expose_secret().starts_with("ts_live_"));
+        validate_key_format(k.expose_secret()).unwrap();
         assert!(validate_key_format("sk-abc").is_err());
-        assert_eq!(lookup_id(&key_hash(k.expose())).len(), 16);
+        assert_eq!(lookup_id(&key_hash(k.expose_secret())).len(), 16);
     }
 }

@@ -53,11 +53,11 @@ pub async fn create_provider(
     validate::name("name", name)?;
     validate::base_url(base_url)?;
     if let Some(k) = api_key {
-        validate::header_secret("api_key", k.expose())?;
+        validate::header_secret("api_key", k.expose_secret())?;
     }
     let id = new_id();
     let sealed = match api_key {
-        Some(k) => Some(keychain::seal(&mut *conn, keys, org_id, id, API_KEY_PURPOSE, k.expose()).await?),
+        Some(k) => Some(keychain::seal(&mut *conn, keys, org_id, id, API_KEY_PURPOSE, k.expose_secret()).await?),
         None => None,
     };
     let res = sqlx::query("INSERT INTO providers (id, org_id, name, base_url, api_key_ciphertext) VALUES ($1, $2, $3, $4, $5)")
@@ -88,7 +88,7 @@ pub async fn update_provider_endpoint(
 ) -> Result<()> {
     validate::base_url(base_url)?;
     let sealed = match api_key {
-        Some(k) => Some(keychain::seal(&mut *conn, keys, org_id, id, API_KEY_PURPOSE, k.expose()).await?),
+        Some(k) => Some(keychain::seal(&mut *conn, keys, org_id, id, API_KEY_PURPOSE, k.expose_secret()).await?),
         None => None,
     };
     sqlx::query("UPDATE providers SET base_url = $3, api_key_ciphertext = $4 WHERE org_id = $1 AND id = $2")
@@ -135,8 +135,8 @@ pub async fn update_provider(
         None => (false, None),
         Some(None) => (true, None),
         Some(Some(k)) => {
-            validate::header_secret("api_key", k.expose())?;
-            (true, Some(keychain::seal(&mut *conn, keys, org_id, id, API_KEY_PURPOSE, k.expose()).await?))
+            validate::header_secret("api_key", k.expose_secret())?;
+            (true, Some(keychain::seal(&mut *conn, keys, org_id, id, API_KEY_PURPOSE, k.expose_secret()).await?))
         }
     };
     let res = sqlx::query(
@@ -348,7 +348,7 @@ pub async fn reseal_all(conn: &mut PgConnection, keys: &KeyRing, org_id: Uuid, f
     .await?;
     for (id, sealed) in &rows {
         let plain = keychain::open(&mut *conn, keys, org_id, *id, API_KEY_PURPOSE, sealed).await?;
-        let resealed = fresh.seal(org_id, *id, API_KEY_PURPOSE, plain.expose())?;
+        let resealed = fresh.seal(org_id, *id, API_KEY_PURPOSE, plain.expose_secret())?;
         sqlx::query("UPDATE providers SET api_key_ciphertext = $3 WHERE org_id = $1 AND id = $2")
             .bind(org_id)
             .bind(id)

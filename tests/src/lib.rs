@@ -9,7 +9,7 @@
 //! - [`TestDb`]: create-on-new, drop-on-drop databases from `TURNSTONE_TEST_DATABASE_URL`.
 //! - [`Stack`]: simulator + API + N workers in this process, wired to one `TestDb`.
 //! - [`Client`]: JSON calls with an API key, returning status and body.
-//! - [`SseReader`]: parses a live `text/event-stream` into frames.
+//! - [`SseReader`]: a live `text/event-stream` as frames (parsed by `eventsource-stream`).
 //! - [`procs`]: the same binaries as child processes.
 //! - [`pooler`]: a real PgBouncer in transaction mode in front of the test database.
 //! - [`recorder`]: an OpenAI-compatible endpoint that records what workers send the model.
@@ -154,7 +154,7 @@ pub fn master_key() -> String {
 
 /// An API key in the issued format.
 pub fn api_key() -> String {
-    turnstone_core::orgs::generate_api_key().expose().to_owned()
+    turnstone_core::orgs::generate_api_key().expose_secret().to_owned()
 }
 
 /// Options for [`Stack::start`].
@@ -495,45 +495,44 @@ impl Client {
 /// One parsed SSE frame.
 #[derive(Debug, Clone)]
 pub struct Frame {
+    /// The frame's `event:` field, `message` when it has none.
     pub event: String,
+    /// The `id:` this frame set, `None` when it left the last event id as it was
+    /// (the server sets one on stored events only, never on deltas or its own frames).
     pub id: Option<String>,
+    /// The `data:` field as JSON, or as a string when it is not JSON.
     pub data: Value,
 }
 
-/// Reads frames from a live SSE response.
+type Events = eventsource_stream::EventStream<
+    std::pin::Pin<Box<dyn futures::Stream<Item = reqwest::Result<bytes::Bytes>> + Send>>,
+>;
+
+/// Reads frames from a live SSE response; `eventsource-stream` does the parsing.
 pub struct SseReader {
-    stream: std::pin::Pin<Box<dyn futures::Stream<Item = reqwest::Result<bytes::Bytes>> + Send>>,
-    buf: String,
+    events: Events,
+    /// The last event id before the frame being read, to tell which frames set one.
+    last_id: String,
 }
 
 impl SseReader {
     pub fn from_response(resp: reqwest::Response) -> SseReader {
-        SseReader { stream: Box::pin(resp.bytes_stream()), buf: String::new() }
+        use eventsource_stream::Eventsource;
+        let bytes: std::pin::Pin<Box<dyn futures::Stream<Item = _> + Send>> = Box::pin(resp.bytes_stream());
+        SseReader { events: bytes.eventsource(), last_id: String::new() }
     }
 
-    /// The next frame (comments such as heartbeats are skipped), or `None` at end of stream.
+    /// The next frame (comments such as heartbeats are skipped), or `None` at
+    /// the end of the stream or on a transport or encoding error.
     pub async fn next(&mut self) -> Option<Frame> {
-        loop {
-            if let Some(end) = self.buf.find("\n\n") {
-                let raw: String = self.buf.drain(..end + 2).collect();
-                let (mut event, mut id, mut data) = ("message".to_owned(), None, String::new());
-                for line in raw.lines() {
-                    if let Some(v) = line.strip_prefix("event: ") {
-                        event = v.to_owned();
-                    } else if let Some(v) = line.strip_prefix("id: ") {
-                        id = Some(v.to_owned());
-                    } else if let Some(v) = line.strip_prefix("data: ") {
-                        data.push_str(v);
-                    }
-                }
-                if data.is_empty() && id.is_none() && event == "message" {
-                    continue; // a comment or keep-alive
-                }
-                return Some(Frame { event, id, data: serde_json::from_str(&data).unwrap_or(Value::String(data)) });
-            }
-            let chunk = tokio::time::timeout(DEADLINE, self.stream.next()).await.expect("SSE frame within the deadline")?;
-            self.buf.push_str(&String::from_utf8_lossy(&chunk.ok()?));
-        }
+        let event = tokio::time::timeout(DEADLINE, self.events.next()).await.expect("SSE frame within the deadline")?.ok()?;
+        // The parser reports the last event id, as a browser's `lastEventId` does: a
+        // frame without `id:` repeats the one before. Event ids are unique, so a
+        // frame set an id exactly when the reported one changed.
+        let id = (event.id != self.last_id && !event.id.is_empty()).then(|| event.id.clone());
+        self.last_id = event.id;
+        let data = serde_json::from_str(&event.data).unwrap_or(Value::String(event.data));
+        Some(Frame { event: event.event, id, data })
     }
 
     /// Reads frames until one of type `kind` arrives; returns all read, in order.

@@ -144,7 +144,7 @@ async fn drive(ctx: &Context, lease: &Lease, mut tc: TurnContext, cancel: &mut C
                         Ok(e) => {
                             let ep = LlmEndpoint {
                                 base_url: e.base_url,
-                                api_key: e.api_key.map(|k| k.expose().to_owned()),
+                                api_key: e.api_key.map(|k| k.expose_secret().to_owned()),
                                 model: e.model_name,
                                 timeout: ctx.config.llm_timeout,
                                 http: ctx.http.clone(),

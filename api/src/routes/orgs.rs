@@ -42,7 +42,7 @@ async fn issue_key(conn: &mut sqlx::PgConnection, org_id: Uuid, body: ApiKeyCrea
     let k = orgs::insert_api_key(conn, org_id, &secret, &body.name, body.expires_at).await?;
     Ok(ApiKeyCreated {
         id: ids::format(Kind::ApiKey, k.id),
-        key: Some(secret.expose().to_owned()).into(),
+        key: Some(secret.expose_secret().to_owned()).into(),
         name: k.name,
         display_prefix: k.display_prefix,
         created_at: k.created_at,

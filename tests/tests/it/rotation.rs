@@ -11,7 +11,7 @@ async fn provider_key(url: &str, ring: &KeyRing, org: Uuid, model: Uuid) -> Stri
     let pool = db::connect(url, 1).await.unwrap();
     let mut tx = db::begin_org(&pool, org).await.unwrap();
     let ep = providers::resolve_endpoint(&mut tx, ring, org, Some(model)).await.unwrap();
-    ep.api_key.unwrap().expose().to_owned()
+    ep.api_key.unwrap().expose_secret().to_owned()
 }
 
 #[tokio::test]
