@@ -28,9 +28,6 @@ use tokio::sync::watch;
 /// dropped SYN costs its client a one-second retransmit.
 pub const LISTEN_BACKLOG: u32 = 4096;
 
-/// hyper's HTTP/1 buffer limit: its minimum, and the longest request head served.
-pub const MAX_BUF: usize = 8192;
-
 /// A client that has sent nothing this long after connecting is dropped.
 const FIRST_BYTES_WAIT: Duration = Duration::from_secs(30);
 
@@ -152,11 +149,9 @@ fn connection_builder() -> auto::Builder<TokioExecutor> {
         .timer(TokioTimer::new())
         // Stream frames are `Bytes` shared by every stream of a session:
         // written with `writev`, never copied into a per-connection buffer.
-        .writev(true)
-        // hyper's smallest buffer limit. Larger, its read buffer (kept for a
-        // connection's whole life) doubles to 16 KB on the second read of
-        // every request head, the first being the protocol check's few bytes.
-        // The cost: a request head over 8 KB is refused (431).
-        .max_buf_size(MAX_BUF);
+        .writev(true);
+    // `max_buf_size` stays hyper's default: its 8 KB minimum would keep an
+    // idle stream's read buffer from doubling, but a request head over 8 KB
+    // would get hyper's bare 431 instead of our problem+json (decision 0001).
     http
 }

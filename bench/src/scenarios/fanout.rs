@@ -2,7 +2,9 @@
 //! Reports the API's PostgreSQL connections (the backends named after it in
 //! `pg_stat_activity`), its RSS per idle SSE connection (VmRSS delta / N), and
 //! insert → client delivery latency (client `Utc::now()` − event `ts`, where
-//! `ts` is `now()` of the appending transaction, i.e. its start). The N clients
+//! `ts` is `now()` of the appending transaction, i.e. its start), with each
+//! phase's CPU seconds per process (the API's also per 1,000 paced
+//! deliveries: what the fan-out and its HTTP writes cost). The N clients
 //! read with [`TsReader`], which takes only `ts` out of each stored event's
 //! frame: the load generator shares the machine's two CPUs with the system
 //! under test, and parsing every frame's JSON (as the tests' reader does) made
@@ -17,7 +19,7 @@ use serde_json::{Value, json};
 
 use crate::Ctx;
 use crate::scenarios::turns::{open_sse, run_turn};
-use crate::stack::{API_CONNECTIONS, Deployment, Options, connections_named, proc_kb};
+use crate::stack::{API_CONNECTIONS, CpuUse, Deployment, Options, connections_named, proc_kb};
 use crate::stats::{Samples, r2};
 
 /// A turn per session this often in the paced phase (20 sessions: 20 turns/s).
@@ -98,7 +100,9 @@ pub async fn run(ctx: &Ctx) -> Value {
     // next turn as soon as the last completes: the machine saturated).
     let (mut conns_peak, mut rss_peak) = (conns_idle, rss_idle);
     let mut turns = [0u64; 2];
+    let mut cpu = [Value::Null, Value::Null];
     for (phase, pace) in [(1u8, Some(PACE)), (2, None)] {
+        let cpu0 = CpuUse::now(&d);
         measuring.store(phase, Ordering::Relaxed);
         let driving = Arc::new(AtomicBool::new(true));
         let mut drivers = Vec::new();
@@ -130,6 +134,7 @@ pub async fn run(ctx: &Ctx) -> Value {
         for dr in drivers {
             turns[phase as usize - 1] += dr.await.unwrap_or(0);
         }
+        cpu[phase as usize - 1] = CpuUse::now(&d).since(&cpu0);
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
     measuring.store(0, Ordering::Relaxed);
@@ -146,6 +151,9 @@ pub async fn run(ctx: &Ctx) -> Value {
         }
     }
     let per_conn_kb = (rss_idle as f64 - rss0 as f64) / n as f64;
+    // What the API spends per delivery, fan-out and HTTP writes included (the paced phase's
+    // turns' own requests too, a small share of 20 sessions against N streams).
+    let api_cpu_ms_per_1000 = cpu[0]["api"].as_f64().unwrap_or(0.0) * 1e6 / lat.0.len().max(1) as f64;
     let mut targets = serde_json::Map::new();
     super::target(&mut targets, "api db connections constant in N", conns_peak <= conns0.max(16) + 1);
     // Restated from 16 KB when streams moved back onto hyper (docs/decisions/0001-sse-through-hyper.md).
@@ -164,6 +172,9 @@ pub async fn run(ctx: &Ctx) -> Value {
         "api_rss_per_idle_connection_kb": r2(per_conn_kb),
         "delivery": lat.summary(),
         "delivery_saturated": lat_saturated.summary(),
+        "cpu_s_paced": cpu[0],
+        "cpu_s_saturated": cpu[1],
+        "api_cpu_ms_per_1000_deliveries_paced": r2(api_cpu_ms_per_1000),
         "definition": "delivery = paced phase (one turn per session per pace); delivery_saturated = closed loop (each session's next turn at once)",
         "targets": targets,
     })

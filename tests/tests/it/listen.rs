@@ -36,17 +36,3 @@ async fn the_api_and_the_simulator_queue_a_burst_of_connections() {
     let sim = turnstone_llmsim::bind("127.0.0.1:0").await.unwrap();
     assert_eq!(connected_while_not_accepting(&sim).await, BURST, "the simulator's listener dropped connections");
 }
-
-/// hyper's HTTP/1 buffers are held to their minimum (`api::listener::MAX_BUF`,
-/// what keeps an idle SSE connection small): a request head up to that size is
-/// served, a longer one refused with 431, and the connection's next request
-/// is not affected by the first's buffer.
-#[tokio::test]
-async fn a_request_head_longer_than_the_http1_buffer_is_refused() {
-    let stack = turnstone_tests::Stack::start().await;
-    let http = reqwest::Client::new();
-    let health = |pad: usize| http.get(format!("{}/health", stack.base)).header("x-pad", "p".repeat(pad)).send();
-    assert_eq!(health(turnstone_api::listener::MAX_BUF - 1024).await.unwrap().status().as_u16(), 200);
-    assert_eq!(health(turnstone_api::listener::MAX_BUF).await.unwrap().status().as_u16(), 431);
-    assert_eq!(health(0).await.unwrap().status().as_u16(), 200);
-}
