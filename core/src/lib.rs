@@ -24,7 +24,7 @@
 //! - [`conversation`]: the order messages are read back in (each turn's input, then its outputs).
 //! - [`history`]: a worker's cache of conversation prefixes it has read (the log is immutable).
 //! - [`queue`]: the task queue table — enqueue, batched claim/complete, heartbeats, reclaim.
-//! - [`turns`]: the turn queue — enqueue, claim, guarded step commits, finalise.
+//! - [`turns`]: a turn's transitions — post, start, guarded step commits, seal, cancel.
 //! - [`capabilities`]: the registry of tools an agent can enable (with [`math`]).
 //! - [`page`]: cursor pagination.
 //! - [`validate`]: length, tag and URL rules with stable error codes.

@@ -19,7 +19,7 @@ pub enum Step {
     /// Run a tool the model asked for in `iteration`.
     RunTool { iteration: i32, call: ToolCall },
     /// The model answered without tool calls: seal the turn.
-    Finish,
+    Seal,
 }
 
 /// `data.message.<field>`. Not `Value::pointer`: it allocates two strings per
@@ -71,7 +71,7 @@ pub fn next_step(ctx: &TurnContext, turn_id: Uuid) -> Step {
     let it = iteration(last);
     let calls = tool_calls(last);
     if calls.is_empty() {
-        return Step::Finish;
+        return Step::Seal;
     }
     for call in calls {
         if !mine.iter().any(|e| is_result_of(e, it, &call.id)) {
@@ -190,7 +190,7 @@ mod tests {
             json!({"iteration":2,"message":{"role":"assistant","content":[{"type":"text","text":"42"}],"tool_calls":[]}}),
         );
         let all = vec![user, out, res, fin];
-        assert_eq!(next_step(&ctx(all.clone()), t), Step::Finish);
+        assert_eq!(next_step(&ctx(all.clone()), t), Step::Seal);
         let p = prompt(&ctx(all), "sys".into());
         assert_eq!(p.len(), 5);
         assert!(matches!(&p[3], ChatMessage::Tool { content, .. } if content == "42"));

@@ -1,6 +1,6 @@
 //! Seals turns in batches ([`crate::batch`]): the turns ending at the same
 //! moment are grouped by org and sealed in one transaction each
-//! ([`turns::finish_many`]): their last steps, terminal events, sessions'
+//! ([`turns::seal_many`]): their last steps, terminal events, sessions'
 //! hand-over and queue tasks.
 
 use sqlx::PgPool;
@@ -26,7 +26,7 @@ impl Sealer {
         }))
     }
 
-    /// Seals one turn as [`turns::commit_and_finish`] does: `Err(LeaseLost)`
+    /// Seals one turn as [`turns::commit_and_seal`] does: `Err(LeaseLost)`
     /// (nothing written) unless the seal's lease still holds the turn.
     pub async fn seal(&self, seal: Seal) -> Result<(), Error> {
         self.0.call(seal).await.unwrap_or_else(|| Err(Error::Queue("the turn sealer stopped".into())))
@@ -42,7 +42,7 @@ pub async fn seal_all(pool: &PgPool, seals: Vec<Seal>) -> Vec<Result<(), Error>>
     let all: Vec<usize> = (0..seals.len()).collect();
     for (org, group) in by_org(&all, |i| seals[i].lease.org_id) {
         let batch: Vec<Seal> = group.iter().map(|&i| seals[i].clone()).collect();
-        match turns::finish_many(pool, org, batch).await {
+        match turns::seal_many(pool, org, batch).await {
             Ok(sealed) => {
                 for (i, sealed) in group.into_iter().zip(sealed) {
                     answers[i] = Some(if sealed { Ok(()) } else { Err(Error::LeaseLost) });
@@ -51,7 +51,7 @@ pub async fn seal_all(pool: &PgPool, seals: Vec<Seal>) -> Vec<Result<(), Error>>
             Err(e) if group.len() > 1 && !e.is_unavailable() => {
                 tracing::info!(error = %e, seals = group.len(), "batched seal failed; sealing one by one");
                 for i in group {
-                    answers[i] = Some(match turns::finish_many(pool, org, vec![seals[i].clone()]).await {
+                    answers[i] = Some(match turns::seal_many(pool, org, vec![seals[i].clone()]).await {
                         Ok(sealed) if sealed == [true] => Ok(()),
                         Ok(_) => Err(Error::LeaseLost),
                         Err(e) => Err(e),

@@ -91,7 +91,7 @@ async fn start_group(
         .into_iter()
         .map(|s| match s {
             Started::Run(lease) => contexts.next().expect("a context per lease").map(|c| Start::Run(lease, c)),
-            Started::Finished => Ok(Start::Finished),
+            Started::Sealed => Ok(Start::Sealed),
         })
         .collect()
 }

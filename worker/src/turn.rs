@@ -26,8 +26,8 @@ use crate::plan::{self, Step};
 pub enum TurnEnd {
     /// This worker sealed the turn.
     Sealed,
-    /// The turn was already terminal (duplicate or late task).
-    AlreadyFinished,
+    /// The turn was already sealed (duplicate or late task).
+    AlreadySealed,
     /// Another worker holds a newer lease; this one stopped writing.
     LeaseLost,
     /// The drain deadline passed mid-turn; the task is released to another worker.
@@ -79,13 +79,13 @@ async fn commit(
 /// in the same transaction (then [`TurnEnd::Sealed`] means it is gone).
 pub async fn run(ctx: &Context, task: TurnTask, queue_task: Option<turns::QueueTask>) -> Result<TurnEnd, Error> {
     let (mut lease, tc) = match ctx.starter.start(task).await? {
-        Start::Finished => return Ok(TurnEnd::AlreadyFinished),
+        Start::Sealed => return Ok(TurnEnd::AlreadySealed),
         Start::Run(lease, tc) => (lease, tc),
     };
     lease.task = queue_task;
     let mut cancel = ctx.cancels.register(task.org_id, task.turn_id);
     if tc.cancel_requested {
-        finish(ctx, &lease, Outcome::Cancelled).await?;
+        seal(ctx, &lease, Outcome::Cancelled).await?;
         return Ok(TurnEnd::Sealed);
     }
     match drive(ctx, &lease, tc, &mut cancel).await {
@@ -114,7 +114,7 @@ async fn drive(ctx: &Context, lease: &Lease, mut tc: TurnContext, cancel: &mut C
     let mut endpoint: Option<LlmEndpoint> = None;
     loop {
         if cancel.is_cancelled() {
-            finish(ctx, lease, Outcome::Cancelled).await?;
+            seal(ctx, lease, Outcome::Cancelled).await?;
             return Ok(TurnEnd::Sealed);
         }
         let deadline = lease.started_at + chrono::Duration::seconds(i64::from(tc.max_turn_secs));
@@ -123,9 +123,9 @@ async fn drive(ctx: &Context, lease: &Lease, mut tc: TurnContext, cancel: &mut C
             return time_out(ctx, lease, &tc).await;
         }
         match plan::next_step(&tc, lease.turn_id) {
-            Step::Finish => {
-                crash_point("before_finish");
-                finish(ctx, lease, Outcome::Completed).await?;
+            Step::Seal => {
+                crash_point("before_seal");
+                seal(ctx, lease, Outcome::Completed).await?;
                 return Ok(TurnEnd::Sealed);
             }
             Step::CallModel { iteration } if iteration > tc.max_iterations => {
@@ -191,7 +191,7 @@ async fn drive(ctx: &Context, lease: &Lease, mut tc: TurnContext, cancel: &mut C
                         return fail(ctx, lease, e.code(), e.to_string()).await;
                     }
                     Err(Interrupt::Cancelled) => {
-                        finish(ctx, lease, Outcome::Cancelled).await?;
+                        seal(ctx, lease, Outcome::Cancelled).await?;
                         return Ok(TurnEnd::Sealed);
                     }
                     Err(Interrupt::TimedOut) => return time_out(ctx, lease, &tc).await,
@@ -213,7 +213,7 @@ async fn drive(ctx: &Context, lease: &Lease, mut tc: TurnContext, cancel: &mut C
                 let output = NewEvent::step(types::OUTPUT_MESSAGE_COMPLETED, format!("llm:{iteration}"), data);
                 if calls.is_empty() {
                     // A final answer: the output and the seal commit together.
-                    crash_point("before_finish");
+                    crash_point("before_seal");
                     let seal =
                         Seal { lease: lease.clone(), events: vec![output], iterations: 1, usage, outcome: Outcome::Completed };
                     ctx.sealer.seal(seal).await?;
@@ -264,12 +264,12 @@ async fn time_out(ctx: &Context, lease: &Lease, tc: &TurnContext) -> Result<Turn
 async fn fail(ctx: &Context, lease: &Lease, code: &str, message: String) -> Result<TurnEnd, Error> {
     // Provider error text is untrusted: keep it storable.
     let message = storable(&message).into_owned();
-    finish(ctx, lease, Outcome::Failed { code: code.to_owned(), message }).await?;
+    seal(ctx, lease, Outcome::Failed { code: code.to_owned(), message }).await?;
     Ok(TurnEnd::Sealed)
 }
 
 /// Seals the turn with no last step, batched with other turns ending now (see [`crate::seal`]).
-async fn finish(ctx: &Context, lease: &Lease, outcome: Outcome) -> Result<(), Error> {
+async fn seal(ctx: &Context, lease: &Lease, outcome: Outcome) -> Result<(), Error> {
     ctx.sealer.seal(Seal::bare(lease, outcome)).await
 }
 

@@ -7,7 +7,7 @@ use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
 use super::post::lock_session;
-use super::seal::{advance_sessions, seal};
+use super::seal::{advance_sessions, seal_on};
 use super::{Lease, Outcome};
 use crate::db;
 use crate::error::{Error, Result};
@@ -85,7 +85,7 @@ pub async fn cancel(tx: &mut PgConnection, org_id: Uuid, session_id: Uuid, all: 
             started_at: started_at.unwrap_or_else(Utc::now),
             task: None,
         };
-        seal(tx, &lease, Outcome::Cancelled).await?;
+        seal_on(tx, &lease, Outcome::Cancelled).await?;
         return Ok(Cancelled { turn_id, state: "cancelled", pending_cancelled });
     }
     sqlx::query("UPDATE turns SET cancel_requested_at = coalesce(cancel_requested_at, now()) WHERE id = $1")

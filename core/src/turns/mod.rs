@@ -9,7 +9,7 @@
 //! - `step.rs` — [`commit_step`]: a step's events commit only if the caller
 //!   still holds the current attempt; `events.step_key` is unique per turn, so a
 //!   step can never be recorded twice.
-//! - `seal.rs` — [`finish_many`]: the terminal event, then the next pending turn
+//! - `seal.rs` — [`seal_many`]: the terminal event, then the next pending turn
 //!   is enqueued or the session goes idle.
 //! - `cancel.rs` — [`cancel()`]: a turn no worker has started is sealed at once;
 //!   a running one is flagged for its worker to seal.
@@ -18,7 +18,7 @@
 //! file holds the vocabulary the transitions share.
 //!
 //! Lock order is always session row, then turn row, so concurrent posts,
-//! steps and finishes never deadlock; writers of several sessions lock them
+//! steps and seals never deadlock; writers of several sessions lock them
 //! in id order first.
 //!
 //! Statements over many turns reach each table through `= ANY(array)`, which
@@ -47,7 +47,7 @@ use crate::queue;
 pub use cancel::{CANCEL_CHANNEL, Cancelled, cancel, cancel_requested};
 pub use context::{TurnContext, load_context, load_contexts};
 pub use post::{Posted, content_text, post_message, validate_content};
-pub use seal::{commit_and_finish, finish, finish_many};
+pub use seal::{commit_and_seal, seal, seal_many};
 pub use start::{start, start_many};
 pub use step::{assistant_message_data, commit_step, reason_started};
 
@@ -107,8 +107,8 @@ pub struct QueueTask {
 pub enum Start {
     /// Run it: the lease, and the context read right after taking it.
     Run(Lease, TurnContext),
-    /// The turn already reached a terminal state (a duplicate or late task).
-    Finished,
+    /// The turn is already sealed (a duplicate or late task).
+    Sealed,
 }
 
 /// What [`start_many`] did with one turn.
@@ -116,8 +116,8 @@ pub enum Start {
 pub enum Started {
     /// Run it under this lease (read its context next: [`load_contexts`]).
     Run(Lease),
-    /// Nothing to run: the turn is terminal, does not exist, or was sealed by a guard.
-    Finished,
+    /// Nothing to run: the turn was sealed already or by a guard now, or does not exist.
+    Sealed,
 }
 
 /// Token usage of one step, added to the turn's totals.

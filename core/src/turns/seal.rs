@@ -14,13 +14,13 @@ use crate::queue;
 
 /// Seals the turn with its terminal event, then hands the session to the next
 /// pending turn or marks it idle — all in one transaction.
-pub async fn finish(pool: &PgPool, lease: &Lease, outcome: Outcome) -> Result<()> {
-    commit_and_finish(pool, lease, Vec::new(), 0, Usage::default(), outcome).await
+pub async fn seal(pool: &PgPool, lease: &Lease, outcome: Outcome) -> Result<()> {
+    commit_and_seal(pool, lease, Vec::new(), 0, Usage::default(), outcome).await
 }
 
 /// Commits a last step's events and seals the turn in one transaction (a
 /// final answer and `turn.completed` land together: one commit, not two).
-pub async fn commit_and_finish(
+pub async fn commit_and_seal(
     pool: &PgPool,
     lease: &Lease,
     events: Vec<NewEvent>,
@@ -29,33 +29,33 @@ pub async fn commit_and_finish(
     outcome: Outcome,
 ) -> Result<()> {
     let seal = Seal { lease: lease.clone(), events, iterations, usage, outcome };
-    match finish_many(pool, lease.org_id, vec![seal]).await?.as_slice() {
+    match seal_many(pool, lease.org_id, vec![seal]).await?.as_slice() {
         [true] => Ok(()),
         _ => Err(Error::LeaseLost),
     }
 }
 
-/// [`commit_and_finish`] for turns of one org, in one transaction of one
+/// [`commit_and_seal`] for turns of one org, in one transaction of one
 /// round trip: [`SEAL_ROUTINES`] scopes it to the org, locks the sessions in
 /// id order, then writes every seal and completes the sealed turns' queue
-/// tasks together ([`settle_many`]); the call commits as it returns.
+/// tasks together ([`seal_many_on`]); the call commits as it returns.
 /// Returns, per seal in order, whether it was sealed (`false`: its lease was
 /// lost and nothing was written for it). A unique violation (a step committed
 /// twice) fails the whole batch: the caller retries its seals one by one.
-pub async fn finish_many(pool: &PgPool, org_id: Uuid, seals: Vec<Seal>) -> Result<Vec<bool>> {
+pub async fn seal_many(pool: &PgPool, org_id: Uuid, seals: Vec<Seal>) -> Result<Vec<bool>> {
     if seals.is_empty() {
         return Ok(Vec::new());
     }
     let mut c = db::autocommit(pool).await?;
-    let sealed = settle_many(&mut c, org_id, seals, true).await?;
+    let sealed = seal_many_on(&mut c, org_id, seals, true).await?;
     c.commit().await?;
     Ok(sealed)
 }
 
-/// Marks the turn terminal, appends its terminal event and advances the session.
-/// The caller holds the session lock.
-pub(super) async fn seal(tx: &mut PgConnection, lease: &Lease, outcome: Outcome) -> Result<()> {
-    match settle_many(tx, lease.org_id, vec![Seal::bare(lease, outcome)], false).await?.as_slice() {
+/// Marks the turn terminal, appends its terminal event and advances the
+/// session, in the caller's transaction. The caller holds the session lock.
+pub(super) async fn seal_on(tx: &mut PgConnection, lease: &Lease, outcome: Outcome) -> Result<()> {
+    match seal_many_on(tx, lease.org_id, vec![Seal::bare(lease, outcome)], false).await?.as_slice() {
         [true] => Ok(()),
         _ => Err(Error::LeaseLost),
     }
@@ -71,10 +71,10 @@ pub(super) async fn seal(tx: &mut PgConnection, lease: &Lease, outcome: Outcome)
 /// (`Lease::task`), and appends each sealed turn's step events, its terminal
 /// event (its totals read from the updated row) and, when its session went
 /// idle, `session.idled`. One round trip however many turns (there were
-/// four: the locks, the settle, the append and `COMMIT`). Returns per seal
+/// four: the locks, the update, the append and `COMMIT`). Returns per seal
 /// whether it was sealed; a lost lease writes nothing for that seal and
 /// completes nothing.
-pub(super) async fn settle_many(conn: &mut PgConnection, org_id: Uuid, seals: Vec<Seal>, complete: bool) -> Result<Vec<bool>> {
+pub(super) async fn seal_many_on(conn: &mut PgConnection, org_id: Uuid, seals: Vec<Seal>, complete: bool) -> Result<Vec<bool>> {
     let mut turns = Turns::default();
     // Each step event's turn (a session's event has none in `steps`): only sealed turns' land.
     let (mut steps, mut owners) = (events::EventArrays::default(), Vec::new());
@@ -131,7 +131,7 @@ pub(super) async fn settle_many(conn: &mut PgConnection, org_id: Uuid, seals: Ve
     Ok(turns.ids.iter().map(|id| sealed.contains(&(Some(*id),))).collect())
 }
 
-/// [`settle_many`]'s per-turn arrays.
+/// [`seal_many_on`]'s per-turn arrays.
 #[derive(Default)]
 struct Turns {
     ids: Vec<Uuid>,
@@ -157,7 +157,7 @@ struct HeldTasks {
     turns: Vec<Uuid>,
 }
 
-/// [`settle_many`]'s statement as routines (`turnstone.seal_turns`,
+/// [`seal_many_on`]'s statement as routines (`turnstone.seal_turns`,
 /// `turnstone.seal_turns_and_tasks`): the org's scope and the sessions' locks
 /// (a statement of their own, so the seal's snapshot is taken after they were
 /// granted), then the seal. The second also deletes the sealed turns' tasks.
@@ -195,12 +195,12 @@ fn seal_routine(complete: bool) -> Routine {
         prelude: "PERFORM set_config('turnstone.org_id', $1::text, true);
          PERFORM turnstone_lock_sessions($15);",
         settings: db::GENERIC_PLANS,
-        query: settle_sql(complete),
+        query: seal_sql(complete),
     }
 }
 
 /// The statement of [`SEAL_ROUTINES`] (parameters listed in [`seal_routine`]).
-fn settle_sql(complete: bool) -> String {
+fn seal_sql(complete: bool) -> String {
     let done = if complete {
         format!(
             ", done AS (
@@ -279,7 +279,7 @@ pub(super) async fn advance_sessions(tx: &mut PgConnection, org_id: Uuid, sessio
 }
 
 /// The common table expressions that hand sessions over, for the statements
-/// that do it ([`advance_sessions`], [`settle_many`]): `next` queues each
+/// that do it ([`advance_sessions`], [`seal_many_on`]): `next` queues each
 /// session's oldest pending turn, `task` enqueues its
 /// [`TurnTask`](super::TurnTask), `woken` wakes a worker per task
 /// (`turnstone_wake_channel`) and `moved` sets each session `queued` or

@@ -5,7 +5,7 @@
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use super::seal::settle_many;
+use super::seal::seal_many_on;
 use super::{Lease, Outcome, Seal, Start, Started, TurnTask, load_context};
 use crate::db::{self, Routine};
 use crate::error::Result;
@@ -20,7 +20,7 @@ pub async fn start(pool: &PgPool, task: TurnTask, max_stalled_starts: i32) -> Re
             let context = load_context(pool, &lease).await?;
             Ok(Start::Run(lease, context))
         }
-        _ => Ok(Start::Finished),
+        _ => Ok(Start::Sealed),
     }
 }
 
@@ -32,7 +32,7 @@ pub async fn start(pool: &PgPool, task: TurnTask, max_stalled_starts: i32) -> Re
 /// Two guards run first, per turn. A turn whose cancellation was requested is
 /// sealed `turn.cancelled`. A turn retaken `max_stalled_starts` times in a row
 /// without a new committed step (a crash loop) is sealed `turn.failed` with
-/// code `no_progress`. Either way its session moves on and it is `Finished`.
+/// code `no_progress`. Either way its session moves on and it is `Sealed`.
 ///
 /// One round trip however many turns: [`START_ROUTINE`] scopes the transaction to the
 /// org, takes the sessions' locks (in id order), then runs one statement
@@ -88,12 +88,12 @@ pub async fn start_many(pool: &PgPool, org_id: Uuid, turn_ids: &[Uuid], max_stal
     }
     if !seals.is_empty() {
         // Rare: sealed together, in a transaction of their own. The task stays
-        // claimed (`complete` false): the handler answers for it as Finished.
+        // claimed (`complete` false): the handler answers for it as sealed.
         let mut c = db::autocommit(pool).await?;
-        settle_many(&mut c, org_id, seals, false).await?;
+        seal_many_on(&mut c, org_id, seals, false).await?;
         c.commit().await?;
     }
-    Ok(turn_ids.iter().map(|id| runs.remove(id).map_or(Started::Finished, Started::Run)).collect())
+    Ok(turn_ids.iter().map(|id| runs.remove(id).map_or(Started::Sealed, Started::Run)).collect())
 }
 
 /// [`start_many`]'s transaction as a routine (`turnstone.start_turns`): the

@@ -74,8 +74,8 @@ async fn crash_after_tool_commit() {
 }
 
 #[tokio::test]
-async fn crash_before_finish() {
-    crash_at("before_finish").await;
+async fn crash_before_seal() {
+    crash_at("before_seal").await;
 }
 
 #[tokio::test]
@@ -86,7 +86,7 @@ async fn a_crash_loop_is_stopped_by_the_progress_guard() {
     api.say(&session, "doomed").await;
     // Every worker dies before committing its (final) model step: no progress, ever.
     for _ in 0..6 {
-        let mut w = procs::worker(&stack, &[("TURNSTONE_CRASH_AT", "before_finish".into())]);
+        let mut w = procs::worker(&stack, &[("TURNSTONE_CRASH_AT", "before_seal".into())]);
         let events = api.events(&session).await;
         if events.iter().any(|e| e["type"] == "turn.failed") {
             break;

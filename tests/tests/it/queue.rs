@@ -47,7 +47,7 @@ async fn count(pool: &PgPool, org: Uuid, sql: &'static str, session: Uuid) -> i6
 fn leased(start: Start) -> turns::Lease {
     match start {
         Start::Run(lease, _) => lease,
-        Start::Finished => panic!("expected a lease"),
+        Start::Sealed => panic!("expected a lease"),
     }
 }
 
@@ -93,7 +93,7 @@ async fn a_stale_lease_changes_nothing() {
     let step = vec![NewEvent::step(types::OUTPUT_MESSAGE_COMPLETED, "llm:1", json!({}))];
     let stale = turns::commit_step(&pool, &old, step.clone(), 1, Usage { input_tokens: 5, output_tokens: 5 }).await;
     assert!(matches!(stale, Err(Error::LeaseLost)), "{stale:?}");
-    assert!(matches!(turns::finish(&pool, &old, Outcome::Completed).await, Err(Error::LeaseLost)));
+    assert!(matches!(turns::seal(&pool, &old, Outcome::Completed).await, Err(Error::LeaseLost)));
     assert_eq!(count(&pool, org, "SELECT count(*) FROM events WHERE session_id = $1", session).await, before);
     assert_eq!(count(&pool, org, "SELECT iterations::bigint FROM turns WHERE session_id = $1", session).await, 0);
 
@@ -114,27 +114,27 @@ async fn a_stale_lease_changes_nothing() {
 }
 
 #[tokio::test]
-async fn finish_seals_once_and_hands_over_to_the_next_turn() {
+async fn a_turn_is_sealed_once_and_hands_over_to_the_next_turn() {
     let (_db, pool, org, session) = setup().await;
     let first = post(&pool, org, session, "one").await;
     let second = post(&pool, org, session, "two").await;
     let lease = leased(turns::start(&pool, TurnTask { turn_id: first.turn_id, org_id: org }, 3).await.unwrap());
     assert!(
-        matches!(turns::start(&pool, TurnTask { turn_id: second.turn_id, org_id: org }, 3).await.unwrap(), Start::Finished),
+        matches!(turns::start(&pool, TurnTask { turn_id: second.turn_id, org_id: org }, 3).await.unwrap(), Start::Sealed),
         "a pending turn cannot be started"
     );
 
-    turns::finish(&pool, &lease, Outcome::Completed).await.unwrap();
-    assert!(matches!(turns::finish(&pool, &lease, Outcome::Completed).await, Err(Error::LeaseLost)), "sealed once");
+    turns::seal(&pool, &lease, Outcome::Completed).await.unwrap();
+    assert!(matches!(turns::seal(&pool, &lease, Outcome::Completed).await, Err(Error::LeaseLost)), "sealed once");
     assert!(
-        matches!(turns::start(&pool, TurnTask { turn_id: first.turn_id, org_id: org }, 3).await.unwrap(), Start::Finished),
+        matches!(turns::start(&pool, TurnTask { turn_id: first.turn_id, org_id: org }, 3).await.unwrap(), Start::Sealed),
         "a terminal turn never restarts"
     );
     let status: String = {
         let mut tx = db::begin_org(&pool, org).await.unwrap();
         sqlx::query_scalar("SELECT status FROM turns WHERE id = $1").bind(second.turn_id).fetch_one(&mut *tx).await.unwrap()
     };
-    assert_eq!(status, "queued", "the next turn was enqueued in the finishing transaction");
+    assert_eq!(status, "queued", "the next turn was enqueued in the sealing transaction");
     let session_status: String = {
         let mut tx = db::begin_org(&pool, org).await.unwrap();
         sqlx::query_scalar("SELECT status FROM sessions WHERE id = $1").bind(session).fetch_one(&mut *tx).await.unwrap()
@@ -142,7 +142,7 @@ async fn finish_seals_once_and_hands_over_to_the_next_turn() {
     assert_eq!(session_status, "queued");
 
     let lease = leased(turns::start(&pool, TurnTask { turn_id: second.turn_id, org_id: org }, 3).await.unwrap());
-    turns::finish(&pool, &lease, Outcome::Failed { code: "x".into(), message: "y".into() }).await.unwrap();
+    turns::seal(&pool, &lease, Outcome::Failed { code: "x".into(), message: "y".into() }).await.unwrap();
     let session_status: String = {
         let mut tx = db::begin_org(&pool, org).await.unwrap();
         sqlx::query_scalar("SELECT status FROM sessions WHERE id = $1").bind(session).fetch_one(&mut *tx).await.unwrap()
@@ -228,18 +228,18 @@ async fn sealing_a_turn_completes_its_task_in_the_same_transaction() {
     let mut lease = leased(turns::start(&worker, tt, 3).await.unwrap());
     // A fenced-out seal rolls back, and the task row with it.
     stale.task = Some(task.clone());
-    let e = turns::finish(&worker, &stale, Outcome::Completed).await.unwrap_err();
+    let e = turns::seal(&worker, &stale, Outcome::Completed).await.unwrap_err();
     assert!(matches!(e, Error::LeaseLost), "{e:?}");
     assert_eq!(count(&pool, org, "SELECT count(*) FROM task_queue WHERE $1::uuid IS NOT NULL", session).await, 1);
     // The current lease seals the turn and completes the task in one commit.
     lease.task = Some(task);
-    turns::finish(&worker, &lease, Outcome::Completed).await.unwrap();
+    turns::seal(&worker, &lease, Outcome::Completed).await.unwrap();
     assert_eq!(count(&pool, org, "SELECT count(*) FROM task_queue WHERE $1::uuid IS NOT NULL", session).await, 0);
     let status: String = scalar(&pool, org, "SELECT status FROM turns WHERE id = $1", posted.turn_id).await;
     assert_eq!(status, "completed");
 }
 
-/// A batch of seals settles in one statement: a seal whose lease was taken
+/// A batch of seals is sealed in one statement: a seal whose lease was taken
 /// over writes nothing and leaves its task for the newer run, while the
 /// others seal, complete their own tasks and hand their sessions over (the
 /// next pending turn queued with a task whose payload a worker can read).
@@ -279,7 +279,7 @@ async fn a_batch_of_seals_completes_only_the_sealed_turns_tasks() {
     wakes.listen_all([turnstone_core::queue::CHANNEL, own.as_str()]).await.unwrap();
 
     let seal = |lease: &turns::Lease| turns::Seal::bare(lease, Outcome::Completed);
-    let sealed = turns::finish_many(&worker, org, vec![seal(&stale_a), seal(&lease_b)]).await.unwrap();
+    let sealed = turns::seal_many(&worker, org, vec![seal(&stale_a), seal(&lease_b)]).await.unwrap();
     assert_eq!(sealed, vec![false, true]);
     let woken = tokio::time::timeout(std::time::Duration::from_secs(5), wakes.recv()).await.expect("a wake-up").unwrap();
     assert_eq!((woken.channel(), woken.payload()), (own.as_str(), turns::QUEUE), "the hand-over's task wakes the live worker");
@@ -342,7 +342,7 @@ async fn racing_posts_and_seals_lose_no_turn() {
                     let tt: TurnTask = serde_json::from_value(c.payload.clone()).unwrap();
                     let mut lease = leased(turns::start(&worker, tt, 3).await.unwrap());
                     lease.task = Some(turns::QueueTask { held: c.held(), worker: "w1".into() });
-                    turns::finish(&worker, &lease, Outcome::Completed).await.unwrap();
+                    turns::seal(&worker, &lease, Outcome::Completed).await.unwrap();
                     sealed += 1;
                 }
                 let open =

@@ -166,7 +166,7 @@ async fn a_step_or_seal_that_cannot_append_writes_nothing() {
     let err = turns::commit_step(&worker, lease, step.clone(), 1, usage).await.unwrap_err();
     assert!(matches!(err, turnstone_core::Error::LeaseLost), "{err:?}");
     let seal = turns::Seal { lease: lease.clone(), events: step, iterations: 1, usage, outcome: turns::Outcome::Completed };
-    assert_eq!(turns::finish_many(&worker, org, vec![seal]).await.unwrap(), [false]);
+    assert_eq!(turns::seal_many(&worker, org, vec![seal]).await.unwrap(), [false]);
     let (events, status, iterations, tokens, session_status): (i64, String, i32, i64, String) = sqlx::query_as(
         "SELECT (SELECT count(*) FROM events WHERE session_id = $1), t.status, t.iterations, t.input_tokens, s.status
            FROM turns t JOIN sessions s ON s.id = t.session_id WHERE t.id = $2",

@@ -45,7 +45,7 @@ async fn post(pool: &PgPool, org: Uuid, session: Uuid) -> Uuid {
 fn lease(s: Started) -> turns::Lease {
     match s {
         Started::Run(l) => l,
-        Started::Finished => panic!("expected a lease"),
+        Started::Sealed => panic!("expected a lease"),
     }
 }
 
@@ -74,7 +74,7 @@ async fn a_batch_starts_each_turn_as_a_start_of_its_own_would() {
     assert_eq!(turns::cancel(&mut tx, org, s[2], false).await.unwrap().state, "cancelling");
     tx.commit().await.unwrap();
     let done = turns::Lease { attempt: 1, ..lease_of(&owner, turn[3]).await };
-    turns::finish(&worker, &done, Outcome::Completed).await.unwrap();
+    turns::seal(&worker, &done, Outcome::Completed).await.unwrap();
 
     let mut listener = sqlx::postgres::PgListener::connect_with(&owner).await.unwrap();
     listener.listen(events::EVENTS_CHANNEL).await.unwrap();
@@ -83,8 +83,8 @@ async fn a_batch_starts_each_turn_as_a_start_of_its_own_would() {
     // max_stalled_starts = 1: a turn retaken without progress is failed at once.
     let started = turns::start_many(&worker, org, &batch, 1).await.unwrap();
 
-    let kinds: Vec<&str> = started.iter().map(|s| if matches!(s, Started::Run(_)) { "run" } else { "finished" }).collect();
-    assert_eq!(kinds, ["run", "finished", "run", "finished", "finished", "finished"], "answers in the order asked");
+    let kinds: Vec<&str> = started.iter().map(|s| if matches!(s, Started::Run(_)) { "run" } else { "sealed" }).collect();
+    assert_eq!(kinds, ["run", "sealed", "run", "sealed", "sealed", "sealed"], "answers in the order asked");
     let leases: Vec<turns::Lease> =
         started.into_iter().filter_map(|s| if let Started::Run(l) = s { Some(l) } else { None }).collect();
     assert_eq!((leases[0].turn_id, leases[1].turn_id), (turn[1], turn[0]));
@@ -189,8 +189,8 @@ async fn racing_batches_over_the_same_turns_neither_deadlock_nor_start_twice() {
     // Only the latest lease may write.
     let latest = lease_of(&owner, ids[0]).await;
     let stale = turns::Lease { attempt: latest.attempt - 1, ..latest.clone() };
-    assert!(matches!(turns::finish(&worker, &stale, Outcome::Completed).await, Err(turnstone_core::Error::LeaseLost)));
-    turns::finish(&worker, &latest, Outcome::Completed).await.unwrap();
+    assert!(matches!(turns::seal(&worker, &stale, Outcome::Completed).await, Err(turnstone_core::Error::LeaseLost)));
+    turns::seal(&worker, &latest, Outcome::Completed).await.unwrap();
 }
 
 /// The worker's start batches: every task of a batch is answered with its own
@@ -219,7 +219,7 @@ async fn a_start_batch_answers_every_task_and_starts_a_duplicate_after_its_twin(
                 assert!(context.history.iter().any(|e| e.kind == types::TURN_STARTED && e.turn_id == Some(task.turn_id)));
                 attempts.entry(task.turn_id).or_default().push(lease.attempt);
             }
-            Start::Finished => panic!("nothing here is finished"),
+            Start::Sealed => panic!("nothing here is sealed"),
         }
     }
     for (turn, mut a) in attempts {
@@ -262,7 +262,7 @@ async fn a_batch_of_seals_guards_each_turn_and_hands_each_session_over() {
         turns::Seal::bare(&leases[2], Outcome::Completed),
         turns::Seal::bare(&leases[1], Outcome::Failed { code: "x".into(), message: "boom".into() }),
     ];
-    let sealed = turns::finish_many(&worker, org, seals).await.unwrap();
+    let sealed = turns::seal_many(&worker, org, seals).await.unwrap();
     assert_eq!(sealed, [true, false, true], "only the stale lease is refused");
 
     let tail = |session| {
@@ -332,7 +332,7 @@ async fn a_batch_of_seals_guards_each_turn_and_hands_each_session_over() {
         serde_json::json!({ "usage": { "input_tokens": 0, "output_tokens": 0 }, "iterations": 0, "error_code": "x", "message": "boom" })
     );
     // The current lease still seals its turn afterwards.
-    turns::finish(&worker, &current, Outcome::Completed).await.unwrap();
+    turns::seal(&worker, &current, Outcome::Completed).await.unwrap();
 }
 
 /// The worker's seal batches: when one seal of a batch cannot be written (its step
@@ -386,25 +386,25 @@ async fn racing_seal_and_start_batches_do_not_deadlock() {
         let seals: Vec<turns::Seal> = leases.iter().map(|l| turns::Seal::bare(l, Outcome::Completed)).collect();
         let reversed: Vec<Uuid> = ids.iter().rev().copied().collect();
         let (sealed, retaken) =
-            tokio::join!(turns::finish_many(&worker, org, seals), turns::start_many(&worker, org, &reversed, 10));
+            tokio::join!(turns::seal_many(&worker, org, seals), turns::start_many(&worker, org, &reversed, 10));
         let (sealed, retaken) = (sealed.expect("no deadlock"), retaken.expect("no deadlock"));
-        // Per turn, exactly one of them won: sealed (then the retake found it finished) or retaken (then the seal's lease was stale).
+        // Per turn, exactly one of them won: sealed (then the retake found nothing to run) or retaken (then the seal's lease was stale).
         for (i, won_seal) in sealed.iter().enumerate() {
             let ri = ids.len() - 1 - i;
             assert_ne!(*won_seal, matches!(retaken[ri], Started::Run(_)), "turn {i}: exactly one winner");
         }
-        // Finish whatever the retakes hold, and start the next turns, so the sessions are ready for the next round.
+        // Seal whatever the retakes hold, and start the next turns, so the sessions are ready for the next round.
         let held: Vec<turns::Seal> = retaken
             .into_iter()
             .filter_map(|r| if let Started::Run(l) = r { Some(turns::Seal::bare(&l, Outcome::Completed)) } else { None })
             .collect();
-        assert!(turns::finish_many(&worker, org, held).await.unwrap().iter().all(|s| *s));
+        assert!(turns::seal_many(&worker, org, held).await.unwrap().iter().all(|s| *s));
         let next: Vec<Uuid> = sqlx::query_scalar("SELECT id FROM turns WHERE status = 'queued'").fetch_all(&owner).await.unwrap();
         assert_eq!(next.len(), s.len(), "every session handed over to its next turn");
         let leases: Vec<turns::Lease> =
             turns::start_many(&worker, org, &next, 10).await.unwrap().into_iter().map(lease).collect();
         let seals = leases.iter().map(|l| turns::Seal::bare(l, Outcome::Completed)).collect();
-        assert!(turns::finish_many(&worker, org, seals).await.unwrap().iter().all(|s| *s));
+        assert!(turns::seal_many(&worker, org, seals).await.unwrap().iter().all(|s| *s));
     }
     let idle: i64 = sqlx::query_scalar("SELECT count(*) FROM sessions WHERE status = 'idle'").fetch_one(&owner).await.unwrap();
     assert_eq!(idle, s.len() as i64);
@@ -474,7 +474,7 @@ async fn a_cached_context_read_is_the_full_read() {
         }
         for l in &retaken {
             step(&worker, l, 2).await;
-            turns::finish(&worker, l, Outcome::Completed).await.unwrap();
+            turns::seal(&worker, l, Outcome::Completed).await.unwrap();
         }
         next = queued.to_vec();
     }
@@ -530,7 +530,7 @@ async fn context_reads_racing_new_messages_match_full_reads() {
     let queued = posting.await.unwrap();
     for (i, t) in queued.into_iter().enumerate() {
         step(&worker, &current, 1).await;
-        turns::finish(&worker, &current, Outcome::Completed).await.unwrap();
+        turns::seal(&worker, &current, Outcome::Completed).await.unwrap();
         current = lease(turns::start_many(&worker, org, &[t], 10).await.unwrap().pop().unwrap());
         let h = load_checked(&worker, org, std::slice::from_ref(&current), &cache).await.pop().unwrap();
         let inputs = h.iter().filter(|e| e.kind == types::INPUT_MESSAGE).count();
