@@ -562,33 +562,11 @@ pub struct EventList {
 /// One SSE frame: `event:` is `frame`, `id:` is `id` (stored events only), `data:` is `data`.
 /// Frames: `connected`, every stored event type (data = the Event object),
 /// `output.message.delta` (live only, no id), `disconnecting` (data `{"retry_ms":…}`).
-#[derive(Debug, Object, Clone)]
+#[derive(Debug, Object)]
 pub struct StreamFrame {
     pub frame: String,
     pub id: Option<String>,
     pub data: Value,
-    /// `data` already serialised, shared by every stream of a session (the
-    /// fan-out renders a stored event once, not once per client).
-    #[oai(skip)]
-    pub text: Option<std::sync::Arc<str>>,
-    /// The whole SSE frame (`id:`/`event:`/`data:` lines), rendered once for
-    /// the streams the API's own listener writes (`crate::listener`).
-    #[oai(skip)]
-    pub wire: Option<bytes::Bytes>,
-}
-
-impl StreamFrame {
-    /// A frame built for one stream.
-    pub fn new(frame: impl Into<String>, id: Option<String>, data: Value) -> Self {
-        StreamFrame { frame: frame.into(), id, data, text: None, wire: None }
-    }
-
-    /// A frame rendered once and shared: `data` is kept only as text and as the wire form.
-    pub fn shared(frame: impl Into<String>, id: Option<String>, data: &Value) -> Self {
-        let (frame, text): (String, String) = (frame.into(), data.to_string());
-        let wire = crate::sse::wire_bytes(&frame, id.as_deref(), &text);
-        StreamFrame { frame, id, data: Value::Null, text: Some(text.into()), wire: Some(wire) }
-    }
 }
 
 // ---------------------------------------------------------------- capabilities
