@@ -14,7 +14,13 @@ use uuid::Uuid;
 async fn setup() -> (TestDb, PgPool, PgPool, Uuid, Uuid) {
     let (tdb, owner, org) = turnstone_tests::org_database().await;
     let api = db::connect(&tdb.as_role("turnstone_api"), 1).await.unwrap();
-    let mut tx = db::begin_org(&api, org).await.unwrap();
+    let session = idle_session(&api, org).await;
+    (tdb, owner, api, org, session)
+}
+
+/// A new agent's idle session in `org`.
+async fn idle_session(api: &PgPool, org: Uuid) -> Uuid {
+    let mut tx = db::begin_org(api, org).await.unwrap();
     let agent =
         agents::create_agent(&mut tx, org, agents::AgentInput { name: Some("a".into()), ..Default::default() }).await.unwrap();
     let session = sessions::create_session(&mut tx, org, sessions::SessionInput { agent_id: agent.id, ..Default::default() })
@@ -22,7 +28,7 @@ async fn setup() -> (TestDb, PgPool, PgPool, Uuid, Uuid) {
         .unwrap()
         .id;
     tx.commit().await.unwrap();
-    (tdb, owner, api, org, session)
+    session
 }
 
 fn hi() -> Vec<ContentPart> {
@@ -132,17 +138,13 @@ async fn the_routines_live_in_the_migrations_and_need_no_temporary_objects() {
         .await
         .unwrap();
     let api = db::connect(&tdb.as_role("turnstone_api"), 1).await.unwrap();
-    let mut tx = db::begin_org(&api, org).await.unwrap();
-    let agent =
-        agents::create_agent(&mut tx, org, agents::AgentInput { name: Some("a".into()), ..Default::default() }).await.unwrap();
-    let session = sessions::create_session(&mut tx, org, sessions::SessionInput { agent_id: agent.id, ..Default::default() })
-        .await
-        .unwrap()
-        .id;
-    tx.commit().await.unwrap();
+    let session = idle_session(&api, org).await;
     let posted = turns::post_message(&mut api.acquire().await.unwrap(), org, session, hi(), None).await.unwrap();
     assert_eq!(posted.turn_status, "queued");
-    let temp_schemas: i64 = sqlx::query_scalar("SELECT count(*) FROM pg_namespace WHERE nspname LIKE 'pg_temp_%' AND EXISTS (SELECT 1 FROM pg_proc WHERE pronamespace = pg_namespace.oid)")
+    let temp_schemas: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM pg_namespace n
+          WHERE n.nspname LIKE 'pg_temp_%' AND EXISTS (SELECT 1 FROM pg_proc p WHERE p.pronamespace = n.oid)",
+    )
         .fetch_one(&owner)
         .await
         .unwrap();
