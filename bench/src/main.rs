@@ -3,7 +3,7 @@
 //!
 //! Normally started by `scripts/bench`, which builds the release binaries and runs
 //! a private PostgreSQL. Usage:
-//! `turnstone-bench --admin-url postgres://postgres@127.0.0.1:54331/postgres [--quick] [--only a,b] [--no-rls]`
+//! `turnstone-bench --admin-url postgres://postgres@127.0.0.1:54331/postgres [--quick] [--only a,b] [--no-rls] [--via-pgbouncer]`
 //! (`TURNSTONE_BIN_DIR` names the directory holding the release binaries).
 
 mod scenarios;
@@ -21,6 +21,9 @@ pub struct Ctx {
     pub quick: bool,
     /// Run the API and workers as their least-privileged roles (row-level security on).
     pub rls: bool,
+    /// Reach PostgreSQL through a PgBouncer in transaction mode (`--via-pgbouncer`), as the
+    /// login roles, without prepared statements; LISTEN and migrations stay direct.
+    pub via_pgbouncer: bool,
     /// Database client count used by the baseline and the throughput scenarios.
     pub clients: usize,
     /// Commits/s of the baseline at `clients`, filled in by `pg_baseline`.
@@ -39,12 +42,14 @@ const ALL: &[&str] =
 
 fn main() {
     let mut args = std::env::args().skip(1);
-    let mut ctx = Ctx { admin_url: String::new(), quick: false, rls: true, clients: 32, baseline_tps: None };
+    let mut ctx =
+        Ctx { admin_url: String::new(), quick: false, rls: true, via_pgbouncer: false, clients: 32, baseline_tps: None };
     let mut only: Vec<String> = ALL.iter().map(|s| s.to_string()).collect();
     while let Some(a) = args.next() {
         match a.as_str() {
             "--quick" => ctx.quick = true,
             "--no-rls" => ctx.rls = false,
+            "--via-pgbouncer" => ctx.via_pgbouncer = true,
             "--admin-url" => ctx.admin_url = args.next().expect("--admin-url URL"),
             "--clients" => ctx.clients = args.next().and_then(|v| v.parse().ok()).expect("--clients N"),
             "--only" => only = args.next().expect("--only a,b").split(',').map(str::to_owned).collect(),

@@ -35,6 +35,8 @@ pub struct Deployment {
     pub api: Proc,
     /// The simulator; it lives (and is killed) with the deployment.
     pub sim: Proc,
+    /// The pooler between the processes and the database (`--via-pgbouncer`).
+    pub pgbouncer: Option<turnstone_tests::pooler::PgBouncer>,
     /// Superuser pool on the scenario's database, for probes (bypasses row-level security).
     pub admin: PgPool,
     pub db: TestDb,
@@ -87,6 +89,21 @@ fn with_role(url: &str, role: &str) -> String {
     format!("{url}?options=-c%20role%3D{role}")
 }
 
+/// `DATABASE_URL` (and, through a pooler, the direct LISTEN URL and no prepared statements) of
+/// the `api` or `worker` process.
+fn database_env(url: &str, pgbouncer: Option<&turnstone_tests::pooler::PgBouncer>, database: &str, rls: bool, process: &str) -> Vec<(&'static str, String)> {
+    let role = format!("turnstone_{process}");
+    match pgbouncer {
+        Some(b) => vec![
+            ("DATABASE_URL", b.url(&format!("{role}_login"), database)),
+            ("TURNSTONE_LISTEN_DATABASE_URL", with_role(url, &role)),
+            ("TURNSTONE_DB_PREPARED_STATEMENTS", "false".into()),
+        ],
+        None if rls => vec![("DATABASE_URL", with_role(url, &role))],
+        None => vec![("DATABASE_URL", url.to_owned())],
+    }
+}
+
 impl Deployment {
     pub async fn start(ctx: &Ctx, opts: Options) -> Deployment {
         let db = TestDb::new_on(&ctx.admin_url).await;
@@ -105,6 +122,15 @@ impl Deployment {
             .await
             .expect("roles");
         }
+        // Through PgBouncer: the login roles join the group roles, so they must exist first; the
+        // server pool is sized like a production pooler's, not the tests' deliberately small one.
+        let pgbouncer = match ctx.via_pgbouncer {
+            true => {
+                assert!(ctx.rls, "--via-pgbouncer connects as the login roles: it needs row-level security on");
+                Some(turnstone_tests::pooler::PgBouncer::start_with_pool(&db.url, 20).await)
+            }
+            false => None,
+        };
         let (sim, sim_addr) = spawn_serving("turnstone-llmsim", "/health", |addr| {
             vec![("TURNSTONE_LLMSIM_ADDR", addr.to_owned()), ("TURNSTONE_LLMSIM_LATENCY_MS", opts.sim_latency_ms.to_string())]
         })
@@ -113,7 +139,6 @@ impl Deployment {
         let master_key = turnstone_tests::master_key();
         let (api, api_addr) = spawn_serving("turnstone-api", "/ready", |addr| {
             let mut env = vec![
-                ("DATABASE_URL", if ctx.rls { with_role(&db.url, "turnstone_api") } else { db.url.clone() }),
                 ("TURNSTONE_MIGRATE_DATABASE_URL", db.url.clone()),
                 ("TURNSTONE_MASTER_KEY", master_key.clone()),
                 ("TURNSTONE_BOOTSTRAP_API_KEY", key.clone()),
@@ -123,6 +148,7 @@ impl Deployment {
                 ("TURNSTONE_LLMSIM_ADDR", sim_addr.clone()),
                 ("TURNSTONE_API_ADDR", addr.to_owned()),
             ];
+            env.extend(database_env(&db.url, pgbouncer.as_ref(), &db.name, ctx.rls, "api"));
             env.extend(opts.api_env.iter().cloned());
             env
         })
@@ -142,6 +168,7 @@ impl Deployment {
             client,
             master_key,
             rls: ctx.rls,
+            pgbouncer,
             opts: opts.clone(),
             next_worker: 0,
         };
@@ -155,12 +182,11 @@ impl Deployment {
     pub async fn add_worker(&mut self) {
         self.next_worker += 1;
         let name = format!("bench-w{}-{}", self.next_worker, std::process::id());
-        let url = if self.rls { with_role(&self.db.url, "turnstone_worker") } else { self.db.url.clone() };
-        let mut env = vec![
-            ("DATABASE_URL", url),
+        let mut env = database_env(&self.db.url, self.pgbouncer.as_ref(), &self.db.name, self.rls, "worker");
+        env.extend([
             ("TURNSTONE_MASTER_KEY", self.master_key.clone()),
             ("TURNSTONE_WORKER_NAME", name.clone()),
-        ];
+        ]);
         env.extend(self.opts.worker_env.iter().cloned());
         let proc = Proc::spawn("turnstone-worker", &env);
         let deadline = Instant::now() + Duration::from_secs(30);

@@ -35,6 +35,11 @@ impl PgBouncer {
     /// sure the login roles exist there (cluster-wide, members of the group
     /// roles the migrations create: call it after migrating).
     pub async fn start(admin_url: &str) -> PgBouncer {
+        Self::start_with_pool(admin_url, POOL_SIZE).await
+    }
+
+    /// [`PgBouncer::start`] with `pool_size` server connections per (database, user).
+    pub async fn start_with_pool(admin_url: &str, pool_size: u32) -> PgBouncer {
         create_login_roles(admin_url).await;
         let exe = which("pgbouncer").expect("pgbouncer is installed (scripts/test installs the Debian package)");
         let (host, server_port) = host_port(admin_url);
@@ -44,7 +49,7 @@ impl PgBouncer {
         for attempt in 0..3 {
             let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
             std::fs::write(dir.join("users.txt"), "\"turnstone_api_login\" \"\"\n\"turnstone_worker_login\" \"\"\n").unwrap();
-            std::fs::write(dir.join("pgbouncer.ini"), config(&host, server_port, port, &dir.join("users.txt"))).unwrap();
+            std::fs::write(dir.join("pgbouncer.ini"), config(&host, server_port, port, &dir.join("users.txt"), pool_size)).unwrap();
             set_readable(&dir);
             let mut cmd = Command::new(&exe);
             // PgBouncer refuses to run as root; it drops to the PostgreSQL account then.
@@ -78,7 +83,7 @@ impl Drop for PgBouncer {
 }
 
 /// The lines of `pgbouncer.ini` the README documents, for a test.
-fn config(host: &str, server_port: u16, port: u16, users: &std::path::Path) -> String {
+fn config(host: &str, server_port: u16, port: u16, users: &std::path::Path, pool_size: u32) -> String {
     format!(
         "[databases]
 * = host={host} port={server_port}
@@ -90,7 +95,7 @@ unix_socket_dir =
 auth_type = trust
 auth_file = {users}
 pool_mode = transaction
-default_pool_size = {POOL_SIZE}
+default_pool_size = {pool_size}
 min_pool_size = 0
 reserve_pool_size = 0
 max_client_conn = 500
