@@ -250,16 +250,21 @@ pub type AfterSequence = Ruled<i64, AtLeast<0>>;
 
 // ---------------------------------------------------------------- strings
 
+/// A string of 1 to `max` characters of the regex character class `class`, with an example.
+fn one_to_max_of(schema: &mut MetaSchema, class: &str, max: usize, example: &str) {
+    schema.pattern = Some(format!("^{class}{{1,{max}}}$"));
+    schema.min_length = Some(1);
+    schema.max_length = Some(max);
+    schema.example = Some(Value::String(example.into()));
+}
+
 /// A tag: 1-64 characters of `[A-Za-z0-9_.:-]` (`validate::tags`, 400 `invalid_tag`).
 pub struct TagRule;
 
 impl Rule for TagRule {
     const NAME: &'static str = "tag";
     fn describe(schema: &mut MetaSchema) {
-        schema.pattern = Some(format!("^[A-Za-z0-9_.:-]{{1,{}}}$", limits::MAX_TAG_CHARS));
-        schema.min_length = Some(1);
-        schema.max_length = Some(limits::MAX_TAG_CHARS);
-        schema.example = Some(Value::String("team:support".into()));
+        one_to_max_of(schema, "[A-Za-z0-9_.:-]", limits::MAX_TAG_CHARS, "team:support");
     }
 }
 
@@ -273,11 +278,8 @@ impl Rule for ProviderKeyRule {
     const NAME: &'static str = "provider_key";
     const REDACT: bool = true;
     fn describe(schema: &mut MetaSchema) {
-        schema.pattern = Some(format!("^[!-~]{{1,{}}}$", limits::MAX_SECRET_CHARS));
-        schema.min_length = Some(1);
-        schema.max_length = Some(limits::MAX_SECRET_CHARS);
+        one_to_max_of(schema, "[!-~]", limits::MAX_SECRET_CHARS, "sk-your-provider-key");
         schema.write_only = true;
-        schema.example = Some(Value::String("sk-your-provider-key".into()));
     }
 }
 
@@ -289,10 +291,7 @@ pub struct IdempotencyKeyRule;
 impl Rule for IdempotencyKeyRule {
     const NAME: &'static str = "idempotency_key";
     fn describe(schema: &mut MetaSchema) {
-        schema.pattern = Some(format!("^[!-~]{{1,{}}}$", limits::MAX_IDEMPOTENCY_KEY_CHARS));
-        schema.min_length = Some(1);
-        schema.max_length = Some(limits::MAX_IDEMPOTENCY_KEY_CHARS);
-        schema.example = Some(Value::String("create-agent-7f3c".into()));
+        one_to_max_of(schema, "[!-~]", limits::MAX_IDEMPOTENCY_KEY_CHARS, "create-agent-7f3c");
     }
 }
 
