@@ -67,7 +67,7 @@ pub enum ApiError {
     /// The request body is not `application/json`.
     #[oai(status = 415, content_type = "application/problem+json")]
     UnsupportedMediaType(Json<Problem>),
-    /// An `Idempotency-Key` was reused with a different request.
+    /// An `Idempotency-Key` was reused with a different request, or a tool call id is not pending.
     #[oai(status = 422, content_type = "application/problem+json")]
     Unprocessable(Json<Problem>),
     /// Rate limit or concurrency limit reached; retry after `Retry-After` seconds.
@@ -126,6 +126,7 @@ impl From<CoreError> for ApiError {
             CoreError::NotFound(what) => ApiError::not_found(what),
             CoreError::Invalid { code, message } => ApiError::bad_request(code, message),
             CoreError::Conflict { code, message } => ApiError::new(StatusCode::CONFLICT, code, message),
+            CoreError::Unprocessable { code, message } => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, message),
             CoreError::QuotaExceeded(message) => ApiError::new(StatusCode::FORBIDDEN, "quota_exceeded", message),
             CoreError::TooMany { code, message, retry_after_secs } => {
                 ApiError::TooManyRequests(Json(Problem::new(StatusCode::TOO_MANY_REQUESTS, code, message)), retry_after_secs)

@@ -17,6 +17,8 @@ pub enum Kind {
     Session,
     Event,
     Turn,
+    /// A pending tool approval (`pending_calls.id`).
+    Approval,
 }
 
 impl Kind {
@@ -30,6 +32,7 @@ impl Kind {
             Kind::Session => "ses",
             Kind::Event => "evt",
             Kind::Turn => "trn",
+            Kind::Approval => "apr",
         }
     }
 
@@ -43,6 +46,7 @@ impl Kind {
             Kind::Session => "session",
             Kind::Event => "event",
             Kind::Turn => "turn",
+            Kind::Approval => "approval",
         }
     }
 
@@ -57,6 +61,7 @@ impl Kind {
             Kind::Session => "a session",
             Kind::Event => "an event",
             Kind::Turn => "a turn",
+            Kind::Approval => "an approval",
         }
     }
 }

@@ -26,6 +26,7 @@
 //! - [`queue`]: the task queue table — enqueue, batched claim/complete, heartbeats, reclaim.
 //! - [`turns`]: a turn's transitions — post, start, guarded step commits, seal, cancel.
 //! - [`capabilities`]: the registry of tools an agent can enable (with [`math`]).
+//! - [`tools`]: client tools, tool policies and the approval's argument hash.
 //! - [`page`]: cursor pagination.
 //! - [`validate`]: length, tag and URL rules with stable error codes.
 //! - [`telemetry`]: logs (text or JSON) and optional OpenTelemetry trace export.
@@ -52,6 +53,7 @@ pub mod queue;
 pub mod quotas;
 pub mod sessions;
 pub mod telemetry;
+pub mod tools;
 pub mod turns;
 pub mod validate;
 

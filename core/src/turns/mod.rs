@@ -11,8 +11,11 @@
 //!   step can never be recorded twice.
 //! - `seal.rs` — [`seal_many`]: the terminal event, then the next pending turn
 //!   is enqueued or the session goes idle.
-//! - `cancel.rs` — [`cancel()`]: a turn no worker has started is sealed at once;
-//!   a running one is flagged for its worker to seal.
+//! - `cancel.rs` — [`cancel()`]: a turn no worker holds (queued or waiting)
+//!   is sealed at once; a running one is flagged for its worker to seal.
+//! - `wait.rs` — [`park`]: a turn waits for client tool results or approvals,
+//!   holding nothing; [`submit_results`], [`decide`], [`supersede`] and
+//!   [`expire`] resolve what it waits for, and the last resolution resumes it.
 //!
 //! `context.rs` reads what a worker runs a turn from ([`load_contexts`]); this
 //! file holds the vocabulary the transitions share.
@@ -36,6 +39,7 @@ mod post;
 mod seal;
 mod start;
 mod step;
+mod wait;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -50,6 +54,10 @@ pub use post::{Posted, content_text, post_message, validate_content};
 pub use seal::{commit_and_seal, seal, seal_many};
 pub use start::{start, start_many};
 pub use step::{assistant_message_data, commit_step, reason_started};
+pub use wait::{
+    Decided, Decision, Expiry, Parked, Pending, Submitted, ToolResult, WaitCall, WaitKind, decide, expire, list_pending, park,
+    submit_results, supersede,
+};
 
 pub(crate) use post::POST_ROUTINE;
 pub(crate) use seal::SEAL_ROUTINES;
@@ -69,6 +77,9 @@ const TASK_MAX_ATTEMPTS: i32 = 1000;
 pub struct TurnTask {
     pub turn_id: Uuid,
     pub org_id: Uuid,
+    /// A waiting turn's deadline timer: the worker first expires what is due ([`expire`]).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub wait: bool,
 }
 
 /// One part of a message's content.
