@@ -79,6 +79,7 @@ type Apis = (
     routes::providers::ProvidersApi,
     routes::agents::AgentsApi,
     routes::sessions::SessionsApi,
+    routes::waiting::WaitingApi,
     routes::capabilities::CapabilitiesApi,
 );
 
@@ -89,6 +90,7 @@ fn apis(state: &AppState) -> Apis {
         routes::providers::ProvidersApi { state: state.clone() },
         routes::agents::AgentsApi { state: state.clone() },
         routes::sessions::SessionsApi { state: state.clone() },
+        routes::waiting::WaitingApi { state: state.clone() },
         routes::capabilities::CapabilitiesApi,
     )
 }

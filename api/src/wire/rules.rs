@@ -150,7 +150,7 @@ macro_rules! id_kinds {
         }
     )*};
 }
-id_kinds!(Org, ApiKey, Provider, Model, Agent, Session, Event);
+id_kinds!(Org, ApiKey, Provider, Model, Agent, Session, Event, Approval);
 
 /// `<prefix>_<32 hex digits>`, as `ids::parse` accepts it.
 pub struct PrefixedId<K>(PhantomData<fn() -> K>);
