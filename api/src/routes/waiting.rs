@@ -19,6 +19,16 @@ use crate::wire::{
     ToolResultsCreate,
 };
 
+/// Test hook: `TURNSTONE_CRASH_AT=<point>` aborts the process at that point
+/// (as the worker's does), so a test can kill the API between a commit and
+/// its answer. Inert otherwise.
+fn crash_point(point: &str) {
+    if std::env::var("TURNSTONE_CRASH_AT").is_ok_and(|p| p == point) {
+        eprintln!("crash point {point} reached: aborting");
+        std::process::abort();
+    }
+}
+
 pub struct WaitingApi {
     pub state: AppState,
 }
@@ -80,6 +90,7 @@ impl WaitingApi {
             })
         })
         .await?;
+        crash_point("after_tool_results_commit");
         Ok(ResultsStored::Stored(Json(stored)))
     }
 

@@ -25,3 +25,4 @@ mod sse;
 mod starts;
 mod taskqueue;
 mod tenancy;
+mod waiting;
