@@ -50,6 +50,10 @@ impl Error {
         Self::Conflict { code, message: message.into() }
     }
 
+    pub fn unprocessable(code: &'static str, message: impl Into<String>) -> Self {
+        Self::Unprocessable { code, message: message.into() }
+    }
+
     /// True when the database could not be reached (as opposed to a query error),
     /// so callers can answer 503 and retry instead of failing for good.
     pub fn is_unavailable(&self) -> bool {

@@ -383,7 +383,7 @@ async fn not_pending(tx: &mut PgConnection, org_id: Uuid, session_id: Uuid, kind
     Ok(if known {
         Error::conflict("already_resolved", format!("tool call {tool_call_id:?} was already resolved"))
     } else {
-        Error::Unprocessable { code: "unknown_tool_call", message: format!("tool call {tool_call_id:?} is not pending") }
+        Error::unprocessable("unknown_tool_call", format!("tool call {tool_call_id:?} is not pending"))
     })
 }
 
