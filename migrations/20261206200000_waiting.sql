@@ -72,3 +72,24 @@ GRANT SELECT, INSERT, UPDATE ON pending_calls TO turnstone_worker;
 -- time spent waiting is added up here on each resume.
 ALTER TABLE turns ADD COLUMN waiting_since timestamptz;
 ALTER TABLE turns ADD COLUMN waited interval NOT NULL DEFAULT '0';
+
+-- Operators see waiting turns among the open ones (with their deadline timer's task).
+CREATE OR REPLACE VIEW turnstone_ops.running_turns WITH (security_barrier) AS
+SELECT t.org_id,
+       t.session_id,
+       t.id AS turn_id,
+       t.status,
+       t.attempt,
+       t.iterations,
+       t.cancel_requested_at IS NOT NULL AS cancel_requested,
+       now() - t.created_at AS age,
+       now() - t.started_at AS running_for,
+       q.id AS task_id,
+       q.status AS task_status,
+       q.attempts AS task_attempts,
+       q.lock_by,
+       now() - q.locked_at AS locked_for
+  FROM turns t
+  LEFT JOIN task_queue q ON q.payload->>'turn_id' = t.id::text
+ WHERE t.status IN ('pending', 'queued', 'running', 'waiting')
+ ORDER BY t.created_at, t.id;

@@ -6,6 +6,7 @@ pub mod pg_baseline;
 pub mod queue;
 pub mod recovery;
 pub mod turns;
+pub mod waiting;
 
 use serde_json::{Value, json};
 
