@@ -59,7 +59,7 @@ pub const PROBLEM_TYPES: &[ProblemType] = &[
     p("invalid_tool_name", 400, "A client tool's name must be 1-64 letters, digits, `_` or `-`."),
     p("invalid_tool_parameters", 400, "A client tool's `parameters` must be a JSON Schema object of at most 16 KiB."),
     p("invalid_tool_policy", 400, "A tool policy's pattern must be 1-128 characters, with no NUL."),
-    p("invalid_tool_results", 400, "`results` must hold 1-64 results."),
+    p("invalid_tool_results", 400, "`results` must hold 1-64 results, each for a different call."),
     p("missing_field", 400, "A required field is missing."),
     p("no_model", 400, "No model is given on the message, session or agent, and the org has no default model."),
     p("too_many_capabilities", 400, "An agent has at most 32 capabilities."),

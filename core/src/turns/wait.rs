@@ -246,10 +246,12 @@ async fn arm_timer(tx: &mut PgConnection, org_id: Uuid, turn_id: Uuid, held: Opt
 /// claimed meanwhile finds the turn queued and runs it. Returns the events appended.
 pub(super) async fn resume_on(tx: &mut PgConnection, org_id: Uuid, session_id: Uuid, turn_id: Uuid, reason: &str) -> Result<Vec<Event>> {
     let task: Option<Option<i64>> = sqlx::query_scalar(
-        "UPDATE turns SET status = 'queued', wait_task = NULL, waiting_since = NULL,
-                          waited = waited + greatest(now() - coalesce(waiting_since, now()), '0')
-          WHERE id = $1 AND status = 'waiting'
-         RETURNING (SELECT w.wait_task FROM turns w WHERE w.id = $1)",
+        "WITH old AS (SELECT wait_task, waiting_since FROM turns WHERE id = $1 AND status = 'waiting')
+         UPDATE turns t SET status = 'queued', wait_task = NULL, waiting_since = NULL,
+                            waited = t.waited + greatest(now() - coalesce(old.waiting_since, now()), '0')
+           FROM old
+          WHERE t.id = $1 AND t.status = 'waiting'
+         RETURNING old.wait_task",
     )
     .bind(turn_id)
     .fetch_optional(&mut *tx)
@@ -332,7 +334,10 @@ pub async fn submit_results(tx: &mut PgConnection, org_id: Uuid, session_id: Uui
     if results.is_empty() || results.len() > limits::MAX_TOOL_RESULTS {
         return Err(Error::invalid("invalid_tool_results", format!("results must hold 1-{} results", limits::MAX_TOOL_RESULTS)));
     }
-    for r in &results {
+    for (i, r) in results.iter().enumerate() {
+        if results[..i].iter().any(|o| o.tool_call_id == r.tool_call_id) {
+            return Err(Error::invalid("invalid_tool_results", format!("tool call {:?} is answered twice", r.tool_call_id)));
+        }
         crate::validate::text("tool_call_id", &r.tool_call_id, limits::MAX_TOOL_CALL_ID_CHARS)?;
         if r.output.len() > limits::MAX_TOOL_OUTPUT_BYTES {
             return Err(Error::invalid("field_too_long", format!("output is longer than {} bytes", limits::MAX_TOOL_OUTPUT_BYTES)));

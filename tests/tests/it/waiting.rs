@@ -132,6 +132,11 @@ async fn a_client_tool_parks_the_turn_holding_nothing_and_its_result_resumes_it(
     assert_once_each(&events);
     post_result(&api, &session, &id, "again").await.expect_problem(409, "already_resolved");
     assert_eq!(api.get(&format!("/v1/sessions/{session}/pending")).await.expect(200)["data"], json!([]));
+    // The resume ran on the wait's own task: no timer is left behind.
+    turnstone_tests::wait_for_condition("the turn's task is gone", || async {
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM task_queue").fetch_one(&pool).await.unwrap() == 0
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -533,6 +538,8 @@ async fn client_tool_names_may_not_collide_and_bad_results_change_nothing() {
     let session = api.post("/v1/sessions", json!({"agent_id": agent["id"], "client_tools": [tool("ship")]})).await.expect(201);
     assert_eq!(session["client_tools"][0]["name"], "ship");
     let sid = session["id"].as_str().unwrap();
+    let twice = json!({"results": [{"tool_call_id": "c", "output": "1"}, {"tool_call_id": "c", "output": "2"}]});
+    api.post(&format!("/v1/sessions/{sid}/tool-results"), twice).await.expect_problem(400, "invalid_tool_results");
     // Not waiting: any id is unknown.
     post_result(&api, sid, "call_1", "x").await.expect_problem(422, "unknown_tool_call");
     let big = "x".repeat(256 * 1024 + 1);
