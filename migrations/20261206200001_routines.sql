@@ -8,7 +8,7 @@ RETURNS TABLE (status text, lim int4, active int8, model_ok bool, id uuid, seque
 LANGUAGE plpgsql AS $routine$
 #variable_conflict use_column
 BEGIN
-PERFORM set_config('turnstone.org_id', $1::text, true);
+PERFORM turnstone.enter_org($1);
 RETURN QUERY WITH locked AS (
                 SELECT s.status, o.max_concurrent_turns AS lim,
                        CASE WHEN s.status = 'idle' THEN
@@ -77,7 +77,7 @@ RETURNS TABLE (turn_id uuid, org_id uuid, session_id uuid, attempt int4, input_s
 LANGUAGE plpgsql SET plan_cache_mode = force_generic_plan AS $routine$
 #variable_conflict use_column
 BEGIN
-PERFORM set_config('turnstone.org_id', $1::text, true);
+PERFORM turnstone.enter_org($1);
          PERFORM turnstone_lock_turn_sessions($6);
 RETURN QUERY WITH live AS (
                 SELECT t.id, t.attempt, t.steps_seen, t.stalled_starts, t.cancel_requested_at IS NOT NULL AS cancel_requested,
@@ -146,7 +146,7 @@ RETURNS TABLE (held bool, id uuid, sequence int8, type text, turn_id uuid, data 
 LANGUAGE plpgsql SET plan_cache_mode = force_generic_plan AS $routine$
 #variable_conflict use_column
 BEGIN
-PERFORM set_config('turnstone.org_id', $1::text, true);
+PERFORM turnstone.enter_org($1);
          PERFORM turnstone_lock_sessions(ARRAY[$12]);
 RETURN QUERY WITH held AS (
                 UPDATE turns SET iterations = iterations + $15, input_tokens = input_tokens + $16,
@@ -195,7 +195,7 @@ RETURNS TABLE (turn_id uuid)
 LANGUAGE plpgsql SET plan_cache_mode = force_generic_plan AS $routine$
 #variable_conflict use_column
 BEGIN
-PERFORM set_config('turnstone.org_id', $1::text, true);
+PERFORM turnstone.enter_org($1);
          PERFORM turnstone_lock_sessions($15);
 RETURN QUERY WITH sealed AS (
             UPDATE turns t
@@ -280,7 +280,7 @@ RETURNS TABLE (turn_id uuid)
 LANGUAGE plpgsql SET plan_cache_mode = force_generic_plan AS $routine$
 #variable_conflict use_column
 BEGIN
-PERFORM set_config('turnstone.org_id', $1::text, true);
+PERFORM turnstone.enter_org($1);
          PERFORM turnstone_lock_sessions($15);
 RETURN QUERY WITH sealed AS (
             UPDATE turns t

@@ -6,9 +6,9 @@
 use serde::Deserialize;
 use serde_json::Value;
 use turnstone_core::events::{Event, types};
+use turnstone_core::ids::TurnId;
 use turnstone_core::tools::{self, Policy};
 use turnstone_core::turns::{TurnContext, WaitKind};
-use uuid::Uuid;
 
 use crate::llm::{ChatMessage, ToolCall};
 
@@ -84,7 +84,7 @@ fn approved(mine: &[&Event], iteration_no: i32, call_id: &str) -> bool {
 /// sent, which the approval's hash covers) and denied ones (an error, at
 /// once). Then the turn waits for every call still open: client tools (the
 /// client posts their results) and `ask` tools without a decision.
-pub fn next_step(ctx: &TurnContext, turn_id: Uuid) -> Step {
+pub fn next_step(ctx: &TurnContext, turn_id: TurnId) -> Step {
     let mine: Vec<&Event> = ctx.history.iter().map(|e| e.as_ref()).filter(|e| e.turn_id == Some(turn_id)).collect();
     let Some(last) = mine.iter().rev().find(|e| e.kind == types::OUTPUT_MESSAGE_COMPLETED) else {
         return Step::CallModel { iteration: 1 };
@@ -117,7 +117,7 @@ pub fn next_step(ctx: &TurnContext, turn_id: Uuid) -> Step {
 }
 
 /// How many tool calls of the turn's latest model output still lack a result.
-pub fn open_tool_calls(ctx: &TurnContext, turn_id: Uuid) -> usize {
+pub fn open_tool_calls(ctx: &TurnContext, turn_id: TurnId) -> usize {
     let mine: Vec<&Event> = ctx.history.iter().map(|e| e.as_ref()).filter(|e| e.turn_id == Some(turn_id)).collect();
     let Some(last) = mine.iter().rev().find(|e| e.kind == types::OUTPUT_MESSAGE_COMPLETED) else { return 0 };
     let it = iteration(last);
@@ -131,8 +131,8 @@ pub fn prompt(ctx: &TurnContext, system_prompt: String) -> Vec<ChatMessage> {
     if !system_prompt.is_empty() {
         out.push(ChatMessage::System(system_prompt));
     }
-    let mut open: Vec<(Uuid, i32, String)> = Vec::new();
-    let close_open = |out: &mut Vec<ChatMessage>, open: &mut Vec<(Uuid, i32, String)>| {
+    let mut open: Vec<(Option<TurnId>, i32, String)> = Vec::new();
+    let close_open = |out: &mut Vec<ChatMessage>, open: &mut Vec<(Option<TurnId>, i32, String)>| {
         for (_, _, id) in open.drain(..) {
             out.push(ChatMessage::Tool { tool_call_id: id, content: "error: not executed, the turn ended first".into() });
         }
@@ -146,13 +146,13 @@ pub fn prompt(ctx: &TurnContext, system_prompt: String) -> Vec<ChatMessage> {
             types::OUTPUT_MESSAGE_COMPLETED => {
                 close_open(&mut out, &mut open);
                 let calls = tool_calls(e);
-                let turn = e.turn_id.unwrap_or_default();
+                let turn = e.turn_id;
                 open.extend(calls.iter().map(|c| (turn, iteration(e), c.id.clone())));
                 out.push(ChatMessage::Assistant { content: text_of(e), tool_calls: calls });
             }
             types::TOOL_COMPLETED => {
                 let id = e.data.get("tool_call_id").and_then(Value::as_str).unwrap_or_default().to_owned();
-                let turn = e.turn_id.unwrap_or_default();
+                let turn = e.turn_id;
                 open.retain(|(t, i, c)| !(*t == turn && *i == iteration(e) && *c == id));
                 let content = match (e.data.get("result").and_then(Value::as_str), e.data.get("error").and_then(Value::as_str)) {
                     (Some(r), _) => r.to_owned(),
@@ -173,12 +173,13 @@ mod tests {
     use super::*;
     use serde_json::json;
     use std::sync::Arc;
+    use turnstone_core::ids::{EventId, SessionId, TypedId};
     use turnstone_core::turns::ContentPart;
 
-    fn ev(seq: i64, kind: &str, turn: Uuid, data: Value) -> Event {
+    fn ev(seq: i64, kind: &str, turn: TurnId, data: Value) -> Event {
         Event {
-            id: Uuid::now_v7(),
-            session_id: Uuid::nil(),
+            id: EventId::new(),
+            session_id: SessionId::new(),
             sequence: seq,
             kind: kind.into(),
             turn_id: Some(turn),
@@ -206,7 +207,7 @@ mod tests {
 
     #[test]
     fn resumes_at_the_first_uncommitted_step() {
-        let t = Uuid::now_v7();
+        let t = TurnId::new();
         let user = ev(1, types::INPUT_MESSAGE, t, json!({"message":{"role":"user","content":[{"type":"text","text":"hi"}]}}));
         assert_eq!(next_step(&ctx(vec![user.clone()]), t), Step::CallModel { iteration: 1 });
 
@@ -239,7 +240,7 @@ mod tests {
     #[test]
     fn a_mixed_batch_runs_what_it_can_then_waits_for_the_rest() {
         use turnstone_core::tools::{ClientTool, Policy};
-        let t = Uuid::now_v7();
+        let t = TurnId::new();
         let calls = json!([
             {"id":"a","name":"lookup_order","arguments":"{}"},
             {"id":"b","name":"math","arguments":"{\"expression\":\"1+1\"}"},
@@ -267,7 +268,7 @@ mod tests {
 
     #[test]
     fn message_text_is_read_as_content_text_joins_it() {
-        let t = Uuid::now_v7();
+        let t = TurnId::new();
         let parts = vec![ContentPart::Text { text: "one".into() }, ContentPart::Text { text: "two\nlines".into() }];
         let stored = ev(1, types::INPUT_MESSAGE, t, json!({ "message": { "role": "user", "content": parts } }));
         assert_eq!(text_of(&stored), turnstone_core::turns::content_text(&parts));
@@ -287,7 +288,7 @@ mod tests {
 
     #[test]
     fn dangling_tool_calls_of_failed_turns_get_placeholders() {
-        let t = Uuid::now_v7();
+        let t = TurnId::new();
         let call = json!({"id":"c1","name":"math","arguments":"{}"});
         let out = ev(
             2,
@@ -298,7 +299,7 @@ mod tests {
         let next = ev(
             4,
             types::INPUT_MESSAGE,
-            Uuid::now_v7(),
+            TurnId::new(),
             json!({"message":{"role":"user","content":[{"type":"text","text":"again"}]}}),
         );
         let p = prompt(&ctx(vec![out, next]), String::new());

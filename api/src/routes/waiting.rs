@@ -5,7 +5,7 @@ use poem_openapi::param::{Header, Path};
 use poem_openapi::payload::Json;
 use poem_openapi::types::ToJSON;
 use poem_openapi::{ApiResponse, OpenApi};
-use turnstone_core::ids::{self, Kind};
+use turnstone_core::ids::TypedId;
 use turnstone_core::turns::{self, Decision, ToolResult};
 
 use super::Tag;
@@ -125,7 +125,7 @@ impl WaitingApi {
             Box::pin(async move {
                 let d = turns::decide(c, org, session, approval, decision, reason, &sha).await?;
                 Ok(ApprovalResolved {
-                    approval_id: ids::format(Kind::Approval, d.approval_id),
+                    approval_id: d.approval_id.wire(),
                     tool_call_id: d.tool_call_id,
                     decision: b.decision,
                     resumed: d.resumed,

@@ -210,12 +210,12 @@ impl From<turns::Pending> for PendingItem {
         let approval = p.kind == "approval";
         PendingItem {
             kind: if approval { PendingKind::Approval } else { PendingKind::ToolCall },
-            approval_id: approval.then(|| ids::format(Kind::Approval, p.id)).into(),
+            approval_id: approval.then(|| p.id.wire()).into(),
             arguments: tools::arguments_json(&p.arguments),
             tool_call_id: p.tool_call_id,
             name: p.name,
             arguments_sha256: p.arguments_sha256,
-            turn_id: ids::format(Kind::Turn, p.turn_id),
+            turn_id: p.turn_id.wire(),
             deadline_at: p.deadline_at,
             created_at: p.created_at,
         }

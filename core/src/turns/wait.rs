@@ -17,14 +17,13 @@
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 use sqlx::{PgConnection, PgPool};
-use uuid::Uuid;
 
 use super::post::lock_session;
 use super::{Lease, QUEUE, QueueTask, TASK_MAX_ATTEMPTS, reason_started};
 use crate::db;
 use crate::error::{Error, Result};
 use crate::events::{self, Event, NewEvent, types};
-use crate::ids::new_id;
+use crate::ids::{ApprovalId, OrgId, SessionId, TurnId, TypedId};
 use crate::{limits, tools};
 
 /// What a pending call waits for.
@@ -126,7 +125,7 @@ pub async fn park(pool: &PgPool, lease: &Lease, iteration: i32, calls: &[WaitCal
         tx.commit().await?;
         return Ok(Parked::Superseded(appended));
     }
-    let ids: Vec<Uuid> = calls.iter().map(|_| new_id()).collect();
+    let ids: Vec<ApprovalId> = calls.iter().map(|_| ApprovalId::new()).collect();
     let hashes: Vec<String> = calls.iter().map(|c| tools::arguments_sha256(&c.arguments)).collect();
     sqlx::query(
         "INSERT INTO pending_calls (id, org_id, session_id, turn_id, kind, iteration, tool_call_id, name, arguments,
@@ -174,7 +173,7 @@ pub async fn park(pool: &PgPool, lease: &Lease, iteration: i32, calls: &[WaitCal
                 waiting_for.push(json!({ "type": "tool_call", "tool_call_id": c.tool_call_id, "deadline_at": c.deadline_at }))
             }
             WaitKind::Approval => {
-                let approval_id = crate::ids::format(crate::ids::Kind::Approval, *id);
+                let approval_id = id.wire();
                 evs.push(NewEvent::step(
                     types::TOOL_APPROVAL_REQUESTED,
                     format!("approval:{iteration}:{}", c.tool_call_id),
@@ -211,7 +210,7 @@ pub async fn park(pool: &PgPool, lease: &Lease, iteration: i32, calls: &[WaitCal
 /// Turns the task `held` into the turn's deadline timer (pending, due at
 /// `at`, marked `wait`), or enqueues a new one when this run holds none (or
 /// lost its claim). Returns the timer's id.
-async fn arm_timer(tx: &mut PgConnection, org_id: Uuid, turn_id: Uuid, held: Option<&QueueTask>, at: DateTime<Utc>) -> Result<i64> {
+async fn arm_timer(tx: &mut PgConnection, org_id: OrgId, turn_id: TurnId, held: Option<&QueueTask>, at: DateTime<Utc>) -> Result<i64> {
     if let Some(t) = held {
         let armed: Option<i64> = sqlx::query_scalar(
             "UPDATE task_queue t SET status = 'pending', lock_by = NULL, locked_at = NULL, attempts = 0, run_at = $4,
@@ -244,7 +243,7 @@ async fn arm_timer(tx: &mut PgConnection, org_id: Uuid, turn_id: Uuid, held: Opt
 /// appended, and the turn's task made due now and stripped of its timer mark
 /// (a new task if it is gone), with its worker's wake-up. A timer a worker
 /// claimed meanwhile finds the turn queued and runs it. Returns the events appended.
-pub(super) async fn resume_on(tx: &mut PgConnection, org_id: Uuid, session_id: Uuid, turn_id: Uuid, reason: &str) -> Result<Vec<Event>> {
+pub(super) async fn resume_on(tx: &mut PgConnection, org_id: OrgId, session_id: SessionId, turn_id: TurnId, reason: &str) -> Result<Vec<Event>> {
     let task: Option<Option<i64>> = sqlx::query_scalar(
         "WITH old AS (SELECT wait_task, waiting_since FROM turns WHERE id = $1 AND status = 'waiting')
          UPDATE turns t SET status = 'queued', wait_task = NULL, waiting_since = NULL,
@@ -285,7 +284,7 @@ pub(super) async fn resume_on(tx: &mut PgConnection, org_id: Uuid, session_id: U
 }
 
 /// The session's waiting turn, locked (the caller holds the session's lock).
-async fn waiting_turn(tx: &mut PgConnection, session_id: Uuid) -> Result<Option<Uuid>> {
+async fn waiting_turn(tx: &mut PgConnection, session_id: SessionId) -> Result<Option<TurnId>> {
     Ok(sqlx::query_scalar("SELECT id FROM turns WHERE session_id = $1 AND status = 'waiting' FOR UPDATE")
         .bind(session_id)
         .fetch_optional(tx)
@@ -293,7 +292,7 @@ async fn waiting_turn(tx: &mut PgConnection, session_id: Uuid) -> Result<Option<
 }
 
 /// Unresolved calls the turn still waits for.
-async fn open_calls(tx: &mut PgConnection, turn_id: Uuid) -> Result<i64> {
+async fn open_calls(tx: &mut PgConnection, turn_id: TurnId) -> Result<i64> {
     Ok(sqlx::query_scalar("SELECT count(*) FROM pending_calls WHERE turn_id = $1 AND resolved_at IS NULL")
         .bind(turn_id)
         .fetch_one(tx)
@@ -301,7 +300,7 @@ async fn open_calls(tx: &mut PgConnection, turn_id: Uuid) -> Result<i64> {
 }
 
 /// Resolves the turn's last calls if nothing is left open, and resumes it.
-async fn resume_if_done(tx: &mut PgConnection, org_id: Uuid, session_id: Uuid, turn_id: Uuid, reason: &str) -> Result<bool> {
+async fn resume_if_done(tx: &mut PgConnection, org_id: OrgId, session_id: SessionId, turn_id: TurnId, reason: &str) -> Result<bool> {
     if open_calls(tx, turn_id).await? > 0 {
         return Ok(false);
     }
@@ -330,7 +329,7 @@ pub struct Submitted {
 /// each must answer a pending client tool call of the session (else 422
 /// `unknown_tool_call`, or 409 `already_resolved` for one answered before),
 /// and all are stored or none. The last one resumes the turn ([`resume_on`]).
-pub async fn submit_results(tx: &mut PgConnection, org_id: Uuid, session_id: Uuid, results: Vec<ToolResult>) -> Result<Submitted> {
+pub async fn submit_results(tx: &mut PgConnection, org_id: OrgId, session_id: SessionId, results: Vec<ToolResult>) -> Result<Submitted> {
     if results.is_empty() || results.len() > limits::MAX_TOOL_RESULTS {
         return Err(Error::invalid("invalid_tool_results", format!("results must hold 1-{} results", limits::MAX_TOOL_RESULTS)));
     }
@@ -375,7 +374,7 @@ pub async fn submit_results(tx: &mut PgConnection, org_id: Uuid, session_id: Uui
 }
 
 /// Why `tool_call_id` could not be resolved: answered before (409) or never pending (422).
-async fn not_pending(tx: &mut PgConnection, org_id: Uuid, session_id: Uuid, kind: &str, tool_call_id: &str) -> Result<Error> {
+async fn not_pending(tx: &mut PgConnection, org_id: OrgId, session_id: SessionId, kind: &str, tool_call_id: &str) -> Result<Error> {
     let known: bool = sqlx::query_scalar(
         "SELECT EXISTS (SELECT 1 FROM pending_calls WHERE org_id = $1 AND session_id = $2 AND tool_call_id = $3 AND kind = $4)",
     )
@@ -402,7 +401,7 @@ pub enum Decision {
 /// What [`decide`] did.
 #[derive(Debug, Clone)]
 pub struct Decided {
-    pub approval_id: Uuid,
+    pub approval_id: ApprovalId,
     pub tool_call_id: String,
     pub decision: Decision,
     pub resumed: bool,
@@ -416,9 +415,9 @@ pub struct Decided {
 /// second decision is 409 `already_resolved`.
 pub async fn decide(
     tx: &mut PgConnection,
-    org_id: Uuid,
-    session_id: Uuid,
-    approval_id: Uuid,
+    org_id: OrgId,
+    session_id: SessionId,
+    approval_id: ApprovalId,
     decision: Decision,
     reason: Option<String>,
     arguments_sha256: &str,
@@ -427,7 +426,7 @@ pub async fn decide(
         crate::validate::text("reason", r, limits::MAX_REASON_CHARS)?;
     }
     lock_session(tx, org_id, session_id).await?;
-    type Row = (Uuid, i32, String, String, String, bool);
+    type Row = (TurnId, i32, String, String, String, bool);
     let row: Option<Row> = sqlx::query_as(
         "SELECT turn_id, iteration, tool_call_id, name, arguments_sha256, resolved_at IS NOT NULL FROM pending_calls
           WHERE org_id = $1 AND session_id = $2 AND id = $3 AND kind = 'approval' FOR UPDATE",
@@ -454,7 +453,7 @@ pub async fn decide(
     let mut evs = vec![NewEvent::step(
         types::TOOL_APPROVAL_RESOLVED,
         format!("approval_resolved:{iteration}:{call}"),
-        json!({ "iteration": iteration, "approval_id": crate::ids::format(crate::ids::Kind::Approval, approval_id),
+        json!({ "iteration": iteration, "approval_id": approval_id.wire(),
                 "tool_call_id": call, "decision": word, "reason": reason }),
     )];
     if decision == Decision::Deny {
@@ -469,8 +468,8 @@ pub async fn decide(
 /// One thing a session waits for.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct Pending {
-    pub id: Uuid,
-    pub turn_id: Uuid,
+    pub id: ApprovalId,
+    pub turn_id: TurnId,
     /// `client_tool` or `approval`.
     pub kind: String,
     pub tool_call_id: String,
@@ -482,7 +481,7 @@ pub struct Pending {
 }
 
 /// What the session waits for: its unresolved tool calls and approvals, oldest first.
-pub async fn list_pending(conn: &mut PgConnection, org_id: Uuid, session_id: Uuid) -> Result<Vec<Pending>> {
+pub async fn list_pending(conn: &mut PgConnection, org_id: OrgId, session_id: SessionId) -> Result<Vec<Pending>> {
     crate::sessions::get_session(&mut *conn, org_id, session_id).await?;
     Ok(sqlx::query_as(
         "SELECT id, turn_id, kind, tool_call_id, name, arguments, arguments_sha256, deadline_at, created_at FROM pending_calls
@@ -500,14 +499,14 @@ pub async fn list_pending(conn: &mut PgConnection, org_id: Uuid, session_id: Uui
 /// get `tool.approval_resolved` with `decision`. Returns how many.
 async fn resolve_open(
     tx: &mut PgConnection,
-    org_id: Uuid,
-    session_id: Uuid,
-    turn_id: Uuid,
+    org_id: OrgId,
+    session_id: SessionId,
+    turn_id: TurnId,
     due_only: bool,
     resolution: &str,
     error: &str,
 ) -> Result<usize> {
-    let rows: Vec<(Uuid, String, i32, String, String)> = sqlx::query_as(
+    let rows: Vec<(ApprovalId, String, i32, String, String)> = sqlx::query_as(
         "UPDATE pending_calls SET resolved_at = now(), resolution = $2
           WHERE turn_id = $1 AND resolved_at IS NULL AND (NOT $3 OR deadline_at <= now())
          RETURNING id, kind, iteration, tool_call_id, name",
@@ -525,7 +524,7 @@ async fn resolve_open(
             evs.push(NewEvent::step(
                 types::TOOL_APPROVAL_RESOLVED,
                 format!("approval_resolved:{iteration}:{call}"),
-                json!({ "iteration": iteration, "approval_id": crate::ids::format(crate::ids::Kind::Approval, *id),
+                json!({ "iteration": iteration, "approval_id": id.wire(),
                         "tool_call_id": call, "decision": "expired", "reason": "the approval timed out" }),
             ));
             error_text("denied", Some("the approval timed out"))
@@ -542,7 +541,7 @@ async fn resolve_open(
 /// transaction: every pending call gets the error result `superseded by a new
 /// message` and the turn resumes (to finish before the new one starts). Does
 /// nothing when the session is not waiting.
-pub async fn supersede(tx: &mut PgConnection, org_id: Uuid, session_id: Uuid) -> Result<()> {
+pub async fn supersede(tx: &mut PgConnection, org_id: OrgId, session_id: SessionId) -> Result<()> {
     lock_session(tx, org_id, session_id).await?;
     let Some(turn) = waiting_turn(tx, session_id).await? else { return Ok(()) };
     resolve_open(tx, org_id, session_id, turn, false, "superseded", "superseded by a new message").await?;
@@ -554,7 +553,7 @@ pub async fn supersede(tx: &mut PgConnection, org_id: Uuid, session_id: Uuid) ->
 /// holds the session's lock: its pending calls resolve as cancelled, and the
 /// turn is made `queued` again for the caller to seal (`turn.cancelled`); its
 /// timer is made due so a worker deletes it at once.
-pub(super) async fn cancel_waiting(tx: &mut PgConnection, org_id: Uuid, session_id: Uuid, turn_id: Uuid) -> Result<()> {
+pub(super) async fn cancel_waiting(tx: &mut PgConnection, org_id: OrgId, session_id: SessionId, turn_id: TurnId) -> Result<()> {
     resolve_open(tx, org_id, session_id, turn_id, false, "cancelled", "cancelled").await?;
     sqlx::query(
         "WITH t AS (UPDATE turns SET status = 'queued', waiting_since = NULL WHERE id = $1 AND status = 'waiting' RETURNING wait_task)
@@ -581,9 +580,9 @@ pub enum Expiry {
 /// result (`{"error":"timeout"}`; an approval, `denied`, expired); if nothing
 /// is left open the turn resumes and the worker runs it with this task,
 /// else the task is armed for the next deadline.
-pub async fn expire(pool: &PgPool, org_id: Uuid, turn_id: Uuid, held: Option<&QueueTask>) -> Result<Expiry> {
+pub async fn expire(pool: &PgPool, org_id: OrgId, turn_id: TurnId, held: Option<&QueueTask>) -> Result<Expiry> {
     let mut tx = db::begin_org(pool, org_id).await?;
-    let session: Option<Uuid> =
+    let session: Option<SessionId> =
         sqlx::query_scalar("SELECT session_id FROM turns WHERE id = $1").bind(turn_id).fetch_optional(&mut *tx).await?;
     let Some(session_id) = session else { return Ok(Expiry::Run) };
     sqlx::query("SELECT turnstone_lock_sessions(ARRAY[$1]::uuid[])").bind(session_id).execute(&mut *tx).await?;
