@@ -50,7 +50,7 @@ CREATE TABLE pending_calls (
     -- result | approved | denied | timeout | superseded | cancelled
     resolution       text CHECK (resolution IN ('result', 'approved', 'denied', 'timeout', 'superseded', 'cancelled')),
     CHECK ((resolved_at IS NULL) = (resolution IS NULL)),
-    UNIQUE (turn_id, tool_call_id),
+    UNIQUE (turn_id, iteration, tool_call_id),
     FOREIGN KEY (session_id, org_id) REFERENCES sessions (id, org_id)
 );
 CREATE INDEX pending_calls_session ON pending_calls (session_id, tool_call_id);
