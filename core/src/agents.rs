@@ -76,10 +76,7 @@ async fn validate_input(conn: &mut PgConnection, org_id: OrgId, input: &AgentInp
         tools::validate_policies(policies)?;
     }
     if input.approval_timeout_secs.is_some_and(|n| !(1..=limits::MAX_WAIT_SECS).contains(&n)) {
-        return Err(Error::invalid(
-            "invalid_timeout_secs",
-            format!("approval_timeout_secs must be 1-{}", limits::MAX_WAIT_SECS),
-        ));
+        return Err(Error::invalid("invalid_timeout_secs", format!("approval_timeout_secs must be 1-{}", limits::MAX_WAIT_SECS)));
     }
     if let Some(Some(model_id)) = input.model_id {
         providers::ensure_model(conn, org_id, model_id).await?;

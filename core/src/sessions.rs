@@ -4,9 +4,9 @@
 use crate::error::{Error, Result};
 use crate::ids::{AgentId, ModelId, OrgId, SessionId, TypedId};
 use crate::page::Page;
+use crate::tools::ClientTool;
 use crate::{limits, providers, validate};
 use chrono::{DateTime, Utc};
-use crate::tools::ClientTool;
 use sqlx::types::Json;
 use sqlx::{AssertSqlSafe, PgConnection};
 
@@ -72,15 +72,15 @@ pub async fn create_session(conn: &mut PgConnection, org_id: OrgId, input: Sessi
     sqlx::query(
         "INSERT INTO sessions (id, org_id, agent_id, model_id, title, tags, client_tools) VALUES ($1, $2, $3, $4, $5, $6, $7)",
     )
-        .bind(id)
-        .bind(org_id)
-        .bind(input.agent_id)
-        .bind(input.model_id)
-        .bind(input.title)
-        .bind(input.tags)
-        .bind(Json(input.client_tools))
-        .execute(&mut *conn)
-        .await?;
+    .bind(id)
+    .bind(org_id)
+    .bind(input.agent_id)
+    .bind(input.model_id)
+    .bind(input.title)
+    .bind(input.tags)
+    .bind(Json(input.client_tools))
+    .execute(&mut *conn)
+    .await?;
     sqlx::query("INSERT INTO session_sequences (session_id, org_id) VALUES ($1, $2)")
         .bind(id)
         .bind(org_id)

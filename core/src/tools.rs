@@ -211,7 +211,8 @@ mod tests {
 
     #[test]
     fn client_tool_names_may_not_collide() {
-        let tool = |name: &str| ClientTool { name: name.into(), description: String::new(), parameters: json!({}), timeout_secs: 300 };
+        let tool =
+            |name: &str| ClientTool { name: name.into(), description: String::new(), parameters: json!({}), timeout_secs: 300 };
         assert!(validate_client_tools(&[tool("lookup_order")], &[]).is_ok());
         let err = |r: Result<()>| match r {
             Err(Error::Invalid { code, .. }) => code,

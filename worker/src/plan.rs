@@ -247,9 +247,19 @@ mod tests {
             {"id":"c","name":"refund","arguments":"{\"amount\":5}"},
             {"id":"d","name":"drop_table","arguments":"{}"}
         ]);
-        let out = ev(2, types::OUTPUT_MESSAGE_COMPLETED, t, json!({"iteration":1,"message":{"role":"assistant","content":[],"tool_calls":calls}}));
+        let out = ev(
+            2,
+            types::OUTPUT_MESSAGE_COMPLETED,
+            t,
+            json!({"iteration":1,"message":{"role":"assistant","content":[],"tool_calls":calls}}),
+        );
         let mut c = ctx(vec![out.clone()]);
-        c.client_tools = vec![ClientTool { name: "lookup_order".into(), description: String::new(), parameters: json!({}), timeout_secs: 300 }];
+        c.client_tools = vec![ClientTool {
+            name: "lookup_order".into(),
+            description: String::new(),
+            parameters: json!({}),
+            timeout_secs: 300,
+        }];
         c.tool_policies = [("refund".to_string(), Policy::Ask), ("drop_*".into(), Policy::Deny)].into();
         assert!(matches!(next_step(&c, t), Step::RunTool { ref call, denied: false, .. } if call.id == "b"), "auto first");
         let res = |seq, id: &str| ev(seq, types::TOOL_COMPLETED, t, json!({"iteration":1,"tool_call_id":id,"result":"x"}));
@@ -260,8 +270,16 @@ mod tests {
         let waits: Vec<(&str, WaitKind)> = calls.iter().map(|(c, k)| (c.id.as_str(), *k)).collect();
         assert_eq!(waits, vec![("a", WaitKind::ClientTool), ("c", WaitKind::Approval)]);
         c.history.push(Arc::new(res(5, "a")));
-        c.history.push(Arc::new(ev(6, types::TOOL_APPROVAL_RESOLVED, t, json!({"iteration":1,"tool_call_id":"c","decision":"approve"}))));
-        assert!(matches!(next_step(&c, t), Step::RunTool { ref call, denied: false, .. } if call.id == "c"), "approved runs, no model call");
+        c.history.push(Arc::new(ev(
+            6,
+            types::TOOL_APPROVAL_RESOLVED,
+            t,
+            json!({"iteration":1,"tool_call_id":"c","decision":"approve"}),
+        )));
+        assert!(
+            matches!(next_step(&c, t), Step::RunTool { ref call, denied: false, .. } if call.id == "c"),
+            "approved runs, no model call"
+        );
         c.history.push(Arc::new(res(7, "c")));
         assert_eq!(next_step(&c, t), Step::CallModel { iteration: 2 });
     }

@@ -67,7 +67,11 @@ pub const PROBLEM_TYPES: &[ProblemType] = &[
     p("too_many_event_types", 400, "`types` names at most 32 event types."),
     p("too_many_tags", 400, "A resource has at most 32 tags."),
     p("too_many_tool_policies", 400, "An agent has at most 64 tool policies."),
-    p("tool_name_conflict", 400, "A client tool's name is a capability tool's, or another client tool's (the agent's, for a session)."),
+    p(
+        "tool_name_conflict",
+        400,
+        "A client tool's name is a capability tool's, or another client tool's (the agent's, for a session).",
+    ),
     p("unknown_capability", 400, "A capability name is not in `GET /v1/capabilities`, or is listed twice."),
     p("unknown_event_id", 400, "The event id to resume the stream from is not an event of this session."),
     p("unknown_event_type", 400, "`types` names an event type that is never stored."),
@@ -82,7 +86,11 @@ pub const PROBLEM_TYPES: &[ProblemType] = &[
     p("route_not_found", 404, "No operation has this path."),
     p("method_not_allowed", 405, "The path exists, but not with this method."),
     p("agent_archived", 409, "The agent is archived: it cannot be changed or start sessions."),
-    p("already_resolved", 409, "The tool call or approval was already resolved (answered, decided, timed out, superseded or cancelled)."),
+    p(
+        "already_resolved",
+        409,
+        "The tool call or approval was already resolved (answered, decided, timed out, superseded or cancelled).",
+    ),
     p(
         "arguments_changed",
         409,

@@ -92,7 +92,8 @@ pub async fn run(ctx: &Ctx) -> Value {
               + (SELECT count(*) FROM pending_calls WHERE resolved_at IS NULL)",
     )
     .await;
-    let events_per_turn = count(&d, "SELECT count(*) FROM events e JOIN turns t ON t.id = e.turn_id WHERE t.status = 'waiting'").await;
+    let events_per_turn =
+        count(&d, "SELECT count(*) FROM events e JOIN turns t ON t.id = e.turn_id WHERE t.status = 'waiting'").await;
     let bytes = count(
         &d,
         "SELECT (SELECT sum(pg_column_size(t.*)) FROM turns t WHERE status = 'waiting')::int8

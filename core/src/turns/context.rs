@@ -87,7 +87,8 @@ pub async fn load_contexts(
     let mut endpoints: Vec<(Option<ModelId>, Option<crate::providers::StoredEndpoint>)> = Vec::new();
     let mut contexts: Vec<Result<TurnContext>> = leases.iter().map(|_| Err(Error::NotFound("session"))).collect();
     for row in rows {
-        let (ord, system_prompt, capabilities, max_iterations, max_turn_secs, session_model, agent_model, cancel_requested, ..) = row;
+        let (ord, system_prompt, capabilities, max_iterations, max_turn_secs, session_model, agent_model, cancel_requested, ..) =
+            row;
         let (waited_secs, client_tools, tool_policies, approval_timeout_secs) = (row.8, row.9, row.10, row.11);
         let lease = &leases[ord as usize - 1];
         let model_id = lease.model_id.or(session_model).or(agent_model);

@@ -210,7 +210,13 @@ pub async fn park(pool: &PgPool, lease: &Lease, iteration: i32, calls: &[WaitCal
 /// Turns the task `held` into the turn's deadline timer (pending, due at
 /// `at`, marked `wait`), or enqueues a new one when this run holds none (or
 /// lost its claim). Returns the timer's id.
-async fn arm_timer(tx: &mut PgConnection, org_id: OrgId, turn_id: TurnId, held: Option<&QueueTask>, at: DateTime<Utc>) -> Result<i64> {
+async fn arm_timer(
+    tx: &mut PgConnection,
+    org_id: OrgId,
+    turn_id: TurnId,
+    held: Option<&QueueTask>,
+    at: DateTime<Utc>,
+) -> Result<i64> {
     if let Some(t) = held {
         let armed: Option<i64> = sqlx::query_scalar(
             "UPDATE task_queue t SET status = 'pending', lock_by = NULL, locked_at = NULL, attempts = 0, run_at = $4,
@@ -243,7 +249,13 @@ async fn arm_timer(tx: &mut PgConnection, org_id: OrgId, turn_id: TurnId, held: 
 /// appended, and the turn's task made due now and stripped of its timer mark
 /// (a new task if it is gone), with its worker's wake-up. A timer a worker
 /// claimed meanwhile finds the turn queued and runs it. Returns the events appended.
-pub(super) async fn resume_on(tx: &mut PgConnection, org_id: OrgId, session_id: SessionId, turn_id: TurnId, reason: &str) -> Result<Vec<Event>> {
+pub(super) async fn resume_on(
+    tx: &mut PgConnection,
+    org_id: OrgId,
+    session_id: SessionId,
+    turn_id: TurnId,
+    reason: &str,
+) -> Result<Vec<Event>> {
     let task: Option<Option<i64>> = sqlx::query_scalar(
         "WITH old AS (SELECT wait_task, waiting_since FROM turns WHERE id = $1 AND status = 'waiting')
          UPDATE turns t SET status = 'queued', wait_task = NULL, waiting_since = NULL,
@@ -300,7 +312,13 @@ async fn open_calls(tx: &mut PgConnection, turn_id: TurnId) -> Result<i64> {
 }
 
 /// Resolves the turn's last calls if nothing is left open, and resumes it.
-async fn resume_if_done(tx: &mut PgConnection, org_id: OrgId, session_id: SessionId, turn_id: TurnId, reason: &str) -> Result<bool> {
+async fn resume_if_done(
+    tx: &mut PgConnection,
+    org_id: OrgId,
+    session_id: SessionId,
+    turn_id: TurnId,
+    reason: &str,
+) -> Result<bool> {
     if open_calls(tx, turn_id).await? > 0 {
         return Ok(false);
     }
@@ -329,7 +347,12 @@ pub struct Submitted {
 /// each must answer a pending client tool call of the session (else 422
 /// `unknown_tool_call`, or 409 `already_resolved` for one answered before),
 /// and all are stored or none. The last one resumes the turn ([`resume_on`]).
-pub async fn submit_results(tx: &mut PgConnection, org_id: OrgId, session_id: SessionId, results: Vec<ToolResult>) -> Result<Submitted> {
+pub async fn submit_results(
+    tx: &mut PgConnection,
+    org_id: OrgId,
+    session_id: SessionId,
+    results: Vec<ToolResult>,
+) -> Result<Submitted> {
     if results.is_empty() || results.len() > limits::MAX_TOOL_RESULTS {
         return Err(Error::invalid("invalid_tool_results", format!("results must hold 1-{} results", limits::MAX_TOOL_RESULTS)));
     }
@@ -339,7 +362,10 @@ pub async fn submit_results(tx: &mut PgConnection, org_id: OrgId, session_id: Se
         }
         crate::validate::text("tool_call_id", &r.tool_call_id, limits::MAX_TOOL_CALL_ID_CHARS)?;
         if r.output.len() > limits::MAX_TOOL_OUTPUT_BYTES {
-            return Err(Error::invalid("field_too_long", format!("output is longer than {} bytes", limits::MAX_TOOL_OUTPUT_BYTES)));
+            return Err(Error::invalid(
+                "field_too_long",
+                format!("output is longer than {} bytes", limits::MAX_TOOL_OUTPUT_BYTES),
+            ));
         }
         crate::validate::text("output", &r.output, limits::MAX_TOOL_OUTPUT_BYTES)?;
     }
@@ -374,7 +400,13 @@ pub async fn submit_results(tx: &mut PgConnection, org_id: OrgId, session_id: Se
 }
 
 /// Why `tool_call_id` could not be resolved: answered before (409) or never pending (422).
-async fn not_pending(tx: &mut PgConnection, org_id: OrgId, session_id: SessionId, kind: &str, tool_call_id: &str) -> Result<Error> {
+async fn not_pending(
+    tx: &mut PgConnection,
+    org_id: OrgId,
+    session_id: SessionId,
+    kind: &str,
+    tool_call_id: &str,
+) -> Result<Error> {
     let known: bool = sqlx::query_scalar(
         "SELECT EXISTS (SELECT 1 FROM pending_calls WHERE org_id = $1 AND session_id = $2 AND tool_call_id = $3 AND kind = $4)",
     )

@@ -180,7 +180,8 @@ async fn every_request_example_works_as_sent() {
                 .post("/v1/agents", json!({"name": "w", "capabilities": ["math"], "client_tools": tools, "tool_policies": ask}))
                 .await
                 .expect(201);
-            let session = api.post("/v1/sessions", json!({"agent_id": agent["id"]})).await.expect(201)["id"].as_str().unwrap().to_owned();
+            let session =
+                api.post("/v1/sessions", json!({"agent_id": agent["id"]})).await.expect(201)["id"].as_str().unwrap().to_owned();
             api.say(&session, say).await;
             api.wait_for(&session, "turn.waiting", 1).await;
             let pending = api.get(&format!("/v1/sessions/{session}/pending")).await.expect(200)["data"][0].clone();

@@ -265,7 +265,8 @@ async fn no_secret_reaches_a_response_event_row_log_or_ciphertext() {
         .await,
         201,
     );
-    let wses = id(&seen.expect("POST /v1/sessions (waiter)", api.post("/v1/sessions", json!({"agent_id": id(&waiter)})).await, 201));
+    let wses =
+        id(&seen.expect("POST /v1/sessions (waiter)", api.post("/v1/sessions", json!({"agent_id": id(&waiter)})).await, 201));
     let mut sse = api.sse(&wses, "", None).await;
     let mut frames = vec![sse.next().await.expect("connected frame")];
     let say = |text: &str| json!({"content": [{"type": "text", "text": text}]});

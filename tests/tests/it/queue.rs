@@ -119,14 +119,20 @@ async fn a_turn_is_sealed_once_and_hands_over_to_the_next_turn() {
     let second = post(&pool, org, session, "two").await;
     let lease = leased(turns::start(&pool, TurnTask { turn_id: first.turn_id, org_id: org, wait: false }, 3).await.unwrap());
     assert!(
-        matches!(turns::start(&pool, TurnTask { turn_id: second.turn_id, org_id: org, wait: false }, 3).await.unwrap(), Start::Sealed),
+        matches!(
+            turns::start(&pool, TurnTask { turn_id: second.turn_id, org_id: org, wait: false }, 3).await.unwrap(),
+            Start::Sealed
+        ),
         "a pending turn cannot be started"
     );
 
     turns::seal(&pool, &lease, Outcome::Completed).await.unwrap();
     assert!(matches!(turns::seal(&pool, &lease, Outcome::Completed).await, Err(Error::LeaseLost)), "sealed once");
     assert!(
-        matches!(turns::start(&pool, TurnTask { turn_id: first.turn_id, org_id: org, wait: false }, 3).await.unwrap(), Start::Sealed),
+        matches!(
+            turns::start(&pool, TurnTask { turn_id: first.turn_id, org_id: org, wait: false }, 3).await.unwrap(),
+            Start::Sealed
+        ),
         "a terminal turn never restarts"
     );
     let status: String = {

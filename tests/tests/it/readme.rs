@@ -62,10 +62,7 @@ async fn the_readme_waiting_walkthrough_resolves_a_client_tool_and_an_approval()
     let readme = std::fs::read_to_string(format!("{ROOT}/README.md")).expect("README.md");
     let start = readme.find("<!-- waiting:begin -->\n```sh\n").expect("waiting begin marker") + 29;
     let end = readme.find("```\n<!-- waiting:end -->").expect("waiting end marker");
-    let script = format!(
-        "H=\"Authorization: Bearer $KEY\"; J='content-type: application/json'\n{}",
-        &readme[start..end]
-    );
+    let script = format!("H=\"Authorization: Bearer $KEY\"; J='content-type: application/json'\n{}", &readme[start..end]);
 
     // Act
     let run = tokio::process::Command::new("bash")

@@ -133,10 +133,16 @@ async fn another_orgs_ids_answer_404_and_change_nothing() {
             .await,
         b.get(&format!("/v1/sessions/{wses}/pending")).await,
         b.post(&format!("/v1/sessions/{wses}/tool-results"), json!({"results": [{"tool_call_id": call, "output": "x"}]})).await,
-        b.post(&format!("/v1/sessions/{wses}/approvals/{}", apr.as_str().unwrap()), json!({"decision": "approve", "arguments_sha256": sha}))
-            .await,
-        b.post(&format!("/v1/sessions/{b_session}/approvals/{}", apr.as_str().unwrap()), json!({"decision": "deny", "arguments_sha256": sha}))
-            .await,
+        b.post(
+            &format!("/v1/sessions/{wses}/approvals/{}", apr.as_str().unwrap()),
+            json!({"decision": "approve", "arguments_sha256": sha}),
+        )
+        .await,
+        b.post(
+            &format!("/v1/sessions/{b_session}/approvals/{}", apr.as_str().unwrap()),
+            json!({"decision": "deny", "arguments_sha256": sha}),
+        )
+        .await,
         b.post(&format!("/v1/sessions/{wses}/cancel"), json!({})).await,
     ];
     for (i, reply) in probes.into_iter().enumerate() {

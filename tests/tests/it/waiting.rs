@@ -461,10 +461,7 @@ async fn the_deadline_racing_a_late_result_resolves_each_call_once() {
     parker.signal("KILL");
     parker.wait().await;
     turnstone_tests::wait_for_condition("every deadline passed", || async {
-        sqlx::query_scalar::<_, bool>("SELECT bool_and(deadline_at <= now()) FROM pending_calls")
-            .fetch_one(&pool)
-            .await
-            .unwrap()
+        sqlx::query_scalar::<_, bool>("SELECT bool_and(deadline_at <= now()) FROM pending_calls").fetch_one(&pool).await.unwrap()
     })
     .await;
 
@@ -527,9 +524,7 @@ async fn client_tool_names_may_not_collide_and_bad_results_change_nothing() {
     let stack = Stack::start().await;
     let api = stack.client();
     let tool = |name: &str| json!({"name": name, "parameters": {"type": "object"}});
-    api.post("/v1/agents", json!({"name": "a", "client_tools": [tool("math")]}))
-        .await
-        .expect_problem(400, "tool_name_conflict");
+    api.post("/v1/agents", json!({"name": "a", "client_tools": [tool("math")]})).await.expect_problem(400, "tool_name_conflict");
     let agent = api.post("/v1/agents", json!({"name": "a", "client_tools": [tool("lookup_order")]})).await.expect(201);
     assert_eq!(agent["client_tools"][0]["timeout_secs"], 300, "default timeout");
     api.post("/v1/sessions", json!({"agent_id": agent["id"], "client_tools": [tool("lookup_order")]}))
@@ -544,4 +539,41 @@ async fn client_tool_names_may_not_collide_and_bad_results_change_nothing() {
     post_result(&api, sid, "call_1", "x").await.expect_problem(422, "unknown_tool_call");
     let big = "x".repeat(256 * 1024 + 1);
     post_result(&api, sid, "call_1", &big).await.expect_problem(400, "invalid_body");
+}
+
+#[tokio::test]
+async fn one_batch_runs_auto_tools_first_then_waits_for_a_client_tool_and_an_approval() {
+    // Arrange: math is auto, lookup_order a client tool, current_time needs an approval.
+    let stack = Stack::start().await;
+    let api = stack.client();
+    let session = waiting_session(&api, &["math", "current_time"], json!({"current_time": "ask"}), 300).await;
+
+    // Act: one model reply calls all three.
+    api.say(&session, r#"!tool math {"expression":"1+2"} !tool lookup_order {"order_id":"A1"} !tool current_time {}"#).await;
+    let events = api.wait_for(&session, "turn.waiting", 1).await;
+
+    // Assert: the auto tool ran before the wait; the wait covers the other two.
+    let log = kinds(&events);
+    let ran = log.iter().position(|k| *k == "tool.completed").expect("math ran");
+    let waited = log.iter().position(|k| *k == "turn.waiting").unwrap();
+    assert!(ran < waited, "{log:?}");
+    assert_eq!(events[ran]["data"]["result"], "3");
+    assert_eq!(events[waited]["data"]["waiting_for"].as_array().unwrap().len(), 2);
+    let pending = api.get(&format!("/v1/sessions/{session}/pending")).await.expect(200)["data"].clone();
+    let by_type = |t: &str| pending.as_array().unwrap().iter().find(|p| p["type"] == t).unwrap().clone();
+    let (call, approval) = (by_type("tool_call"), by_type("approval"));
+
+    // A partial answer keeps it waiting; the last one resumes it.
+    let first = post_result(&api, &session, call["tool_call_id"].as_str().unwrap(), "shipped").await.expect(200);
+    assert_eq!(first["resumed"], false);
+    let url = format!("/v1/sessions/{session}/approvals/{}", approval["approval_id"].as_str().unwrap());
+    let second =
+        api.post(&url, json!({"decision": "approve", "arguments_sha256": approval["arguments_sha256"]})).await.expect(200);
+    assert_eq!(second["resumed"], true);
+    let events = api.wait_for(&session, "turn.completed", 1).await;
+    assert_eq!(of_type(&events, "tool.completed").len(), 3);
+    assert_eq!(of_type(&events, "output.message.completed").len(), 2);
+    let last = of_type(&events, "output.message.completed").pop().unwrap().clone();
+    assert!(last["data"]["message"]["content"][0]["text"].as_str().unwrap().starts_with("tools returned: "), "{last}");
+    assert_once_each(&events);
 }
