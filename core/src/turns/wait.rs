@@ -526,9 +526,10 @@ pub async fn list_pending(conn: &mut PgConnection, org_id: OrgId, session_id: Se
     .await?)
 }
 
-/// Resolves every unresolved call of `turn_id` that `which` selects with an
-/// error result (`error`, by `by`), marking it `resolution`; approvals also
-/// get `tool.approval_resolved` with `decision`. Returns how many.
+/// Resolves the unresolved calls of `turn_id` (with `due_only`, those whose
+/// deadline passed) as `resolution`, each with the error result `error`
+/// (`by` the resolution); an approval that timed out also gets
+/// `tool.approval_resolved` (`expired`) and the model `denied`. Returns how many.
 async fn resolve_open(
     tx: &mut PgConnection,
     org_id: OrgId,
