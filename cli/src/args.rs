@@ -13,8 +13,8 @@ pub struct Cli {
     #[arg(long, global = true, env = "TURNSTONE_URL")]
     pub url: Option<String>,
     /// An org API key (ts_…).
-    #[arg(long = "key", global = true, env = "TURNSTONE_API_KEY", hide_env_values = true)]
-    pub api_key: Option<String>,
+    #[arg(long, global = true, env = "TURNSTONE_API_KEY", hide_env_values = true)]
+    pub key: Option<String>,
     /// The deployment's operator token (for `orgs`).
     #[arg(long, global = true, env = "TURNSTONE_OPERATOR_TOKEN", hide_env_values = true)]
     pub operator_token: Option<String>,
@@ -140,7 +140,9 @@ pub enum Agents {
         #[command(flatten)]
         page: Page,
     },
-    Get { id: String },
+    Get {
+        id: String,
+    },
     Create {
         #[command(flatten)]
         fields: AgentFields,
@@ -153,7 +155,9 @@ pub enum Agents {
         fields: AgentFields,
     },
     /// Archive (soft-delete) an agent.
-    Archive { id: String },
+    Archive {
+        id: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -165,7 +169,9 @@ pub enum Sessions {
         #[command(flatten)]
         page: Page,
     },
-    Get { id: String },
+    Get {
+        id: String,
+    },
     Create {
         #[arg(long = "agent")]
         agent_id: Option<String>,
@@ -245,7 +251,9 @@ pub enum Providers {
         #[command(flatten)]
         page: Page,
     },
-    Get { id: String },
+    Get {
+        id: String,
+    },
     Create {
         #[arg(long)]
         name: Option<String>,
@@ -269,7 +277,9 @@ pub enum Providers {
         #[command(flatten)]
         body: BodyFile,
     },
-    Delete { id: String },
+    Delete {
+        id: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -278,7 +288,9 @@ pub enum Models {
         #[command(flatten)]
         page: Page,
     },
-    Get { id: String },
+    Get {
+        id: String,
+    },
     Create {
         #[arg(long = "provider")]
         provider_id: Option<String>,
@@ -292,7 +304,9 @@ pub enum Models {
         #[arg(long)]
         idempotency_key: Option<String>,
     },
-    Delete { id: String },
+    Delete {
+        id: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -313,7 +327,9 @@ pub enum Keys {
         #[arg(long)]
         idempotency_key: Option<String>,
     },
-    Revoke { id: String },
+    Revoke {
+        id: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -345,7 +361,9 @@ pub enum Orgs {
         #[command(flatten)]
         page: Page,
     },
-    Get { id: String },
+    Get {
+        id: String,
+    },
     Create {
         #[arg(long)]
         name: Option<String>,

@@ -44,6 +44,9 @@ pub async fn run(c: &Client, o: Format, target: ChatTarget) -> Result<(), Failur
     let session_id: types::PostMessageSessionId = arg("session id", &session.id)?;
     let mut stream = EventStream::new(c.clone(), session.id.clone(), since);
 
+    // Open before the first message, so that its first deltas are not missed.
+    stream.open().await?;
+
     let interactive = std::io::stdin().is_terminal();
     let mut lines = read_lines();
     let mut failed = false;
@@ -52,10 +55,19 @@ pub async fn run(c: &Client, o: Format, target: ChatTarget) -> Result<(), Failur
             eprint!("> ");
             let _ = std::io::stderr().flush();
         }
-        let line = tokio::select! {
-            line = lines.recv() => match line { Some(line) => line, None => break },
-            _ = sigint.recv() => return Err(Failure::Interrupted),
+        // Between turns the stream is read too, so that it is open and current when a turn starts.
+        let line = loop {
+            tokio::select! {
+                line = lines.recv() => break line,
+                frame = stream.next() => {
+                    if let Frame::Reconnecting { why, cycled: false } = frame? {
+                        eprintln!("(reconnecting: {why})");
+                    }
+                }
+                _ = sigint.recv() => return Err(Failure::Interrupted),
+            }
         };
+        let Some(line) = line else { break };
         let text = line.trim();
         if text.is_empty() {
             continue;
@@ -63,14 +75,19 @@ pub async fn run(c: &Client, o: Format, target: ChatTarget) -> Result<(), Failur
         let body: types::MessageCreate = serde_json::from_value(json!({ "content": [{ "type": "text", "text": text }] }))
             .map_err(|e| Failure::usage(format!("message: {e}")))?;
         let accepted = call(c.post_message(&session_id, None, &body)).await?;
-        let mut turn = Turn { id: accepted.turn_id, format: o, printed: BTreeMap::new(), done: BTreeSet::new(), failed: false };
+        let mut turn = Turn::new(accepted.turn_id, o, !stream.is_open());
         let mut cancelling = false;
         loop {
             tokio::select! {
                 frame = stream.next() => match frame? {
                     Frame::Event(event) => if turn.event(&event) { break },
                     Frame::Delta(delta) => turn.delta(&delta),
-                    Frame::Reconnecting(why) => eprintln!("(reconnecting: {why})"),
+                    Frame::Reconnecting { why, cycled } => {
+                        turn.missed_deltas = true;
+                        if !cycled {
+                            eprintln!("(reconnecting: {why})");
+                        }
+                    }
                 },
                 _ = sigint.recv() => {
                     if cancelling {
@@ -117,10 +134,18 @@ struct Turn {
     printed: BTreeMap<i64, String>,
     /// Iterations whose message completed: a late delta of one is not printed twice.
     done: BTreeSet<i64>,
+    /// The stream was not open for a while during this turn: deltas may have been lost, so the
+    /// turn's later deltas are not printed (they could leave a hole); each completed message
+    /// prints what is missing after the contiguous start printed before.
+    missed_deltas: bool,
     failed: bool,
 }
 
 impl Turn {
+    fn new(id: String, format: Format, missed_deltas: bool) -> Turn {
+        Turn { id, format, printed: BTreeMap::new(), done: BTreeSet::new(), missed_deltas, failed: false }
+    }
+
     fn delta(&mut self, delta: &Value) {
         if delta["turn_id"] != self.id.as_str() {
             return;
@@ -130,7 +155,7 @@ impl Turn {
         }
         let iteration = delta["data"]["iteration"].as_i64().unwrap_or(0);
         let Some(text) = delta["data"]["delta"].as_str() else { return };
-        if self.done.contains(&iteration) {
+        if self.done.contains(&iteration) || self.missed_deltas {
             return;
         }
         self.printed.entry(iteration).or_default().push_str(text);
@@ -150,12 +175,8 @@ impl Turn {
             match kind {
                 "output.message.completed" => {
                     let iteration = data["iteration"].as_i64().unwrap_or(0);
-                    let text: String = data["message"]["content"]
-                        .as_array()
-                        .into_iter()
-                        .flatten()
-                        .filter_map(|p| p["text"].as_str())
-                        .collect();
+                    let text: String =
+                        data["message"]["content"].as_array().into_iter().flatten().filter_map(|p| p["text"].as_str()).collect();
                     let printed = self.printed.remove(&iteration).unwrap_or_default();
                     self.done.insert(iteration);
                     match text.strip_prefix(printed.as_str()) {

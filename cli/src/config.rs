@@ -103,9 +103,9 @@ pub fn resolve(
             .ok_or_else(|| Failure::usage(format!("no profile {name:?} in {}", path.display())))?,
         None => file.profiles.get(DEFAULT_PROFILE).cloned().unwrap_or_default(),
     };
-    let url = url.or(stored.url).ok_or_else(|| {
-        Failure::usage("no API URL: pass --url, set TURNSTONE_URL, or run `turnstone login --url … --key …`")
-    })?;
+    let url = url
+        .or(stored.url)
+        .ok_or_else(|| Failure::usage("no API URL: pass --url, set TURNSTONE_URL, or run `turnstone login --url … --key …`"))?;
     Ok(Settings {
         url: url.trim_end_matches('/').to_owned(),
         api_key: api_key.or(stored.api_key),

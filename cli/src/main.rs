@@ -48,9 +48,9 @@ async fn main() {
 async fn run(cli: Cli) -> Result<(), Failure> {
     let o = cli.output;
     if let Command::Login(login) = cli.command {
-        return login::run(cli.url, cli.api_key, cli.operator_token, cli.profile, !login.no_verify).await;
+        return login::run(cli.url, cli.key, cli.operator_token, cli.profile, !login.no_verify).await;
     }
-    let settings = config::resolve(cli.url, cli.api_key, cli.operator_token, cli.profile.as_deref())?;
+    let settings = config::resolve(cli.url, cli.key, cli.operator_token, cli.profile.as_deref())?;
     let token = match resources::credential(&cli.command) {
         Credential::ApiKey => settings.api_key.ok_or_else(|| {
             Failure::usage("no API key: pass --key, set TURNSTONE_API_KEY, or run `turnstone login --url … --key …`")

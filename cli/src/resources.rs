@@ -166,8 +166,7 @@ pub async fn models(c: &Client, o: Format, verb: args::Models) -> Result<(), Fai
         Get { id } => output::print(o, &call(c.get_model(&arg("model id", &id)?)).await?, &[]),
         Create { provider_id, name, default, body: file, idempotency_key } => {
             let default = default.then_some(true);
-            let b: types::ModelCreate =
-                body(&file, json!({"provider_id": provider_id, "name": name, "is_default": default}))?;
+            let b: types::ModelCreate = body(&file, json!({"provider_id": provider_id, "name": name, "is_default": default}))?;
             output::print(o, &call(c.create_model(key(&idempotency_key)?.as_ref(), &b)).await?, &[])
         }
         Delete { id } => {

@@ -29,8 +29,9 @@ pub enum Frame {
     Event(Value),
     /// A live `output.message.delta` (never stored, no id; lost while disconnected).
     Delta(Value),
-    /// The stream was lost and is being reopened (for a notice; nothing is missed).
-    Reconnecting(String),
+    /// The connection ended and is being reopened: stored events resume where they left off,
+    /// deltas sent meanwhile are lost. `cycled` when the server announced it (`disconnecting`).
+    Reconnecting { why: String, cycled: bool },
 }
 
 #[derive(Debug)]
@@ -48,7 +49,8 @@ impl std::fmt::Display for ReadError {
     }
 }
 
-type Events = Pin<Box<dyn Stream<Item = Result<eventsource_stream::Event, eventsource_stream::EventStreamError<ReadError>>> + Send>>;
+type Events =
+    Pin<Box<dyn Stream<Item = Result<eventsource_stream::Event, eventsource_stream::EventStreamError<ReadError>>> + Send>>;
 
 /// A resuming reader of one session's stream.
 pub struct EventStream {
@@ -89,7 +91,7 @@ impl EventStream {
                     Err(Failure::Connect(e)) if self.connected_once => {
                         self.failures += 1;
                         self.pause = (Duration::from_millis(250) * 2u32.pow(self.failures.min(5))).min(MAX_BACKOFF);
-                        return Ok(Frame::Reconnecting(e));
+                        return Ok(Frame::Reconnecting { why: e, cycled: false });
                     }
                     Err(e) => return Err(e),
                 }
@@ -98,12 +100,11 @@ impl EventStream {
                 Some(Ok(event)) => match event.event.as_str() {
                     "connected" => {}
                     "disconnecting" => {
-                        let retry = serde_json::from_str::<Value>(&event.data)
-                            .ok()
-                            .and_then(|d| d["retry_ms"].as_u64())
-                            .unwrap_or(1000);
+                        let retry =
+                            serde_json::from_str::<Value>(&event.data).ok().and_then(|d| d["retry_ms"].as_u64()).unwrap_or(1000);
                         self.pause = Duration::from_millis(retry);
                         self.open = None;
+                        return Ok(Frame::Reconnecting { why: "the server cycled the stream".into(), cycled: true });
                     }
                     "output.message.delta" => {
                         if let Ok(data) = serde_json::from_str(&event.data) {
@@ -123,19 +124,32 @@ impl EventStream {
                 },
                 Some(Err(e)) => {
                     self.open = None;
-                    return Ok(Frame::Reconnecting(e.to_string()));
+                    return Ok(Frame::Reconnecting { why: e.to_string(), cycled: false });
                 }
                 None => {
                     self.open = None;
-                    return Ok(Frame::Reconnecting("the stream ended".into()));
+                    return Ok(Frame::Reconnecting { why: "the stream ended".into(), cycled: false });
                 }
             }
         }
     }
 
+    /// Whether a connection is open now (deltas sent now are received).
+    pub fn is_open(&self) -> bool {
+        self.open.is_some()
+    }
+
+    /// Opens the connection if none is open.
+    pub async fn open(&mut self) -> Result<(), Failure> {
+        if self.open.is_none() {
+            self.open = Some(self.connect().await?);
+            self.connected_once = true;
+        }
+        Ok(())
+    }
+
     async fn connect(&self) -> Result<Events, Failure> {
-        let response =
-            api::call(self.client.stream_events(&self.session, None, self.last_id.as_deref())).await?.into_inner();
+        let response = api::call(self.client.stream_events(&self.session, None, self.last_id.as_deref())).await?.into_inner();
         // A timeout on every read of bytes (heartbeats are bytes too): a silent connection is dead.
         let bytes = futures::stream::unfold(Some(response), |state| async move {
             let mut body = state?;

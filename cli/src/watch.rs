@@ -34,7 +34,8 @@ pub async fn run(c: &Client, o: Format, session: String, since: Option<String>, 
                 }
             }
             Frame::Delta(_) => {}
-            Frame::Reconnecting(why) => eprintln!("(reconnecting: {why})"),
+            Frame::Reconnecting { why, cycled: false } => eprintln!("(reconnecting: {why})"),
+            Frame::Reconnecting { cycled: true, .. } => {}
         }
     }
 }

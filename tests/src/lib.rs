@@ -504,9 +504,8 @@ pub struct Frame {
     pub data: Value,
 }
 
-type Events = eventsource_stream::EventStream<
-    std::pin::Pin<Box<dyn futures::Stream<Item = reqwest::Result<bytes::Bytes>> + Send>>,
->;
+type Events =
+    eventsource_stream::EventStream<std::pin::Pin<Box<dyn futures::Stream<Item = reqwest::Result<bytes::Bytes>> + Send>>>;
 
 /// Reads frames from a live SSE response; `eventsource-stream` does the parsing.
 pub struct SseReader {

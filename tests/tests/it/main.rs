@@ -2,6 +2,7 @@
 //! per test), real HTTP, the real simulator; some tests run the real binaries.
 
 mod cancel;
+mod cli;
 mod contract;
 mod conversation;
 mod durability;

@@ -145,9 +145,9 @@ async fn the_routines_live_in_the_migrations_and_need_no_temporary_objects() {
         "SELECT count(*) FROM pg_namespace n
           WHERE n.nspname LIKE 'pg_temp_%' AND EXISTS (SELECT 1 FROM pg_proc p WHERE p.pronamespace = n.oid)",
     )
-        .fetch_one(&owner)
-        .await
-        .unwrap();
+    .fetch_one(&owner)
+    .await
+    .unwrap();
     assert_eq!(temp_schemas, 0, "no function lives in a temporary schema");
 }
 
