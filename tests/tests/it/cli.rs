@@ -407,3 +407,49 @@ async fn sigint_cancels_the_running_turn_and_a_second_one_exits() {
     assert_eq!(String::from_utf8_lossy(&out.stdout), "echo: after\n");
     turnstone_tests::wait_until("the aborted model call was closed", || stack.sim.in_flight() == 0).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chat_in_a_terminal_runs_a_turn_a_tool_call_and_a_cancel() {
+    use expectrl::{ControlCode, Eof, Expect, Session};
+    let stack = Stack::start().await;
+    let user = User::new();
+    let session = math_session(&stack).await;
+    let mut cmd = std::process::Command::new(bin_dir().join("turnstone"));
+    cmd.args(["chat", "--session", &session])
+        .env("HOME", &user.home)
+        .env("TURNSTONE_URL", &stack.base)
+        .env("TURNSTONE_API_KEY", &stack.key)
+        .env_remove("TURNSTONE_CONFIG");
+    let mut tty = Session::spawn(cmd).expect("turnstone chat starts in a pseudo-terminal");
+    tty.set_expect_timeout(Some(turnstone_tests::DEADLINE));
+    // The pseudo-terminal's calls block: each runs in place on this multi-threaded runtime.
+    let mut step = |what: &str, f: &mut dyn FnMut(&mut expectrl::session::OsSession) -> Result<(), expectrl::Error>| {
+        tokio::task::block_in_place(|| f(&mut tty)).unwrap_or_else(|e| panic!("{what}: {e}"))
+    };
+
+    step("the prompt", &mut |t| t.expect("> ").map(drop));
+    step("a turn", &mut |t| {
+        t.send_line("hello terminal")?;
+        t.expect("echo: hello terminal")?;
+        t.expect("> ").map(drop)
+    });
+    step("a tool call", &mut |t| {
+        t.send_line(r#"!tool math {"expression":"6*7"}"#)?;
+        t.expect("→ math(")?;
+        t.expect("← math: 42")?;
+        t.expect("tool math returned: 42")?;
+        t.expect("> ").map(drop)
+    });
+    step("a slow turn", &mut |t| t.send_line("!sleep 30000 never answered"));
+    turnstone_tests::wait_until("the model call started", || stack.sim.in_flight() == 1).await;
+    step("Ctrl-C cancels it", &mut |t| {
+        t.send(ControlCode::EndOfText)?;
+        t.expect("(turn cancelled)")?;
+        t.expect("> ").map(drop)
+    });
+    stack.client().wait_for(&session, "turn.cancelled", 1).await;
+    step("Ctrl-C between turns exits", &mut |t| {
+        t.send(ControlCode::EndOfText)?;
+        t.expect(Eof).map(drop)
+    });
+}
