@@ -91,7 +91,13 @@ fn with_role(url: &str, role: &str) -> String {
 
 /// `DATABASE_URL` (and, through a pooler, the direct LISTEN URL and no prepared statements) of
 /// the `api` or `worker` process.
-fn database_env(url: &str, pgbouncer: Option<&turnstone_tests::pooler::PgBouncer>, database: &str, rls: bool, process: &str) -> Vec<(&'static str, String)> {
+fn database_env(
+    url: &str,
+    pgbouncer: Option<&turnstone_tests::pooler::PgBouncer>,
+    database: &str,
+    rls: bool,
+    process: &str,
+) -> Vec<(&'static str, String)> {
     let role = format!("turnstone_{process}");
     match pgbouncer {
         Some(b) => vec![
@@ -183,10 +189,7 @@ impl Deployment {
         self.next_worker += 1;
         let name = format!("bench-w{}-{}", self.next_worker, std::process::id());
         let mut env = database_env(&self.db.url, self.pgbouncer.as_ref(), &self.db.name, self.rls, "worker");
-        env.extend([
-            ("TURNSTONE_MASTER_KEY", self.master_key.clone()),
-            ("TURNSTONE_WORKER_NAME", name.clone()),
-        ]);
+        env.extend([("TURNSTONE_MASTER_KEY", self.master_key.clone()), ("TURNSTONE_WORKER_NAME", name.clone())]);
         env.extend(self.opts.worker_env.iter().cloned());
         let proc = Proc::spawn("turnstone-worker", &env);
         let deadline = Instant::now() + Duration::from_secs(30);

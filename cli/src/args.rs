@@ -21,7 +21,7 @@ pub struct Cli {
     /// The profile of the profile file to use (default: "default").
     #[arg(long, global = true, env = "TURNSTONE_PROFILE")]
     pub profile: Option<String>,
-    /// Output: `table` for people, `json` for scripts (the API's JSON).
+    /// Output: `table` for people, `json` for scripts (the API's JSON), `id` for shell variables.
     #[arg(short = 'o', long, global = true, value_enum, default_value_t = Format::Table)]
     pub output: Format,
     #[command(subcommand)]

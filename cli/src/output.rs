@@ -1,5 +1,6 @@
 //! Printing results: `-o json` prints the API's JSON document (parsed by the generated types and
-//! written back: the same members in the same order), `-o table` aligned columns for people.
+//! written back: the same members in the same order), `-o table` aligned columns for people,
+//! `-o id` only the id, for shell variables.
 
 use std::io::Write;
 
@@ -11,8 +12,12 @@ use crate::failure::Failure;
 /// `-o`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
+    /// Aligned columns (a list) or KEY VALUE rows (one resource).
     Table,
+    /// The API's JSON document, one line.
     Json,
+    /// Only the `id` (one per line for a list): `AGENT=$(turnstone agents create … -o id)`.
+    Id,
 }
 
 /// Prints one response: a list (`data`) as rows with `columns`, anything else as KEY VALUE rows.
@@ -21,6 +26,10 @@ pub fn print<T: Serialize>(format: Format, value: &T, columns: &[&str]) -> Resul
     let mut out = std::io::stdout().lock();
     let text = match format {
         Format::Json => format!("{value}\n"),
+        Format::Id => match value.get("data").and_then(Value::as_array) {
+            Some(rows) => rows.iter().map(|r| format!("{}\n", cell(&r["id"]))).collect(),
+            None => format!("{}\n", cell(value.get("id").unwrap_or(&value))),
+        },
         Format::Table => match value.get("data").and_then(Value::as_array) {
             Some(rows) if !columns.is_empty() => {
                 let mut text = rows_table(rows, columns);

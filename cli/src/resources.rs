@@ -184,6 +184,10 @@ fn deleted(o: Format, id: &str) -> Result<(), Failure> {
             println!("deleted {id}");
             Ok(())
         }
+        Format::Id => {
+            println!("{id}");
+            Ok(())
+        }
     }
 }
 

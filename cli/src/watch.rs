@@ -25,7 +25,7 @@ pub async fn run(c: &Client, o: Format, session: String, since: Option<String>, 
             Frame::Event(event) => {
                 let line = match o {
                     Format::Json => event.to_string(),
-                    Format::Table => event_line(&event),
+                    Format::Table | Format::Id => event_line(&event),
                 };
                 let mut out = std::io::stdout().lock();
                 let _ = writeln!(out, "{line}").and_then(|()| out.flush());

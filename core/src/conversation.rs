@@ -23,11 +23,8 @@ use crate::events::{Event, types};
 /// events in sequence order. Events of a turn whose input is not among them,
 /// and events of no turn, keep their own sequence as position.
 pub fn sort(events: &mut [Arc<Event>]) {
-    let inputs: HashMap<Uuid, i64> = events
-        .iter()
-        .filter(|e| e.kind == types::INPUT_MESSAGE)
-        .filter_map(|e| e.turn_id.map(|t| (t, e.sequence)))
-        .collect();
+    let inputs: HashMap<Uuid, i64> =
+        events.iter().filter(|e| e.kind == types::INPUT_MESSAGE).filter_map(|e| e.turn_id.map(|t| (t, e.sequence))).collect();
     let position = |e: &Event| e.turn_id.and_then(|t| inputs.get(&t).copied()).unwrap_or(e.sequence);
     events.sort_by_key(|e| (position(e), e.sequence));
 }
@@ -123,7 +120,11 @@ mod tests {
     #[test]
     fn events_without_their_input_keep_their_own_place() {
         let (t1, orphan) = (Uuid::now_v7(), Uuid::now_v7());
-        let mut log = vec![ev(2, types::OUTPUT_MESSAGE_COMPLETED, orphan), ev(1, types::INPUT_MESSAGE, t1), ev(3, types::TOOL_COMPLETED, t1)];
+        let mut log = vec![
+            ev(2, types::OUTPUT_MESSAGE_COMPLETED, orphan),
+            ev(1, types::INPUT_MESSAGE, t1),
+            ev(3, types::TOOL_COMPLETED, t1),
+        ];
         sort(&mut log);
         let order: Vec<i64> = log.iter().map(|e| e.sequence).collect();
         assert_eq!(order, [1, 3, 2]);

@@ -279,8 +279,9 @@ pub async fn migrations_applied(pool: &PgPool) -> Result<bool> {
 /// True when this pool's role skips row-level security (superuser or BYPASSRLS).
 pub async fn bypasses_row_security(pool: &PgPool) -> Result<bool> {
     let mut c = autocommit(pool).await?;
-    let bypasses =
-        sqlx::query_scalar("SELECT rolsuper OR rolbypassrls FROM pg_roles WHERE rolname = current_user").fetch_one(&mut *c).await?;
+    let bypasses = sqlx::query_scalar("SELECT rolsuper OR rolbypassrls FROM pg_roles WHERE rolname = current_user")
+        .fetch_one(&mut *c)
+        .await?;
     c.commit().await?;
     Ok(bypasses)
 }

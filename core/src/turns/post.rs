@@ -106,7 +106,8 @@ pub async fn post_message(
 /// Self-contained: should the session have no sequence row (it always has
 /// one), nothing at all is written — the session and task writes require the
 /// message's row — since no caller's rollback may be there to undo them.
-pub(crate) static POST_ROUTINE: std::sync::LazyLock<Routine> = std::sync::LazyLock::new(|| Routine {
+pub(crate) static POST_ROUTINE: std::sync::LazyLock<Routine> = std::sync::LazyLock::new(|| {
+    Routine {
     name: "post_message",
     params: [
         &events::APPEND_PARAMS[..],
@@ -163,6 +164,7 @@ pub(crate) static POST_ROUTINE: std::sync::LazyLock<Routine> = std::sync::LazyLo
             activated = types::SESSION_ACTIVATED,
             append = events::append_ctes("ARRAY[$6::uuid]"),
         ),
+}
 });
 
 /// Locks the session row (serialising every writer of the session) and returns its status.

@@ -186,7 +186,12 @@ fn seal_routine(complete: bool) -> Routine {
     params.extend(events::EVENT_ARRAY_PARAMS);
     params.push(("event_owners", "uuid[]"));
     if complete {
-        params.extend([("task_ids", "int8[]"), ("task_attempts", "int4[]"), ("task_workers", "text[]"), ("task_turns", "uuid[]")]);
+        params.extend([
+            ("task_ids", "int8[]"),
+            ("task_attempts", "int4[]"),
+            ("task_workers", "text[]"),
+            ("task_turns", "uuid[]"),
+        ]);
     }
     Routine {
         name: if complete { "seal_turns_and_tasks" } else { "seal_turns" },

@@ -99,7 +99,8 @@ pub async fn start_many(pool: &PgPool, org_id: Uuid, turn_ids: &[Uuid], max_stal
 /// [`start_many`]'s transaction as a routine (`turnstone.start_turns`): the
 /// org's scope, the sessions' locks (a statement of their own, so the start's
 /// snapshot is taken after they were granted), then the start.
-pub(crate) static START_ROUTINE: std::sync::LazyLock<Routine> = std::sync::LazyLock::new(|| Routine {
+pub(crate) static START_ROUTINE: std::sync::LazyLock<Routine> = std::sync::LazyLock::new(|| {
+    Routine {
     name: "start_turns",
     params: [&events::APPEND_PARAMS[..], &[("turns", "uuid[]"), ("max_stalled_starts", "int4"), ("event_ids", "uuid[]")]].concat(),
     returns: "turn_id uuid, org_id uuid, session_id uuid, attempt int4, input_sequence int8, model_id uuid,
@@ -145,4 +146,5 @@ pub(crate) static START_ROUTINE: std::sync::LazyLock<Routine> = std::sync::LazyL
             reason = types::REASON_STARTED,
             append = events::append_ctes("ARRAY(SELECT session_id FROM first)"),
         ),
+}
 });

@@ -88,7 +88,7 @@ pub(crate) static STEP_ROUTINE: std::sync::LazyLock<Routine> = std::sync::LazyLo
          PERFORM turnstone_lock_sessions(ARRAY[$12]);",
     settings: db::GENERIC_PLANS,
     query: format!(
-            "WITH held AS (
+        "WITH held AS (
                 UPDATE turns SET iterations = iterations + $15, input_tokens = input_tokens + $16,
                                  output_tokens = output_tokens + $17
                  WHERE id = $13 AND attempt = $14 AND status = 'running'
@@ -101,8 +101,8 @@ pub(crate) static STEP_ROUTINE: std::sync::LazyLock<Routine> = std::sync::LazyLo
              ), {append}
              SELECT EXISTS (SELECT 1 FROM held), ins.id, ins.sequence, ins.type, ins.turn_id, ins.data, ins.ts
                FROM wake LEFT JOIN ins ON true ORDER BY ins.sequence",
-            append = events::append_ctes("ARRAY[$12::uuid]"),
-        ),
+        append = events::append_ctes("ARRAY[$12::uuid]"),
+    ),
 });
 
 /// Data of an assistant message event (`output.message.completed`).
