@@ -21,6 +21,7 @@ mod quotas;
 mod readme;
 mod rotation;
 mod routines;
+mod sdk;
 mod security;
 mod sse;
 mod starts;
