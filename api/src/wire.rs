@@ -22,9 +22,8 @@ use chrono::{DateTime, Utc};
 use poem_openapi::types::{Example, MaybeUndefined};
 use poem_openapi::{Enum, Object};
 use serde_json::{Value, json};
-use turnstone_core::ids::{self, Kind};
+use turnstone_core::ids::TypedId;
 use turnstone_core::{events, limits, turns};
-use uuid::Uuid;
 
 use crate::error::ApiError;
 pub use crate::text::Text;
@@ -46,12 +45,12 @@ fn example<T: poem_openapi::types::ParseFromJSON>(value: Value) -> T {
 }
 
 /// Parses a prefixed id from a path or body, mapping a bad one to 400 `invalid_id`.
-pub fn parse_id(kind: Kind, s: &str) -> Result<Uuid, ApiError> {
-    ids::parse(kind, s).map_err(ApiError::from)
+pub fn parse_id<T: TypedId>(s: &str) -> Result<T, ApiError> {
+    T::parse(s).map_err(ApiError::from)
 }
 
-pub fn parse_opt_id(kind: Kind, s: Option<&str>) -> Result<Option<Uuid>, ApiError> {
-    s.map(|s| parse_id(kind, s)).transpose()
+pub fn parse_opt_id<T: TypedId>(s: Option<&str>) -> Result<Option<T>, ApiError> {
+    s.map(parse_id).transpose()
 }
 
 /// A process is alive.

@@ -3,6 +3,7 @@
 //! (`TURNSTONE_BIN_DIR`), plus probes into `/proc` and `pg_stat_*`.
 
 use std::time::{Duration, Instant};
+use turnstone_core::ids::{TurnId, TypedId};
 
 use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
@@ -258,10 +259,10 @@ pub fn proc_kb(pid: i32, field: &str) -> u64 {
         .unwrap_or(0)
 }
 
-/// The turn id (uuid) of a `POST …/messages` 202 body.
-pub fn turn_of(accepted: &serde_json::Value) -> uuid::Uuid {
+/// The turn id of a `POST …/messages` 202 body.
+pub fn turn_of(accepted: &serde_json::Value) -> TurnId {
     let id = accepted["turn_id"].as_str().expect("turn_id in 202 body");
-    turnstone_core::ids::parse(turnstone_core::ids::Kind::Turn, id).expect("turn id")
+    TurnId::parse(id).expect("turn id")
 }
 
 /// The scenario database's statements from `pg_stat_statements` (empty when it

@@ -2,10 +2,10 @@
 //! the lease: [`commit_step`] (one round trip, [`STEP_ROUTINE`]), and the
 //! events a step writes.
 
+use crate::ids::{EventId, TurnId};
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 use sqlx::PgPool;
-use uuid::Uuid;
 
 use super::{Lease, Usage};
 use crate::db::{self, Routine};
@@ -34,7 +34,7 @@ pub async fn commit_step(
     for e in events {
         arrays.push(lease.session_id, Some(lease.turn_id), e);
     }
-    type Row = (bool, Option<Uuid>, Option<i64>, Option<String>, Option<Uuid>, Option<Value>, Option<DateTime<Utc>>);
+    type Row = (bool, Option<EventId>, Option<i64>, Option<String>, Option<TurnId>, Option<Value>, Option<DateTime<Utc>>);
     let mut c = db::autocommit(pool).await?;
     let rows: Vec<Row> = arrays
         .bind(events::bind_append(sqlx::query_as(sqlx::AssertSqlSafe(STEP_ROUTINE.call())), lease.org_id))
@@ -84,7 +84,7 @@ pub(crate) static STEP_ROUTINE: std::sync::LazyLock<Routine> = std::sync::LazyLo
     ]
     .concat(),
     returns: "held bool, id uuid, sequence int8, type text, turn_id uuid, data jsonb, ts timestamptz",
-    prelude: "PERFORM set_config('turnstone.org_id', $1::text, true);
+    prelude: "PERFORM turnstone.enter_org($1);
          PERFORM turnstone_lock_sessions(ARRAY[$12]);",
     settings: db::GENERIC_PLANS,
     query: format!(
