@@ -87,7 +87,7 @@ pub struct ChatArgs {
     pub target: ChatTarget,
 }
 
-/// Cursor pagination.
+// Cursor pagination.
 #[derive(Debug, Args)]
 pub struct Page {
     /// At most this many items.
@@ -98,7 +98,7 @@ pub struct Page {
     pub after: Option<String>,
 }
 
-/// A request body: a JSON file, then flags over it.
+// A request body: a JSON file, then flags over it.
 #[derive(Debug, Args)]
 pub struct BodyFile {
     /// A JSON file with the request body (flags override its members); `-` reads stdin.
@@ -131,6 +131,7 @@ pub struct AgentFields {
 
 #[derive(Debug, Subcommand)]
 pub enum Agents {
+    /// List them (--limit, --after for more).
     List {
         /// Only agents with this tag.
         #[arg(long)]
@@ -140,15 +141,18 @@ pub enum Agents {
         #[command(flatten)]
         page: Page,
     },
+    /// Show one.
     Get {
         id: String,
     },
+    /// Create one from flags, or --file body.json (flags win).
     Create {
         #[command(flatten)]
         fields: AgentFields,
         #[arg(long)]
         idempotency_key: Option<String>,
     },
+    /// Change one: flags, or --file body.json (flags win).
     Update {
         id: String,
         #[command(flatten)]
@@ -162,6 +166,7 @@ pub enum Agents {
 
 #[derive(Debug, Subcommand)]
 pub enum Sessions {
+    /// List them (--limit, --after for more).
     List {
         /// Only sessions with this agent.
         #[arg(long)]
@@ -169,9 +174,11 @@ pub enum Sessions {
         #[command(flatten)]
         page: Page,
     },
+    /// Show one.
     Get {
         id: String,
     },
+    /// Create one from flags, or --file body.json (flags win).
     Create {
         #[arg(long = "agent")]
         agent_id: Option<String>,
@@ -206,6 +213,7 @@ pub enum Sessions {
 
 #[derive(Debug, Subcommand)]
 pub enum Messages {
+    /// List a session's messages in conversation order (--after-sequence, --limit for more).
     List {
         session: String,
         #[arg(long)]
@@ -233,6 +241,7 @@ pub enum Messages {
 
 #[derive(Debug, Subcommand)]
 pub enum Events {
+    /// List a session's stored events (--type to filter; --after-sequence, --limit for more).
     List {
         session: String,
         /// Only events of this type (repeat for more).
@@ -247,13 +256,16 @@ pub enum Events {
 
 #[derive(Debug, Subcommand)]
 pub enum Providers {
+    /// List them (--limit, --after for more).
     List {
         #[command(flatten)]
         page: Page,
     },
+    /// Show one.
     Get {
         id: String,
     },
+    /// Create one from flags, or --file body.json (flags win).
     Create {
         #[arg(long)]
         name: Option<String>,
@@ -266,6 +278,7 @@ pub enum Providers {
         #[arg(long)]
         idempotency_key: Option<String>,
     },
+    /// Change one: flags, or --file body.json (flags win).
     Update {
         id: String,
         #[arg(long)]
@@ -277,6 +290,7 @@ pub enum Providers {
         #[command(flatten)]
         body: BodyFile,
     },
+    /// Delete one.
     Delete {
         id: String,
     },
@@ -284,13 +298,16 @@ pub enum Providers {
 
 #[derive(Debug, Subcommand)]
 pub enum Models {
+    /// List them (--limit, --after for more).
     List {
         #[command(flatten)]
         page: Page,
     },
+    /// Show one.
     Get {
         id: String,
     },
+    /// Create one from flags, or --file body.json (flags win).
     Create {
         #[arg(long = "provider")]
         provider_id: Option<String>,
@@ -304,6 +321,7 @@ pub enum Models {
         #[arg(long)]
         idempotency_key: Option<String>,
     },
+    /// Delete one.
     Delete {
         id: String,
     },
@@ -311,6 +329,7 @@ pub enum Models {
 
 #[derive(Debug, Subcommand)]
 pub enum Keys {
+    /// List them (--limit, --after for more).
     List {
         #[command(flatten)]
         page: Page,
@@ -334,6 +353,7 @@ pub enum Keys {
 
 #[derive(Debug, Subcommand)]
 pub enum Capabilities {
+    /// List them.
     List,
 }
 
@@ -357,19 +377,23 @@ pub struct OrgFields {
 
 #[derive(Debug, Subcommand)]
 pub enum Orgs {
+    /// List them (--limit, --after for more).
     List {
         #[command(flatten)]
         page: Page,
     },
+    /// Show one.
     Get {
         id: String,
     },
+    /// Create one from flags, or --file body.json (flags win).
     Create {
         #[arg(long)]
         name: Option<String>,
         #[command(flatten)]
         body: BodyFile,
     },
+    /// Change one: flags, or --file body.json (flags win).
     Update {
         id: String,
         #[command(flatten)]

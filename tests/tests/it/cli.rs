@@ -453,3 +453,106 @@ async fn chat_in_a_terminal_runs_a_turn_a_tool_call_and_a_cancel() {
         t.expect(Eof).map(drop)
     });
 }
+
+/// A TCP proxy in front of the API whose open connections a test can cut, as a network would.
+struct Cutter {
+    url: String,
+    cut: tokio::sync::watch::Sender<u64>,
+    accepted: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Cutter {
+    async fn start(upstream: &str) -> Cutter {
+        let upstream = upstream.trim_start_matches("http://").to_owned();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let (cut, cuts) = tokio::sync::watch::channel(0u64);
+        let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let count = accepted.clone();
+        tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let upstream = upstream.clone();
+                let mut cuts = cuts.clone();
+                cuts.mark_unchanged();
+                tokio::spawn(async move {
+                    let Ok(mut server) = tokio::net::TcpStream::connect(&upstream).await else { return };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                        _ = cuts.changed() => {} // dropped: both sockets close without a word
+                    }
+                });
+            }
+        });
+        Cutter { url, cut, accepted }
+    }
+
+    fn cut(&self) {
+        self.cut.send_modify(|n| *n += 1);
+    }
+
+    fn accepted(&self) -> usize {
+        self.accepted.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_resumes_across_dropped_connections_with_no_gap_and_no_duplicate() {
+    let stack = Stack::start().await;
+    let proxy = Cutter::start(&stack.base).await;
+    let user = User::new();
+    let api = stack.client();
+    let session = math_session(&stack).await;
+    let mut watch = user
+        .command(
+            &["sessions", "watch", &session, "-o", "json", "--until", "turn.completed"],
+            &[("TURNSTONE_URL", proxy.url.as_str()), ("TURNSTONE_API_KEY", stack.key.as_str())],
+        )
+        .spawn()
+        .unwrap();
+    let (tx, mut lines) = tokio::sync::mpsc::unbounded_channel::<String>();
+    let stdout = watch.stdout.take().unwrap();
+    tokio::spawn(async move {
+        use tokio::io::AsyncBufReadExt;
+        let mut reader = tokio::io::BufReader::new(stdout).lines();
+        while let Ok(Some(line)) = reader.next_line().await {
+            let _ = tx.send(line);
+        }
+    });
+    // The first event comes through: the stream is open.
+    api.say(&session, "!sleep 1200 first").await;
+    let first = tokio::time::timeout(turnstone_tests::DEADLINE, lines.recv()).await.expect("the watcher prints in time");
+    let mut watched = vec![first.expect("the watcher is running")];
+    // Cut while the turn runs; events appended meanwhile arrive after the reconnect, once each.
+    api.wait_for(&session, "reason.started", 1).await;
+    let before = proxy.accepted();
+    proxy.cut();
+    turnstone_tests::wait_until("the watcher reconnected", || proxy.accepted() > before).await;
+    api.say(&session, "second").await;
+    proxy.cut();
+
+    let out = tokio::time::timeout(turnstone_tests::DEADLINE, watch.wait_with_output()).await.unwrap().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.matches("(reconnecting:").count() >= 2, "the drops were noticed: {stderr}");
+    // The rest of the lines, up to the end of the pipe.
+    while let Some(line) = lines.recv().await {
+        watched.push(line);
+    }
+    let events: Vec<Value> = watched.iter().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let stored = api.events(&session).await;
+    let first_completed = stored.iter().position(|e| e["type"] == "turn.completed").unwrap();
+    assert_eq!(events, stored[..=first_completed], "every stored event once, in order, unchanged");
+}
+
+#[tokio::test]
+async fn watch_and_chat_refuse_what_is_not_there() {
+    let stack = Stack::start_with(StackOptions { workers: 0, ..Default::default() }).await;
+    let user = User::new();
+    let env = env(&stack);
+    user.fails(&env, &["sessions", "watch", &zero_id("ses")], 1, "not_found").await;
+    user.fails(&env, &["sessions", "watch", "agt_x"], 2, "session id").await;
+    user.fails(&env, &["chat", "--session", &zero_id("ses")], 1, "not_found").await;
+    user.fails(&env, &["chat", "--agent", &zero_id("agt")], 1, "not_found").await;
+    user.fails(&env, &["chat", "--agent", "x", "--session", "y"], 2, "cannot be used with").await;
+}
