@@ -3,6 +3,7 @@
 
 mod cancel;
 mod contract;
+mod console;
 mod conversation;
 mod durability;
 mod e2e;
