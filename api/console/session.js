@@ -238,8 +238,9 @@ async function events(panel, { session, newest }, { navigate, showProblem }) {
 
   const page = await get(`/v1/sessions/${id}/events${query({ types, after_sequence: from, limit: PAGE })}`);
   body.append(...page.data.map(row));
-  let tail = page.next_after_sequence === null; // this page reaches the end of the log
   let shownLast = page.data.at(-1)?.sequence ?? from;
+  // This page reaches the end of the log (a full page may end exactly there).
+  const tail = page.next_after_sequence === null || (!wanted.size && shownLast >= last);
   const describe = () => {
     const first = body.firstElementChild?.dataset.sequence;
     summary.textContent = first

@@ -68,6 +68,11 @@ def heading(page, text):
     expect(h1).to_have_text(text)
 
 
+def nav(page, name):
+    """Follows a link of the main navigation."""
+    page.locator("#nav").get_by_role("link", name=name, exact=True).click()
+
+
 def shot(page, name):
     page.screenshot(path=os.path.join(ARTIFACTS, f"{name}.png"), full_page=True)
 
@@ -116,7 +121,7 @@ def main():
         assert page.evaluate("() => !location.href.includes('ts_')"), "the key is in the URL"
 
         # Create an agent with a capability picked from the registry (its tool schema is shown).
-        page.get_by_role("link", name="Agents").click()
+        nav(page, "Agents")
         heading(page, "Agents")
         page.get_by_role("link", name="New agent").click()
         heading(page, "New agent")
@@ -130,7 +135,7 @@ def main():
         heading(page, "console agent")
 
         # Start a session and talk to it: the reply streams in as deltas, then completes.
-        page.get_by_role("link", name="Sessions").click()
+        nav(page, "Sessions")
         heading(page, "Sessions")
         page.get_by_label("Agent", exact=True).first.select_option(label="console agent")
         page.get_by_label("Title").fill("console session")
@@ -145,7 +150,7 @@ def main():
                }).observe(document.querySelector('main'), { subtree: true, childList: true, characterData: true, attributes: true })"""
         )
         text = "hello from the console, streamed back to us in several chunks of live tokens"
-        page.get_by_label("Message").fill(text)
+        page.get_by_role("textbox", name="Message").fill(text)
         page.get_by_role("button", name="Send").click()
         expect(page.locator(".bubble.user", has_text=text)).to_be_visible()
         expect(page.locator(".bubble.assistant:not(.live)", has_text="echo: " + text)).to_be_visible()
@@ -153,13 +158,13 @@ def main():
         expect(page.locator("dd .badge")).to_have_text("idle")
 
         # A tool call shows as a call and its result.
-        page.get_by_label("Message").fill('!tool math {"expression":"6*7"}')
+        page.get_by_role("textbox", name="Message").fill('!tool math {"expression":"6*7"}')
         page.keyboard.press("Control+Enter")
         expect(page.locator(".bubble.tool", has_text="42").first).to_be_visible()
         shot(page, "session-chat")
 
         # Cancel a running turn.
-        page.get_by_label("Message").fill("!sleep 20000")
+        page.get_by_role("textbox", name="Message").fill("!sleep 20000")
         page.get_by_role("button", name="Send").click()
         expect(page.locator("dd .badge")).to_have_text("running")
         page.get_by_role("button", name="Cancel turn").click()
@@ -192,7 +197,7 @@ def main():
         expect(page.locator("table.events tbody tr").first).to_be_visible()
         before = page.locator("table.events tbody tr").count()
         page.goto(session_url)
-        page.get_by_label("Message").fill("one more")
+        page.get_by_role("textbox", name="Message").fill("one more")
         page.get_by_role("button", name="Send").click()
         expect(page.locator(".bubble.assistant:not(.live)", has_text="echo: one more")).to_be_visible()
         page.get_by_role("link", name="Events").click()
@@ -217,11 +222,11 @@ def main():
         timings["sessions"] = first_screen_ms(page, "/console/sessions", "tbody tr")
 
         # Providers and models; API keys (a new key is shown once).
-        page.get_by_role("link", name="Providers & models").click()
+        nav(page, "Providers & models")
         heading(page, "Providers and models")
         expect(page.locator("table[aria-label=Providers] tbody tr")).to_have_count(1)
         shot(page, "providers")
-        page.get_by_role("link", name="API keys").click()
+        nav(page, "API keys")
         heading(page, "API keys")
         page.get_by_label("Name").fill("ci")
         page.get_by_role("button", name="Create key").click()
@@ -254,7 +259,7 @@ def main():
         page.get_by_label("Max agents").fill("7")
         page.get_by_role("button", name="Save").click()
         expect(page.get_by_label("Max agents")).to_have_value("7")
-        page.get_by_role("link", name="Organisations").click()
+        nav(page, "Organisations")
         expect(page.locator("tr", has_text="console org")).to_contain_text("7")
         shot(page, "operator")
         page.get_by_role("button", name="Sign out").click()
