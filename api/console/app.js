@@ -125,6 +125,8 @@ async function route() {
     const result = await found.route.page(main, params, ctx);
     if (typeof result === "function") cleanup = result;
   } catch (e) {
+    if (e?.name === "AbortError") return;
+    fill(main, h("h1", {}, "This page could not be shown"), h("p", { class: "muted" }, "The API answered with the problem above."));
     showProblem(e);
   }
   main.querySelector("h1")?.setAttribute("tabindex", "-1");

@@ -20,9 +20,11 @@ export async function render(main, { id, tab }, ctx) {
   const current = TABS.find((t) => t.id === tab);
   if (!current) throw new Problem(404, "not_found", `this session has no tab "${tab}"`);
   const session = await get(`/v1/sessions/${encodeURIComponent(id)}`);
-  const agent = await get(`/v1/agents/${session.agent_id}`).catch(() => null);
-  // The newest stored event: the stream starts after it.
-  const newest = session.last_sequence > 0 ? (await get(`/v1/sessions/${id}/events?after_sequence=${session.last_sequence - 1}&limit=1`)).data[0] : null;
+  // The agent's name, and the newest stored event: the stream starts after it.
+  const [agent, newest] = await Promise.all([
+    get(`/v1/agents/${session.agent_id}`).catch(() => null),
+    session.last_sequence > 0 ? get(`/v1/sessions/${id}/events?after_sequence=${session.last_sequence - 1}&limit=1`).then((p) => p.data[0] ?? null) : null,
+  ]);
 
   const statusBadge = h("span", {}, badge(session.status));
   const streamState = h("span", { class: "muted", "aria-live": "polite" }, "connecting…");
@@ -152,7 +154,7 @@ async function chat(panel, { session }, { showProblem }) {
           live.textContent = "";
           return bubble("assistant", partsText(d.message?.content), event.sequence, calls(d.message?.tool_calls));
         case "tool.started":
-          return toolLine(`→ ${d.name}(${JSON.stringify(d.arguments ?? {})})`, event.sequence);
+          return toolLine(`→ ${d.name}(${typeof d.arguments === "string" ? d.arguments : JSON.stringify(d.arguments ?? {})})`, event.sequence);
         case "tool.completed":
           return toolLine(`← ${d.name}: ${JSON.stringify(d.is_error ? d.error : d.result)}`, event.sequence);
         case "turn.failed":

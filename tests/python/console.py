@@ -209,6 +209,7 @@ def main():
         page.goto(f"{BASE}/console/sessions/{missing}")
         expect(page.locator("#problem .code")).to_have_text("not_found")
         expect(page.locator("#problem .detail")).to_contain_text("session not found")
+        heading(page, "This page could not be shown")
         shot(page, "error")
 
         # A session of 10,000 events opens at once (the newest page, then live).
@@ -220,6 +221,23 @@ def main():
         expect(page.locator("table.events tbody tr").first.locator("td").first).to_have_text("1")
         timings["chat"] = first_screen_ms(page, f"/console/sessions/{BIG}", "form.composer")
         timings["sessions"] = first_screen_ms(page, "/console/sessions", "tbody tr")
+
+        # The sessions list follows statuses live: another client starts a turn, the row shows it.
+        row = page.locator("tr", has_text="console session")
+        expect(row.locator(".badge")).to_have_text("idle")
+        session_id = session_url.rsplit("/", 1)[1]
+        posted = page.request.post(
+            f"{BASE}/v1/sessions/{session_id}/messages",
+            headers={"Authorization": f"Bearer {KEY}"},
+            data={"content": [{"type": "text", "text": "!sleep 1500"}]},
+        )
+        assert posted.status == 202, posted.status
+        expect(row.locator(".badge")).to_have_text("running")
+        expect(row.locator(".badge")).to_have_text("idle")
+        page.get_by_label("Status").select_option("idle")
+        expect(page).to_have_url(re.compile(r"status=idle"))
+        expect(page.locator("tbody tr .badge").first).to_have_text("idle")
+        shot(page, "sessions")
 
         # Providers and models; API keys (a new key is shown once).
         nav(page, "Providers & models")
