@@ -129,7 +129,11 @@ async function route() {
     fill(main, h("h1", {}, "This page could not be shown"), h("p", { class: "muted" }, "The API answered with the problem above."));
     showProblem(e);
   }
-  main.querySelector("h1")?.setAttribute("tabindex", "-1");
+  // After an in-page navigation, focus goes to the new page's heading (screen readers announce it),
+  // unless the page put it somewhere itself.
+  const heading = main.querySelector("h1");
+  heading?.setAttribute("tabindex", "-1");
+  if (!main.contains(document.activeElement)) heading?.focus({ preventScroll: true });
 }
 
 /** Sign-in: the key is checked with one read before it is kept. */

@@ -229,10 +229,12 @@ def main():
         posted = page.request.post(
             f"{BASE}/v1/sessions/{session_id}/messages",
             headers={"Authorization": f"Bearer {KEY}"},
-            data={"content": [{"type": "text", "text": "!sleep 1500"}]},
+            data={"content": [{"type": "text", "text": "!sleep 20000"}]},
         )
         assert posted.status == 202, posted.status
         expect(row.locator(".badge")).to_have_text("running")
+        cancelled = page.request.post(f"{BASE}/v1/sessions/{session_id}/cancel", headers={"Authorization": f"Bearer {KEY}"})
+        assert cancelled.status in (200, 202), cancelled.status
         expect(row.locator(".badge")).to_have_text("idle")
         page.get_by_label("Status").select_option("idle")
         expect(page).to_have_url(re.compile(r"status=idle"))
