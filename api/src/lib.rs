@@ -103,6 +103,7 @@ fn service(apis: Apis) -> OpenApiService<Apis, ()> {
              Ids are prefixed (`agt_`, `ses_`, `evt_`…); lists use cursor pagination (`limit`, `after`).",
         )
         .server("/")
+        .license(poem_openapi::LicenseObject::new("Apache-2.0").url("https://www.apache.org/licenses/LICENSE-2.0"))
 }
 
 /// The OpenAPI document, generated in memory (the committed `openapi/openapi.json`

@@ -2,6 +2,7 @@
 //! per test), real HTTP, the real simulator; some tests run the real binaries.
 
 mod cancel;
+mod cli;
 mod contract;
 mod console;
 mod conversation;
@@ -21,6 +22,7 @@ mod quotas;
 mod readme;
 mod rotation;
 mod routines;
+mod sdk;
 mod security;
 mod sse;
 mod starts;
