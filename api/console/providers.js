@@ -26,7 +26,12 @@ export async function render(main, _params, ctx) {
   };
   const remove = (label, path) => {
     const b = h("button", { type: "button", class: "danger", "aria-label": label }, "Delete");
-    b.addEventListener("click", act(() => del(path)));
+    const really = act(() => del(path));
+    b.addEventListener("click", (e) => {
+      if (b.dataset.confirm === "1") return really(e);
+      b.dataset.confirm = "1";
+      b.textContent = "Click again to delete";
+    });
     return b;
   };
 
@@ -43,7 +48,7 @@ export async function render(main, _params, ctx) {
   const mProvider = h("select", { name: "provider_id", required: true }, providers.map((p) => h("option", { value: p.id }, p.name)));
   const mName = h("input", { name: "name", required: true, maxlength: 200, placeholder: "gpt-4o-mini" });
   const mDefault = h("input", { type: "checkbox", name: "is_default", id: "model-default" });
-  const addModel = h("form", { class: "card", "aria-label": "New model" }, h("h3", {}, "Add a model"), field("Provider", mProvider), field("Model name", mName), h("label", { for: "model-default" }, mDefault, " the org's default model"), h("button", { type: "submit" }, "Add model"));
+  const addModel = h("form", { class: "card", "aria-label": "New model" }, h("h3", {}, "Add a model"), field("Provider", mProvider), field("Model name", mName), h("div", { class: "field" }, h("label", { for: "model-default" }, mDefault, " the org's default model")), h("button", { type: "submit" }, "Add model"));
   addModel.addEventListener("submit", act(() => post("/v1/models", { provider_id: mProvider.value, name: mName.value.trim(), is_default: mDefault.checked })));
 
   fill(
