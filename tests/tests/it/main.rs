@@ -4,6 +4,7 @@
 mod cancel;
 mod cli;
 mod contract;
+mod console;
 mod conversation;
 mod durability;
 mod e2e;
