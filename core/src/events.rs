@@ -138,6 +138,8 @@ pub mod types {
     pub const TURN_COMPLETED: &str = "turn.completed";
     pub const TURN_FAILED: &str = "turn.failed";
     pub const TURN_CANCELLED: &str = "turn.cancelled";
+    pub use crate::storage::files::types::{FILE_DELETED, FILE_MOVED, FILE_WRITTEN};
+    pub use crate::storage::kv::types::{KV_DELETED, KV_SET};
 
     /// Every persisted type (deltas are not persisted), for filter validation.
     pub const PERSISTED: &[&str] = &[
@@ -152,6 +154,11 @@ pub mod types {
         TURN_COMPLETED,
         TURN_FAILED,
         TURN_CANCELLED,
+        FILE_WRITTEN,
+        FILE_DELETED,
+        FILE_MOVED,
+        KV_SET,
+        KV_DELETED,
     ];
 }
 
@@ -392,6 +399,18 @@ pub(crate) fn bind_append<'q, O>(
     q.bind(org_id)
         .bind(EVENTS_CHANNEL)
         // Room for the JSON once the signature prefixes it.
+        .bind((MAX_NOTIFY_BYTES - MAC_HEX) as i32)
+        .bind(NOTIFY_KEY.get().map(|k| k.ipad.to_vec()))
+        .bind(NOTIFY_KEY.get().map(|k| k.opad.to_vec()))
+}
+
+/// [`bind_append`] for a statement whose rows are read by column name.
+pub(crate) fn bind_append_query(
+    q: sqlx::query::Query<'_, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    org_id: Uuid,
+) -> sqlx::query::Query<'_, sqlx::Postgres, sqlx::postgres::PgArguments> {
+    q.bind(org_id)
+        .bind(EVENTS_CHANNEL)
         .bind((MAX_NOTIFY_BYTES - MAC_HEX) as i32)
         .bind(NOTIFY_KEY.get().map(|k| k.ipad.to_vec()))
         .bind(NOTIFY_KEY.get().map(|k| k.opad.to_vec()))
