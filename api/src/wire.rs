@@ -7,7 +7,7 @@
 //! object carries an example that works as sent. Doc comments here become the public
 //! descriptions: internal notes go in `//` comments.
 //!
-//! One file per resource group (`providers`, `agents`, `sessions`, `capabilities`, `orgs`);
+//! One file per resource group (`providers`, `agents`, `sessions`, `storage`, `capabilities`, `orgs`);
 //! this root holds the shared rules, id parsing, health and problem types.
 
 mod agents;
@@ -17,6 +17,7 @@ mod orgs;
 mod providers;
 pub mod rules;
 mod sessions;
+mod storage;
 
 use chrono::{DateTime, Utc};
 use poem_openapi::types::{Example, MaybeUndefined};
@@ -34,6 +35,7 @@ pub use nullable::Nullable;
 pub use orgs::*;
 pub use providers::*;
 pub use sessions::*;
+pub use storage::*;
 pub use rules::{
     AfterSequence, Bounded, CapabilityNames, EventType, EventsLimit, FreeText, Id, IdOrEmpty, IdempotencyKey, Name, PageLimit,
     ProviderKey, Tag, Tags,

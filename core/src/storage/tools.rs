@@ -208,15 +208,26 @@ pub struct Run {
     pub events: Vec<NewEvent>,
 }
 
+/// Why a tool call failed: the model's mistake, told to it, or the database's.
+enum Failure {
+    Model(String),
+    Core(Error),
+}
+
+impl From<Error> for Failure {
+    fn from(e: Error) -> Self {
+        Failure::Core(e)
+    }
+}
+
 /// Runs a storage tool on `conn`, the step's transaction.
 pub async fn execute(conn: &mut PgConnection, scope: Scope, tool: &str, args: &Value) -> Result<Run> {
     let mut events = Vec::new();
     let result = match run(conn, scope, tool, args, &mut events).await {
         Ok(text) => Ok(text),
-        Err(Error::Database(e)) => return Err(Error::Database(e)),
-        Err(e) if e.is_unavailable() => return Err(e),
-        Err(Error::Queue(e)) => return Err(Error::Queue(e)),
-        Err(e) => Err(tool_error(&e)),
+        Err(Failure::Model(why)) => Err(why),
+        Err(Failure::Core(e @ (Error::Database(_) | Error::Queue(_) | Error::Batched(_)))) => return Err(e),
+        Err(Failure::Core(e)) => Err(tool_error(&e)),
     };
     if result.is_err() {
         events.clear();
@@ -236,22 +247,22 @@ fn tool_error(e: &Error) -> String {
     }
 }
 
-fn str_arg<'a>(args: &'a Value, name: &str) -> Result<&'a str> {
-    args.get(name).and_then(Value::as_str).ok_or_else(|| Error::invalid("missing_field", format!("missing string argument {name:?}")))
+fn str_arg<'a>(args: &'a Value, name: &str) -> Result<&'a str, Failure> {
+    args.get(name).and_then(Value::as_str).ok_or_else(|| Failure::Model(format!("missing string argument {name:?}")))
 }
 
-fn opt_str<'a>(args: &'a Value, name: &str) -> Result<Option<&'a str>> {
+fn opt_str<'a>(args: &'a Value, name: &str) -> Result<Option<&'a str>, Failure> {
     match args.get(name) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) => Ok(Some(s)),
-        Some(_) => Err(Error::invalid("invalid_field", format!("argument {name:?} must be a string"))),
+        Some(_) => Err(Failure::Model(format!("argument {name:?} must be a string"))),
     }
 }
 
-fn opt_int(args: &Value, name: &str) -> Result<Option<i64>> {
+fn opt_int(args: &Value, name: &str) -> Result<Option<i64>, Failure> {
     match args.get(name) {
         None | Some(Value::Null) => Ok(None),
-        Some(v) => v.as_i64().map(Some).ok_or_else(|| Error::invalid("invalid_field", format!("argument {name:?} must be an integer"))),
+        Some(v) => v.as_i64().map(Some).ok_or_else(|| Failure::Model(format!("argument {name:?} must be an integer"))),
     }
 }
 
@@ -259,7 +270,7 @@ fn meta_json(m: &files::FileMeta) -> Value {
     json!({ "path": m.path, "size": m.size, "etag": m.etag, "content_type": m.content_type, "updated_at": m.updated_at })
 }
 
-async fn run(conn: &mut PgConnection, s: Scope, tool: &str, args: &Value, events: &mut Vec<NewEvent>) -> Result<String> {
+async fn run(conn: &mut PgConnection, s: Scope, tool: &str, args: &Value, events: &mut Vec<NewEvent>) -> Result<String, Failure> {
     let by = By::Tool { turn_id: s.turn_id };
     let (org, session) = (s.org_id, s.session_id);
     let out = match tool {
@@ -284,32 +295,32 @@ async fn run(conn: &mut PgConnection, s: Scope, tool: &str, args: &Value, events
         "edit_file" => {
             let path = FilePath::parse("path", str_arg(args, "path")?)?;
             let edits = args.get("edits").and_then(Value::as_array).filter(|e| !e.is_empty() && e.len() <= MAX_EDITS).ok_or_else(|| {
-                Error::invalid("invalid_field", format!("edits must be a list of 1-{MAX_EDITS} {{old_text, new_text}} objects"))
+                Failure::Model(format!("edits must be a list of 1-{MAX_EDITS} {{old_text, new_text}} objects"))
             })?;
             let (meta, content) = files::read(conn, org, session, &path).await?;
             if let Some(expected) = opt_str(args, "expected_etag")?
                 && expected != meta.etag
             {
-                return Err(Error::PreconditionFailed(String::new()));
+                return Err(Error::PreconditionFailed(String::new()).into());
             }
             let Some(text) = files::as_text(&content) else {
-                return Err(Error::invalid("binary_file", "the file is binary; edit_file changes text files only"));
+                return Err(Failure::Model("the file is binary; edit_file changes text files only".into()));
             };
             let mut text = text.to_owned();
             for (i, edit) in edits.iter().enumerate() {
                 let old = edit.get("old_text").and_then(Value::as_str).filter(|s| !s.is_empty());
                 let new = edit.get("new_text").and_then(Value::as_str);
                 let (Some(old), Some(new)) = (old, new) else {
-                    return Err(Error::invalid("invalid_field", format!("edit {} needs a non-empty old_text and a new_text", i + 1)));
+                    return Err(Failure::Model(format!("edit {} needs a non-empty old_text and a new_text", i + 1)));
                 };
                 match text.matches(old).count() {
                     1 => text = text.replacen(old, new, 1),
-                    0 => return Err(Error::invalid("edit_not_found", format!("edit {}: old_text does not occur in the file", i + 1))),
+                    0 => return Err(Failure::Model(format!("edit {}: old_text does not occur in the file", i + 1))),
                     n => {
-                        return Err(Error::invalid(
-                            "edit_ambiguous",
-                            format!("edit {}: old_text occurs {n} times; include more surrounding text so it occurs once", i + 1),
-                        ));
+                        return Err(Failure::Model(format!(
+                            "edit {}: old_text occurs {n} times; include more surrounding text so it occurs once",
+                            i + 1
+                        )));
                     }
                 }
             }
@@ -356,7 +367,7 @@ async fn run(conn: &mut PgConnection, s: Scope, tool: &str, args: &Value, events
         }
         "kv_set" => {
             let key = str_arg(args, "key")?;
-            let value = args.get("value").ok_or_else(|| Error::invalid("missing_field", "missing argument \"value\""))?;
+            let value = args.get("value").ok_or_else(|| Failure::Model("missing argument \"value\"".into()))?;
             let pre = opt_int(args, "expected_version")?.map_or(Precondition::None, Precondition::Matches);
             let w = kv::set(conn, org, session, by, key, value, opt_int(args, "ttl_secs")?, &pre).await?;
             events.extend(w.event);
@@ -372,7 +383,7 @@ async fn run(conn: &mut PgConnection, s: Scope, tool: &str, args: &Value, events
             let keys: Vec<Value> = keys.iter().map(|e| json!({ "key": e.key, "version": e.version })).collect();
             json!({ "keys": keys, "truncated": more })
         }
-        other => return Err(Error::invalid("unknown_tool", format!("tool {other:?} has no implementation"))),
+        other => return Err(Failure::Model(format!("tool {other:?} has no implementation"))),
     };
     Ok(out.to_string())
 }
