@@ -260,12 +260,7 @@ impl FilesApi {
             .unwrap_or("application/octet-stream")
             .to_owned();
         files::validate_content_type(&content_type)?;
-        let limit = {
-            let mut c = db::autocommit(&self.state.pool).await?;
-            let limit = files::max_file_bytes(&mut c, org, session).await?;
-            c.commit().await?;
-            limit
-        };
+        let limit = files::max_file_bytes(&mut *self.state.org_tx(org).await?, org, session).await?;
         let content = read_limited(req, body.0, limit).await?;
         let mut c = db::autocommit(&self.state.pool).await?;
         let written = files::write(&mut c, org, session, By::Api, &path, &content, &content_type, &pre).await?;

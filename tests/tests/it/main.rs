@@ -23,5 +23,6 @@ mod routines;
 mod security;
 mod sse;
 mod starts;
+mod storage;
 mod taskqueue;
 mod tenancy;
