@@ -349,3 +349,273 @@ async fn the_capability_registry_lists_files_and_kv_with_tool_schemas() {
         assert_eq!(t["parameters"]["additionalProperties"], false, "{t}");
     }
 }
+
+/// The events of the session's `n`-th turn (1-based), in order.
+fn turn_events(events: &[Value], n: usize) -> Vec<Value> {
+    let turn = events.iter().filter(|e| e["type"] == "turn.started").nth(n - 1).expect("turn started")["turn_id"].clone();
+    events.iter().filter(|e| e["turn_id"] == turn).cloned().collect()
+}
+
+fn tool_result(events: &[Value]) -> Value {
+    events.iter().find(|e| e["type"] == "tool.completed").expect("tool.completed")["data"].clone()
+}
+
+#[tokio::test]
+async fn tools_edit_files_and_keep_keys_within_their_turn() {
+    let stack = Stack::start().await;
+    let api = stack.client();
+    let session = api.session(&["files", "kv"]).await;
+    assert_eq!(put_file(&api, &session, "/report.md", b"# Report\nstatus: TODO\n".to_vec(), &[("content-type", "text/markdown")]).await.status, 201);
+
+    // Act: the agent edits the uploaded file, then remembers something.
+    api.say(&session, r#"!tool edit_file {"path":"/report.md","edits":[{"old_text":"TODO","new_text":"done"}]}"#).await;
+    api.wait_for(&session, "turn.completed", 1).await;
+    api.say(&session, r#"!tool kv_set {"key":"report.status","value":{"done":true}}"#).await;
+    let events = api.wait_for(&session, "turn.completed", 2).await;
+
+    // Assert: both sides see the same bytes; the write is in the turn, between the tool's start and result.
+    let read = get_file(&api, &session, "/report.md", &[]).await;
+    assert_eq!(read.bytes, b"# Report\nstatus: done\n");
+    assert_eq!(read.header("content-type"), Some("text/markdown"), "an edit keeps the content type");
+    let first = turn_events(&events, 1);
+    let kinds: Vec<&str> = first.iter().map(|e| e["type"].as_str().unwrap()).collect();
+    let at = kinds.iter().position(|k| *k == "file.written").expect("file.written in the turn");
+    assert_eq!(&kinds[at - 1..=at + 1], ["tool.started", "file.written", "tool.completed"]);
+    let written = &first[at];
+    assert_eq!(written["data"]["by"], "tool");
+    assert_eq!(written["data"]["path"], "/report.md");
+    assert_eq!(written["data"]["etag"], read.header("etag").unwrap().trim_matches('"'));
+    assert!(written["data"].get("content").is_none());
+    assert_eq!(tool_result(&first)["is_error"], false);
+    let second = turn_events(&events, 2);
+    let set = second.iter().find(|e| e["type"] == "kv.set").expect("kv.set");
+    assert_eq!(set["data"], json!({"key": "report.status", "version": 1, "by": "tool"}));
+    let key = api.get(&format!("/v1/sessions/{session}/kv/report.status")).await.expect(200);
+    assert_eq!((key["value"].clone(), key["version"].clone()), (json!({"done": true}), json!(1)));
+
+    // A tool's mistakes are results the model reads; the turn completes and nothing is written.
+    for (n, script) in [
+        (3, r#"!tool read_file {"path":"/missing.md"}"#),
+        (4, r#"!tool write_file {"path":"/report.md","content":"clobber"}"#),
+        (5, r#"!tool edit_file {"path":"/report.md","edits":[{"old_text":"nowhere","new_text":"x"}]}"#),
+        (6, r#"!tool write_file {"path":"/../etc","content":"x"}"#),
+        (7, r#"!tool kv_set {"key":"report.status","value":1,"expected_version":9}"#),
+        (8, r#"!tool write_file not json"#),
+    ] {
+        api.say(&session, script).await;
+        let events = api.wait_for(&session, "turn.completed", n).await;
+        let turn = turn_events(&events, n);
+        let result = tool_result(&turn);
+        assert_eq!(result["is_error"], true, "{script}: {result}");
+        assert!(storage_events(&turn).is_empty(), "{script} wrote nothing");
+    }
+    assert_eq!(get_file(&api, &session, "/report.md", &[]).await.bytes, b"# Report\nstatus: done\n");
+
+    // Binary files are reported, never dumped into the prompt.
+    put_file(&api, &session, "/photo.bin", vec![0, 159, 146, 150, 255], &[]).await;
+    api.say(&session, r#"!tool read_file {"path":"/photo.bin"}"#).await;
+    let events = api.wait_for(&session, "turn.completed", 9).await;
+    let result: Value = serde_json::from_str(tool_result(&turn_events(&events, 9))["result"].as_str().unwrap()).unwrap();
+    assert_eq!(result["binary"], true);
+    assert!(result.get("content").is_none());
+    // A text read returns lines and the etag to edit with.
+    api.say(&session, r#"!tool read_file {"path":"/report.md","offset":2}"#).await;
+    let events = api.wait_for(&session, "turn.completed", 10).await;
+    let result: Value = serde_json::from_str(tool_result(&turn_events(&events, 10))["result"].as_str().unwrap()).unwrap();
+    assert_eq!(result["content"], "status: done\n");
+    assert_eq!(result["etag"], read.header("etag").unwrap().trim_matches('"'));
+}
+
+/// Sessions are walled from each other (same org) and orgs from each other:
+/// every route answers 404 for another org's session, and a tool only ever
+/// reaches its own session's files and keys.
+#[tokio::test]
+async fn another_sessions_or_orgs_storage_answers_404_through_every_route_and_tool() {
+    let stack = Stack::start().await;
+    let pool = PgPool::connect(&stack.db.url).await.unwrap();
+    let a = stack.client();
+    let theirs = a.session(&[]).await;
+    assert_eq!(put_file(&a, &theirs, "/secret.txt", b"LEAKCANARY".to_vec(), &[]).await.status, 201);
+    assert_eq!(put_key(&a, &theirs, "secret", json!({"value": "LEAKCANARY"}), &[]).await.status, 201);
+
+    // A tool in another session of the same org sees none of it.
+    let mine = a.session(&["files", "kv"]).await;
+    for (n, script) in [
+        (1, r#"!tool read_file {"path":"/secret.txt"}"#),
+        (2, r#"!tool kv_get {"key":"secret"}"#),
+        (3, r#"!tool list_files {"recursive":true}"#),
+        (4, r#"!tool search_files {"pattern":"LEAK"}"#),
+        (5, r#"!tool kv_list {}"#),
+        (6, r#"!tool delete_file {"path":"/secret.txt"}"#),
+        (7, r#"!tool move_file {"from":"/secret.txt","to":"/mine.txt"}"#),
+        (8, r#"!tool kv_delete {"key":"secret"}"#),
+    ] {
+        a.say(&mine, script).await;
+        let events = a.wait_for(&mine, "turn.completed", n).await;
+        let result = tool_result(&turn_events(&events, n));
+        assert!(!result.to_string().contains("LEAKCANARY"), "{script}: {result}");
+        assert!(result["is_error"] == true || !result["result"].as_str().unwrap().contains("secret"), "{script}: {result}");
+    }
+
+    // Another org: every route with A's session id is a 404 problem.
+    let org = turnstone_core::orgs::create_org(&pool, "other").await.unwrap().id;
+    let key = turnstone_tests::api_key();
+    let mut tx = turnstone_core::db::begin_org(&pool, org).await.unwrap();
+    turnstone_core::orgs::insert_api_key(&mut tx, org, &turnstone_core::crypto::Secret::new(key.clone()), "k", None).await.unwrap();
+    tx.commit().await.unwrap();
+    let b = stack.client().with_key(&key);
+    let files = format!("/v1/sessions/{theirs}/files");
+    let probes = vec![
+        get_file(&b, &theirs, "/secret.txt", &[]).await,
+        get_file(&b, &theirs, "/secret.txt", &[("if-none-match", "*")]).await,
+        put_file(&b, &theirs, "/secret.txt", b"pwned".to_vec(), &[]).await,
+        put_file(&b, &theirs, "/new.txt", b"pwned".to_vec(), &[]).await,
+        raw(&b, b.http.get(format!("{}{files}?recursive=true", b.base))).await,
+        raw(&b, b.http.delete(format!("{}{files}?path=/secret.txt", b.base))).await,
+        raw(&b, b.http.post(format!("{}{files}/move", b.base)).json(&json!({"from": "/secret.txt", "to": "/x"}))).await,
+        raw(&b, b.http.post(format!("{}{files}/copy", b.base)).json(&json!({"from": "/secret.txt", "to": "/x"}))).await,
+        raw(&b, b.http.post(format!("{}{files}/search", b.base)).json(&json!({"pattern": "LEAK"}))).await,
+        raw(&b, b.http.get(format!("{}/v1/sessions/{theirs}/kv/secret", b.base))).await,
+        put_key(&b, &theirs, "secret", json!({"value": "pwned"}), &[]).await,
+        raw(&b, b.http.delete(format!("{}/v1/sessions/{theirs}/kv/secret", b.base))).await,
+        raw(&b, b.http.get(format!("{}/v1/sessions/{theirs}/kv", b.base))).await,
+    ];
+    for (i, p) in probes.iter().enumerate() {
+        assert_eq!((p.status, p.json()["code"].clone()), (404, json!("not_found")), "probe #{i}");
+        assert!(!String::from_utf8_lossy(&p.bytes).contains("LEAKCANARY"));
+    }
+    // Nothing changed: same bytes, same key, no new events in A's session.
+    assert_eq!(get_file(&a, &theirs, "/secret.txt", &[]).await.bytes, b"LEAKCANARY");
+    assert_eq!(a.get(&format!("/v1/sessions/{theirs}/kv/secret")).await.expect(200)["version"], 1);
+    assert_eq!(storage_events(&a.events(&theirs).await).len(), 2);
+    let (b_files, b_keys): (i64, i64) = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM files WHERE org_id = $1 OR session_id = $2 AND path <> '/secret.txt'),
+                (SELECT count(*) FROM kv WHERE org_id = $1)",
+    )
+    .bind(org)
+    .bind(turnstone_core::ids::parse(turnstone_core::ids::Kind::Session, &theirs).unwrap())
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!((b_files, b_keys), (0, 0));
+    pool.close().await;
+}
+
+/// No lost update: REST writers and a tool writer race on one file and one
+/// key, all naming the same version; exactly one of them wins each race. The
+/// tool writes the file in odd rounds and the key in even ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn racing_rest_and_tool_writers_never_overwrite_each_other() {
+    let stack = Stack::start().await;
+    let api = stack.client();
+    let session = api.session(&["files", "kv"]).await;
+    for round in 1..=4usize {
+        // Arrange: one version everyone names.
+        let v0 = put_file(&api, &session, "/shared.txt", format!("round {round}").into_bytes(), &[]).await;
+        let etag = v0.json()["etag"].as_str().unwrap().to_owned();
+        let version = put_key(&api, &session, "shared", json!({"value": round}), &[]).await.json()["version"].as_i64().unwrap();
+        let written_before = storage_events(&api.events(&session).await).len();
+
+        // Act: the turn's tool and eight REST writers at once.
+        let tool_on_file = round % 2 == 1;
+        let script = if tool_on_file {
+            format!(r#"!tool write_file {{"path":"/shared.txt","content":"tool {round}","expected_etag":"{etag}"}}"#)
+        } else {
+            format!(r#"!tool kv_set {{"key":"shared","value":"tool {round}","expected_version":{version}}}"#)
+        };
+        let turn = {
+            let api = api.clone();
+            let session = session.clone();
+            tokio::spawn(async move { api.say(&session, &script).await })
+        };
+        let quoted = format!("\"{etag}\"");
+        let vq = format!("\"{version}\"");
+        let writers = (0..8).map(|i| {
+            let (api, session, quoted, vq) = (api.clone(), session.clone(), quoted.clone(), vq.clone());
+            async move {
+                let f = put_file(&api, &session, "/shared.txt", format!("rest {round}.{i}").into_bytes(), &[("if-match", &quoted)]).await;
+                let k = put_key(&api, &session, "shared", json!({"value": format!("rest {i}")}), &[("if-match", &vq)]).await;
+                (f.status, k.status)
+            }
+        });
+        let results = futures::future::join_all(writers).await;
+        turn.await.unwrap();
+        let events = api.wait_for(&session, "turn.completed", round).await;
+
+        // Assert: one winner per race, its bytes are the file's, one event per win.
+        let tool = tool_result(&turn_events(&events, round));
+        let tool_won = tool["is_error"] == false;
+        assert!(results.iter().all(|(f, k)| [200, 412].contains(f) && [200, 412].contains(k)), "{results:?}");
+        let file_wins = results.iter().filter(|(f, _)| *f == 200).count() + usize::from(tool_won && tool_on_file);
+        let key_wins = results.iter().filter(|(_, k)| *k == 200).count() + usize::from(tool_won && !tool_on_file);
+        assert_eq!((file_wins, key_wins), (1, 1), "round {round}: exactly one writer wins each race: {results:?} {tool}");
+        let content = String::from_utf8(get_file(&api, &session, "/shared.txt", &[]).await.bytes).unwrap();
+        let key = api.get(&format!("/v1/sessions/{session}/kv/shared")).await.expect(200);
+        assert_eq!(key["version"], version + 1);
+        match (tool_won, tool_on_file) {
+            (true, true) => assert_eq!(content, format!("tool {round}")),
+            (true, false) => assert_eq!(key["value"], format!("tool {round}")),
+            _ => {}
+        }
+        if !(tool_won && tool_on_file) {
+            assert!(content.starts_with(&format!("rest {round}.")), "{content}");
+        }
+        let written = storage_events(&api.events(&session).await).len() - written_before;
+        assert_eq!(written, 2, "one file.written and one kv.set: every win and nothing else");
+    }
+}
+
+/// Exactly-once with the turn, with real worker processes killed at the tool
+/// step's boundaries: before its commit the write is not there (no write
+/// without its result); after the rescue it is there once (never applied twice).
+async fn crash_at_tool_step(point: &str) {
+    use turnstone_tests::{StackOptions, procs};
+    let stack = Stack::start_with(StackOptions { workers: 0, ..Default::default() }).await;
+    let api = stack.client();
+    let session = api.session(&["files", "kv"]).await;
+    let key_url = format!("/v1/sessions/{session}/kv/progress");
+    let tool_scripts = [
+        r#"!tool kv_set {"key":"progress","value":{"step":1}}"#,
+        r#"!tool write_file {"path":"/out/result.txt","content":"written once"}"#,
+        r#"!tool edit_file {"path":"/out/result.txt","edits":[{"old_text":"once","new_text":"once, edited once"}]}"#,
+    ];
+    for (n, script) in tool_scripts.iter().enumerate() {
+        let n = n + 1;
+        // Arrange: a worker that dies at the boundary.
+        let mut doomed = procs::worker(&stack, &[("TURNSTONE_CRASH_AT", point.to_owned())]);
+        api.say(&session, script).await;
+        assert_eq!(doomed.wait().await, None, "the worker died by signal at {point}");
+        let at_death = api.events(&session).await;
+        let results_at_death = turn_events(&at_death, n).iter().filter(|e| e["type"] == "tool.completed").count();
+        let writes_at_death = storage_events(&turn_events(&at_death, n)).len();
+        // Assert: a write is in the log exactly when its result is.
+        assert_eq!(writes_at_death, results_at_death, "{point}: a write without its result (or the reverse)");
+        assert_eq!(results_at_death, usize::from(point == "after_tool_commit"));
+        if n == 1 {
+            let status = api.get(&key_url).await.status;
+            assert_eq!(status, if point == "after_tool_commit" { 200 } else { 404 }, "the key exists iff its step committed");
+        }
+
+        // Act: a healthy worker resumes the turn.
+        let rescuer = procs::worker(&stack, &[]);
+        let events = api.wait_for(&session, "turn.completed", n).await;
+        drop(rescuer);
+        let turn = turn_events(&events, n);
+        assert_eq!(turn.iter().filter(|e| e["type"] == "tool.completed").count(), 1);
+        assert_eq!(storage_events(&turn).len(), 1, "{point}: one write per tool call: {turn:#?}");
+        assert_eq!(tool_result(&turn)["is_error"], false, "{point}: a repeat would have failed its precondition");
+    }
+    // The values show each write applied once.
+    assert_eq!(api.get(&key_url).await.expect(200)["version"], 1);
+    assert_eq!(get_file(&api, &session, "/out/result.txt", &[]).await.bytes, b"written once, edited once");
+}
+
+#[tokio::test]
+async fn a_tool_write_survives_a_crash_before_its_step_commits_exactly_once() {
+    crash_at_tool_step("before_tool_commit").await;
+}
+
+#[tokio::test]
+async fn a_tool_write_survives_a_crash_after_its_step_commits_exactly_once() {
+    crash_at_tool_step("after_tool_commit").await;
+}
