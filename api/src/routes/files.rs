@@ -156,11 +156,11 @@ fn string_header(name: &str, description: &str) -> MetaHeader {
 
 impl ApiResponse for FileContent {
     fn meta() -> MetaResponses {
-        let bytes = || vec![MetaMediaType { content_type: "*/*", schema: MetaSchemaRef::Inline(Box::new(MetaSchema { format: Some("binary"), ..MetaSchema::new("string") })) }];
+        let bytes = || vec![MetaMediaType { content_type: "application/octet-stream", schema: MetaSchemaRef::Inline(Box::new(MetaSchema { format: Some("binary"), ..MetaSchema::new("string") })) }];
         MetaResponses {
             responses: vec![
                 MetaResponse {
-                    description: "The file's bytes, with the `Content-Type` it was written with.",
+                    description: "The file's bytes. The `Content-Type` header is the one the file was written with (`application/octet-stream` when none was).",
                     status: Some(200),
                     status_range: None,
                     content: bytes(),
@@ -333,9 +333,10 @@ impl FilesApi {
         let session = session_id.0.id()?;
         let dir = FilePath::parse_dir("dir", dir.0.as_ref().map_or("/", |d| d.0.0.as_str()))?;
         let limit = super::page_limit(limit.0, limits::MAX_PAGE_LIMIT)?;
-        let after = after.0.as_ref().map(|a| a.0.0.as_str());
+        let after = after.0.as_ref().map(|a| FilePath::parse_dir("after", &a.0.0)).transpose()?;
         let mut tx = self.state.org_tx(org).await?;
-        let (entries, more) = files::list(&mut tx, org, session, &dir, recursive.0, after, limit).await?;
+        let (entries, more) =
+            files::list(&mut tx, org, session, &dir, recursive.0, after.as_ref().map(FilePath::as_str), limit).await?;
         let next = if more { entries.last().map(|e| e.path().to_owned()) } else { None };
         Ok(Json(FileList { data: entries.into_iter().map(Into::into).collect(), next_cursor: next.into() }))
     }

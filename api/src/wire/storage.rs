@@ -97,7 +97,7 @@ pub struct FileTransfer {
 
 impl Example for FileTransfer {
     fn example() -> Self {
-        example(json!({"from": "/drafts/report.md", "to": "/report.md", "overwrite": false}))
+        example(json!({"from": "/drafts/report.md", "to": "/report.md", "overwrite": true}))
     }
 }
 

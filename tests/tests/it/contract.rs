@@ -147,7 +147,8 @@ fn request_examples(doc: &Value) -> Vec<(String, String, Value)> {
     for (path, item) in doc["paths"].as_object().expect("paths") {
         for (method, op) in item.as_object().expect("operations") {
             let Some(content) = op.pointer("/requestBody/content").and_then(Value::as_object) else { continue };
-            let (_, media) = content.iter().find(|(t, _)| t.starts_with("application/json")).expect("a JSON body");
+            // A raw-body operation (a file's content) takes any bytes: README.md shows one in use.
+            let Some((_, media)) = content.iter().find(|(t, _)| t.starts_with("application/json")) else { continue };
             let schema = &media["schema"];
             let name = schema["$ref"].as_str().and_then(|r| r.rsplit('/').next()).expect("a named request schema");
             let example = schemas[name]["example"].clone();
@@ -171,6 +172,9 @@ async fn every_request_example_works_as_sent() {
     let provider = provider["id"].as_str().unwrap().to_owned();
     let agent = api.agent(&[]).await;
     let session = api.post("/v1/sessions", json!({"agent_id": agent})).await.expect(201)["id"].as_str().unwrap().to_owned();
+    // The file the move and copy examples name.
+    let upload = format!("{}/v1/sessions/{session}/files/content?path=/drafts/report.md", api.base);
+    api.send(api.http.put(upload).body("# Draft\n")).await.expect(201);
     let real = |text: String| {
         text.replace("prv_0190b5e3a1c47d2e8f0a1b2c3d4e5f60", &provider)
             .replace("agt_0190b5e3a1c47d2e8f0a1b2c3d4e5f60", &agent)
@@ -178,6 +182,7 @@ async fn every_request_example_works_as_sent() {
             .replace("{provider_id}", &provider)
             .replace("{agent_id}", &agent)
             .replace("{session_id}", &session)
+            .replace("{key}", "user:name")
     };
 
     let examples = request_examples(&doc);

@@ -129,8 +129,22 @@ async fn the_routines_live_in_the_migrations_and_need_no_temporary_objects() {
     .await
     .unwrap();
     let names: Vec<&str> = listed.iter().map(|(n, _)| n.as_str()).collect();
-    assert_eq!(names, ["commit_step", "post_message", "seal_turns", "seal_turns_and_tasks", "start_turns"]);
-    let (_, post_args) = &listed[1];
+    assert_eq!(
+        names,
+        [
+            "commit_step",
+            "delete_files",
+            "kv_delete",
+            "kv_set",
+            "move_file",
+            "post_message",
+            "seal_turns",
+            "seal_turns_and_tasks",
+            "start_turns",
+            "write_file"
+        ]
+    );
+    let (_, post_args) = &listed[5];
     assert!(post_args.starts_with("org uuid, channel text"), "named parameters: {post_args}");
 
     sqlx::query(sqlx::AssertSqlSafe(format!("REVOKE TEMPORARY ON DATABASE {} FROM PUBLIC", tdb.name)))
