@@ -271,11 +271,13 @@ async fn keys_have_versions_preconditions_and_expiry() {
     assert!(stored.iter().any(|e| e["type"] == "kv.deleted" && e["data"]["key"] == "other"));
 }
 
-/// Sets one of the org's storage limits as the database owner.
-async fn set_limit(stack: &Stack, column: &str, value: i64) {
-    let pool = PgPool::connect(&stack.db.url).await.unwrap();
-    sqlx::query(sqlx::AssertSqlSafe(format!("UPDATE orgs SET {column} = {value}"))).execute(&pool).await.unwrap();
-    pool.close().await;
+/// Sets one of the org's storage limits, as the operator does.
+async fn set_limit(stack: &Stack, field: &str, value: i64) {
+    let operator = stack.operator();
+    let orgs = operator.get("/v1/orgs").await.expect(200);
+    let org = orgs["data"][0]["id"].as_str().unwrap().to_owned();
+    let updated = operator.patch(&format!("/v1/orgs/{org}"), json!({ field: value })).await.expect(200);
+    assert_eq!(updated[field], value);
 }
 
 #[tokio::test]
