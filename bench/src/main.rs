@@ -38,7 +38,7 @@ impl Ctx {
 }
 
 const ALL: &[&str] =
-    &["pg_baseline", "queue_throughput", "pickup", "turn_overhead", "turn_throughput", "sse_fanout", "concurrency", "recovery"];
+    &["pg_baseline", "queue_throughput", "pickup", "turn_overhead", "turn_throughput", "sse_fanout", "concurrency", "recovery", "storage"];
 
 fn main() {
     let mut args = std::env::args().skip(1);
@@ -84,6 +84,7 @@ async fn run(mut ctx: Ctx, only: Vec<String>) {
                 "sse_fanout" => scenarios::fanout::run(&c).await,
                 "concurrency" => scenarios::concurrency::run(&c).await,
                 "recovery" => scenarios::recovery::run(&c).await,
+                "storage" => scenarios::storage::run(&c).await,
                 _ => unreachable!(),
             }
         });
