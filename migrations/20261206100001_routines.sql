@@ -8,7 +8,7 @@ RETURNS TABLE (status text, lim int4, active int8, model_ok bool, id uuid, seque
 LANGUAGE plpgsql AS $routine$
 #variable_conflict use_column
 BEGIN
-PERFORM set_config('turnstone.org_id', $1::text, true);
+PERFORM turnstone.enter_org($1);
 RETURN QUERY WITH locked AS (
                 SELECT s.status, o.max_concurrent_turns AS lim,
                        CASE WHEN s.status = 'idle' THEN
@@ -76,7 +76,7 @@ RETURNS TABLE (turn_id uuid, org_id uuid, session_id uuid, attempt int4, input_s
 LANGUAGE plpgsql SET plan_cache_mode = force_generic_plan AS $routine$
 #variable_conflict use_column
 BEGIN
-PERFORM set_config('turnstone.org_id', $1::text, true);
+PERFORM turnstone.enter_org($1);
          PERFORM turnstone_lock_turn_sessions($6);
 RETURN QUERY WITH live AS (
                 SELECT t.id, t.attempt, t.steps_seen, t.stalled_starts, t.cancel_requested_at IS NOT NULL AS cancel_requested,
@@ -145,7 +145,7 @@ RETURNS TABLE (held bool, id uuid, sequence int8, type text, turn_id uuid, data 
 LANGUAGE plpgsql SET plan_cache_mode = force_generic_plan AS $routine$
 #variable_conflict use_column
 BEGIN
-PERFORM set_config('turnstone.org_id', $1::text, true);
+PERFORM turnstone.enter_org($1);
          PERFORM turnstone_lock_sessions(ARRAY[$12]);
 RETURN QUERY WITH held AS (
                 UPDATE turns SET iterations = iterations + $15, input_tokens = input_tokens + $16,
@@ -194,7 +194,7 @@ RETURNS TABLE (turn_id uuid)
 LANGUAGE plpgsql SET plan_cache_mode = force_generic_plan AS $routine$
 #variable_conflict use_column
 BEGIN
-PERFORM set_config('turnstone.org_id', $1::text, true);
+PERFORM turnstone.enter_org($1);
          PERFORM turnstone_lock_sessions($15);
 RETURN QUERY WITH sealed AS (
             UPDATE turns t
@@ -279,7 +279,7 @@ RETURNS TABLE (turn_id uuid)
 LANGUAGE plpgsql SET plan_cache_mode = force_generic_plan AS $routine$
 #variable_conflict use_column
 BEGIN
-PERFORM set_config('turnstone.org_id', $1::text, true);
+PERFORM turnstone.enter_org($1);
          PERFORM turnstone_lock_sessions($15);
 RETURN QUERY WITH sealed AS (
             UPDATE turns t
@@ -367,7 +367,7 @@ RETURNS TABLE (verdict text, created bool, path text, size int8, etag text, cont
 LANGUAGE plpgsql AS $routine$
 #variable_conflict use_column
 BEGIN
-PERFORM set_config('turnstone.org_id', $1::text, true);
+PERFORM turnstone.enter_org($1);
          PERFORM turnstone_lock_sessions(ARRAY[$6]);
 RETURN QUERY WITH lim AS (
                 SELECT o.max_file_bytes, o.max_session_bytes, o.max_session_files, o.max_storage_bytes,
@@ -449,7 +449,7 @@ RETURNS TABLE (verdict text, files int8, bytes int8)
 LANGUAGE plpgsql AS $routine$
 #variable_conflict use_column
 BEGIN
-PERFORM set_config('turnstone.org_id', $1::text, true);
+PERFORM turnstone.enter_org($1);
          PERFORM turnstone_lock_sessions(ARRAY[$6]);
 RETURN QUERY WITH lim AS (
                 SELECT EXISTS (SELECT 1 FROM sessions s WHERE s.org_id = $1 AND s.id = $6) AS session_ok
@@ -517,7 +517,7 @@ RETURNS TABLE (verdict text, created bool, path text, size int8, etag text, cont
 LANGUAGE plpgsql AS $routine$
 #variable_conflict use_column
 BEGIN
-PERFORM set_config('turnstone.org_id', $1::text, true);
+PERFORM turnstone.enter_org($1);
          PERFORM turnstone_lock_sessions(ARRAY[$6]);
 RETURN QUERY WITH lim AS (
                 SELECT o.max_file_bytes, o.max_session_bytes, o.max_session_files, o.max_storage_bytes,
@@ -607,7 +607,7 @@ RETURNS TABLE (verdict text, created bool, key text, value jsonb, version int8, 
 LANGUAGE plpgsql AS $routine$
 #variable_conflict use_column
 BEGIN
-PERFORM set_config('turnstone.org_id', $1::text, true);
+PERFORM turnstone.enter_org($1);
          PERFORM turnstone_lock_sessions(ARRAY[$6]);
 RETURN QUERY WITH lim AS (
                 SELECT o.max_session_keys, EXISTS (SELECT 1 FROM sessions s WHERE s.org_id = $1 AND s.id = $6) AS session_ok
@@ -677,7 +677,7 @@ RETURNS TABLE (verdict text, version int8)
 LANGUAGE plpgsql AS $routine$
 #variable_conflict use_column
 BEGIN
-PERFORM set_config('turnstone.org_id', $1::text, true);
+PERFORM turnstone.enter_org($1);
          PERFORM turnstone_lock_sessions(ARRAY[$6]);
 RETURN QUERY WITH lim AS (
                 SELECT EXISTS (SELECT 1 FROM sessions s WHERE s.org_id = $1 AND s.id = $6) AS session_ok

@@ -18,6 +18,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use turnstone_core::ids::{OrgId, SessionId};
 
 use rand::Rng;
 use sqlx::PgPool;
@@ -26,7 +27,6 @@ use tokio::sync::{Notify, broadcast};
 use turnstone_core::events::{self, DELTAS_CHANNEL, Delta, EVENTS_CHANNEL, EventFilter};
 use turnstone_core::orgs::AUTH_CHANNEL;
 use turnstone_core::{db, sessions};
-use uuid::Uuid;
 
 /// Events read per query by a reader.
 pub const BATCH: u32 = 500;
@@ -98,13 +98,13 @@ pub struct Hub {
     fallback_poll: Duration,
     /// Told when key checks are void (`turnstone_auth`) and whether LISTEN is up.
     auth_cache: Arc<crate::auth::AuthCache>,
-    sessions: Mutex<HashMap<Uuid, Feed>>,
+    sessions: Mutex<HashMap<SessionId, Feed>>,
 }
 
 /// A stream's subscription; unregisters the session's feed when the last one drops.
 pub struct Subscription {
     hub: Arc<Hub>,
-    session_id: Uuid,
+    session_id: SessionId,
     /// Always `Some` until dropped (taken under the hub lock, see `Drop`).
     rx: Option<broadcast::Receiver<Signal>>,
 }
@@ -139,7 +139,7 @@ impl Hub {
         Hub { pool, listen_pool, fallback_poll, auth_cache, sessions: Mutex::default() }
     }
 
-    pub fn subscribe(self: &Arc<Self>, org_id: Uuid, session_id: Uuid) -> Subscription {
+    pub fn subscribe(self: &Arc<Self>, org_id: OrgId, session_id: SessionId) -> Subscription {
         let mut map = self.sessions.lock().expect("hub lock");
         if let Some(feed) = map.get(&session_id) {
             return Subscription { hub: self.clone(), session_id, rx: Some(feed.tx.subscribe()) };
@@ -244,7 +244,12 @@ async fn connect(pool: &PgPool) -> Result<PgListener, sqlx::Error> {
 }
 
 /// Reads events of `session_id` after `cursor`, up to one batch.
-pub async fn read_after(pool: &PgPool, org_id: Uuid, session_id: Uuid, cursor: i64) -> turnstone_core::Result<Vec<Rendered>> {
+pub async fn read_after(
+    pool: &PgPool,
+    org_id: OrgId,
+    session_id: SessionId,
+    cursor: i64,
+) -> turnstone_core::Result<Vec<Rendered>> {
     let mut tx = db::begin_org(pool, org_id).await?;
     let filter = EventFilter { after_sequence: cursor, types: Vec::new(), limit: BATCH };
     let batch = events::list(&mut tx, org_id, session_id, &filter).await?;
@@ -264,8 +269,8 @@ fn render(e: events::Event) -> Rendered {
 /// catches up on older events itself.
 async fn read_session(
     pool: PgPool,
-    org_id: Uuid,
-    session_id: Uuid,
+    org_id: OrgId,
+    session_id: SessionId,
     tx: broadcast::Sender<Signal>,
     inbox: Arc<Inbox>,
     poll: Duration,

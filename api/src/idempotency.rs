@@ -7,7 +7,7 @@ use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};
 use sqlx::PgConnection;
 use turnstone_core::idempotency;
-use uuid::Uuid;
+use turnstone_core::ids::OrgId;
 
 use crate::AppState;
 use crate::error::ApiError;
@@ -15,7 +15,13 @@ use crate::error::ApiError;
 /// Runs `create` in a transaction; with a key, records its response there too,
 /// or replays the response recorded for that key. `request` identifies the
 /// operation and body: reusing a key for a different request is a 422.
-pub async fn create_once<T, F>(state: &AppState, org_id: Uuid, key: Option<&str>, request: &str, create: F) -> Result<T, ApiError>
+pub async fn create_once<T, F>(
+    state: &AppState,
+    org_id: OrgId,
+    key: Option<&str>,
+    request: &str,
+    create: F,
+) -> Result<T, ApiError>
 where
     T: Serialize + DeserializeOwned,
     F: for<'c> FnOnce(&'c mut PgConnection) -> BoxFuture<'c, Result<T, ApiError>>,

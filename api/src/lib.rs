@@ -31,6 +31,7 @@ pub mod wire;
 
 use std::sync::Arc;
 use std::time::Duration;
+use turnstone_core::ids::OrgId;
 
 use poem::endpoint::BoxEndpoint;
 use poem::http::Method;
@@ -61,7 +62,7 @@ pub struct Inner {
 
 impl AppState {
     /// A transaction scoped to one org (row-level security); every tenant read and write runs in one.
-    pub async fn org_tx(&self, org_id: uuid::Uuid) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, error::ApiError> {
+    pub async fn org_tx(&self, org_id: OrgId) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, error::ApiError> {
         Ok(db::begin_org(&self.pool, org_id).await?)
     }
 }

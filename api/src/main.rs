@@ -7,6 +7,7 @@
 //! - `turnstone-api keys rotate-org <org_…>`: new data key for one org, secrets re-sealed.
 
 use turnstone_api::{Application, Config};
+use turnstone_core::ids::{OrgId, TypedId};
 
 const USAGE: &str = "usage: turnstone-api [openapi | problems | keys rotate-master | keys rotate-org <org_id>]";
 
@@ -33,14 +34,14 @@ fn main() -> std::process::ExitCode {
 
 /// The key rotation commands; both are online and safe to re-run.
 async fn keys(args: &[&str]) -> std::process::ExitCode {
-    use turnstone_core::{db, ids, keychain};
+    use turnstone_core::{db, keychain};
     let result = async {
         let config = Config::from_env()?;
         let url = config.migrate_database_url.as_deref().unwrap_or(&config.database_url);
         let pool = db::connect(url, 2).await?;
         let done = match args {
             ["rotate-master"] => keychain::rotate_master_key(&pool, &config.keys).await?,
-            ["rotate-org", org] => keychain::rotate_org_key(&pool, &config.keys, ids::parse(ids::Kind::Org, org)?).await?,
+            ["rotate-org", org] => keychain::rotate_org_key(&pool, &config.keys, OrgId::parse(org)?).await?,
             _ => return Err(USAGE.into()),
         };
         println!("rotated: {} org(s), {} data key(s), {} secret(s) re-sealed", done.orgs, done.keys, done.secrets);

@@ -25,9 +25,8 @@ use serde_json::json;
 use tokio::sync::broadcast;
 use tokio::time::Instant;
 use turnstone_core::events::types;
-use turnstone_core::ids::{self, Kind};
+use turnstone_core::ids::{EventId, SessionId, TypedId};
 use turnstone_core::orgs::{self, Principal};
-use uuid::Uuid;
 
 use crate::AppState;
 use crate::error::{ApiError, Problem};
@@ -47,16 +46,16 @@ pub async fn prepare(
     session_id: &str,
     last_event_id: Option<String>,
     since_id: Option<String>,
-) -> Result<(Uuid, i64, tokio::sync::OwnedSemaphorePermit), ApiError> {
+) -> Result<(SessionId, i64, tokio::sync::OwnedSemaphorePermit), ApiError> {
     let org = principal.org_id;
-    let session = parse_id(Kind::Session, session_id)?;
+    let session = parse_id::<SessionId>(session_id)?;
     let mut tx = state.org_tx(org).await?;
     turnstone_core::sessions::get_session(&mut tx, org, session).await?;
     let cursor_id = last_event_id.filter(|s| !s.is_empty()).or(since_id);
     let after = match cursor_id {
         None => 0,
         Some(id) => {
-            let event = parse_id(Kind::Event, &id)?;
+            let event = parse_id::<EventId>(&id)?;
             turnstone_core::events::sequence_of(&mut tx, org, session, event).await.map_err(|e| match e {
                 turnstone_core::Error::NotFound(_) => {
                     ApiError::bad_request("unknown_event_id", "the resume event id is not an event of this session")
@@ -84,13 +83,13 @@ pub async fn prepare(
 pub fn open(
     state: AppState,
     principal: Principal,
-    session_id: Uuid,
+    session_id: SessionId,
     after_sequence: i64,
     permit: tokio::sync::OwnedSemaphorePermit,
 ) -> FrameStream {
     // Subscribe before the first read, so nothing committed in between is missed.
     let sub = state.hub.subscribe(principal.org_id, session_id);
-    let session = ids::format(Kind::Session, session_id);
+    let session = session_id.wire();
     let connected = own_frame("connected", json!({ "session_id": session, "after_sequence": after_sequence }));
     let now = Instant::now();
     let pump = Pump {
@@ -164,7 +163,7 @@ impl IntoResponse for FrameStream {
 struct Pump {
     state: AppState,
     principal: Principal,
-    session_id: Uuid,
+    session_id: SessionId,
     /// The session's wire id.
     session: String,
     /// The last stored event sent.
@@ -245,7 +244,7 @@ impl Pump {
                     "type": types::OUTPUT_MESSAGE_DELTA,
                     "ts": d.ts,
                     "session_id": self.session,
-                    "turn_id": ids::format(Kind::Turn, d.turn_id),
+                    "turn_id": d.turn_id.wire(),
                     "data": { "delta": d.text, "iteration": d.iteration },
                 });
                 self.outbox.push_back(own_frame(types::OUTPUT_MESSAGE_DELTA, data));

@@ -23,9 +23,8 @@ use chrono::{DateTime, Utc};
 use poem_openapi::types::{Example, MaybeUndefined};
 use poem_openapi::{Enum, Object};
 use serde_json::{Value, json};
-use turnstone_core::ids::{self, Kind};
+use turnstone_core::ids::TypedId;
 use turnstone_core::{events, limits, turns};
-use uuid::Uuid;
 
 use crate::error::ApiError;
 pub use crate::text::Text;
@@ -34,12 +33,12 @@ pub use capabilities::*;
 pub use nullable::Nullable;
 pub use orgs::*;
 pub use providers::*;
-pub use sessions::*;
 pub use storage::*;
 pub use rules::{
     AfterSequence, Bounded, CapabilityNames, EventType, EventsLimit, FreeText, Id, IdOrEmpty, IdempotencyKey, Name, PageLimit,
     ProviderKey, Tag, Tags,
 };
+pub use sessions::*;
 
 /// Parses a request object from its JSON example: the examples are written as JSON, as a
 /// client sends them, and a test proves each one is accepted as sent.
@@ -48,12 +47,12 @@ fn example<T: poem_openapi::types::ParseFromJSON>(value: Value) -> T {
 }
 
 /// Parses a prefixed id from a path or body, mapping a bad one to 400 `invalid_id`.
-pub fn parse_id(kind: Kind, s: &str) -> Result<Uuid, ApiError> {
-    ids::parse(kind, s).map_err(ApiError::from)
+pub fn parse_id<T: TypedId>(s: &str) -> Result<T, ApiError> {
+    T::parse(s).map_err(ApiError::from)
 }
 
-pub fn parse_opt_id(kind: Kind, s: Option<&str>) -> Result<Option<Uuid>, ApiError> {
-    s.map(|s| parse_id(kind, s)).transpose()
+pub fn parse_opt_id<T: TypedId>(s: Option<&str>) -> Result<Option<T>, ApiError> {
+    s.map(parse_id).transpose()
 }
 
 /// A process is alive.

@@ -3,6 +3,7 @@
 //! (`TURNSTONE_BIN_DIR`), plus probes into `/proc` and `pg_stat_*`.
 
 use std::time::{Duration, Instant};
+use turnstone_core::ids::{TurnId, TypedId};
 
 use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
@@ -91,7 +92,13 @@ fn with_role(url: &str, role: &str) -> String {
 
 /// `DATABASE_URL` (and, through a pooler, the direct LISTEN URL and no prepared statements) of
 /// the `api` or `worker` process.
-fn database_env(url: &str, pgbouncer: Option<&turnstone_tests::pooler::PgBouncer>, database: &str, rls: bool, process: &str) -> Vec<(&'static str, String)> {
+fn database_env(
+    url: &str,
+    pgbouncer: Option<&turnstone_tests::pooler::PgBouncer>,
+    database: &str,
+    rls: bool,
+    process: &str,
+) -> Vec<(&'static str, String)> {
     let role = format!("turnstone_{process}");
     match pgbouncer {
         Some(b) => vec![
@@ -183,10 +190,7 @@ impl Deployment {
         self.next_worker += 1;
         let name = format!("bench-w{}-{}", self.next_worker, std::process::id());
         let mut env = database_env(&self.db.url, self.pgbouncer.as_ref(), &self.db.name, self.rls, "worker");
-        env.extend([
-            ("TURNSTONE_MASTER_KEY", self.master_key.clone()),
-            ("TURNSTONE_WORKER_NAME", name.clone()),
-        ]);
+        env.extend([("TURNSTONE_MASTER_KEY", self.master_key.clone()), ("TURNSTONE_WORKER_NAME", name.clone())]);
         env.extend(self.opts.worker_env.iter().cloned());
         let proc = Proc::spawn("turnstone-worker", &env);
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -255,10 +259,10 @@ pub fn proc_kb(pid: i32, field: &str) -> u64 {
         .unwrap_or(0)
 }
 
-/// The turn id (uuid) of a `POST …/messages` 202 body.
-pub fn turn_of(accepted: &serde_json::Value) -> uuid::Uuid {
+/// The turn id of a `POST …/messages` 202 body.
+pub fn turn_of(accepted: &serde_json::Value) -> TurnId {
     let id = accepted["turn_id"].as_str().expect("turn_id in 202 body");
-    turnstone_core::ids::parse(turnstone_core::ids::Kind::Turn, id).expect("turn id")
+    TurnId::parse(id).expect("turn id")
 }
 
 /// The scenario database's statements from `pg_stat_statements` (empty when it

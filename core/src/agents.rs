@@ -2,19 +2,18 @@
 //! DELETE archives (soft delete); archived agents cannot start new sessions.
 
 use crate::error::{Error, Result};
-use crate::ids::new_id;
+use crate::ids::{AgentId, ModelId, OrgId, TypedId};
 use crate::page::Page;
 use crate::{capabilities, limits, providers, validate};
 use chrono::{DateTime, Utc};
 use sqlx::{AssertSqlSafe, PgConnection};
-use uuid::Uuid;
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct Agent {
-    pub id: Uuid,
+    pub id: AgentId,
     pub name: String,
     pub system_prompt: String,
-    pub model_id: Option<Uuid>,
+    pub model_id: Option<ModelId>,
     pub capabilities: Vec<String>,
     pub tags: Vec<String>,
     pub max_iterations: i32,
@@ -30,7 +29,7 @@ pub struct AgentInput {
     pub name: Option<String>,
     pub system_prompt: Option<String>,
     /// `Some(None)` clears the model.
-    pub model_id: Option<Option<Uuid>>,
+    pub model_id: Option<Option<ModelId>>,
     pub capabilities: Option<Vec<String>>,
     pub tags: Option<Vec<String>>,
     pub max_iterations: Option<i32>,
@@ -40,7 +39,7 @@ pub struct AgentInput {
 const COLUMNS: &str =
     "id, name, system_prompt, model_id, capabilities, tags, max_iterations, max_turn_secs, created_at, updated_at, archived_at";
 
-async fn validate_input(conn: &mut PgConnection, org_id: Uuid, input: &AgentInput) -> Result<()> {
+async fn validate_input(conn: &mut PgConnection, org_id: OrgId, input: &AgentInput) -> Result<()> {
     if let Some(name) = &input.name {
         validate::name("name", name)?;
     }
@@ -65,7 +64,7 @@ async fn validate_input(conn: &mut PgConnection, org_id: Uuid, input: &AgentInpu
     Ok(())
 }
 
-pub async fn create_agent(conn: &mut PgConnection, org_id: Uuid, input: AgentInput) -> Result<Agent> {
+pub async fn create_agent(conn: &mut PgConnection, org_id: OrgId, input: AgentInput) -> Result<Agent> {
     let name = input.name.clone().ok_or_else(|| Error::invalid("missing_field", "name is required"))?;
     validate_input(conn, org_id, &input).await?;
     crate::quotas::check(conn, org_id, crate::quotas::Quota::Agents).await?;
@@ -73,7 +72,7 @@ pub async fn create_agent(conn: &mut PgConnection, org_id: Uuid, input: AgentInp
         "INSERT INTO agents (id, org_id, name, system_prompt, model_id, capabilities, tags, max_iterations, max_turn_secs)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING {COLUMNS}"
     )))
-    .bind(new_id())
+    .bind(AgentId::new())
     .bind(org_id)
     .bind(name)
     .bind(input.system_prompt.unwrap_or_default())
@@ -87,7 +86,7 @@ pub async fn create_agent(conn: &mut PgConnection, org_id: Uuid, input: AgentInp
     Ok(agent)
 }
 
-pub async fn get_agent(conn: &mut PgConnection, org_id: Uuid, id: Uuid) -> Result<Agent> {
+pub async fn get_agent(conn: &mut PgConnection, org_id: OrgId, id: AgentId) -> Result<Agent> {
     sqlx::query_as(AssertSqlSafe(format!("SELECT {COLUMNS} FROM agents WHERE org_id = $1 AND id = $2")))
         .bind(org_id)
         .bind(id)
@@ -99,12 +98,12 @@ pub async fn get_agent(conn: &mut PgConnection, org_id: Uuid, id: Uuid) -> Resul
 /// Newest first. Archived agents only when asked; `tag` filters by one tag.
 pub async fn list_agents(
     conn: &mut PgConnection,
-    org_id: Uuid,
-    after: Option<Uuid>,
+    org_id: OrgId,
+    after: Option<AgentId>,
     limit: u32,
     include_archived: bool,
     tag: Option<&str>,
-) -> Result<Page<Agent>> {
+) -> Result<Page<Agent, AgentId>> {
     let rows: Vec<Agent> = sqlx::query_as(AssertSqlSafe(format!(
         "SELECT {COLUMNS} FROM agents
           WHERE org_id = $1 AND ($2::uuid IS NULL OR id < $2) AND ($3 OR archived_at IS NULL)
@@ -121,7 +120,7 @@ pub async fn list_agents(
     Ok(Page::from_rows(rows, limit, |a| a.id))
 }
 
-pub async fn update_agent(conn: &mut PgConnection, org_id: Uuid, id: Uuid, input: AgentInput) -> Result<Agent> {
+pub async fn update_agent(conn: &mut PgConnection, org_id: OrgId, id: AgentId, input: AgentInput) -> Result<Agent> {
     validate_input(conn, org_id, &input).await?;
     let clear_model = matches!(input.model_id, Some(None));
     let updated: Option<Agent> = sqlx::query_as(AssertSqlSafe(format!(
@@ -167,7 +166,7 @@ pub async fn update_agent(conn: &mut PgConnection, org_id: Uuid, id: Uuid, input
 }
 
 /// Soft delete. Archiving twice is a no-op that still answers with the agent.
-pub async fn archive_agent(conn: &mut PgConnection, org_id: Uuid, id: Uuid) -> Result<Agent> {
+pub async fn archive_agent(conn: &mut PgConnection, org_id: OrgId, id: AgentId) -> Result<Agent> {
     sqlx::query_as(AssertSqlSafe(format!(
         "UPDATE agents SET archived_at = coalesce(archived_at, now()), updated_at = now()
           WHERE org_id = $1 AND id = $2 RETURNING {COLUMNS}"

@@ -9,11 +9,11 @@
 //! message of the turn it belongs to (the turn's `input_sequence`), or its own
 //! sequence when it belongs to no turn; [`messages`] orders by the same key in SQL.
 
+use crate::ids::{OrgId, SessionId, TurnId};
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use sqlx::PgConnection;
-use uuid::Uuid;
 
 use crate::Result;
 use crate::events::{Event, types};
@@ -23,11 +23,8 @@ use crate::events::{Event, types};
 /// events in sequence order. Events of a turn whose input is not among them,
 /// and events of no turn, keep their own sequence as position.
 pub fn sort(events: &mut [Arc<Event>]) {
-    let inputs: HashMap<Uuid, i64> = events
-        .iter()
-        .filter(|e| e.kind == types::INPUT_MESSAGE)
-        .filter_map(|e| e.turn_id.map(|t| (t, e.sequence)))
-        .collect();
+    let inputs: HashMap<TurnId, i64> =
+        events.iter().filter(|e| e.kind == types::INPUT_MESSAGE).filter_map(|e| e.turn_id.map(|t| (t, e.sequence))).collect();
     let position = |e: &Event| e.turn_id.and_then(|t| inputs.get(&t).copied()).unwrap_or(e.sequence);
     events.sort_by_key(|e| (position(e), e.sequence));
 }
@@ -50,8 +47,8 @@ pub enum Order {
 /// session is read as a position: messages placed after that sequence.
 pub async fn messages(
     conn: &mut PgConnection,
-    org_id: Uuid,
-    session_id: Uuid,
+    org_id: OrgId,
+    session_id: SessionId,
     after: i64,
     limit: u32,
     order: Order,
@@ -89,12 +86,14 @@ pub async fn messages(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ids::{EventId, TypedId};
     use serde_json::json;
+    use uuid::Uuid;
 
-    fn ev(sequence: i64, kind: &str, turn: Uuid) -> Arc<Event> {
+    fn ev(sequence: i64, kind: &str, turn: TurnId) -> Arc<Event> {
         Arc::new(Event {
-            id: Uuid::now_v7(),
-            session_id: Uuid::nil(),
+            id: EventId::new(),
+            session_id: SessionId::from_uuid(Uuid::nil()),
             sequence,
             kind: kind.into(),
             turn_id: Some(turn),
@@ -105,7 +104,7 @@ mod tests {
 
     #[test]
     fn a_queued_input_follows_the_outputs_of_the_turn_before_it() {
-        let (t1, t2) = (Uuid::now_v7(), Uuid::now_v7());
+        let (t1, t2) = (TurnId::new(), TurnId::new());
         // Arrival: U1, A1(tool call), U2 (queued), tool result, A1', A2.
         let mut log = vec![
             ev(1, types::INPUT_MESSAGE, t1),
@@ -122,8 +121,12 @@ mod tests {
 
     #[test]
     fn events_without_their_input_keep_their_own_place() {
-        let (t1, orphan) = (Uuid::now_v7(), Uuid::now_v7());
-        let mut log = vec![ev(2, types::OUTPUT_MESSAGE_COMPLETED, orphan), ev(1, types::INPUT_MESSAGE, t1), ev(3, types::TOOL_COMPLETED, t1)];
+        let (t1, orphan) = (TurnId::new(), TurnId::new());
+        let mut log = vec![
+            ev(2, types::OUTPUT_MESSAGE_COMPLETED, orphan),
+            ev(1, types::INPUT_MESSAGE, t1),
+            ev(3, types::TOOL_COMPLETED, t1),
+        ];
         sort(&mut log);
         let order: Vec<i64> = log.iter().map(|e| e.sequence).collect();
         assert_eq!(order, [1, 3, 2]);

@@ -7,6 +7,7 @@
 //! which is what a rotation needs.
 
 use crate::error::{Error, Result};
+use crate::ids::{OrgId, TypedId};
 use base64::Engine;
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
@@ -114,7 +115,7 @@ impl KeyRing {
     }
 
     /// Seals `plaintext` for the row `(org_id, row_id)` under the primary key.
-    pub fn seal(&self, org_id: Uuid, row_id: Uuid, purpose: &str, plaintext: &str) -> Result<Vec<u8>> {
+    pub fn seal(&self, org_id: OrgId, row_id: Uuid, purpose: &str, plaintext: &str) -> Result<Vec<u8>> {
         let key = &self.keys[0];
         let mut nonce = [0u8; 24];
         rand::rng().fill_bytes(&mut nonce);
@@ -134,7 +135,7 @@ impl KeyRing {
 
     /// Opens a sealed secret of the row `(org_id, row_id)`; fails on any tampering,
     /// on a ciphertext moved from another row, or on an unknown key id.
-    pub fn open(&self, org_id: Uuid, row_id: Uuid, purpose: &str, sealed: &[u8]) -> Result<Secret> {
+    pub fn open(&self, org_id: OrgId, row_id: Uuid, purpose: &str, sealed: &[u8]) -> Result<Secret> {
         let malformed = Error::Crypto("sealed secret is malformed");
         let (&version, rest) = sealed.split_first().ok_or(Error::Crypto("sealed secret is empty"))?;
         if version != VERSION {
@@ -180,7 +181,7 @@ const WRAP_PURPOSE: &str = "org.data_key";
 
 impl DataKey {
     /// A fresh random data key and its bytes wrapped under the ring's primary master key.
-    pub fn generate(ring: &KeyRing, org_id: Uuid) -> Result<(DataKey, String, Vec<u8>)> {
+    pub fn generate(ring: &KeyRing, org_id: OrgId) -> Result<(DataKey, String, Vec<u8>)> {
         let mut bytes = [0u8; 32];
         rand::rng().fill_bytes(&mut bytes);
         let id = Uuid::now_v7();
@@ -191,7 +192,7 @@ impl DataKey {
     }
 
     /// Unwraps a stored data key with whichever configured master key wrapped it.
-    pub fn unwrap(ring: &KeyRing, org_id: Uuid, id: Uuid, wrapped: &[u8]) -> Result<DataKey> {
+    pub fn unwrap(ring: &KeyRing, org_id: OrgId, id: Uuid, wrapped: &[u8]) -> Result<DataKey> {
         let encoded = ring.open(org_id, id, WRAP_PURPOSE, wrapped)?;
         let bytes = base64::engine::general_purpose::STANDARD
             .decode(encoded.expose_secret())
@@ -201,13 +202,13 @@ impl DataKey {
     }
 
     /// Re-wraps this key's material under the ring's primary master key (master rotation).
-    pub fn rewrap(ring: &KeyRing, org_id: Uuid, id: Uuid, wrapped: &[u8]) -> Result<Vec<u8>> {
+    pub fn rewrap(ring: &KeyRing, org_id: OrgId, id: Uuid, wrapped: &[u8]) -> Result<Vec<u8>> {
         let encoded = ring.open(org_id, id, WRAP_PURPOSE, wrapped)?;
         ring.seal(org_id, id, WRAP_PURPOSE, encoded.expose_secret())
     }
 
     /// Seals a secret of row `(org_id, row_id)` under this data key.
-    pub fn seal(&self, org_id: Uuid, row_id: Uuid, purpose: &str, plaintext: &str) -> Result<Vec<u8>> {
+    pub fn seal(&self, org_id: OrgId, row_id: Uuid, purpose: &str, plaintext: &str) -> Result<Vec<u8>> {
         let mut nonce = [0u8; 24];
         rand::rng().fill_bytes(&mut nonce);
         let aad = associated_data(org_id, row_id, purpose);
@@ -224,7 +225,7 @@ impl DataKey {
     }
 
     /// Opens a secret sealed by [`DataKey::seal`] for the same row and purpose.
-    pub fn open(&self, org_id: Uuid, row_id: Uuid, purpose: &str, sealed: &[u8]) -> Result<Secret> {
+    pub fn open(&self, org_id: OrgId, row_id: Uuid, purpose: &str, sealed: &[u8]) -> Result<Secret> {
         if sealed_data_key_id(sealed)? != self.id {
             return Err(Error::Crypto("secret sealed under another data key"));
         }
@@ -247,26 +248,27 @@ pub fn sealed_data_key_id(sealed: &[u8]) -> Result<Uuid> {
     Uuid::from_slice(&sealed[1..17]).map_err(|_| Error::Crypto("sealed secret is malformed"))
 }
 
-fn associated_data(org_id: Uuid, row_id: Uuid, purpose: &str) -> Vec<u8> {
-    format!("turnstone:v1:{org_id}:{row_id}:{purpose}").into_bytes()
+fn associated_data(org_id: OrgId, row_id: Uuid, purpose: &str) -> Vec<u8> {
+    format!("turnstone:v1:{}:{row_id}:{purpose}", org_id.uuid()).into_bytes()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ids::TypedId;
 
     #[test]
     fn round_trip_tamper_wrong_row_and_rotation() {
         let k1 = KeyRing::generate_spec("k1");
         let old = KeyRing::parse(&k1).unwrap();
-        let (org, row) = (Uuid::now_v7(), Uuid::now_v7());
+        let (org, row) = (OrgId::new(), Uuid::now_v7());
         let sealed = old.seal(org, row, "provider.api_key", "sk-secret").unwrap();
         assert_eq!(old.open(org, row, "provider.api_key", &sealed).unwrap().expose_secret(), "sk-secret");
 
         let mut tampered = sealed.clone();
         *tampered.last_mut().unwrap() ^= 1;
         assert!(old.open(org, row, "provider.api_key", &tampered).is_err());
-        assert!(old.open(Uuid::now_v7(), row, "provider.api_key", &sealed).is_err());
+        assert!(old.open(OrgId::new(), row, "provider.api_key", &sealed).is_err());
         assert!(old.open(org, Uuid::now_v7(), "provider.api_key", &sealed).is_err());
         assert!(old.open(org, row, "mcp.token", &sealed).is_err());
 
@@ -284,7 +286,7 @@ mod tests {
     fn data_keys_bind_to_org_row_and_survive_master_rotation() {
         let k1 = KeyRing::generate_spec("k1");
         let ring = KeyRing::parse(&k1).unwrap();
-        let (org, other_org, row) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
+        let (org, other_org, row) = (OrgId::new(), OrgId::new(), Uuid::now_v7());
         let (dek, master_id, wrapped) = DataKey::generate(&ring, org).unwrap();
         assert_eq!(master_id, "k1");
         let sealed = dek.seal(org, row, "provider.api_key", "sk-1").unwrap();

@@ -1,6 +1,7 @@
 //! Connection pools and migrations (`migrations/`).
 
 use crate::error::Result;
+use crate::ids::{OrgId, SessionId, TypedId};
 use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use std::str::FromStr;
@@ -243,11 +244,22 @@ pub async fn migrate(pool: &PgPool) -> Result<()> {
 /// Begins a transaction scoped to one org: row-level security shows and
 /// accepts only that org's rows until it ends.
 ///
-/// One round trip: the setting rides in the `BEGIN` simple query. Inlining
+/// The tenancy scope has one idiom: `turnstone.enter_org(org)` (migration
+/// `20261206000013_org_scope`), called here in the `BEGIN`, by [`enter_org`] in a
+/// transaction that learns its org late, and by each [`Routine`]'s prelude.
+///
+/// One round trip: the call rides in the `BEGIN` simple query. Inlining
 /// is safe because a `Uuid` formats as 36 characters of hex and dashes.
-pub async fn begin_org(pool: &PgPool, org_id: uuid::Uuid) -> Result<sqlx::Transaction<'static, sqlx::Postgres>> {
-    let begin = format!("BEGIN; SELECT set_config('turnstone.org_id', '{}', true)", org_id.hyphenated());
+pub async fn begin_org(pool: &PgPool, org_id: OrgId) -> Result<sqlx::Transaction<'static, sqlx::Postgres>> {
+    let begin = format!("BEGIN; SELECT turnstone.enter_org('{}')", org_id.uuid().hyphenated());
     Ok(pool.begin_with(sqlx::AssertSqlSafe(begin)).await?)
+}
+
+/// Scopes a transaction already begun to `org_id` (one that first had to learn
+/// its org, such as the API key check).
+pub async fn enter_org(tx: &mut sqlx::PgConnection, org_id: OrgId) -> Result<()> {
+    sqlx::query("SELECT turnstone.enter_org($1)").bind(org_id).execute(tx).await?;
+    Ok(())
 }
 
 /// [`begin_org`] that also takes these sessions' row locks, in id order — what
@@ -261,20 +273,20 @@ pub async fn begin_org(pool: &PgPool, org_id: uuid::Uuid) -> Result<sqlx::Transa
 /// path's transactions are [`Routine`]s instead.)
 pub async fn begin_sessions(
     pool: &PgPool,
-    org_id: uuid::Uuid,
-    sessions: &[uuid::Uuid],
+    org_id: OrgId,
+    sessions: &[SessionId],
 ) -> Result<sqlx::Transaction<'static, sqlx::Postgres>> {
     let begin = format!(
-        "BEGIN; SELECT set_config('turnstone.org_id', '{}', true); SELECT turnstone_lock_sessions({}::uuid[])",
-        org_id.hyphenated(),
+        "BEGIN; SELECT turnstone.enter_org('{}'); SELECT turnstone_lock_sessions({}::uuid[])",
+        org_id.uuid().hyphenated(),
         uuid_array(sessions)
     );
     Ok(pool.begin_with(sqlx::AssertSqlSafe(begin)).await?)
 }
 
 /// An array literal of uuids. Inlining is safe: a `Uuid` formats as hex and dashes only.
-fn uuid_array(ids: &[uuid::Uuid]) -> String {
-    let list: Vec<String> = ids.iter().map(|t| t.hyphenated().to_string()).collect();
+fn uuid_array(ids: &[SessionId]) -> String {
+    let list: Vec<String> = ids.iter().map(|t| t.uuid().hyphenated().to_string()).collect();
     format!("'{{{}}}'", list.join(","))
 }
 
@@ -291,8 +303,9 @@ pub async fn migrations_applied(pool: &PgPool) -> Result<bool> {
 /// True when this pool's role skips row-level security (superuser or BYPASSRLS).
 pub async fn bypasses_row_security(pool: &PgPool) -> Result<bool> {
     let mut c = autocommit(pool).await?;
-    let bypasses =
-        sqlx::query_scalar("SELECT rolsuper OR rolbypassrls FROM pg_roles WHERE rolname = current_user").fetch_one(&mut *c).await?;
+    let bypasses = sqlx::query_scalar("SELECT rolsuper OR rolbypassrls FROM pg_roles WHERE rolname = current_user")
+        .fetch_one(&mut *c)
+        .await?;
     c.commit().await?;
     Ok(bypasses)
 }

@@ -9,12 +9,11 @@
 //! Token deltas are never stored: they ride in a NOTIFY payload of their own.
 
 use crate::error::{Error, Result};
-use crate::ids::new_id;
+use crate::ids::{EventId, OrgId, SessionId, TurnId, TypedId};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sqlx::{PgConnection, PgPool};
-use uuid::Uuid;
 
 /// Channel announcing committed events: payload `{"s": session uuid, "q": last sequence}`,
 /// or — when the process signs notifications ([`sign_notifications`]) and the events fit —
@@ -165,13 +164,13 @@ pub mod types {
 /// One stored event.
 #[derive(Debug, Clone, sqlx::FromRow, Serialize, Deserialize)]
 pub struct Event {
-    pub id: Uuid,
-    pub session_id: Uuid,
+    pub id: EventId,
+    pub session_id: SessionId,
     pub sequence: i64,
     #[sqlx(rename = "type")]
     #[serde(alias = "type")]
     pub kind: String,
-    pub turn_id: Option<Uuid>,
+    pub turn_id: Option<TurnId>,
     pub data: Value,
     pub ts: DateTime<Utc>,
 }
@@ -205,7 +204,7 @@ impl NewEvent {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Appended {
     #[serde(rename = "s")]
-    pub session_id: Uuid,
+    pub session_id: SessionId,
     #[serde(rename = "q")]
     pub last_sequence: i64,
     /// The committed events in sequence order, when they fit in the payload.
@@ -217,9 +216,9 @@ pub struct Appended {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Delta {
     #[serde(rename = "s")]
-    pub session_id: Uuid,
+    pub session_id: SessionId,
     #[serde(rename = "t")]
-    pub turn_id: Uuid,
+    pub turn_id: TurnId,
     #[serde(rename = "i")]
     pub iteration: i32,
     #[serde(rename = "d")]
@@ -232,9 +231,9 @@ pub struct Delta {
 /// lock if it needs ordering with other writes (the UPDATE takes it anyway).
 pub async fn append(
     conn: &mut PgConnection,
-    org_id: Uuid,
-    session_id: Uuid,
-    turn_id: Option<Uuid>,
+    org_id: OrgId,
+    session_id: SessionId,
+    turn_id: Option<TurnId>,
     events: Vec<NewEvent>,
 ) -> Result<Vec<Event>> {
     append_many(conn, org_id, vec![SessionEvents { session_id, turn_id, events }]).await
@@ -243,9 +242,9 @@ pub async fn append(
 /// Events for one session's log, appended by [`append_many`].
 #[derive(Debug, Clone)]
 pub struct SessionEvents {
-    pub session_id: Uuid,
+    pub session_id: SessionId,
     /// The turn they belong to (events marked [`NewEvent::of_session`] are stored without it).
-    pub turn_id: Option<Uuid>,
+    pub turn_id: Option<TurnId>,
     pub events: Vec<NewEvent>,
 }
 
@@ -257,7 +256,7 @@ pub struct SessionEvents {
 /// `NotFound("session")` (and the caller's transaction must roll back) when a
 /// session is not the org's. Callers that append to several sessions lock them
 /// in id order first, as every multi-session writer does.
-pub async fn append_many(conn: &mut PgConnection, org_id: Uuid, batches: Vec<SessionEvents>) -> Result<Vec<Event>> {
+pub async fn append_many(conn: &mut PgConnection, org_id: OrgId, batches: Vec<SessionEvents>) -> Result<Vec<Event>> {
     let n: usize = batches.iter().map(|b| b.events.len()).sum();
     if n == 0 {
         return Ok(Vec::new());
@@ -291,12 +290,12 @@ pub async fn append_many(conn: &mut PgConnection, org_id: Uuid, batches: Vec<Ses
 /// an event of the session ([`NewEvent::of_session`]) gets no turn.
 #[derive(Default)]
 pub(crate) struct EventArrays {
-    sessions: Vec<Uuid>,
-    ids: Vec<Uuid>,
+    sessions: Vec<SessionId>,
+    ids: Vec<EventId>,
     kinds: Vec<&'static str>,
     data: Vec<Value>,
     step_keys: Vec<Option<String>>,
-    turn_ids: Vec<Option<Uuid>>,
+    turn_ids: Vec<Option<TurnId>>,
 }
 
 /// The parameters [`EventArrays::bind`] binds, for a routine's signature ([`crate::db::Routine`]).
@@ -311,9 +310,9 @@ pub(crate) const EVENT_ARRAY_PARAMS: [(&str, &str); 6] = [
 
 impl EventArrays {
     /// Adds `e`, appended to `session_id`'s log with `turn_id`.
-    pub(crate) fn push(&mut self, session_id: Uuid, turn_id: Option<Uuid>, e: NewEvent) {
+    pub(crate) fn push(&mut self, session_id: SessionId, turn_id: Option<TurnId>, e: NewEvent) {
         self.sessions.push(session_id);
-        self.ids.push(new_id());
+        self.ids.push(EventId::new());
         self.kinds.push(e.kind);
         self.data.push(e.data);
         self.step_keys.push(e.step_key);
@@ -394,7 +393,7 @@ pub(crate) const APPEND_PARAMS: [(&str, &str); 5] =
 /// Binds the parameters of [`append_ctes`], `$1`–`$5`, to a statement built around them.
 pub(crate) fn bind_append<'q, O>(
     q: sqlx::query::QueryAs<'q, sqlx::Postgres, O, sqlx::postgres::PgArguments>,
-    org_id: Uuid,
+    org_id: OrgId,
 ) -> sqlx::query::QueryAs<'q, sqlx::Postgres, O, sqlx::postgres::PgArguments> {
     q.bind(org_id)
         .bind(EVENTS_CHANNEL)
@@ -407,7 +406,7 @@ pub(crate) fn bind_append<'q, O>(
 /// [`bind_append`] for a statement whose rows are read by column name.
 pub(crate) fn bind_append_query(
     q: sqlx::query::Query<'_, sqlx::Postgres, sqlx::postgres::PgArguments>,
-    org_id: Uuid,
+    org_id: OrgId,
 ) -> sqlx::query::Query<'_, sqlx::Postgres, sqlx::postgres::PgArguments> {
     q.bind(org_id)
         .bind(EVENTS_CHANNEL)
@@ -451,7 +450,7 @@ pub struct EventFilter {
 }
 
 /// Events of a session in sequence order, after a sequence number.
-pub async fn list(conn: &mut PgConnection, org_id: Uuid, session_id: Uuid, filter: &EventFilter) -> Result<Vec<Event>> {
+pub async fn list(conn: &mut PgConnection, org_id: OrgId, session_id: SessionId, filter: &EventFilter) -> Result<Vec<Event>> {
     let rows = sqlx::query_as(
         "SELECT id, session_id, sequence, type, turn_id, data, ts FROM events
           WHERE org_id = $1 AND session_id = $2 AND sequence > $3
@@ -469,7 +468,7 @@ pub async fn list(conn: &mut PgConnection, org_id: Uuid, session_id: Uuid, filte
 }
 
 /// The sequence number of an event of this session (to resume a stream from it).
-pub async fn sequence_of(conn: &mut PgConnection, org_id: Uuid, session_id: Uuid, event_id: Uuid) -> Result<i64> {
+pub async fn sequence_of(conn: &mut PgConnection, org_id: OrgId, session_id: SessionId, event_id: EventId) -> Result<i64> {
     sqlx::query_scalar("SELECT sequence FROM events WHERE org_id = $1 AND session_id = $2 AND id = $3")
         .bind(org_id)
         .bind(session_id)
@@ -495,14 +494,14 @@ pub const CONVERSATION: &[&str] = &[types::INPUT_MESSAGE, types::OUTPUT_MESSAGE_
 /// conversation, `(turn_id, …)` for the turn's markers — not every event of the session.
 pub async fn for_turn_contexts(
     conn: &mut PgConnection,
-    org_id: Uuid,
-    sessions: &[Uuid],
-    turns: &[Uuid],
+    org_id: OrgId,
+    sessions: &[SessionId],
+    turns: &[TurnId],
     after: &[i64],
-) -> Result<std::collections::HashMap<Uuid, Vec<Event>>> {
+) -> Result<std::collections::HashMap<TurnId, Vec<Event>>> {
     #[derive(sqlx::FromRow)]
     struct Row {
-        for_turn: Uuid,
+        for_turn: TurnId,
         #[sqlx(flatten)]
         event: Event,
     }
@@ -525,7 +524,7 @@ pub async fn for_turn_contexts(
     .bind(after)
     .fetch_all(conn)
     .await?;
-    let mut by_turn: std::collections::HashMap<Uuid, Vec<Event>> = std::collections::HashMap::with_capacity(turns.len());
+    let mut by_turn: std::collections::HashMap<TurnId, Vec<Event>> = std::collections::HashMap::with_capacity(turns.len());
     for r in rows {
         by_turn.entry(r.for_turn).or_default().push(r.event);
     }
@@ -582,7 +581,13 @@ mod tests {
 
     #[test]
     fn big_deltas_split_under_the_notify_limit() {
-        let d = Delta { session_id: Uuid::nil(), turn_id: Uuid::nil(), iteration: 1, text: "é\"".repeat(9000), ts: Utc::now() };
+        let d = Delta {
+            session_id: SessionId::new(),
+            turn_id: TurnId::new(),
+            iteration: 1,
+            text: "é\"".repeat(9000),
+            ts: Utc::now(),
+        };
         let parts = delta_payloads(d.clone());
         assert!(parts.len() > 1);
         let mut joined = String::new();

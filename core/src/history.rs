@@ -18,11 +18,11 @@
 //! Bounded by an approximate byte budget (`TURNSTONE_WORKER_HISTORY_CACHE_MB`),
 //! least recently used sessions leave first; budget 0 keeps nothing.
 
+use crate::ids::{OrgId, SessionId};
 use std::sync::{Arc, Mutex};
 
 use hashlink::LinkedHashMap;
 use serde_json::Value;
-use uuid::Uuid;
 
 use crate::events::Event;
 
@@ -35,12 +35,12 @@ pub struct ConversationCache {
 #[derive(Default)]
 struct Inner {
     /// Least recently used first.
-    entries: LinkedHashMap<Uuid, Entry>,
+    entries: LinkedHashMap<SessionId, Entry>,
     bytes: usize,
 }
 
 struct Entry {
-    org_id: Uuid,
+    org_id: OrgId,
     prefix: Prefix,
 }
 
@@ -78,7 +78,7 @@ impl ConversationCache {
     }
 
     /// What is known of `session`'s conversation (empty: read it all).
-    pub fn get(&self, org_id: Uuid, session_id: Uuid) -> Prefix {
+    pub fn get(&self, org_id: OrgId, session_id: SessionId) -> Prefix {
         let mut inner = self.inner.lock().expect("history cache lock");
         match inner.entries.to_back(&session_id) {
             Some(e) if e.org_id == org_id => e.prefix.clone(),
@@ -89,7 +89,7 @@ impl ConversationCache {
     /// Remembers a longer prefix of `session`'s conversation; a shorter or
     /// equal one than what is kept already is ignored, as is one bigger than
     /// the whole budget.
-    pub fn put(&self, org_id: Uuid, session_id: Uuid, prefix: Prefix) {
+    pub fn put(&self, org_id: OrgId, session_id: SessionId, prefix: Prefix) {
         if self.budget == 0 {
             return;
         }
@@ -143,12 +143,14 @@ fn size_of_value(v: &Value) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ids::{EventId, TypedId};
     use serde_json::json;
+    use uuid::Uuid;
 
     fn prefix(upto: i64, text_len: usize) -> Prefix {
         let event = Event {
-            id: Uuid::nil(),
-            session_id: Uuid::nil(),
+            id: EventId::from_uuid(Uuid::nil()),
+            session_id: SessionId::from_uuid(Uuid::nil()),
             sequence: upto,
             kind: "input.message".into(),
             turn_id: None,
@@ -160,7 +162,7 @@ mod tests {
 
     #[test]
     fn keeps_the_longest_prefix_of_the_right_org() {
-        let (org, other, s) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
+        let (org, other, s) = (OrgId::new(), OrgId::new(), SessionId::new());
         let c = ConversationCache::new(1 << 20);
         c.put(org, s, prefix(5, 10));
         c.put(org, s, prefix(3, 10));
@@ -173,10 +175,10 @@ mod tests {
 
     #[test]
     fn evicts_least_recently_used_sessions_to_stay_in_budget() {
-        let org = Uuid::now_v7();
+        let org = OrgId::new();
         let one = ENTRY_OVERHEAD + size_of_value(&json!({ "text": "x".repeat(1000) }));
         let c = ConversationCache::new(2 * one + one / 2);
-        let (a, b, d) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
+        let (a, b, d) = (SessionId::new(), SessionId::new(), SessionId::new());
         c.put(org, a, prefix(1, 1000));
         c.put(org, b, prefix(1, 1000));
         assert_eq!(c.get(org, a).upto, 1, "touches a: b is now the oldest");

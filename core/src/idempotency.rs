@@ -4,10 +4,10 @@
 //! records are swept by later writes of the same org.
 
 use crate::error::{Error, Result};
+use crate::ids::OrgId;
 use crate::limits;
 use serde_json::Value;
 use sqlx::PgConnection;
-use uuid::Uuid;
 
 /// A stored first response.
 #[derive(Debug, Clone)]
@@ -30,7 +30,7 @@ pub fn validate_key(key: &str) -> Result<()> {
     Ok(())
 }
 
-pub async fn lookup(conn: &mut PgConnection, org_id: Uuid, key: &str) -> Result<Option<Stored>> {
+pub async fn lookup(conn: &mut PgConnection, org_id: OrgId, key: &str) -> Result<Option<Stored>> {
     let row: Option<(String, i32, Value)> = sqlx::query_as(
         "SELECT fingerprint, status, response FROM idempotency_keys
               WHERE org_id = $1 AND key = $2 AND created_at > now() - make_interval(hours => $3)",
@@ -48,7 +48,7 @@ pub async fn lookup(conn: &mut PgConnection, org_id: Uuid, key: &str) -> Result<
 /// rolls its transaction back, with its duplicate change, and replays.
 pub async fn record(
     tx: &mut PgConnection,
-    org_id: Uuid,
+    org_id: OrgId,
     key: &str,
     fingerprint: &str,
     status: u16,

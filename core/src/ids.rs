@@ -1,10 +1,93 @@
 //! Resource ids: UUIDv7 in the database, `<prefix>_<32 hex>` at the API edge.
 //!
-//! A wrong prefix is a client error, so parsing returns [`Error::Invalid`]
-//! with code `invalid_id` rather than a not-found.
+//! Each kind of resource has its own id type ([`OrgId`], [`SessionId`], …), a
+//! `#[sqlx(transparent)]` newtype over [`Uuid`], so passing a session id where an
+//! org id belongs fails to compile. Prefixes exist only at the edge
+//! ([`TypedId::parse`], [`TypedId::wire`]). A wrong prefix is a client error, so
+//! parsing returns [`Error::Invalid`] with code `invalid_id` rather than a not-found.
+//!
+//! ```compile_fail
+//! use turnstone_core::ids::{OrgId, SessionId, TypedId};
+//! fn archive(_org: OrgId) {}
+//! archive(SessionId::new()); // a session id where an org id belongs: does not compile
+//! ```
+//! ```
+//! use turnstone_core::ids::{OrgId, TypedId};
+//! let org = OrgId::new();
+//! assert_eq!(OrgId::parse(&org.wire()).unwrap(), org);
+//! assert!(org.to_string().starts_with("org_"));
+//! ```
 
 use crate::error::{Error, Result};
 use uuid::Uuid;
+
+/// What every id type offers: its kind, its uuid, and its wire form.
+pub trait TypedId: Copy + Eq + std::hash::Hash + std::fmt::Debug + Send + Sync + 'static {
+    const KIND: Kind;
+    fn from_uuid(id: Uuid) -> Self;
+    fn uuid(self) -> Uuid;
+
+    /// A fresh time-ordered id.
+    fn new() -> Self {
+        Self::from_uuid(new_id())
+    }
+
+    /// Parses `<prefix>_<32 hex>`; anything else is `invalid_id`.
+    fn parse(s: &str) -> Result<Self> {
+        parse(Self::KIND, s).map(Self::from_uuid)
+    }
+
+    /// The wire form, `<prefix>_<32 hex>`.
+    fn wire(self) -> String {
+        format(Self::KIND, self.uuid())
+    }
+}
+
+macro_rules! typed_ids {
+    ($($(#[$doc:meta])* $name:ident => $kind:ident;)*) => {$(
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, sqlx::Type, serde::Serialize, serde::Deserialize)]
+        #[sqlx(transparent)]
+        #[serde(transparent)]
+        pub struct $name(Uuid);
+
+        impl TypedId for $name {
+            const KIND: Kind = Kind::$kind;
+            fn from_uuid(id: Uuid) -> Self {
+                Self(id)
+            }
+            fn uuid(self) -> Uuid {
+                self.0
+            }
+        }
+
+        /// The wire form, for logs and messages.
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                write!(f, "{}_{}", Kind::$kind.prefix(), self.0.simple())
+            }
+        }
+    )*};
+}
+
+typed_ids! {
+    /// An org: the tenant every other row belongs to.
+    OrgId => Org;
+    /// An API key (its id, never its secret).
+    ApiKeyId => ApiKey;
+    /// A provider: an LLM endpoint and its sealed key.
+    ProviderId => Provider;
+    /// A model of a provider.
+    ModelId => Model;
+    /// An agent: prompt, capabilities and model.
+    AgentId => Agent;
+    /// A session: one conversation and its event log.
+    SessionId => Session;
+    /// An event of a session's log.
+    EventId => Event;
+    /// A turn: one input message and the work that answers it.
+    TurnId => Turn;
+}
 
 /// A kind of resource and its wire prefix.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,17 +145,17 @@ impl Kind {
 }
 
 /// A fresh time-ordered id.
-pub fn new_id() -> Uuid {
+fn new_id() -> Uuid {
     Uuid::now_v7()
 }
 
 /// `agt_0190…` for an agent id.
-pub fn format(kind: Kind, id: Uuid) -> String {
+fn format(kind: Kind, id: Uuid) -> String {
     format!("{}_{}", kind.prefix(), id.simple())
 }
 
 /// Parses `<prefix>_<32 hex>`; anything else is `invalid_id`.
-pub fn parse(kind: Kind, s: &str) -> Result<Uuid> {
+fn parse(kind: Kind, s: &str) -> Result<Uuid> {
     let bad = || Error::invalid("invalid_id", format!("expected {} id like {}_<32 hex digits>", kind.a_noun(), kind.prefix()));
     let rest = s.strip_prefix(kind.prefix()).and_then(|r| r.strip_prefix('_')).ok_or_else(bad)?;
     if rest.len() != 32 || !rest.bytes().all(|b| b.is_ascii_hexdigit()) {

@@ -6,6 +6,7 @@
 //! or org fails to open. Every function runs in the caller's org-scoped
 //! transaction, except the rotations, which walk all orgs.
 
+use crate::ids::OrgId;
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
@@ -14,7 +15,7 @@ use crate::db;
 use crate::error::{Error, Result};
 
 /// The org's active data key, created on first use.
-pub async fn active_key(conn: &mut PgConnection, ring: &KeyRing, org_id: Uuid) -> Result<DataKey> {
+pub async fn active_key(conn: &mut PgConnection, ring: &KeyRing, org_id: OrgId) -> Result<DataKey> {
     let row: Option<(Uuid, Vec<u8>)> =
         sqlx::query_as("SELECT id, wrapped_key FROM org_keys WHERE org_id = $1 AND retired_at IS NULL")
             .bind(org_id)
@@ -38,7 +39,7 @@ pub async fn active_key(conn: &mut PgConnection, ring: &KeyRing, org_id: Uuid) -
 pub async fn seal(
     conn: &mut PgConnection,
     ring: &KeyRing,
-    org_id: Uuid,
+    org_id: OrgId,
     row_id: Uuid,
     purpose: &str,
     plaintext: &str,
@@ -50,7 +51,7 @@ pub async fn seal(
 pub async fn open(
     conn: &mut PgConnection,
     ring: &KeyRing,
-    org_id: Uuid,
+    org_id: OrgId,
     row_id: Uuid,
     purpose: &str,
     sealed: &[u8],
@@ -71,7 +72,7 @@ pub struct SealedSecret {
 
 /// Reads the data key `sealed` names. A missing or unreadable key is not an
 /// error here: [`SealedSecret::open`] reports it.
-pub async fn fetch(conn: &mut PgConnection, org_id: Uuid, row_id: Uuid, sealed: Vec<u8>) -> Result<SealedSecret> {
+pub async fn fetch(conn: &mut PgConnection, org_id: OrgId, row_id: Uuid, sealed: Vec<u8>) -> Result<SealedSecret> {
     let key = match sealed_data_key_id(&sealed) {
         Ok(id) => sqlx::query_scalar("SELECT wrapped_key FROM org_keys WHERE org_id = $1 AND id = $2")
             .bind(org_id)
@@ -86,7 +87,7 @@ pub async fn fetch(conn: &mut PgConnection, org_id: Uuid, row_id: Uuid, sealed: 
 
 impl SealedSecret {
     /// Unwraps the data key with the master key ring and opens the secret.
-    pub fn open(&self, ring: &KeyRing, org_id: Uuid, purpose: &str) -> Result<Secret> {
+    pub fn open(&self, ring: &KeyRing, org_id: OrgId, purpose: &str) -> Result<Secret> {
         sealed_data_key_id(&self.sealed)?;
         let (id, wrapped) = self.key.as_ref().ok_or(Error::Crypto("the data key this secret names is missing"))?;
         DataKey::unwrap(ring, org_id, *id, wrapped)?.open(org_id, self.row_id, purpose, &self.sealed)
@@ -101,7 +102,7 @@ pub struct Rotated {
     pub secrets: u64,
 }
 
-async fn org_ids(pool: &PgPool) -> Result<Vec<Uuid>> {
+async fn org_ids(pool: &PgPool) -> Result<Vec<OrgId>> {
     Ok(sqlx::query_scalar("SELECT id FROM orgs ORDER BY id").fetch_all(pool).await?)
 }
 
@@ -141,7 +142,7 @@ pub async fn rotate_master_key(pool: &PgPool, ring: &KeyRing) -> Result<Rotated>
 /// Gives an org a fresh data key, re-seals all its secrets under it, and
 /// retires the old key — in one transaction, so a crash leaves either the old
 /// state or the new one.
-pub async fn rotate_org_key(pool: &PgPool, ring: &KeyRing, org_id: Uuid) -> Result<Rotated> {
+pub async fn rotate_org_key(pool: &PgPool, ring: &KeyRing, org_id: OrgId) -> Result<Rotated> {
     let mut tx = db::begin_org(pool, org_id).await?;
     let exists: bool =
         sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM orgs WHERE id = $1)").bind(org_id).fetch_one(&mut *tx).await?;

@@ -6,14 +6,13 @@
 
 use crate::crypto::{KeyRing, Secret};
 use crate::error::{Error, Result};
-use crate::ids::new_id;
+use crate::ids::{ApiKeyId, ModelId, OrgId, ProviderId, TypedId};
 use crate::providers;
 use chrono::{DateTime, Utc};
 use rand::Rng;
 use sha2::{Digest, Sha256};
 use sqlx::{PgConnection, PgPool};
 use subtle::ConstantTimeEq;
-use uuid::Uuid;
 
 /// Every Turnstone API key starts with this, so leak scanners can find them.
 pub const KEY_PREFIX: &str = "ts_";
@@ -21,8 +20,8 @@ pub const KEY_PREFIX: &str = "ts_";
 /// The caller an API key resolves to.
 #[derive(Debug, Clone, Copy)]
 pub struct Principal {
-    pub org_id: Uuid,
-    pub key_id: Uuid,
+    pub org_id: OrgId,
+    pub key_id: ApiKeyId,
 }
 
 /// A new random API key (shown once, never stored).
@@ -53,7 +52,7 @@ pub fn validate_key_format(key: &str) -> Result<()> {
 /// An organisation (the tenant registry is not itself tenant data: no RLS).
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct Org {
-    pub id: Uuid,
+    pub id: OrgId,
     pub name: String,
     pub disabled: bool,
     pub max_agents: i32,
@@ -92,7 +91,7 @@ pub async fn create_org(pool: &PgPool, name: &str) -> Result<Org> {
     crate::validate::name("name", name)?;
     let mut c = crate::db::autocommit(pool).await?;
     let org = sqlx::query_as(sqlx::AssertSqlSafe(format!("INSERT INTO orgs (id, name) VALUES ($1, $2) RETURNING {ORG_COLUMNS}")))
-        .bind(new_id())
+        .bind(OrgId::new())
         .bind(name)
         .fetch_one(&mut *c)
         .await?;
@@ -100,7 +99,7 @@ pub async fn create_org(pool: &PgPool, name: &str) -> Result<Org> {
     Ok(org)
 }
 
-pub async fn get_org(pool: &PgPool, id: Uuid) -> Result<Org> {
+pub async fn get_org(pool: &PgPool, id: OrgId) -> Result<Org> {
     let mut c = crate::db::autocommit(pool).await?;
     let org = sqlx::query_as(sqlx::AssertSqlSafe(format!("SELECT {ORG_COLUMNS} FROM orgs WHERE id = $1")))
         .bind(id)
@@ -110,7 +109,7 @@ pub async fn get_org(pool: &PgPool, id: Uuid) -> Result<Org> {
     org.ok_or(Error::NotFound("org"))
 }
 
-pub async fn list_orgs(pool: &PgPool, after: Option<Uuid>, limit: u32) -> Result<crate::page::Page<Org>> {
+pub async fn list_orgs(pool: &PgPool, after: Option<OrgId>, limit: u32) -> Result<crate::page::Page<Org, OrgId>> {
     let mut c = crate::db::autocommit(pool).await?;
     let rows: Vec<Org> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT {ORG_COLUMNS} FROM orgs WHERE ($1::uuid IS NULL OR id < $1) ORDER BY id DESC LIMIT $2"
@@ -124,7 +123,7 @@ pub async fn list_orgs(pool: &PgPool, after: Option<Uuid>, limit: u32) -> Result
 }
 
 /// Renames, disables or re-sizes an org; a disabled org's keys stop working at once.
-pub async fn update_org(pool: &PgPool, id: Uuid, update: &OrgUpdate) -> Result<Org> {
+pub async fn update_org(pool: &PgPool, id: OrgId, update: &OrgUpdate) -> Result<Org> {
     if let Some(n) = &update.name {
         crate::validate::name("name", n)?;
     }
@@ -181,7 +180,7 @@ pub async fn update_org(pool: &PgPool, id: Uuid, update: &OrgUpdate) -> Result<O
 /// An API key's metadata (the secret itself is never stored).
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct ApiKey {
-    pub id: Uuid,
+    pub id: ApiKeyId,
     pub name: String,
     /// The key's first characters, to recognise it.
     pub display_prefix: String,
@@ -196,7 +195,7 @@ const KEY_COLUMNS: &str = "id, name, display_prefix, created_at, expires_at, rev
 /// Stores an API key for the org of `conn`'s transaction; returns its metadata.
 pub async fn insert_api_key(
     conn: &mut PgConnection,
-    org_id: Uuid,
+    org_id: OrgId,
     key: &Secret,
     name: &str,
     expires_at: Option<DateTime<Utc>>,
@@ -212,7 +211,7 @@ pub async fn insert_api_key(
         "INSERT INTO api_keys (id, org_id, lookup_id, secret_hash, display_prefix, name, expires_at)
          VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING {KEY_COLUMNS}"
     )))
-    .bind(new_id())
+    .bind(ApiKeyId::new())
     .bind(org_id)
     .bind(lookup_id(&hash))
     .bind(&hash[..])
@@ -225,10 +224,10 @@ pub async fn insert_api_key(
 
 pub async fn list_api_keys(
     conn: &mut PgConnection,
-    org_id: Uuid,
-    after: Option<Uuid>,
+    org_id: OrgId,
+    after: Option<ApiKeyId>,
     limit: u32,
-) -> Result<crate::page::Page<ApiKey>> {
+) -> Result<crate::page::Page<ApiKey, ApiKeyId>> {
     let rows: Vec<ApiKey> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT {KEY_COLUMNS} FROM api_keys WHERE org_id = $1 AND ($2::uuid IS NULL OR id < $2) ORDER BY id DESC LIMIT $3"
     )))
@@ -241,7 +240,7 @@ pub async fn list_api_keys(
 }
 
 /// Revokes a key; it stops working on the next request. Revoking twice is a no-op.
-pub async fn revoke_api_key(conn: &mut PgConnection, org_id: Uuid, id: Uuid) -> Result<ApiKey> {
+pub async fn revoke_api_key(conn: &mut PgConnection, org_id: OrgId, id: ApiKeyId) -> Result<ApiKey> {
     sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "UPDATE api_keys SET revoked_at = coalesce(revoked_at, now()) WHERE org_id = $1 AND id = $2 RETURNING {KEY_COLUMNS}"
     )))
@@ -270,7 +269,7 @@ pub async fn authenticate(pool: &PgPool, presented: &str) -> Result<Option<KeyCh
     let begin = format!("BEGIN; SELECT set_config('turnstone.key_lookup', '{lookup}', true)");
     let mut tx = pool.begin_with(sqlx::AssertSqlSafe(begin)).await?;
     #[allow(clippy::type_complexity)]
-    let row: Option<(Uuid, Uuid, Vec<u8>, bool, i32, Option<DateTime<Utc>>)> = sqlx::query_as(
+    let row: Option<(ApiKeyId, OrgId, Vec<u8>, bool, i32, Option<DateTime<Utc>>)> = sqlx::query_as(
         "SELECT k.id, k.org_id, k.secret_hash, k.last_used_at IS NULL OR k.last_used_at < now() - interval '1 minute',
                 o.rate_limit_per_minute, k.expires_at
            FROM api_keys k JOIN orgs o ON o.id = k.org_id
@@ -285,7 +284,7 @@ pub async fn authenticate(pool: &PgPool, presented: &str) -> Result<Option<KeyCh
         return Ok(None);
     }
     if stale_use || rate_limit > 0 {
-        sqlx::query("SELECT set_config('turnstone.org_id', $1, true)").bind(org_id.to_string()).execute(&mut *tx).await?;
+        crate::db::enter_org(&mut tx, org_id).await?;
         if stale_use {
             sqlx::query("UPDATE api_keys SET last_used_at = now() WHERE id = $1").bind(key_id).execute(&mut *tx).await?;
         }
@@ -354,7 +353,7 @@ pub struct Bootstrap {
 /// What bootstrap did.
 #[derive(Debug)]
 pub struct BootstrapOutcome {
-    pub org_id: Uuid,
+    pub org_id: OrgId,
     /// A key generated because none was configured; print it once.
     pub generated_key: Option<Secret>,
 }
@@ -373,7 +372,7 @@ pub async fn bootstrap(pool: &PgPool, keys: &KeyRing, cfg: &Bootstrap) -> Result
 }
 
 async fn bootstrap_locked(pool: &PgPool, keys: &KeyRing, cfg: &Bootstrap) -> Result<BootstrapOutcome> {
-    let existing: Option<Uuid> =
+    let existing: Option<OrgId> =
         sqlx::query_scalar("SELECT id FROM orgs ORDER BY created_at, id LIMIT 1").fetch_optional(pool).await?;
     let first_start = existing.is_none();
     let org_id = match existing {
@@ -410,9 +409,9 @@ async fn bootstrap_locked(pool: &PgPool, keys: &KeyRing, cfg: &Bootstrap) -> Res
 
 /// Upserts the default org's `default` provider from the environment; makes sure
 /// the org has a default model, renaming it when it belongs to that provider.
-async fn sync_default_provider(pool: &PgPool, keys: &KeyRing, org_id: Uuid, cfg: &Bootstrap) -> Result<()> {
+async fn sync_default_provider(pool: &PgPool, keys: &KeyRing, org_id: OrgId, cfg: &Bootstrap) -> Result<()> {
     let mut tx = crate::db::begin_org(pool, org_id).await?;
-    let existing: Option<Uuid> = sqlx::query_scalar("SELECT id FROM providers WHERE org_id = $1 AND name = 'default'")
+    let existing: Option<ProviderId> = sqlx::query_scalar("SELECT id FROM providers WHERE org_id = $1 AND name = 'default'")
         .bind(org_id)
         .fetch_optional(&mut *tx)
         .await?;
@@ -427,7 +426,7 @@ async fn sync_default_provider(pool: &PgPool, keys: &KeyRing, org_id: Uuid, cfg:
                 .await?
         }
     };
-    let default_model: Option<(Uuid, Uuid)> =
+    let default_model: Option<(ModelId, ProviderId)> =
         sqlx::query_as("SELECT id, provider_id FROM models WHERE org_id = $1 AND is_default")
             .bind(org_id)
             .fetch_optional(&mut *tx)

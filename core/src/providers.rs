@@ -2,7 +2,7 @@
 
 use crate::crypto::{KeyRing, Secret};
 use crate::error::{Error, Result};
-use crate::ids::new_id;
+use crate::ids::{ModelId, OrgId, ProviderId, TypedId};
 use crate::page::Page;
 use crate::{keychain, validate};
 use chrono::{DateTime, Utc};
@@ -14,7 +14,7 @@ const API_KEY_PURPOSE: &str = "provider.api_key";
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct Provider {
-    pub id: Uuid,
+    pub id: ProviderId,
     pub name: String,
     pub base_url: String,
     /// Whether a key is stored; the key itself never leaves the database unsealed.
@@ -24,8 +24,8 @@ pub struct Provider {
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct Model {
-    pub id: Uuid,
-    pub provider_id: Uuid,
+    pub id: ModelId,
+    pub provider_id: ProviderId,
     pub name: String,
     pub is_default: bool,
     pub created_at: DateTime<Utc>,
@@ -34,7 +34,7 @@ pub struct Model {
 /// What a worker needs to call a model.
 #[derive(Debug, Clone)]
 pub struct Endpoint {
-    pub model_id: Uuid,
+    pub model_id: ModelId,
     pub base_url: String,
     pub api_key: Option<Secret>,
     pub model_name: String,
@@ -45,19 +45,19 @@ const PROVIDER_COLUMNS: &str = "id, name, base_url, api_key_ciphertext IS NOT NU
 pub async fn create_provider(
     conn: &mut PgConnection,
     keys: &KeyRing,
-    org_id: Uuid,
+    org_id: OrgId,
     name: &str,
     base_url: &str,
     api_key: Option<&Secret>,
-) -> Result<Uuid> {
+) -> Result<ProviderId> {
     validate::name("name", name)?;
     validate::base_url(base_url)?;
     if let Some(k) = api_key {
         validate::header_secret("api_key", k.expose_secret())?;
     }
-    let id = new_id();
+    let id = ProviderId::new();
     let sealed = match api_key {
-        Some(k) => Some(keychain::seal(&mut *conn, keys, org_id, id, API_KEY_PURPOSE, k.expose_secret()).await?),
+        Some(k) => Some(keychain::seal(&mut *conn, keys, org_id, id.uuid(), API_KEY_PURPOSE, k.expose_secret()).await?),
         None => None,
     };
     let res = sqlx::query("INSERT INTO providers (id, org_id, name, base_url, api_key_ciphertext) VALUES ($1, $2, $3, $4, $5)")
@@ -81,14 +81,14 @@ pub async fn create_provider(
 pub async fn update_provider_endpoint(
     conn: &mut PgConnection,
     keys: &KeyRing,
-    org_id: Uuid,
-    id: Uuid,
+    org_id: OrgId,
+    id: ProviderId,
     base_url: &str,
     api_key: Option<&Secret>,
 ) -> Result<()> {
     validate::base_url(base_url)?;
     let sealed = match api_key {
-        Some(k) => Some(keychain::seal(&mut *conn, keys, org_id, id, API_KEY_PURPOSE, k.expose_secret()).await?),
+        Some(k) => Some(keychain::seal(&mut *conn, keys, org_id, id.uuid(), API_KEY_PURPOSE, k.expose_secret()).await?),
         None => None,
     };
     sqlx::query("UPDATE providers SET base_url = $3, api_key_ciphertext = $4 WHERE org_id = $1 AND id = $2")
@@ -114,8 +114,8 @@ pub struct ProviderUpdate {
 pub async fn update_provider(
     conn: &mut PgConnection,
     keys: &KeyRing,
-    org_id: Uuid,
-    id: Uuid,
+    org_id: OrgId,
+    id: ProviderId,
     update: ProviderUpdate,
 ) -> Result<Provider> {
     let current = get_provider(&mut *conn, org_id, id).await?;
@@ -136,7 +136,7 @@ pub async fn update_provider(
         Some(None) => (true, None),
         Some(Some(k)) => {
             validate::header_secret("api_key", k.expose_secret())?;
-            (true, Some(keychain::seal(&mut *conn, keys, org_id, id, API_KEY_PURPOSE, k.expose_secret()).await?))
+            (true, Some(keychain::seal(&mut *conn, keys, org_id, id.uuid(), API_KEY_PURPOSE, k.expose_secret()).await?))
         }
     };
     let res = sqlx::query(
@@ -163,7 +163,7 @@ pub async fn update_provider(
 }
 
 /// Deletes a model no agent or session uses; the org's default model cannot be deleted.
-pub async fn delete_model(conn: &mut PgConnection, org_id: Uuid, id: Uuid) -> Result<()> {
+pub async fn delete_model(conn: &mut PgConnection, org_id: OrgId, id: ModelId) -> Result<()> {
     let model = get_model(&mut *conn, org_id, id).await?;
     if model.is_default {
         return Err(Error::conflict("model_is_default", "make another model the default first"));
@@ -182,7 +182,7 @@ pub async fn delete_model(conn: &mut PgConnection, org_id: Uuid, id: Uuid) -> Re
     }
 }
 
-pub async fn get_provider(db: impl sqlx::PgExecutor<'_>, org_id: Uuid, id: Uuid) -> Result<Provider> {
+pub async fn get_provider(db: impl sqlx::PgExecutor<'_>, org_id: OrgId, id: ProviderId) -> Result<Provider> {
     sqlx::query_as(AssertSqlSafe(format!("SELECT {PROVIDER_COLUMNS} FROM providers WHERE org_id = $1 AND id = $2")))
         .bind(org_id)
         .bind(id)
@@ -191,7 +191,12 @@ pub async fn get_provider(db: impl sqlx::PgExecutor<'_>, org_id: Uuid, id: Uuid)
         .ok_or(Error::NotFound("provider"))
 }
 
-pub async fn list_providers(conn: &mut PgConnection, org_id: Uuid, after: Option<Uuid>, limit: u32) -> Result<Page<Provider>> {
+pub async fn list_providers(
+    conn: &mut PgConnection,
+    org_id: OrgId,
+    after: Option<ProviderId>,
+    limit: u32,
+) -> Result<Page<Provider, ProviderId>> {
     let rows: Vec<Provider> = sqlx::query_as(AssertSqlSafe(format!(
         "SELECT {PROVIDER_COLUMNS} FROM providers WHERE org_id = $1 AND ($2::uuid IS NULL OR id < $2) ORDER BY id DESC LIMIT $3"
     )))
@@ -204,7 +209,7 @@ pub async fn list_providers(conn: &mut PgConnection, org_id: Uuid, after: Option
 }
 
 /// Deletes a provider that no model uses; otherwise a 409.
-pub async fn delete_provider(conn: &mut PgConnection, org_id: Uuid, id: Uuid) -> Result<()> {
+pub async fn delete_provider(conn: &mut PgConnection, org_id: OrgId, id: ProviderId) -> Result<()> {
     let in_use: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM models WHERE org_id = $1 AND provider_id = $2)")
         .bind(org_id)
         .bind(id)
@@ -222,11 +227,11 @@ pub async fn delete_provider(conn: &mut PgConnection, org_id: Uuid, id: Uuid) ->
 
 pub async fn create_model(
     conn: &mut PgConnection,
-    org_id: Uuid,
-    provider_id: Uuid,
+    org_id: OrgId,
+    provider_id: ProviderId,
     name: &str,
     is_default: bool,
-) -> Result<Uuid> {
+) -> Result<ModelId> {
     validate::name("name", name)?;
     let mut tx = sqlx::Acquire::begin(conn).await?;
     let provider_exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM providers WHERE org_id = $1 AND id = $2)")
@@ -243,7 +248,7 @@ pub async fn create_model(
             .execute(&mut *tx)
             .await?;
     }
-    let id = new_id();
+    let id = ModelId::new();
     sqlx::query("INSERT INTO models (id, org_id, provider_id, name, is_default) VALUES ($1, $2, $3, $4, $5)")
         .bind(id)
         .bind(org_id)
@@ -256,7 +261,7 @@ pub async fn create_model(
     Ok(id)
 }
 
-pub async fn get_model(db: impl sqlx::PgExecutor<'_>, org_id: Uuid, id: Uuid) -> Result<Model> {
+pub async fn get_model(db: impl sqlx::PgExecutor<'_>, org_id: OrgId, id: ModelId) -> Result<Model> {
     sqlx::query_as("SELECT id, provider_id, name, is_default, created_at FROM models WHERE org_id = $1 AND id = $2")
         .bind(org_id)
         .bind(id)
@@ -265,7 +270,12 @@ pub async fn get_model(db: impl sqlx::PgExecutor<'_>, org_id: Uuid, id: Uuid) ->
         .ok_or(Error::NotFound("model"))
 }
 
-pub async fn list_models(conn: &mut PgConnection, org_id: Uuid, after: Option<Uuid>, limit: u32) -> Result<Page<Model>> {
+pub async fn list_models(
+    conn: &mut PgConnection,
+    org_id: OrgId,
+    after: Option<ModelId>,
+    limit: u32,
+) -> Result<Page<Model, ModelId>> {
     let rows: Vec<Model> = sqlx::query_as(
         "SELECT id, provider_id, name, is_default, created_at FROM models
           WHERE org_id = $1 AND ($2::uuid IS NULL OR id < $2) ORDER BY id DESC LIMIT $3",
@@ -279,7 +289,7 @@ pub async fn list_models(conn: &mut PgConnection, org_id: Uuid, after: Option<Uu
 }
 
 /// Checks that a model id belongs to the org (used when agents and sessions reference one).
-pub async fn ensure_model(conn: &mut PgConnection, org_id: Uuid, id: Uuid) -> Result<()> {
+pub async fn ensure_model(conn: &mut PgConnection, org_id: OrgId, id: ModelId) -> Result<()> {
     let ok: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM models WHERE org_id = $1 AND id = $2)")
         .bind(org_id)
         .bind(id)
@@ -290,7 +300,12 @@ pub async fn ensure_model(conn: &mut PgConnection, org_id: Uuid, id: Uuid) -> Re
 
 /// Resolves the model for a turn — explicit choice, else the org default — and
 /// unseals its provider key.
-pub async fn resolve_endpoint(conn: &mut PgConnection, keys: &KeyRing, org_id: Uuid, model_id: Option<Uuid>) -> Result<Endpoint> {
+pub async fn resolve_endpoint(
+    conn: &mut PgConnection,
+    keys: &KeyRing,
+    org_id: OrgId,
+    model_id: Option<ModelId>,
+) -> Result<Endpoint> {
     stored_endpoint(conn, org_id, model_id).await?.ok_or_else(no_model)?.open(keys, org_id)
 }
 
@@ -303,7 +318,7 @@ pub fn no_model() -> Error {
 /// turn's context (no transaction of its own), opened when the model is called.
 #[derive(Debug, Clone)]
 pub struct StoredEndpoint {
-    pub model_id: Uuid,
+    pub model_id: ModelId,
     pub model_name: String,
     pub base_url: String,
     api_key: Option<keychain::SealedSecret>,
@@ -311,7 +326,7 @@ pub struct StoredEndpoint {
 
 impl StoredEndpoint {
     /// Unseals the provider key (no database access).
-    pub fn open(&self, keys: &KeyRing, org_id: Uuid) -> Result<Endpoint> {
+    pub fn open(&self, keys: &KeyRing, org_id: OrgId) -> Result<Endpoint> {
         let api_key = self.api_key.as_ref().map(|k| k.open(keys, org_id, API_KEY_PURPOSE)).transpose()?;
         Ok(Endpoint { model_id: self.model_id, base_url: self.base_url.clone(), api_key, model_name: self.model_name.clone() })
     }
@@ -319,8 +334,12 @@ impl StoredEndpoint {
 
 /// Reads the model for a turn — explicit choice, else the org default — its
 /// provider and the data key its provider key is sealed under; `None` when there is no such model.
-pub async fn stored_endpoint(conn: &mut PgConnection, org_id: Uuid, model_id: Option<Uuid>) -> Result<Option<StoredEndpoint>> {
-    type Row = (Uuid, String, Uuid, String, Option<Vec<u8>>);
+pub async fn stored_endpoint(
+    conn: &mut PgConnection,
+    org_id: OrgId,
+    model_id: Option<ModelId>,
+) -> Result<Option<StoredEndpoint>> {
+    type Row = (ModelId, String, Uuid, String, Option<Vec<u8>>);
     let row: Option<Row> = sqlx::query_as(
         "SELECT m.id, m.name, p.id, p.base_url, p.api_key_ciphertext
            FROM models m JOIN providers p ON p.id = m.provider_id AND p.org_id = m.org_id
@@ -339,7 +358,7 @@ pub async fn stored_endpoint(conn: &mut PgConnection, org_id: Uuid, model_id: Op
 }
 
 /// Re-seals every provider key of the org under `fresh` (org key rotation).
-pub async fn reseal_all(conn: &mut PgConnection, keys: &KeyRing, org_id: Uuid, fresh: &crate::crypto::DataKey) -> Result<u64> {
+pub async fn reseal_all(conn: &mut PgConnection, keys: &KeyRing, org_id: OrgId, fresh: &crate::crypto::DataKey) -> Result<u64> {
     let rows: Vec<(Uuid, Vec<u8>)> = sqlx::query_as(
         "SELECT id, api_key_ciphertext FROM providers WHERE org_id = $1 AND api_key_ciphertext IS NOT NULL FOR UPDATE",
     )

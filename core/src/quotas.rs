@@ -7,9 +7,9 @@
 //! would cap admission. Simultaneous requests may overshoot it by their number;
 //! it is a load shedder.
 
+use crate::ids::{ApiKeyId, OrgId};
 use chrono::{DateTime, DurationRound, TimeDelta, Utc};
 use sqlx::PgConnection;
-use uuid::Uuid;
 
 use crate::error::{Error, Result};
 
@@ -21,7 +21,7 @@ pub enum Quota {
 }
 
 /// Fails when creating one more of `what` would exceed the org's quota.
-pub async fn check(conn: &mut PgConnection, org_id: Uuid, what: Quota) -> Result<()> {
+pub async fn check(conn: &mut PgConnection, org_id: OrgId, what: Quota) -> Result<()> {
     let (limit_sql, count_sql) = match what {
         Quota::Agents => (
             "SELECT max_agents FROM orgs WHERE id = $1 FOR NO KEY UPDATE",
@@ -59,7 +59,13 @@ pub fn concurrent_turns_within(limit: i32, active: i64) -> Result<()> {
 /// caller's transaction, scoped to the key's org); fails once `limit` (the
 /// org's per-key requests per minute, 0 = unlimited) is reached, saying when
 /// the window resets.
-pub async fn count_request(conn: &mut PgConnection, org_id: Uuid, key_id: Uuid, limit: i32, now: DateTime<Utc>) -> Result<()> {
+pub async fn count_request(
+    conn: &mut PgConnection,
+    org_id: OrgId,
+    key_id: ApiKeyId,
+    limit: i32,
+    now: DateTime<Utc>,
+) -> Result<()> {
     if limit == 0 {
         return Ok(());
     }

@@ -2,18 +2,17 @@
 //! transactions that enqueue and finish turns (see [`crate::turns`]).
 
 use crate::error::{Error, Result};
-use crate::ids::new_id;
+use crate::ids::{AgentId, ModelId, OrgId, SessionId, TypedId};
 use crate::page::Page;
 use crate::{limits, providers, validate};
 use chrono::{DateTime, Utc};
 use sqlx::{AssertSqlSafe, PgConnection};
-use uuid::Uuid;
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct Session {
-    pub id: Uuid,
-    pub agent_id: Uuid,
-    pub model_id: Option<Uuid>,
+    pub id: SessionId,
+    pub agent_id: AgentId,
+    pub model_id: Option<ModelId>,
     pub title: Option<String>,
     pub tags: Vec<String>,
     /// `idle`, `queued` or `running`.
@@ -23,19 +22,26 @@ pub struct Session {
     pub updated_at: DateTime<Utc>,
 }
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct SessionInput {
-    pub agent_id: Uuid,
-    pub model_id: Option<Uuid>,
+    pub agent_id: AgentId,
+    pub model_id: Option<ModelId>,
     pub title: Option<String>,
     pub tags: Vec<String>,
+}
+
+impl SessionInput {
+    /// A session of this agent with its defaults: the agent's model, no title, no tags.
+    pub fn of_agent(agent_id: AgentId) -> Self {
+        SessionInput { agent_id, model_id: None, title: None, tags: Vec::new() }
+    }
 }
 
 /// Session columns plus its event counter (`q` = `session_sequences`).
 const COLUMNS: &str = "s.id, s.agent_id, s.model_id, s.title, s.tags, s.status, q.last_sequence, s.created_at, s.updated_at";
 const FROM: &str = "sessions s JOIN session_sequences q ON q.session_id = s.id AND q.org_id = s.org_id";
 
-pub async fn create_session(conn: &mut PgConnection, org_id: Uuid, input: SessionInput) -> Result<Session> {
+pub async fn create_session(conn: &mut PgConnection, org_id: OrgId, input: SessionInput) -> Result<Session> {
     if let Some(t) = &input.title {
         validate::text("title", t, limits::MAX_TITLE_CHARS)?;
     }
@@ -55,7 +61,7 @@ pub async fn create_session(conn: &mut PgConnection, org_id: Uuid, input: Sessio
         providers::ensure_model(conn, org_id, m).await?;
     }
     crate::quotas::check(conn, org_id, crate::quotas::Quota::Sessions).await?;
-    let id = new_id();
+    let id = SessionId::new();
     sqlx::query("INSERT INTO sessions (id, org_id, agent_id, model_id, title, tags) VALUES ($1, $2, $3, $4, $5, $6)")
         .bind(id)
         .bind(org_id)
@@ -73,7 +79,7 @@ pub async fn create_session(conn: &mut PgConnection, org_id: Uuid, input: Sessio
     get_session(conn, org_id, id).await
 }
 
-pub async fn get_session(conn: &mut PgConnection, org_id: Uuid, id: Uuid) -> Result<Session> {
+pub async fn get_session(conn: &mut PgConnection, org_id: OrgId, id: SessionId) -> Result<Session> {
     sqlx::query_as(AssertSqlSafe(format!("SELECT {COLUMNS} FROM {FROM} WHERE s.org_id = $1 AND s.id = $2")))
         .bind(org_id)
         .bind(id)
@@ -85,11 +91,11 @@ pub async fn get_session(conn: &mut PgConnection, org_id: Uuid, id: Uuid) -> Res
 /// Newest first, optionally only one agent's sessions.
 pub async fn list_sessions(
     conn: &mut PgConnection,
-    org_id: Uuid,
-    after: Option<Uuid>,
+    org_id: OrgId,
+    after: Option<SessionId>,
     limit: u32,
-    agent_id: Option<Uuid>,
-) -> Result<Page<Session>> {
+    agent_id: Option<AgentId>,
+) -> Result<Page<Session, SessionId>> {
     let rows: Vec<Session> = sqlx::query_as(AssertSqlSafe(format!(
         "SELECT {COLUMNS} FROM {FROM}
           WHERE s.org_id = $1 AND ($2::uuid IS NULL OR s.id < $2) AND ($3::uuid IS NULL OR s.agent_id = $3)

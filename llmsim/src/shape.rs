@@ -111,6 +111,9 @@ mod tests {
         refused(json!([user("u1"), call("a"), result("a"), result("a")]), "answered twice");
         refused(json!([user("u1"), call("a")]), "must be followed by tool messages");
         refused(json!([user("u1"), call("a"), result("a"), {"role": "assistant", "content": "x"}]), "last message");
-        refused(json!([user("u1"), call("a"), {"role": "assistant", "content": "x"}, result("a")]), "must be followed by tool messages");
+        refused(
+            json!([user("u1"), call("a"), {"role": "assistant", "content": "x"}, result("a")]),
+            "must be followed by tool messages",
+        );
     }
 }

@@ -132,7 +132,7 @@ pub async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
 /// nobody listens on), for tests that drive `turnstone_core` directly.
 /// Returns the database, its owner's pool (bypasses row-level security: for
 /// inspection) and the org's id.
-pub async fn org_database() -> (TestDb, sqlx::PgPool, uuid::Uuid) {
+pub async fn org_database() -> (TestDb, sqlx::PgPool, turnstone_core::ids::OrgId) {
     use turnstone_core::{db, orgs};
     let tdb = TestDb::new().await;
     let owner = db::connect(&tdb.url, 2).await.expect("connect");
@@ -504,9 +504,8 @@ pub struct Frame {
     pub data: Value,
 }
 
-type Events = eventsource_stream::EventStream<
-    std::pin::Pin<Box<dyn futures::Stream<Item = reqwest::Result<bytes::Bytes>> + Send>>,
->;
+type Events =
+    eventsource_stream::EventStream<std::pin::Pin<Box<dyn futures::Stream<Item = reqwest::Result<bytes::Bytes>> + Send>>>;
 
 /// Reads frames from a live SSE response; `eventsource-stream` does the parsing.
 pub struct SseReader {

@@ -49,7 +49,8 @@ impl PgBouncer {
         for attempt in 0..3 {
             let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
             std::fs::write(dir.join("users.txt"), "\"turnstone_api_login\" \"\"\n\"turnstone_worker_login\" \"\"\n").unwrap();
-            std::fs::write(dir.join("pgbouncer.ini"), config(&host, server_port, port, &dir.join("users.txt"), pool_size)).unwrap();
+            std::fs::write(dir.join("pgbouncer.ini"), config(&host, server_port, port, &dir.join("users.txt"), pool_size))
+                .unwrap();
             set_readable(&dir);
             let mut cmd = Command::new(&exe);
             // PgBouncer refuses to run as root; it drops to the PostgreSQL account then.

@@ -9,10 +9,10 @@
 //! them — so a burst of 1,000 turns costs tens of transactions, not thousands.
 
 use std::sync::Arc;
+use turnstone_core::ids::OrgId;
 
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use turnstone_core::Error;
-use uuid::Uuid;
 
 /// A request waiting in a batch, and where its answer goes.
 struct Pending<Req, Resp> {
@@ -79,8 +79,8 @@ impl<Req: Send + 'static, Resp: Send + 'static> Batcher<Req, Resp> {
 }
 
 /// Groups indices by org, keeping their order (row-level security scopes a transaction to one org).
-pub fn by_org(items: &[usize], org_of: impl Fn(usize) -> Uuid) -> Vec<(Uuid, Vec<usize>)> {
-    let mut groups: Vec<(Uuid, Vec<usize>)> = Vec::new();
+pub fn by_org(items: &[usize], org_of: impl Fn(usize) -> OrgId) -> Vec<(OrgId, Vec<usize>)> {
+    let mut groups: Vec<(OrgId, Vec<usize>)> = Vec::new();
     for &i in items {
         let org = org_of(i);
         match groups.iter_mut().find(|(o, _)| *o == org) {

@@ -9,6 +9,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use turnstone_core::ids::{OrgId, TurnId, TypedId};
 
 use sqlx::PgPool;
 use sqlx::postgres::PgListener;
@@ -20,13 +21,13 @@ use uuid::Uuid;
 #[derive(Default)]
 pub struct Cancels {
     /// turn id → (org id, signal)
-    turns: Mutex<HashMap<Uuid, (Uuid, watch::Sender<bool>)>>,
+    turns: Mutex<HashMap<TurnId, (OrgId, watch::Sender<bool>)>>,
 }
 
 /// A registered turn; unregisters on drop.
 pub struct CancelGuard {
     cancels: Arc<Cancels>,
-    turn_id: Uuid,
+    turn_id: TurnId,
     rx: watch::Receiver<bool>,
 }
 
@@ -49,21 +50,21 @@ impl Drop for CancelGuard {
 }
 
 impl Cancels {
-    pub fn register(self: &Arc<Self>, org_id: Uuid, turn_id: Uuid) -> CancelGuard {
+    pub fn register(self: &Arc<Self>, org_id: OrgId, turn_id: TurnId) -> CancelGuard {
         let (tx, rx) = watch::channel(false);
         self.turns.lock().expect("cancels lock").insert(turn_id, (org_id, tx));
         CancelGuard { cancels: self.clone(), turn_id, rx }
     }
 
-    fn fire(&self, turn_id: Uuid) {
+    fn fire(&self, turn_id: TurnId) {
         if let Some((_, tx)) = self.turns.lock().expect("cancels lock").get(&turn_id) {
             let _ = tx.send(true);
         }
     }
 
     /// In-flight turn ids grouped by org (each org is read in its own scoped transaction).
-    fn in_flight(&self) -> HashMap<Uuid, Vec<Uuid>> {
-        let mut by_org: HashMap<Uuid, Vec<Uuid>> = HashMap::new();
+    fn in_flight(&self) -> HashMap<OrgId, Vec<TurnId>> {
+        let mut by_org: HashMap<OrgId, Vec<TurnId>> = HashMap::new();
         for (turn, (org, _)) in self.turns.lock().expect("cancels lock").iter() {
             by_org.entry(*org).or_default().push(*turn);
         }
@@ -115,7 +116,7 @@ impl Cancels {
                 n = next => match n {
                     Ok(Some(n)) => {
                         if let Ok(turn_id) = n.payload().parse::<Uuid>() {
-                            self.fire(turn_id);
+                            self.fire(TurnId::from_uuid(turn_id));
                         }
                     }
                     Ok(None) | Err(_) => listener = None,

@@ -216,7 +216,8 @@ async fn incarnate(ctx: &Context, name: &str, stop: tokio::sync::watch::Receiver
         heartbeat: config.heartbeat,
         reclaim_after: config.reclaim_after,
     };
-    let (backend, handle) = queue::PgQueue::<TurnTask>::start_listening_on(ctx.pool.clone(), ctx.listen_pool.clone(), queue_config, stop.clone());
+    let (backend, handle) =
+        queue::PgQueue::<TurnTask>::start_listening_on(ctx.pool.clone(), ctx.listen_pool.clone(), queue_config, stop.clone());
     tracing::info!(worker = %name, concurrency = config.concurrency, "turnstone-worker claiming turns");
     let worker = WorkerBuilder::new(name).backend(backend).data(ctx.clone()).concurrency(config.concurrency).build(handle_turn);
     let mut stop = stop;

@@ -6,8 +6,8 @@
 use serde::Deserialize;
 use serde_json::Value;
 use turnstone_core::events::{Event, types};
+use turnstone_core::ids::TurnId;
 use turnstone_core::turns::TurnContext;
-use uuid::Uuid;
 
 use crate::llm::{ChatMessage, ToolCall};
 
@@ -63,7 +63,7 @@ fn is_result_of(e: &Event, iteration_no: i32, call_id: &str) -> bool {
 }
 
 /// The first step of `turn_id` whose result is not in the log.
-pub fn next_step(ctx: &TurnContext, turn_id: Uuid) -> Step {
+pub fn next_step(ctx: &TurnContext, turn_id: TurnId) -> Step {
     let mine: Vec<&Event> = ctx.history.iter().map(|e| e.as_ref()).filter(|e| e.turn_id == Some(turn_id)).collect();
     let Some(last) = mine.iter().rev().find(|e| e.kind == types::OUTPUT_MESSAGE_COMPLETED) else {
         return Step::CallModel { iteration: 1 };
@@ -82,7 +82,7 @@ pub fn next_step(ctx: &TurnContext, turn_id: Uuid) -> Step {
 }
 
 /// How many tool calls of the turn's latest model output still lack a result.
-pub fn open_tool_calls(ctx: &TurnContext, turn_id: Uuid) -> usize {
+pub fn open_tool_calls(ctx: &TurnContext, turn_id: TurnId) -> usize {
     let mine: Vec<&Event> = ctx.history.iter().map(|e| e.as_ref()).filter(|e| e.turn_id == Some(turn_id)).collect();
     let Some(last) = mine.iter().rev().find(|e| e.kind == types::OUTPUT_MESSAGE_COMPLETED) else { return 0 };
     let it = iteration(last);
@@ -96,8 +96,8 @@ pub fn prompt(ctx: &TurnContext, system_prompt: String) -> Vec<ChatMessage> {
     if !system_prompt.is_empty() {
         out.push(ChatMessage::System(system_prompt));
     }
-    let mut open: Vec<(Uuid, i32, String)> = Vec::new();
-    let close_open = |out: &mut Vec<ChatMessage>, open: &mut Vec<(Uuid, i32, String)>| {
+    let mut open: Vec<(Option<TurnId>, i32, String)> = Vec::new();
+    let close_open = |out: &mut Vec<ChatMessage>, open: &mut Vec<(Option<TurnId>, i32, String)>| {
         for (_, _, id) in open.drain(..) {
             out.push(ChatMessage::Tool { tool_call_id: id, content: "error: not executed, the turn ended first".into() });
         }
@@ -111,13 +111,13 @@ pub fn prompt(ctx: &TurnContext, system_prompt: String) -> Vec<ChatMessage> {
             types::OUTPUT_MESSAGE_COMPLETED => {
                 close_open(&mut out, &mut open);
                 let calls = tool_calls(e);
-                let turn = e.turn_id.unwrap_or_default();
+                let turn = e.turn_id;
                 open.extend(calls.iter().map(|c| (turn, iteration(e), c.id.clone())));
                 out.push(ChatMessage::Assistant { content: text_of(e), tool_calls: calls });
             }
             types::TOOL_COMPLETED => {
                 let id = e.data.get("tool_call_id").and_then(Value::as_str).unwrap_or_default().to_owned();
-                let turn = e.turn_id.unwrap_or_default();
+                let turn = e.turn_id;
                 open.retain(|(t, i, c)| !(*t == turn && *i == iteration(e) && *c == id));
                 let content = match (e.data.get("result").and_then(Value::as_str), e.data.get("error").and_then(Value::as_str)) {
                     (Some(r), _) => r.to_owned(),
@@ -137,12 +137,13 @@ pub fn prompt(ctx: &TurnContext, system_prompt: String) -> Vec<ChatMessage> {
 mod tests {
     use super::*;
     use serde_json::json;
+    use turnstone_core::ids::{EventId, SessionId, TypedId};
     use turnstone_core::turns::ContentPart;
 
-    fn ev(seq: i64, kind: &str, turn: Uuid, data: Value) -> Event {
+    fn ev(seq: i64, kind: &str, turn: TurnId, data: Value) -> Event {
         Event {
-            id: Uuid::now_v7(),
-            session_id: Uuid::nil(),
+            id: EventId::new(),
+            session_id: SessionId::new(),
             sequence: seq,
             kind: kind.into(),
             turn_id: Some(turn),
@@ -166,7 +167,7 @@ mod tests {
 
     #[test]
     fn resumes_at_the_first_uncommitted_step() {
-        let t = Uuid::now_v7();
+        let t = TurnId::new();
         let user = ev(1, types::INPUT_MESSAGE, t, json!({"message":{"role":"user","content":[{"type":"text","text":"hi"}]}}));
         assert_eq!(next_step(&ctx(vec![user.clone()]), t), Step::CallModel { iteration: 1 });
 
@@ -198,7 +199,7 @@ mod tests {
 
     #[test]
     fn message_text_is_read_as_content_text_joins_it() {
-        let t = Uuid::now_v7();
+        let t = TurnId::new();
         let parts = vec![ContentPart::Text { text: "one".into() }, ContentPart::Text { text: "two\nlines".into() }];
         let stored = ev(1, types::INPUT_MESSAGE, t, json!({ "message": { "role": "user", "content": parts } }));
         assert_eq!(text_of(&stored), turnstone_core::turns::content_text(&parts));
@@ -218,7 +219,7 @@ mod tests {
 
     #[test]
     fn dangling_tool_calls_of_failed_turns_get_placeholders() {
-        let t = Uuid::now_v7();
+        let t = TurnId::new();
         let call = json!({"id":"c1","name":"math","arguments":"{}"});
         let out = ev(
             2,
@@ -229,7 +230,7 @@ mod tests {
         let next = ev(
             4,
             types::INPUT_MESSAGE,
-            Uuid::now_v7(),
+            TurnId::new(),
             json!({"message":{"role":"user","content":[{"type":"text","text":"again"}]}}),
         );
         let p = prompt(&ctx(vec![out, next]), String::new());

@@ -4,12 +4,12 @@
 //! ([`turns::load_contexts`]).
 
 use std::sync::Arc;
+use turnstone_core::ids::{OrgId, TurnId};
 
 use sqlx::PgPool;
 use turnstone_core::Error;
 use turnstone_core::history::ConversationCache;
 use turnstone_core::turns::{self, Start, Started, TurnTask};
-use uuid::Uuid;
 
 use crate::batch::{Batcher, by_org, shared_error};
 
@@ -57,7 +57,7 @@ pub async fn start_all(
             }
         }
         for (org, group) in by_org(&round, |i| tasks[i].org_id) {
-            let ids: Vec<Uuid> = group.iter().map(|&i| tasks[i].turn_id).collect();
+            let ids: Vec<TurnId> = group.iter().map(|&i| tasks[i].turn_id).collect();
             for (i, answer) in group.into_iter().zip(start_group(pool, org, max_stalled_starts, history, &ids).await) {
                 answers[i] = Some(answer);
             }
@@ -70,10 +70,10 @@ pub async fn start_all(
 /// Starts one org's distinct turns and reads their contexts; one answer per id.
 async fn start_group(
     pool: &PgPool,
-    org_id: Uuid,
+    org_id: OrgId,
     max_stalled_starts: i32,
     history: &ConversationCache,
-    ids: &[Uuid],
+    ids: &[TurnId],
 ) -> Vec<Result<Start, Error>> {
     let started = match turns::start_many(pool, org_id, ids, max_stalled_starts).await {
         Ok(s) => s,

@@ -6,6 +6,7 @@
 //! and a step is never recorded twice.
 
 use std::time::Duration;
+use turnstone_core::ids::TurnId;
 
 use rand::Rng;
 use serde_json::json;
@@ -14,7 +15,6 @@ use turnstone_core::events::{self, Delta, NewEvent, types};
 use turnstone_core::turns::{self, Lease, Outcome, Seal, Start, TurnContext, TurnTask, Usage};
 use turnstone_core::validate::storable;
 use turnstone_core::{Error, capabilities, providers, storage};
-use uuid::Uuid;
 
 use crate::Context;
 use crate::cancel::CancelGuard;
@@ -132,7 +132,7 @@ pub async fn run(ctx: &Context, task: TurnTask, queue_task: Option<turns::QueueT
 }
 
 /// Whether the turn's log already holds an event of `kind` for `iteration`.
-fn has_marker(tc: &TurnContext, turn_id: Uuid, kind: &str, iteration: i32) -> bool {
+fn has_marker(tc: &TurnContext, turn_id: TurnId, kind: &str, iteration: i32) -> bool {
     tc.history.iter().any(|e| {
         e.turn_id == Some(turn_id)
             && e.kind == kind

@@ -5,7 +5,7 @@ use poem_openapi::payload::Json;
 use poem_openapi::types::ToJSON;
 use poem_openapi::{ApiResponse, OpenApi};
 use turnstone_core::agents::{self, AgentInput};
-use turnstone_core::ids::{self, Kind};
+use turnstone_core::ids::{ModelId, TypedId};
 use turnstone_core::limits;
 
 use super::{Tag, page_limit};
@@ -90,7 +90,7 @@ impl AgentsApi {
         .await?;
         Ok(Json(AgentList {
             data: page.items.into_iter().map(Into::into).collect(),
-            next_cursor: page.next_after.map(|id| ids::format(Kind::Agent, id)).into(),
+            next_cursor: page.next_after.map(|id| id.wire()).into(),
         }))
     }
 
@@ -114,7 +114,7 @@ impl AgentsApi {
         let model_id = match b.model_id.as_deref() {
             None => None,
             Some("") => Some(None),
-            Some(m) => Some(Some(ids::parse(Kind::Model, m)?)),
+            Some(m) => Some(Some(ModelId::parse(m)?)),
         };
         let input = AgentInput {
             name: b.name.map(Into::into),

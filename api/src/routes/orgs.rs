@@ -5,9 +5,8 @@ use poem_openapi::payload::Json;
 use poem_openapi::types::ToJSON;
 use poem_openapi::{ApiResponse, OpenApi};
 use turnstone_core::crypto::Secret;
-use turnstone_core::ids::{self, Kind};
+use turnstone_core::ids::{OrgId, TypedId};
 use turnstone_core::{db, limits, orgs};
-use uuid::Uuid;
 
 use super::{Tag, page_limit};
 use crate::AppState;
@@ -37,11 +36,11 @@ enum KeyCreated {
 }
 
 /// Issues a key for `org_id` in the caller's org-scoped transaction.
-async fn issue_key(conn: &mut sqlx::PgConnection, org_id: Uuid, body: ApiKeyCreate) -> Result<ApiKeyCreated, ApiError> {
+async fn issue_key(conn: &mut sqlx::PgConnection, org_id: OrgId, body: ApiKeyCreate) -> Result<ApiKeyCreated, ApiError> {
     let secret: Secret = orgs::generate_api_key();
     let k = orgs::insert_api_key(conn, org_id, &secret, &body.name, body.expires_at).await?;
     Ok(ApiKeyCreated {
-        id: ids::format(Kind::ApiKey, k.id),
+        id: k.id.wire(),
         key: Some(secret.expose_secret().to_owned()).into(),
         name: k.name,
         display_prefix: k.display_prefix,
@@ -73,7 +72,7 @@ impl OrgsApi {
         let page = orgs::list_orgs(&self.state.pool, after, limit).await?;
         Ok(Json(OrgList {
             data: page.items.into_iter().map(Into::into).collect(),
-            next_cursor: page.next_after.map(|id| ids::format(Kind::Org, id)).into(),
+            next_cursor: page.next_after.map(|id| id.wire()).into(),
         }))
     }
 
@@ -144,7 +143,7 @@ impl OrgsApi {
         let page = orgs::list_api_keys(&mut *self.state.org_tx(auth.0.org_id).await?, auth.0.org_id, after, limit).await?;
         Ok(Json(ApiKeyList {
             data: page.items.into_iter().map(Into::into).collect(),
-            next_cursor: page.next_after.map(|id| ids::format(Kind::ApiKey, id)).into(),
+            next_cursor: page.next_after.map(|id| id.wire()).into(),
         }))
     }
 

@@ -5,7 +5,7 @@ use poem_openapi::payload::Json;
 use poem_openapi::types::ToJSON;
 use poem_openapi::{ApiResponse, OpenApi};
 use turnstone_core::crypto::Secret;
-use turnstone_core::ids::{self, Kind};
+use turnstone_core::ids::TypedId;
 use turnstone_core::{limits, providers};
 
 use super::{Tag, page_limit};
@@ -92,7 +92,7 @@ impl ProvidersApi {
         let page = providers::list_providers(&mut *self.state.org_tx(auth.0.org_id).await?, auth.0.org_id, after, limit).await?;
         Ok(Json(ProviderList {
             data: page.items.into_iter().map(Into::into).collect(),
-            next_cursor: page.next_after.map(|id| ids::format(Kind::Provider, id)).into(),
+            next_cursor: page.next_after.map(|id| id.wire()).into(),
         }))
     }
 
@@ -180,7 +180,7 @@ impl ProvidersApi {
         let page = providers::list_models(&mut *self.state.org_tx(auth.0.org_id).await?, auth.0.org_id, after, limit).await?;
         Ok(Json(ModelList {
             data: page.items.into_iter().map(Into::into).collect(),
-            next_cursor: page.next_after.map(|id| ids::format(Kind::Model, id)).into(),
+            next_cursor: page.next_after.map(|id| id.wire()).into(),
         }))
     }
 

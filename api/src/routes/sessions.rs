@@ -5,7 +5,7 @@ use poem_openapi::payload::Json;
 use poem_openapi::types::ToJSON;
 use poem_openapi::{ApiResponse, OpenApi};
 use turnstone_core::events::{self, EventFilter, types};
-use turnstone_core::ids::{self, Kind};
+use turnstone_core::ids::{ModelId, OrgId, SessionId, TypedId};
 use turnstone_core::sessions::{self, SessionInput};
 use turnstone_core::{conversation, limits, turns};
 
@@ -124,7 +124,7 @@ impl SessionsApi {
             sessions::list_sessions(&mut *self.state.org_tx(auth.0.org_id).await?, auth.0.org_id, after, limit, agent).await?;
         Ok(Json(SessionList {
             data: page.items.into_iter().map(Into::into).collect(),
-            next_cursor: page.next_after.map(|id| ids::format(Kind::Session, id)).into(),
+            next_cursor: page.next_after.map(|id| id.wire()).into(),
         }))
     }
 
@@ -188,9 +188,9 @@ impl SessionsApi {
         let c = turns::cancel(&mut tx, org, session, all.0).await?;
         tx.commit().await.map_err(turnstone_core::Error::from)?;
         let body = CancelAccepted {
-            turn_id: ids::format(Kind::Turn, c.turn_id),
+            turn_id: c.turn_id.wire(),
             state: if c.state == "cancelled" { CancelState::Cancelled } else { CancelState::Cancelling },
-            pending_cancelled: c.pending_cancelled.into_iter().map(|t| ids::format(Kind::Turn, t)).collect(),
+            pending_cancelled: c.pending_cancelled.into_iter().map(TypedId::wire).collect(),
         };
         Ok(match body.state {
             CancelState::Cancelled => CancelResponse::Cancelled(Json(body)),
@@ -287,15 +287,15 @@ impl SessionsApi {
 /// Posts a message (`turns::post_message`) on `c` and answers as the API does.
 async fn post_turn(
     c: &mut sqlx::PgConnection,
-    org: uuid::Uuid,
-    session: uuid::Uuid,
+    org: OrgId,
+    session: SessionId,
     content: Vec<turns::ContentPart>,
-    model_id: Option<uuid::Uuid>,
+    model_id: Option<ModelId>,
 ) -> Result<MessageAccepted, ApiError> {
     let posted = turns::post_message(c, org, session, content, model_id).await?;
     Ok(MessageAccepted {
-        message_id: ids::format(Kind::Event, posted.message.id),
-        turn_id: ids::format(Kind::Turn, posted.turn_id),
+        message_id: posted.message.id.wire(),
+        turn_id: posted.turn_id.wire(),
         sequence: posted.message.sequence,
         turn_status: if posted.turn_status == "queued" { TurnStatus::Queued } else { TurnStatus::Pending },
     })

@@ -2,6 +2,7 @@
 
 use super::*;
 use turnstone_core::agents;
+use turnstone_core::ids::TypedId;
 
 /// Cap on LLM calls per turn.
 pub type MaxIterations = Bounded<i32, 1, { limits::MAX_ITERATIONS as i64 }>;
@@ -92,10 +93,10 @@ pub struct Agent {
 impl From<agents::Agent> for Agent {
     fn from(a: agents::Agent) -> Self {
         Agent {
-            id: ids::format(Kind::Agent, a.id),
+            id: a.id.wire(),
             name: a.name,
             system_prompt: a.system_prompt,
-            model_id: a.model_id.map(|m| ids::format(Kind::Model, m)).into(),
+            model_id: a.model_id.map(TypedId::wire).into(),
             capabilities: a.capabilities,
             tags: a.tags,
             max_iterations: a.max_iterations,

@@ -1,6 +1,7 @@
 //! Organisations and their API keys (operator and org routes).
 
 use super::*;
+use turnstone_core::ids::TypedId;
 
 /// A new organisation.
 #[derive(Debug, Object)]
@@ -82,7 +83,7 @@ pub struct Org {
 impl From<turnstone_core::orgs::Org> for Org {
     fn from(o: turnstone_core::orgs::Org) -> Self {
         Org {
-            id: ids::format(Kind::Org, o.id),
+            id: o.id.wire(),
             name: o.name,
             disabled: o.disabled,
             max_agents: o.max_agents,
@@ -143,7 +144,7 @@ pub struct ApiKey {
 impl From<turnstone_core::orgs::ApiKey> for ApiKey {
     fn from(k: turnstone_core::orgs::ApiKey) -> Self {
         ApiKey {
-            id: ids::format(Kind::ApiKey, k.id),
+            id: k.id.wire(),
             name: k.name,
             display_prefix: k.display_prefix,
             created_at: k.created_at,

@@ -1,6 +1,7 @@
 //! Providers and models: OpenAI-compatible endpoints, keys write-only.
 
 use super::*;
+use turnstone_core::ids::TypedId;
 use turnstone_core::providers;
 
 /// A new provider: an OpenAI-compatible endpoint and, optionally, its API key.
@@ -62,13 +63,7 @@ pub struct Provider {
 
 impl From<providers::Provider> for Provider {
     fn from(p: providers::Provider) -> Self {
-        Provider {
-            id: ids::format(Kind::Provider, p.id),
-            name: p.name,
-            base_url: p.base_url,
-            has_api_key: p.has_api_key,
-            created_at: p.created_at,
-        }
+        Provider { id: p.id.wire(), name: p.name, base_url: p.base_url, has_api_key: p.has_api_key, created_at: p.created_at }
     }
 }
 
@@ -114,8 +109,8 @@ pub struct Model {
 impl From<providers::Model> for Model {
     fn from(m: providers::Model) -> Self {
         Model {
-            id: ids::format(Kind::Model, m.id),
-            provider_id: ids::format(Kind::Provider, m.provider_id),
+            id: m.id.wire(),
+            provider_id: m.provider_id.wire(),
             name: m.name,
             is_default: m.is_default,
             created_at: m.created_at,

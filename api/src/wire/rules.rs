@@ -3,7 +3,7 @@
 //! characters, a header value's characters.
 //!
 //! Parsing only checks the JSON or parameter type. The rule itself is checked where it
-//! always was — `ids::parse`, `validate::tags`, `page_limit`… — so a breach answers with that
+//! always was — `TypedId::parse`, `validate::tags`, `page_limit`… — so a breach answers with that
 //! rule's own stable `code` (`invalid_id`, `invalid_tag`, `invalid_limit`…) instead of
 //! poem-openapi's generic `invalid_body`/`invalid_parameter`; the schema keywords exist so that
 //! generated clients, documentation and fuzzers see the rule (docs/decisions/0016).
@@ -14,9 +14,8 @@ use std::marker::PhantomData;
 use poem_openapi::registry::{MetaSchema, MetaSchemaRef, Registry};
 use poem_openapi::types::{ParseFromJSON, ParseFromParameter, ParseResult, ToJSON, Type};
 use serde_json::Value;
-use turnstone_core::ids::{self, Kind};
+use turnstone_core::ids::TypedId;
 use turnstone_core::limits;
-use uuid::Uuid;
 
 use super::Text;
 use crate::error::ApiError;
@@ -136,26 +135,17 @@ impl<T: ToJSON, R: Rule> ToJSON for Ruled<T, R> {
 
 // ---------------------------------------------------------------- ids
 
-/// A kind of resource, as a type: `Id<Agent>` cannot be passed where `Id<Session>` is wanted.
-pub trait IdKind: Send + Sync + 'static {
-    const KIND: Kind;
-}
+/// The id types of the resources, by the names the wire rules use: `Id<Agent>`
+/// parses to an [`ids::AgentId`], which cannot be passed where a session id is wanted.
+pub use turnstone_core::ids::{
+    AgentId as Agent, ApiKeyId as ApiKey, EventId as Event, ModelId as Model, OrgId as Org, ProviderId as Provider,
+    SessionId as Session,
+};
 
-macro_rules! id_kinds {
-    ($($name:ident),*) => {$(
-        #[doc = concat!("Ids of kind [`Kind::", stringify!($name), "`].")]
-        pub struct $name;
-        impl IdKind for $name {
-            const KIND: Kind = Kind::$name;
-        }
-    )*};
-}
-id_kinds!(Org, ApiKey, Provider, Model, Agent, Session, Event);
-
-/// `<prefix>_<32 hex digits>`, as `ids::parse` accepts it.
+/// `<prefix>_<32 hex digits>`, as `TypedId::parse` accepts it.
 pub struct PrefixedId<K>(PhantomData<fn() -> K>);
 
-impl<K: IdKind> Rule for PrefixedId<K> {
+impl<K: TypedId> Rule for PrefixedId<K> {
     const NAME: &'static str = "id";
     fn describe(schema: &mut MetaSchema) {
         let prefix = K::KIND.prefix();
@@ -169,14 +159,14 @@ impl<K: IdKind> Rule for PrefixedId<K> {
 /// A prefixed id from a path, query or body; [`Id::id`] checks it (400 `invalid_id`).
 pub type Id<K> = Ruled<Text, PrefixedId<K>>;
 
-impl<K: IdKind> Ruled<Text, PrefixedId<K>> {
+impl<K: TypedId> Ruled<Text, PrefixedId<K>> {
     /// The id, or 400 `invalid_id` when it is malformed or of another kind.
-    pub fn id(&self) -> Result<Uuid, ApiError> {
-        ids::parse(K::KIND, &self.0).map_err(ApiError::from)
+    pub fn id(&self) -> Result<K, ApiError> {
+        K::parse(&self.0).map_err(ApiError::from)
     }
 
     /// An optional id: `None` stays `None`.
-    pub fn opt(value: &Option<Self>) -> Result<Option<Uuid>, ApiError> {
+    pub fn opt(value: &Option<Self>) -> Result<Option<K>, ApiError> {
         value.as_ref().map(Self::id).transpose()
     }
 }
@@ -184,7 +174,7 @@ impl<K: IdKind> Ruled<Text, PrefixedId<K>> {
 /// [`PrefixedId`] or the empty string (a PATCH's "clear").
 pub struct PrefixedIdOrEmpty<K>(PhantomData<fn() -> K>);
 
-impl<K: IdKind> Rule for PrefixedIdOrEmpty<K> {
+impl<K: TypedId> Rule for PrefixedIdOrEmpty<K> {
     const NAME: &'static str = "id_or_empty";
     fn describe(schema: &mut MetaSchema) {
         PrefixedId::<K>::describe(schema);
@@ -193,7 +183,7 @@ impl<K: IdKind> Rule for PrefixedIdOrEmpty<K> {
     }
 }
 
-/// An id, or `""`; `ids::parse` checks a non-empty one (400 `invalid_id`).
+/// An id, or `""`; `TypedId::parse` checks a non-empty one (400 `invalid_id`).
 pub type IdOrEmpty<K> = Ruled<Text, PrefixedIdOrEmpty<K>>;
 
 // ---------------------------------------------------------------- numbers
@@ -447,7 +437,7 @@ mod tests {
         assert_eq!(s.ty, "string");
         assert_eq!(s.pattern.as_deref(), Some("^agt_[0-9a-fA-F]{32}$"));
         let example = s.example.as_ref().and_then(Value::as_str).unwrap();
-        assert!(ids::parse(Kind::Agent, example).is_ok(), "the example is a valid id");
+        assert!(Agent::parse(example).is_ok(), "the example is a valid id");
         assert_eq!(s.max_length, Some(example.len()));
     }
 

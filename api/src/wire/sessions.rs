@@ -1,6 +1,7 @@
 //! Sessions, their messages, event log, stream frames and cancellation.
 
 use super::*;
+use turnstone_core::ids::TypedId;
 use turnstone_core::sessions;
 
 /// A new session with an agent.
@@ -58,9 +59,9 @@ pub struct Session {
 impl From<sessions::Session> for Session {
     fn from(s: sessions::Session) -> Self {
         Session {
-            id: ids::format(Kind::Session, s.id),
-            agent_id: ids::format(Kind::Agent, s.agent_id),
-            model_id: s.model_id.map(|m| ids::format(Kind::Model, m)).into(),
+            id: s.id.wire(),
+            agent_id: s.agent_id.wire(),
+            model_id: s.model_id.map(TypedId::wire).into(),
             title: s.title.into(),
             tags: s.tags,
             status: match s.status.as_str() {
@@ -171,11 +172,11 @@ impl From<events::Event> for Message {
     fn from(e: events::Event) -> Self {
         let msg = e.data.get("message").cloned().unwrap_or(Value::Null);
         Message {
-            id: ids::format(Kind::Event, e.id),
+            id: e.id.wire(),
             role: msg.get("role").and_then(Value::as_str).unwrap_or("user").to_owned(),
             content: msg.get("content").cloned().unwrap_or(Value::Array(vec![])),
             tool_calls: msg.get("tool_calls").cloned().filter(|t| t.as_array().is_some_and(|a| !a.is_empty())).into(),
-            turn_id: e.turn_id.map(|t| ids::format(Kind::Turn, t)).into(),
+            turn_id: e.turn_id.map(TypedId::wire).into(),
             sequence: e.sequence,
             created_at: e.ts,
         }
@@ -224,12 +225,12 @@ pub struct Event {
 impl From<events::Event> for Event {
     fn from(e: events::Event) -> Self {
         Event {
-            id: ids::format(Kind::Event, e.id),
+            id: e.id.wire(),
             kind: e.kind,
             ts: e.ts,
-            session_id: ids::format(Kind::Session, e.session_id),
+            session_id: e.session_id.wire(),
             sequence: e.sequence,
-            turn_id: e.turn_id.map(|t| ids::format(Kind::Turn, t)).into(),
+            turn_id: e.turn_id.map(TypedId::wire).into(),
             data: e.data,
         }
     }

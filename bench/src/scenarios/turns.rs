@@ -13,6 +13,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
+use turnstone_core::ids::TurnId;
 
 use serde_json::{Value, json};
 use turnstone_tests::{Client, SseReader};
@@ -23,7 +24,7 @@ use crate::stats::{Samples, r2};
 
 /// Client-side timings of one turn.
 pub struct Timing {
-    pub turn_id: uuid::Uuid,
+    pub turn_id: TurnId,
     pub post_ms: f64,
     pub started_ms: f64,
     pub completed_ms: f64,
@@ -71,13 +72,13 @@ pub async fn open_sse(client: &Client, session: &str) -> SseReader {
 }
 
 /// `turns.started_at − input.message.ts` in ms, per turn (DB clock).
-async fn db_pickup(d: &Deployment, turns: &[uuid::Uuid]) -> Samples {
+async fn db_pickup(d: &Deployment, turns: &[TurnId]) -> Samples {
     Samples(db_marks(d, turns).await.into_iter().map(|(_, post_tx, start_tx)| (start_tx - post_tx) / 1000.0).collect())
 }
 
 /// Per turn: its id, the POST transaction's start and the worker's start
 /// transaction's start (DB clock, microseconds since the epoch).
-async fn db_marks(d: &Deployment, turns: &[uuid::Uuid]) -> Vec<(uuid::Uuid, f64, f64)> {
+async fn db_marks(d: &Deployment, turns: &[TurnId]) -> Vec<(TurnId, f64, f64)> {
     sqlx::query_as(
         "SELECT t.id, (extract(epoch FROM e.ts) * 1e6)::float8, (extract(epoch FROM t.started_at) * 1e6)::float8
            FROM turns t JOIN events e ON e.id = t.input_event_id WHERE t.id = ANY($1)",

@@ -10,13 +10,13 @@
 use chrono::{DateTime, Utc};
 use serde_json::json;
 use sqlx::{PgConnection, Row};
-use uuid::Uuid;
+use crate::ids::{OrgId, SessionId};
 
 use super::{By, FilePath, new_etag, verdict_error};
 use crate::db::Routine;
 use crate::error::{Error, Result};
 use crate::events::{self, NewEvent};
-use crate::ids::new_id;
+use crate::ids::{EventId, TypedId};
 
 /// Event types of the filesystem.
 pub mod types {
@@ -71,7 +71,7 @@ impl<V: Clone> Precondition<V> {
 /// The prelude of every storage routine: the org's scope and the session's
 /// lock (`$6`), as every writer of a session takes first. Inside a step's
 /// transaction both are already in force and repeat harmlessly.
-pub(crate) const LOCK_PRELUDE: &str = "PERFORM set_config('turnstone.org_id', $1::text, true);
+pub(crate) const LOCK_PRELUDE: &str = "PERFORM turnstone.enter_org($1);
          PERFORM turnstone_lock_sessions(ARRAY[$6]);";
 
 /// Parameters shared by the storage routines after [`events::APPEND_PARAMS`]:
@@ -285,10 +285,10 @@ pub(crate) static MOVE_ROUTINE: std::sync::LazyLock<Routine> = std::sync::LazyLo
 /// Binds a storage routine's first nine parameters: the append's, then [`WRITER_PARAMS`].
 fn bind_writer<'q>(
     routine: &Routine,
-    org_id: Uuid,
-    session_id: Uuid,
+    org_id: OrgId,
+    session_id: SessionId,
     by: By,
-    event_id: Uuid,
+    event_id: EventId,
 ) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
     let q = sqlx::query(sqlx::AssertSqlSafe(routine.call()));
     events::bind_append_query(q, org_id).bind(session_id).bind(by.turn()).bind(by == By::Api).bind(event_id)
@@ -334,8 +334,8 @@ pub fn validate_content_type(ct: &str) -> Result<()> {
 /// commits with the step). Fails with the verdict's error, writing nothing.
 pub async fn write(
     conn: &mut PgConnection,
-    org_id: Uuid,
-    session_id: Uuid,
+    org_id: OrgId,
+    session_id: SessionId,
     by: By,
     path: &FilePath,
     content: &[u8],
@@ -344,7 +344,7 @@ pub async fn write(
 ) -> Result<Written<FileMeta>> {
     validate_content_type(content_type)?;
     let (lo, hi) = path.below();
-    let row = bind_writer(&WRITE_ROUTINE, org_id, session_id, by, new_id())
+    let row = bind_writer(&WRITE_ROUTINE, org_id, session_id, by, EventId::new())
         .bind(path.as_str())
         .bind(content)
         .bind(content_type)
@@ -376,15 +376,15 @@ pub struct Deleted {
 /// Deletes a file, or with `recursive` a directory and everything below it.
 pub async fn delete(
     conn: &mut PgConnection,
-    org_id: Uuid,
-    session_id: Uuid,
+    org_id: OrgId,
+    session_id: SessionId,
     by: By,
     path: &FilePath,
     if_match: Option<&str>,
     recursive: bool,
 ) -> Result<Written<Deleted>> {
     let (lo, hi) = path.below();
-    let row = bind_writer(&DELETE_ROUTINE, org_id, session_id, by, new_id())
+    let row = bind_writer(&DELETE_ROUTINE, org_id, session_id, by, EventId::new())
         .bind(path.as_str())
         .bind(if_match)
         .bind(recursive)
@@ -407,8 +407,8 @@ pub async fn delete(
 /// Moves (or with `copy`, copies) a file; the target gets a new etag.
 pub async fn move_or_copy(
     conn: &mut PgConnection,
-    org_id: Uuid,
-    session_id: Uuid,
+    org_id: OrgId,
+    session_id: SessionId,
     by: By,
     from: &FilePath,
     to: &FilePath,
@@ -419,7 +419,7 @@ pub async fn move_or_copy(
         return Err(Error::invalid("same_path", "from and to are the same path"));
     }
     let (lo, hi) = to.below();
-    let row = bind_writer(&MOVE_ROUTINE, org_id, session_id, by, new_id())
+    let row = bind_writer(&MOVE_ROUTINE, org_id, session_id, by, EventId::new())
         .bind(from.as_str())
         .bind(to.as_str())
         .bind(overwrite)
@@ -450,7 +450,7 @@ pub async fn move_or_copy(
 const META_COLUMNS: &str = "path::text AS path, size, etag, content_type, created_at, updated_at";
 
 /// Fails with `NotFound("session")` unless the session is the org's.
-pub async fn ensure_session(conn: &mut PgConnection, org_id: Uuid, session_id: Uuid) -> Result<()> {
+pub async fn ensure_session(conn: &mut PgConnection, org_id: OrgId, session_id: SessionId) -> Result<()> {
     let found: Option<i32> = sqlx::query_scalar("SELECT 1 FROM sessions WHERE org_id = $1 AND id = $2")
         .bind(org_id)
         .bind(session_id)
@@ -461,7 +461,7 @@ pub async fn ensure_session(conn: &mut PgConnection, org_id: Uuid, session_id: U
 
 /// The org's limit on one file's size (an API checks it while a body streams in),
 /// if the session is the org's.
-pub async fn max_file_bytes(conn: &mut PgConnection, org_id: Uuid, session_id: Uuid) -> Result<i64> {
+pub async fn max_file_bytes(conn: &mut PgConnection, org_id: OrgId, session_id: SessionId) -> Result<i64> {
     sqlx::query_scalar(
         "SELECT o.max_file_bytes FROM orgs o WHERE o.id = $1 AND EXISTS (SELECT 1 FROM sessions s WHERE s.org_id = $1 AND s.id = $2)",
     )
@@ -474,7 +474,7 @@ pub async fn max_file_bytes(conn: &mut PgConnection, org_id: Uuid, session_id: U
 
 /// A file's metadata and content; `None` when the session has no such file
 /// (`NotFound("session")` when the session is not the org's).
-pub async fn read(conn: &mut PgConnection, org_id: Uuid, session_id: Uuid, path: &FilePath) -> Result<(FileMeta, Vec<u8>)> {
+pub async fn read(conn: &mut PgConnection, org_id: OrgId, session_id: SessionId, path: &FilePath) -> Result<(FileMeta, Vec<u8>)> {
     let row = sqlx::query(
         "SELECT s.id, f.path::text AS path, f.size, f.etag, f.content_type, f.created_at, f.updated_at, f.content
            FROM sessions s LEFT JOIN files f ON f.org_id = s.org_id AND f.session_id = s.id AND f.path = $3
@@ -495,7 +495,7 @@ pub async fn read(conn: &mut PgConnection, org_id: Uuid, session_id: Uuid, path:
 }
 
 /// A file's metadata only (`If-None-Match` on a read answers without the bytes).
-pub async fn stat(conn: &mut PgConnection, org_id: Uuid, session_id: Uuid, path: &FilePath) -> Result<Option<FileMeta>> {
+pub async fn stat(conn: &mut PgConnection, org_id: OrgId, session_id: SessionId, path: &FilePath) -> Result<Option<FileMeta>> {
     Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT {META_COLUMNS} FROM files WHERE org_id = $1 AND session_id = $2 AND path = $3"
     )))
@@ -541,8 +541,8 @@ impl Entry {
 /// Returns the entries and whether more follow.
 pub async fn list(
     conn: &mut PgConnection,
-    org_id: Uuid,
-    session_id: Uuid,
+    org_id: OrgId,
+    session_id: SessionId,
     dir: &FilePath,
     recursive: bool,
     after: Option<&str>,
@@ -657,7 +657,7 @@ impl Search {
 
 /// Searches the session's text files (binary ones are skipped) line by line,
 /// in path order, for at most `limit` matches.
-pub async fn search(conn: &mut PgConnection, org_id: Uuid, session_id: Uuid, search: &Search, limit: u32) -> Result<Vec<Match>> {
+pub async fn search(conn: &mut PgConnection, org_id: OrgId, session_id: SessionId, search: &Search, limit: u32) -> Result<Vec<Match>> {
     ensure_session(&mut *conn, org_id, session_id).await?;
     let paths: Vec<String> =
         sqlx::query_scalar("SELECT path::text FROM files WHERE org_id = $1 AND session_id = $2 ORDER BY path")

@@ -9,14 +9,14 @@
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 use sqlx::{PgConnection, Row};
-use uuid::Uuid;
+use crate::ids::{OrgId, SessionId};
 
 use super::files::{LOCK_PRELUDE, Precondition, WRITER_PARAMS, Written, ensure_session};
 use super::{By, MAX_TTL_SECS, MAX_VALUE_BYTES, validate_key, verdict_error};
 use crate::db::Routine;
 use crate::error::{Error, Result};
 use crate::events::{self, NewEvent};
-use crate::ids::new_id;
+use crate::ids::{EventId, TypedId};
 
 /// Event types of the key-value store.
 pub mod types {
@@ -139,8 +139,8 @@ pub fn validate(value: &Value, ttl_secs: Option<i64>) -> Result<()> {
 /// Sets a key on `conn` (alone, its own transaction; in a step's, it commits with the step).
 pub async fn set(
     conn: &mut PgConnection,
-    org_id: Uuid,
-    session_id: Uuid,
+    org_id: OrgId,
+    session_id: SessionId,
     by: By,
     key: &str,
     value: &Value,
@@ -154,7 +154,7 @@ pub async fn set(
         .bind(session_id)
         .bind(by.turn())
         .bind(by == By::Api)
-        .bind(new_id())
+        .bind(EventId::new())
         .bind(key)
         .bind(value)
         .bind(ttl_secs)
@@ -188,8 +188,8 @@ pub async fn set(
 /// Deletes a key; returns the version it had.
 pub async fn delete(
     conn: &mut PgConnection,
-    org_id: Uuid,
-    session_id: Uuid,
+    org_id: OrgId,
+    session_id: SessionId,
     by: By,
     key: &str,
     if_version: Option<i64>,
@@ -200,7 +200,7 @@ pub async fn delete(
         .bind(session_id)
         .bind(by.turn())
         .bind(by == By::Api)
-        .bind(new_id())
+        .bind(EventId::new())
         .bind(key)
         .bind(if_version)
         .fetch_one(conn)
@@ -219,7 +219,7 @@ pub async fn delete(
 }
 
 /// A live key (`NotFound("key")` when absent or expired, `NotFound("session")` for another session).
-pub async fn get(conn: &mut PgConnection, org_id: Uuid, session_id: Uuid, key: &str) -> Result<Entry> {
+pub async fn get(conn: &mut PgConnection, org_id: OrgId, session_id: SessionId, key: &str) -> Result<Entry> {
     validate_key(key)?;
     let row = sqlx::query(sqlx::AssertSqlSafe(format!(
         "SELECT k.key::text AS key, k.value, k.version, k.expires_at, k.updated_at
@@ -246,8 +246,8 @@ pub async fn get(conn: &mut PgConnection, org_id: Uuid, session_id: Uuid, key: &
 /// Live keys starting with `prefix`, by key, after the cursor `after`; and whether more follow.
 pub async fn list(
     conn: &mut PgConnection,
-    org_id: Uuid,
-    session_id: Uuid,
+    org_id: OrgId,
+    session_id: SessionId,
     prefix: &str,
     after: Option<&str>,
     limit: u32,

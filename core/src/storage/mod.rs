@@ -20,7 +20,7 @@ pub mod files;
 pub mod kv;
 pub mod tools;
 
-use uuid::Uuid;
+use crate::ids::{EventId, TurnId, TypedId};
 
 use crate::error::{Error, Result};
 
@@ -47,12 +47,12 @@ pub const MAX_CONTENT_TYPE_BYTES: usize = 255;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum By {
     Api,
-    Tool { turn_id: Uuid },
+    Tool { turn_id: TurnId },
 }
 
 impl By {
     /// The turn of a tool's write (the event's `turn_id`).
-    pub fn turn(self) -> Option<Uuid> {
+    pub fn turn(self) -> Option<TurnId> {
         match self {
             By::Api => None,
             By::Tool { turn_id } => Some(turn_id),
@@ -171,7 +171,7 @@ pub(crate) fn verdict_error(verdict: &str, what: &str) -> Error {
 
 /// A fresh, unique entity tag: each write of a file gets its own.
 pub(crate) fn new_etag() -> String {
-    crate::ids::new_id().simple().to_string()
+    EventId::new().uuid().simple().to_string()
 }
 
 #[cfg(test)]

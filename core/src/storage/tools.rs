@@ -7,7 +7,7 @@
 
 use serde_json::{Value, json};
 use sqlx::PgConnection;
-use uuid::Uuid;
+use crate::ids::{OrgId, SessionId, TurnId};
 
 use super::files::{self, Entry as FileEntry, Precondition, Search};
 use super::{By, FilePath, kv};
@@ -196,9 +196,9 @@ pub fn handles(tool: &str) -> bool {
 /// Whose storage a tool reaches, and the turn it runs for.
 #[derive(Debug, Clone, Copy)]
 pub struct Scope {
-    pub org_id: Uuid,
-    pub session_id: Uuid,
-    pub turn_id: Uuid,
+    pub org_id: OrgId,
+    pub session_id: SessionId,
+    pub turn_id: TurnId,
 }
 
 /// A tool's result for the model, and the events its writes add to the step.

@@ -1,10 +1,10 @@
 //! Cancel requests (`POST …/cancel`: [`cancel`]) and the check workers poll
 //! behind their NOTIFY ([`cancel_requested`]).
 
+use crate::ids::{ModelId, OrgId, SessionId, TurnId, TypedId};
 use chrono::{DateTime, Utc};
 use serde_json::json;
 use sqlx::{PgConnection, PgPool};
-use uuid::Uuid;
 
 use super::post::lock_session;
 use super::seal::{advance_sessions, seal_on};
@@ -20,25 +20,25 @@ pub const CANCEL_CHANNEL: &str = "turnstone_cancel";
 #[derive(Debug, Clone)]
 pub struct Cancelled {
     /// The turn that was active (running or queued).
-    pub turn_id: Uuid,
+    pub turn_id: TurnId,
     /// `cancelled` when sealed at once (it had not started), `cancelling` when a worker must stop it.
     pub state: &'static str,
     /// Pending turns cancelled too (`all`).
-    pub pending_cancelled: Vec<Uuid>,
+    pub pending_cancelled: Vec<TurnId>,
 }
 
 /// Cancels the session's active turn (and with `all`, its pending turns) in the
 /// caller's transaction. A turn no worker has started is sealed here; a running
 /// one gets the durable flag plus a NOTIFY, and its worker seals it.
 /// An idle session is a conflict (`session_idle`).
-pub async fn cancel(tx: &mut PgConnection, org_id: Uuid, session_id: Uuid, all: bool) -> Result<Cancelled> {
+pub async fn cancel(tx: &mut PgConnection, org_id: OrgId, session_id: SessionId, all: bool) -> Result<Cancelled> {
     let status = lock_session(tx, org_id, session_id).await?;
     if status == "idle" {
         return Err(Error::conflict("session_idle", "the session has no turn to cancel"));
     }
     let mut pending_cancelled = Vec::new();
     if all {
-        let mut pending: Vec<Uuid> =
+        let mut pending: Vec<TurnId> =
             sqlx::query_scalar("UPDATE turns SET status = 'cancelled', finished_at = now() WHERE session_id = $1 AND status = 'pending' RETURNING id")
                 .bind(session_id)
                 .fetch_all(&mut *tx)
@@ -55,7 +55,7 @@ pub async fn cancel(tx: &mut PgConnection, org_id: Uuid, session_id: Uuid, all: 
             pending_cancelled.push(id);
         }
     }
-    type Active = (Uuid, String, i32, Option<DateTime<Utc>>, i64, Option<Uuid>);
+    type Active = (TurnId, String, i32, Option<DateTime<Utc>>, i64, Option<ModelId>);
     let active: Option<Active> = sqlx::query_as(
         "SELECT id, status, attempt, started_at, input_sequence, model_id FROM turns
           WHERE session_id = $1 AND status IN ('queued', 'running') FOR UPDATE",
@@ -96,13 +96,13 @@ pub async fn cancel(tx: &mut PgConnection, org_id: Uuid, session_id: Uuid, all: 
         .bind(session_id)
         .execute(&mut *tx)
         .await?;
-    sqlx::query("SELECT pg_notify($1, $2)").bind(CANCEL_CHANNEL).bind(turn_id.to_string()).execute(&mut *tx).await?;
+    sqlx::query("SELECT pg_notify($1, $2)").bind(CANCEL_CHANNEL).bind(turn_id.uuid().to_string()).execute(&mut *tx).await?;
     Ok(Cancelled { turn_id, state: "cancelling", pending_cancelled })
 }
 
 /// Of these turns, the ones whose cancellation was requested (workers poll this
 /// as a backstop for a missed NOTIFY).
-pub async fn cancel_requested(pool: &PgPool, org_id: Uuid, turn_ids: &[Uuid]) -> Result<Vec<Uuid>> {
+pub async fn cancel_requested(pool: &PgPool, org_id: OrgId, turn_ids: &[TurnId]) -> Result<Vec<TurnId>> {
     let mut tx = db::begin_org(pool, org_id).await?;
     Ok(sqlx::query_scalar("SELECT id FROM turns WHERE id = ANY($1) AND cancel_requested_at IS NOT NULL AND status = 'running'")
         .bind(turn_ids)

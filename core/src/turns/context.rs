@@ -2,10 +2,10 @@
 //! (re)start by [`load_contexts`], with the conversation prefixes a worker
 //! caches ([`ConversationCache`]).
 
+use crate::ids::{ModelId, OrgId, SessionId, TurnId};
 use std::sync::Arc;
 
 use sqlx::PgPool;
-use uuid::Uuid;
 
 use super::Lease;
 use crate::db;
@@ -24,7 +24,7 @@ pub struct TurnContext {
     /// The durable cancellation flag is set.
     pub cancel_requested: bool,
     /// Message control → session → agent; `None` means the org default.
-    pub model_id: Option<Uuid>,
+    pub model_id: Option<ModelId>,
     /// The session's conversation up to now and every event of this turn
     /// ([`events::for_turn_contexts`]), in conversation order
     /// ([`crate::conversation`]); input messages of later turns are excluded.
@@ -49,7 +49,7 @@ pub async fn load_context(pool: &PgPool, lease: &Lease) -> Result<TurnContext> {
 /// where it ends, and what is read extends it.
 pub async fn load_contexts(
     pool: &PgPool,
-    org_id: Uuid,
+    org_id: OrgId,
     leases: &[Lease],
     cache: &ConversationCache,
 ) -> Result<Vec<Result<TurnContext>>> {
@@ -57,9 +57,9 @@ pub async fn load_contexts(
         return Ok(Vec::new());
     }
     let mut tx = db::begin_org(pool, org_id).await?;
-    let sessions: Vec<Uuid> = leases.iter().map(|l| l.session_id).collect();
-    let turns: Vec<Uuid> = leases.iter().map(|l| l.turn_id).collect();
-    type Row = (i64, String, Vec<String>, i32, i32, Option<Uuid>, Option<Uuid>, bool);
+    let sessions: Vec<SessionId> = leases.iter().map(|l| l.session_id).collect();
+    let turns: Vec<TurnId> = leases.iter().map(|l| l.turn_id).collect();
+    type Row = (i64, String, Vec<String>, i32, i32, Option<ModelId>, Option<ModelId>, bool);
     let rows: Vec<Row> = sqlx::query_as(
         "SELECT l.ord, a.system_prompt, a.capabilities, a.max_iterations, a.max_turn_secs, s.model_id, a.model_id,
                 coalesce((SELECT t.cancel_requested_at IS NOT NULL FROM turns t WHERE t.id = l.turn_id), false)
@@ -75,7 +75,7 @@ pub async fn load_contexts(
     let prefixes: Vec<Prefix> = leases.iter().map(|l| cache.get(org_id, l.session_id)).collect();
     let after: Vec<i64> = prefixes.iter().map(|p| p.upto).collect();
     let mut histories = events::for_turn_contexts(&mut tx, org_id, &sessions, &turns, &after).await?;
-    let mut endpoints: Vec<(Option<Uuid>, Option<crate::providers::StoredEndpoint>)> = Vec::new();
+    let mut endpoints: Vec<(Option<ModelId>, Option<crate::providers::StoredEndpoint>)> = Vec::new();
     let mut contexts: Vec<Result<TurnContext>> = leases.iter().map(|_| Err(Error::NotFound("session"))).collect();
     for (ord, system_prompt, capabilities, max_iterations, max_turn_secs, session_model, agent_model, cancel_requested) in rows {
         let lease = &leases[ord as usize - 1];
@@ -112,7 +112,13 @@ pub async fn load_contexts(
 
 /// A turn's events as read after `prefix`, completed with the prefix, in
 /// sequence order; the conversation now known goes back into `cache`.
-fn with_prefix(cache: &ConversationCache, org_id: Uuid, session_id: Uuid, prefix: &Prefix, read: Vec<Event>) -> Vec<Arc<Event>> {
+fn with_prefix(
+    cache: &ConversationCache,
+    org_id: OrgId,
+    session_id: SessionId,
+    prefix: &Prefix,
+    read: Vec<Event>,
+) -> Vec<Arc<Event>> {
     if !cache.enabled() {
         return read.into_iter().map(Arc::new).collect();
     }

@@ -38,9 +38,9 @@ mod seal;
 mod start;
 mod step;
 
+use crate::ids::{ModelId, OrgId, SessionId, TurnId};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use uuid::Uuid;
 
 use crate::events::NewEvent;
 use crate::queue;
@@ -68,8 +68,8 @@ const TASK_MAX_ATTEMPTS: i32 = 1000;
 /// `org_id` scopes the worker's transactions (row-level security).
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 pub struct TurnTask {
-    pub turn_id: Uuid,
-    pub org_id: Uuid,
+    pub turn_id: TurnId,
+    pub org_id: OrgId,
 }
 
 /// One part of a message's content.
@@ -82,12 +82,12 @@ pub enum ContentPart {
 /// A worker's hold on a running turn. `attempt` fences every write.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct Lease {
-    pub turn_id: Uuid,
-    pub org_id: Uuid,
-    pub session_id: Uuid,
+    pub turn_id: TurnId,
+    pub org_id: OrgId,
+    pub session_id: SessionId,
     pub attempt: i32,
     pub input_sequence: i64,
-    pub model_id: Option<Uuid>,
+    pub model_id: Option<ModelId>,
     pub started_at: DateTime<Utc>,
     /// The queue task this run holds, if any: completed in the transaction
     /// that seals the turn, so the seal needs no acknowledgement of its own.

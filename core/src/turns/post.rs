@@ -5,13 +5,12 @@
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 use sqlx::PgConnection;
-use uuid::Uuid;
 
 use super::{ContentPart, QUEUE, TASK_MAX_ATTEMPTS, TurnTask};
 use crate::db::Routine;
 use crate::error::{Error, Result};
 use crate::events::{self, Event, types};
-use crate::ids::new_id;
+use crate::ids::{EventId, ModelId, OrgId, SessionId, TurnId, TypedId};
 use crate::limits;
 
 /// Checks message content: 1..=MAX_MESSAGE_PARTS parts of non-empty bounded text.
@@ -38,7 +37,7 @@ pub fn content_text(parts: &[ContentPart]) -> String {
 #[derive(Debug, Clone)]
 pub struct Posted {
     pub message: Event,
-    pub turn_id: Uuid,
+    pub turn_id: TurnId,
     /// `queued` when the turn was enqueued at once, `pending` when it waits behind another.
     pub turn_status: &'static str,
 }
@@ -59,23 +58,23 @@ pub struct Posted {
 /// the locked row, and the sequence update from its latest version.
 pub async fn post_message(
     tx: &mut PgConnection,
-    org_id: Uuid,
-    session_id: Uuid,
+    org_id: OrgId,
+    session_id: SessionId,
     content: Vec<ContentPart>,
-    model_id: Option<Uuid>,
+    model_id: Option<ModelId>,
 ) -> Result<Posted> {
     validate_content(&content)?;
-    type Row = (String, i32, Option<i64>, bool, Option<Uuid>, Option<i64>, Option<Value>, Option<DateTime<Utc>>);
-    let turn_id = new_id();
+    type Row = (String, i32, Option<i64>, bool, Option<EventId>, Option<i64>, Option<Value>, Option<DateTime<Utc>>);
+    let turn_id = TurnId::new();
     let data = json!({ "message": { "role": "user", "content": content } });
     let task = serde_json::to_value(TurnTask { turn_id, org_id }).expect("task payloads serialise");
     let row: Option<Row> = events::bind_append(sqlx::query_as(sqlx::AssertSqlSafe(POST_ROUTINE.call())), org_id)
         .bind(session_id)
         .bind(turn_id)
         .bind(model_id)
-        .bind(new_id())
+        .bind(EventId::new())
         .bind(data)
-        .bind(new_id())
+        .bind(EventId::new())
         .bind(QUEUE)
         .bind(task)
         .bind(TASK_MAX_ATTEMPTS)
@@ -106,7 +105,8 @@ pub async fn post_message(
 /// Self-contained: should the session have no sequence row (it always has
 /// one), nothing at all is written — the session and task writes require the
 /// message's row — since no caller's rollback may be there to undo them.
-pub(crate) static POST_ROUTINE: std::sync::LazyLock<Routine> = std::sync::LazyLock::new(|| Routine {
+pub(crate) static POST_ROUTINE: std::sync::LazyLock<Routine> = std::sync::LazyLock::new(|| {
+    Routine {
     name: "post_message",
     params: [
         &events::APPEND_PARAMS[..],
@@ -124,7 +124,7 @@ pub(crate) static POST_ROUTINE: std::sync::LazyLock<Routine> = std::sync::LazyLo
     ]
     .concat(),
     returns: "status text, lim int4, active int8, model_ok bool, id uuid, sequence int8, data jsonb, ts timestamptz",
-    prelude: "PERFORM set_config('turnstone.org_id', $1::text, true);",
+    prelude: "PERFORM turnstone.enter_org($1);",
     settings: "",
     query: format!(
             "WITH locked AS (
@@ -163,10 +163,11 @@ pub(crate) static POST_ROUTINE: std::sync::LazyLock<Routine> = std::sync::LazyLo
             activated = types::SESSION_ACTIVATED,
             append = events::append_ctes("ARRAY[$6::uuid]"),
         ),
+}
 });
 
 /// Locks the session row (serialising every writer of the session) and returns its status.
-pub(super) async fn lock_session(tx: &mut PgConnection, org_id: Uuid, session_id: Uuid) -> Result<String> {
+pub(super) async fn lock_session(tx: &mut PgConnection, org_id: OrgId, session_id: SessionId) -> Result<String> {
     sqlx::query_scalar("SELECT status FROM sessions WHERE org_id = $1 AND id = $2 FOR UPDATE")
         .bind(org_id)
         .bind(session_id)

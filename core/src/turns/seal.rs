@@ -9,7 +9,7 @@ use super::{Lease, Outcome, QUEUE, Seal, TASK_MAX_ATTEMPTS, Usage};
 use crate::db::{self, Routine};
 use crate::error::{Error, Result};
 use crate::events::{self, NewEvent, types};
-use crate::ids::new_id;
+use crate::ids::{EventId, OrgId, SessionId, TurnId, TypedId};
 use crate::queue;
 
 /// Seals the turn with its terminal event, then hands the session to the next
@@ -42,7 +42,7 @@ pub async fn commit_and_seal(
 /// Returns, per seal in order, whether it was sealed (`false`: its lease was
 /// lost and nothing was written for it). A unique violation (a step committed
 /// twice) fails the whole batch: the caller retries its seals one by one.
-pub async fn seal_many(pool: &PgPool, org_id: Uuid, seals: Vec<Seal>) -> Result<Vec<bool>> {
+pub async fn seal_many(pool: &PgPool, org_id: OrgId, seals: Vec<Seal>) -> Result<Vec<bool>> {
     if seals.is_empty() {
         return Ok(Vec::new());
     }
@@ -74,7 +74,7 @@ pub(super) async fn seal_on(tx: &mut PgConnection, lease: &Lease, outcome: Outco
 /// four: the locks, the update, the append and `COMMIT`). Returns per seal
 /// whether it was sealed; a lost lease writes nothing for that seal and
 /// completes nothing.
-pub(super) async fn seal_many_on(conn: &mut PgConnection, org_id: Uuid, seals: Vec<Seal>, complete: bool) -> Result<Vec<bool>> {
+pub(super) async fn seal_many_on(conn: &mut PgConnection, org_id: OrgId, seals: Vec<Seal>, complete: bool) -> Result<Vec<bool>> {
     let mut turns = Turns::default();
     // Each step event's turn (a session's event has none in `steps`): only sealed turns' land.
     let (mut steps, mut owners) = (events::EventArrays::default(), Vec::new());
@@ -93,8 +93,8 @@ pub(super) async fn seal_many_on(conn: &mut PgConnection, org_id: Uuid, seals: V
         turns.inputs.push(s.usage.input_tokens);
         turns.outputs.push(s.usage.output_tokens);
         turns.sessions.push(s.lease.session_id);
-        turns.final_ids.push(new_id());
-        turns.idled_ids.push(new_id());
+        turns.final_ids.push(EventId::new());
+        turns.idled_ids.push(EventId::new());
         if let Some(t) = &s.lease.task {
             held.ids.push(t.held.id);
             held.attempts.push(t.held.attempts);
@@ -127,14 +127,14 @@ pub(super) async fn seal_many_on(conn: &mut PgConnection, org_id: Uuid, seals: V
         .bind(&turns.idled_ids);
     let query = steps.bind(query).bind(&owners);
     let query = if complete { query.bind(&held.ids).bind(&held.attempts).bind(&held.workers).bind(&held.turns) } else { query };
-    let sealed: Vec<(Option<Uuid>,)> = query.fetch_all(&mut *conn).await?;
+    let sealed: Vec<(Option<TurnId>,)> = query.fetch_all(&mut *conn).await?;
     Ok(turns.ids.iter().map(|id| sealed.contains(&(Some(*id),))).collect())
 }
 
 /// [`seal_many_on`]'s per-turn arrays.
 #[derive(Default)]
 struct Turns {
-    ids: Vec<Uuid>,
+    ids: Vec<TurnId>,
     attempts: Vec<i32>,
     statuses: Vec<&'static str>,
     codes: Vec<Option<String>>,
@@ -142,10 +142,10 @@ struct Turns {
     iterations: Vec<i32>,
     inputs: Vec<i64>,
     outputs: Vec<i64>,
-    sessions: Vec<Uuid>,
+    sessions: Vec<SessionId>,
     /// The ids of each turn's terminal event and of its session's `session.idled`.
-    final_ids: Vec<Uuid>,
-    idled_ids: Vec<Uuid>,
+    final_ids: Vec<EventId>,
+    idled_ids: Vec<EventId>,
 }
 
 /// The queue tasks of the seals that hold one.
@@ -154,7 +154,7 @@ struct HeldTasks {
     ids: Vec<i64>,
     attempts: Vec<i32>,
     workers: Vec<String>,
-    turns: Vec<Uuid>,
+    turns: Vec<TurnId>,
 }
 
 /// [`seal_many_on`]'s statement as routines (`turnstone.seal_turns`,
@@ -186,13 +186,18 @@ fn seal_routine(complete: bool) -> Routine {
     params.extend(events::EVENT_ARRAY_PARAMS);
     params.push(("event_owners", "uuid[]"));
     if complete {
-        params.extend([("task_ids", "int8[]"), ("task_attempts", "int4[]"), ("task_workers", "text[]"), ("task_turns", "uuid[]")]);
+        params.extend([
+            ("task_ids", "int8[]"),
+            ("task_attempts", "int4[]"),
+            ("task_workers", "text[]"),
+            ("task_turns", "uuid[]"),
+        ]);
     }
     Routine {
         name: if complete { "seal_turns_and_tasks" } else { "seal_turns" },
         params,
         returns: "turn_id uuid",
-        prelude: "PERFORM set_config('turnstone.org_id', $1::text, true);
+        prelude: "PERFORM turnstone.enter_org($1);
          PERFORM turnstone_lock_sessions($15);",
         settings: db::GENERIC_PLANS,
         query: seal_sql(complete),
@@ -258,7 +263,7 @@ fn seal_sql(complete: bool) -> String {
 /// Hands each session to its oldest pending turn (queued, its task enqueued)
 /// or marks it idle, in one statement. Returns the sessions that went idle
 /// (their callers append `session.idled` after what they append already).
-pub(super) async fn advance_sessions(tx: &mut PgConnection, org_id: Uuid, sessions: &[Uuid]) -> Result<Vec<Uuid>> {
+pub(super) async fn advance_sessions(tx: &mut PgConnection, org_id: OrgId, sessions: &[SessionId]) -> Result<Vec<Uuid>> {
     if sessions.is_empty() {
         return Ok(Vec::new());
     }

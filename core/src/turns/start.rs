@@ -3,14 +3,13 @@
 //! [`start`], its one-turn case.
 
 use sqlx::PgPool;
-use uuid::Uuid;
 
 use super::seal::seal_many_on;
 use super::{Lease, Outcome, Seal, Start, Started, TurnTask, load_context};
 use crate::db::{self, Routine};
 use crate::error::Result;
 use crate::events::{self, types};
-use crate::ids::new_id;
+use crate::ids::{EventId, OrgId, TurnId, TypedId};
 
 /// Takes (or retakes, after a crash) a turn and reads its context: see
 /// [`start_many`], of which this is the one-turn case.
@@ -42,7 +41,7 @@ pub async fn start(pool: &PgPool, task: TurnTask, max_stalled_starts: i32) -> Re
 /// burst costs a few transactions, not one per turn. A turn its guards seal
 /// (rare) is sealed next, in a transaction of its own; should the worker die
 /// in between, the turn is retaken and its guards seal it then.
-pub async fn start_many(pool: &PgPool, org_id: Uuid, turn_ids: &[Uuid], max_stalled_starts: i32) -> Result<Vec<Started>> {
+pub async fn start_many(pool: &PgPool, org_id: OrgId, turn_ids: &[TurnId], max_stalled_starts: i32) -> Result<Vec<Started>> {
     if turn_ids.is_empty() {
         return Ok(Vec::new());
     }
@@ -65,7 +64,7 @@ pub async fn start_many(pool: &PgPool, org_id: Uuid, turn_ids: &[Uuid], max_stal
     // `reason_started(1)` builds, written here in SQL): the first step of a
     // fresh turn is always the first model call, so its marker commits with
     // the start, saving a transaction.
-    let event_ids: Vec<Uuid> = (0..2 * turn_ids.len()).map(|_| new_id()).collect();
+    let event_ids: Vec<EventId> = (0..2 * turn_ids.len()).map(|_| EventId::new()).collect();
     let mut c = db::autocommit(pool).await?;
     let taken: Vec<Taken> = events::bind_append(sqlx::query_as(sqlx::AssertSqlSafe(START_ROUTINE.call())), org_id)
         .bind(turn_ids)
@@ -99,12 +98,13 @@ pub async fn start_many(pool: &PgPool, org_id: Uuid, turn_ids: &[Uuid], max_stal
 /// [`start_many`]'s transaction as a routine (`turnstone.start_turns`): the
 /// org's scope, the sessions' locks (a statement of their own, so the start's
 /// snapshot is taken after they were granted), then the start.
-pub(crate) static START_ROUTINE: std::sync::LazyLock<Routine> = std::sync::LazyLock::new(|| Routine {
+pub(crate) static START_ROUTINE: std::sync::LazyLock<Routine> = std::sync::LazyLock::new(|| {
+    Routine {
     name: "start_turns",
     params: [&events::APPEND_PARAMS[..], &[("turns", "uuid[]"), ("max_stalled_starts", "int4"), ("event_ids", "uuid[]")]].concat(),
     returns: "turn_id uuid, org_id uuid, session_id uuid, attempt int4, input_sequence int8, model_id uuid,
          started_at timestamptz, cancel_requested bool, stalled int4",
-    prelude: "PERFORM set_config('turnstone.org_id', $1::text, true);
+    prelude: "PERFORM turnstone.enter_org($1);
          PERFORM turnstone_lock_turn_sessions($6);",
     settings: db::GENERIC_PLANS,
     query: format!(
@@ -145,4 +145,5 @@ pub(crate) static START_ROUTINE: std::sync::LazyLock<Routine> = std::sync::LazyL
             reason = types::REASON_STARTED,
             append = events::append_ctes("ARRAY(SELECT session_id FROM first)"),
         ),
+}
 });

@@ -3,10 +3,10 @@
 //! tool that writes session storage — [`StepTx`], the same routine at the end
 //! of a transaction that holds the tool's writes; and the events a step writes.
 
+use crate::ids::{EventId, TurnId};
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 use sqlx::PgPool;
-use uuid::Uuid;
 
 use super::{Lease, Usage};
 use crate::db::{self, Routine};
@@ -80,7 +80,7 @@ async fn run_step_routine(
     for e in events {
         arrays.push(lease.session_id, Some(lease.turn_id), e);
     }
-    type Row = (bool, Option<Uuid>, Option<i64>, Option<String>, Option<Uuid>, Option<Value>, Option<DateTime<Utc>>);
+    type Row = (bool, Option<EventId>, Option<i64>, Option<String>, Option<TurnId>, Option<Value>, Option<DateTime<Utc>>);
     let rows: Vec<Row> = arrays
         .bind(events::bind_append(sqlx::query_as(sqlx::AssertSqlSafe(STEP_ROUTINE.call())), lease.org_id))
         .bind(lease.session_id)
@@ -128,11 +128,11 @@ pub(crate) static STEP_ROUTINE: std::sync::LazyLock<Routine> = std::sync::LazyLo
     ]
     .concat(),
     returns: "held bool, id uuid, sequence int8, type text, turn_id uuid, data jsonb, ts timestamptz",
-    prelude: "PERFORM set_config('turnstone.org_id', $1::text, true);
+    prelude: "PERFORM turnstone.enter_org($1);
          PERFORM turnstone_lock_sessions(ARRAY[$12]);",
     settings: db::GENERIC_PLANS,
     query: format!(
-            "WITH held AS (
+        "WITH held AS (
                 UPDATE turns SET iterations = iterations + $15, input_tokens = input_tokens + $16,
                                  output_tokens = output_tokens + $17
                  WHERE id = $13 AND attempt = $14 AND status = 'running'
@@ -145,8 +145,8 @@ pub(crate) static STEP_ROUTINE: std::sync::LazyLock<Routine> = std::sync::LazyLo
              ), {append}
              SELECT EXISTS (SELECT 1 FROM held), ins.id, ins.sequence, ins.type, ins.turn_id, ins.data, ins.ts
                FROM wake LEFT JOIN ins ON true ORDER BY ins.sequence",
-            append = events::append_ctes("ARRAY[$12::uuid]"),
-        ),
+        append = events::append_ctes("ARRAY[$12::uuid]"),
+    ),
 });
 
 /// Data of an assistant message event (`output.message.completed`).

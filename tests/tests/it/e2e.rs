@@ -162,7 +162,7 @@ async fn turn_time_cap_fails_a_slow_turn() {
 #[tokio::test]
 async fn a_turn_is_rebuilt_from_the_conversation_and_its_own_events() {
     use turnstone_core::events::{CONVERSATION, types};
-    use turnstone_core::ids::{self, Kind};
+    use turnstone_core::ids::{TurnId, TypedId};
     let stack = Stack::start().await;
     let api = stack.client();
     let session = api.session(&["math"]).await;
@@ -173,7 +173,7 @@ async fn a_turn_is_rebuilt_from_the_conversation_and_its_own_events() {
 
     // What a worker loads for the second turn: all of it, and only the conversation of the first.
     let owner = turnstone_core::db::connect(&stack.db.url, 1).await.unwrap();
-    let turn_id = ids::parse(Kind::Turn, second["turn_id"].as_str().unwrap()).unwrap();
+    let turn_id = TurnId::parse(second["turn_id"].as_str().unwrap()).unwrap();
     let lease: turnstone_core::turns::Lease = sqlx::query_as(
         "SELECT id AS turn_id, org_id, session_id, attempt, input_sequence, model_id, started_at FROM turns WHERE id = $1",
     )

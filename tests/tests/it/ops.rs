@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde_json::json;
 use sqlx::PgPool;
 use turnstone_core::db;
-use turnstone_core::ids::{self, Kind};
+use turnstone_core::ids::{OrgId, TurnId, TypedId};
 use turnstone_tests::{Stack, StackOptions, TestDb};
 use uuid::Uuid;
 
@@ -54,7 +54,7 @@ async fn queue(ops: &PgPool) -> Vec<(String, String, i64, i64, i32)> {
 }
 
 /// `turnstone_ops.running_turns` as (turn, status, attempt, task status, lock_by).
-async fn open_turns(ops: &PgPool) -> Vec<(Uuid, String, i32, Option<String>, Option<String>)> {
+async fn open_turns(ops: &PgPool) -> Vec<(TurnId, String, i32, Option<String>, Option<String>)> {
     sqlx::query_as("SELECT turn_id, status, attempt, task_status, lock_by FROM turnstone_ops.running_turns")
         .fetch_all(ops)
         .await
@@ -62,7 +62,7 @@ async fn open_turns(ops: &PgPool) -> Vec<(Uuid, String, i32, Option<String>, Opt
 }
 
 /// `turnstone_ops.sessions_by_status` as (org, org name, status, sessions).
-async fn sessions_by_status(ops: &PgPool) -> Vec<(Uuid, String, String, i64)> {
+async fn sessions_by_status(ops: &PgPool) -> Vec<(OrgId, String, String, i64)> {
     sqlx::query_as("SELECT org_id, org_name, status, sessions FROM turnstone_ops.sessions_by_status")
         .fetch_all(ops)
         .await
@@ -70,7 +70,7 @@ async fn sessions_by_status(ops: &PgPool) -> Vec<(Uuid, String, String, i64)> {
 }
 
 /// `turnstone_ops.recent_failures` as (kind, org, turn, task, code, message).
-type Failure = (String, Option<Uuid>, Option<Uuid>, Option<i64>, Option<String>, Option<String>);
+type Failure = (String, Option<OrgId>, Option<TurnId>, Option<i64>, Option<String>, Option<String>);
 async fn recent_failures(ops: &PgPool) -> Vec<Failure> {
     sqlx::query_as("SELECT kind, org_id, turn_id, task_id, code, message FROM turnstone_ops.recent_failures")
         .fetch_all(ops)
@@ -92,9 +92,9 @@ async fn operators_see_the_queue_workers_turns_sessions_and_failures_of_every_or
     let api = stack.client();
     let ops = operator_pool(&stack.db).await;
     let owner = db::connect(&stack.db.url, 2).await.unwrap();
-    let (org_a, org_a_name): (Uuid, String) = sqlx::query_as("SELECT id, name FROM orgs").fetch_one(&owner).await.unwrap();
+    let (org_a, org_a_name): (OrgId, String) = sqlx::query_as("SELECT id, name FROM orgs").fetch_one(&owner).await.unwrap();
     let slow = api.session(&[]).await;
-    let slow_turn = ids::parse(Kind::Turn, api.say(&slow, "!sleep 3000 slow").await["turn_id"].as_str().unwrap()).unwrap();
+    let slow_turn = TurnId::parse(api.say(&slow, "!sleep 3000 slow").await["turn_id"].as_str().unwrap()).unwrap();
 
     // A queued turn: one pending, due task and nobody holding it.
     assert_eq!(queue(&ops).await, [("turns".to_owned(), "pending".to_owned(), 1, 1, 0)]);
@@ -115,14 +115,14 @@ async fn operators_see_the_queue_workers_turns_sessions_and_failures_of_every_or
     api.say(&failing, "!fail 400").await;
     let failed = api.wait_for(&failing, "turn.failed", 1).await;
     let failed = failed.iter().find(|e| e["type"] == "turn.failed").unwrap().clone();
-    let failed_turn = ids::parse(Kind::Turn, failed["turn_id"].as_str().unwrap()).unwrap();
+    let failed_turn = TurnId::parse(failed["turn_id"].as_str().unwrap()).unwrap();
     let quiet = api.session(&[]).await;
     api.say(&quiet, "OPSCANARY said quietly").await;
     let org_b = stack.operator().post("/v1/orgs", json!({"name": "second org"})).await.expect(201);
     let key_b =
         stack.operator().post(&format!("/v1/orgs/{}/api-keys", org_b["id"].as_str().unwrap()), json!({})).await.expect(201);
     api.with_key(key_b["key"].as_str().unwrap()).session(&[]).await;
-    let org_b = ids::parse(Kind::Org, org_b["id"].as_str().unwrap()).unwrap();
+    let org_b = OrgId::parse(org_b["id"].as_str().unwrap()).unwrap();
     for session in [&slow, &failing, &quiet] {
         api.wait_for(session, "session.idled", 1).await;
     }
@@ -309,7 +309,7 @@ async fn with_a_non_superuser_owner_operators_still_see_every_org() {
     assert_eq!(view_owner, "turnstone_test_owner");
 
     // Two orgs with a session each; one turn failed in the first.
-    let (org_a, org_b, turn) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
+    let (org_a, org_b, turn) = (OrgId::new(), OrgId::new(), TurnId::new());
     sqlx::query(
         "WITH o AS (INSERT INTO orgs (id, name) VALUES ($1, 'a'), ($2, 'b')),
               a AS (INSERT INTO agents (id, org_id, name) VALUES ($1, $1, 'a'), ($2, $2, 'b')),

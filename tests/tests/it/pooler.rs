@@ -64,7 +64,8 @@ async fn many_concurrent_turns_complete_through_a_smaller_server_pool() {
         assert_eq!(k.iter().filter(|k| **k == "tool.completed").count(), 1, "{k:?}");
         assert_eq!(k.iter().filter(|k| **k == "turn.completed").count(), 2, "{k:?}");
         let page = api.get(&format!("/v1/sessions/{s}/messages")).await.expect(200);
-        let texts: Vec<&str> = page["data"].as_array().unwrap().iter().map(|m| m["content"][0]["text"].as_str().unwrap()).collect();
+        let texts: Vec<&str> =
+            page["data"].as_array().unwrap().iter().map(|m| m["content"][0]["text"].as_str().unwrap()).collect();
         assert_eq!(texts, [TOOL, "", "tool math returned: 42", "and then?", "echo: and then?"]);
     }
     for role in ["turnstone_api_login", "turnstone_worker_login"] {

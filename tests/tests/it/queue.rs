@@ -4,27 +4,25 @@
 use serde_json::json;
 use sqlx::PgPool;
 use turnstone_core::events::{NewEvent, types};
+use turnstone_core::ids::{OrgId, SessionId, TurnId, TypedId};
 use turnstone_core::turns::{self, ContentPart, Outcome, Start, TurnTask, Usage};
 use turnstone_core::{Error, agents, db, sessions};
 use turnstone_tests::TestDb;
-use uuid::Uuid;
 
 /// A migrated database with an org, agent and session, and no workers. The
 /// returned pool acts as the API role (row-level security applies).
-async fn setup() -> (TestDb, PgPool, Uuid, Uuid) {
+async fn setup() -> (TestDb, PgPool, OrgId, SessionId) {
     let (tdb, _owner, org) = turnstone_tests::org_database().await;
     let pool = db::connect(&tdb.as_role("turnstone_api"), 4).await.unwrap();
     let mut conn = db::begin_org(&pool, org).await.unwrap();
     let agent =
         agents::create_agent(&mut conn, org, agents::AgentInput { name: Some("a".into()), ..Default::default() }).await.unwrap();
-    let session = sessions::create_session(&mut conn, org, sessions::SessionInput { agent_id: agent.id, ..Default::default() })
-        .await
-        .unwrap();
+    let session = sessions::create_session(&mut conn, org, sessions::SessionInput::of_agent(agent.id)).await.unwrap();
     conn.commit().await.unwrap();
     (tdb, pool, org, session.id)
 }
 
-async fn post(pool: &PgPool, org: Uuid, session: Uuid, text: &str) -> turns::Posted {
+async fn post(pool: &PgPool, org: OrgId, session: SessionId, text: &str) -> turns::Posted {
     let mut tx = db::begin_org(pool, org).await.unwrap();
     let posted = turns::post_message(&mut tx, org, session, vec![ContentPart::Text { text: text.into() }], None).await.unwrap();
     tx.commit().await.unwrap();
@@ -32,15 +30,16 @@ async fn post(pool: &PgPool, org: Uuid, session: Uuid, text: &str) -> turns::Pos
 }
 
 /// One value, read through an org-scoped transaction of the API role.
-async fn scalar<T>(pool: &PgPool, org: Uuid, sql: &'static str, id: Uuid) -> T
+async fn scalar<T, I>(pool: &PgPool, org: OrgId, sql: &'static str, id: I) -> T
 where
     T: Send + Unpin + for<'r> sqlx::Decode<'r, sqlx::Postgres> + sqlx::Type<sqlx::Postgres>,
+    I: TypedId + for<'q> sqlx::Encode<'q, sqlx::Postgres> + sqlx::Type<sqlx::Postgres>,
 {
     let mut tx = db::begin_org(pool, org).await.unwrap();
     sqlx::query_scalar(sql).bind(id).fetch_one(&mut *tx).await.unwrap()
 }
 
-async fn count(pool: &PgPool, org: Uuid, sql: &'static str, session: Uuid) -> i64 {
+async fn count(pool: &PgPool, org: OrgId, sql: &'static str, session: SessionId) -> i64 {
     scalar(pool, org, sql, session).await
 }
 
@@ -252,9 +251,7 @@ async fn a_batch_of_seals_completes_only_the_sealed_turns_tasks() {
         let agent = agents::create_agent(&mut conn, org, agents::AgentInput { name: Some("b".into()), ..Default::default() })
             .await
             .unwrap();
-        let s = sessions::create_session(&mut conn, org, sessions::SessionInput { agent_id: agent.id, ..Default::default() })
-            .await
-            .unwrap();
+        let s = sessions::create_session(&mut conn, org, sessions::SessionInput::of_agent(agent.id)).await.unwrap();
         conn.commit().await.unwrap();
         s.id
     };
@@ -264,7 +261,7 @@ async fn a_batch_of_seals_completes_only_the_sealed_turns_tasks() {
     turnstone_core::queue::register(&worker, turns::QUEUE, "w1", std::time::Duration::from_secs(5)).await.unwrap();
     let claimed = turnstone_core::queue::claim(&worker, turns::QUEUE, "w1", 10).await.unwrap();
     assert_eq!(claimed.len(), 2, "one task per active session");
-    let task_of = |turn: Uuid| {
+    let task_of = |turn: TurnId| {
         let c = claimed.iter().find(|c| c.payload["turn_id"] == json!(turn)).expect("a task for the turn");
         turns::QueueTask { held: c.held(), worker: "w1".into() }
     };
@@ -293,7 +290,7 @@ async fn a_batch_of_seals_completes_only_the_sealed_turns_tasks() {
     let next: TurnTask = serde_json::from_value(tasks[1].0.clone()).expect("the hand-over's task is a turn task");
     assert_eq!(next, TurnTask { turn_id: behind_b.turn_id, org_id: org });
     assert_eq!(tasks[1].1, "pending");
-    let status = |turn: Uuid| scalar::<String>(&pool, org, "SELECT status FROM turns WHERE id = $1", turn);
+    let status = |turn: TurnId| scalar::<String, TurnId>(&pool, org, "SELECT status FROM turns WHERE id = $1", turn);
     assert_eq!(status(a.turn_id).await, "running");
     assert_eq!(status(b.turn_id).await, "completed");
     assert_eq!(status(behind_b.turn_id).await, "queued");

@@ -3,11 +3,12 @@
 
 use serde_json::json;
 use turnstone_core::crypto::KeyRing;
+use turnstone_core::ids::{ModelId, OrgId, TypedId};
 use turnstone_core::{db, keychain, providers};
 use turnstone_tests::Stack;
 use uuid::Uuid;
 
-async fn provider_key(url: &str, ring: &KeyRing, org: Uuid, model: Uuid) -> String {
+async fn provider_key(url: &str, ring: &KeyRing, org: OrgId, model: ModelId) -> String {
     let pool = db::connect(url, 1).await.unwrap();
     let mut tx = db::begin_org(&pool, org).await.unwrap();
     let ep = providers::resolve_endpoint(&mut tx, ring, org, Some(model)).await.unwrap();
@@ -23,9 +24,9 @@ async fn org_and_master_keys_rotate_without_losing_secrets() {
         .await
         .expect(201);
     let model = api.post("/v1/models", json!({"provider_id": provider["id"], "name": "sim-2"})).await.expect(201);
-    let model_id = turnstone_core::ids::parse(turnstone_core::ids::Kind::Model, model["id"].as_str().unwrap()).unwrap();
+    let model_id = ModelId::parse(model["id"].as_str().unwrap()).unwrap();
     let owner = db::connect(&stack.db.url, 2).await.unwrap();
-    let org: Uuid = sqlx::query_scalar("SELECT org_id FROM providers WHERE name = 'second'").fetch_one(&owner).await.unwrap();
+    let org: OrgId = sqlx::query_scalar("SELECT org_id FROM providers WHERE name = 'second'").fetch_one(&owner).await.unwrap();
     let old_ring = KeyRing::parse(&stack.master_key).unwrap();
     let before: Vec<u8> =
         sqlx::query_scalar("SELECT api_key_ciphertext FROM providers WHERE name = 'second'").fetch_one(&owner).await.unwrap();

@@ -5,13 +5,13 @@
 //! temporary object.
 
 use sqlx::PgPool;
+use turnstone_core::ids::{OrgId, SessionId};
 use turnstone_core::turns::{self, ContentPart, Started};
 use turnstone_core::{agents, db, sessions};
 use turnstone_tests::TestDb;
-use uuid::Uuid;
 
 /// A migrated database with one idle session; the API role's pool has one connection.
-async fn setup() -> (TestDb, PgPool, PgPool, Uuid, Uuid) {
+async fn setup() -> (TestDb, PgPool, PgPool, OrgId, SessionId) {
     let (tdb, owner, org) = turnstone_tests::org_database().await;
     let api = db::connect(&tdb.as_role("turnstone_api"), 1).await.unwrap();
     let session = idle_session(&api, org).await;
@@ -19,14 +19,11 @@ async fn setup() -> (TestDb, PgPool, PgPool, Uuid, Uuid) {
 }
 
 /// A new agent's idle session in `org`.
-async fn idle_session(api: &PgPool, org: Uuid) -> Uuid {
+async fn idle_session(api: &PgPool, org: OrgId) -> SessionId {
     let mut tx = db::begin_org(api, org).await.unwrap();
     let agent =
         agents::create_agent(&mut tx, org, agents::AgentInput { name: Some("a".into()), ..Default::default() }).await.unwrap();
-    let session = sessions::create_session(&mut tx, org, sessions::SessionInput { agent_id: agent.id, ..Default::default() })
-        .await
-        .unwrap()
-        .id;
+    let session = sessions::create_session(&mut tx, org, sessions::SessionInput::of_agent(agent.id)).await.unwrap().id;
     tx.commit().await.unwrap();
     session
 }
@@ -134,6 +131,7 @@ async fn the_routines_live_in_the_migrations_and_need_no_temporary_objects() {
         [
             "commit_step",
             "delete_files",
+            "enter_org",
             "kv_delete",
             "kv_set",
             "move_file",
@@ -144,7 +142,7 @@ async fn the_routines_live_in_the_migrations_and_need_no_temporary_objects() {
             "write_file"
         ]
     );
-    let (_, post_args) = &listed[5];
+    let (_, post_args) = listed.iter().find(|(n, _)| n == "post_message").unwrap();
     assert!(post_args.starts_with("org uuid, channel text"), "named parameters: {post_args}");
 
     sqlx::query(sqlx::AssertSqlSafe(format!("REVOKE TEMPORARY ON DATABASE {} FROM PUBLIC", tdb.name)))
@@ -159,9 +157,9 @@ async fn the_routines_live_in_the_migrations_and_need_no_temporary_objects() {
         "SELECT count(*) FROM pg_namespace n
           WHERE n.nspname LIKE 'pg_temp_%' AND EXISTS (SELECT 1 FROM pg_proc p WHERE p.pronamespace = n.oid)",
     )
-        .fetch_one(&owner)
-        .await
-        .unwrap();
+    .fetch_one(&owner)
+    .await
+    .unwrap();
     assert_eq!(temp_schemas, 0, "no function lives in a temporary schema");
 }
 

@@ -3,6 +3,7 @@
 
 use sqlx::Row;
 use turnstone_core::db;
+use turnstone_core::ids::{OrgId, TypedId};
 use turnstone_tests::Stack;
 
 #[tokio::test]
@@ -35,12 +36,12 @@ async fn a_query_without_org_context_sees_nothing() {
     }
     // …while the owner sees the rows exist, and the right org context shows them.
     let owner = db::connect(&stack.db.url, 2).await.unwrap();
-    let org: uuid::Uuid = sqlx::query_scalar("SELECT org_id FROM sessions LIMIT 1").fetch_one(&owner).await.unwrap();
+    let org: OrgId = sqlx::query_scalar("SELECT org_id FROM sessions LIMIT 1").fetch_one(&owner).await.unwrap();
     let mut tx = db::begin_org(&app, org).await.unwrap();
     let n: i64 = sqlx::query_scalar("SELECT count(*) FROM events").fetch_one(&mut *tx).await.unwrap();
     assert!(n >= 6);
     // Another org's context shows nothing of this org.
-    let mut other = db::begin_org(&app, uuid::Uuid::now_v7()).await.unwrap();
+    let mut other = db::begin_org(&app, OrgId::new()).await.unwrap();
     let n: i64 = sqlx::query_scalar("SELECT count(*) FROM events").fetch_one(&mut *other).await.unwrap();
     assert_eq!(n, 0);
 }
@@ -51,9 +52,9 @@ async fn rows_cannot_be_written_into_another_org() {
     let api = stack.client();
     api.agent(&[]).await;
     let owner = db::connect(&stack.db.url, 2).await.unwrap();
-    let org: uuid::Uuid = sqlx::query_scalar("SELECT org_id FROM agents LIMIT 1").fetch_one(&owner).await.unwrap();
+    let org: OrgId = sqlx::query_scalar("SELECT org_id FROM agents LIMIT 1").fetch_one(&owner).await.unwrap();
     let app = db::connect(&stack.db.as_role("turnstone_api"), 2).await.unwrap();
-    let mut tx = db::begin_org(&app, uuid::Uuid::now_v7()).await.unwrap();
+    let mut tx = db::begin_org(&app, OrgId::new()).await.unwrap();
     let err = sqlx::query("INSERT INTO agents (id, org_id, name) VALUES ($1, $2, 'intruder')")
         .bind(uuid::Uuid::now_v7())
         .bind(org)
@@ -62,7 +63,7 @@ async fn rows_cannot_be_written_into_another_org() {
         .unwrap_err();
     assert!(err.to_string().contains("row-level security"), "{err}");
     drop(tx);
-    let mut tx = db::begin_org(&app, uuid::Uuid::now_v7()).await.unwrap();
+    let mut tx = db::begin_org(&app, OrgId::new()).await.unwrap();
     let updated = sqlx::query("UPDATE agents SET name = 'hijacked'").execute(&mut *tx).await.unwrap();
     assert_eq!(updated.rows_affected(), 0, "another org's rows are invisible to UPDATE");
 }

@@ -2,6 +2,7 @@
 //! stored, connection cycling with `disconnecting`, drain on API shutdown.
 
 use std::time::Duration;
+use turnstone_core::ids::{OrgId, SessionId, TurnId, TypedId};
 
 use turnstone_tests::{Stack, StackOptions, sequences};
 
@@ -194,9 +195,9 @@ async fn notifications_carry_the_events_that_fit_and_ids_alone_otherwise() {
     let stack = Stack::start().await;
     let api = stack.client();
     let session = api.session(&[]).await;
-    let session_id = turnstone_core::ids::parse(turnstone_core::ids::Kind::Session, &session).unwrap();
+    let session_id = SessionId::parse(&session).unwrap();
     let pool = sqlx::PgPool::connect(&stack.db.url).await.unwrap();
-    let org_id: uuid::Uuid =
+    let org_id: OrgId =
         sqlx::query_scalar("SELECT org_id FROM sessions WHERE id = $1").bind(session_id).fetch_one(&pool).await.unwrap();
     let mut listener = sqlx::postgres::PgListener::connect_with(&pool).await.unwrap();
     listener.listen(EVENTS_CHANNEL).await.unwrap();
@@ -236,7 +237,7 @@ async fn a_forged_event_notification_reaches_no_stream() {
     let stack = Stack::start().await;
     let api = stack.client();
     let session = api.session(&[]).await;
-    let session_id = turnstone_core::ids::parse(turnstone_core::ids::Kind::Session, &session).unwrap();
+    let session_id = SessionId::parse(&session).unwrap();
     let mut live = api.sse(&session, "", None).await;
     assert_eq!(live.next().await.unwrap().event, "connected");
     let owner = turnstone_core::db::connect(&stack.db.url, 1).await.unwrap();
@@ -253,7 +254,7 @@ async fn a_forged_event_notification_reaches_no_stream() {
     // And fake live typing.
     let delta = serde_json::to_string(&turnstone_core::events::Delta {
         session_id,
-        turn_id: uuid::Uuid::now_v7(),
+        turn_id: TurnId::new(),
         iteration: 1,
         text: "forged typing".into(),
         ts: chrono::Utc::now(),

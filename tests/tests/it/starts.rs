@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
+use turnstone_core::ids::{EventId, OrgId, SessionId, TurnId, TypedId};
 
 use sqlx::PgPool;
 use turnstone_core::events::{self, Event, NewEvent, types};
@@ -12,11 +13,10 @@ use turnstone_core::history::{ConversationCache, Prefix};
 use turnstone_core::turns::{self, ContentPart, Outcome, Start, Started, TurnTask};
 use turnstone_core::{agents, db, sessions};
 use turnstone_tests::TestDb;
-use uuid::Uuid;
 
 /// A migrated database with an org, an agent and `n` sessions, no workers.
 /// The pool acts as the worker role (row-level security applies).
-async fn setup(n: usize) -> (TestDb, PgPool, PgPool, Uuid, Vec<Uuid>) {
+async fn setup(n: usize) -> (TestDb, PgPool, PgPool, OrgId, Vec<SessionId>) {
     let (tdb, owner, org) = turnstone_tests::org_database().await;
     let api = db::connect(&tdb.as_role("turnstone_api"), 4).await.unwrap();
     let mut tx = db::begin_org(&api, org).await.unwrap();
@@ -24,9 +24,7 @@ async fn setup(n: usize) -> (TestDb, PgPool, PgPool, Uuid, Vec<Uuid>) {
         agents::create_agent(&mut tx, org, agents::AgentInput { name: Some("a".into()), ..Default::default() }).await.unwrap();
     let mut ids = Vec::new();
     for _ in 0..n {
-        let s = sessions::create_session(&mut tx, org, sessions::SessionInput { agent_id: agent.id, ..Default::default() })
-            .await
-            .unwrap();
+        let s = sessions::create_session(&mut tx, org, sessions::SessionInput::of_agent(agent.id)).await.unwrap();
         ids.push(s.id);
     }
     tx.commit().await.unwrap();
@@ -34,7 +32,7 @@ async fn setup(n: usize) -> (TestDb, PgPool, PgPool, Uuid, Vec<Uuid>) {
     (tdb, owner, worker, org, ids)
 }
 
-async fn post(pool: &PgPool, org: Uuid, session: Uuid) -> Uuid {
+async fn post(pool: &PgPool, org: OrgId, session: SessionId) -> TurnId {
     let mut tx = db::begin_org(pool, org).await.unwrap();
     let text = vec![ContentPart::Text { text: "hi".into() }];
     let posted = turns::post_message(&mut tx, org, session, text, None).await.unwrap();
@@ -50,7 +48,7 @@ fn lease(s: Started) -> turns::Lease {
 }
 
 /// (type, sequence, turn id) of a session's log, read as the owner.
-async fn log(owner: &PgPool, session: Uuid) -> Vec<(String, i64, Option<Uuid>)> {
+async fn log(owner: &PgPool, session: SessionId) -> Vec<(String, i64, Option<TurnId>)> {
     sqlx::query_as("SELECT type, sequence, turn_id FROM events WHERE session_id = $1 ORDER BY sequence")
         .bind(session)
         .fetch_all(owner)
@@ -78,7 +76,7 @@ async fn a_batch_starts_each_turn_as_a_start_of_its_own_would() {
 
     let mut listener = sqlx::postgres::PgListener::connect_with(&owner).await.unwrap();
     listener.listen(events::EVENTS_CHANNEL).await.unwrap();
-    let missing = Uuid::now_v7();
+    let missing = TurnId::new();
     let batch = [turn[1], missing, turn[0], turn[2], turn[3], turn[4]];
     // max_stalled_starts = 1: a turn retaken without progress is failed at once.
     let started = turns::start_many(&worker, org, &batch, 1).await.unwrap();
@@ -98,7 +96,7 @@ async fn a_batch_starts_each_turn_as_a_start_of_its_own_would() {
         ];
         assert_eq!(log(&owner, session).await, expected, "each session's own events, consecutive");
     }
-    let status = |t: Uuid| {
+    let status = |t: TurnId| {
         let owner = owner.clone();
         async move {
             sqlx::query_as::<_, (String, Option<String>, i32)>("SELECT status, error_code, attempt FROM turns WHERE id = $1")
@@ -121,7 +119,7 @@ async fn a_batch_starts_each_turn_as_a_start_of_its_own_would() {
         assert_eq!(got, want);
     }
     // One notification per session written to, each naming its own last sequence.
-    let mut last: HashMap<Uuid, i64> = HashMap::new();
+    let mut last: HashMap<SessionId, i64> = HashMap::new();
     for _ in 0..4 {
         let n = tokio::time::timeout(Duration::from_secs(5), listener.recv()).await.expect("a notification").unwrap();
         let a = events::parse_appended(n.payload()).unwrap();
@@ -140,13 +138,13 @@ async fn a_batch_starts_each_turn_as_a_start_of_its_own_would() {
         assert_eq!(c.history.first().unwrap().turn_id, Some(l.turn_id));
     }
     // A lease whose session cannot be read fails alone; its batch mates still load.
-    let stray = turns::Lease { session_id: Uuid::now_v7(), turn_id: Uuid::now_v7(), ..leases[0].clone() };
+    let stray = turns::Lease { session_id: SessionId::new(), turn_id: TurnId::new(), ..leases[0].clone() };
     let mixed = turns::load_contexts(&worker, org, &[stray, leases[1].clone()], &ConversationCache::new(0)).await.unwrap();
     assert!(matches!(mixed[0], Err(turnstone_core::Error::NotFound("session"))), "{:?}", mixed[0].as_ref().err());
     assert_eq!(mixed[1].as_ref().expect("loads").history.first().unwrap().turn_id, Some(leases[1].turn_id));
 }
 
-async fn lease_of(owner: &PgPool, turn: Uuid) -> turns::Lease {
+async fn lease_of(owner: &PgPool, turn: TurnId) -> turns::Lease {
     sqlx::query_as(
         "SELECT id AS turn_id, org_id, session_id, attempt, input_sequence, model_id, started_at FROM turns WHERE id = $1",
     )
@@ -166,7 +164,7 @@ async fn racing_batches_over_the_same_turns_neither_deadlock_nor_start_twice() {
     for &session in &s {
         ids.push(post(&owner, org, session).await);
     }
-    let reversed: Vec<Uuid> = ids.iter().rev().copied().collect();
+    let reversed: Vec<TurnId> = ids.iter().rev().copied().collect();
     let rounds = 15;
     for _ in 0..rounds {
         let (a, b) = tokio::join!(turns::start_many(&worker, org, &ids, 1000), turns::start_many(&worker, org, &reversed, 1000));
@@ -211,7 +209,7 @@ async fn a_start_batch_answers_every_task_and_starts_a_duplicate_after_its_twin(
     let starter = turnstone_worker::start::Starter::spawn(worker.clone(), 10, history);
     answers.push(starter.start(tasks[5]).await);
     tasks.push(tasks[5]);
-    let mut attempts: HashMap<Uuid, Vec<i32>> = HashMap::new();
+    let mut attempts: HashMap<TurnId, Vec<i32>> = HashMap::new();
     for (task, answer) in tasks.iter().zip(answers) {
         match answer.expect("started") {
             Start::Run(lease, context) => {
@@ -284,7 +282,7 @@ async fn a_batch_of_seals_guards_each_turn_and_hands_each_session_over() {
     let want = [("idle", "completed"), ("queued", "queued"), ("running", "running")].map(|(a, b)| (a.to_owned(), b.to_owned()));
     assert_eq!(state, want);
     let queued: i64 = sqlx::query_scalar("SELECT count(*) FROM task_queue WHERE payload->>'turn_id' = $1")
-        .bind(waiting.to_string())
+        .bind(waiting.uuid().to_string())
         .fetch_one(&owner)
         .await
         .unwrap();
@@ -308,7 +306,7 @@ async fn a_batch_of_seals_guards_each_turn_and_hands_each_session_over() {
     let ends = |session| {
         let owner = owner.clone();
         async move {
-            let rows: Vec<(String, serde_json::Value, Option<Uuid>, i64)> = sqlx::query_as(
+            let rows: Vec<(String, serde_json::Value, Option<TurnId>, i64)> = sqlx::query_as(
                 "SELECT type, data, turn_id, sequence FROM events WHERE session_id = $1 AND sequence > 4 ORDER BY sequence",
             )
             .bind(session)
@@ -384,7 +382,7 @@ async fn racing_seal_and_start_batches_do_not_deadlock() {
             post(&owner, org, session).await;
         }
         let seals: Vec<turns::Seal> = leases.iter().map(|l| turns::Seal::bare(l, Outcome::Completed)).collect();
-        let reversed: Vec<Uuid> = ids.iter().rev().copied().collect();
+        let reversed: Vec<TurnId> = ids.iter().rev().copied().collect();
         let (sealed, retaken) =
             tokio::join!(turns::seal_many(&worker, org, seals), turns::start_many(&worker, org, &reversed, 10));
         let (sealed, retaken) = (sealed.expect("no deadlock"), retaken.expect("no deadlock"));
@@ -399,7 +397,8 @@ async fn racing_seal_and_start_batches_do_not_deadlock() {
             .filter_map(|r| if let Started::Run(l) = r { Some(turns::Seal::bare(&l, Outcome::Completed)) } else { None })
             .collect();
         assert!(turns::seal_many(&worker, org, held).await.unwrap().iter().all(|s| *s));
-        let next: Vec<Uuid> = sqlx::query_scalar("SELECT id FROM turns WHERE status = 'queued'").fetch_all(&owner).await.unwrap();
+        let next: Vec<TurnId> =
+            sqlx::query_scalar("SELECT id FROM turns WHERE status = 'queued'").fetch_all(&owner).await.unwrap();
         assert_eq!(next.len(), s.len(), "every session handed over to its next turn");
         let leases: Vec<turns::Lease> =
             turns::start_many(&worker, org, &next, 10).await.unwrap().into_iter().map(lease).collect();
@@ -411,12 +410,12 @@ async fn racing_seal_and_start_batches_do_not_deadlock() {
 }
 
 /// What a context read returns, comparable: (id, sequence, type, data) in order.
-fn shape(events: &[Arc<Event>]) -> Vec<(Uuid, i64, String, serde_json::Value)> {
+fn shape(events: &[Arc<Event>]) -> Vec<(EventId, i64, String, serde_json::Value)> {
     events.iter().map(|e| (e.id, e.sequence, e.kind.clone(), e.data.clone())).collect()
 }
 
 /// Each lease's history read through `cache`, checked against a full read.
-async fn load_checked(worker: &PgPool, org: Uuid, leases: &[turns::Lease], cache: &ConversationCache) -> Vec<Vec<Arc<Event>>> {
+async fn load_checked(worker: &PgPool, org: OrgId, leases: &[turns::Lease], cache: &ConversationCache) -> Vec<Vec<Arc<Event>>> {
     let cached = turns::load_contexts(worker, org, leases, cache).await.unwrap();
     let full = turns::load_contexts(worker, org, leases, &ConversationCache::new(0)).await.unwrap();
     let mut out = Vec::new();
@@ -573,7 +572,7 @@ async fn a_batched_append_numbers_and_notifies_each_session_on_its_own() {
     }
     for (session, earlier) in before {
         let (last, carried) = &seen[&session];
-        let logged: Vec<(Uuid, i64, serde_json::Value)> =
+        let logged: Vec<(EventId, i64, serde_json::Value)> =
             sqlx::query_as("SELECT id, sequence, data FROM events WHERE session_id = $1 AND sequence > $2 ORDER BY sequence")
                 .bind(session)
                 .bind(earlier)
@@ -582,7 +581,7 @@ async fn a_batched_append_numbers_and_notifies_each_session_on_its_own() {
                 .unwrap();
         let want: Vec<i64> = (earlier + 1..=*last).collect();
         assert_eq!(logged.iter().map(|e| e.1).collect::<Vec<_>>(), want, "consecutive from the session's own last");
-        let got: Vec<(Uuid, i64, serde_json::Value)> = carried.iter().map(|e| (e.id, e.sequence, e.data.clone())).collect();
+        let got: Vec<(EventId, i64, serde_json::Value)> = carried.iter().map(|e| (e.id, e.sequence, e.data.clone())).collect();
         assert_eq!(got, logged, "the notification carries this session's events, in order");
         assert!(carried.iter().all(|e| e.session_id == session));
     }

@@ -495,7 +495,7 @@ async fn another_sessions_or_orgs_storage_answers_404_through_every_route_and_to
                 (SELECT count(*) FROM kv WHERE org_id = $1)",
     )
     .bind(org)
-    .bind(turnstone_core::ids::parse(turnstone_core::ids::Kind::Session, &theirs).unwrap())
+    .bind(<turnstone_core::ids::SessionId as turnstone_core::ids::TypedId>::parse(&theirs).unwrap())
     .fetch_one(&pool)
     .await
     .unwrap();

@@ -1,6 +1,7 @@
 //! Invariants 5 and 6: tenants are walled (another org's ids answer 404 and change nothing) and secrets never leak.
 
 use std::collections::BTreeSet;
+use turnstone_core::ids::OrgId;
 
 use serde_json::{Value, json};
 use sqlx::PgPool;
@@ -8,7 +9,7 @@ use turnstone_core::crypto::Secret;
 use turnstone_tests::{Client, Stack, StackOptions};
 
 /// Creates a second org with its own API key directly in the database; returns its id and client.
-async fn second_org(stack: &Stack, pool: &PgPool) -> (uuid::Uuid, Client) {
+async fn second_org(stack: &Stack, pool: &PgPool) -> (OrgId, Client) {
     let org = turnstone_core::orgs::create_org(pool, "other").await.expect("create org").id;
     let key = turnstone_tests::api_key();
     let mut tx = turnstone_core::db::begin_org(pool, org).await.unwrap();
