@@ -130,7 +130,9 @@ impl From<CoreError> for ApiError {
             CoreError::NotFound(what) => ApiError::not_found(what),
             CoreError::Invalid { code, message } => ApiError::bad_request(code, message),
             CoreError::Conflict { code, message } => ApiError::new(StatusCode::CONFLICT, code, message),
-            CoreError::PreconditionFailed(message) => ApiError::new(StatusCode::PRECONDITION_FAILED, "precondition_failed", message),
+            CoreError::PreconditionFailed(message) => {
+                ApiError::new(StatusCode::PRECONDITION_FAILED, "precondition_failed", message)
+            }
             CoreError::TooLarge { code, message } => ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, code, message),
             CoreError::QuotaExceeded(message) => ApiError::new(StatusCode::FORBIDDEN, "quota_exceeded", message),
             CoreError::TooMany { code, message, retry_after_secs } => {

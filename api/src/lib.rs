@@ -192,7 +192,8 @@ async fn handle<E: Endpoint>(ep: std::sync::Arc<E>, mut req: Request) -> Respons
     let file_content = *req.method() == Method::PUT && req.uri().path().ends_with("/files/content");
     if file_content && !req.headers().contains_key(poem::http::header::CONTENT_TYPE) {
         // Bytes of no declared type are `application/octet-stream` (RFC 9110, 8.3).
-        req.headers_mut().insert(poem::http::header::CONTENT_TYPE, poem::http::HeaderValue::from_static("application/octet-stream"));
+        req.headers_mut()
+            .insert(poem::http::header::CONTENT_TYPE, poem::http::HeaderValue::from_static("application/octet-stream"));
     }
     if matches!(*req.method(), Method::POST | Method::PUT | Method::PATCH) && !file_content {
         match req.take_body().into_bytes_limit(limits::MAX_BODY_BYTES).await {

@@ -33,12 +33,12 @@ pub use capabilities::*;
 pub use nullable::Nullable;
 pub use orgs::*;
 pub use providers::*;
-pub use storage::*;
 pub use rules::{
     AfterSequence, Bounded, CapabilityNames, EventType, EventsLimit, FreeText, Id, IdOrEmpty, IdempotencyKey, Name, PageLimit,
     ProviderKey, Tag, Tags,
 };
 pub use sessions::*;
+pub use storage::*;
 
 /// Parses a request object from its JSON example: the examples are written as JSON, as a
 /// client sends them, and a test proves each one is accepted as sent.

@@ -37,8 +37,17 @@ impl Ctx {
     }
 }
 
-const ALL: &[&str] =
-    &["pg_baseline", "queue_throughput", "pickup", "turn_overhead", "turn_throughput", "sse_fanout", "concurrency", "recovery", "storage"];
+const ALL: &[&str] = &[
+    "pg_baseline",
+    "queue_throughput",
+    "pickup",
+    "turn_overhead",
+    "turn_throughput",
+    "sse_fanout",
+    "concurrency",
+    "recovery",
+    "storage",
+];
 
 fn main() {
     let mut args = std::env::args().skip(1);

@@ -55,7 +55,10 @@ fn if_match_tag(value: Option<&Text>) -> Result<Option<String>, ApiError> {
     let Some(v) = value.map(|v| v.0.trim()) else { return Ok(None) };
     let tag = v.strip_prefix('"').and_then(|v| v.strip_suffix('"')).unwrap_or(v);
     if tag.is_empty() || tag.len() > 64 || !tag.bytes().all(|b| b.is_ascii_alphanumeric()) {
-        return Err(ApiError::bad_request("invalid_precondition", "If-Match must name one entity tag, as the ETag header gave it"));
+        return Err(ApiError::bad_request(
+            "invalid_precondition",
+            "If-Match must name one entity tag, as the ETag header gave it",
+        ));
     }
     Ok(Some(tag.to_owned()))
 }
@@ -71,9 +74,7 @@ fn if_none_match_any(value: Option<&Text>) -> Result<bool, ApiError> {
 
 /// Whether an `If-None-Match` on a read names the current tag (or `*`).
 fn none_match_hit(value: Option<&str>, etag: &str) -> bool {
-    value.is_some_and(|v| {
-        v.split(',').map(str::trim).any(|t| t == "*" || t.trim_start_matches("W/").trim_matches('"') == etag)
-    })
+    value.is_some_and(|v| v.split(',').map(str::trim).any(|t| t == "*" || t.trim_start_matches("W/").trim_matches('"') == etag))
 }
 
 /// A `Range: bytes=…` header resolved against the content's length: `None`
@@ -114,7 +115,8 @@ pub enum FileContent {
 
 impl IntoResponse for FileContent {
     fn into_response(self) -> Response {
-        let header_value = |s: &str| HeaderValue::from_str(s).unwrap_or_else(|_| HeaderValue::from_static("application/octet-stream"));
+        let header_value =
+            |s: &str| HeaderValue::from_str(s).unwrap_or_else(|_| HeaderValue::from_static("application/octet-stream"));
         match self {
             FileContent::Full { content, content_type, etag } => Response::builder()
                 .status(StatusCode::OK)
@@ -132,8 +134,10 @@ impl IntoResponse for FileContent {
                 Response::builder().status(StatusCode::NOT_MODIFIED).header(header::ETAG, quoted(&etag)).body(Body::empty())
             }
             FileContent::Unsatisfiable { len } => {
-                let p = Problem::new(StatusCode::RANGE_NOT_SATISFIABLE, "range_not_satisfiable", "the Range lies outside the file");
-                let body = serde_json::json!({"type": p.kind, "title": p.title, "status": p.status, "detail": p.detail, "code": p.code});
+                let p =
+                    Problem::new(StatusCode::RANGE_NOT_SATISFIABLE, "range_not_satisfiable", "the Range lies outside the file");
+                let body =
+                    serde_json::json!({"type": p.kind, "title": p.title, "status": p.status, "detail": p.detail, "code": p.code});
                 Response::builder()
                     .status(StatusCode::RANGE_NOT_SATISFIABLE)
                     .content_type("application/problem+json")
@@ -156,7 +160,12 @@ fn string_header(name: &str, description: &str) -> MetaHeader {
 
 impl ApiResponse for FileContent {
     fn meta() -> MetaResponses {
-        let bytes = || vec![MetaMediaType { content_type: "application/octet-stream", schema: MetaSchemaRef::Inline(Box::new(MetaSchema { format: Some("binary"), ..MetaSchema::new("string") })) }];
+        let bytes = || {
+            vec![MetaMediaType {
+                content_type: "application/octet-stream",
+                schema: MetaSchemaRef::Inline(Box::new(MetaSchema { format: Some("binary"), ..MetaSchema::new("string") })),
+            }]
+        };
         MetaResponses {
             responses: vec![
                 MetaResponse {
@@ -164,14 +173,20 @@ impl ApiResponse for FileContent {
                     status: Some(200),
                     status_range: None,
                     content: bytes(),
-                    headers: vec![string_header("ETag", "The version's quoted entity tag."), string_header("Accept-Ranges", "`bytes`.")],
+                    headers: vec![
+                        string_header("ETag", "The version's quoted entity tag."),
+                        string_header("Accept-Ranges", "`bytes`."),
+                    ],
                 },
                 MetaResponse {
                     description: "The requested byte range (a single `Range: bytes=…`).",
                     status: Some(206),
                     status_range: None,
                     content: bytes(),
-                    headers: vec![string_header("ETag", "The version's quoted entity tag."), string_header("Content-Range", "`bytes start-end/size`.")],
+                    headers: vec![
+                        string_header("ETag", "The version's quoted entity tag."),
+                        string_header("Content-Range", "`bytes start-end/size`."),
+                    ],
                 },
                 MetaResponse {
                     description: "`If-None-Match` names the current version.",
@@ -184,7 +199,10 @@ impl ApiResponse for FileContent {
                     description: "The `Range` lies outside the file.",
                     status: Some(416),
                     status_range: None,
-                    content: vec![MetaMediaType { content_type: "application/problem+json", schema: MetaSchemaRef::Reference("Problem".into()) }],
+                    content: vec![MetaMediaType {
+                        content_type: "application/problem+json",
+                        schema: MetaSchemaRef::Reference("Problem".into()),
+                    }],
                     headers: vec![string_header("Content-Range", "`bytes */size`.")],
                 },
             ],

@@ -40,11 +40,9 @@ enum KvRead {
 fn if_match_version(value: Option<&Text>) -> Result<Option<i64>, ApiError> {
     let Some(v) = value.map(|v| v.0.trim()) else { return Ok(None) };
     let v = v.strip_prefix('"').and_then(|v| v.strip_suffix('"')).unwrap_or(v);
-    v.parse::<i64>()
-        .ok()
-        .filter(|n| *n >= 1)
-        .map(Some)
-        .ok_or_else(|| ApiError::bad_request("invalid_precondition", "If-Match must name one version, as the ETag header gave it"))
+    v.parse::<i64>().ok().filter(|n| *n >= 1).map(Some).ok_or_else(|| {
+        ApiError::bad_request("invalid_precondition", "If-Match must name one version, as the ETag header gave it")
+    })
 }
 
 fn etag(version: i64) -> String {
@@ -73,7 +71,9 @@ impl KvApi {
             Some(_) => return Err(ApiError::bad_request("invalid_precondition", "on a write, If-None-Match may only be *")),
         };
         let pre = match (if_match_version(if_match.0.as_ref())?, absent) {
-            (Some(_), true) => return Err(ApiError::bad_request("invalid_precondition", "send If-Match or If-None-Match, not both")),
+            (Some(_), true) => {
+                return Err(ApiError::bad_request("invalid_precondition", "send If-Match or If-None-Match, not both"));
+            }
             (Some(v), false) => Precondition::Matches(v),
             (None, true) => Precondition::Absent,
             (None, false) => Precondition::None,

@@ -21,7 +21,14 @@ pub struct FileMeta {
 
 impl From<files::FileMeta> for FileMeta {
     fn from(m: files::FileMeta) -> Self {
-        FileMeta { path: m.path, size: m.size, etag: m.etag, content_type: m.content_type, created_at: m.created_at, updated_at: m.updated_at }
+        FileMeta {
+            path: m.path,
+            size: m.size,
+            etag: m.etag,
+            content_type: m.content_type,
+            created_at: m.created_at,
+            updated_at: m.updated_at,
+        }
     }
 }
 

@@ -53,17 +53,19 @@ pub async fn run(ctx: &Ctx) -> Value {
 
     out["get_session"] = measure(n, |_| expect_status(c, c.http.get(&base), 200)).await;
     out["kv_set"] = measure(n, |i| {
-        expect_status(c, c.http.put(format!("{base}/kv/counter")).json(&json!({"value": {"n": i}})), if i == 0 { 201 } else { 200 })
+        expect_status(
+            c,
+            c.http.put(format!("{base}/kv/counter")).json(&json!({"value": {"n": i}})),
+            if i == 0 { 201 } else { 200 },
+        )
     })
     .await;
     out["kv_get"] = measure(n, |_| expect_status(c, c.http.get(format!("{base}/kv/counter")), 200)).await;
     for (label, size, count) in [("4kib", 4096usize, n), ("1mib", 1 << 20, big_n)] {
         let body = vec![b'x'; size];
         let url = format!("{base}/files/content?path=/bench/{label}.bin");
-        out[format!("file_put_{label}")] = measure(count, |i| {
-            expect_status(c, c.http.put(&url).body(body.clone()), if i == 0 { 201 } else { 200 })
-        })
-        .await;
+        out[format!("file_put_{label}")] =
+            measure(count, |i| expect_status(c, c.http.put(&url).body(body.clone()), if i == 0 { 201 } else { 200 })).await;
         out[format!("file_get_{label}")] = measure(count, |_| expect_status(c, c.http.get(&url), 200)).await;
     }
 

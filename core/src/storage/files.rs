@@ -7,10 +7,10 @@
 //! keeps `session_storage` and appends the event. Reads are plain statements
 //! in the caller's org-scoped transaction.
 
+use crate::ids::{OrgId, SessionId};
 use chrono::{DateTime, Utc};
 use serde_json::json;
 use sqlx::{PgConnection, Row};
-use crate::ids::{OrgId, SessionId};
 
 use super::{By, FilePath, new_etag, verdict_error};
 use crate::db::Routine;
@@ -161,7 +161,8 @@ pub(crate) static WRITE_ROUTINE: std::sync::LazyLock<Routine> = std::sync::LazyL
 });
 
 /// `turnstone.delete_files`: one file, or (`recursive`) everything below a directory.
-pub(crate) static DELETE_ROUTINE: std::sync::LazyLock<Routine> = std::sync::LazyLock::new(|| Routine {
+pub(crate) static DELETE_ROUTINE: std::sync::LazyLock<Routine> = std::sync::LazyLock::new(|| {
+    Routine {
     name: "delete_files",
     params: [
         &events::APPEND_PARAMS[..],
@@ -207,10 +208,12 @@ pub(crate) static DELETE_ROUTINE: std::sync::LazyLock<Routine> = std::sync::Lazy
              SELECT v.v, g.files, g.bytes FROM verdict v CROSS JOIN gone g CROSS JOIN wake",
         append = events::append_ctes("ARRAY[$6::uuid]"),
     ),
+}
 });
 
 /// `turnstone.move_file`: moves (or copies) one file to another path.
-pub(crate) static MOVE_ROUTINE: std::sync::LazyLock<Routine> = std::sync::LazyLock::new(|| Routine {
+pub(crate) static MOVE_ROUTINE: std::sync::LazyLock<Routine> = std::sync::LazyLock::new(|| {
+    Routine {
     name: "move_file",
     params: [
         &events::APPEND_PARAMS[..],
@@ -280,6 +283,7 @@ pub(crate) static MOVE_ROUTINE: std::sync::LazyLock<Routine> = std::sync::LazyLo
                FROM verdict v CROSS JOIN wake LEFT JOIN written w ON true",
         append = events::append_ctes("ARRAY[$6::uuid]"),
     ),
+}
 });
 
 /// Binds a storage routine's first nine parameters: the append's, then [`WRITER_PARAMS`].
@@ -361,8 +365,7 @@ pub async fn write(
         return Err(verdict_error(&verdict, "file"));
     }
     let (meta, created) = meta_of(&row)?.ok_or_else(|| verdict_error("precondition_failed", "file"))?;
-    let event =
-        step_event(by, types::FILE_WRITTEN, json!({ "path": meta.path, "size": meta.size, "etag": meta.etag }));
+    let event = step_event(by, types::FILE_WRITTEN, json!({ "path": meta.path, "size": meta.size, "etag": meta.etag }));
     Ok(Written { value: meta, created, event })
 }
 
@@ -438,11 +441,7 @@ pub async fn move_or_copy(
     let event = if copy {
         step_event(by, types::FILE_WRITTEN, json!({ "path": meta.path, "size": meta.size, "etag": meta.etag }))
     } else {
-        step_event(
-            by,
-            types::FILE_MOVED,
-            json!({ "from": from.as_str(), "to": meta.path, "size": meta.size, "etag": meta.etag }),
-        )
+        step_event(by, types::FILE_MOVED, json!({ "from": from.as_str(), "to": meta.path, "size": meta.size, "etag": meta.etag }))
     };
     Ok(Written { value: meta, created, event })
 }
@@ -524,7 +523,12 @@ impl FileMeta {
 pub enum Entry {
     File(FileMeta),
     /// A subdirectory: its path, the bytes and files below it, its latest change.
-    Directory { path: String, size: i64, files: i64, updated_at: DateTime<Utc> },
+    Directory {
+        path: String,
+        size: i64,
+        files: i64,
+        updated_at: DateTime<Utc>,
+    },
 }
 
 impl Entry {
@@ -657,7 +661,13 @@ impl Search {
 
 /// Searches the session's text files (binary ones are skipped) line by line,
 /// in path order, for at most `limit` matches.
-pub async fn search(conn: &mut PgConnection, org_id: OrgId, session_id: SessionId, search: &Search, limit: u32) -> Result<Vec<Match>> {
+pub async fn search(
+    conn: &mut PgConnection,
+    org_id: OrgId,
+    session_id: SessionId,
+    search: &Search,
+    limit: u32,
+) -> Result<Vec<Match>> {
     ensure_session(&mut *conn, org_id, session_id).await?;
     let paths: Vec<String> =
         sqlx::query_scalar("SELECT path::text FROM files WHERE org_id = $1 AND session_id = $2 ORDER BY path")
@@ -677,7 +687,11 @@ pub async fn search(conn: &mut PgConnection, org_id: OrgId, session_id: SessionI
         let Some(text) = content.as_deref().and_then(as_text) else { continue };
         for (i, line) in text.lines().enumerate() {
             if search.pattern.is_match(line) {
-                out.push(Match { path: path.clone(), line: i as i64 + 1, text: line.chars().take(MAX_MATCH_LINE_CHARS).collect() });
+                out.push(Match {
+                    path: path.clone(),
+                    line: i as i64 + 1,
+                    text: line.chars().take(MAX_MATCH_LINE_CHARS).collect(),
+                });
                 if out.len() >= limit as usize {
                     return Ok(out);
                 }

@@ -6,10 +6,10 @@
 //! checks the limit and appends the event. An expired key reads as absent;
 //! the next write of a new key to its session removes the expired ones.
 
+use crate::ids::{OrgId, SessionId};
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 use sqlx::{PgConnection, Row};
-use crate::ids::{OrgId, SessionId};
 
 use super::files::{LOCK_PRELUDE, Precondition, WRITER_PARAMS, Written, ensure_session};
 use super::{By, MAX_TTL_SECS, MAX_VALUE_BYTES, validate_key, verdict_error};
@@ -37,7 +37,8 @@ pub struct Entry {
 const LIVE: &str = "(k.expires_at IS NULL OR k.expires_at > now())";
 
 /// `turnstone.kv_set`.
-pub(crate) static SET_ROUTINE: std::sync::LazyLock<Routine> = std::sync::LazyLock::new(|| Routine {
+pub(crate) static SET_ROUTINE: std::sync::LazyLock<Routine> = std::sync::LazyLock::new(|| {
+    Routine {
     name: "kv_set",
     params: [
         &events::APPEND_PARAMS[..],
@@ -85,10 +86,12 @@ pub(crate) static SET_ROUTINE: std::sync::LazyLock<Routine> = std::sync::LazyLoc
                FROM verdict v CROSS JOIN wake LEFT JOIN written w ON true",
         append = events::append_ctes("ARRAY[$6::uuid]"),
     ),
+}
 });
 
 /// `turnstone.kv_delete`.
-pub(crate) static DELETE_ROUTINE: std::sync::LazyLock<Routine> = std::sync::LazyLock::new(|| Routine {
+pub(crate) static DELETE_ROUTINE: std::sync::LazyLock<Routine> = std::sync::LazyLock::new(|| {
+    Routine {
     name: "kv_delete",
     params: [&events::APPEND_PARAMS[..], &WRITER_PARAMS[..], &[("kv_key", "text"), ("if_version", "int8")]].concat(),
     returns: "verdict text, version int8",
@@ -119,13 +122,17 @@ pub(crate) static DELETE_ROUTINE: std::sync::LazyLock<Routine> = std::sync::Lazy
              SELECT v.v, d.version FROM verdict v CROSS JOIN wake LEFT JOIN deleted d ON true",
         append = events::append_ctes("ARRAY[$6::uuid]"),
     ),
+}
 });
 
 /// Checks a value (at most [`MAX_VALUE_BYTES`] of JSON, no NUL in its strings) and a TTL.
 pub fn validate(value: &Value, ttl_secs: Option<i64>) -> Result<()> {
     let json = serde_json::to_string(value).expect("a value serialises");
     if json.len() > MAX_VALUE_BYTES {
-        return Err(Error::TooLarge { code: "value_too_large", message: format!("a value is at most {MAX_VALUE_BYTES} bytes of JSON") });
+        return Err(Error::TooLarge {
+            code: "value_too_large",
+            message: format!("a value is at most {MAX_VALUE_BYTES} bytes of JSON"),
+        });
     }
     if json.contains("\\u0000") {
         return Err(Error::invalid("invalid_value", "a value must not contain NUL characters (PostgreSQL cannot store them)"));
@@ -180,7 +187,9 @@ pub async fn set(
     };
     let event = match by {
         By::Api => None,
-        By::Tool { .. } => Some(NewEvent::new(types::KV_SET, json!({ "key": entry.key, "version": entry.version, "by": "tool" }))),
+        By::Tool { .. } => {
+            Some(NewEvent::new(types::KV_SET, json!({ "key": entry.key, "version": entry.version, "by": "tool" })))
+        }
     };
     Ok(Written { created: row.try_get::<Option<bool>, _>("created")?.unwrap_or(false), value: entry, event })
 }
@@ -253,7 +262,8 @@ pub async fn list(
     limit: u32,
 ) -> Result<(Vec<Entry>, bool)> {
     if !prefix.is_empty() {
-        validate_key(prefix).map_err(|_| Error::invalid("invalid_key", "prefix must be up to 256 characters of [A-Za-z0-9._:-]"))?;
+        validate_key(prefix)
+            .map_err(|_| Error::invalid("invalid_key", "prefix must be up to 256 characters of [A-Za-z0-9._:-]"))?;
     }
     ensure_session(&mut *conn, org_id, session_id).await?;
     let mut rows: Vec<Entry> = sqlx::query_as(sqlx::AssertSqlSafe(format!(

@@ -134,7 +134,11 @@ pub fn validate_key(key: &str) -> Result<()> {
     let ok = !key.is_empty()
         && key.len() <= MAX_KEY_BYTES
         && key.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'));
-    if ok { Ok(()) } else { Err(Error::invalid("invalid_key", format!("key {key:?} must be 1-256 characters of [A-Za-z0-9._:-]"))) }
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::invalid("invalid_key", format!("key {key:?} must be 1-256 characters of [A-Za-z0-9._:-]")))
+    }
 }
 
 /// The error for a guarded write's verdict other than `ok` (the routines' first column).
@@ -146,7 +150,9 @@ pub(crate) fn verdict_error(verdict: &str, what: &str) -> Error {
         "precondition_failed" => {
             Error::PreconditionFailed(format!("the {what}'s current version does not match the request's precondition"))
         }
-        "file_too_large" => Error::TooLarge { code: "file_too_large", message: "the file is larger than the org's per-file limit".into() },
+        "file_too_large" => {
+            Error::TooLarge { code: "file_too_large", message: "the file is larger than the org's per-file limit".into() }
+        }
         "session_storage_full" => Error::TooLarge {
             code: "session_storage_full",
             message: "the session's files would exceed its storage limit in bytes".into(),

@@ -5,9 +5,9 @@
 //! A tool's mistake (no such file, a stale etag, a bad path) is a tool error,
 //! text the model reads and recovers from; only a database failure is an `Err`.
 
+use crate::ids::{OrgId, SessionId, TurnId};
 use serde_json::{Value, json};
 use sqlx::PgConnection;
-use crate::ids::{OrgId, SessionId, TurnId};
 
 use super::files::{self, Entry as FileEntry, Precondition, Search};
 use super::{By, FilePath, kv};
@@ -148,7 +148,9 @@ pub static FILE_TOOLS: &[ToolDef] = &[
     ToolDef {
         name: "move_file",
         description: "Moves (renames) a file; the target must not exist.",
-        parameters: || object(json!({ "from": path_schema("The file to move."), "to": path_schema("Its new path.") }), &["from", "to"]),
+        parameters: || {
+            object(json!({ "from": path_schema("The file to move."), "to": path_schema("Its new path.") }), &["from", "to"])
+        },
     },
 ];
 
@@ -179,7 +181,10 @@ pub static KV_TOOLS: &[ToolDef] = &[
         name: "kv_list",
         description: "Lists keys (with versions) starting with a prefix.",
         parameters: || {
-            object(json!({ "prefix": { "type": "string", "maxLength": super::MAX_KEY_BYTES, "description": "Key prefix (default: all keys)." } }), &[])
+            object(
+                json!({ "prefix": { "type": "string", "maxLength": super::MAX_KEY_BYTES, "description": "Key prefix (default: all keys)." } }),
+                &[],
+            )
         },
     },
 ];
@@ -294,9 +299,10 @@ async fn run(conn: &mut PgConnection, s: Scope, tool: &str, args: &Value, events
         }
         "edit_file" => {
             let path = FilePath::parse("path", str_arg(args, "path")?)?;
-            let edits = args.get("edits").and_then(Value::as_array).filter(|e| !e.is_empty() && e.len() <= MAX_EDITS).ok_or_else(|| {
-                Failure::Model(format!("edits must be a list of 1-{MAX_EDITS} {{old_text, new_text}} objects"))
-            })?;
+            let edits =
+                args.get("edits").and_then(Value::as_array).filter(|e| !e.is_empty() && e.len() <= MAX_EDITS).ok_or_else(
+                    || Failure::Model(format!("edits must be a list of 1-{MAX_EDITS} {{old_text, new_text}} objects")),
+                )?;
             let (meta, content) = files::read(conn, org, session, &path).await?;
             if let Some(expected) = opt_str(args, "expected_etag")?
                 && expected != meta.etag

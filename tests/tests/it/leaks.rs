@@ -259,8 +259,16 @@ async fn no_secret_reaches_a_response_event_row_log_or_ciphertext() {
     let put = api.http.put(format!("{}/v1/sessions/{ses}/files/content?path=/notes/a.txt", api.base)).body("plain notes\n");
     seen.expect("PUT files/content", api.send(put).await, 201);
     seen.expect("GET files/content", api.get(&format!("/v1/sessions/{ses}/files/content?path=/notes/a.txt")).await, 200);
-    seen.expect("POST files/search", api.post(&format!("/v1/sessions/{ses}/files/search"), json!({"pattern": "notes"})).await, 200);
-    seen.expect("POST files/copy", api.post(&format!("/v1/sessions/{ses}/files/copy"), json!({"from": "/notes/a.txt", "to": "/b.txt"})).await, 201);
+    seen.expect(
+        "POST files/search",
+        api.post(&format!("/v1/sessions/{ses}/files/search"), json!({"pattern": "notes"})).await,
+        200,
+    );
+    seen.expect(
+        "POST files/copy",
+        api.post(&format!("/v1/sessions/{ses}/files/copy"), json!({"from": "/notes/a.txt", "to": "/b.txt"})).await,
+        201,
+    );
     let put = api.http.put(format!("{}/v1/sessions/{ses}/kv/note", api.base)).json(&json!({"value": {"n": 1}}));
     seen.expect("PUT kv", api.send(put).await, 201);
 

@@ -171,7 +171,10 @@ async fn files_list_delete_move_copy_and_search() {
     );
     let notes = api.get(&format!("{base}?dir=/notes")).await.expect(200);
     let dir = &notes["data"][0];
-    assert_eq!((dir["path"].clone(), dir["type"].clone(), dir["files"].clone()), (json!("/notes/deep"), json!("directory"), json!(1)));
+    assert_eq!(
+        (dir["path"].clone(), dir["type"].clone(), dir["files"].clone()),
+        (json!("/notes/deep"), json!("directory"), json!(1))
+    );
     assert!(dir["etag"].is_null());
     // Recursive, paged.
     let page1 = api.get(&format!("{base}?dir=/notes&recursive=true&limit=2")).await.expect(200);
@@ -183,8 +186,12 @@ async fn files_list_delete_move_copy_and_search() {
 
     // Search: text files only, glob on names, regex with a size limit.
     let found = api.post(&format!("{base}/search"), json!({"pattern": "TODO"})).await.expect(200);
-    let hits: Vec<(String, i64)> =
-        found["data"].as_array().unwrap().iter().map(|m| (m["path"].as_str().unwrap().into(), m["line"].as_i64().unwrap())).collect();
+    let hits: Vec<(String, i64)> = found["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| (m["path"].as_str().unwrap().into(), m["line"].as_i64().unwrap()))
+        .collect();
     assert_eq!(hits, [("/notes/ideas.md".into(), 1), ("/notes/todo.md".into(), 2)]);
     let md = api.post(&format!("{base}/search"), json!({"pattern": "milk", "glob": "*.md"})).await.expect(200);
     assert_eq!(md["data"][0]["text"], "buy milk");
@@ -195,8 +202,12 @@ async fn files_list_delete_move_copy_and_search() {
     let moved = api.post(&format!("{base}/move"), json!({"from": "/readme.txt", "to": "/docs/readme.txt"})).await.expect(201);
     assert_eq!(moved["path"], "/docs/readme.txt");
     assert_eq!(get_file(&api, &session, "/readme.txt", &[]).await.status, 404);
-    api.post(&format!("{base}/copy"), json!({"from": "/docs/readme.txt", "to": "/notes/todo.md"})).await.expect_problem(409, "file_exists");
-    api.post(&format!("{base}/copy"), json!({"from": "/docs/readme.txt", "to": "/notes/todo.md", "overwrite": true})).await.expect(200);
+    api.post(&format!("{base}/copy"), json!({"from": "/docs/readme.txt", "to": "/notes/todo.md"}))
+        .await
+        .expect_problem(409, "file_exists");
+    api.post(&format!("{base}/copy"), json!({"from": "/docs/readme.txt", "to": "/notes/todo.md", "overwrite": true}))
+        .await
+        .expect(200);
     assert_eq!(get_file(&api, &session, "/notes/todo.md", &[]).await.bytes, b"hello\n");
 
     // A directory needs recursive=true; then everything below it goes.
@@ -208,8 +219,21 @@ async fn files_list_delete_move_copy_and_search() {
     let left: Vec<&str> = left["data"].as_array().unwrap().iter().map(|e| e["path"].as_str().unwrap()).collect();
     assert_eq!(left, ["/bin.dat", "/docs/readme.txt"]);
 
-    let kinds: Vec<String> = storage_events(&api.events(&session).await).iter().map(|e| e["type"].as_str().unwrap().to_owned()).collect();
-    assert_eq!(kinds, ["file.written", "file.written", "file.written", "file.written", "file.written", "file.moved", "file.written", "file.deleted"]);
+    let kinds: Vec<String> =
+        storage_events(&api.events(&session).await).iter().map(|e| e["type"].as_str().unwrap().to_owned()).collect();
+    assert_eq!(
+        kinds,
+        [
+            "file.written",
+            "file.written",
+            "file.written",
+            "file.written",
+            "file.written",
+            "file.moved",
+            "file.written",
+            "file.deleted"
+        ]
+    );
 }
 
 #[tokio::test]
@@ -309,7 +333,9 @@ async fn over_a_limit_nothing_is_written() {
     assert_eq!((third.status, third.json()["code"].clone()), (409, json!("too_many_files")));
     // Replacing an existing file is not one more.
     assert_eq!(put_file(&api, &session, "/two", vec![1; 20], &[]).await.status, 200);
-    api.post(&format!("/v1/sessions/{session}/files/copy"), json!({"from": "/two", "to": "/copy"})).await.expect_problem(409, "too_many_files");
+    api.post(&format!("/v1/sessions/{session}/files/copy"), json!({"from": "/two", "to": "/copy"}))
+        .await
+        .expect_problem(409, "too_many_files");
 
     // The org's quota counts every session.
     set_limit(&stack, "max_session_files", 10).await;
@@ -332,8 +358,7 @@ async fn over_a_limit_nothing_is_written() {
     let written = storage_events(&api.events(&session).await).len();
     assert_eq!(written, 4, "/ok, /two twice and key a");
     let pool = PgPool::connect(&stack.db.url).await.unwrap();
-    let (files, bytes): (i32, i64) =
-        sqlx::query_as("SELECT files, bytes FROM session_storage").fetch_one(&pool).await.unwrap();
+    let (files, bytes): (i32, i64) = sqlx::query_as("SELECT files, bytes FROM session_storage").fetch_one(&pool).await.unwrap();
     assert_eq!((files, bytes), (2, 1020), "the counters match what is stored");
     pool.close().await;
 }
@@ -343,8 +368,13 @@ async fn the_capability_registry_lists_files_and_kv_with_tool_schemas() {
     let stack = Stack::start().await;
     let caps = stack.client().get("/v1/capabilities").await.expect(200);
     let find = |name: &str| caps["data"].as_array().unwrap().iter().find(|c| c["name"] == name).cloned().expect(name);
-    let tools = |c: Value| -> Vec<String> { c["tools"].as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap().to_owned()).collect() };
-    assert_eq!(tools(find("files")), ["read_file", "write_file", "edit_file", "list_files", "search_files", "delete_file", "move_file"]);
+    let tools = |c: Value| -> Vec<String> {
+        c["tools"].as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap().to_owned()).collect()
+    };
+    assert_eq!(
+        tools(find("files")),
+        ["read_file", "write_file", "edit_file", "list_files", "search_files", "delete_file", "move_file"]
+    );
     assert_eq!(tools(find("kv")), ["kv_get", "kv_set", "kv_delete", "kv_list"]);
     for t in find("files")["tools"].as_array().unwrap().iter().chain(find("kv")["tools"].as_array().unwrap()) {
         assert_eq!(t["parameters"]["type"], "object", "{t}");
@@ -367,7 +397,12 @@ async fn tools_edit_files_and_keep_keys_within_their_turn() {
     let stack = Stack::start().await;
     let api = stack.client();
     let session = api.session(&["files", "kv"]).await;
-    assert_eq!(put_file(&api, &session, "/report.md", b"# Report\nstatus: TODO\n".to_vec(), &[("content-type", "text/markdown")]).await.status, 201);
+    assert_eq!(
+        put_file(&api, &session, "/report.md", b"# Report\nstatus: TODO\n".to_vec(), &[("content-type", "text/markdown")])
+            .await
+            .status,
+        201
+    );
 
     // Act: the agent edits the uploaded file, then remembers something.
     api.say(&session, r#"!tool edit_file {"path":"/report.md","edits":[{"old_text":"TODO","new_text":"done"}]}"#).await;
@@ -463,7 +498,9 @@ async fn another_sessions_or_orgs_storage_answers_404_through_every_route_and_to
     let org = turnstone_core::orgs::create_org(&pool, "other").await.unwrap().id;
     let key = turnstone_tests::api_key();
     let mut tx = turnstone_core::db::begin_org(&pool, org).await.unwrap();
-    turnstone_core::orgs::insert_api_key(&mut tx, org, &turnstone_core::crypto::Secret::new(key.clone()), "k", None).await.unwrap();
+    turnstone_core::orgs::insert_api_key(&mut tx, org, &turnstone_core::crypto::Secret::new(key.clone()), "k", None)
+        .await
+        .unwrap();
     tx.commit().await.unwrap();
     let b = stack.client().with_key(&key);
     let files = format!("/v1/sessions/{theirs}/files");
@@ -535,7 +572,9 @@ async fn racing_rest_and_tool_writers_never_overwrite_each_other() {
         let writers = (0..8).map(|i| {
             let (api, session, quoted, vq) = (api.clone(), session.clone(), quoted.clone(), vq.clone());
             async move {
-                let f = put_file(&api, &session, "/shared.txt", format!("rest {round}.{i}").into_bytes(), &[("if-match", &quoted)]).await;
+                let f =
+                    put_file(&api, &session, "/shared.txt", format!("rest {round}.{i}").into_bytes(), &[("if-match", &quoted)])
+                        .await;
                 let k = put_key(&api, &session, "shared", json!({"value": format!("rest {i}")}), &[("if-match", &vq)]).await;
                 (f.status, k.status)
             }
