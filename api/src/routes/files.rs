@@ -10,7 +10,7 @@ use poem_openapi::payload::{Binary, Json};
 use poem_openapi::registry::{MetaHeader, MetaMediaType, MetaResponse, MetaResponses, MetaSchema, MetaSchemaRef, Registry};
 use poem_openapi::{ApiResponse, OpenApi};
 use turnstone_core::storage::files::{self, Precondition, Search};
-use turnstone_core::storage::{By, FilePath};
+use turnstone_core::storage::{By, FilePath, Writer};
 use turnstone_core::{db, limits};
 
 use super::Tag;
@@ -248,6 +248,7 @@ impl FilesApi {
     /// `precondition_failed` otherwise). A body over the org's per-file limit
     /// (10 MiB by default) is refused while it streams in (413 `file_too_large`).
     #[oai(path = "/sessions/:session_id/files/content", method = "put", operation_id = "writeFile")]
+    #[allow(clippy::too_many_arguments)] // each is an input of the HTTP operation
     async fn write(
         &self,
         auth: ApiKey,
@@ -281,7 +282,9 @@ impl FilesApi {
         let limit = files::max_file_bytes(&mut *self.state.org_tx(org).await?, org, session).await?;
         let content = read_limited(req, body.0, limit).await?;
         let mut c = db::autocommit(&self.state.pool).await?;
-        let written = files::write(&mut c, org, session, By::Api, &path, &content, &content_type, &pre).await?;
+        let written =
+            files::write(&mut c, Writer { org_id: org, session_id: session, by: By::Api }, &path, &content, &content_type, &pre)
+                .await?;
         c.commit().await?;
         let etag = quoted(&written.value.etag);
         Ok(if written.created {
@@ -378,7 +381,9 @@ impl FilesApi {
         let path = path_of(&path.0.0)?;
         let tag = if_match_tag(if_match.0.as_ref())?;
         let mut c = db::autocommit(&self.state.pool).await?;
-        let gone = files::delete(&mut c, org, session, By::Api, &path, tag.as_deref(), recursive.0).await?;
+        let gone =
+            files::delete(&mut c, Writer { org_id: org, session_id: session, by: By::Api }, &path, tag.as_deref(), recursive.0)
+                .await?;
         c.commit().await?;
         Ok(Json(FileDeleted { path: path.to_string(), files: gone.value.files, bytes: gone.value.bytes }))
     }
@@ -441,8 +446,15 @@ impl FilesApi {
         let from = FilePath::parse("from", &body.0.from.0.0)?;
         let to = FilePath::parse("to", &body.0.to.0.0)?;
         let mut c = db::autocommit(&self.state.pool).await?;
-        let moved =
-            files::move_or_copy(&mut c, org, session, By::Api, &from, &to, body.0.overwrite.unwrap_or(false), copy).await?;
+        let moved = files::move_or_copy(
+            &mut c,
+            Writer { org_id: org, session_id: session, by: By::Api },
+            &from,
+            &to,
+            body.0.overwrite.unwrap_or(false),
+            copy,
+        )
+        .await?;
         c.commit().await?;
         let etag = quoted(&moved.value.etag);
         Ok(if moved.created {

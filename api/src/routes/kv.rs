@@ -5,7 +5,7 @@ use poem_openapi::param::{Header, Path, Query};
 use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, OpenApi};
 use turnstone_core::storage::files::Precondition;
-use turnstone_core::storage::{By, kv};
+use turnstone_core::storage::{By, Writer, kv};
 use turnstone_core::{db, limits};
 
 use super::Tag;
@@ -80,7 +80,8 @@ impl KvApi {
         };
         let ttl = body.0.ttl_secs.map(i64::from);
         let mut c = db::autocommit(&self.state.pool).await?;
-        let w = kv::set(&mut c, org, session, By::Api, &key.0.0.0, &body.0.value, ttl, &pre).await?;
+        let w = kv::set(&mut c, Writer { org_id: org, session_id: session, by: By::Api }, &key.0.0.0, &body.0.value, ttl, &pre)
+            .await?;
         c.commit().await?;
         let tag = etag(w.value.version);
         Ok(if w.created { KvWritten::Created(Json(w.value.into()), tag) } else { KvWritten::Replaced(Json(w.value.into()), tag) })
@@ -109,7 +110,7 @@ impl KvApi {
         let session = session_id.0.id()?;
         let version = if_match_version(if_match.0.as_ref())?;
         let mut c = db::autocommit(&self.state.pool).await?;
-        let w = kv::delete(&mut c, org, session, By::Api, &key.0.0.0, version).await?;
+        let w = kv::delete(&mut c, Writer { org_id: org, session_id: session, by: By::Api }, &key.0.0.0, version).await?;
         c.commit().await?;
         Ok(Json(KvDeleted { key: key.0.0.0.clone(), version: w.value }))
     }

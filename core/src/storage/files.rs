@@ -12,7 +12,7 @@ use chrono::{DateTime, Utc};
 use serde_json::json;
 use sqlx::{PgConnection, Row};
 
-use super::{By, FilePath, new_etag, verdict_error};
+use super::{By, FilePath, Writer, new_etag, verdict_error};
 use crate::db::Routine;
 use crate::error::{Error, Result};
 use crate::events::{self, NewEvent};
@@ -287,15 +287,9 @@ pub(crate) static MOVE_ROUTINE: std::sync::LazyLock<Routine> = std::sync::LazyLo
 });
 
 /// Binds a storage routine's first nine parameters: the append's, then [`WRITER_PARAMS`].
-fn bind_writer<'q>(
-    routine: &Routine,
-    org_id: OrgId,
-    session_id: SessionId,
-    by: By,
-    event_id: EventId,
-) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
+fn bind_writer<'q>(routine: &Routine, w: Writer) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
     let q = sqlx::query(sqlx::AssertSqlSafe(routine.call()));
-    events::bind_append_query(q, org_id).bind(session_id).bind(by.turn()).bind(by == By::Api).bind(event_id)
+    events::bind_append_query(q, w.org_id).bind(w.session_id).bind(w.by.turn()).bind(w.by == By::Api).bind(EventId::new())
 }
 
 /// The event of a tool's write, for its step to append (the API's write appended it already).
@@ -338,9 +332,7 @@ pub fn validate_content_type(ct: &str) -> Result<()> {
 /// commits with the step). Fails with the verdict's error, writing nothing.
 pub async fn write(
     conn: &mut PgConnection,
-    org_id: OrgId,
-    session_id: SessionId,
-    by: By,
+    w: Writer,
     path: &FilePath,
     content: &[u8],
     content_type: &str,
@@ -348,7 +340,7 @@ pub async fn write(
 ) -> Result<Written<FileMeta>> {
     validate_content_type(content_type)?;
     let (lo, hi) = path.below();
-    let row = bind_writer(&WRITE_ROUTINE, org_id, session_id, by, EventId::new())
+    let row = bind_writer(&WRITE_ROUTINE, w)
         .bind(path.as_str())
         .bind(content)
         .bind(content_type)
@@ -365,7 +357,7 @@ pub async fn write(
         return Err(verdict_error(&verdict, "file"));
     }
     let (meta, created) = meta_of(&row)?.ok_or_else(|| verdict_error("precondition_failed", "file"))?;
-    let event = step_event(by, types::FILE_WRITTEN, json!({ "path": meta.path, "size": meta.size, "etag": meta.etag }));
+    let event = step_event(w.by, types::FILE_WRITTEN, json!({ "path": meta.path, "size": meta.size, "etag": meta.etag }));
     Ok(Written { value: meta, created, event })
 }
 
@@ -379,15 +371,13 @@ pub struct Deleted {
 /// Deletes a file, or with `recursive` a directory and everything below it.
 pub async fn delete(
     conn: &mut PgConnection,
-    org_id: OrgId,
-    session_id: SessionId,
-    by: By,
+    w: Writer,
     path: &FilePath,
     if_match: Option<&str>,
     recursive: bool,
 ) -> Result<Written<Deleted>> {
     let (lo, hi) = path.below();
-    let row = bind_writer(&DELETE_ROUTINE, org_id, session_id, by, EventId::new())
+    let row = bind_writer(&DELETE_ROUTINE, w)
         .bind(path.as_str())
         .bind(if_match)
         .bind(recursive)
@@ -403,16 +393,14 @@ pub async fn delete(
     if gone.files == 0 {
         return Err(verdict_error("precondition_failed", "file"));
     }
-    let event = step_event(by, types::FILE_DELETED, json!({ "path": path.as_str(), "files": gone.files }));
+    let event = step_event(w.by, types::FILE_DELETED, json!({ "path": path.as_str(), "files": gone.files }));
     Ok(Written { value: gone, created: false, event })
 }
 
 /// Moves (or with `copy`, copies) a file; the target gets a new etag.
 pub async fn move_or_copy(
     conn: &mut PgConnection,
-    org_id: OrgId,
-    session_id: SessionId,
-    by: By,
+    w: Writer,
     from: &FilePath,
     to: &FilePath,
     overwrite: bool,
@@ -422,7 +410,7 @@ pub async fn move_or_copy(
         return Err(Error::invalid("same_path", "from and to are the same path"));
     }
     let (lo, hi) = to.below();
-    let row = bind_writer(&MOVE_ROUTINE, org_id, session_id, by, EventId::new())
+    let row = bind_writer(&MOVE_ROUTINE, w)
         .bind(from.as_str())
         .bind(to.as_str())
         .bind(overwrite)
@@ -439,9 +427,13 @@ pub async fn move_or_copy(
     }
     let (meta, created) = meta_of(&row)?.ok_or_else(|| verdict_error("file_exists", "file"))?;
     let event = if copy {
-        step_event(by, types::FILE_WRITTEN, json!({ "path": meta.path, "size": meta.size, "etag": meta.etag }))
+        step_event(w.by, types::FILE_WRITTEN, json!({ "path": meta.path, "size": meta.size, "etag": meta.etag }))
     } else {
-        step_event(by, types::FILE_MOVED, json!({ "from": from.as_str(), "to": meta.path, "size": meta.size, "etag": meta.etag }))
+        step_event(
+            w.by,
+            types::FILE_MOVED,
+            json!({ "from": from.as_str(), "to": meta.path, "size": meta.size, "etag": meta.etag }),
+        )
     };
     Ok(Written { value: meta, created, event })
 }

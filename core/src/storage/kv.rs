@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use sqlx::{PgConnection, Row};
 
 use super::files::{LOCK_PRELUDE, Precondition, WRITER_PARAMS, Written, ensure_session};
-use super::{By, MAX_TTL_SECS, MAX_VALUE_BYTES, validate_key, verdict_error};
+use super::{By, MAX_TTL_SECS, MAX_VALUE_BYTES, Writer, validate_key, verdict_error};
 use crate::db::Routine;
 use crate::error::{Error, Result};
 use crate::events::{self, NewEvent};
@@ -146,9 +146,7 @@ pub fn validate(value: &Value, ttl_secs: Option<i64>) -> Result<()> {
 /// Sets a key on `conn` (alone, its own transaction; in a step's, it commits with the step).
 pub async fn set(
     conn: &mut PgConnection,
-    org_id: OrgId,
-    session_id: SessionId,
-    by: By,
+    w: Writer,
     key: &str,
     value: &Value,
     ttl_secs: Option<i64>,
@@ -157,10 +155,10 @@ pub async fn set(
     validate_key(key)?;
     validate(value, ttl_secs)?;
     let q = sqlx::query(sqlx::AssertSqlSafe(SET_ROUTINE.call()));
-    let row = events::bind_append_query(q, org_id)
-        .bind(session_id)
-        .bind(by.turn())
-        .bind(by == By::Api)
+    let row = events::bind_append_query(q, w.org_id)
+        .bind(w.session_id)
+        .bind(w.by.turn())
+        .bind(w.by == By::Api)
         .bind(EventId::new())
         .bind(key)
         .bind(value)
@@ -185,7 +183,7 @@ pub async fn set(
         expires_at: row.try_get("expires_at")?,
         updated_at: row.try_get("updated_at")?,
     };
-    let event = match by {
+    let event = match w.by {
         By::Api => None,
         By::Tool { .. } => {
             Some(NewEvent::new(types::KV_SET, json!({ "key": entry.key, "version": entry.version, "by": "tool" })))
@@ -195,20 +193,13 @@ pub async fn set(
 }
 
 /// Deletes a key; returns the version it had.
-pub async fn delete(
-    conn: &mut PgConnection,
-    org_id: OrgId,
-    session_id: SessionId,
-    by: By,
-    key: &str,
-    if_version: Option<i64>,
-) -> Result<Written<i64>> {
+pub async fn delete(conn: &mut PgConnection, w: Writer, key: &str, if_version: Option<i64>) -> Result<Written<i64>> {
     validate_key(key)?;
     let q = sqlx::query(sqlx::AssertSqlSafe(DELETE_ROUTINE.call()));
-    let row = events::bind_append_query(q, org_id)
-        .bind(session_id)
-        .bind(by.turn())
-        .bind(by == By::Api)
+    let row = events::bind_append_query(q, w.org_id)
+        .bind(w.session_id)
+        .bind(w.by.turn())
+        .bind(w.by == By::Api)
         .bind(EventId::new())
         .bind(key)
         .bind(if_version)
@@ -220,7 +211,7 @@ pub async fn delete(
     }
     let version: Option<i64> = row.try_get("version")?;
     let Some(version) = version else { return Err(verdict_error("precondition_failed", "key")) };
-    let event = match by {
+    let event = match w.by {
         By::Api => None,
         By::Tool { .. } => Some(NewEvent::new(types::KV_DELETED, json!({ "key": key, "version": version, "by": "tool" }))),
     };

@@ -20,7 +20,7 @@ pub mod files;
 pub mod kv;
 pub mod tools;
 
-use crate::ids::{EventId, TurnId, TypedId};
+use crate::ids::{EventId, OrgId, SessionId, TurnId, TypedId};
 
 use crate::error::{Error, Result};
 
@@ -58,6 +58,14 @@ impl By {
             By::Tool { turn_id } => Some(turn_id),
         }
     }
+}
+
+/// Who writes to whose storage: the org and session written to, and the writer.
+#[derive(Debug, Clone, Copy)]
+pub struct Writer {
+    pub org_id: OrgId,
+    pub session_id: SessionId,
+    pub by: By,
 }
 
 /// A valid absolute file path: UTF-8, `/`-separated, at most

@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use sqlx::PgConnection;
 
 use super::files::{self, Entry as FileEntry, Precondition, Search};
-use super::{By, FilePath, kv};
+use super::{By, FilePath, Writer, kv};
 use crate::capabilities::ToolDef;
 use crate::error::{Error, Result};
 use crate::events::NewEvent;
@@ -276,7 +276,7 @@ fn meta_json(m: &files::FileMeta) -> Value {
 }
 
 async fn run(conn: &mut PgConnection, s: Scope, tool: &str, args: &Value, events: &mut Vec<NewEvent>) -> Result<String, Failure> {
-    let by = By::Tool { turn_id: s.turn_id };
+    let w = Writer { org_id: s.org_id, session_id: s.session_id, by: By::Tool { turn_id: s.turn_id } };
     let (org, session) = (s.org_id, s.session_id);
     let out = match tool {
         "read_file" => {
@@ -293,7 +293,7 @@ async fn run(conn: &mut PgConnection, s: Scope, tool: &str, args: &Value, events
                 Some(e) => Precondition::Matches(e.to_owned()),
                 None => Precondition::Absent,
             };
-            let w = files::write(conn, org, session, by, &path, content.as_bytes(), "text/plain; charset=utf-8", &pre).await?;
+            let w = files::write(conn, w, &path, content.as_bytes(), "text/plain; charset=utf-8", &pre).await?;
             events.extend(w.event);
             json!({ "written": meta_json(&w.value), "created": w.created })
         }
@@ -331,7 +331,7 @@ async fn run(conn: &mut PgConnection, s: Scope, tool: &str, args: &Value, events
                 }
             }
             let pre = Precondition::Matches(meta.etag.clone());
-            let w = files::write(conn, org, session, by, &path, text.as_bytes(), &meta.content_type, &pre).await?;
+            let w = files::write(conn, w, &path, text.as_bytes(), &meta.content_type, &pre).await?;
             events.extend(w.event);
             json!({ "edited": meta_json(&w.value), "edits": edits.len() })
         }
@@ -356,14 +356,14 @@ async fn run(conn: &mut PgConnection, s: Scope, tool: &str, args: &Value, events
         }
         "delete_file" => {
             let path = FilePath::parse("path", str_arg(args, "path")?)?;
-            let w = files::delete(conn, org, session, by, &path, opt_str(args, "expected_etag")?, false).await?;
+            let w = files::delete(conn, w, &path, opt_str(args, "expected_etag")?, false).await?;
             events.extend(w.event);
             json!({ "deleted": path.as_str() })
         }
         "move_file" => {
             let from = FilePath::parse("from", str_arg(args, "from")?)?;
             let to = FilePath::parse("to", str_arg(args, "to")?)?;
-            let w = files::move_or_copy(conn, org, session, by, &from, &to, false, false).await?;
+            let w = files::move_or_copy(conn, w, &from, &to, false, false).await?;
             events.extend(w.event);
             json!({ "moved": { "from": from.as_str(), "to": meta_json(&w.value) } })
         }
@@ -375,12 +375,12 @@ async fn run(conn: &mut PgConnection, s: Scope, tool: &str, args: &Value, events
             let key = str_arg(args, "key")?;
             let value = args.get("value").ok_or_else(|| Failure::Model("missing argument \"value\"".into()))?;
             let pre = opt_int(args, "expected_version")?.map_or(Precondition::None, Precondition::Matches);
-            let w = kv::set(conn, org, session, by, key, value, opt_int(args, "ttl_secs")?, &pre).await?;
+            let w = kv::set(conn, w, key, value, opt_int(args, "ttl_secs")?, &pre).await?;
             events.extend(w.event);
             json!({ "key": w.value.key, "version": w.value.version, "expires_at": w.value.expires_at })
         }
         "kv_delete" => {
-            let w = kv::delete(conn, org, session, by, str_arg(args, "key")?, None).await?;
+            let w = kv::delete(conn, w, str_arg(args, "key")?, None).await?;
             events.extend(w.event);
             json!({ "deleted": str_arg(args, "key")? })
         }
