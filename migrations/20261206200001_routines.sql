@@ -362,3 +362,371 @@ RETURN QUERY WITH sealed AS (
          )
          SELECT s.id FROM woken CROSS JOIN wake LEFT JOIN sealed s ON true;
 END $routine$;
+
+CREATE OR REPLACE FUNCTION turnstone.write_file(org uuid, channel text, notify_limit int4, notify_ipad bytea, notify_opad bytea, session uuid, writer_turn uuid, announce bool, event_id uuid, file_path text, file_content bytea, file_content_type text, new_etag text, if_match text, if_none_match bool, ancestors text[], below_lo text, below_hi text)
+RETURNS TABLE (verdict text, created bool, path text, size int8, etag text, content_type text, created_at timestamptz, updated_at timestamptz)
+LANGUAGE plpgsql AS $routine$
+#variable_conflict use_column
+BEGIN
+PERFORM turnstone.enter_org($1);
+         PERFORM turnstone_lock_sessions(ARRAY[$6]);
+RETURN QUERY WITH lim AS (
+                SELECT o.max_file_bytes, o.max_session_bytes, o.max_session_files, o.max_storage_bytes,
+                       EXISTS (SELECT 1 FROM sessions s WHERE s.org_id = $1 AND s.id = $6) AS session_ok
+                  FROM orgs o WHERE o.id = $1
+             ), used AS (
+                SELECT coalesce((SELECT u.files FROM session_storage u WHERE u.org_id = $1 AND u.session_id = $6), 0) AS files,
+                       coalesce((SELECT u.bytes FROM session_storage u WHERE u.org_id = $1 AND u.session_id = $6), 0) AS bytes,
+                       coalesce((SELECT sum(u.bytes) FROM session_storage u WHERE u.org_id = $1), 0) AS org_bytes
+             ), cur AS (
+                SELECT f.etag, f.size FROM files f WHERE f.org_id = $1 AND f.session_id = $6 AND f.path = $10
+             ), verdict AS (
+                SELECT CASE
+                    WHEN NOT lim.session_ok THEN 'not_found'
+                    WHEN $14::text IS NOT NULL AND NOT EXISTS (SELECT 1 FROM cur WHERE cur.etag = $14) THEN 'precondition_failed'
+                    WHEN $15 AND EXISTS (SELECT 1 FROM cur) THEN 'precondition_failed'
+                    WHEN octet_length($11) > lim.max_file_bytes THEN 'file_too_large'
+                    WHEN EXISTS (SELECT 1 FROM files f WHERE f.org_id = $1 AND f.session_id = $6
+                                    AND (f.path = ANY($16) OR (f.path >= $17 AND f.path < $18))) THEN 'path_conflict'
+                    WHEN NOT EXISTS (SELECT 1 FROM cur) AND used.files >= lim.max_session_files THEN 'too_many_files'
+                    WHEN used.bytes + octet_length($11) - coalesce((SELECT size FROM cur), 0) > lim.max_session_bytes
+                        THEN 'session_storage_full'
+                    WHEN used.org_bytes + octet_length($11) - coalesce((SELECT size FROM cur), 0) > lim.max_storage_bytes
+                        THEN 'storage_quota_exceeded'
+                    ELSE 'ok' END AS v,
+                       (SELECT size FROM cur) AS old_size
+                  FROM lim, used
+             ), written AS (
+                INSERT INTO files AS f (org_id, session_id, path, content, size, etag, content_type)
+                SELECT $1, $6, $10, $11, octet_length($11), $13, $12 FROM verdict WHERE v = 'ok'
+                ON CONFLICT (session_id, path) DO UPDATE
+                   SET content = EXCLUDED.content, size = EXCLUDED.size, etag = EXCLUDED.etag,
+                       content_type = EXCLUDED.content_type, updated_at = now()
+                 WHERE NOT $15 AND ($14::text IS NULL OR f.etag = $14)
+                RETURNING f.path, f.size, f.etag, f.content_type, f.created_at, f.updated_at, (f.xmax = 0) AS created
+             ), counted AS (
+                INSERT INTO session_storage AS u (session_id, org_id, files, bytes)
+                SELECT $6, $1, CASE WHEN w.created THEN 1 ELSE 0 END, w.size - coalesce(v.old_size, 0) FROM written w, verdict v
+                ON CONFLICT (session_id) DO UPDATE SET files = u.files + EXCLUDED.files, bytes = u.bytes + EXCLUDED.bytes
+             ), new_events AS (
+                SELECT $6::uuid AS session_id, $9::uuid AS id, 'file.written' AS type,
+                       jsonb_build_object('path', path, 'size', size, 'etag', etag, 'by', CASE WHEN $7 IS NULL THEN 'api' ELSE 'tool' END) AS data,
+                       NULL::text AS step_key, $7::uuid AS turn_id, 1 AS ord
+                  FROM written WHERE $8
+             ), counts AS MATERIALIZED (
+            SELECT array_agg(session_id) AS ids, array_agg(n) AS ns
+              FROM (SELECT session_id, count(*) AS n FROM new_events GROUP BY session_id) c
+         ), seq AS (
+            UPDATE session_sequences s SET last_sequence = s.last_sequence + c.ns[array_position(c.ids, s.session_id)]
+              FROM counts c
+             WHERE s.org_id = $1 AND s.session_id = ANY(c.ids) AND s.session_id = ANY(ARRAY[$6::uuid])
+            RETURNING s.session_id, s.last_sequence - c.ns[array_position(c.ids, s.session_id)] AS before
+         ), base AS (
+            SELECT array_agg(session_id) AS ids, array_agg(before) AS befores FROM seq
+         ), ins AS (
+            INSERT INTO events (id, org_id, session_id, sequence, type, turn_id, step_key, data)
+            SELECT u.id, $1, u.session_id,
+                   b.befores[array_position(b.ids, u.session_id)] + row_number() OVER (PARTITION BY u.session_id ORDER BY u.ord),
+                   u.type, u.turn_id, u.step_key, u.data
+              FROM new_events u, base b WHERE u.session_id = ANY(b.ids)
+            RETURNING id, session_id, sequence, type, turn_id, data, ts
+         ), payload AS MATERIALIZED (
+            SELECT json_build_object('s', session_id, 'q', max(sequence))::text AS ids,
+                   json_build_object('s', session_id, 'q', max(sequence), 'e', json_agg(ins ORDER BY sequence))::text AS whole
+              FROM ins GROUP BY session_id
+         ), wake AS (
+            SELECT count(pg_notify($2, CASE
+                     WHEN $4::bytea IS NOT NULL AND octet_length(whole) <= $3
+                     THEN encode(sha256($5::bytea || sha256($4::bytea || convert_to(whole, 'UTF8'))), 'hex') || whole
+                     ELSE ids END)) AS sent
+              FROM payload
+         )
+             SELECT v.v, w.created, w.path::text, w.size, w.etag, w.content_type, w.created_at, w.updated_at
+               FROM verdict v CROSS JOIN wake LEFT JOIN written w ON true;
+END $routine$;
+
+CREATE OR REPLACE FUNCTION turnstone.delete_files(org uuid, channel text, notify_limit int4, notify_ipad bytea, notify_opad bytea, session uuid, writer_turn uuid, announce bool, event_id uuid, file_path text, if_match text, recursive bool, below_lo text, below_hi text)
+RETURNS TABLE (verdict text, files int8, bytes int8)
+LANGUAGE plpgsql AS $routine$
+#variable_conflict use_column
+BEGIN
+PERFORM turnstone.enter_org($1);
+         PERFORM turnstone_lock_sessions(ARRAY[$6]);
+RETURN QUERY WITH lim AS (
+                SELECT EXISTS (SELECT 1 FROM sessions s WHERE s.org_id = $1 AND s.id = $6) AS session_ok
+             ), cur AS (
+                SELECT f.etag FROM files f WHERE f.org_id = $1 AND f.session_id = $6 AND f.path = $10
+             ), verdict AS (
+                SELECT CASE
+                    WHEN NOT lim.session_ok THEN 'not_found'
+                    WHEN EXISTS (SELECT 1 FROM cur) THEN
+                         CASE WHEN $11::text IS NOT NULL AND NOT EXISTS (SELECT 1 FROM cur WHERE cur.etag = $11)
+                              THEN 'precondition_failed' ELSE 'ok' END
+                    WHEN $11::text IS NOT NULL THEN 'precondition_failed'
+                    WHEN EXISTS (SELECT 1 FROM files f WHERE f.org_id = $1 AND f.session_id = $6 AND f.path >= $13 AND f.path < $14)
+                         THEN CASE WHEN $12 THEN 'ok' ELSE 'directory_not_empty' END
+                    ELSE 'file_not_found' END AS v
+                  FROM lim
+             ), deleted AS (
+                DELETE FROM files f
+                 WHERE f.org_id = $1 AND f.session_id = $6 AND (SELECT v FROM verdict) = 'ok'
+                   AND ((f.path = $10 AND ($11::text IS NULL OR f.etag = $11)) OR ($12 AND f.path >= $13 AND f.path < $14))
+                RETURNING f.size
+             ), gone AS (
+                SELECT count(*) AS files, coalesce(sum(size), 0)::int8 AS bytes FROM deleted
+             ), counted AS (
+                UPDATE session_storage u SET files = u.files - g.files, bytes = u.bytes - g.bytes
+                  FROM gone g WHERE u.org_id = $1 AND u.session_id = $6 AND g.files > 0
+             ), new_events AS (
+                SELECT $6::uuid AS session_id, $9::uuid AS id, 'file.deleted' AS type,
+                       jsonb_build_object('path', $10::text, 'files', g.files, 'by', CASE WHEN $7 IS NULL THEN 'api' ELSE 'tool' END) AS data,
+                       NULL::text AS step_key, $7::uuid AS turn_id, 1 AS ord
+                  FROM gone g WHERE $8 AND g.files > 0
+             ), counts AS MATERIALIZED (
+            SELECT array_agg(session_id) AS ids, array_agg(n) AS ns
+              FROM (SELECT session_id, count(*) AS n FROM new_events GROUP BY session_id) c
+         ), seq AS (
+            UPDATE session_sequences s SET last_sequence = s.last_sequence + c.ns[array_position(c.ids, s.session_id)]
+              FROM counts c
+             WHERE s.org_id = $1 AND s.session_id = ANY(c.ids) AND s.session_id = ANY(ARRAY[$6::uuid])
+            RETURNING s.session_id, s.last_sequence - c.ns[array_position(c.ids, s.session_id)] AS before
+         ), base AS (
+            SELECT array_agg(session_id) AS ids, array_agg(before) AS befores FROM seq
+         ), ins AS (
+            INSERT INTO events (id, org_id, session_id, sequence, type, turn_id, step_key, data)
+            SELECT u.id, $1, u.session_id,
+                   b.befores[array_position(b.ids, u.session_id)] + row_number() OVER (PARTITION BY u.session_id ORDER BY u.ord),
+                   u.type, u.turn_id, u.step_key, u.data
+              FROM new_events u, base b WHERE u.session_id = ANY(b.ids)
+            RETURNING id, session_id, sequence, type, turn_id, data, ts
+         ), payload AS MATERIALIZED (
+            SELECT json_build_object('s', session_id, 'q', max(sequence))::text AS ids,
+                   json_build_object('s', session_id, 'q', max(sequence), 'e', json_agg(ins ORDER BY sequence))::text AS whole
+              FROM ins GROUP BY session_id
+         ), wake AS (
+            SELECT count(pg_notify($2, CASE
+                     WHEN $4::bytea IS NOT NULL AND octet_length(whole) <= $3
+                     THEN encode(sha256($5::bytea || sha256($4::bytea || convert_to(whole, 'UTF8'))), 'hex') || whole
+                     ELSE ids END)) AS sent
+              FROM payload
+         )
+             SELECT v.v, g.files, g.bytes FROM verdict v CROSS JOIN gone g CROSS JOIN wake;
+END $routine$;
+
+CREATE OR REPLACE FUNCTION turnstone.move_file(org uuid, channel text, notify_limit int4, notify_ipad bytea, notify_opad bytea, session uuid, writer_turn uuid, announce bool, event_id uuid, from_path text, to_path text, overwrite bool, copy bool, new_etag text, ancestors text[], below_lo text, below_hi text)
+RETURNS TABLE (verdict text, created bool, path text, size int8, etag text, content_type text, created_at timestamptz, updated_at timestamptz)
+LANGUAGE plpgsql AS $routine$
+#variable_conflict use_column
+BEGIN
+PERFORM turnstone.enter_org($1);
+         PERFORM turnstone_lock_sessions(ARRAY[$6]);
+RETURN QUERY WITH lim AS (
+                SELECT o.max_file_bytes, o.max_session_bytes, o.max_session_files, o.max_storage_bytes,
+                       EXISTS (SELECT 1 FROM sessions s WHERE s.org_id = $1 AND s.id = $6) AS session_ok
+                  FROM orgs o WHERE o.id = $1
+             ), used AS (
+                SELECT coalesce((SELECT u.files FROM session_storage u WHERE u.org_id = $1 AND u.session_id = $6), 0) AS files,
+                       coalesce((SELECT u.bytes FROM session_storage u WHERE u.org_id = $1 AND u.session_id = $6), 0) AS bytes,
+                       coalesce((SELECT sum(u.bytes) FROM session_storage u WHERE u.org_id = $1), 0) AS org_bytes
+             ), src AS (
+                SELECT f.content, f.size, f.content_type FROM files f WHERE f.org_id = $1 AND f.session_id = $6 AND f.path = $10
+             ), dst AS (
+                SELECT f.size FROM files f WHERE f.org_id = $1 AND f.session_id = $6 AND f.path = $11
+             ), verdict AS (
+                SELECT CASE
+                    WHEN NOT lim.session_ok THEN 'not_found'
+                    WHEN NOT EXISTS (SELECT 1 FROM src) THEN 'file_not_found'
+                    WHEN EXISTS (SELECT 1 FROM dst) AND NOT $12 THEN 'file_exists'
+                    WHEN EXISTS (SELECT 1 FROM files f WHERE f.org_id = $1 AND f.session_id = $6 AND f.path <> $10
+                                    AND (f.path = ANY($15) OR (f.path >= $16 AND f.path < $17))) THEN 'path_conflict'
+                    WHEN $13 AND NOT EXISTS (SELECT 1 FROM dst) AND used.files >= lim.max_session_files THEN 'too_many_files'
+                    WHEN $13 AND used.bytes + (SELECT size FROM src) - coalesce((SELECT size FROM dst), 0) > lim.max_session_bytes
+                        THEN 'session_storage_full'
+                    WHEN $13 AND used.org_bytes + (SELECT size FROM src) - coalesce((SELECT size FROM dst), 0) > lim.max_storage_bytes
+                        THEN 'storage_quota_exceeded'
+                    ELSE 'ok' END AS v,
+                       (SELECT size FROM dst) AS old_size
+                  FROM lim, used
+             ), written AS (
+                INSERT INTO files AS f (org_id, session_id, path, content, size, etag, content_type)
+                SELECT $1, $6, $11, src.content, src.size, $14, src.content_type FROM src, verdict WHERE verdict.v = 'ok'
+                ON CONFLICT (session_id, path) DO UPDATE
+                   SET content = EXCLUDED.content, size = EXCLUDED.size, etag = EXCLUDED.etag,
+                       content_type = EXCLUDED.content_type, updated_at = now()
+                 WHERE $12
+                RETURNING f.path, f.size, f.etag, f.content_type, f.created_at, f.updated_at, (f.xmax = 0) AS created
+             ), removed AS (
+                DELETE FROM files f WHERE f.org_id = $1 AND f.session_id = $6 AND f.path = $10 AND NOT $13
+                   AND EXISTS (SELECT 1 FROM written)
+                RETURNING f.size
+             ), counted AS (
+                UPDATE session_storage u
+                   SET files = u.files + CASE WHEN w.created THEN 1 ELSE 0 END - (SELECT count(*) FROM removed),
+                       bytes = u.bytes + w.size - coalesce(v.old_size, 0) - coalesce((SELECT sum(size) FROM removed), 0)
+                  FROM written w, verdict v WHERE u.org_id = $1 AND u.session_id = $6
+             ), new_events AS (
+                SELECT $6::uuid AS session_id, $9::uuid AS id,
+                       CASE WHEN $13 THEN 'file.written' ELSE 'file.moved' END AS type,
+                       CASE WHEN $13 THEN jsonb_build_object('path', path, 'size', size, 'etag', etag, 'by', CASE WHEN $7 IS NULL THEN 'api' ELSE 'tool' END)
+                            ELSE jsonb_build_object('from', $10::text, 'to', path, 'size', size, 'etag', etag, 'by', CASE WHEN $7 IS NULL THEN 'api' ELSE 'tool' END) END AS data,
+                       NULL::text AS step_key, $7::uuid AS turn_id, 1 AS ord
+                  FROM written WHERE $8
+             ), counts AS MATERIALIZED (
+            SELECT array_agg(session_id) AS ids, array_agg(n) AS ns
+              FROM (SELECT session_id, count(*) AS n FROM new_events GROUP BY session_id) c
+         ), seq AS (
+            UPDATE session_sequences s SET last_sequence = s.last_sequence + c.ns[array_position(c.ids, s.session_id)]
+              FROM counts c
+             WHERE s.org_id = $1 AND s.session_id = ANY(c.ids) AND s.session_id = ANY(ARRAY[$6::uuid])
+            RETURNING s.session_id, s.last_sequence - c.ns[array_position(c.ids, s.session_id)] AS before
+         ), base AS (
+            SELECT array_agg(session_id) AS ids, array_agg(before) AS befores FROM seq
+         ), ins AS (
+            INSERT INTO events (id, org_id, session_id, sequence, type, turn_id, step_key, data)
+            SELECT u.id, $1, u.session_id,
+                   b.befores[array_position(b.ids, u.session_id)] + row_number() OVER (PARTITION BY u.session_id ORDER BY u.ord),
+                   u.type, u.turn_id, u.step_key, u.data
+              FROM new_events u, base b WHERE u.session_id = ANY(b.ids)
+            RETURNING id, session_id, sequence, type, turn_id, data, ts
+         ), payload AS MATERIALIZED (
+            SELECT json_build_object('s', session_id, 'q', max(sequence))::text AS ids,
+                   json_build_object('s', session_id, 'q', max(sequence), 'e', json_agg(ins ORDER BY sequence))::text AS whole
+              FROM ins GROUP BY session_id
+         ), wake AS (
+            SELECT count(pg_notify($2, CASE
+                     WHEN $4::bytea IS NOT NULL AND octet_length(whole) <= $3
+                     THEN encode(sha256($5::bytea || sha256($4::bytea || convert_to(whole, 'UTF8'))), 'hex') || whole
+                     ELSE ids END)) AS sent
+              FROM payload
+         )
+             SELECT v.v, w.created, w.path::text, w.size, w.etag, w.content_type, w.created_at, w.updated_at
+               FROM verdict v CROSS JOIN wake LEFT JOIN written w ON true;
+END $routine$;
+
+CREATE OR REPLACE FUNCTION turnstone.kv_set(org uuid, channel text, notify_limit int4, notify_ipad bytea, notify_opad bytea, session uuid, writer_turn uuid, announce bool, event_id uuid, kv_key text, kv_value jsonb, ttl_secs int8, if_version int8, if_none_match bool)
+RETURNS TABLE (verdict text, created bool, key text, value jsonb, version int8, expires_at timestamptz, updated_at timestamptz)
+LANGUAGE plpgsql AS $routine$
+#variable_conflict use_column
+BEGIN
+PERFORM turnstone.enter_org($1);
+         PERFORM turnstone_lock_sessions(ARRAY[$6]);
+RETURN QUERY WITH lim AS (
+                SELECT o.max_session_keys, EXISTS (SELECT 1 FROM sessions s WHERE s.org_id = $1 AND s.id = $6) AS session_ok
+                  FROM orgs o WHERE o.id = $1
+             ), cur AS (
+                SELECT k.version FROM kv k WHERE k.org_id = $1 AND k.session_id = $6 AND k.key = $10 AND (k.expires_at IS NULL OR k.expires_at > now())
+             ), verdict AS (
+                SELECT CASE
+                    WHEN NOT lim.session_ok THEN 'not_found'
+                    WHEN $13::int8 IS NOT NULL AND NOT EXISTS (SELECT 1 FROM cur WHERE cur.version = $13) THEN 'precondition_failed'
+                    WHEN $14 AND EXISTS (SELECT 1 FROM cur) THEN 'precondition_failed'
+                    WHEN NOT EXISTS (SELECT 1 FROM cur)
+                         AND (SELECT count(*) FROM kv k WHERE k.org_id = $1 AND k.session_id = $6 AND (k.expires_at IS NULL OR k.expires_at > now())) >= lim.max_session_keys
+                        THEN 'too_many_keys'
+                    ELSE 'ok' END AS v
+                  FROM lim
+             ), purged AS (
+                DELETE FROM kv k WHERE k.org_id = $1 AND k.session_id = $6 AND k.expires_at <= now() AND k.key <> $10
+                   AND (SELECT v FROM verdict) = 'ok' AND NOT EXISTS (SELECT 1 FROM cur)
+             ), written AS (
+                INSERT INTO kv AS k (org_id, session_id, key, value, version, expires_at)
+                SELECT $1, $6, $10, $11, 1, now() + make_interval(secs => $12::float8) FROM verdict WHERE v = 'ok'
+                ON CONFLICT (session_id, key) DO UPDATE
+                   SET value = EXCLUDED.value, version = k.version + 1, expires_at = EXCLUDED.expires_at, updated_at = now(),
+                       created_at = CASE WHEN (k.expires_at IS NULL OR k.expires_at > now()) THEN k.created_at ELSE now() END
+                 WHERE ($13::int8 IS NULL OR (k.version = $13 AND (k.expires_at IS NULL OR k.expires_at > now()))) AND NOT ($14 AND (k.expires_at IS NULL OR k.expires_at > now()))
+                RETURNING k.key, k.value, k.version, k.expires_at, k.updated_at, (k.xmax = 0 OR k.created_at = k.updated_at) AS created
+             ), new_events AS (
+                SELECT $6::uuid AS session_id, $9::uuid AS id, 'kv.set' AS type,
+                       jsonb_build_object('key', key, 'version', version, 'by', CASE WHEN $7 IS NULL THEN 'api' ELSE 'tool' END) AS data,
+                       NULL::text AS step_key, $7::uuid AS turn_id, 1 AS ord
+                  FROM written WHERE $8
+             ), counts AS MATERIALIZED (
+            SELECT array_agg(session_id) AS ids, array_agg(n) AS ns
+              FROM (SELECT session_id, count(*) AS n FROM new_events GROUP BY session_id) c
+         ), seq AS (
+            UPDATE session_sequences s SET last_sequence = s.last_sequence + c.ns[array_position(c.ids, s.session_id)]
+              FROM counts c
+             WHERE s.org_id = $1 AND s.session_id = ANY(c.ids) AND s.session_id = ANY(ARRAY[$6::uuid])
+            RETURNING s.session_id, s.last_sequence - c.ns[array_position(c.ids, s.session_id)] AS before
+         ), base AS (
+            SELECT array_agg(session_id) AS ids, array_agg(before) AS befores FROM seq
+         ), ins AS (
+            INSERT INTO events (id, org_id, session_id, sequence, type, turn_id, step_key, data)
+            SELECT u.id, $1, u.session_id,
+                   b.befores[array_position(b.ids, u.session_id)] + row_number() OVER (PARTITION BY u.session_id ORDER BY u.ord),
+                   u.type, u.turn_id, u.step_key, u.data
+              FROM new_events u, base b WHERE u.session_id = ANY(b.ids)
+            RETURNING id, session_id, sequence, type, turn_id, data, ts
+         ), payload AS MATERIALIZED (
+            SELECT json_build_object('s', session_id, 'q', max(sequence))::text AS ids,
+                   json_build_object('s', session_id, 'q', max(sequence), 'e', json_agg(ins ORDER BY sequence))::text AS whole
+              FROM ins GROUP BY session_id
+         ), wake AS (
+            SELECT count(pg_notify($2, CASE
+                     WHEN $4::bytea IS NOT NULL AND octet_length(whole) <= $3
+                     THEN encode(sha256($5::bytea || sha256($4::bytea || convert_to(whole, 'UTF8'))), 'hex') || whole
+                     ELSE ids END)) AS sent
+              FROM payload
+         )
+             SELECT v.v, w.created, w.key::text, w.value, w.version, w.expires_at, w.updated_at
+               FROM verdict v CROSS JOIN wake LEFT JOIN written w ON true;
+END $routine$;
+
+CREATE OR REPLACE FUNCTION turnstone.kv_delete(org uuid, channel text, notify_limit int4, notify_ipad bytea, notify_opad bytea, session uuid, writer_turn uuid, announce bool, event_id uuid, kv_key text, if_version int8)
+RETURNS TABLE (verdict text, version int8)
+LANGUAGE plpgsql AS $routine$
+#variable_conflict use_column
+BEGIN
+PERFORM turnstone.enter_org($1);
+         PERFORM turnstone_lock_sessions(ARRAY[$6]);
+RETURN QUERY WITH lim AS (
+                SELECT EXISTS (SELECT 1 FROM sessions s WHERE s.org_id = $1 AND s.id = $6) AS session_ok
+             ), cur AS (
+                SELECT k.version FROM kv k WHERE k.org_id = $1 AND k.session_id = $6 AND k.key = $10 AND (k.expires_at IS NULL OR k.expires_at > now())
+             ), verdict AS (
+                SELECT CASE
+                    WHEN NOT lim.session_ok THEN 'not_found'
+                    WHEN NOT EXISTS (SELECT 1 FROM cur) THEN 'key_not_found'
+                    WHEN $11::int8 IS NOT NULL AND NOT EXISTS (SELECT 1 FROM cur WHERE cur.version = $11) THEN 'precondition_failed'
+                    ELSE 'ok' END AS v
+                  FROM lim
+             ), deleted AS (
+                DELETE FROM kv k WHERE k.org_id = $1 AND k.session_id = $6 AND k.key = $10 AND (SELECT v FROM verdict) = 'ok'
+                   AND ($11::int8 IS NULL OR k.version = $11) AND (k.expires_at IS NULL OR k.expires_at > now())
+                RETURNING k.key, k.version
+             ), new_events AS (
+                SELECT $6::uuid AS session_id, $9::uuid AS id, 'kv.deleted' AS type,
+                       jsonb_build_object('key', key, 'version', version, 'by', CASE WHEN $7 IS NULL THEN 'api' ELSE 'tool' END) AS data,
+                       NULL::text AS step_key, $7::uuid AS turn_id, 1 AS ord
+                  FROM deleted WHERE $8
+             ), counts AS MATERIALIZED (
+            SELECT array_agg(session_id) AS ids, array_agg(n) AS ns
+              FROM (SELECT session_id, count(*) AS n FROM new_events GROUP BY session_id) c
+         ), seq AS (
+            UPDATE session_sequences s SET last_sequence = s.last_sequence + c.ns[array_position(c.ids, s.session_id)]
+              FROM counts c
+             WHERE s.org_id = $1 AND s.session_id = ANY(c.ids) AND s.session_id = ANY(ARRAY[$6::uuid])
+            RETURNING s.session_id, s.last_sequence - c.ns[array_position(c.ids, s.session_id)] AS before
+         ), base AS (
+            SELECT array_agg(session_id) AS ids, array_agg(before) AS befores FROM seq
+         ), ins AS (
+            INSERT INTO events (id, org_id, session_id, sequence, type, turn_id, step_key, data)
+            SELECT u.id, $1, u.session_id,
+                   b.befores[array_position(b.ids, u.session_id)] + row_number() OVER (PARTITION BY u.session_id ORDER BY u.ord),
+                   u.type, u.turn_id, u.step_key, u.data
+              FROM new_events u, base b WHERE u.session_id = ANY(b.ids)
+            RETURNING id, session_id, sequence, type, turn_id, data, ts
+         ), payload AS MATERIALIZED (
+            SELECT json_build_object('s', session_id, 'q', max(sequence))::text AS ids,
+                   json_build_object('s', session_id, 'q', max(sequence), 'e', json_agg(ins ORDER BY sequence))::text AS whole
+              FROM ins GROUP BY session_id
+         ), wake AS (
+            SELECT count(pg_notify($2, CASE
+                     WHEN $4::bytea IS NOT NULL AND octet_length(whole) <= $3
+                     THEN encode(sha256($5::bytea || sha256($4::bytea || convert_to(whole, 'UTF8'))), 'hex') || whole
+                     ELSE ids END)) AS sent
+              FROM payload
+         )
+             SELECT v.v, d.version FROM verdict v CROSS JOIN wake LEFT JOIN deleted d ON true;
+END $routine$;

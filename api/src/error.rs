@@ -61,7 +61,10 @@ pub enum ApiError {
     /// The request conflicts with the resource's current state.
     #[oai(status = 409, content_type = "application/problem+json")]
     Conflict(Json<Problem>),
-    /// The request body is larger than the documented limit.
+    /// A precondition (`If-Match`, `If-None-Match`) does not hold: nothing was written.
+    #[oai(status = 412, content_type = "application/problem+json")]
+    PreconditionFailed(Json<Problem>),
+    /// The request body, or what it would store, is larger than the documented limit.
     #[oai(status = 413, content_type = "application/problem+json")]
     PayloadTooLarge(Json<Problem>),
     /// The request body is not `application/json`.
@@ -90,6 +93,7 @@ impl ApiError {
             403 => ApiError::Forbidden(p),
             404 => ApiError::NotFound(p),
             409 => ApiError::Conflict(p),
+            412 => ApiError::PreconditionFailed(p),
             413 => ApiError::PayloadTooLarge(p),
             415 => ApiError::UnsupportedMediaType(p),
             422 => ApiError::Unprocessable(p),
@@ -127,6 +131,10 @@ impl From<CoreError> for ApiError {
             CoreError::Invalid { code, message } => ApiError::bad_request(code, message),
             CoreError::Conflict { code, message } => ApiError::new(StatusCode::CONFLICT, code, message),
             CoreError::Unprocessable { code, message } => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, message),
+            CoreError::PreconditionFailed(message) => {
+                ApiError::new(StatusCode::PRECONDITION_FAILED, "precondition_failed", message)
+            }
+            CoreError::TooLarge { code, message } => ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, code, message),
             CoreError::QuotaExceeded(message) => ApiError::new(StatusCode::FORBIDDEN, "quota_exceeded", message),
             CoreError::TooMany { code, message, retry_after_secs } => {
                 ApiError::TooManyRequests(Json(Problem::new(StatusCode::TOO_MANY_REQUESTS, code, message)), retry_after_secs)
@@ -160,6 +168,7 @@ impl ApiError {
             | ApiError::Forbidden(p)
             | ApiError::NotFound(p)
             | ApiError::Conflict(p)
+            | ApiError::PreconditionFailed(p)
             | ApiError::PayloadTooLarge(p)
             | ApiError::UnsupportedMediaType(p)
             | ApiError::Unprocessable(p)

@@ -7,7 +7,7 @@
 //! object carries an example that works as sent. Doc comments here become the public
 //! descriptions: internal notes go in `//` comments.
 //!
-//! One file per resource group (`providers`, `agents`, `sessions`, `waiting`, `capabilities`, `orgs`);
+//! One file per resource group (`providers`, `agents`, `sessions`, `storage`, `waiting`, `capabilities`, `orgs`);
 //! this root holds the shared rules, id parsing, health and problem types.
 
 mod agents;
@@ -17,6 +17,7 @@ mod orgs;
 mod providers;
 pub mod rules;
 mod sessions;
+mod storage;
 mod waiting;
 
 use chrono::{DateTime, Utc};
@@ -38,6 +39,7 @@ pub use rules::{
     ProviderKey, Tag, Tags,
 };
 pub use sessions::*;
+pub use storage::*;
 pub use waiting::*;
 
 /// Parses a request object from its JSON example: the examples are written as JSON, as a

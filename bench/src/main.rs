@@ -47,6 +47,7 @@ const ALL: &[&str] = &[
     "concurrency",
     "recovery",
     "waiting",
+    "storage",
 ];
 
 fn main() {
@@ -94,6 +95,7 @@ async fn run(mut ctx: Ctx, only: Vec<String>) {
                 "concurrency" => scenarios::concurrency::run(&c).await,
                 "recovery" => scenarios::recovery::run(&c).await,
                 "waiting" => scenarios::waiting::run(&c).await,
+                "storage" => scenarios::storage::run(&c).await,
                 _ => unreachable!(),
             }
         });

@@ -22,6 +22,12 @@ pub enum Error {
     /// Too many requests or turns right now; retry after the given seconds (429).
     #[error("{message}")]
     TooMany { code: &'static str, message: String, retry_after_secs: u32 },
+    /// A write's precondition (`If-Match`, `If-None-Match`, an expected version) does not hold (412).
+    #[error("{0}")]
+    PreconditionFailed(String),
+    /// Too large for a limit: a file, a value, a session's or an org's storage (413).
+    #[error("{message}")]
+    TooLarge { code: &'static str, message: String },
     /// A stale owner tried to commit a step of a turn it no longer holds.
     #[error("turn lease lost")]
     LeaseLost,

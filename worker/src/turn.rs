@@ -14,7 +14,7 @@ use tokio::sync::mpsc;
 use turnstone_core::events::{self, Delta, NewEvent, types};
 use turnstone_core::turns::{self, Lease, Outcome, Seal, Start, TurnContext, TurnTask, Usage};
 use turnstone_core::validate::storable;
-use turnstone_core::{Error, capabilities, providers};
+use turnstone_core::{Error, capabilities, providers, storage};
 
 use crate::Context;
 use crate::cancel::CancelGuard;
@@ -67,6 +67,43 @@ async fn commit(
             Ok(())
         }
         Err(e) => Err(e),
+    }
+}
+
+/// [`commit`] for a step whose storage tool wrote in `tx`: the writes commit
+/// with the step's events, and roll back with them when the step was already
+/// committed by an earlier attempt (then the log is re-read) or the lease is lost.
+async fn commit_with(
+    ctx: &Context,
+    lease: &Lease,
+    tc: &mut TurnContext,
+    tx: turns::StepTx,
+    events: Vec<NewEvent>,
+) -> Result<(), Error> {
+    match tx.commit(lease, events, 0, Usage::default()).await {
+        Ok(appended) => {
+            tc.history.extend(appended.into_iter().map(std::sync::Arc::new));
+            Ok(())
+        }
+        Err(e) if e.is_unique_violation() => {
+            *tc = turns::load_context(&ctx.pool, lease).await?;
+            Ok(())
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Runs a `files` or `kv` tool on the step's transaction. Arguments that are
+/// not a JSON object are the model's mistake: a tool error.
+async fn run_storage_tool(tx: &mut turns::StepTx, lease: &Lease, call: &llm::ToolCall) -> Result<storage::tools::Run, Error> {
+    let args = if call.arguments.trim().is_empty() { Ok(json!({})) } else { serde_json::from_str(&call.arguments) };
+    match args {
+        Ok(args @ serde_json::Value::Object(_)) => {
+            let scope = storage::tools::Scope { org_id: lease.org_id, session_id: lease.session_id, turn_id: lease.turn_id };
+            storage::tools::execute(tx.conn(), scope, &call.name, &args).await
+        }
+        Ok(_) => Ok(storage::tools::Run { result: Err("arguments must be a JSON object".into()), events: vec![] }),
+        Err(e) => Ok(storage::tools::Run { result: Err(format!("arguments are not valid JSON: {e}")), events: vec![] }),
     }
 }
 
@@ -280,10 +317,17 @@ async fn drive(ctx: &Context, lease: &Lease, mut tc: TurnContext, cancel: &mut C
                 // Today's tools finish in microseconds, so `tool.started` commits
                 // with the result; a slow tool would commit it first.
                 let mut events = vec![NewEvent::step(types::TOOL_STARTED, format!("tool_started:{step}"), started)];
-                let result = if denied {
-                    Err(json!({ "error": "denied", "reason": "the agent's tool policy denies this tool" }).to_string())
+                // A storage tool writes in the step's own transaction, so its
+                // writes commit with `tool.completed` below, or not at all.
+                let (result, mut step_tx) = if denied {
+                    (Err(json!({ "error": "denied", "reason": "the agent's tool policy denies this tool" }).to_string()), None)
+                } else if capabilities::uses_storage(&tc.capabilities, &call.name) {
+                    let mut tx = turns::StepTx::begin(&ctx.pool, lease).await?;
+                    let run = run_storage_tool(&mut tx, lease, &call).await?;
+                    events.extend(run.events);
+                    (run.result, Some(tx))
                 } else {
-                    capabilities::execute(&tc.capabilities, &call.name, &call.arguments)
+                    (capabilities::execute(&tc.capabilities, &call.name, &call.arguments), None)
                 };
                 let mut data =
                     json!({ "iteration": iteration, "tool_call_id": call.id, "name": call.name, "is_error": result.is_err() });
@@ -298,7 +342,10 @@ async fn drive(ctx: &Context, lease: &Lease, mut tc: TurnContext, cancel: &mut C
                     events.push(turns::reason_started(iteration + 1));
                 }
                 crash_point("before_tool_commit");
-                commit(ctx, lease, &mut tc, events, 0, Usage::default()).await?;
+                match step_tx.take() {
+                    Some(tx) => commit_with(ctx, lease, &mut tc, tx, events).await?,
+                    None => commit(ctx, lease, &mut tc, events, 0, Usage::default()).await?,
+                }
                 crash_point("after_tool_commit");
             }
         }

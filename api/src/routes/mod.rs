@@ -3,6 +3,8 @@
 
 pub mod agents;
 pub mod capabilities;
+pub mod files;
+pub mod kv;
 pub mod orgs;
 pub mod providers;
 pub mod sessions;
@@ -28,6 +30,10 @@ pub enum Tag {
     Agents,
     /// Conversations with an agent, their messages, events and live stream.
     Sessions,
+    /// Each session's private filesystem: raw bytes with entity tags.
+    Files,
+    /// Each session's private key-value store: JSON values with versions.
+    Kv,
     /// The read-only registry of tool bundles an agent can enable.
     Capabilities,
 }

@@ -8,7 +8,8 @@
 //!   and becomes the fencing token of every later write.
 //! - `step.rs` — [`commit_step`]: a step's events commit only if the caller
 //!   still holds the current attempt; `events.step_key` is unique per turn, so a
-//!   step can never be recorded twice.
+//!   step can never be recorded twice. [`StepTx`] is the same commit at the end
+//!   of a transaction holding a storage tool's writes.
 //! - `seal.rs` — [`seal_many`]: the terminal event, then the next pending turn
 //!   is enqueued or the session goes idle.
 //! - `cancel.rs` — [`cancel()`]: a turn no worker holds (queued or waiting)
@@ -53,7 +54,7 @@ pub use context::{TurnContext, load_context, load_contexts};
 pub use post::{Posted, content_text, post_message, validate_content};
 pub use seal::{commit_and_seal, seal, seal_many};
 pub use start::{start, start_many};
-pub use step::{assistant_message_data, commit_step, reason_started};
+pub use step::{StepTx, assistant_message_data, commit_step, reason_started};
 pub use wait::{
     Decided, Decision, Expiry, Parked, Pending, Submitted, ToolResult, WaitCall, WaitKind, decide, expire, list_pending, park,
     submit_results, supersede,

@@ -147,7 +147,8 @@ fn request_examples(doc: &Value) -> Vec<(String, String, Value)> {
     for (path, item) in doc["paths"].as_object().expect("paths") {
         for (method, op) in item.as_object().expect("operations") {
             let Some(content) = op.pointer("/requestBody/content").and_then(Value::as_object) else { continue };
-            let (_, media) = content.iter().find(|(t, _)| t.starts_with("application/json")).expect("a JSON body");
+            // A raw-body operation (a file's content) takes any bytes: README.md shows one in use.
+            let Some((_, media)) = content.iter().find(|(t, _)| t.starts_with("application/json")) else { continue };
             let schema = &media["schema"];
             let name = schema["$ref"].as_str().and_then(|r| r.rsplit('/').next()).expect("a named request schema");
             let example = schemas[name]["example"].clone();
@@ -200,6 +201,9 @@ async fn every_request_example_works_as_sent() {
             session.clone()
         }
     };
+    // The file the move and copy examples name.
+    let upload = format!("{}/v1/sessions/{session}/files/content?path=/drafts/report.md", api.base);
+    api.send(api.http.put(upload).body("# Draft\n")).await.expect(201);
     // The placeholders of an operation's path and example, made real; a waiting route's session is its own.
     let real = |path: &str, text: String| {
         let session = session_for(path);
@@ -211,6 +215,7 @@ async fn every_request_example_works_as_sent() {
             .replace("{session_id}", &session)
             .replace("{approval_id}", approval["approval_id"].as_str().unwrap())
             .replace("\"call_1\"", &call["tool_call_id"].to_string())
+            .replace("{key}", "user:name")
     };
 
     let examples = request_examples(&doc);

@@ -929,6 +929,7 @@ async fn malformed_requests_to_every_operation_get_problem_json_and_no_5xx() {
             // No approval is pending: a well-formed id answers 404, as another session's would.
             ("approval_id", format!("apr_{}", "0".repeat(32))),
             ("code", "invalid_id".to_owned()),
+            ("key", "user:name".to_owned()),
         ]),
         victims: BTreeMap::from([("key_id", spare_key), ("provider_id", victim_provider), ("agent_id", victim_agent)]),
         sim_url: stack.sim.base_url(),

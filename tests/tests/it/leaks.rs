@@ -295,6 +295,23 @@ async fn no_secret_reaches_a_response_event_row_log_or_ciphertext() {
         seen.add("SSE frame of the waiting session", format!("{} {:?} {}", f.event, f.id, f.data));
     }
     sessions.push(wses);
+    // Session storage: a file and a key written, read, listed and searched.
+    let ses = &sessions[0];
+    let put = api.http.put(format!("{}/v1/sessions/{ses}/files/content?path=/notes/a.txt", api.base)).body("plain notes\n");
+    seen.expect("PUT files/content", api.send(put).await, 201);
+    seen.expect("GET files/content", api.get(&format!("/v1/sessions/{ses}/files/content?path=/notes/a.txt")).await, 200);
+    seen.expect(
+        "POST files/search",
+        api.post(&format!("/v1/sessions/{ses}/files/search"), json!({"pattern": "notes"})).await,
+        200,
+    );
+    seen.expect(
+        "POST files/copy",
+        api.post(&format!("/v1/sessions/{ses}/files/copy"), json!({"from": "/notes/a.txt", "to": "/b.txt"})).await,
+        201,
+    );
+    let put = api.http.put(format!("{}/v1/sessions/{ses}/kv/note", api.base)).json(&json!({"value": {"n": 1}}));
+    seen.expect("PUT kv", api.send(put).await, 201);
 
     // API keys: create, use, revoke, use again; the operator issues one for another org.
     let created = api.post("/v1/api-keys", json!({"name": "leak scan"})).await;
@@ -341,7 +358,11 @@ async fn no_secret_reaches_a_response_event_row_log_or_ciphertext() {
         paths.push(format!("/v1/sessions/{ses}/events?limit=1000"));
         paths.push(format!("/v1/sessions/{ses}/events?types=tool.completed,turn.failed,turn.completed"));
         paths.push(format!("/v1/sessions/{ses}/pending"));
+        paths.push(format!("/v1/sessions/{ses}/files?recursive=true"));
+        paths.push(format!("/v1/sessions/{ses}/kv"));
     }
+    paths.push(format!("/v1/sessions/{}/kv/note", sessions[0]));
+    paths.push(format!("/v1/sessions/{}/files?dir=/notes", sessions[0]));
     for path in &paths {
         seen.expect(format!("GET {path}"), api.get(path).await, 200);
     }

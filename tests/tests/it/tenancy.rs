@@ -65,6 +65,9 @@ async fn another_orgs_ids_answer_404_and_change_nothing() {
     let events = a.wait_for(&ses, "session.idled", 1).await;
     assert!(events.iter().any(|e| e["type"] == "turn.completed"), "A's turn completed: {events:#?}");
     let evt = id(&events[0]);
+    a.send(a.http.put(format!("{}/v1/sessions/{ses}/files/content?path=/a.txt", a.base)).body("a's file")).await.expect(201);
+    a.send(a.http.put(format!("{}/v1/sessions/{ses}/kv/k", a.base)).json(&json!({"value": "a's value"}))).await.expect(201);
+    let events = a.events(&ses).await;
 
     // And a session waiting for an approval and for a client tool.
     let waiter = id(&a
@@ -98,6 +101,8 @@ async fn another_orgs_ids_answer_404_and_change_nothing() {
             snapshot(format!("/v1/sessions/{ses}")).await,
             snapshot(format!("/v1/sessions/{ses}/messages")).await,
             snapshot(format!("/v1/sessions/{wses}/pending")).await,
+            snapshot(format!("/v1/sessions/{ses}/files?recursive=true")).await,
+            snapshot(format!("/v1/sessions/{ses}/kv")).await,
         )
     };
     let before = snapshot_all().await;
@@ -144,6 +149,18 @@ async fn another_orgs_ids_answer_404_and_change_nothing() {
         )
         .await,
         b.post(&format!("/v1/sessions/{wses}/cancel"), json!({})).await,
+        // Session storage: every route (storage.rs also walls the tools and the sessions of one org).
+        b.send(b.http.put(format!("{}/v1/sessions/{ses}/files/content?path=/x", b.base)).body("pwned")).await,
+        b.get(&format!("/v1/sessions/{ses}/files/content?path=/a.txt")).await,
+        b.get(&format!("/v1/sessions/{ses}/files?recursive=true")).await,
+        b.delete(&format!("/v1/sessions/{ses}/files?path=/a.txt")).await,
+        b.post(&format!("/v1/sessions/{ses}/files/move"), json!({"from": "/a.txt", "to": "/b.txt"})).await,
+        b.post(&format!("/v1/sessions/{ses}/files/copy"), json!({"from": "/a.txt", "to": "/b.txt"})).await,
+        b.post(&format!("/v1/sessions/{ses}/files/search"), json!({"pattern": "a"})).await,
+        b.send(b.http.put(format!("{}/v1/sessions/{ses}/kv/k", b.base)).json(&json!({"value": 1}))).await,
+        b.get(&format!("/v1/sessions/{ses}/kv/k")).await,
+        b.delete(&format!("/v1/sessions/{ses}/kv/k")).await,
+        b.get(&format!("/v1/sessions/{ses}/kv")).await,
     ];
     for (i, reply) in probes.into_iter().enumerate() {
         assert_eq!(reply.status, 404, "probe #{i} must be 404; body: {}", reply.body);
