@@ -16,7 +16,7 @@ pub enum Format {
     Table,
     /// The API's JSON document, one line.
     Json,
-    /// Only the `id` (one per line for a list): `AGENT=$(turnstone agents create … -o id)`.
+    /// Only the `id` (a file's `path`, a key's `key`; one per line for a list): `AGENT=$(turnstone agents create … -o id)`.
     Id,
 }
 
