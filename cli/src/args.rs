@@ -231,7 +231,8 @@ pub enum Sessions {
     ToolResult {
         id: String,
         call_id: String,
-        output: String,
+        #[arg(value_name = "OUTPUT")]
+        result: String,
         /// OUTPUT is an error message.
         #[arg(long)]
         error: bool,

@@ -111,7 +111,7 @@ pub async fn sessions(c: &Client, o: Format, verb: args::Sessions) -> Result<(),
         Pending { id } => crate::waiting::pending(c, o, &id).await,
         Approve { id, approval_id, reason } => crate::waiting::approve(c, o, &id, &approval_id, true, reason.as_deref()).await,
         Deny { id, approval_id, reason } => crate::waiting::approve(c, o, &id, &approval_id, false, reason.as_deref()).await,
-        ToolResult { id, call_id, output, error } => crate::waiting::tool_result(c, o, &id, &call_id, &output, error).await,
+        ToolResult { id, call_id, result, error } => crate::waiting::tool_result(c, o, &id, &call_id, &result, error).await,
     }
 }
 
