@@ -3,7 +3,8 @@
 //! flags over environment over profile), `-o json` passing the API's JSON through, every noun's
 //! happy path and a bad-input path, `chat` from a pipe, across server-cycled streams and under
 //! Ctrl-C (SIGINT), `sessions watch` resuming with no gap and no duplicate, and `files`/`kv`
-//! (bytes through unchanged, preconditions, the API's JSON).
+//! (bytes through unchanged, preconditions, the API's JSON), and answering waiting turns (client tool
+//! results and approvals read from the next input line in `chat`; `sessions pending|tool-result|approve|deny`).
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
