@@ -87,6 +87,8 @@ typed_ids! {
     EventId => Event;
     /// A turn: one input message and the work that answers it.
     TurnId => Turn;
+    /// An MCP server of the org's catalog.
+    McpServerId => McpServer;
 }
 
 /// A kind of resource and its wire prefix.
@@ -100,6 +102,7 @@ pub enum Kind {
     Session,
     Event,
     Turn,
+    McpServer,
 }
 
 impl Kind {
@@ -113,6 +116,7 @@ impl Kind {
             Kind::Session => "ses",
             Kind::Event => "evt",
             Kind::Turn => "trn",
+            Kind::McpServer => "mcp",
         }
     }
 
@@ -126,6 +130,7 @@ impl Kind {
             Kind::Session => "session",
             Kind::Event => "event",
             Kind::Turn => "turn",
+            Kind::McpServer => "MCP server",
         }
     }
 
@@ -140,6 +145,7 @@ impl Kind {
             Kind::Session => "a session",
             Kind::Event => "an event",
             Kind::Turn => "a turn",
+            Kind::McpServer => "an MCP server",
         }
     }
 }

@@ -26,6 +26,7 @@
 //! - [`queue`]: the task queue table — enqueue, batched claim/complete, heartbeats, reclaim.
 //! - [`turns`]: a turn's transitions — post, start, guarded step commits, seal, cancel.
 //! - [`capabilities`]: the registry of tools an agent can enable (with [`math`]).
+//! - [`mcp`]: the MCP server catalog, its sealed headers and the shared tool-list cache.
 //! - [`page`]: cursor pagination.
 //! - [`validate`]: length, tag and URL rules with stable error codes.
 //! - [`telemetry`]: logs (text or JSON) and optional OpenTelemetry trace export.
@@ -45,6 +46,7 @@ pub mod ids;
 pub mod keychain;
 pub mod limits;
 pub mod math;
+pub mod mcp;
 pub mod orgs;
 pub mod page;
 pub mod providers;
