@@ -12,6 +12,7 @@
 
 mod agents;
 mod capabilities;
+mod mcp;
 mod nullable;
 mod orgs;
 mod providers;
@@ -29,12 +30,13 @@ use crate::error::ApiError;
 pub use crate::text::Text;
 pub use agents::*;
 pub use capabilities::*;
+pub use mcp::*;
 pub use nullable::Nullable;
 pub use orgs::*;
 pub use providers::*;
 pub use rules::{
     AfterSequence, Bounded, CapabilityNames, EventType, EventsLimit, FreeText, Id, IdOrEmpty, IdempotencyKey, Name, PageLimit,
-    ProviderKey, Tag, Tags,
+    McpHeaderValue, McpServerName, ProviderKey, Tag, Tags,
 };
 pub use sessions::*;
 

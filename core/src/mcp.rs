@@ -123,7 +123,7 @@ fn validate_input(input: &McpServerInput) -> Result<()> {
             }
             let v = value.expose_secret();
             let sendable = (1..=crate::limits::MAX_SECRET_CHARS).contains(&v.len())
-                && v.bytes().all(|b| b == b' ' || b == b'\t' || b.is_ascii_graphic())
+                && v.bytes().all(|b| b == b' ' || b.is_ascii_graphic())
                 && v.trim() == v;
             if !sendable {
                 // The message names the header, never its value.

@@ -7,8 +7,10 @@
 //!
 //! # Layout
 //! - [`guard`]: address classes, the operator's allow-list, a resolver that pins connections to checked addresses.
+//! - [`catalog`]: tool lists from the cache in PostgreSQL, refreshed one process at a time.
 //! - [`client`]: warm MCP sessions over streamable HTTP (`rmcp`), listing and calling tools, rendering results.
 
+pub mod catalog;
 pub mod client;
 pub mod guard;
 
