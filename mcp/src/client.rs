@@ -32,6 +32,8 @@ pub struct McpConfig {
     pub max_result_bytes: usize,
     /// `TURNSTONE_ALLOW_PRIVATE_NETWORKS`: address blocks reachable despite their class.
     pub guard: Guard,
+    /// `TURNSTONE_MCP_TOOLS_TTL_SECS` (600): a cached tool list older than this is refreshed when a turn needs it.
+    pub tools_ttl: Duration,
 }
 
 impl Default for McpConfig {
@@ -41,12 +43,14 @@ impl Default for McpConfig {
             connect_timeout: Duration::from_secs(10),
             max_result_bytes: 256 * 1024,
             guard: Guard::default(),
+            tools_ttl: Duration::from_secs(600),
         }
     }
 }
 
 impl McpConfig {
-    /// Reads `TURNSTONE_MCP_CALL_TIMEOUT_SECS`, `TURNSTONE_MCP_MAX_RESULT_KB` and `TURNSTONE_ALLOW_PRIVATE_NETWORKS`.
+    /// Reads `TURNSTONE_MCP_CALL_TIMEOUT_SECS`, `TURNSTONE_MCP_MAX_RESULT_KB`, `TURNSTONE_MCP_TOOLS_TTL_SECS`
+    /// and `TURNSTONE_ALLOW_PRIVATE_NETWORKS`.
     pub fn from_env() -> Result<Self, turnstone_core::env::ConfigError> {
         use turnstone_core::env::{ConfigError, positive, seconds, var};
         let allow = match var("TURNSTONE_ALLOW_PRIVATE_NETWORKS") {
@@ -59,6 +63,7 @@ impl McpConfig {
             connect_timeout: Duration::from_secs(10),
             max_result_bytes: positive("TURNSTONE_MCP_MAX_RESULT_KB", 256usize)? * 1024,
             guard: Guard::new(allow),
+            tools_ttl: seconds("TURNSTONE_MCP_TOOLS_TTL_SECS", 600.0)?,
         })
     }
 }

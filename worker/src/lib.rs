@@ -19,6 +19,7 @@
 //! - [`queue`]: the apalis backend over the `task_queue` table.
 //! - [`batch`]: requests of concurrent turns gathered into one transaction.
 //! - [`start`], [`seal`]: turn starts and seals, batched.
+//! - [`tools`]: the tools a turn offers and runs — built-ins beside MCP servers' tools.
 //! - [`turn`]: the step loop with fenced, keyed commits.
 
 pub mod batch;
@@ -29,6 +30,7 @@ pub mod plan;
 pub mod queue;
 pub mod seal;
 pub mod start;
+pub mod tools;
 pub mod turn;
 
 use std::sync::Arc;
@@ -56,6 +58,8 @@ pub struct Context {
     pub starter: start::Starter,
     /// Seals turns in batches (see [`seal`]).
     pub sealer: seal::Sealer,
+    /// Warm MCP sessions, one per server, kept across turns (see [`tools`]).
+    pub mcp: Arc<turnstone_mcp::Sessions>,
 }
 
 /// The apalis handler: runs one turn. An `Err` (database trouble) sends the
@@ -141,7 +145,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
     let history = Arc::new(turnstone_core::history::ConversationCache::new(config.history_cache_bytes));
     let starter = start::Starter::spawn(pool.clone(), config.max_stalled_starts, history);
     let sealer = seal::Sealer::spawn(pool.clone());
-    let ctx = Context { pool: pool.clone(), listen_pool, config: Arc::new(config), cancels, abort, http, starter, sealer };
+    let mcp = Arc::new(turnstone_mcp::Sessions::new(config.mcp.clone()).map_err(std::io::Error::other)?);
+    let ctx = Context { pool: pool.clone(), listen_pool, config: Arc::new(config), cancels, abort, http, starter, sealer, mcp };
     for incarnation in 0u32.. {
         let name = if incarnation == 0 { base_name.clone() } else { format!("{base_name}-{incarnation}") };
         // Boxed so that dropping it really drops the apalis worker (and its LISTEN connection).
