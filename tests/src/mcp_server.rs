@@ -120,7 +120,7 @@ impl McpServer {
     pub async fn start_with_token(token: Option<&str>) -> McpServer {
         let counters = Arc::new(Counters::default());
         let stop = CancellationToken::new();
-        let config = StreamableHttpServerConfig { cancellation_token: stop.clone(), ..Default::default() };
+        let config = StreamableHttpServerConfig::default().with_cancellation_token(stop.clone());
         let handler = Handler(counters.clone());
         let service: StreamableHttpService<Handler, LocalSessionManager> =
             StreamableHttpService::new(move || Ok(handler.clone()), Default::default(), config);
