@@ -153,11 +153,20 @@ impl AllowList {
 #[derive(Debug, Clone, Default)]
 pub struct Guard {
     allow: Arc<AllowList>,
+    /// When set, names resolve from this table only and never through DNS
+    /// (tests: no query may leave the machine).
+    hosts: Option<Arc<Vec<(String, Vec<IpAddr>)>>>,
 }
 
 impl Guard {
     pub fn new(allow: AllowList) -> Guard {
-        Guard { allow: Arc::new(allow) }
+        Guard { allow: Arc::new(allow), hosts: None }
+    }
+
+    /// Resolves names from `hosts` alone (IP literals as always); any other name is unresolvable.
+    pub fn with_hosts_only(mut self, hosts: Vec<(String, Vec<IpAddr>)>) -> Guard {
+        self.hosts = Some(Arc::new(hosts));
+        self
     }
 
     /// `Err` when `ip` is of a refused class and not allowed.
@@ -173,10 +182,17 @@ impl Guard {
         let bare = host.trim_matches(|c| c == '[' || c == ']');
         let addrs: Vec<SocketAddr> = match bare.parse::<IpAddr>() {
             Ok(ip) => vec![SocketAddr::new(ip, port)],
-            Err(_) => tokio::net::lookup_host((bare, port))
-                .await
-                .map_err(|_| Refused::Unresolvable { host: host.to_owned() })?
-                .collect(),
+            Err(_) => match &self.hosts {
+                Some(hosts) => hosts
+                    .iter()
+                    .filter(|(name, _)| name.eq_ignore_ascii_case(bare))
+                    .flat_map(|(_, ips)| ips.iter().map(|ip| SocketAddr::new(*ip, port)))
+                    .collect(),
+                None => tokio::net::lookup_host((bare, port))
+                    .await
+                    .map_err(|_| Refused::Unresolvable { host: host.to_owned() })?
+                    .collect(),
+            },
         };
         if addrs.is_empty() {
             return Err(Refused::Unresolvable { host: host.to_owned() });

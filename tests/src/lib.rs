@@ -202,10 +202,12 @@ impl Default for StackOptions {
     }
 }
 
-/// The MCP client of a test stack: the options' allow-list, a 5 s call timeout.
+/// The MCP client of a test stack: the options' allow-list, a 5 s call timeout, and names
+/// resolved without DNS (`localhost` only), so no test query leaves the machine.
 fn mcp_config(opts: &StackOptions) -> turnstone_mcp::McpConfig {
+    let localhost = vec![("localhost".to_owned(), vec!["127.0.0.1".parse().unwrap(), "::1".parse().unwrap()])];
     turnstone_mcp::McpConfig {
-        guard: turnstone_mcp::Guard::new(opts.allow_private_networks.clone()),
+        guard: turnstone_mcp::Guard::new(opts.allow_private_networks.clone()).with_hosts_only(localhost),
         call_timeout: Duration::from_secs(5),
         ..Default::default()
     }

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use super::*;
 use turnstone_core::mcp;
 
-/// Whether agents may use the server's tools.
+/// Whether agents may use the server's tools (default `active`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
 #[oai(rename_all = "lowercase")]
 pub enum McpServerStatus {
@@ -39,7 +39,7 @@ pub struct McpServerCreate {
     /// Only these tools (the server's names) are offered to agents; absent: all.
     #[oai(validator(max_items = 256))]
     pub allowed_tools: Option<Vec<Text>>,
-    /// Default `active`.
+    // Default `active` (said on the enum: a described `$ref` becomes an `allOf` generators reject).
     pub status: Option<McpServerStatus>,
 }
 

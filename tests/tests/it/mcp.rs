@@ -291,3 +291,65 @@ async fn another_orgs_mcp_servers_answer_404_and_rotation_reseals_headers() {
     a.delete(&format!("/v1/mcp-servers/{mcp}")).await;
     a.get(&format!("/v1/mcp-servers/{mcp}")).await.expect(404);
 }
+
+/// `@modelcontextprotocol/server-everything` (npm, installed by `scripts/test`) in streamable-HTTP
+/// mode as a child process on a loopback port.
+struct Everything {
+    child: tokio::process::Child,
+    url: String,
+}
+
+impl Everything {
+    /// `None` (the test is skipped) when `TURNSTONE_MCP_EVERYTHING` is missing, except under CI.
+    async fn start() -> Option<Everything> {
+        let entry = std::path::PathBuf::from(std::env::var_os("TURNSTONE_MCP_EVERYTHING").unwrap_or_default());
+        if !entry.is_file() {
+            assert!(std::env::var_os("CI").is_none(), "server-everything not found ({}); scripts/test installs it", entry.display());
+            eprintln!("skipped: server-everything not installed (scripts/test installs it)");
+            return None;
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let child = tokio::process::Command::new("node")
+            .arg(&entry)
+            .arg("streamableHttp")
+            .env("PORT", port.to_string())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("node runs server-everything");
+        let deadline = tokio::time::Instant::now() + turnstone_tests::DEADLINE;
+        while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
+            assert!(tokio::time::Instant::now() < deadline, "server-everything did not listen on {port}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Some(Everything { child, url: format!("http://127.0.0.1:{port}/mcp") })
+    }
+}
+
+impl Drop for Everything {
+    fn drop(&mut self) {
+        let _ = self.child.start_kill();
+    }
+}
+
+#[tokio::test]
+async fn the_reference_server_everything_interoperates() {
+    let Some(everything) = Everything::start().await else { return };
+    let stack = Stack::start().await;
+    let api = stack.client();
+    let mcp = id(&register(&api, "everything", &everything.url, None).await);
+
+    let tools = api.post(&format!("/v1/mcp-servers/{mcp}/refresh"), json!({})).await.expect(200);
+    let names: Vec<&str> = tools["data"].as_array().unwrap().iter().map(|t| t["model_name"].as_str().unwrap()).collect();
+    assert!(names.contains(&"mcp__everything__echo") && names.contains(&"mcp__everything__get-sum"), "{names:?}");
+
+    let ses = api.session(&[&format!("mcp:{mcp}")]).await;
+    api.say(&ses, r#"!tool mcp__everything__get-sum {"a": 2, "b": 3}"#).await;
+    let events = api.wait_for(&ses, "turn.completed", 1).await;
+    let done = of(&events, "tool.completed");
+    assert_eq!(done[0]["data"]["result"], "The sum of 2 and 3 is 5.", "{done:#?}");
+    api.say(&ses, r#"!tool mcp__everything__echo {"message": "interop"}"#).await;
+    let events = api.wait_for(&ses, "turn.completed", 2).await;
+    assert_eq!(of(&events, "tool.completed")[1]["data"]["result"], "Echo: interop");
+}
