@@ -16,10 +16,12 @@
 //! - [`idempotency`]: `Idempotency-Key` replay for creating POSTs.
 //! - [`fanout`]: the process's one LISTEN connection, fanned out to streams.
 //! - [`sse`]: one client's SSE stream, the body of its response.
+//! - [`console`]: the operator console page and its embedded assets.
 //! - [`listener`]: the accept loop: hyper (HTTP/1.1 and h2c) around the endpoint.
 
 pub mod auth;
 pub mod config;
+pub mod console;
 pub mod error;
 pub mod fanout;
 pub mod idempotency;
@@ -105,6 +107,7 @@ fn service(apis: Apis) -> OpenApiService<Apis, ()> {
              Ids are prefixed (`agt_`, `ses_`, `evt_`…); lists use cursor pagination (`limit`, `after`).",
         )
         .server("/")
+        .license(poem_openapi::LicenseObject::new("Apache-2.0").url("https://www.apache.org/licenses/LICENSE-2.0"))
 }
 
 /// The OpenAPI document, generated in memory (the committed `openapi/openapi.json`
@@ -163,17 +166,13 @@ pub fn endpoint(state: AppState) -> BoxEndpoint<'static> {
         .nest("/", service)
         .nest("/docs", docs)
         .at("/openapi.json", spec)
-        .at("/viewer", poem::get(viewer))
+        .at("/console", poem::get(console::page))
+        .at("/console/assets/:name", poem::get(console::asset))
+        .at("/console/*rest", poem::get(console::page))
+        .at("/viewer", poem::get(console::viewer))
         .data(state)
         .around(|ep, req| async move { Ok(bounded_body(ep, req).await) })
         .boxed()
-}
-
-/// The built-in session viewer: a static page that follows one session's SSE
-/// stream with `EventSource` (key passed as `?access_token=`).
-#[poem::handler]
-fn viewer() -> poem::web::Html<&'static str> {
-    poem::web::Html(include_str!("../static/viewer.html"))
 }
 
 /// Buffers request bodies up to the limit (413 beyond it) and renders every

@@ -151,6 +151,17 @@ pub struct MessageAccepted {
     pub turn_status: TurnStatus,
 }
 
+/// A tool call an assistant message made.
+#[derive(Debug, Object, serde::Deserialize)]
+pub struct ToolCall {
+    /// The model's id for the call; the `tool.completed` event of its result has it as `tool_call_id`.
+    pub id: String,
+    /// The tool's name.
+    pub name: String,
+    /// The arguments as the model wrote them: JSON text, not parsed.
+    pub arguments: String,
+}
+
 /// A message: a projection of an `input.message` or `output.message.completed` event.
 #[derive(Debug, Object)]
 pub struct Message {
@@ -161,7 +172,7 @@ pub struct Message {
     /// The message's parts, e.g. `[{"type": "text", "text": "…"}]`.
     pub content: Value,
     /// Tool calls the assistant made; `null` when it made none (and for user messages).
-    pub tool_calls: Nullable<Value>,
+    pub tool_calls: Nullable<Vec<ToolCall>>,
     /// `trn_…` of the turn the message belongs to, or `null`.
     pub turn_id: Nullable<String>,
     pub sequence: i64,
@@ -175,7 +186,11 @@ impl From<events::Event> for Message {
             id: e.id.wire(),
             role: msg.get("role").and_then(Value::as_str).unwrap_or("user").to_owned(),
             content: msg.get("content").cloned().unwrap_or(Value::Array(vec![])),
-            tool_calls: msg.get("tool_calls").cloned().filter(|t| t.as_array().is_some_and(|a| !a.is_empty())).into(),
+            tool_calls: msg
+                .get("tool_calls")
+                .and_then(|t| serde_json::from_value::<Vec<ToolCall>>(t.clone()).ok())
+                .filter(|calls| !calls.is_empty())
+                .into(),
             turn_id: e.turn_id.map(TypedId::wire).into(),
             sequence: e.sequence,
             created_at: e.ts,

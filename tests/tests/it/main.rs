@@ -2,7 +2,9 @@
 //! per test), real HTTP, the real simulator; some tests run the real binaries.
 
 mod cancel;
+mod cli;
 mod contract;
+mod console;
 mod conversation;
 mod durability;
 mod e2e;
@@ -21,6 +23,7 @@ mod quotas;
 mod readme;
 mod rotation;
 mod routines;
+mod sdk;
 mod security;
 mod sse;
 mod starts;

@@ -1,4 +1,5 @@
-//! The committed contract must equal the generated one (regenerate with `scripts/openapi`).
+//! The committed contract must equal the generated one (regenerate with `scripts/openapi`), and it
+//! lints clean with a well-known OpenAPI linter (`redocly lint`, exceptions justified in `redocly.yaml`).
 
 #[test]
 fn committed_openapi_matches_the_code() {
@@ -89,4 +90,38 @@ fn every_problem_code_in_the_sources_is_catalogued_and_every_entry_is_used() {
     let unused: Vec<_> =
         turnstone_api::error::PROBLEM_TYPES.iter().map(|p| p.code).filter(|code| !found.contains_key(*code)).collect();
     assert!(unused.is_empty(), "catalogued codes no source emits: {unused:?}");
+}
+
+#[test]
+fn the_contract_lints_clean_with_redocly() {
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+    // Installed by `scripts/sdk` (which `scripts/test` runs) from sdk/typescript/package-lock.json.
+    let bin = std::path::Path::new(root).join("sdk/typescript/node_modules/.bin/redocly");
+    if !bin.exists() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "{} not found; scripts/test runs scripts/sdk, which installs it",
+            bin.display()
+        );
+        eprintln!("SKIPPED: {} not found; run scripts/sdk (scripts/test does)", bin.display());
+        return;
+    }
+    let out = std::process::Command::new(&bin)
+        .current_dir(root)
+        .args(["lint", "--config", "redocly.yaml", "--format", "json", "openapi/openapi.json"])
+        .output()
+        .expect("redocly runs");
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("redocly prints a JSON report ({e}): {}", String::from_utf8_lossy(&out.stderr)));
+    let problems: Vec<String> = report["problems"]
+        .as_array()
+        .expect("a problems list")
+        .iter()
+        .map(|p| format!("{} {} at {}", p["severity"], p["ruleId"], p["location"][0]["pointer"]))
+        .collect();
+    assert!(out.status.success(), "redocly lint fails: {problems:#?}");
+    // The warnings kept are the ones redocly.yaml justifies, and no others.
+    let expected = ["/paths/~1health/get/responses", "/paths/~1ready/get/responses", "/paths/~1problems/get/responses"]
+        .map(|pointer| format!("\"warn\" \"operation-4xx-response\" at \"#{pointer}\""));
+    assert_eq!(problems, expected);
 }

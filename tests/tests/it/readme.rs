@@ -54,3 +54,47 @@ async fn the_readme_quickstart_prints_the_tools_answer() {
     let messages = stdout.lines().last().expect("the messages list is printed last");
     assert!(messages.contains("tool math returned: 42"), "{messages}");
 }
+
+#[tokio::test]
+async fn the_readme_cli_quickstart_prints_the_tools_answer() {
+    // Arrange: the block's first two lines point at `scripts/dev`'s build and stack; the test
+    // puts its build on PATH and logs in to its own stack instead, in a home of its own.
+    let readme = std::fs::read_to_string(format!("{ROOT}/README.md")).expect("README.md");
+    let start = readme.find("<!-- cli-quickstart:begin -->\n```sh\n").expect("CLI quickstart begin marker") + 36;
+    let end = readme.find("```\n<!-- cli-quickstart:end -->").expect("CLI quickstart end marker");
+    let block = &readme[start..end];
+    let mut lines = block.lines();
+    assert_eq!(lines.next(), Some("export PATH=$PWD/target/debug:$PATH   # or: cargo install --path cli"));
+    assert_eq!(lines.next(), Some(r#"turnstone login --url http://127.0.0.1:8080 --key "$(cat .turnstone/api_key)""#));
+    let rest: Vec<&str> = lines.collect();
+    let stack = Stack::start().await;
+    let home = std::env::temp_dir().join(format!("turnstone-readme-{}", uuid::Uuid::now_v7().simple()));
+    std::fs::create_dir_all(&home).unwrap();
+    let script = format!("set -e\nturnstone login --url \"$TS\" --key \"$KEY\"\n{}\n", rest.join("\n"));
+
+    // Act
+    let path = format!("{}:{}", turnstone_tests::procs::bin_dir().display(), std::env::var("PATH").unwrap_or_default());
+    let run = tokio::process::Command::new("bash")
+        .arg("-c")
+        .arg(&script)
+        .env("PATH", path)
+        .env("HOME", &home)
+        .env("TS", &stack.base)
+        .env("KEY", &stack.key)
+        .env_remove("XDG_CONFIG_HOME")
+        .env_remove("TURNSTONE_CONFIG")
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(turnstone_tests::DEADLINE, run).await.expect("the quickstart finishes").expect("bash runs");
+    let _ = std::fs::remove_dir_all(&home);
+
+    // Assert
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "exit {:?}; stdout: {stdout}; stderr: {}", out.status, String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("← math: 42\ntool math returned: 42\n"), "{stdout}");
+    assert!(
+        stdout.lines().last().unwrap().contains("tool math returned: 42"),
+        "the messages table ends with the answer: {stdout}"
+    );
+}

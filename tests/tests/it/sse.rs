@@ -157,18 +157,6 @@ async fn a_process_caps_its_open_streams() {
 }
 
 #[tokio::test]
-async fn the_viewer_page_is_served() {
-    let stack = Stack::start().await;
-    let api = stack.client();
-    let resp = api.http.get(format!("{}/viewer", api.base)).send().await.unwrap();
-    assert_eq!(resp.status().as_u16(), 200);
-    assert!(resp.headers()["content-type"].to_str().unwrap().starts_with("text/html"));
-    let page = resp.text().await.unwrap();
-    assert!(page.contains("new EventSource(url)") && page.contains("access_token"));
-    assert!(!page.contains("innerHTML"), "stream data is only ever shown as text");
-}
-
-#[tokio::test]
 async fn a_stream_gets_every_event_when_its_session_reader_starts_late() {
     // The whole turn commits before the session's reader starts (nextest runs each test in
     // its own process, so the variable reaches only this test's in-process API).

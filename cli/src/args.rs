@@ -1,0 +1,412 @@
+//! The command line, declared with clap's derive API: global settings, then noun, then verb.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::output::Format;
+
+#[derive(Debug, Parser)]
+#[command(name = "turnstone", version, about = "The Turnstone API from the command line.", propagate_version = true)]
+pub struct Cli {
+    /// The API's base URL, e.g. http://127.0.0.1:8080.
+    #[arg(long, global = true, env = "TURNSTONE_URL")]
+    pub url: Option<String>,
+    /// An org API key (ts_…).
+    #[arg(long, global = true, env = "TURNSTONE_API_KEY", hide_env_values = true)]
+    pub key: Option<String>,
+    /// The deployment's operator token (for `orgs`).
+    #[arg(long, global = true, env = "TURNSTONE_OPERATOR_TOKEN", hide_env_values = true)]
+    pub operator_token: Option<String>,
+    /// The profile of the profile file to use (default: "default").
+    #[arg(long, global = true, env = "TURNSTONE_PROFILE")]
+    pub profile: Option<String>,
+    /// Output: `table` for people, `json` for scripts (the API's JSON), `id` for shell variables.
+    #[arg(short = 'o', long, global = true, value_enum, default_value_t = Format::Table)]
+    pub output: Format,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Save --url and --key (and --operator-token) as a profile, after checking them.
+    Login(LoginArgs),
+    /// Talk to an agent: each line is a message, the reply streams back.
+    Chat(ChatArgs),
+    /// Agents: name, system prompt, model, capabilities, tags.
+    #[command(subcommand)]
+    Agents(Agents),
+    /// Sessions with an agent; `watch` tails one's events.
+    #[command(subcommand)]
+    Sessions(Sessions),
+    /// A session's messages; `send` starts (or queues) a turn.
+    #[command(subcommand)]
+    Messages(Messages),
+    /// A session's stored events.
+    #[command(subcommand)]
+    Events(Events),
+    /// LLM providers (OpenAI-compatible endpoints).
+    #[command(subcommand)]
+    Providers(Providers),
+    /// Models of the providers.
+    #[command(subcommand)]
+    Models(Models),
+    /// The org's API keys.
+    #[command(subcommand)]
+    Keys(Keys),
+    /// Capabilities an agent can enable.
+    #[command(subcommand)]
+    Capabilities(Capabilities),
+    /// Organisations (with the operator token).
+    #[command(subcommand)]
+    Orgs(Orgs),
+}
+
+#[derive(Debug, Args)]
+pub struct LoginArgs {
+    /// Save without checking the URL and credentials against the API.
+    #[arg(long)]
+    pub no_verify: bool,
+}
+
+#[derive(Debug, Args)]
+#[group(required = true, multiple = false)]
+pub struct ChatTarget {
+    /// Start a new session with this agent (agt_…).
+    #[arg(long)]
+    pub agent: Option<String>,
+    /// Continue this session (ses_…).
+    #[arg(long)]
+    pub session: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ChatArgs {
+    #[command(flatten)]
+    pub target: ChatTarget,
+}
+
+// Cursor pagination.
+#[derive(Debug, Args)]
+pub struct Page {
+    /// At most this many items.
+    #[arg(long)]
+    pub limit: Option<std::num::NonZeroU32>,
+    /// The `next_cursor` of the previous page.
+    #[arg(long)]
+    pub after: Option<String>,
+}
+
+// A request body: a JSON file, then flags over it.
+#[derive(Debug, Args)]
+pub struct BodyFile {
+    /// A JSON file with the request body (flags override its members); `-` reads stdin.
+    #[arg(long, short = 'f')]
+    pub file: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct AgentFields {
+    #[arg(long)]
+    pub name: Option<String>,
+    #[arg(long)]
+    pub system_prompt: Option<String>,
+    /// Model (mdl_…); default: the org's default model.
+    #[arg(long = "model")]
+    pub model_id: Option<String>,
+    /// A capability to enable (repeat for more).
+    #[arg(long = "capability")]
+    pub capabilities: Vec<String>,
+    /// A tag (repeat for more).
+    #[arg(long = "tag")]
+    pub tags: Vec<String>,
+    #[arg(long)]
+    pub max_iterations: Option<i64>,
+    #[arg(long)]
+    pub max_turn_secs: Option<i64>,
+    #[command(flatten)]
+    pub body: BodyFile,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Agents {
+    /// List them (--limit, --after for more).
+    List {
+        /// Only agents with this tag.
+        #[arg(long)]
+        tag: Option<String>,
+        #[arg(long)]
+        include_archived: bool,
+        #[command(flatten)]
+        page: Page,
+    },
+    /// Show one.
+    Get {
+        id: String,
+    },
+    /// Create one from flags, or --file body.json (flags win).
+    Create {
+        #[command(flatten)]
+        fields: AgentFields,
+        #[arg(long)]
+        idempotency_key: Option<String>,
+    },
+    /// Change one: flags, or --file body.json (flags win).
+    Update {
+        id: String,
+        #[command(flatten)]
+        fields: AgentFields,
+    },
+    /// Archive (soft-delete) an agent.
+    Archive {
+        id: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Sessions {
+    /// List them (--limit, --after for more).
+    List {
+        /// Only sessions with this agent.
+        #[arg(long)]
+        agent: Option<String>,
+        #[command(flatten)]
+        page: Page,
+    },
+    /// Show one.
+    Get {
+        id: String,
+    },
+    /// Create one from flags, or --file body.json (flags win).
+    Create {
+        #[arg(long = "agent")]
+        agent_id: Option<String>,
+        #[arg(long = "model")]
+        model_id: Option<String>,
+        #[arg(long)]
+        title: Option<String>,
+        #[arg(long = "tag")]
+        tags: Vec<String>,
+        #[command(flatten)]
+        body: BodyFile,
+        #[arg(long)]
+        idempotency_key: Option<String>,
+    },
+    /// Cancel the running turn (and, with --all, the queued ones).
+    Cancel {
+        id: String,
+        #[arg(long)]
+        all: bool,
+    },
+    /// Tail the session's events, one line each (JSON lines with -o json), across reconnects.
+    Watch {
+        id: String,
+        /// Start after this event (evt_…); default: the first event.
+        #[arg(long)]
+        since: Option<String>,
+        /// Exit after the first event of this type (e.g. turn.completed).
+        #[arg(long)]
+        until: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Messages {
+    /// List a session's messages in conversation order (--after-sequence, --limit for more).
+    List {
+        session: String,
+        #[arg(long)]
+        after_sequence: Option<i64>,
+        #[arg(long)]
+        limit: Option<std::num::NonZeroU32>,
+        /// `conversation` (default) or `arrival`.
+        #[arg(long)]
+        order: Option<String>,
+    },
+    /// Post a user message (starts or queues a turn); prints the acceptance.
+    Send {
+        session: String,
+        /// The message text; a body file (--file) may say more.
+        text: Option<String>,
+        /// Model override for this message (mdl_…).
+        #[arg(long = "model")]
+        model_id: Option<String>,
+        #[command(flatten)]
+        body: BodyFile,
+        #[arg(long)]
+        idempotency_key: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Events {
+    /// List a session's stored events (--type to filter; --after-sequence, --limit for more).
+    List {
+        session: String,
+        /// Only events of this type (repeat for more).
+        #[arg(long = "type")]
+        types: Vec<String>,
+        #[arg(long)]
+        after_sequence: Option<i64>,
+        #[arg(long)]
+        limit: Option<std::num::NonZeroU32>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Providers {
+    /// List them (--limit, --after for more).
+    List {
+        #[command(flatten)]
+        page: Page,
+    },
+    /// Show one.
+    Get {
+        id: String,
+    },
+    /// Create one from flags, or --file body.json (flags win).
+    Create {
+        #[arg(long)]
+        name: Option<String>,
+        #[arg(long)]
+        base_url: Option<String>,
+        #[arg(long)]
+        api_key: Option<String>,
+        #[command(flatten)]
+        body: BodyFile,
+        #[arg(long)]
+        idempotency_key: Option<String>,
+    },
+    /// Change one: flags, or --file body.json (flags win).
+    Update {
+        id: String,
+        #[arg(long)]
+        name: Option<String>,
+        #[arg(long)]
+        base_url: Option<String>,
+        #[arg(long)]
+        api_key: Option<String>,
+        #[command(flatten)]
+        body: BodyFile,
+    },
+    /// Delete one.
+    Delete {
+        id: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Models {
+    /// List them (--limit, --after for more).
+    List {
+        #[command(flatten)]
+        page: Page,
+    },
+    /// Show one.
+    Get {
+        id: String,
+    },
+    /// Create one from flags, or --file body.json (flags win).
+    Create {
+        #[arg(long = "provider")]
+        provider_id: Option<String>,
+        #[arg(long)]
+        name: Option<String>,
+        /// Make it the org's default model.
+        #[arg(long)]
+        default: bool,
+        #[command(flatten)]
+        body: BodyFile,
+        #[arg(long)]
+        idempotency_key: Option<String>,
+    },
+    /// Delete one.
+    Delete {
+        id: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Keys {
+    /// List them (--limit, --after for more).
+    List {
+        #[command(flatten)]
+        page: Page,
+    },
+    /// Create a key; the secret is printed once.
+    Create {
+        #[arg(long)]
+        name: Option<String>,
+        /// RFC 3339 time the key stops working.
+        #[arg(long)]
+        expires_at: Option<String>,
+        #[command(flatten)]
+        body: BodyFile,
+        #[arg(long)]
+        idempotency_key: Option<String>,
+    },
+    Revoke {
+        id: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Capabilities {
+    /// List them.
+    List,
+}
+
+#[derive(Debug, Args)]
+pub struct OrgFields {
+    #[arg(long)]
+    pub name: Option<String>,
+    #[arg(long)]
+    pub disabled: Option<bool>,
+    #[arg(long)]
+    pub max_agents: Option<i64>,
+    #[arg(long)]
+    pub max_sessions: Option<i64>,
+    #[arg(long)]
+    pub max_concurrent_turns: Option<i64>,
+    #[arg(long)]
+    pub rate_limit_per_minute: Option<i64>,
+    #[command(flatten)]
+    pub body: BodyFile,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Orgs {
+    /// List them (--limit, --after for more).
+    List {
+        #[command(flatten)]
+        page: Page,
+    },
+    /// Show one.
+    Get {
+        id: String,
+    },
+    /// Create one from flags, or --file body.json (flags win).
+    Create {
+        #[arg(long)]
+        name: Option<String>,
+        #[command(flatten)]
+        body: BodyFile,
+    },
+    /// Change one: flags, or --file body.json (flags win).
+    Update {
+        id: String,
+        #[command(flatten)]
+        fields: OrgFields,
+    },
+    /// Issue an API key for an org; the secret is printed once.
+    CreateKey {
+        id: String,
+        #[arg(long)]
+        name: Option<String>,
+        #[arg(long)]
+        expires_at: Option<String>,
+        #[command(flatten)]
+        body: BodyFile,
+    },
+}

@@ -1,0 +1,307 @@
+"""Walks the operator console in headless Chromium (Playwright, launched with the system's
+Chromium) against a live stack, and fails on any JavaScript error, any failed request the flow
+did not provoke, and any page without its main heading. Run by `tests/tests/it/console.rs`.
+
+Usage: console.py BASE_URL API_KEY OPERATOR_TOKEN BIG_SESSION_ID ARTIFACT_DIR
+Environment: TURNSTONE_CHROMIUM (default /usr/bin/chromium).
+Prints one line `FIRST_SCREEN_MS {...}` with the 10,000-event session's first-screen times.
+"""
+
+import json
+import os
+import re
+import sys
+import time
+
+from playwright.sync_api import expect, sync_playwright
+
+BASE, KEY, OPERATOR, BIG, ARTIFACTS = sys.argv[1:6]
+CHROMIUM = os.environ.get("TURNSTONE_CHROMIUM", "/usr/bin/chromium")
+os.makedirs(ARTIFACTS, exist_ok=True)
+expect.set_options(timeout=15_000)
+
+
+class Guard:
+    """Records what went wrong in the page; provoked failures are declared before they happen."""
+
+    def __init__(self, page):
+        self.problems = []
+        self.allowed = []  # (url regex, status)
+        self.allowed_console = []  # text regex
+        page.on("pageerror", lambda e: self.problems.append(f"page error: {e}"))
+        page.on("console", self.on_console)
+        page.on("response", self.on_response)
+        page.on("requestfailed", self.on_failed)
+
+    def allow(self, url_pattern, status):
+        self.allowed.append((re.compile(url_pattern), status))
+
+    def provoked(self, url, status):
+        return any(p.search(url) and s == status for p, s in self.allowed)
+
+    def on_console(self, msg):
+        if msg.type != "error":
+            return
+        url = (msg.location or {}).get("url", "")
+        failed = re.search(r"status of (\d+)", msg.text)
+        if failed and self.provoked(url, int(failed.group(1))):
+            return
+        if any(re.search(p, msg.text) for p in self.allowed_console):
+            return
+        self.problems.append(f"console error: {msg.text} ({url})")
+
+    def on_response(self, resp):
+        if resp.status >= 400 and not self.provoked(resp.url, resp.status):
+            self.problems.append(f"failed request: {resp.request.method} {resp.url} -> {resp.status}")
+
+    def on_failed(self, req):
+        # Leaving a session page aborts its event stream on purpose.
+        if req.url.endswith("/sse") and "ABORTED" in (req.failure or ""):
+            return
+        self.problems.append(f"request failed: {req.method} {req.url}: {req.failure}")
+
+
+def heading(page, text):
+    """Every page has one main heading; this one must read `text`."""
+    h1 = page.locator("main h1")
+    expect(h1).to_have_count(1)
+    expect(h1).to_have_text(text)
+
+
+def nav(page, name):
+    """Follows a link of the main navigation."""
+    page.locator("#nav").get_by_role("link", name=name, exact=True).click()
+
+
+def shot(page, name):
+    page.screenshot(path=os.path.join(ARTIFACTS, f"{name}.png"), full_page=True)
+
+
+def first_screen_ms(page, path, selector):
+    """Milliseconds from navigation start until `selector` is on screen."""
+    page.goto(BASE + path)
+    handle = page.wait_for_function(
+        f"() => document.querySelector({json.dumps(selector)}) ? performance.now() : null", polling="raf", timeout=15_000
+    )
+    return round(handle.json_value())
+
+
+def main():
+    timings = {}
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"], headless=True)
+        context = browser.new_context(viewport={"width": 1280, "height": 860})
+        page = context.new_page()
+        guard = Guard(page)
+
+        # The page is served under a strict policy, and the browser enforces it.
+        resp = page.goto(BASE + "/console")
+        csp = resp.headers.get("content-security-policy", "")
+        assert "script-src 'self'" in csp and "unsafe-inline" not in csp and "default-src 'none'" in csp, csp
+        heading(page, "Sign in")
+        guard.allowed_console.append(r"Content Security Policy")
+        blocked = page.evaluate(
+            """() => new Promise((resolve) => {
+                 document.addEventListener('securitypolicyviolation', (e) => resolve(e.violatedDirective), { once: true });
+                 const s = document.createElement('script');
+                 s.textContent = 'window.__inline = true';
+                 document.head.append(s);
+               })"""
+        )
+        assert blocked.startswith("script-src"), blocked
+        assert page.evaluate("() => window.__inline === undefined"), "an inline script ran"
+        guard.allowed_console.clear()
+        shot(page, "sign-in")
+
+        # Sign in with the keyboard: the key field has focus, Enter submits.
+        expect(page.get_by_label("Key or token")).to_be_focused()
+        page.keyboard.type(KEY)
+        page.keyboard.press("Enter")
+        heading(page, "Sessions")
+        assert page.evaluate("() => !location.href.includes('ts_')"), "the key is in the URL"
+
+        # Create an agent with a capability picked from the registry (its tool schema is shown).
+        nav(page, "Agents")
+        heading(page, "Agents")
+        page.get_by_role("link", name="New agent").click()
+        heading(page, "New agent")
+        page.get_by_label("Name", exact=True).fill("console agent")
+        page.get_by_label("System prompt").fill("You are terse.")
+        page.locator("#cap-math").check()
+        page.locator(".capability", has_text="math").locator("summary").click()
+        expect(page.locator(".capability", has_text="math").locator("pre.json")).to_contain_text("expression")
+        shot(page, "agent-new")
+        page.get_by_role("button", name="Create agent").click()
+        heading(page, "console agent")
+
+        # Start a session and talk to it: the reply streams in as deltas, then completes.
+        nav(page, "Sessions")
+        heading(page, "Sessions")
+        page.get_by_label("Agent", exact=True).first.select_option(label="console agent")
+        page.get_by_label("Title").fill("console session")
+        page.get_by_role("button", name="Start session").click()
+        heading(page, "console session")
+        expect(page.locator("dd", has_text="live")).to_be_visible()
+        session_url = page.url
+        page.evaluate(
+            """() => new MutationObserver(() => {
+                 const live = document.querySelector('.bubble.live');
+                 if (live && !live.hidden && live.textContent) window.__sawDelta = true;
+               }).observe(document.querySelector('main'), { subtree: true, childList: true, characterData: true, attributes: true })"""
+        )
+        text = "hello from the console, streamed back to us in several chunks of live tokens"
+        page.get_by_role("textbox", name="Message").fill(text)
+        page.get_by_role("button", name="Send").click()
+        expect(page.locator(".bubble.user", has_text=text)).to_be_visible()
+        expect(page.locator(".bubble.assistant:not(.live)", has_text="echo: " + text)).to_be_visible()
+        assert page.evaluate("() => window.__sawDelta === true"), "no live delta was shown"
+        expect(page.locator("dd .badge")).to_have_text("idle")
+
+        # A tool call shows as a call and its result.
+        page.get_by_role("textbox", name="Message").fill('!tool math {"expression":"6*7"}')
+        page.keyboard.press("Control+Enter")
+        expect(page.locator(".bubble.tool", has_text="42").first).to_be_visible()
+        shot(page, "session-chat")
+
+        # Cancel a running turn.
+        page.get_by_role("textbox", name="Message").fill("!sleep 20000")
+        page.get_by_role("button", name="Send").click()
+        expect(page.locator("dd .badge")).to_have_text("running")
+        page.get_by_role("button", name="Cancel turn").click()
+        expect(page.locator(".bubble.system", has_text="turn cancelled")).to_be_visible()
+        expect(page.locator("dd .badge")).to_have_text("idle")
+        expect(page.get_by_role("button", name="Cancel turn")).to_be_disabled()
+
+        # The events timeline: filter by type, inspect one event.
+        page.get_by_role("link", name="Events").click()
+        expect(page.locator("table.events tbody tr").first).to_be_visible()
+        page.get_by_label("Types").fill("turn.completed")
+        page.get_by_role("button", name="Apply").click()
+        rows = page.locator("table.events tbody tr")
+        expect(rows).to_have_count(2)
+        for i in range(2):
+            expect(rows.nth(i).locator("td").nth(1)).to_have_text("turn.completed")
+        rows.first.locator("summary").click()
+        expect(rows.first.locator("pre.json")).to_contain_text('"usage"')
+        shot(page, "session-events")
+
+        # A deep link survives a reload (filter included).
+        page.reload()
+        heading(page, "console session")
+        expect(page.locator("table.events tbody tr")).to_have_count(2)
+        expect(page.get_by_label("Types")).to_have_value("turn.completed")
+
+        # The timeline is live: a new turn's events append to the newest page.
+        page.get_by_label("Types").fill("")
+        page.get_by_role("button", name="Apply").click()
+        expect(page.locator("table.events tbody tr").first).to_be_visible()
+        before = page.locator("table.events tbody tr").count()
+        page.goto(session_url)
+        page.get_by_role("textbox", name="Message").fill("one more")
+        page.get_by_role("button", name="Send").click()
+        expect(page.locator(".bubble.assistant:not(.live)", has_text="echo: one more")).to_be_visible()
+        page.get_by_role("link", name="Events").click()
+        expect(page.locator("table.events tbody tr")).to_have_count(before + 7)
+
+        # An error shows the problem's code and detail.
+        missing = "ses_" + "0" * 31 + "1"
+        guard.allow(re.escape(f"/v1/sessions/{missing}"), 404)
+        page.goto(f"{BASE}/console/sessions/{missing}")
+        expect(page.locator("#problem .code")).to_have_text("not_found")
+        expect(page.locator("#problem .detail")).to_contain_text("session not found")
+        heading(page, "This page could not be shown")
+        shot(page, "error")
+
+        # A session of 10,000 events opens at once (the newest page, then live).
+        timings["events"] = first_screen_ms(page, f"/console/sessions/{BIG}/events", "table.events tbody tr")
+        expect(page.locator("table.events tbody tr")).to_have_count(200)
+        expect(page.locator("table.events tbody tr").last.locator("td").first).to_have_text("10000")
+        shot(page, "events-10000")
+        page.get_by_role("button", name="Oldest").click()
+        expect(page.locator("table.events tbody tr").first.locator("td").first).to_have_text("1")
+        timings["chat"] = first_screen_ms(page, f"/console/sessions/{BIG}", "form.composer")
+        timings["sessions"] = first_screen_ms(page, "/console/sessions", "tbody tr")
+
+        # The sessions list follows statuses live: another client starts a turn, the row shows it.
+        row = page.locator("tr", has_text="console session")
+        expect(row.locator(".badge")).to_have_text("idle")
+        session_id = session_url.rsplit("/", 1)[1]
+        posted = page.request.post(
+            f"{BASE}/v1/sessions/{session_id}/messages",
+            headers={"Authorization": f"Bearer {KEY}"},
+            data={"content": [{"type": "text", "text": "!sleep 20000"}]},
+        )
+        assert posted.status == 202, posted.status
+        expect(row.locator(".badge")).to_have_text("running")
+        cancelled = page.request.post(f"{BASE}/v1/sessions/{session_id}/cancel", headers={"Authorization": f"Bearer {KEY}"})
+        assert cancelled.status in (200, 202), cancelled.status
+        expect(row.locator(".badge")).to_have_text("idle")
+        page.get_by_label("Status").select_option("idle")
+        expect(page).to_have_url(re.compile(r"status=idle"))
+        expect(page.locator("tbody tr .badge").first).to_have_text("idle")
+        shot(page, "sessions")
+
+        # Providers and models; API keys (a new key is shown once).
+        nav(page, "Providers & models")
+        heading(page, "Providers and models")
+        expect(page.locator("table[aria-label=Providers] tbody tr")).to_have_count(1)
+        page.get_by_label("Name", exact=True).fill("second")
+        page.get_by_label("Base URL", exact=True).fill("http://127.0.0.1:9/v1")
+        page.get_by_label("API key", exact=True).fill("sk-console-secret")
+        page.get_by_role("button", name="Add provider").click()
+        second = page.locator("table[aria-label=Providers] tbody tr", has_text="second")
+        expect(second).to_contain_text("set")
+        page.get_by_label("Provider", exact=True).select_option(label="second")
+        page.get_by_label("Model name", exact=True).fill("second-model")
+        page.get_by_role("button", name="Add model").click()
+        expect(page.locator("table[aria-label=Models] tbody tr", has_text="second-model")).to_contain_text("second")
+        assert "sk-console-secret" not in page.content(), "a provider key is shown"
+        shot(page, "providers")
+        nav(page, "API keys")
+        heading(page, "API keys")
+        page.get_by_label("Name", exact=True).fill("ci")
+        page.get_by_role("button", name="Create key").click()
+        expect(page.locator(".notice code.secret")).to_contain_text("ts_")
+        shot(page, "keys")
+
+        # 390 px wide: nothing overflows sideways, the session still works.
+        page.set_viewport_size({"width": 390, "height": 844})
+        for path, title in [("/console/sessions", "Sessions"), (session_url[len(BASE):], "console session")]:
+            page.goto(BASE + path)
+            heading(page, title)
+            width = page.evaluate("() => document.documentElement.scrollWidth")
+            assert width <= 390, f"{path} is {width} px wide at 390"
+        shot(page, "session-390")
+        page.set_viewport_size({"width": 1280, "height": 860})
+
+        # Sign out: the key is gone from the tab.
+        page.get_by_role("button", name="Sign out").click()
+        heading(page, "Sign in")
+        assert page.evaluate("() => sessionStorage.length") == 0
+
+        # The operator: organisations and their quotas.
+        page.get_by_label("Key or token").fill(OPERATOR)
+        page.get_by_label("the operator token").check()
+        page.get_by_role("button", name="Sign in").click()
+        heading(page, "Organisations")
+        page.get_by_label("Name", exact=True).fill("console org")
+        page.get_by_role("button", name="Create organisation").click()
+        heading(page, "console org")
+        page.get_by_label("Max agents").fill("7")
+        page.get_by_role("button", name="Save").click()
+        expect(page.get_by_label("Max agents")).to_have_value("7")
+        nav(page, "Organisations")
+        expect(page.locator("tr", has_text="console org")).to_contain_text("7")
+        shot(page, "operator")
+        page.get_by_role("button", name="Sign out").click()
+        heading(page, "Sign in")
+
+        browser.close()
+        print("FIRST_SCREEN_MS " + json.dumps(timings), flush=True)
+        if guard.problems:
+            print("\n".join(guard.problems), file=sys.stderr)
+            sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
