@@ -35,8 +35,8 @@ pub use nullable::Nullable;
 pub use orgs::*;
 pub use providers::*;
 pub use rules::{
-    AfterSequence, Bounded, CapabilityNames, EventType, EventsLimit, FreeText, Id, IdOrEmpty, IdempotencyKey, Name, PageLimit,
-    McpHeaderValue, McpServerName, ProviderKey, Tag, Tags,
+    AfterSequence, Bounded, CapabilityNames, EventType, EventsLimit, FreeText, Id, IdOrEmpty, IdempotencyKey, McpHeaderValue,
+    McpServerName, Name, PageLimit, ProviderKey, Tag, Tags,
 };
 pub use sessions::*;
 

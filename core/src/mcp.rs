@@ -143,7 +143,10 @@ fn validate_input(input: &McpServerInput) -> Result<()> {
         }
         for t in tools {
             if t.is_empty() || t.len() > 128 || t.chars().any(char::is_control) {
-                return Err(Error::invalid("invalid_allowed_tools", "tool names are 1-128 characters without control characters"));
+                return Err(Error::invalid(
+                    "invalid_allowed_tools",
+                    "tool names are 1-128 characters without control characters",
+                ));
             }
         }
     }
@@ -197,7 +200,11 @@ async fn seal_headers(
 }
 
 fn name_taken(e: Error) -> Error {
-    if e.is_unique_violation() { Error::conflict("mcp_server_name_taken", "the org already has an MCP server with this name") } else { e }
+    if e.is_unique_violation() {
+        Error::conflict("mcp_server_name_taken", "the org already has an MCP server with this name")
+    } else {
+        e
+    }
 }
 
 pub async fn create_server(conn: &mut PgConnection, keys: &KeyRing, org_id: OrgId, input: McpServerInput) -> Result<McpServer> {
@@ -583,7 +590,10 @@ mod tests {
         assert!(mcp_url("https://mcp.example.com/mcp?tenant=1").is_ok());
         assert!(mcp_url("https://user:pw@example.com/").is_err());
         assert!(mcp_url("file:///etc/passwd").is_err());
-        let h = |n: &str, v: &str| McpServerInput { headers: Some(vec![(n.into(), Secret::new(v.to_owned()))]), ..Default::default() };
+        let h = |n: &str, v: &str| McpServerInput {
+            headers: Some(vec![(n.into(), Secret::new(v.to_owned()))]),
+            ..Default::default()
+        };
         assert!(ok(h("Authorization", "Bearer abc")));
         assert!(!ok(h("Mcp-Session-Id", "x")));
         assert!(!ok(h("Bad Name", "x")));

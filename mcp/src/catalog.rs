@@ -58,6 +58,17 @@ pub async fn refresh(
         // Another process is listing this server; its result lands in the row.
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    refresh_claimed(pool, keys, sessions, org_id, server).await
+}
+
+/// Lists the server's tools and stores them, releasing the refresh claim the caller holds.
+async fn refresh_claimed(
+    pool: &PgPool,
+    keys: &KeyRing,
+    sessions: &Sessions,
+    org_id: OrgId,
+    server: &StoredServer,
+) -> Result<Vec<CachedTool>, CatalogError> {
     let listed = async {
         let ep = endpoint(server, keys, org_id)?;
         Ok::<_, CatalogError>(sessions.list_tools(&ep).await?)
@@ -93,15 +104,16 @@ pub async fn tools_for_turn(
     if cached.is_fresh(ttl) {
         return Ok(cached.tools);
     }
-    let lease = lease(sessions);
-    if cached.fetched_at.is_some() && !mcp::claim_refresh(pool, org_id, server.id, lease).await? {
+    let refreshed = if cached.fetched_at.is_none() {
+        // Nothing to fall back on: wait for a refresh in flight, or run one.
+        refresh(pool, keys, sessions, org_id, server).await
+    } else if mcp::claim_refresh(pool, org_id, server.id, lease(sessions)).await? {
+        refresh_claimed(pool, keys, sessions, org_id, server).await
+    } else {
+        // Another process is refreshing it: the stale list serves this turn.
         return Ok(cached.tools);
-    }
-    if cached.fetched_at.is_some() {
-        // Claimed above: release it and let `refresh` take it again (one code path).
-        mcp::finish_refresh(pool, org_id, server.id, None).await?;
-    }
-    match refresh(pool, keys, sessions, org_id, server).await {
+    };
+    match refreshed {
         Ok(t) => Ok(t),
         Err(e) if cached.fetched_at.is_some() => {
             tracing::warn!(server_id = %server.id, error = %e, "MCP tool list refresh failed; using the stale list");

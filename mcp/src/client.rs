@@ -10,10 +10,10 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use rmcp::RoleClient;
 use rmcp::model::{CallToolRequestParams, ClientConfig};
 use rmcp::service::{RunningService, ServiceExt};
 use rmcp::transport::streamable_http_client::{StreamableHttpClientTransport, StreamableHttpClientTransportConfig};
-use rmcp::RoleClient;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use tokio::sync::Mutex;
@@ -214,7 +214,12 @@ impl Sessions {
 
     /// Calls a tool. A protocol or transport failure is an `Err`; a result the
     /// server marks `isError` is an `Ok` with `is_error` (the model reads it).
-    pub async fn call(&self, ep: &Endpoint, tool: &str, arguments: Option<serde_json::Map<String, Value>>) -> Result<ToolResult, McpError> {
+    pub async fn call(
+        &self,
+        ep: &Endpoint,
+        tool: &str,
+        arguments: Option<serde_json::Map<String, Value>>,
+    ) -> Result<ToolResult, McpError> {
         let warm = self.session(ep).await?;
         let mut params = CallToolRequestParams::new(tool.to_owned());
         params.arguments = arguments;
@@ -223,7 +228,10 @@ impl Sessions {
         let result = match called {
             Err(_) => return Err(McpError::Timeout(self.config.call_timeout)),
             Ok(Err(rmcp::ServiceError::McpError(e))) => {
-                return Ok(ToolResult { text: cap(ep.redact(format!("MCP error {}: {}", e.code.0, e.message)), self.config.max_result_bytes), is_error: true });
+                return Ok(ToolResult {
+                    text: cap(ep.redact(format!("MCP error {}: {}", e.code.0, e.message)), self.config.max_result_bytes),
+                    is_error: true,
+                });
             }
             Ok(Err(e)) => {
                 self.forget(ep.server_id).await;

@@ -119,7 +119,8 @@ impl std::str::FromStr for Cidr {
             Some((a, p)) => (a, Some(p)),
             None => (s, None),
         };
-        let net: IpAddr = addr.trim_matches(|c| c == '[' || c == ']').parse().map_err(|_| format!("{s:?} is not a CIDR block"))?;
+        let net: IpAddr =
+            addr.trim_matches(|c| c == '[' || c == ']').parse().map_err(|_| format!("{s:?} is not a CIDR block"))?;
         let max = if net.is_ipv4() { 32 } else { 128 };
         let prefix = match prefix {
             Some(p) => p.parse::<u8>().ok().filter(|p| *p <= max).ok_or_else(|| format!("{s:?} has a bad prefix length"))?,
@@ -289,7 +290,8 @@ mod tests {
 
     #[test]
     fn public_addresses_pass() {
-        for ip in ["1.1.1.1", "8.8.8.8", "100.63.255.255", "100.128.0.1", "172.32.0.1", "2606:4700:4700::1111", "2001:4860::8888"] {
+        for ip in ["1.1.1.1", "8.8.8.8", "100.63.255.255", "100.128.0.1", "172.32.0.1", "2606:4700:4700::1111", "2001:4860::8888"]
+        {
             assert_eq!(class(ip), None, "{ip}");
         }
     }

@@ -69,8 +69,16 @@ impl ServerHandler for Handler {
                 schema(json!({"type": "object", "properties": {"a": {"type": "number"}, "b": {"type": "number"}}})),
             ),
             Tool::new("fail", "Always answers with an error result.", schema(json!({"type": "object"}))),
-            Tool::new("slow", "Answers after `ms` milliseconds.", schema(json!({"type": "object", "properties": {"ms": {"type": "integer"}}}))),
-            Tool::new("big", "Answers with `bytes` bytes of text.", schema(json!({"type": "object", "properties": {"bytes": {"type": "integer"}}}))),
+            Tool::new(
+                "slow",
+                "Answers after `ms` milliseconds.",
+                schema(json!({"type": "object", "properties": {"ms": {"type": "integer"}}})),
+            ),
+            Tool::new(
+                "big",
+                "Answers with `bytes` bytes of text.",
+                schema(json!({"type": "object", "properties": {"bytes": {"type": "integer"}}})),
+            ),
         ];
         if v > 0 {
             tools.push(Tool::new("extra", "Appears after a change.", schema(json!({"type": "object"}))));

@@ -56,9 +56,13 @@ impl Toolbox {
                 let server = Arc::new(server);
                 match catalog::tools_for_turn(pool, keys, sessions, org_id, &server, sessions.config().tools_ttl).await {
                     Ok(tools) => remote.extend(
-                        tools.into_iter().filter(|t| server.allows(&t.name)).map(|tool| RemoteTool { server: server.clone(), tool }),
+                        tools
+                            .into_iter()
+                            .filter(|t| server.allows(&t.name))
+                            .map(|tool| RemoteTool { server: server.clone(), tool }),
                     ),
-                    Err(catalog::CatalogError::Core(e)) if !matches!(e, Error::Crypto(_)) => return Err(e),
+                    // Database trouble: the task is retried. A deleted server or unreadable headers: left out.
+                    Err(catalog::CatalogError::Core(e)) if !matches!(e, Error::Crypto(_) | Error::NotFound(_)) => return Err(e),
                     Err(e) => tracing::warn!(server_id = %server.id, error = %e, "MCP server left out of the turn: no tool list"),
                 }
             }
@@ -68,9 +72,11 @@ impl Toolbox {
 
     /// What the model is offered.
     pub fn specs(&self) -> Vec<ToolSpec> {
-        let builtin = capabilities::tools_for(&self.capabilities)
-            .into_iter()
-            .map(|t| ToolSpec { name: t.name.into(), description: t.description.into(), parameters: (t.parameters)() });
+        let builtin = capabilities::tools_for(&self.capabilities).into_iter().map(|t| ToolSpec {
+            name: t.name.into(),
+            description: t.description.into(),
+            parameters: (t.parameters)(),
+        });
         let remote = self.remote.iter().map(|r| ToolSpec {
             name: r.tool.model_name.clone(),
             description: r.tool.description.clone().unwrap_or_default(),
@@ -92,7 +98,10 @@ impl Toolbox {
     pub async fn run(&self, keys: &KeyRing, sessions: &Sessions, org_id: OrgId, name: &str, arguments: &str) -> ToolOutcome {
         let Some(remote) = self.remote(name) else {
             if name.starts_with("mcp__") {
-                return ToolOutcome { result: Err(format!("tool {name:?} is not available to this agent now")), mcp_server_id: None };
+                return ToolOutcome {
+                    result: Err(format!("tool {name:?} is not available to this agent now")),
+                    mcp_server_id: None,
+                };
             }
             return ToolOutcome { result: capabilities::execute(&self.capabilities, name, arguments), mcp_server_id: None };
         };
@@ -105,8 +114,15 @@ impl Toolbox {
                     Err(e) => return Err(format!("arguments are not valid JSON: {e}")),
                 },
             };
-            let headers = remote.server.open_headers(keys, org_id).map_err(|_| "the MCP server's headers cannot be decrypted".to_owned())?;
-            let ep = Endpoint { server_id: turnstone_core::ids::TypedId::uuid(remote.server.id), url: remote.server.url.clone(), headers };
+            let headers = remote
+                .server
+                .open_headers(keys, org_id)
+                .map_err(|_| "the MCP server's headers cannot be decrypted".to_owned())?;
+            let ep = Endpoint {
+                server_id: turnstone_core::ids::TypedId::uuid(remote.server.id),
+                url: remote.server.url.clone(),
+                headers,
+            };
             match sessions.call(&ep, &remote.tool.name, args).await {
                 Ok(r) if r.is_error => Err(r.text),
                 Ok(r) => Ok(r.text),
@@ -119,4 +135,3 @@ impl Toolbox {
         ToolOutcome { result, mcp_server_id: Some(remote.server.id) }
     }
 }
-

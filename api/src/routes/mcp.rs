@@ -15,7 +15,9 @@ use crate::auth::ApiKey;
 use crate::error::ApiError;
 use crate::idempotency::create_once;
 use crate::wire::rules::{self, Id};
-use crate::wire::{IdempotencyKey, McpServer, McpServerCreate, McpServerList, McpServerUpdate, McpToolList, PageLimit, mcp_input};
+use crate::wire::{
+    IdempotencyKey, McpServer, McpServerCreate, McpServerList, McpServerUpdate, McpToolList, PageLimit, mcp_input,
+};
 
 pub struct McpServersApi {
     pub state: AppState,
@@ -160,9 +162,8 @@ impl McpServersApi {
         let server = catalog::stored_server(&state.pool, org, id).await?;
         match catalog::refresh(&state.pool, &state.config.keys, &state.mcp, org, &server).await {
             Ok(tools) => {
-                let list = mcp::cached_tools(&mut *state.org_tx(org).await?, org, id).await?;
-                debug_assert_eq!(list.tools.len(), tools.len());
-                Ok(Json(McpToolList::new(list.tools, list.fetched_at, &server.allowed_tools)))
+                let fetched_at = mcp::cached_tools(&mut *state.org_tx(org).await?, org, id).await?.fetched_at;
+                Ok(Json(McpToolList::new(tools, fetched_at, &server.allowed_tools)))
             }
             Err(CatalogError::Mcp(e)) => Err(ApiError::new(StatusCode::BAD_GATEWAY, "mcp_unreachable", e.to_string())),
             Err(CatalogError::Core(e)) => Err(e.into()),

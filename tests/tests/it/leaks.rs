@@ -236,7 +236,11 @@ async fn no_secret_reaches_a_response_event_row_log_or_ciphertext() {
         api.post("/v1/mcp-servers", json!({"name": "wrong", "url": other.url, "headers": headers})).await,
         201,
     );
-    seen.expect("POST refresh (401 upstream)", api.post(&format!("/v1/mcp-servers/{}/refresh", id(&wrong)), json!({})).await, 502);
+    seen.expect(
+        "POST refresh (401 upstream)",
+        api.post(&format!("/v1/mcp-servers/{}/refresh", id(&wrong)), json!({})).await,
+        502,
+    );
     for (what, body) in [
         ("duplicate MCP server", json!({"name": "leaky", "url": mcp_server.url, "headers": headers})),
         ("padded header value", json!({"name": "p", "url": mcp_server.url, "headers": {"X-Key": format!("{mcp_token} ")}})),

@@ -168,9 +168,8 @@ async fn an_unreachable_server_answers_502_without_its_secrets() {
     assert!(server.counters.unauthorized.load(std::sync::atomic::Ordering::SeqCst) >= 1);
 
     // Bad input changes nothing and never echoes a header value.
-    let bad = api
-        .post("/v1/mcp-servers", json!({"name": "x", "url": server.url, "headers": {"X-Key": format!(" {TOKEN}")}}))
-        .await;
+    let bad =
+        api.post("/v1/mcp-servers", json!({"name": "x", "url": server.url, "headers": {"X-Key": format!(" {TOKEN}")}})).await;
     assert_eq!(bad.status, 400);
     assert!(!bad.body.to_string().contains(TOKEN), "{}", bad.body);
     api.post("/v1/mcp-servers", json!({"name": "Bad_Name", "url": server.url})).await.expect(400);
@@ -191,10 +190,8 @@ async fn the_guard_refuses_loopback_and_localhost_without_an_allow_list() {
     let stack = Stack::start_with(StackOptions { allow_private_networks: Default::default(), ..Default::default() }).await;
     let api = stack.client();
     let v4 = ConnectionRecorder::bind("127.0.0.1:0", None).await.expect("bind 127.0.0.1");
-    let mut targets = vec![
-        format!("http://127.0.0.1:{}/mcp", v4.addr.port()),
-        format!("http://localhost:{}/mcp", v4.addr.port()),
-    ];
+    let mut targets =
+        vec![format!("http://127.0.0.1:{}/mcp", v4.addr.port()), format!("http://localhost:{}/mcp", v4.addr.port())];
     let v6 = ConnectionRecorder::bind("[::1]:0", None).await;
     if let Some(v6) = &v6 {
         targets.push(format!("http://[::1]:{}/mcp", v6.addr.port()));
@@ -304,7 +301,11 @@ impl Everything {
     async fn start() -> Option<Everything> {
         let entry = std::path::PathBuf::from(std::env::var_os("TURNSTONE_MCP_EVERYTHING").unwrap_or_default());
         if !entry.is_file() {
-            assert!(std::env::var_os("CI").is_none(), "server-everything not found ({}); scripts/test installs it", entry.display());
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "server-everything not found ({}); scripts/test installs it",
+                entry.display()
+            );
             eprintln!("skipped: server-everything not installed (scripts/test installs it)");
             return None;
         }
