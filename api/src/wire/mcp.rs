@@ -145,8 +145,8 @@ pub struct McpTool {
     pub description: Nullable<String>,
     /// JSON Schema of the arguments, as the server sent it.
     pub input_schema: Value,
-    /// The server's hints (`readOnlyHint`…), as sent.
-    pub annotations: Nullable<Value>,
+    /// The server's hints (`readOnlyHint`…) as sent, or `null`.
+    pub annotations: Value,
     /// SHA-256 (hex) of the definition: a changed definition has a new hash.
     pub hash: String,
     /// Whether `allowed_tools` lets agents use it.
@@ -171,7 +171,7 @@ impl McpToolList {
                     model_name: t.model_name,
                     description: t.description.into(),
                     input_schema: t.input_schema,
-                    annotations: t.annotations.into(),
+                    annotations: t.annotations.unwrap_or(Value::Null),
                     hash: t.hash,
                 })
                 .collect(),
