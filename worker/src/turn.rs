@@ -167,12 +167,19 @@ async fn drive(ctx: &Context, lease: &Lease, mut tc: TurnContext, cancel: &mut C
                     Some(ep) => ep.clone(),
                     None => match resolve_endpoint(ctx, lease, &tc) {
                         Ok(e) => {
+                            // An org-supplied base_url goes through the outbound guard (checked
+                            // here for IP literals, and by the guarded client's resolver for names).
+                            if !e.operator_managed
+                                && let Err(refused) = ctx.mcp.config().guard.check_url(&e.base_url).await
+                            {
+                                return fail(ctx, lease, "provider_address_refused", refused.to_string()).await;
+                            }
                             let ep = LlmEndpoint {
                                 base_url: e.base_url,
                                 api_key: e.api_key.map(|k| k.expose_secret().to_owned()),
                                 model: e.model_name,
                                 timeout: ctx.config.llm_timeout,
-                                http: ctx.http.clone(),
+                                http: if e.operator_managed { ctx.http.clone() } else { ctx.guarded_http.clone() },
                             };
                             endpoint = Some(ep.clone());
                             ep

@@ -178,8 +178,7 @@ async fn no_secret_reaches_a_response_event_row_log_or_ciphertext() {
     );
     let base = format!("http://{api_addr}");
     wait_ok(&format!("{base}/ready"), &mut api_proc).await;
-    let mut worker_env = procs::worker_env(&db.url, &master_key);
-    worker_env.push(("TURNSTONE_ALLOW_PRIVATE_NETWORKS", "127.0.0.0/8".into()));
+    let worker_env = procs::worker_env(&db.url, &master_key);
     let mut worker = Captured::spawn("turnstone-worker", &dir, &worker_env);
 
     let api = Client::new(&base, &bootstrap_key);

@@ -354,3 +354,43 @@ async fn the_reference_server_everything_interoperates() {
     let events = api.wait_for(&ses, "turn.completed", 2).await;
     assert_eq!(of(&events, "tool.completed")[1]["data"]["result"], "Echo: interop");
 }
+
+#[tokio::test]
+async fn an_org_providers_internal_base_url_is_refused_and_the_operators_is_trusted() {
+    // Arrange: no allow-list. The operator's provider (the simulator, on loopback) is trusted.
+    let stack = Stack::start_with(StackOptions { allow_private_networks: Default::default(), ..Default::default() }).await;
+    let api = stack.client();
+    let ses = api.session(&["math"]).await;
+    api.say(&ses, "hello").await;
+    api.wait_for(&ses, "turn.completed", 1).await;
+
+    // Act: org providers pointed at a loopback listener, by address and by name.
+    let target = ConnectionRecorder::bind("127.0.0.1:0", None).await.expect("bind 127.0.0.1");
+    let port = target.addr.port();
+    for (i, base) in [format!("http://127.0.0.1:{port}/v1"), format!("http://localhost:{port}/v1")].iter().enumerate() {
+        let prv = api.post("/v1/providers", json!({"name": format!("internal-{i}"), "base_url": base})).await.expect(201);
+        let mdl = api.post("/v1/models", json!({"provider_id": id(&prv), "name": "m"})).await.expect(201);
+        let agent = api.post("/v1/agents", json!({"name": "a", "model_id": id(&mdl)})).await.expect(201);
+        let ses = id(&api.post("/v1/sessions", json!({"agent_id": id(&agent)})).await.expect(201));
+        api.say(&ses, "hello").await;
+        // Assert: the turn fails before any connection, saying why.
+        let events = api.wait_for(&ses, "turn.failed", 1).await;
+        let failed = of(&events, "turn.failed")[0];
+        assert_eq!(failed["data"]["error_code"], "provider_address_refused", "{base}: {failed:#?}");
+        assert!(failed["data"]["message"].as_str().unwrap().contains("loopback"), "{failed:#?}");
+    }
+    // Re-pointed by the org, the operator's `default` provider is org-supplied: checked too.
+    let default = id(&api.get("/v1/providers").await.expect(200)["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "default")
+        .unwrap()
+        .clone());
+    api.patch(&format!("/v1/providers/{default}"), json!({"base_url": format!("http://127.0.0.1:{port}/v1")})).await.expect(200);
+    let ses = api.session(&[]).await;
+    api.say(&ses, "hello").await;
+    let events = api.wait_for(&ses, "turn.failed", 1).await;
+    assert_eq!(of(&events, "turn.failed")[0]["data"]["error_code"], "provider_address_refused");
+    assert_eq!(target.connections(), 0, "a refused provider address saw a connection");
+}
