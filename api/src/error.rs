@@ -61,13 +61,16 @@ pub enum ApiError {
     /// The request conflicts with the resource's current state.
     #[oai(status = 409, content_type = "application/problem+json")]
     Conflict(Json<Problem>),
-    /// The request body is larger than the documented limit.
+    /// A precondition (`If-Match`, `If-None-Match`) does not hold: nothing was written.
+    #[oai(status = 412, content_type = "application/problem+json")]
+    PreconditionFailed(Json<Problem>),
+    /// The request body, or what it would store, is larger than the documented limit.
     #[oai(status = 413, content_type = "application/problem+json")]
     PayloadTooLarge(Json<Problem>),
     /// The request body is not `application/json`.
     #[oai(status = 415, content_type = "application/problem+json")]
     UnsupportedMediaType(Json<Problem>),
-    /// An `Idempotency-Key` was reused with a different request.
+    /// An `Idempotency-Key` was reused with a different request, or a tool call id is not pending.
     #[oai(status = 422, content_type = "application/problem+json")]
     Unprocessable(Json<Problem>),
     /// Rate limit or concurrency limit reached; retry after `Retry-After` seconds.
@@ -93,6 +96,7 @@ impl ApiError {
             403 => ApiError::Forbidden(p),
             404 => ApiError::NotFound(p),
             409 => ApiError::Conflict(p),
+            412 => ApiError::PreconditionFailed(p),
             413 => ApiError::PayloadTooLarge(p),
             415 => ApiError::UnsupportedMediaType(p),
             422 => ApiError::Unprocessable(p),
@@ -130,6 +134,11 @@ impl From<CoreError> for ApiError {
             CoreError::NotFound(what) => ApiError::not_found(what),
             CoreError::Invalid { code, message } => ApiError::bad_request(code, message),
             CoreError::Conflict { code, message } => ApiError::new(StatusCode::CONFLICT, code, message),
+            CoreError::Unprocessable { code, message } => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, message),
+            CoreError::PreconditionFailed(message) => {
+                ApiError::new(StatusCode::PRECONDITION_FAILED, "precondition_failed", message)
+            }
+            CoreError::TooLarge { code, message } => ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, code, message),
             CoreError::QuotaExceeded(message) => ApiError::new(StatusCode::FORBIDDEN, "quota_exceeded", message),
             CoreError::TooMany { code, message, retry_after_secs } => {
                 ApiError::TooManyRequests(Json(Problem::new(StatusCode::TOO_MANY_REQUESTS, code, message)), retry_after_secs)
@@ -163,6 +172,7 @@ impl ApiError {
             | ApiError::Forbidden(p)
             | ApiError::NotFound(p)
             | ApiError::Conflict(p)
+            | ApiError::PreconditionFailed(p)
             | ApiError::PayloadTooLarge(p)
             | ApiError::UnsupportedMediaType(p)
             | ApiError::Unprocessable(p)

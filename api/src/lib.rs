@@ -84,6 +84,9 @@ type Apis = (
     routes::providers::ProvidersApi,
     routes::agents::AgentsApi,
     routes::sessions::SessionsApi,
+    routes::waiting::WaitingApi,
+    routes::files::FilesApi,
+    routes::kv::KvApi,
     routes::capabilities::CapabilitiesApi,
     routes::mcp::McpServersApi,
 );
@@ -95,6 +98,9 @@ fn apis(state: &AppState) -> Apis {
         routes::providers::ProvidersApi { state: state.clone() },
         routes::agents::AgentsApi { state: state.clone() },
         routes::sessions::SessionsApi { state: state.clone() },
+        routes::waiting::WaitingApi { state: state.clone() },
+        routes::files::FilesApi { state: state.clone() },
+        routes::kv::KvApi { state: state.clone() },
         routes::capabilities::CapabilitiesApi,
         routes::mcp::McpServersApi { state: state.clone() },
     )
@@ -175,7 +181,7 @@ pub fn endpoint(state: AppState) -> BoxEndpoint<'static> {
         .boxed()
 }
 
-/// Buffers request bodies up to the limit (413 beyond it) and renders every
+/// Buffers request bodies up to the limit (413 beyond it; a file's content is bounded by its own handler) and renders every
 /// error as problem+json, inside one span per request (method and path only:
 /// the query may hold an `access_token`, so it is never logged).
 async fn bounded_body<E: Endpoint>(ep: std::sync::Arc<E>, req: Request) -> Response {
@@ -189,7 +195,14 @@ async fn bounded_body<E: Endpoint>(ep: std::sync::Arc<E>, req: Request) -> Respo
 }
 
 async fn handle<E: Endpoint>(ep: std::sync::Arc<E>, mut req: Request) -> Response {
-    if matches!(*req.method(), Method::POST | Method::PUT | Method::PATCH) {
+    // A file's content streams to its handler, which bounds it by the org's per-file limit.
+    let file_content = *req.method() == Method::PUT && req.uri().path().ends_with("/files/content");
+    if file_content && !req.headers().contains_key(poem::http::header::CONTENT_TYPE) {
+        // Bytes of no declared type are `application/octet-stream` (RFC 9110, 8.3).
+        req.headers_mut()
+            .insert(poem::http::header::CONTENT_TYPE, poem::http::HeaderValue::from_static("application/octet-stream"));
+    }
+    if matches!(*req.method(), Method::POST | Method::PUT | Method::PATCH) && !file_content {
         match req.take_body().into_bytes_limit(limits::MAX_BODY_BYTES).await {
             Ok(bytes) => req.set_body(Body::from_bytes(bytes)),
             Err(e) => return error::problem_from_poem_error(e.into()),

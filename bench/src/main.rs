@@ -37,8 +37,18 @@ impl Ctx {
     }
 }
 
-const ALL: &[&str] =
-    &["pg_baseline", "queue_throughput", "pickup", "turn_overhead", "turn_throughput", "sse_fanout", "concurrency", "recovery"];
+const ALL: &[&str] = &[
+    "pg_baseline",
+    "queue_throughput",
+    "pickup",
+    "turn_overhead",
+    "turn_throughput",
+    "sse_fanout",
+    "concurrency",
+    "recovery",
+    "waiting",
+    "storage",
+];
 
 fn main() {
     let mut args = std::env::args().skip(1);
@@ -84,6 +94,8 @@ async fn run(mut ctx: Ctx, only: Vec<String>) {
                 "sse_fanout" => scenarios::fanout::run(&c).await,
                 "concurrency" => scenarios::concurrency::run(&c).await,
                 "recovery" => scenarios::recovery::run(&c).await,
+                "waiting" => scenarios::waiting::run(&c).await,
+                "storage" => scenarios::storage::run(&c).await,
                 _ => unreachable!(),
             }
         });

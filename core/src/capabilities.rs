@@ -2,6 +2,7 @@
 //! to an agent that enables it. The registry is code, read-only over the API.
 
 use crate::error::{Error, Result};
+use crate::storage::tools as storage_tools;
 use crate::{limits, math};
 use serde_json::{Value, json};
 
@@ -51,6 +52,18 @@ static REGISTRY: &[Capability] = &[
             },
         }],
     },
+    Capability {
+        name: "files",
+        description: "A private filesystem for the session: read, write, edit, list, search, delete and move files.",
+        system_prompt: storage_tools::FILES_PROMPT,
+        tools: storage_tools::FILE_TOOLS,
+    },
+    Capability {
+        name: "kv",
+        description: "A private key-value store for the session: JSON values under keys, with versions and optional expiry.",
+        system_prompt: storage_tools::KV_PROMPT,
+        tools: storage_tools::KV_TOOLS,
+    },
 ];
 
 pub fn registry() -> &'static [Capability] {
@@ -99,6 +112,13 @@ pub fn system_prompt(agent_prompt: &str, names: &[String]) -> String {
         out.push_str(c.system_prompt);
     }
     out
+}
+
+/// Whether `tool` is enabled by these capabilities and reaches the session's
+/// storage: it then runs on its step's transaction ([`crate::storage::tools::execute`]),
+/// not through [`execute`].
+pub fn uses_storage(enabled: &[String], tool: &str) -> bool {
+    storage_tools::handles(tool) && tools_for(enabled).iter().any(|t| t.name == tool)
 }
 
 /// Runs a tool. An `Err` is a tool error: it goes back to the model as the

@@ -12,12 +12,22 @@ pub enum Error {
     /// The request conflicts with the current state of a resource.
     #[error("{message}")]
     Conflict { code: &'static str, message: String },
+    /// Well-formed, valid in itself, and yet naming something the resource
+    /// does not hold (422): a tool call id that is not pending.
+    #[error("{message}")]
+    Unprocessable { code: &'static str, message: String },
     /// A quota of the org is used up (403).
     #[error("{0}")]
     QuotaExceeded(String),
     /// Too many requests or turns right now; retry after the given seconds (429).
     #[error("{message}")]
     TooMany { code: &'static str, message: String, retry_after_secs: u32 },
+    /// A write's precondition (`If-Match`, `If-None-Match`, an expected version) does not hold (412).
+    #[error("{0}")]
+    PreconditionFailed(String),
+    /// Too large for a limit: a file, a value, a session's or an org's storage (413).
+    #[error("{message}")]
+    TooLarge { code: &'static str, message: String },
     /// A stale owner tried to commit a step of a turn it no longer holds.
     #[error("turn lease lost")]
     LeaseLost,
@@ -44,6 +54,10 @@ impl Error {
 
     pub fn conflict(code: &'static str, message: impl Into<String>) -> Self {
         Self::Conflict { code, message: message.into() }
+    }
+
+    pub fn unprocessable(code: &'static str, message: impl Into<String>) -> Self {
+        Self::Unprocessable { code, message: message.into() }
     }
 
     /// True when the database could not be reached (as opposed to a query error),

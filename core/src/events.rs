@@ -137,6 +137,17 @@ pub mod types {
     pub const TURN_COMPLETED: &str = "turn.completed";
     pub const TURN_FAILED: &str = "turn.failed";
     pub const TURN_CANCELLED: &str = "turn.cancelled";
+    /// The model called client tools: the client runs them and posts their results.
+    pub const TOOL_CALL_REQUESTED: &str = "tool.call_requested";
+    /// A call waits for a person's decision.
+    pub const TOOL_APPROVAL_REQUESTED: &str = "tool.approval_requested";
+    pub const TOOL_APPROVAL_RESOLVED: &str = "tool.approval_resolved";
+    /// The turn holds nothing until what it waits for is resolved.
+    pub const TURN_WAITING: &str = "turn.waiting";
+    /// The last pending call was resolved: the turn is queued to go on.
+    pub const TURN_RESUMED: &str = "turn.resumed";
+    pub use crate::storage::files::types::{FILE_DELETED, FILE_MOVED, FILE_WRITTEN};
+    pub use crate::storage::kv::types::{KV_DELETED, KV_SET};
 
     /// Every persisted type (deltas are not persisted), for filter validation.
     pub const PERSISTED: &[&str] = &[
@@ -151,6 +162,16 @@ pub mod types {
         TURN_COMPLETED,
         TURN_FAILED,
         TURN_CANCELLED,
+        TOOL_CALL_REQUESTED,
+        TOOL_APPROVAL_REQUESTED,
+        TOOL_APPROVAL_RESOLVED,
+        TURN_WAITING,
+        TURN_RESUMED,
+        FILE_WRITTEN,
+        FILE_DELETED,
+        FILE_MOVED,
+        KV_SET,
+        KV_DELETED,
     ];
 }
 
@@ -391,6 +412,18 @@ pub(crate) fn bind_append<'q, O>(
     q.bind(org_id)
         .bind(EVENTS_CHANNEL)
         // Room for the JSON once the signature prefixes it.
+        .bind((MAX_NOTIFY_BYTES - MAC_HEX) as i32)
+        .bind(NOTIFY_KEY.get().map(|k| k.ipad.to_vec()))
+        .bind(NOTIFY_KEY.get().map(|k| k.opad.to_vec()))
+}
+
+/// [`bind_append`] for a statement whose rows are read by column name.
+pub(crate) fn bind_append_query(
+    q: sqlx::query::Query<'_, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    org_id: OrgId,
+) -> sqlx::query::Query<'_, sqlx::Postgres, sqlx::postgres::PgArguments> {
+    q.bind(org_id)
+        .bind(EVENTS_CHANNEL)
         .bind((MAX_NOTIFY_BYTES - MAC_HEX) as i32)
         .bind(NOTIFY_KEY.get().map(|k| k.ipad.to_vec()))
         .bind(NOTIFY_KEY.get().map(|k| k.opad.to_vec()))

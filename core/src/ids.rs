@@ -89,6 +89,8 @@ typed_ids! {
     TurnId => Turn;
     /// An MCP server of the org's catalog.
     McpServerId => McpServer;
+    /// A pending tool approval (`pending_calls.id`; a client tool call's row has one too).
+    ApprovalId => Approval;
 }
 
 /// A kind of resource and its wire prefix.
@@ -103,6 +105,8 @@ pub enum Kind {
     Event,
     Turn,
     McpServer,
+    /// A pending tool approval (`pending_calls.id`).
+    Approval,
 }
 
 impl Kind {
@@ -117,6 +121,7 @@ impl Kind {
             Kind::Event => "evt",
             Kind::Turn => "trn",
             Kind::McpServer => "mcp",
+            Kind::Approval => "apr",
         }
     }
 
@@ -131,6 +136,7 @@ impl Kind {
             Kind::Event => "event",
             Kind::Turn => "turn",
             Kind::McpServer => "MCP server",
+            Kind::Approval => "approval",
         }
     }
 
@@ -146,6 +152,7 @@ impl Kind {
             Kind::Event => "an event",
             Kind::Turn => "a turn",
             Kind::McpServer => "an MCP server",
+            Kind::Approval => "an approval",
         }
     }
 }

@@ -25,8 +25,10 @@
 //! - [`history`]: a worker's cache of conversation prefixes it has read (the log is immutable).
 //! - [`queue`]: the task queue table — enqueue, batched claim/complete, heartbeats, reclaim.
 //! - [`turns`]: a turn's transitions — post, start, guarded step commits, seal, cancel.
+//! - [`storage`]: the session filesystem and key-value store, and their tools.
 //! - [`capabilities`]: the registry of tools an agent can enable (with [`math`]).
 //! - [`mcp`]: the MCP server catalog, its sealed headers and the shared tool-list cache.
+//! - [`tools`]: client tools, tool policies and the approval's argument hash.
 //! - [`page`]: cursor pagination.
 //! - [`validate`]: length, tag and URL rules with stable error codes.
 //! - [`telemetry`]: logs (text or JSON) and optional OpenTelemetry trace export.
@@ -53,7 +55,9 @@ pub mod providers;
 pub mod queue;
 pub mod quotas;
 pub mod sessions;
+pub mod storage;
 pub mod telemetry;
+pub mod tools;
 pub mod turns;
 pub mod validate;
 

@@ -59,6 +59,12 @@ pub struct Org {
     pub max_sessions: i32,
     pub max_concurrent_turns: i32,
     pub rate_limit_per_minute: i32,
+    /// Storage limits (`crate::storage`): one file's bytes, a session's bytes, files and keys, the org's bytes.
+    pub max_file_bytes: i64,
+    pub max_session_bytes: i64,
+    pub max_session_files: i32,
+    pub max_session_keys: i32,
+    pub max_storage_bytes: i64,
     pub created_at: DateTime<Utc>,
 }
 
@@ -71,9 +77,15 @@ pub struct OrgUpdate {
     pub max_sessions: Option<i32>,
     pub max_concurrent_turns: Option<i32>,
     pub rate_limit_per_minute: Option<i32>,
+    pub max_file_bytes: Option<i64>,
+    pub max_session_bytes: Option<i64>,
+    pub max_session_files: Option<i32>,
+    pub max_session_keys: Option<i32>,
+    pub max_storage_bytes: Option<i64>,
 }
 
-const ORG_COLUMNS: &str = "id, name, disabled, max_agents, max_sessions, max_concurrent_turns, rate_limit_per_minute, created_at";
+const ORG_COLUMNS: &str = "id, name, disabled, max_agents, max_sessions, max_concurrent_turns, rate_limit_per_minute, \
+                           max_file_bytes, max_session_bytes, max_session_files, max_session_keys, max_storage_bytes, created_at";
 
 pub async fn create_org(pool: &PgPool, name: &str) -> Result<Org> {
     crate::validate::name("name", name)?;
@@ -125,12 +137,26 @@ pub async fn update_org(pool: &PgPool, id: OrgId, update: &OrgUpdate) -> Result<
             return Err(Error::invalid("invalid_quota", format!("{field} must be >= 0")));
         }
     }
+    for (field, v) in [
+        ("max_file_bytes", update.max_file_bytes),
+        ("max_session_bytes", update.max_session_bytes),
+        ("max_session_files", update.max_session_files.map(i64::from)),
+        ("max_session_keys", update.max_session_keys.map(i64::from)),
+        ("max_storage_bytes", update.max_storage_bytes),
+    ] {
+        if v.is_some_and(|v| v < 0) {
+            return Err(Error::invalid("invalid_quota", format!("{field} must be >= 0")));
+        }
+    }
     let mut c = crate::db::autocommit(pool).await?;
     let org = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "UPDATE orgs SET name = coalesce($2, name), disabled = coalesce($3, disabled),
                 max_agents = coalesce($4, max_agents), max_sessions = coalesce($5, max_sessions),
                 max_concurrent_turns = coalesce($6, max_concurrent_turns),
-                rate_limit_per_minute = coalesce($7, rate_limit_per_minute)
+                rate_limit_per_minute = coalesce($7, rate_limit_per_minute),
+                max_file_bytes = coalesce($8, max_file_bytes), max_session_bytes = coalesce($9, max_session_bytes),
+                max_session_files = coalesce($10, max_session_files), max_session_keys = coalesce($11, max_session_keys),
+                max_storage_bytes = coalesce($12, max_storage_bytes)
           WHERE id = $1 RETURNING {ORG_COLUMNS}"
     )))
     .bind(id)
@@ -140,6 +166,11 @@ pub async fn update_org(pool: &PgPool, id: OrgId, update: &OrgUpdate) -> Result<
     .bind(update.max_sessions)
     .bind(update.max_concurrent_turns)
     .bind(update.rate_limit_per_minute)
+    .bind(update.max_file_bytes)
+    .bind(update.max_session_bytes)
+    .bind(update.max_session_files)
+    .bind(update.max_session_keys)
+    .bind(update.max_storage_bytes)
     .fetch_optional(&mut *c)
     .await?;
     c.commit().await?;

@@ -14,13 +14,13 @@ use tokio::sync::mpsc;
 use turnstone_core::events::{self, Delta, NewEvent, types};
 use turnstone_core::turns::{self, Lease, Outcome, Seal, Start, TurnContext, TurnTask, Usage};
 use turnstone_core::validate::storable;
-use turnstone_core::{Error, capabilities, providers};
+use turnstone_core::{Error, capabilities, providers, storage};
 
 use crate::Context;
 use crate::cancel::CancelGuard;
 use crate::llm::{self, LlmEndpoint, LlmError, LlmReply, ToolSpec};
 use crate::plan::{self, Step};
-use crate::tools::Toolbox;
+use crate::tools::{ToolOutcome, Toolbox};
 
 /// How a turn task ended for this worker.
 #[derive(Debug, PartialEq, Eq)]
@@ -33,6 +33,9 @@ pub enum TurnEnd {
     LeaseLost,
     /// The drain deadline passed mid-turn; the task is released to another worker.
     Released,
+    /// The turn waits for people: its task became the wait's deadline timer,
+    /// in the transaction that parked it. Nothing to acknowledge, nothing held.
+    Parked,
 }
 
 /// Test hook: `TURNSTONE_CRASH_AT=<point>` aborts the process at that point,
@@ -68,6 +71,43 @@ async fn commit(
     }
 }
 
+/// [`commit`] for a step whose storage tool wrote in `tx`: the writes commit
+/// with the step's events, and roll back with them when the step was already
+/// committed by an earlier attempt (then the log is re-read) or the lease is lost.
+async fn commit_with(
+    ctx: &Context,
+    lease: &Lease,
+    tc: &mut TurnContext,
+    tx: turns::StepTx,
+    events: Vec<NewEvent>,
+) -> Result<(), Error> {
+    match tx.commit(lease, events, 0, Usage::default()).await {
+        Ok(appended) => {
+            tc.history.extend(appended.into_iter().map(std::sync::Arc::new));
+            Ok(())
+        }
+        Err(e) if e.is_unique_violation() => {
+            *tc = turns::load_context(&ctx.pool, lease).await?;
+            Ok(())
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Runs a `files` or `kv` tool on the step's transaction. Arguments that are
+/// not a JSON object are the model's mistake: a tool error.
+async fn run_storage_tool(tx: &mut turns::StepTx, lease: &Lease, call: &llm::ToolCall) -> Result<storage::tools::Run, Error> {
+    let args = if call.arguments.trim().is_empty() { Ok(json!({})) } else { serde_json::from_str(&call.arguments) };
+    match args {
+        Ok(args @ serde_json::Value::Object(_)) => {
+            let scope = storage::tools::Scope { org_id: lease.org_id, session_id: lease.session_id, turn_id: lease.turn_id };
+            storage::tools::execute(tx.conn(), scope, &call.name, &args).await
+        }
+        Ok(_) => Ok(storage::tools::Run { result: Err("arguments must be a JSON object".into()), events: vec![] }),
+        Err(e) => Ok(storage::tools::Run { result: Err(format!("arguments are not valid JSON: {e}")), events: vec![] }),
+    }
+}
+
 /// Runs the turn to its end. Database errors bubble up so the task is retried;
 /// everything the model or a tool does wrong ends the turn with an event instead.
 ///
@@ -85,6 +125,9 @@ pub async fn run(ctx: &Context, task: TurnTask, queue_task: Option<turns::QueueT
     };
     lease.task = queue_task;
     let mut cancel = ctx.cancels.register(task.org_id, task.turn_id);
+    if tc.history.iter().any(|e| e.turn_id == Some(task.turn_id) && e.kind == types::TURN_RESUMED) {
+        crash_point("resuming");
+    }
     if tc.cancel_requested {
         seal(ctx, &lease, Outcome::Cancelled).await?;
         return Ok(TurnEnd::Sealed);
@@ -142,7 +185,10 @@ async fn drive(ctx: &Context, lease: &Lease, mut tc: TurnContext, cancel: &mut C
             seal(ctx, lease, Outcome::Cancelled).await?;
             return Ok(TurnEnd::Sealed);
         }
-        let deadline = lease.started_at + chrono::Duration::seconds(i64::from(tc.max_turn_secs));
+        // Time spent waiting for people does not count against the cap.
+        let deadline = lease.started_at
+            + chrono::Duration::seconds(i64::from(tc.max_turn_secs))
+            + chrono::Duration::milliseconds((tc.waited_secs * 1000.0) as i64);
         let left = (deadline - chrono::Utc::now()).to_std().unwrap_or_default();
         if left.is_zero() {
             return time_out(ctx, lease, &tc).await;
@@ -203,7 +249,16 @@ async fn drive(ctx: &Context, lease: &Lease, mut tc: TurnContext, cancel: &mut C
                 }
                 let system = capabilities::system_prompt(&tc.system_prompt, &tc.capabilities);
                 let messages = plan::prompt(&tc, system);
-                let tools: Vec<ToolSpec> = load_tools(ctx, lease, &tc, &mut toolbox).await?.specs();
+                let tools: Vec<ToolSpec> = load_tools(ctx, lease, &tc, &mut toolbox)
+                    .await?
+                    .specs()
+                    .into_iter()
+                    .chain(tc.client_tools.iter().map(|t| ToolSpec {
+                        name: t.name.clone(),
+                        description: t.description.clone(),
+                        parameters: t.parameters.clone(),
+                    }))
+                    .collect();
                 let mut abort = ctx.abort.clone();
                 // Dropping the call future aborts the HTTP stream at once.
                 let call = ModelCall { lease, iteration, endpoint: &ep, messages: &messages, tools: &tools };
@@ -252,7 +307,43 @@ async fn drive(ctx: &Context, lease: &Lease, mut tc: TurnContext, cancel: &mut C
                 commit(ctx, lease, &mut tc, vec![output], 1, usage).await?;
                 crash_point("after_llm_commit");
             }
-            Step::RunTool { iteration, call } => {
+            Step::Wait { iteration, calls } => {
+                let now = chrono::Utc::now();
+                let waits: Vec<turns::WaitCall> = calls
+                    .into_iter()
+                    .map(|(call, kind)| {
+                        let secs = match kind {
+                            turns::WaitKind::ClientTool => {
+                                tc.client_tools.iter().find(|t| t.name == call.name).map_or(300, |t| t.timeout_secs)
+                            }
+                            turns::WaitKind::Approval => tc.approval_timeout_secs,
+                        };
+                        turns::WaitCall {
+                            kind,
+                            tool_call_id: call.id,
+                            name: call.name,
+                            arguments: call.arguments,
+                            deadline_at: now + chrono::Duration::seconds(i64::from(secs)),
+                        }
+                    })
+                    .collect();
+                let open_next = iteration < tc.max_iterations;
+                crash_point("before_wait_commit");
+                match turns::park(&ctx.pool, lease, iteration, &waits, open_next).await? {
+                    turns::Parked::Waiting => {
+                        crash_point("after_wait_commit");
+                        return Ok(TurnEnd::Parked);
+                    }
+                    turns::Parked::Superseded(appended) => {
+                        tc.history.extend(appended.into_iter().map(std::sync::Arc::new));
+                    }
+                    turns::Parked::Cancelled => {
+                        seal(ctx, lease, Outcome::Cancelled).await?;
+                        return Ok(TurnEnd::Sealed);
+                    }
+                }
+            }
+            Step::RunTool { iteration, call, denied } => {
                 let step = format!("{iteration}:{}", call.id);
                 let tools = load_tools(ctx, lease, &tc, &mut toolbox).await?;
                 let server = tools.mcp_server_of(&call.name);
@@ -263,36 +354,47 @@ async fn drive(ctx: &Context, lease: &Lease, mut tc: TurnContext, cancel: &mut C
                 }
                 let started = NewEvent::step(types::TOOL_STARTED, format!("tool_started:{step}"), started);
                 let mut events = vec![];
-                let outcome = match server {
-                    // Built-ins finish in microseconds: `tool.started` commits with the result.
-                    None => {
-                        events.push(started);
-                        tools.run(&ctx.config.keys, &ctx.mcp, lease.org_id, &call.name, &call.arguments).await
-                    }
+                // A storage tool writes in the step's own transaction, so its
+                // writes commit with `tool.completed` below, or not at all.
+                let mut step_tx = None;
+                let outcome = if denied {
+                    events.push(started);
+                    let denial = json!({ "error": "denied", "reason": "the agent's tool policy denies this tool" }).to_string();
+                    ToolOutcome { result: Err(denial), mcp_server_id: server }
+                } else if server.is_some() {
                     // A remote call may take long: its start commits first. After a crash
                     // before its result commits, the call runs again (at-least-once).
-                    Some(_) => {
-                        if !has_tool_started(&tc, lease.turn_id, iteration, &call.id) {
-                            commit(ctx, lease, &mut tc, vec![started], 0, Usage::default()).await?;
-                        }
-                        let mut abort = ctx.abort.clone();
-                        let run = tools.run(&ctx.config.keys, &ctx.mcp, lease.org_id, &call.name, &call.arguments);
-                        let ran = tokio::select! {
-                            o = run => Ok(o),
-                            _ = cancel.cancelled() => Err(Interrupt::Cancelled),
-                            _ = tokio::time::sleep(left) => Err(Interrupt::TimedOut),
-                            _ = abort.wait_for(|a| *a) => Err(Interrupt::Released),
-                        };
-                        match ran {
-                            Ok(o) => o,
-                            Err(Interrupt::Cancelled) => {
-                                seal(ctx, lease, Outcome::Cancelled).await?;
-                                return Ok(TurnEnd::Sealed);
-                            }
-                            Err(Interrupt::TimedOut) => return time_out(ctx, lease, &tc).await,
-                            Err(Interrupt::Released) => return Ok(TurnEnd::Released),
-                        }
+                    if !has_tool_started(&tc, lease.turn_id, iteration, &call.id) {
+                        commit(ctx, lease, &mut tc, vec![started], 0, Usage::default()).await?;
                     }
+                    let mut abort = ctx.abort.clone();
+                    let run = tools.run(&ctx.config.keys, &ctx.mcp, lease.org_id, &call.name, &call.arguments);
+                    let ran = tokio::select! {
+                        o = run => Ok(o),
+                        _ = cancel.cancelled() => Err(Interrupt::Cancelled),
+                        _ = tokio::time::sleep(left) => Err(Interrupt::TimedOut),
+                        _ = abort.wait_for(|a| *a) => Err(Interrupt::Released),
+                    };
+                    match ran {
+                        Ok(o) => o,
+                        Err(Interrupt::Cancelled) => {
+                            seal(ctx, lease, Outcome::Cancelled).await?;
+                            return Ok(TurnEnd::Sealed);
+                        }
+                        Err(Interrupt::TimedOut) => return time_out(ctx, lease, &tc).await,
+                        Err(Interrupt::Released) => return Ok(TurnEnd::Released),
+                    }
+                } else if capabilities::uses_storage(&tc.capabilities, &call.name) {
+                    // Built-ins finish in microseconds: `tool.started` commits with the result.
+                    events.push(started);
+                    let mut tx = turns::StepTx::begin(&ctx.pool, lease).await?;
+                    let run = run_storage_tool(&mut tx, lease, &call).await?;
+                    events.extend(run.events);
+                    step_tx = Some(tx);
+                    ToolOutcome { result: run.result, mcp_server_id: None }
+                } else {
+                    events.push(started);
+                    tools.run(&ctx.config.keys, &ctx.mcp, lease.org_id, &call.name, &call.arguments).await
                 };
                 let result = outcome.result;
                 let mut data =
@@ -311,7 +413,10 @@ async fn drive(ctx: &Context, lease: &Lease, mut tc: TurnContext, cancel: &mut C
                     events.push(turns::reason_started(iteration + 1));
                 }
                 crash_point("before_tool_commit");
-                commit(ctx, lease, &mut tc, events, 0, Usage::default()).await?;
+                match step_tx.take() {
+                    Some(tx) => commit_with(ctx, lease, &mut tc, tx, events).await?,
+                    None => commit(ctx, lease, &mut tc, events, 0, Usage::default()).await?,
+                }
                 crash_point("after_tool_commit");
             }
         }

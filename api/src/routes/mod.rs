@@ -4,10 +4,13 @@
 pub mod agents;
 pub mod capabilities;
 pub mod mcp;
+pub mod files;
+pub mod kv;
 pub mod orgs;
 pub mod providers;
 pub mod sessions;
 pub mod system;
+pub mod waiting;
 
 use poem_openapi::Tags;
 use turnstone_core::limits;
@@ -28,6 +31,10 @@ pub enum Tag {
     Agents,
     /// Conversations with an agent, their messages, events and live stream.
     Sessions,
+    /// Each session's private filesystem: raw bytes with entity tags.
+    Files,
+    /// Each session's private key-value store: JSON values with versions.
+    Kv,
     /// The read-only registry of tool bundles an agent can enable.
     Capabilities,
     /// The MCP servers the org trusts, and their cached tools.

@@ -100,6 +100,11 @@ impl OrgsApi {
             max_sessions: b.max_sessions,
             max_concurrent_turns: b.max_concurrent_turns,
             rate_limit_per_minute: b.rate_limit_per_minute,
+            max_file_bytes: b.max_file_bytes,
+            max_session_bytes: b.max_session_bytes,
+            max_session_files: b.max_session_files,
+            max_session_keys: b.max_session_keys,
+            max_storage_bytes: b.max_storage_bytes,
         };
         let org = orgs::update_org(&self.state.pool, id, &update).await?;
         // Other API processes hear it on `turnstone_auth`; this one need not wait for that.

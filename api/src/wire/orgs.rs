@@ -39,6 +39,21 @@ pub struct OrgUpdate {
     /// Requests per minute per API key; 0 = unlimited.
     #[oai(validator(minimum(value = "0"), maximum(value = "100000000")))]
     pub rate_limit_per_minute: Option<i32>,
+    /// Storage: bytes of one file (default 10 MiB).
+    #[oai(validator(minimum(value = "0"), maximum(value = "1073741824")))]
+    pub max_file_bytes: Option<i64>,
+    /// Storage: bytes of one session's files (default 100 MiB).
+    #[oai(validator(minimum(value = "0"), maximum(value = "1099511627776")))]
+    pub max_session_bytes: Option<i64>,
+    /// Storage: files of one session (default 10,000).
+    #[oai(validator(minimum(value = "0"), maximum(value = "100000000")))]
+    pub max_session_files: Option<i32>,
+    /// Storage: keys of one session (default 10,000).
+    #[oai(validator(minimum(value = "0"), maximum(value = "100000000")))]
+    pub max_session_keys: Option<i32>,
+    /// Quota: bytes of all the org's files (default 10 GiB).
+    #[oai(validator(minimum(value = "0"), maximum(value = "1125899906842624")))]
+    pub max_storage_bytes: Option<i64>,
 }
 
 impl Example for OrgUpdate {
@@ -57,6 +72,11 @@ pub struct Org {
     pub max_sessions: i32,
     pub max_concurrent_turns: i32,
     pub rate_limit_per_minute: i32,
+    pub max_file_bytes: i64,
+    pub max_session_bytes: i64,
+    pub max_session_files: i32,
+    pub max_session_keys: i32,
+    pub max_storage_bytes: i64,
     pub created_at: DateTime<Utc>,
 }
 
@@ -70,6 +90,11 @@ impl From<turnstone_core::orgs::Org> for Org {
             max_sessions: o.max_sessions,
             max_concurrent_turns: o.max_concurrent_turns,
             rate_limit_per_minute: o.rate_limit_per_minute,
+            max_file_bytes: o.max_file_bytes,
+            max_session_bytes: o.max_session_bytes,
+            max_session_files: o.max_session_files,
+            max_session_keys: o.max_session_keys,
+            max_storage_bytes: o.max_storage_bytes,
             created_at: o.created_at,
         }
     }

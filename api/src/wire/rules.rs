@@ -138,7 +138,8 @@ impl<T: ToJSON, R: Rule> ToJSON for Ruled<T, R> {
 /// The id types of the resources, by the names the wire rules use: `Id<Agent>`
 /// parses to an [`ids::AgentId`], which cannot be passed where a session id is wanted.
 pub use turnstone_core::ids::{
-    AgentId as Agent, ApiKeyId as ApiKey, EventId as Event, McpServerId as McpServer, ModelId as Model, OrgId as Org,
+    AgentId as Agent, ApiKeyId as ApiKey, ApprovalId as Approval, EventId as Event, McpServerId as McpServer, ModelId as Model,
+    OrgId as Org,
     ProviderId as Provider, SessionId as Session,
 };
 
@@ -373,6 +374,63 @@ impl Rule for CapabilityRule {
 }
 
 pub type CapabilityName = Ruled<Text, CapabilityRule>;
+
+/// A file or directory path (`storage::FilePath`, 400 `invalid_path`): absolute, `/`-separated,
+/// segments of 1-255 bytes that are not `.` or `..`, no control characters, at most 1,024 bytes.
+pub struct FilePathRule;
+
+impl Rule for FilePathRule {
+    const NAME: &'static str = "file_path";
+    fn describe(schema: &mut MetaSchema) {
+        schema.pattern = Some(format!("^(/(?!\\.\\.?(/|$))[^/{CONTROL}]{{1,255}})+$"));
+        schema.min_length = Some(2);
+        schema.max_length = Some(turnstone_core::storage::MAX_PATH_BYTES);
+        schema.example = Some(Value::String("/notes/todo.md".into()));
+    }
+}
+
+pub type FilePath = Ruled<Text, FilePathRule>;
+
+/// A directory path: a [`FilePathRule`] path, or the root `/`.
+pub struct DirPathRule;
+
+impl Rule for DirPathRule {
+    const NAME: &'static str = "dir_path";
+    fn describe(schema: &mut MetaSchema) {
+        schema.pattern = Some(format!("^(/|(/(?!\\.\\.?(/|$))[^/{CONTROL}]{{1,255}})+)$"));
+        schema.min_length = Some(1);
+        schema.max_length = Some(turnstone_core::storage::MAX_PATH_BYTES);
+        schema.example = Some(Value::String("/notes".into()));
+    }
+}
+
+pub type DirPath = Ruled<Text, DirPathRule>;
+
+/// A key of the key-value store: 1-256 characters of `[A-Za-z0-9._:-]` (400 `invalid_key`).
+pub struct KvKeyRule;
+
+impl Rule for KvKeyRule {
+    const NAME: &'static str = "kv_key";
+    fn describe(schema: &mut MetaSchema) {
+        one_to_max_of(schema, "[A-Za-z0-9._:-]", turnstone_core::storage::MAX_KEY_BYTES, "user:name");
+    }
+}
+
+pub type KvKey = Ruled<Text, KvKeyRule>;
+
+/// A key prefix: 0-256 characters of `[A-Za-z0-9._:-]` (400 `invalid_key`).
+pub struct KvPrefixRule;
+
+impl Rule for KvPrefixRule {
+    const NAME: &'static str = "kv_prefix";
+    fn describe(schema: &mut MetaSchema) {
+        schema.pattern = Some(format!("^[A-Za-z0-9._:-]{{0,{}}}$", turnstone_core::storage::MAX_KEY_BYTES));
+        schema.max_length = Some(turnstone_core::storage::MAX_KEY_BYTES);
+        schema.example = Some(Value::String("user:".into()));
+    }
+}
+
+pub type KvPrefix = Ruled<Text, KvPrefixRule>;
 
 /// No item twice (`uniqueItems`); the item's own rule names the code of a repeat.
 pub struct Distinct;

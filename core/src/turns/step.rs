@@ -1,6 +1,7 @@
 //! One step, a model call or a tool call, commits with its events, fenced by
-//! the lease: [`commit_step`] (one round trip, [`STEP_ROUTINE`]), and the
-//! events a step writes.
+//! the lease: [`commit_step`] (one round trip, [`STEP_ROUTINE`]), or — for a
+//! tool that writes session storage — [`StepTx`], the same routine at the end
+//! of a transaction that holds the tool's writes; and the events a step writes.
 
 use crate::ids::{EventId, TurnId};
 use chrono::{DateTime, Utc};
@@ -29,13 +30,57 @@ pub async fn commit_step(
     iterations: i32,
     usage: Usage,
 ) -> Result<Vec<Event>> {
+    let mut c = db::autocommit(pool).await?;
+    let appended = run_step_routine(&mut c, lease, events, iterations, usage).await?;
+    c.commit().await?;
+    Ok(appended)
+}
+
+/// A step whose tool writes session storage (`crate::storage::tools`): a
+/// transaction that takes the session's lock first (as every writer of a
+/// session does), runs the tool's guarded statements ([`StepTx::conn`]), and
+/// ends with [`STEP_ROUTINE`] — so the writes commit together with the step's
+/// `tool.completed`, or not at all. Dropped uncommitted (a crash, a lost lease,
+/// a step committed already), it rolls back: no write without its result, and
+/// none applied twice.
+pub struct StepTx {
+    tx: sqlx::Transaction<'static, sqlx::Postgres>,
+}
+
+impl StepTx {
+    /// Begins the step's transaction: the org's scope and the session's lock, one round trip.
+    pub async fn begin(pool: &PgPool, lease: &Lease) -> Result<StepTx> {
+        Ok(StepTx { tx: db::begin_sessions(pool, lease.org_id, &[lease.session_id]).await? })
+    }
+
+    /// The connection the step's tool runs its statements on.
+    pub fn conn(&mut self) -> &mut sqlx::PgConnection {
+        &mut self.tx
+    }
+
+    /// Appends the step's events under the lease ([`commit_step`]'s checks) and
+    /// commits the tool's writes with them; on any failure nothing is written.
+    pub async fn commit(mut self, lease: &Lease, events: Vec<NewEvent>, iterations: i32, usage: Usage) -> Result<Vec<Event>> {
+        let appended = run_step_routine(&mut self.tx, lease, events, iterations, usage).await?;
+        self.tx.commit().await?;
+        Ok(appended)
+    }
+}
+
+/// Runs [`STEP_ROUTINE`] on `c`; the caller commits.
+async fn run_step_routine(
+    c: &mut sqlx::PgConnection,
+    lease: &Lease,
+    events: Vec<NewEvent>,
+    iterations: i32,
+    usage: Usage,
+) -> Result<Vec<Event>> {
     let n = events.len();
     let mut arrays = events::EventArrays::default();
     for e in events {
         arrays.push(lease.session_id, Some(lease.turn_id), e);
     }
     type Row = (bool, Option<EventId>, Option<i64>, Option<String>, Option<TurnId>, Option<Value>, Option<DateTime<Utc>>);
-    let mut c = db::autocommit(pool).await?;
     let rows: Vec<Row> = arrays
         .bind(events::bind_append(sqlx::query_as(sqlx::AssertSqlSafe(STEP_ROUTINE.call())), lease.org_id))
         .bind(lease.session_id)
@@ -49,7 +94,6 @@ pub async fn commit_step(
     if !rows.first().is_some_and(|r| r.0) {
         return Err(Error::LeaseLost);
     }
-    c.commit().await?;
     let appended = rows
         .into_iter()
         .filter_map(|(_, id, sequence, kind, turn_id, data, ts)| {

@@ -137,6 +137,7 @@ fn prefix_of(name: &str) -> &'static str {
         "agent_id" => "agt",
         "session_id" => "ses",
         "mcp_server_id" => "mcp",
+        "approval_id" => "apr",
         "since_id" | "Last-Event-ID" => "evt",
         "after" => "agt",
         _ => "xyz",
@@ -931,7 +932,10 @@ async fn malformed_requests_to_every_operation_get_problem_json_and_no_5xx() {
             ("agent_id", agent),
             ("session_id", session),
             ("mcp_server_id", mcp),
+            // No approval is pending: a well-formed id answers 404, as another session's would.
+            ("approval_id", format!("apr_{}", "0".repeat(32))),
             ("code", "invalid_id".to_owned()),
+            ("key", "user:name".to_owned()),
         ]),
         victims: BTreeMap::from([
             ("key_id", spare_key),

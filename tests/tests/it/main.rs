@@ -3,8 +3,8 @@
 
 mod cancel;
 mod cli;
-mod contract;
 mod console;
+mod contract;
 mod conversation;
 mod durability;
 mod e2e;
@@ -27,5 +27,7 @@ mod sdk;
 mod security;
 mod sse;
 mod starts;
+mod storage;
 mod taskqueue;
 mod tenancy;
+mod waiting;

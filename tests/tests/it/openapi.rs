@@ -41,7 +41,7 @@ fn committed_problem_catalogue_matches_the_code() {
 
 /// The problem codes written in Rust sources under `dir`: the first literal argument of
 /// `invalid(`, `conflict(` and `bad_request(`, the literal that follows a status in
-/// `…::new(StatusCode::X, "code"` or `raw_problem(status, "code"`, and `TooMany { code: "…"`.
+/// `…::new(StatusCode::X, "code"` or `raw_problem(status, "code"`, and `TooMany { code: "…"` or `TooLarge { code: "…"`.
 fn code_literals(dir: &std::path::Path, out: &mut std::collections::BTreeMap<String, String>) {
     for entry in std::fs::read_dir(dir).expect("source dir") {
         let path = entry.expect("dir entry").path();
@@ -69,8 +69,10 @@ fn code_literals(dir: &std::path::Path, out: &mut std::collections::BTreeMap<Str
                 b.ends_with("(status")
                     || b.rsplit_once("StatusCode::").is_some_and(|(_, s)| s.bytes().all(|c| c.is_ascii_uppercase() || c == b'_'))
             });
-            let is_code =
-                after_status || ["invalid(", "conflict(", "bad_request(", "TooMany{code:"].iter().any(|m| before.ends_with(m));
+            let is_code = after_status
+                || ["invalid(", "conflict(", "unprocessable(", "bad_request(", "TooMany{code:", "TooLarge{code:"]
+                    .iter()
+                    .any(|m| before.ends_with(m));
             if is_code {
                 out.entry(literal.to_owned()).or_insert_with(|| path.display().to_string());
             }

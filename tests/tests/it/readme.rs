@@ -55,6 +55,38 @@ async fn the_readme_quickstart_prints_the_tools_answer() {
     assert!(messages.contains("tool math returned: 42"), "{messages}");
 }
 
+/// The lines of the README's storage example (`<!-- storage-example:begin -->`).
+fn readme_storage_example() -> String {
+    let readme = std::fs::read_to_string(format!("{ROOT}/README.md")).expect("README.md");
+    let marker = "<!-- storage-example:begin -->\n```sh\n";
+    let start = readme.find(marker).expect("storage example begin marker") + marker.len();
+    let end = readme.find("```\n<!-- storage-example:end -->").expect("storage example end marker");
+    readme[start..end].to_owned()
+}
+
+#[tokio::test]
+async fn the_readme_storage_example_downloads_the_agents_edit() {
+    // Arrange
+    let stack = Stack::start().await;
+
+    // Act
+    let run = tokio::process::Command::new("bash")
+        .arg("-c")
+        .arg(format!("set -e\n{}", readme_storage_example()))
+        .env("TS", &stack.base)
+        .env("KEY", &stack.key)
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(turnstone_tests::DEADLINE, run).await.expect("the example finishes").expect("bash runs");
+
+    // Assert: what it downloads last is the file as the agent edited it.
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "exit {:?}; stdout: {stdout}; stderr: {}", out.status, String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.ends_with("# Plan\n- [x] draft\n"), "{stdout}");
+    assert!(stdout.contains(r#""path":"/plan.md""#), "the upload answered its metadata: {stdout}");
+}
+
 #[tokio::test]
 async fn the_readme_cli_quickstart_prints_the_tools_answer() {
     // Arrange: the block's first two lines point at `scripts/dev`'s build and stack; the test
@@ -97,4 +129,33 @@ async fn the_readme_cli_quickstart_prints_the_tools_answer() {
         stdout.lines().last().unwrap().contains("tool math returned: 42"),
         "the messages table ends with the answer: {stdout}"
     );
+}
+
+#[tokio::test]
+async fn the_readme_waiting_walkthrough_resolves_a_client_tool_and_an_approval() {
+    // Arrange: the walkthrough, after the quickstart's variables.
+    let stack = Stack::start().await;
+    let readme = std::fs::read_to_string(format!("{ROOT}/README.md")).expect("README.md");
+    let start = readme.find("<!-- waiting:begin -->\n```sh\n").expect("waiting begin marker") + 29;
+    let end = readme.find("```\n<!-- waiting:end -->").expect("waiting end marker");
+    let script = format!("H=\"Authorization: Bearer $KEY\"; J='content-type: application/json'\n{}", &readme[start..end]);
+
+    // Act
+    let run = tokio::process::Command::new("bash")
+        .arg("-c")
+        .arg(script)
+        .env("TS", &stack.base)
+        .env("KEY", &stack.key)
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(turnstone_tests::DEADLINE, run).await.expect("the walkthrough finishes").expect("bash runs");
+
+    // Assert
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "exit {:?}; stdout: {stdout}; stderr: {}", out.status, String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("\"resumed\":true"), "{stdout}");
+    let messages = stdout.lines().last().expect("the messages list is printed last");
+    assert!(messages.contains("tool lookup_order returned: shipped"), "{messages}");
+    assert!(messages.contains("tool math returned: 42"), "{messages}");
 }

@@ -126,7 +126,22 @@ async fn the_routines_live_in_the_migrations_and_need_no_temporary_objects() {
     .await
     .unwrap();
     let names: Vec<&str> = listed.iter().map(|(n, _)| n.as_str()).collect();
-    assert_eq!(names, ["commit_step", "enter_org", "post_message", "seal_turns", "seal_turns_and_tasks", "start_turns"]);
+    assert_eq!(
+        names,
+        [
+            "commit_step",
+            "delete_files",
+            "enter_org",
+            "kv_delete",
+            "kv_set",
+            "move_file",
+            "post_message",
+            "seal_turns",
+            "seal_turns_and_tasks",
+            "start_turns",
+            "write_file"
+        ]
+    );
     let (_, post_args) = listed.iter().find(|(n, _)| n == "post_message").unwrap();
     assert!(post_args.starts_with("org uuid, channel text"), "named parameters: {post_args}");
 

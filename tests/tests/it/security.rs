@@ -75,7 +75,8 @@ async fn the_worker_role_cannot_read_what_it_must_not() {
     for (sql, what) in [
         ("SELECT count(*) FROM api_keys", "API key hashes"),
         ("SELECT count(*) FROM idempotency_keys", "idempotency records"),
-        ("SELECT count(*) FROM orgs", "the org registry"),
+        // Of the org registry it reads the storage limits a tool's write checks, nothing else.
+        ("SELECT name, disabled FROM orgs", "the org registry"),
     ] {
         let err = sqlx::query(sql).fetch_one(&worker).await.unwrap_err();
         let code = err.as_database_error().and_then(|d| d.code()).map(|c| c.into_owned());
@@ -86,6 +87,10 @@ async fn the_worker_role_cannot_read_what_it_must_not() {
         let code = err.as_database_error().and_then(|d| d.code()).map(|c| c.into_owned());
         assert_eq!(code.as_deref(), Some("42501"), "worker may not run {sql}: {err}");
     }
+    sqlx::query("SELECT max_file_bytes, max_session_bytes, max_session_files, max_session_keys, max_storage_bytes FROM orgs")
+        .fetch_all(&worker)
+        .await
+        .expect("the worker reads the storage limits");
     // What it needs works: its org-scoped reads of agents succeed.
     let row = sqlx::query("SELECT count(*) AS n FROM agents").fetch_one(&worker).await.unwrap();
     assert_eq!(row.get::<i64, _>("n"), 0);
