@@ -37,6 +37,8 @@ pub struct Config {
     pub sse_max_streams: usize,
     /// How long a successful API-key check is reused (0 = look every key up).
     pub auth_cache: Duration,
+    /// The MCP client: timeouts, result cap, `TURNSTONE_ALLOW_PRIVATE_NETWORKS`.
+    pub mcp: turnstone_mcp::McpConfig,
 }
 
 pub use turnstone_core::env::ConfigError;
@@ -78,6 +80,7 @@ impl Config {
             sse_key_check: secs("TURNSTONE_SSE_KEY_CHECK_SECS", 30.0)?,
             sse_max_streams: positive("TURNSTONE_SSE_MAX_STREAMS", 20_000usize)?,
             auth_cache: turnstone_core::env::seconds_or_off("TURNSTONE_AUTH_CACHE_SECS", 10.0)?,
+            mcp: turnstone_mcp::McpConfig::from_env()?,
         })
     }
 }
@@ -99,6 +102,7 @@ impl std::fmt::Debug for Config {
             .field("sse_key_check", &self.sse_key_check)
             .field("sse_max_streams", &self.sse_max_streams)
             .field("auth_cache", &self.auth_cache)
+            .field("mcp", &self.mcp)
             .finish()
     }
 }

@@ -79,6 +79,9 @@ pub enum ApiError {
     /// An unexpected server failure; the body carries no internal detail.
     #[oai(status = 500, content_type = "application/problem+json")]
     Internal(Json<Problem>),
+    /// An upstream server (an MCP server) could not be reached or answered wrongly.
+    #[oai(status = 502, content_type = "application/problem+json")]
+    BadGateway(Json<Problem>),
     /// The database is unreachable; retry after the `Retry-After` seconds.
     #[oai(status = 503, content_type = "application/problem+json")]
     Unavailable(Json<Problem>, #[oai(header = "Retry-After")] u32),
@@ -98,6 +101,7 @@ impl ApiError {
             415 => ApiError::UnsupportedMediaType(p),
             422 => ApiError::Unprocessable(p),
             429 => ApiError::TooManyRequests(p, 1),
+            502 => ApiError::BadGateway(p),
             503 => ApiError::Unavailable(p, 2),
             _ => ApiError::Internal(Json(Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal server error"))),
         }
@@ -174,6 +178,7 @@ impl ApiError {
             | ApiError::Unprocessable(p)
             | ApiError::TooManyRequests(p, _)
             | ApiError::Internal(p)
+            | ApiError::BadGateway(p)
             | ApiError::Unavailable(p, _) => &p.0,
         }
     }

@@ -60,6 +60,8 @@ pub struct Inner {
     pub streams: Arc<tokio::sync::Semaphore>,
     /// Recent successful key checks; the hub's LISTEN connection invalidates them.
     pub auth_cache: Arc<auth::AuthCache>,
+    /// Warm MCP sessions for `POST /v1/mcp-servers/{id}/refresh`.
+    pub mcp: Arc<turnstone_mcp::Sessions>,
 }
 
 impl AppState {
@@ -86,6 +88,7 @@ type Apis = (
     routes::files::FilesApi,
     routes::kv::KvApi,
     routes::capabilities::CapabilitiesApi,
+    routes::mcp::McpServersApi,
 );
 
 fn apis(state: &AppState) -> Apis {
@@ -99,6 +102,7 @@ fn apis(state: &AppState) -> Apis {
         routes::files::FilesApi { state: state.clone() },
         routes::kv::KvApi { state: state.clone() },
         routes::capabilities::CapabilitiesApi,
+        routes::mcp::McpServersApi { state: state.clone() },
     )
 }
 
@@ -131,6 +135,7 @@ fn inert_state() -> AppState {
         pool: pool.clone(),
         hub: Arc::new(fanout::Hub::new(pool.clone(), pool.clone(), Duration::from_secs(5), auth_cache.clone())),
         auth_cache,
+        mcp: Arc::new(turnstone_mcp::Sessions::new(Default::default()).expect("MCP client")),
         config: Config {
             database_url: String::new(),
             migrate_database_url: None,
@@ -151,6 +156,7 @@ fn inert_state() -> AppState {
             sse_key_check: Duration::from_secs(30),
             sse_max_streams: 1,
             auth_cache: Duration::ZERO,
+            mcp: Default::default(),
         },
         shutdown: rx,
         streams: Arc::new(tokio::sync::Semaphore::new(1)),
@@ -248,6 +254,8 @@ impl Application {
             pool: pool.clone(),
             hub: Arc::new(fanout::Hub::new(pool.clone(), listen_pool, config.sse_fallback_poll, auth_cache.clone())),
             auth_cache,
+            // Fails only when no TLS backend can be built: nothing to serve without one.
+            mcp: Arc::new(turnstone_mcp::Sessions::new(config.mcp.clone()).expect("MCP HTTP client")),
             streams: Arc::new(tokio::sync::Semaphore::new(config.sse_max_streams)),
             config,
             shutdown: stop_rx,

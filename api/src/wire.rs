@@ -12,6 +12,7 @@
 
 mod agents;
 mod capabilities;
+mod mcp;
 mod nullable;
 mod orgs;
 mod providers;
@@ -31,12 +32,13 @@ use crate::error::ApiError;
 pub use crate::text::Text;
 pub use agents::*;
 pub use capabilities::*;
+pub use mcp::*;
 pub use nullable::Nullable;
 pub use orgs::*;
 pub use providers::*;
 pub use rules::{
-    AfterSequence, Bounded, CapabilityNames, EventType, EventsLimit, FreeText, Id, IdOrEmpty, IdempotencyKey, Name, PageLimit,
-    ProviderKey, Tag, Tags,
+    AfterSequence, Bounded, CapabilityNames, EventType, EventsLimit, FreeText, Id, IdOrEmpty, IdempotencyKey, McpHeaderValue,
+    McpServerName, Name, PageLimit, ProviderKey, Tag, Tags,
 };
 pub use sessions::*;
 pub use storage::*;

@@ -59,6 +59,7 @@ async fn validate_input(conn: &mut PgConnection, org_id: OrgId, input: &AgentInp
     }
     if let Some(caps) = &input.capabilities {
         capabilities::validate_names(caps)?;
+        crate::mcp::ensure_capabilities(&mut *conn, org_id, caps).await?;
     }
     if let Some(tags) = &input.tags {
         validate::tags(tags)?;

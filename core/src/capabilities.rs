@@ -80,9 +80,15 @@ pub fn validate_names(names: &[String]) -> Result<()> {
         return Err(Error::invalid("too_many_capabilities", format!("at most {} capabilities", limits::MAX_CAPABILITIES)));
     }
     for (i, n) in names.iter().enumerate() {
-        if get(n).is_none() {
+        if let Some(server) = crate::mcp::capability_server(n) {
+            // An MCP server of the org: `mcp::ensure_capabilities` checks it exists.
+            server?;
+        } else if get(n).is_none() {
             let known: Vec<&str> = REGISTRY.iter().map(|c| c.name).collect();
-            return Err(Error::invalid("unknown_capability", format!("unknown capability {n:?}; known: {}", known.join(", "))));
+            return Err(Error::invalid(
+                "unknown_capability",
+                format!("unknown capability {n:?}; known: {}, or mcp:<MCP server id>", known.join(", ")),
+            ));
         }
         if names[..i].contains(n) {
             return Err(Error::invalid("unknown_capability", format!("capability {n:?} listed twice")));

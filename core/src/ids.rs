@@ -87,6 +87,8 @@ typed_ids! {
     EventId => Event;
     /// A turn: one input message and the work that answers it.
     TurnId => Turn;
+    /// An MCP server of the org's catalog.
+    McpServerId => McpServer;
     /// A pending tool approval (`pending_calls.id`; a client tool call's row has one too).
     ApprovalId => Approval;
 }
@@ -102,6 +104,7 @@ pub enum Kind {
     Session,
     Event,
     Turn,
+    McpServer,
     /// A pending tool approval (`pending_calls.id`).
     Approval,
 }
@@ -117,6 +120,7 @@ impl Kind {
             Kind::Session => "ses",
             Kind::Event => "evt",
             Kind::Turn => "trn",
+            Kind::McpServer => "mcp",
             Kind::Approval => "apr",
         }
     }
@@ -131,6 +135,7 @@ impl Kind {
             Kind::Session => "session",
             Kind::Event => "event",
             Kind::Turn => "turn",
+            Kind::McpServer => "MCP server",
             Kind::Approval => "approval",
         }
     }
@@ -146,6 +151,7 @@ impl Kind {
             Kind::Session => "a session",
             Kind::Event => "an event",
             Kind::Turn => "a turn",
+            Kind::McpServer => "an MCP server",
             Kind::Approval => "an approval",
         }
     }

@@ -155,7 +155,8 @@ pub async fn rotate_org_key(pool: &PgPool, ring: &KeyRing, org_id: OrgId) -> Res
         .await?
         .rows_affected();
     let fresh = active_key(&mut tx, ring, org_id).await?;
-    let secrets = crate::providers::reseal_all(&mut tx, ring, org_id, &fresh).await?;
+    let secrets = crate::providers::reseal_all(&mut tx, ring, org_id, &fresh).await?
+        + crate::mcp::reseal_all(&mut tx, ring, org_id, &fresh).await?;
     tx.commit().await?;
     Ok(Rotated { orgs: 1, keys: retired, secrets })
 }

@@ -27,6 +27,7 @@
 //! - [`turns`]: a turn's transitions — post, start, guarded step commits, seal, cancel.
 //! - [`storage`]: the session filesystem and key-value store, and their tools.
 //! - [`capabilities`]: the registry of tools an agent can enable (with [`math`]).
+//! - [`mcp`]: the MCP server catalog, its sealed headers and the shared tool-list cache.
 //! - [`tools`]: client tools, tool policies and the approval's argument hash.
 //! - [`page`]: cursor pagination.
 //! - [`validate`]: length, tag and URL rules with stable error codes.
@@ -47,6 +48,7 @@ pub mod ids;
 pub mod keychain;
 pub mod limits;
 pub mod math;
+pub mod mcp;
 pub mod orgs;
 pub mod page;
 pub mod providers;

@@ -426,6 +426,12 @@ async fn sync_default_provider(pool: &PgPool, keys: &KeyRing, org_id: OrgId, cfg
                 .await?
         }
     };
+    // The operator's URL: the outbound guard trusts it (`OPENAI_BASE_URL` may be a local server).
+    sqlx::query("UPDATE providers SET operator_managed = true WHERE org_id = $1 AND id = $2")
+        .bind(org_id)
+        .bind(provider_id)
+        .execute(&mut *tx)
+        .await?;
     let default_model: Option<(ModelId, ProviderId)> =
         sqlx::query_as("SELECT id, provider_id FROM models WHERE org_id = $1 AND is_default")
             .bind(org_id)

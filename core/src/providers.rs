@@ -36,6 +36,8 @@ pub struct Model {
 pub struct Endpoint {
     pub model_id: ModelId,
     pub base_url: String,
+    /// The operator configured this URL (`OPENAI_BASE_URL`): exempt from the outbound guard.
+    pub operator_managed: bool,
     pub api_key: Option<Secret>,
     pub model_name: String,
 }
@@ -141,6 +143,7 @@ pub async fn update_provider(
     };
     let res = sqlx::query(
         "UPDATE providers SET name = coalesce($3, name), base_url = coalesce($4, base_url),
+                operator_managed = operator_managed AND $4::text IS NULL,
                 api_key_ciphertext = CASE WHEN $5 THEN $6 ELSE api_key_ciphertext END
           WHERE org_id = $1 AND id = $2",
     )
@@ -321,6 +324,7 @@ pub struct StoredEndpoint {
     pub model_id: ModelId,
     pub model_name: String,
     pub base_url: String,
+    pub operator_managed: bool,
     api_key: Option<keychain::SealedSecret>,
 }
 
@@ -328,7 +332,13 @@ impl StoredEndpoint {
     /// Unseals the provider key (no database access).
     pub fn open(&self, keys: &KeyRing, org_id: OrgId) -> Result<Endpoint> {
         let api_key = self.api_key.as_ref().map(|k| k.open(keys, org_id, API_KEY_PURPOSE)).transpose()?;
-        Ok(Endpoint { model_id: self.model_id, base_url: self.base_url.clone(), api_key, model_name: self.model_name.clone() })
+        Ok(Endpoint {
+            model_id: self.model_id,
+            base_url: self.base_url.clone(),
+            operator_managed: self.operator_managed,
+            api_key,
+            model_name: self.model_name.clone(),
+        })
     }
 }
 
@@ -339,9 +349,9 @@ pub async fn stored_endpoint(
     org_id: OrgId,
     model_id: Option<ModelId>,
 ) -> Result<Option<StoredEndpoint>> {
-    type Row = (ModelId, String, Uuid, String, Option<Vec<u8>>);
+    type Row = (ModelId, String, Uuid, String, Option<Vec<u8>>, bool);
     let row: Option<Row> = sqlx::query_as(
-        "SELECT m.id, m.name, p.id, p.base_url, p.api_key_ciphertext
+        "SELECT m.id, m.name, p.id, p.base_url, p.api_key_ciphertext, p.operator_managed
            FROM models m JOIN providers p ON p.id = m.provider_id AND p.org_id = m.org_id
           WHERE m.org_id = $1 AND (m.id = $2 OR ($2::uuid IS NULL AND m.is_default))",
     )
@@ -349,12 +359,12 @@ pub async fn stored_endpoint(
     .bind(model_id)
     .fetch_optional(&mut *conn)
     .await?;
-    let Some((model_id, model_name, provider_id, base_url, sealed)) = row else { return Ok(None) };
+    let Some((model_id, model_name, provider_id, base_url, sealed, operator_managed)) = row else { return Ok(None) };
     let api_key = match sealed {
         Some(s) => Some(keychain::fetch(conn, org_id, provider_id, s).await?),
         None => None,
     };
-    Ok(Some(StoredEndpoint { model_id, model_name, base_url, api_key }))
+    Ok(Some(StoredEndpoint { model_id, model_name, base_url, operator_managed, api_key }))
 }
 
 /// Re-seals every provider key of the org under `fresh` (org key rotation).

@@ -11,13 +11,13 @@ import sys
 from turnstone_client import AuthenticatedClient
 from turnstone_client.api.agents import create_agent, get_agent
 from turnstone_client.api.sessions import create_session, list_messages, post_message
-from turnstone_client.models import AgentCreate, AgentCreateCapabilitiesItem, ContentPart, ContentType, Event, MessageCreate, SessionCreate
+from turnstone_client.models import AgentCreate, ContentPart, ContentType, Event, MessageCreate, SessionCreate
 from turnstone_events import Delta, TurnstoneError, stream_events, unwrap
 
 base_url, api_key = sys.argv[1], sys.argv[2]
 client = AuthenticatedClient(base_url=base_url, token=api_key)
 
-agent = unwrap(create_agent.sync_detailed(client=client, body=AgentCreate(name="py-sdk", capabilities=[AgentCreateCapabilitiesItem.MATH])))
+agent = unwrap(create_agent.sync_detailed(client=client, body=AgentCreate(name="py-sdk", capabilities=["math"])))
 session = unwrap(create_session.sync_detailed(client=client, body=SessionCreate(agent_id=agent.id)))
 
 

@@ -24,7 +24,6 @@ from turnstone_client.api.system import get_problem_type  # noqa: E402
 from turnstone_client.models import (  # noqa: E402
     Agent,
     AgentCreate,
-    AgentCreateCapabilitiesItem,
     AgentList,
     ContentPart,
     ContentType,
@@ -56,7 +55,7 @@ client = AuthenticatedClient(base_url=base_url, token=api_key, raise_on_unexpect
 created = ok(
     create_agent.sync_detailed(
         client=client,
-        body=AgentCreate(name="roundtrip", system_prompt="Be brief.", capabilities=[AgentCreateCapabilitiesItem.MATH], tags=["py"]),
+        body=AgentCreate(name="roundtrip", system_prompt="Be brief.", capabilities=["math"], tags=["py"]),
         idempotency_key="roundtrip-agent-1",
     ),
     201,

@@ -13,7 +13,9 @@
 //! - [`procs`]: the same binaries as child processes.
 //! - [`pooler`]: a real PgBouncer in transaction mode in front of the test database.
 //! - [`recorder`]: an OpenAI-compatible endpoint that records what workers send the model.
+//! - [`mcp_server`]: a real MCP server (rmcp, streamable HTTP) and a connection recorder for the outbound guard.
 
+pub mod mcp_server;
 pub mod pooler;
 pub mod procs;
 pub mod recorder;
@@ -190,6 +192,9 @@ pub struct StackOptions {
     /// Reach PostgreSQL through a PgBouncer in transaction mode ([`pooler`]), as
     /// the login roles, without prepared statements; LISTEN and migrations direct.
     pub via_pgbouncer: bool,
+    /// `TURNSTONE_ALLOW_PRIVATE_NETWORKS` of the API and workers: loopback by default,
+    /// so tests can reach their own MCP servers; empty to see the guard refuse them.
+    pub allow_private_networks: turnstone_mcp::AllowList,
 }
 
 impl Default for StackOptions {
@@ -205,7 +210,19 @@ impl Default for StackOptions {
             sse_heartbeat: Duration::from_secs(15),
             auth_cache: Duration::from_secs(10),
             via_pgbouncer: false,
+            allow_private_networks: turnstone_mcp::AllowList::loopback(),
         }
+    }
+}
+
+/// The MCP client of a test stack: the options' allow-list, a 5 s call timeout, and names
+/// resolved without DNS (`localhost` only), so no test query leaves the machine.
+fn mcp_config(opts: &StackOptions) -> turnstone_mcp::McpConfig {
+    let localhost = vec![("localhost".to_owned(), vec!["127.0.0.1".parse().unwrap(), "::1".parse().unwrap()])];
+    turnstone_mcp::McpConfig {
+        guard: turnstone_mcp::Guard::new(opts.allow_private_networks.clone()).with_hosts_only(localhost),
+        call_timeout: Duration::from_secs(5),
+        ..Default::default()
     }
 }
 
@@ -223,6 +240,8 @@ pub struct Stack {
     api_stop: Option<oneshot::Sender<()>>,
     api_done: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
     worker_stops: Vec<oneshot::Sender<()>>,
+    /// The MCP client configuration the API and workers share.
+    pub mcp: turnstone_mcp::McpConfig,
 }
 
 impl Stack {
@@ -274,6 +293,7 @@ impl Stack {
             sse_key_check: Duration::from_secs(1),
             sse_max_streams: opts.sse_max_streams,
             auth_cache: opts.auth_cache,
+            mcp: mcp_config(&opts),
         };
         let listener = turnstone_api::listener::bind("127.0.0.1:0").await.expect("bind");
         let (api_stop, stopped) = oneshot::channel::<()>();
@@ -295,7 +315,9 @@ impl Stack {
             api_stop: Some(api_stop),
             api_done: Some(api_done),
             worker_stops: vec![],
+            mcp: Default::default(),
         };
+        stack.mcp = mcp_config(&opts);
         for _ in 0..opts.workers {
             stack.add_worker(opts.worker).await;
         }
@@ -311,6 +333,7 @@ impl Stack {
         config.poll_interval = Duration::from_millis(200);
         config.llm_backoff = Duration::from_millis(20);
         config.db_max_connections = 6;
+        config.mcp = self.mcp.clone();
         tune(&mut config);
         let (stop, stopped) = oneshot::channel::<()>();
         tokio::spawn(async move {

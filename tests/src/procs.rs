@@ -63,6 +63,8 @@ pub fn worker_env(db_url: &str, master_key: &str) -> Vec<(&'static str, String)>
         ("TURNSTONE_WORKER_RECLAIM_SECS", "2".into()),
         ("TURNSTONE_WORKER_POLL_MS", "200".into()),
         ("TURNSTONE_LLM_BACKOFF_MS", "20".into()),
+        // Tests' providers and MCP servers listen on loopback.
+        ("TURNSTONE_ALLOW_PRIVATE_NETWORKS", "127.0.0.0/8,::1/128".into()),
     ]
 }
 

@@ -43,6 +43,8 @@ pub struct Config {
     /// Bytes of conversation prefixes kept in memory so that a turn's context
     /// read fetches only what its session appended since ([`turnstone_core::history`]); 0: none.
     pub history_cache_bytes: usize,
+    /// The MCP client: call timeout, result cap, tool-list TTL, `TURNSTONE_ALLOW_PRIVATE_NETWORKS`.
+    pub mcp: turnstone_mcp::McpConfig,
 }
 
 /// Default of `TURNSTONE_WORKER_HISTORY_CACHE_MB`.
@@ -75,6 +77,7 @@ impl Config {
             max_stalled_starts: number("TURNSTONE_WORKER_MAX_STALLED_STARTS", 3i32)?,
             delta_window: Duration::from_millis(number("TURNSTONE_DELTA_WINDOW_MS", 25u64)?),
             history_cache_bytes: (whole_or_off("TURNSTONE_WORKER_HISTORY_CACHE_MB", HISTORY_CACHE_MB, 1 << 20)? << 20) as usize,
+            mcp: turnstone_mcp::McpConfig::from_env()?,
         })
     }
 
@@ -98,6 +101,7 @@ impl Config {
             max_stalled_starts: 3,
             delta_window: Duration::from_millis(25),
             history_cache_bytes: (HISTORY_CACHE_MB << 20) as usize,
+            mcp: turnstone_mcp::McpConfig::default(),
         }
     }
 }
@@ -126,6 +130,7 @@ impl std::fmt::Debug for Config {
             .field("drain", &self.drain)
             .field("max_stalled_starts", &self.max_stalled_starts)
             .field("delta_window", &self.delta_window)
+            .field("mcp", &self.mcp)
             .finish()
     }
 }

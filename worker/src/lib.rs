@@ -19,6 +19,7 @@
 //! - [`queue`]: the apalis backend over the `task_queue` table.
 //! - [`batch`]: requests of concurrent turns gathered into one transaction.
 //! - [`start`], [`seal`]: turn starts and seals, batched.
+//! - [`tools`]: the tools a turn offers and runs — built-ins beside MCP servers' tools.
 //! - [`turn`]: the step loop with fenced, keyed commits.
 
 pub mod batch;
@@ -29,6 +30,7 @@ pub mod plan;
 pub mod queue;
 pub mod seal;
 pub mod start;
+pub mod tools;
 pub mod turn;
 
 use std::sync::Arc;
@@ -50,12 +52,17 @@ pub struct Context {
     pub cancels: Arc<cancel::Cancels>,
     /// Flips to `true` when the drain deadline passes: in-flight model calls stop.
     pub abort: tokio::sync::watch::Receiver<bool>,
-    /// Shared by every model call of this worker (connection pool, TLS roots).
+    /// Shared by every model call of this worker (connection pool, TLS roots), for the
+    /// operator's provider (`OPENAI_BASE_URL`), which the outbound guard trusts.
     pub http: openai_reqwest::Client,
+    /// The same for org-supplied `base_url`s: connects only to addresses the guard checked, no redirects.
+    pub guarded_http: openai_reqwest::Client,
     /// Starts turns in batches (see [`start`]).
     pub starter: start::Starter,
     /// Seals turns in batches (see [`seal`]).
     pub sealer: seal::Sealer,
+    /// Warm MCP sessions, one per server, kept across turns (see [`tools`]).
+    pub mcp: Arc<turnstone_mcp::Sessions>,
 }
 
 /// The apalis handler: runs one turn. An `Err` (database trouble) sends the
@@ -153,7 +160,20 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
     let history = Arc::new(turnstone_core::history::ConversationCache::new(config.history_cache_bytes));
     let starter = start::Starter::spawn(pool.clone(), config.max_stalled_starts, history);
     let sealer = seal::Sealer::spawn(pool.clone());
-    let ctx = Context { pool: pool.clone(), listen_pool, config: Arc::new(config), cancels, abort, http, starter, sealer };
+    let mcp = Arc::new(turnstone_mcp::Sessions::new(config.mcp.clone()).map_err(std::io::Error::other)?);
+    let guarded_http = config.mcp.guard.http_client(std::time::Duration::from_secs(10)).map_err(std::io::Error::other)?;
+    let ctx = Context {
+        pool: pool.clone(),
+        listen_pool,
+        config: Arc::new(config),
+        cancels,
+        abort,
+        http,
+        guarded_http,
+        starter,
+        sealer,
+        mcp,
+    };
     for incarnation in 0u32.. {
         let name = if incarnation == 0 { base_name.clone() } else { format!("{base_name}-{incarnation}") };
         // Boxed so that dropping it really drops the apalis worker (and its LISTEN connection).

@@ -6,7 +6,7 @@
 //! and a step is never recorded twice.
 
 use std::time::Duration;
-use turnstone_core::ids::TurnId;
+use turnstone_core::ids::{TurnId, TypedId};
 
 use rand::Rng;
 use serde_json::json;
@@ -20,6 +20,7 @@ use crate::Context;
 use crate::cancel::CancelGuard;
 use crate::llm::{self, LlmEndpoint, LlmError, LlmReply, ToolSpec};
 use crate::plan::{self, Step};
+use crate::tools::{ToolOutcome, Toolbox};
 
 /// How a turn task ended for this worker.
 #[derive(Debug, PartialEq, Eq)]
@@ -146,6 +147,29 @@ fn has_marker(tc: &TurnContext, turn_id: TurnId, kind: &str, iteration: i32) -> 
     })
 }
 
+/// Whether the turn's log holds `tool.started` of this call (a remote call commits it before running).
+fn has_tool_started(tc: &TurnContext, turn_id: TurnId, iteration: i32, call_id: &str) -> bool {
+    tc.history.iter().any(|e| {
+        e.turn_id == Some(turn_id)
+            && e.kind == types::TOOL_STARTED
+            && e.data.get("iteration").and_then(serde_json::Value::as_i64) == Some(i64::from(iteration))
+            && e.data.get("tool_call_id").and_then(serde_json::Value::as_str) == Some(call_id)
+    })
+}
+
+/// The turn's tools, loaded on first use and kept for the rest of this run.
+async fn load_tools<'a>(
+    ctx: &Context,
+    lease: &Lease,
+    tc: &TurnContext,
+    slot: &'a mut Option<Toolbox>,
+) -> Result<&'a Toolbox, Error> {
+    if slot.is_none() {
+        *slot = Some(Toolbox::load(&ctx.pool, &ctx.config.keys, &ctx.mcp, lease.org_id, &tc.capabilities).await?);
+    }
+    Ok(slot.as_ref().expect("just loaded"))
+}
+
 /// What interrupted a model call, if anything.
 enum Interrupt {
     Cancelled,
@@ -155,6 +179,7 @@ enum Interrupt {
 
 async fn drive(ctx: &Context, lease: &Lease, mut tc: TurnContext, cancel: &mut CancelGuard) -> Result<TurnEnd, Error> {
     let mut endpoint: Option<LlmEndpoint> = None;
+    let mut toolbox: Option<Toolbox> = None;
     loop {
         if cancel.is_cancelled() {
             seal(ctx, lease, Outcome::Cancelled).await?;
@@ -188,12 +213,19 @@ async fn drive(ctx: &Context, lease: &Lease, mut tc: TurnContext, cancel: &mut C
                     Some(ep) => ep.clone(),
                     None => match resolve_endpoint(ctx, lease, &tc) {
                         Ok(e) => {
+                            // An org-supplied base_url goes through the outbound guard (checked
+                            // here for IP literals, and by the guarded client's resolver for names).
+                            if !e.operator_managed
+                                && let Err(refused) = ctx.mcp.config().guard.check_url(&e.base_url).await
+                            {
+                                return fail(ctx, lease, "provider_address_refused", refused.to_string()).await;
+                            }
                             let ep = LlmEndpoint {
                                 base_url: e.base_url,
                                 api_key: e.api_key.map(|k| k.expose_secret().to_owned()),
                                 model: e.model_name,
                                 timeout: ctx.config.llm_timeout,
-                                http: ctx.http.clone(),
+                                http: if e.operator_managed { ctx.http.clone() } else { ctx.guarded_http.clone() },
                             };
                             endpoint = Some(ep.clone());
                             ep
@@ -217,9 +249,10 @@ async fn drive(ctx: &Context, lease: &Lease, mut tc: TurnContext, cancel: &mut C
                 }
                 let system = capabilities::system_prompt(&tc.system_prompt, &tc.capabilities);
                 let messages = plan::prompt(&tc, system);
-                let tools: Vec<ToolSpec> = capabilities::tools_for(&tc.capabilities)
+                let tools: Vec<ToolSpec> = load_tools(ctx, lease, &tc, &mut toolbox)
+                    .await?
+                    .specs()
                     .into_iter()
-                    .map(|t| ToolSpec { name: t.name.into(), description: t.description.into(), parameters: (t.parameters)() })
                     .chain(tc.client_tools.iter().map(|t| ToolSpec {
                         name: t.name.clone(),
                         description: t.description.clone(),
@@ -312,25 +345,63 @@ async fn drive(ctx: &Context, lease: &Lease, mut tc: TurnContext, cancel: &mut C
             }
             Step::RunTool { iteration, call, denied } => {
                 let step = format!("{iteration}:{}", call.id);
-                let started =
+                let tools = load_tools(ctx, lease, &tc, &mut toolbox).await?;
+                let server = tools.mcp_server_of(&call.name);
+                let mut started =
                     json!({ "iteration": iteration, "tool_call_id": call.id, "name": call.name, "arguments": call.arguments });
-                // Today's tools finish in microseconds, so `tool.started` commits
-                // with the result; a slow tool would commit it first.
-                let mut events = vec![NewEvent::step(types::TOOL_STARTED, format!("tool_started:{step}"), started)];
+                if let Some(id) = server {
+                    started["mcp_server_id"] = json!(id.wire());
+                }
+                let started = NewEvent::step(types::TOOL_STARTED, format!("tool_started:{step}"), started);
+                let mut events = vec![];
                 // A storage tool writes in the step's own transaction, so its
                 // writes commit with `tool.completed` below, or not at all.
-                let (result, mut step_tx) = if denied {
-                    (Err(json!({ "error": "denied", "reason": "the agent's tool policy denies this tool" }).to_string()), None)
+                let mut step_tx = None;
+                let outcome = if denied {
+                    events.push(started);
+                    let denial = json!({ "error": "denied", "reason": "the agent's tool policy denies this tool" }).to_string();
+                    ToolOutcome { result: Err(denial), mcp_server_id: server }
+                } else if server.is_some() {
+                    // A remote call may take long: its start commits first. After a crash
+                    // before its result commits, the call runs again (at-least-once).
+                    if !has_tool_started(&tc, lease.turn_id, iteration, &call.id) {
+                        commit(ctx, lease, &mut tc, vec![started], 0, Usage::default()).await?;
+                    }
+                    let mut abort = ctx.abort.clone();
+                    let run = tools.run(&ctx.config.keys, &ctx.mcp, lease.org_id, &call.name, &call.arguments);
+                    let ran = tokio::select! {
+                        o = run => Ok(o),
+                        _ = cancel.cancelled() => Err(Interrupt::Cancelled),
+                        _ = tokio::time::sleep(left) => Err(Interrupt::TimedOut),
+                        _ = abort.wait_for(|a| *a) => Err(Interrupt::Released),
+                    };
+                    match ran {
+                        Ok(o) => o,
+                        Err(Interrupt::Cancelled) => {
+                            seal(ctx, lease, Outcome::Cancelled).await?;
+                            return Ok(TurnEnd::Sealed);
+                        }
+                        Err(Interrupt::TimedOut) => return time_out(ctx, lease, &tc).await,
+                        Err(Interrupt::Released) => return Ok(TurnEnd::Released),
+                    }
                 } else if capabilities::uses_storage(&tc.capabilities, &call.name) {
+                    // Built-ins finish in microseconds: `tool.started` commits with the result.
+                    events.push(started);
                     let mut tx = turns::StepTx::begin(&ctx.pool, lease).await?;
                     let run = run_storage_tool(&mut tx, lease, &call).await?;
                     events.extend(run.events);
-                    (run.result, Some(tx))
+                    step_tx = Some(tx);
+                    ToolOutcome { result: run.result, mcp_server_id: None }
                 } else {
-                    (capabilities::execute(&tc.capabilities, &call.name, &call.arguments), None)
+                    events.push(started);
+                    tools.run(&ctx.config.keys, &ctx.mcp, lease.org_id, &call.name, &call.arguments).await
                 };
+                let result = outcome.result;
                 let mut data =
                     json!({ "iteration": iteration, "tool_call_id": call.id, "name": call.name, "is_error": result.is_err() });
+                if let Some(id) = outcome.mcp_server_id {
+                    data["mcp_server_id"] = json!(id.wire());
+                }
                 match result {
                     Ok(r) => data["result"] = json!(r),
                     Err(e) => data["error"] = json!(e),

@@ -29,6 +29,11 @@ pub const PROBLEM_TYPES: &[ProblemType] = &[
     p("field_too_long", 400, "A text field is longer than its documented limit."),
     p("invalid_after_sequence", 400, "`after_sequence` must be 0 or more."),
     p(
+        "invalid_allowed_tools",
+        400,
+        "`allowed_tools` holds at most 256 tool names of 1-128 characters without control characters.",
+    ),
+    p(
         "invalid_api_key",
         400,
         "A provider's `api_key` must be 1-4096 visible ASCII characters, with no spaces or control characters: it is sent as an HTTP header.",
@@ -55,6 +60,18 @@ pub const PROBLEM_TYPES: &[ProblemType] = &[
     p("invalid_limit", 400, "`limit` is outside its documented range (1-200; 1-1000 for events)."),
     p("invalid_max_iterations", 400, "`max_iterations` must be 1-100."),
     p("invalid_max_turn_secs", 400, "`max_turn_secs` must be 1-86400."),
+    p(
+        "invalid_mcp_header",
+        400,
+        "MCP server headers: at most 16, names are HTTP tokens of 1-64 characters that the transport does not set itself (`Mcp-Session-Id`, `Content-Type`…), values 1-4096 printable ASCII characters without leading or trailing spaces; the detail never repeats a value.",
+    ),
+    p(
+        "invalid_mcp_server_name",
+        400,
+        "An MCP server's name is 1-32 characters of `a-z`, `0-9` and `-`, not starting or ending with `-`.",
+    ),
+    p("invalid_mcp_status", 400, "An MCP server's `status` is `active` or `disabled`."),
+    p("invalid_mcp_url", 400, "An MCP server's `url` must be an http(s) URL naming a host, without credentials or fragment."),
     p("invalid_parameter", 400, "A path, query or header parameter has the wrong type; `detail` names it."),
     p(
         "invalid_path",
@@ -80,6 +97,11 @@ pub const PROBLEM_TYPES: &[ProblemType] = &[
     p("invalid_tool_results", 400, "`results` must hold 1-64 results, each for a different call."),
     p("invalid_ttl", 400, "`ttl_secs` must be 1-31622400 (a year)."),
     p("invalid_value", 400, "A value must not contain NUL characters (`\\u0000`), which PostgreSQL cannot store."),
+    p(
+        "mcp_headers_required",
+        400,
+        "Changing an MCP server's `url` while it holds headers needs `headers` too (`{}` drops them): headers are only sent to the server they were given for.",
+    ),
     p("missing_field", 400, "A required field is missing."),
     p("no_model", 400, "No model is given on the message, session or agent, and the org has no default model."),
     p("same_path", 400, "A move or copy needs two different paths."),
@@ -119,6 +141,7 @@ pub const PROBLEM_TYPES: &[ProblemType] = &[
     ),
     p("directory_not_empty", 409, "The path is a directory; pass `recursive=true` to delete it and everything below it."),
     p("file_exists", 409, "The target of a move or copy exists; pass `overwrite: true` to replace it."),
+    p("mcp_server_name_taken", 409, "The org already has an MCP server with this name."),
     p("model_in_use", 409, "Agents, sessions or turns still use the model."),
     p("model_is_default", 409, "The model is the org's default; make another model the default first."),
     p("path_conflict", 409, "A file cannot be where a directory is (a path other files are below), nor below another file."),
@@ -157,6 +180,11 @@ pub const PROBLEM_TYPES: &[ProblemType] = &[
     ),
     p("too_many_streams", 429, "This API process serves its maximum of open SSE streams; retry after `Retry-After` seconds."),
     p("internal", 500, "An unexpected server failure; the body carries no detail, the server's log does."),
+    p(
+        "mcp_unreachable",
+        502,
+        "The MCP server could not be reached, refused by the outbound guard (a non-public address), or failed the MCP handshake or listing; `detail` says which, and never holds a header value.",
+    ),
     p("database_unavailable", 503, "The database is unreachable; retry after `Retry-After` seconds."),
     p("migrations_pending", 503, "The database schema is not migrated yet (readiness only)."),
 ];

@@ -3,6 +3,7 @@
 
 pub mod agents;
 pub mod capabilities;
+pub mod mcp;
 pub mod files;
 pub mod kv;
 pub mod orgs;
@@ -36,6 +37,8 @@ pub enum Tag {
     Kv,
     /// The read-only registry of tool bundles an agent can enable.
     Capabilities,
+    /// The MCP servers the org trusts, and their cached tools.
+    McpServers,
 }
 
 /// Checks a requested page size against the documented bounds (`wire::PageLimit`…).

@@ -138,7 +138,8 @@ impl<T: ToJSON, R: Rule> ToJSON for Ruled<T, R> {
 /// The id types of the resources, by the names the wire rules use: `Id<Agent>`
 /// parses to an [`ids::AgentId`], which cannot be passed where a session id is wanted.
 pub use turnstone_core::ids::{
-    AgentId as Agent, ApiKeyId as ApiKey, ApprovalId as Approval, EventId as Event, ModelId as Model, OrgId as Org,
+    AgentId as Agent, ApiKeyId as ApiKey, ApprovalId as Approval, EventId as Event, McpServerId as McpServer, ModelId as Model,
+    OrgId as Org,
     ProviderId as Provider, SessionId as Session,
 };
 
@@ -275,6 +276,40 @@ impl Rule for ProviderKeyRule {
 
 pub type ProviderKey = Ruled<Text, ProviderKeyRule>;
 
+/// An MCP server's name (`mcp::validate_input`, 400 `invalid_mcp_server_name`): a slug
+/// without `_`, so `mcp__<server>__<tool>` always splits one way.
+pub struct McpServerNameRule;
+
+impl Rule for McpServerNameRule {
+    const NAME: &'static str = "mcp_server_name";
+    fn describe(schema: &mut MetaSchema) {
+        schema.pattern = Some("^[a-z0-9]([a-z0-9-]*[a-z0-9])?$".into());
+        schema.min_length = Some(1);
+        schema.max_length = Some(turnstone_core::mcp::MAX_SERVER_NAME_CHARS);
+        schema.example = Some(Value::String("everything".into()));
+    }
+}
+
+pub type McpServerName = Ruled<Text, McpServerNameRule>;
+
+/// A header value sent to an MCP server: printable ASCII, no leading or trailing
+/// space (400 `invalid_mcp_header`). Write-only; never printed.
+pub struct McpHeaderValueRule;
+
+impl Rule for McpHeaderValueRule {
+    const NAME: &'static str = "mcp_header_value";
+    const REDACT: bool = true;
+    fn describe(schema: &mut MetaSchema) {
+        schema.pattern = Some("^[!-~]([ -~]*[!-~])?$".into());
+        schema.min_length = Some(1);
+        schema.max_length = Some(limits::MAX_SECRET_CHARS);
+        schema.example = Some(Value::String("Bearer your-mcp-token".into()));
+        schema.write_only = true;
+    }
+}
+
+pub type McpHeaderValue = Ruled<Text, McpHeaderValueRule>;
+
 /// `Idempotency-Key`: 1-255 visible ASCII characters (`idempotency::validate_key`, 400 `invalid_idempotency_key`).
 pub struct IdempotencyKeyRule;
 
@@ -326,13 +361,15 @@ impl Rule for FreeTextRule {
 
 pub type FreeText = Ruled<Text, FreeTextRule>;
 
-/// A capability name from the registry (`capabilities::validate_names`, 400 `unknown_capability`).
+/// A capability name from the registry, or `mcp:<MCP server id>` (`capabilities::validate_names`,
+/// `mcp::ensure_capabilities`, 400 `unknown_capability`).
 pub struct CapabilityRule;
 
 impl Rule for CapabilityRule {
     const NAME: &'static str = "capability";
     fn describe(schema: &mut MetaSchema) {
-        schema.enum_items = turnstone_core::capabilities::registry().iter().map(|c| Value::String(c.name.into())).collect();
+        let names: Vec<&str> = turnstone_core::capabilities::registry().iter().map(|c| c.name).collect();
+        schema.pattern = Some(format!("^({}|mcp:mcp_[0-9a-fA-F]{{32}})$", names.join("|")));
     }
 }
 
@@ -465,9 +502,12 @@ mod tests {
         let name = schema::<Name>().pattern.unwrap();
         assert_eq!(name, r"^[^\u0000-\u001F\u007F-\u009F]*[^\s\u0000-\u001F\u007F-\u009F][^\u0000-\u001F\u007F-\u009F]*$");
         assert_eq!(schema::<FreeText>().pattern.unwrap(), r"^[^\u0000]*$");
-        let caps = schema::<CapabilityName>().enum_items;
-        assert!(caps.iter().all(|c| turnstone_core::capabilities::validate_names(&[c.as_str().unwrap().to_owned()]).is_ok()));
-        assert_eq!(caps.len(), turnstone_core::capabilities::registry().len());
+        let pattern = schema::<CapabilityName>().pattern.unwrap();
+        for c in turnstone_core::capabilities::registry() {
+            assert!(pattern.contains(c.name), "{pattern}");
+            assert!(turnstone_core::capabilities::validate_names(&[c.name.to_owned()]).is_ok());
+        }
+        assert!(pattern.contains("mcp:mcp_"));
     }
 
     #[test]

@@ -81,7 +81,11 @@ async fn schemathesis_finds_no_contract_violation() {
     let stack = Stack::start_with(StackOptions::default()).await;
 
     // The org's operations with an org key; the operator's (tag Orgs) with the operator token.
-    let (org_ok, org_out) = schemathesis(&bin, &stack, &stack.key, &["--exclude-tag", "Orgs"], seed, examples).await;
+    // `refreshMcpServer` connects to the server's URL: for the URLs schemathesis makes up the
+    // documented answer is 502 `mcp_unreachable`, which its server-error check counts as a failure.
+    // Its contract is checked by `mcp.rs` (200, 404, 502) and `fuzz.rs` against a real MCP server.
+    let org_filter = ["--exclude-tag", "Orgs", "--exclude-operation-id", "refreshMcpServer"];
+    let (org_ok, org_out) = schemathesis(&bin, &stack, &stack.key, &org_filter, seed, examples).await;
     let (op_ok, op_out) = schemathesis(&bin, &stack, &stack.operator_token, &["--include-tag", "Orgs"], seed, examples).await;
 
     eprintln!("--- org key run (seed {seed}, {examples} examples)\n{org_out}\n--- operator run\n{op_out}");
@@ -173,6 +177,9 @@ async fn every_request_example_works_as_sent() {
     let provider = provider["id"].as_str().unwrap().to_owned();
     let agent = api.agent(&[]).await;
     let session = api.post("/v1/sessions", json!({"agent_id": agent})).await.expect(201)["id"].as_str().unwrap().to_owned();
+    // Registering does not connect: the URL is never contacted.
+    let mcp = api.post("/v1/mcp-servers", json!({"name": "fixture", "url": "http://127.0.0.1:9/mcp"})).await.expect(201);
+    let mcp = mcp["id"].as_str().unwrap().to_owned();
     // A session waiting for a client tool, and one waiting for an approval of a call with `{}` arguments.
     let waiting = |tools: Value, ask: Value, say: &'static str| {
         let api = api.clone();
@@ -213,6 +220,7 @@ async fn every_request_example_works_as_sent() {
             .replace("{provider_id}", &provider)
             .replace("{agent_id}", &agent)
             .replace("{session_id}", &session)
+            .replace("{mcp_server_id}", &mcp)
             .replace("{approval_id}", approval["approval_id"].as_str().unwrap())
             .replace("\"call_1\"", &call["tool_call_id"].to_string())
             .replace("{key}", "user:name")

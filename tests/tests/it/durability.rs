@@ -246,3 +246,29 @@ async fn sigterm_past_the_deadline_hands_the_turn_over() {
     assert_clean_log(&events);
     assert_eq!(events.iter().filter(|e| e["type"] == "output.message.completed").count(), 1);
 }
+
+/// A remote tool is at-least-once: a worker killed after the MCP server ran the
+/// tool but before its `tool.completed` committed leaves the call to be run
+/// again by the next worker; the log still holds each step once.
+#[tokio::test]
+async fn a_crash_before_an_mcp_result_commits_runs_the_call_again() {
+    let stack = stack().await;
+    let api = stack.client();
+    let server = turnstone_tests::mcp_server::McpServer::start().await;
+    let mcp = api.post("/v1/mcp-servers", serde_json::json!({"name": "kill", "url": server.url})).await.expect(201);
+    let session = api.session(&[&format!("mcp:{}", mcp["id"].as_str().unwrap())]).await;
+    let allow = ("TURNSTONE_ALLOW_PRIVATE_NETWORKS", "127.0.0.0/8".to_owned());
+    let mut doomed = procs::worker(&stack, &[("TURNSTONE_CRASH_AT", "before_tool_commit".into()), allow.clone()]);
+    api.say(&session, r#"!tool mcp__kill__echo {"text":"twice"}"#).await;
+    assert_eq!(doomed.wait().await, None, "the worker died by signal before the result committed");
+    assert_eq!(server.calls(), 1);
+
+    let _rescuer = procs::worker(&stack, &[allow]);
+    let events = api.wait_for(&session, "turn.completed", 1).await;
+    let kinds: Vec<&str> = events.iter().map(|e| e["type"].as_str().unwrap()).filter(|k| *k != "session.idled").collect();
+    assert_eq!(kinds, TOOL_TURN, "complete, ordered, no duplicate events");
+    assert_clean_log(&events);
+    assert_eq!(server.calls(), 2, "the call ran again: at-least-once for remote tools");
+    let done = events.iter().find(|e| e["type"] == "tool.completed").unwrap();
+    assert_eq!(done["data"]["result"], "twice");
+}

@@ -136,6 +136,7 @@ fn prefix_of(name: &str) -> &'static str {
         "model_id" => "mdl",
         "agent_id" => "agt",
         "session_id" => "ses",
+        "mcp_server_id" => "mcp",
         "approval_id" => "apr",
         "since_id" | "Last-Event-ID" => "evt",
         "after" => "agt",
@@ -918,6 +919,10 @@ async fn malformed_requests_to_every_operation_get_problem_json_and_no_5xx() {
     let victim_agent = id(api.post("/v1/agents", json!({"name": "victim"})).await.expect(201));
     let victim_provider =
         id(api.post("/v1/providers", json!({"name": "victim", "base_url": stack.sim.base_url()})).await.expect(201));
+    // A real MCP server on loopback, so a well-formed refresh succeeds (an unreachable one is a 502 by design).
+    let mcp_server = turnstone_tests::mcp_server::McpServer::start().await;
+    let mcp = id(api.post("/v1/mcp-servers", json!({"name": "fuzz", "url": mcp_server.url})).await.expect(201));
+    let victim_mcp = id(api.post("/v1/mcp-servers", json!({"name": "victim", "url": mcp_server.url})).await.expect(201));
     let fx = Fixtures {
         ids: BTreeMap::from([
             ("org_id", org.clone()),
@@ -926,12 +931,18 @@ async fn malformed_requests_to_every_operation_get_problem_json_and_no_5xx() {
             ("model_id", model),
             ("agent_id", agent),
             ("session_id", session),
+            ("mcp_server_id", mcp),
             // No approval is pending: a well-formed id answers 404, as another session's would.
             ("approval_id", format!("apr_{}", "0".repeat(32))),
             ("code", "invalid_id".to_owned()),
             ("key", "user:name".to_owned()),
         ]),
-        victims: BTreeMap::from([("key_id", spare_key), ("provider_id", victim_provider), ("agent_id", victim_agent)]),
+        victims: BTreeMap::from([
+            ("key_id", spare_key),
+            ("provider_id", victim_provider),
+            ("agent_id", victim_agent),
+            ("mcp_server_id", victim_mcp),
+        ]),
         sim_url: stack.sim.base_url(),
         org_key: stack.key.clone(),
         operator: stack.operator_token.clone(),

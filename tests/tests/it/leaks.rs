@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use sqlx::PgPool;
+use turnstone_tests::mcp_server::McpServer;
 use turnstone_tests::{Client, DEADLINE, Reply, TestDb, procs};
 
 /// A real binary with stdout and stderr captured in one file; killed when dropped.
@@ -172,11 +173,13 @@ async fn no_secret_reaches_a_response_event_row_log_or_ciphertext() {
             ("OPENAI_API_KEY", default_key.clone()),
             ("TURNSTONE_DEFAULT_MODEL", "sim-1".into()),
             ("TURNSTONE_OPERATOR_TOKEN", operator_token.clone()),
+            ("TURNSTONE_ALLOW_PRIVATE_NETWORKS", "127.0.0.0/8".into()),
         ],
     );
     let base = format!("http://{api_addr}");
     wait_ok(&format!("{base}/ready"), &mut api_proc).await;
-    let mut worker = Captured::spawn("turnstone-worker", &dir, &procs::worker_env(&db.url, &master_key));
+    let worker_env = procs::worker_env(&db.url, &master_key);
+    let mut worker = Captured::spawn("turnstone-worker", &dir, &worker_env);
 
     let api = Client::new(&base, &bootstrap_key);
     let operator = Client::new(&base, &operator_token);
@@ -215,8 +218,61 @@ async fn no_secret_reaches_a_response_event_row_log_or_ciphertext() {
         seen.expect(format!("POST /v1/providers ({what})"), reply, status);
     }
 
+    // An MCP server whose bearer token is a canary: registered, refreshed, refused, called.
+    let mcp_token = format!("LEAKCANARY-mcp-{tag}");
+    let mcp_server = McpServer::start_with_token(Some(&mcp_token)).await;
+    let headers = json!({"Authorization": format!("Bearer {mcp_token}")});
+    let mcp = seen.expect(
+        "POST /v1/mcp-servers",
+        api.post("/v1/mcp-servers", json!({"name": "leaky", "url": mcp_server.url, "headers": headers})).await,
+        201,
+    );
+    let mcp_id = id(&mcp);
+    seen.expect("POST refresh", api.post(&format!("/v1/mcp-servers/{mcp_id}/refresh"), json!({})).await, 200);
+    let other = McpServer::start_with_token(Some("another-token")).await;
+    let wrong = seen.expect(
+        "POST /v1/mcp-servers (wrong token)",
+        api.post("/v1/mcp-servers", json!({"name": "wrong", "url": other.url, "headers": headers})).await,
+        201,
+    );
+    seen.expect(
+        "POST refresh (401 upstream)",
+        api.post(&format!("/v1/mcp-servers/{}/refresh", id(&wrong)), json!({})).await,
+        502,
+    );
+    for (what, body) in [
+        ("duplicate MCP server", json!({"name": "leaky", "url": mcp_server.url, "headers": headers})),
+        ("padded header value", json!({"name": "p", "url": mcp_server.url, "headers": {"X-Key": format!("{mcp_token} ")}})),
+        ("reserved header", json!({"name": "r", "url": mcp_server.url, "headers": {"Mcp-Session-Id": mcp_token}})),
+        ("credentials in MCP URL", json!({"name": "c", "url": format!("http://u:{mcp_token}@127.0.0.1:9/mcp")})),
+    ] {
+        let reply = api.post("/v1/mcp-servers", body).await;
+        let status = reply.status;
+        assert!((400..500).contains(&status), "{what}: {status}");
+        seen.expect(format!("POST /v1/mcp-servers ({what})"), reply, status);
+    }
+    let mcp_agent = seen.expect(
+        "POST /v1/agents (mcp)",
+        api.post("/v1/agents", json!({"name": "mcp", "capabilities": [format!("mcp:{mcp_id}")]})).await,
+        201,
+    );
+    let mcp_session =
+        id(&seen.expect("POST /v1/sessions (mcp)", api.post("/v1/sessions", json!({"agent_id": id(&mcp_agent)})).await, 201));
+    seen.expect(
+        "POST messages (mcp tool turn)",
+        api.post(
+            &format!("/v1/sessions/{mcp_session}/messages"),
+            json!({"content": [{"type": "text", "text": r#"!tool mcp__leaky__echo {"text":"hi"}"#}]}),
+        )
+        .await,
+        202,
+    );
+    let mcp_events = api.wait_for(&mcp_session, "turn.completed", 1).await;
+    assert!(mcp_events.iter().any(|e| e["type"] == "tool.completed" && e["data"]["result"] == "hi"), "{mcp_events:#?}");
+    assert_eq!(mcp_server.calls(), 1);
+
     // A full tool turn on each provider and a failing call, watched live over SSE.
-    let mut sessions = Vec::new();
+    let mut sessions = vec![mcp_session];
     for (name, agent) in [("default", &default_agent), ("second", &second_agent)] {
         let ses = id(&seen.expect(
             format!("POST /v1/sessions ({name})"),
@@ -347,7 +403,8 @@ async fn no_secret_reaches_a_response_event_row_log_or_ciphertext() {
             .iter()
             .map(|s| s.to_string())
             .collect();
-    for list in ["/v1/providers", "/v1/models", "/v1/agents"] {
+    paths.push(format!("/v1/mcp-servers/{mcp_id}/tools"));
+    for list in ["/v1/providers", "/v1/models", "/v1/agents", "/v1/mcp-servers"] {
         let page = seen.expect(format!("GET {list}"), api.get(&format!("{list}?limit=200")).await, 200);
         paths.extend(ids(&page).into_iter().map(|x| format!("{list}/{x}")));
     }

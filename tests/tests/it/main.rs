@@ -13,6 +13,7 @@ mod fuzz;
 mod keys;
 mod leaks;
 mod listen;
+mod mcp;
 mod openapi;
 mod ops;
 mod outage;
