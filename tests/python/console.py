@@ -211,8 +211,13 @@ def main():
         page.get_by_label("File", exact=True).set_input_files(
             files=[{"name": "upload.txt", "mimeType": "text/plain", "buffer": b"uploaded from the console\n"}]
         )
-        page.get_by_role("button", name="Upload").click()
+        page.get_by_role("button", name="Upload", exact=True).click()
         expect(page.get_by_role("button", name="View /upload.txt")).to_be_visible()
+        # Uploading onto an existing file without "Replace" is refused, with the problem shown.
+        guard.allow(r"/files/content\?path=%2Fupload\.txt$", 412)
+        page.get_by_label("File", exact=True).set_input_files(files=[{"name": "upload.txt", "mimeType": "text/plain", "buffer": b"again"}])
+        page.get_by_role("button", name="Upload", exact=True).click()
+        expect(page.locator("#problem .code")).to_have_text("precondition_failed")
         session_id = session_url.rsplit("/", 1)[1]
         wrote = page.request.post(
             f"{BASE}/v1/sessions/{session_id}/messages",
@@ -317,9 +322,9 @@ def main():
         session_path = session_url[len(BASE):]
         for path, title in [
             ("/console/sessions", "Sessions"),
-            (session_path, "console session"),
             (session_path + "/files?dir=/notes", "console session"),
             (session_path + "/kv", "console session"),
+            (session_path, "console session"),
         ]:
             page.goto(BASE + path)
             heading(page, title)

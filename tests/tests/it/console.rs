@@ -41,7 +41,12 @@ async fn the_console_is_served_under_a_strict_csp() {
     assert!(!csp.contains("http"), "no other origin: {csp}");
 
     // Every asset the page loads is embedded; none builds HTML from strings.
-    for (asset, kind) in [("app.js", "text/javascript"), ("session.js", "text/javascript"), ("storage.js", "text/javascript"), ("console.css", "text/css")] {
+    for (asset, kind) in [
+        ("app.js", "text/javascript"),
+        ("session.js", "text/javascript"),
+        ("storage.js", "text/javascript"),
+        ("console.css", "text/css"),
+    ] {
         let resp = get(&format!("/console/assets/{asset}")).await;
         assert_eq!(resp.status().as_u16(), 200, "{asset}");
         assert!(resp.headers()["content-type"].to_str().unwrap().starts_with(kind));
