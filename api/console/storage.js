@@ -132,17 +132,15 @@ export async function files(panel, { session }, { showProblem }) {
       viewer.hidden = true;
     });
     const contents = h("div", { "aria-live": "polite" }, h("p", { class: "muted" }, "loading…"));
-    fill(
-      viewer,
-      h("div", { class: "viewer-head" }, h("h2", {}, entry.path), downloadButton(entry.path), close),
-      h("p", { class: "muted" }, `${entry.content_type ?? "?"}, ${size(entry.size)}, etag ${entry.etag ?? "?"}`),
-      contents,
-    );
+    const meta = h("p", { class: "muted" }, `${size(entry.size)}, etag ${entry.etag ?? "?"}`);
+    fill(viewer, h("div", { class: "viewer-head" }, h("h2", {}, entry.path), downloadButton(entry.path), close), meta, contents);
     viewer.hidden = false;
     if (entry.size > VIEW_MAX) {
       return fill(contents, h("p", {}, `Too large to show here (${size(entry.size)}); download it.`));
     }
-    const buffer = await (await bytes("GET", contentUrl(entry.path))).arrayBuffer();
+    const resp = await bytes("GET", contentUrl(entry.path));
+    const buffer = await resp.arrayBuffer();
+    meta.textContent = `${resp.headers.get("content-type") ?? "?"}, ${size(buffer.byteLength)}, etag ${(resp.headers.get("etag") ?? entry.etag ?? "?").replaceAll('"', "")}`;
     let text = null;
     try {
       text = new TextDecoder("utf-8", { fatal: true }).decode(buffer);
@@ -151,6 +149,7 @@ export async function files(panel, { session }, { showProblem }) {
       text = null;
     }
     if (viewing !== entry.path) return;
+    // Shown as text in a <pre>, never rendered: an uploaded HTML file stays inert.
     fill(contents, text === null ? h("p", {}, "A binary file: download it to see it.") : h("pre", { class: "file" }, text));
   };
 
@@ -274,7 +273,7 @@ export async function files(panel, { session }, { showProblem }) {
       // The file on screen changed or went away: show the news, not stale text.
       if (viewing && (d.path === viewing || d.from === viewing)) {
         if (event.type === "file.written") {
-          const entry = { path: viewing, size: d.size ?? 0, etag: d.etag, content_type: null };
+          const entry = { path: viewing, size: d.size ?? 0, etag: d.etag };
           view(entry).catch(showProblem);
         } else {
           fill(viewer, h("p", {}, event.type === "file.moved" ? `${viewing} was moved to ${d.to}.` : `${viewing} was deleted.`));

@@ -320,14 +320,16 @@ def main():
         # 390 px wide: nothing overflows sideways, the session still works.
         page.set_viewport_size({"width": 390, "height": 844})
         session_path = session_url[len(BASE):]
-        for path, title in [
-            ("/console/sessions", "Sessions"),
-            (session_path + "/files?dir=/notes", "console session"),
-            (session_path + "/kv", "console session"),
-            (session_path, "console session"),
+        # Each page is left only once it has loaded (leaving earlier aborts its reads).
+        for path, title, ready in [
+            ("/console/sessions", "Sessions", "tbody tr"),
+            (session_path + "/files?dir=/notes", "console session", "table.files tbody tr"),
+            (session_path + "/kv", "console session", "text=No keys."),
+            (session_path, "console session", "form.composer"),
         ]:
             page.goto(BASE + path)
             heading(page, title)
+            expect(page.locator(ready).first).to_be_visible()
             width = page.evaluate("() => document.documentElement.scrollWidth")
             assert width <= 390, f"{path} is {width} px wide at 390"
         shot(page, "session-390")
