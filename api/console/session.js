@@ -41,7 +41,9 @@ export async function render(main, { id, tab }, ctx) {
   cancel.addEventListener("click", async () => {
     try {
       const r = await post(`/v1/sessions/${id}/cancel`);
-      setStatus(r.state === "cancelled" ? "idle" : "cancelling");
+      // The stream may have reported the turn's end before this answer came back.
+      if (r.state === "cancelled") setStatus("idle");
+      else if (ACTIVE.has(session.status)) setStatus("cancelling");
     } catch (e) {
       ctx.showProblem(e);
     }

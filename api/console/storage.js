@@ -185,9 +185,15 @@ export async function files(panel, { session }, { showProblem }) {
     cursor = p.next_cursor;
     return p.data;
   };
-  // A reload reads the first page again (what was paged in below it is dropped).
+  // A reload reads the first page again; only a change redraws it (dropping what was paged in
+  // below), so an echo of the console's own write leaves a half-done delete alone.
+  let shown = null;
   const reload = reloader(async () => {
-    entries = await page(null);
+    const first = await page(null);
+    const seen = JSON.stringify(first.map((e) => [e.path, e.etag, e.size, e.files, e.updated_at]));
+    if (seen === shown) return;
+    shown = seen;
+    entries = first;
     fill(body, entries.map(row));
     describe();
   }, showProblem);
@@ -364,10 +370,18 @@ export async function kv(panel, { session }, { navigate, showProblem }) {
     );
   };
 
+  // Only a change redraws the rows (the stream echoes the console's own writes), and values
+  // open in the inspector stay open.
+  let shown = null;
   const reload = reloader(async () => {
     const page = await get(`${base}${query({ prefix, after, limit: KV_PAGE })}`);
     cursor = page.next_cursor;
+    const seen = JSON.stringify(page.data.map((e) => [e.key, e.version, e.expires_at]));
+    if (seen === shown) return;
+    shown = seen;
+    const open = new Set([...body.querySelectorAll("tr:has(details[open])")].map((tr) => tr.dataset.key));
     fill(body, page.data.map(row));
+    for (const tr of body.rows) if (open.has(tr.dataset.key)) tr.querySelector("details").open = true;
     const scope = prefix ? ` starting with “${prefix}”` : "";
     summary.textContent = page.data.length ? `${page.data.length} key${page.data.length === 1 ? "" : "s"}${scope}${after ? ` after “${after}”` : ""}` : `No keys${scope}${after ? ` after “${after}”` : ""}.`;
     next.disabled = !cursor;
