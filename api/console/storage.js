@@ -49,6 +49,42 @@ function reloader(load, showProblem) {
 }
 
 /**
+ * The page's own writes, by the event each will put on the stream (`kv.set user:name`): that echo
+ * needs no re-read. Noted before the request is sent (the event may beat the answer), dropped if
+ * the request fails.
+ */
+function ownWrites() {
+  const pending = new Map();
+  return {
+    note(sig) {
+      pending.set(sig, (pending.get(sig) ?? 0) + 1);
+    },
+    drop(sig) {
+      const n = (pending.get(sig) ?? 0) - 1;
+      if (n > 0) pending.set(sig, n);
+      else pending.delete(sig);
+    },
+    /** Whether `sig` is one of ours (and forgets it). */
+    take(sig) {
+      if (!pending.has(sig)) return false;
+      this.drop(sig);
+      return true;
+    },
+  };
+}
+
+/** Runs `request` as an own write announced by `sig`. */
+async function asOwn(own, sig, request) {
+  own.note(sig);
+  try {
+    return await request();
+  } catch (e) {
+    own.drop(sig);
+    throw e;
+  }
+}
+
+/**
  * A delete in two steps: "Delete" turns into "Confirm delete" and "Keep"; only the confirmation
  * calls `action`. `what` names the item in the buttons' accessible names.
  */
@@ -110,6 +146,7 @@ export async function files(panel, { session }, { showProblem }) {
   let entries = [];
   let cursor = null;
   let viewing = null;
+  const own = ownWrites();
 
   const download = async (path) => {
     const blob = await (await bytes("GET", contentUrl(path))).blob();
@@ -208,7 +245,7 @@ export async function files(panel, { session }, { showProblem }) {
     }
   });
   const remove = async (path, recursive) => {
-    await del(`${base}${query({ path, recursive: recursive ? "true" : "" })}`);
+    await asOwn(own, `file.deleted ${path}`, () => del(`${base}${query({ path, recursive: recursive ? "true" : "" })}`));
     if (viewing === path || (recursive && viewing?.startsWith(`${path}/`))) {
       viewing = null;
       viewer.hidden = true;
@@ -241,7 +278,7 @@ export async function files(panel, { session }, { showProblem }) {
     if (!replace.checked) headers["If-None-Match"] = "*";
     send.disabled = true;
     try {
-      const meta = await (await bytes("PUT", contentUrl(path), { body: chosen, headers })).json();
+      const meta = await asOwn(own, `file.written ${path}`, async () => (await bytes("PUT", contentUrl(path), { body: chosen, headers })).json());
       uploaded.textContent = `Uploaded ${meta.path} (${size(meta.size)}).`;
       form.reset();
       await reload();
@@ -276,6 +313,7 @@ export async function files(panel, { session }, { showProblem }) {
     onEvent(event) {
       if (!event.type?.startsWith("file.")) return;
       const d = event.data ?? {};
+      if (own.take(`${event.type} ${d.path}`)) return;
       // The file on screen changed or went away: show the news, not stale text.
       if (viewing && (d.path === viewing || d.from === viewing)) {
         if (event.type === "file.written") {
@@ -316,6 +354,7 @@ export async function kv(panel, { session }, { navigate, showProblem }) {
   const first = h("button", { type: "button", disabled: !after }, "First page");
   const next = h("button", { type: "button", disabled: true }, "Next page");
   let cursor = null;
+  const own = ownWrites();
   first.addEventListener("click", () => navigate(here(prefix, "")));
   next.addEventListener("click", () => cursor && navigate(here(prefix, cursor)));
 
@@ -363,7 +402,7 @@ export async function kv(panel, { session }, { navigate, showProblem }) {
         edit,
         " ",
         twoStepDelete(entry.key, async () => {
-          await del(`${base}/${encodeURIComponent(entry.key)}`);
+          await asOwn(own, `kv.deleted ${entry.key}`, () => del(`${base}/${encodeURIComponent(entry.key)}`));
           await reload();
         }, showProblem),
       ),
@@ -399,7 +438,8 @@ export async function kv(panel, { session }, { navigate, showProblem }) {
     if (ttl.value) body.ttl_secs = Number(ttl.value);
     setButton.disabled = true;
     try {
-      const entry = await put(`${base}/${encodeURIComponent(key.value.trim())}`, body);
+      const name = key.value.trim();
+      const entry = await asOwn(own, `kv.set ${name}`, () => put(`${base}/${encodeURIComponent(name)}`, body));
       saved.textContent = `Set ${entry.key} (version ${entry.version}).`;
       form.reset();
       await reload();
@@ -431,7 +471,8 @@ export async function kv(panel, { session }, { navigate, showProblem }) {
 
   return {
     onEvent(event) {
-      if (event.type === "kv.set" || event.type === "kv.deleted") reload();
+      if (event.type !== "kv.set" && event.type !== "kv.deleted") return;
+      if (!own.take(`${event.type} ${event.data?.key}`)) reload();
     },
   };
 }
