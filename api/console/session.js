@@ -17,7 +17,7 @@ const TABS = [
 /** Events per timeline page (the events route allows up to 1000). */
 const PAGE = 200;
 
-const ACTIVE = new Set(["queued", "running", "cancelling"]);
+const ACTIVE = new Set(["queued", "running", "cancelling", "waiting"]);
 
 export async function render(main, { id, tab }, ctx) {
   const current = TABS.find((t) => t.id === tab);
@@ -41,7 +41,7 @@ export async function render(main, { id, tab }, ctx) {
   cancel.addEventListener("click", async () => {
     try {
       const r = await post(`/v1/sessions/${id}/cancel`);
-      // The stream may have reported the turn's end before this answer came back.
+      // The stream may have told the end already (`session.idled` before this answer).
       if (r.state === "cancelled") setStatus("idle");
       else if (ACTIVE.has(session.status)) setStatus("cancelling");
     } catch (e) {
@@ -78,6 +78,8 @@ export async function render(main, { id, tab }, ctx) {
     onEvent: (event) => {
       if (event.type === "session.activated") setStatus("running");
       if (event.type === "session.idled") setStatus("idle");
+      if (event.type === "turn.waiting") setStatus("waiting");
+      if (event.type === "turn.resumed") setStatus("queued");
       view.onEvent?.(event);
     },
     onDelta: (frame) => view.onDelta?.(frame),
@@ -187,7 +189,7 @@ async function events(panel, { session, newest }, { navigate, showProblem }) {
 
   const typesInput = h("input", { name: "types", value: types, list: "event-types", placeholder: "e.g. turn.completed,tool.started", spellcheck: "false" });
   const fromInput = h("input", { name: "from", type: "number", min: 0, value: String(from) });
-  const known = ["input.message", "session.activated", "session.idled", "turn.started", "reason.started", "output.message.completed", "tool.started", "tool.completed", "turn.completed", "turn.failed", "turn.cancelled"];
+  const known = ["input.message", "session.activated", "session.idled", "turn.started", "reason.started", "output.message.completed", "tool.started", "tool.completed", "turn.completed", "turn.failed", "turn.cancelled", "tool.call_requested", "tool.approval_requested", "tool.approval_resolved", "turn.waiting", "turn.resumed"];
   const filter = h(
     "form",
     { class: "toolbar", role: "search", "aria-label": "Filter events" },

@@ -70,7 +70,7 @@ pub enum ApiError {
     /// The request body is not `application/json`.
     #[oai(status = 415, content_type = "application/problem+json")]
     UnsupportedMediaType(Json<Problem>),
-    /// An `Idempotency-Key` was reused with a different request.
+    /// An `Idempotency-Key` was reused with a different request, or a tool call id is not pending.
     #[oai(status = 422, content_type = "application/problem+json")]
     Unprocessable(Json<Problem>),
     /// Rate limit or concurrency limit reached; retry after `Retry-After` seconds.
@@ -130,6 +130,7 @@ impl From<CoreError> for ApiError {
             CoreError::NotFound(what) => ApiError::not_found(what),
             CoreError::Invalid { code, message } => ApiError::bad_request(code, message),
             CoreError::Conflict { code, message } => ApiError::new(StatusCode::CONFLICT, code, message),
+            CoreError::Unprocessable { code, message } => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, message),
             CoreError::PreconditionFailed(message) => {
                 ApiError::new(StatusCode::PRECONDITION_FAILED, "precondition_failed", message)
             }

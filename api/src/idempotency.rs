@@ -38,7 +38,20 @@ where
         return replay(stored, &fingerprint);
     }
     let mut tx = state.org_tx(org_id).await?;
-    let out = create(&mut tx).await?;
+    let out = match create(&mut tx).await {
+        Ok(out) => out,
+        Err(e) => {
+            // A concurrent first use of the key may have won while this one
+            // waited (e.g. on the session's lock) and then failed against
+            // its change (409 `already_resolved`): the retry replays the
+            // first answer, as the key promises.
+            drop(tx);
+            return match idempotency::lookup(&mut *state.org_tx(org_id).await?, org_id, key).await? {
+                Some(stored) => replay(stored, &fingerprint),
+                None => Err(e),
+            };
+        }
+    };
     let body = serde_json::to_value(&out).map_err(|_| ApiError::internal())?;
     if idempotency::record(&mut tx, org_id, key, &fingerprint, 200, &body).await? {
         tx.commit().await.map_err(turnstone_core::Error::from)?;

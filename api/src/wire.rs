@@ -7,7 +7,7 @@
 //! object carries an example that works as sent. Doc comments here become the public
 //! descriptions: internal notes go in `//` comments.
 //!
-//! One file per resource group (`providers`, `agents`, `sessions`, `storage`, `capabilities`, `orgs`);
+//! One file per resource group (`providers`, `agents`, `sessions`, `storage`, `waiting`, `capabilities`, `orgs`);
 //! this root holds the shared rules, id parsing, health and problem types.
 
 mod agents;
@@ -18,6 +18,7 @@ mod providers;
 pub mod rules;
 mod sessions;
 mod storage;
+mod waiting;
 
 use chrono::{DateTime, Utc};
 use poem_openapi::types::{Example, MaybeUndefined};
@@ -39,6 +40,7 @@ pub use rules::{
 };
 pub use sessions::*;
 pub use storage::*;
+pub use waiting::*;
 
 /// Parses a request object from its JSON example: the examples are written as JSON, as a
 /// client sends them, and a test proves each one is accepted as sent.

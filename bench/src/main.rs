@@ -46,6 +46,7 @@ const ALL: &[&str] = &[
     "sse_fanout",
     "concurrency",
     "recovery",
+    "waiting",
     "storage",
 ];
 
@@ -93,6 +94,7 @@ async fn run(mut ctx: Ctx, only: Vec<String>) {
                 "sse_fanout" => scenarios::fanout::run(&c).await,
                 "concurrency" => scenarios::concurrency::run(&c).await,
                 "recovery" => scenarios::recovery::run(&c).await,
+                "waiting" => scenarios::waiting::run(&c).await,
                 "storage" => scenarios::storage::run(&c).await,
                 _ => unreachable!(),
             }

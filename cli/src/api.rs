@@ -47,8 +47,15 @@ pub fn client(url: &str, token: &str) -> Result<Client, Failure> {
 
 /// Awaits a generated-client call, turning its error into a [`Failure`].
 pub async fn call<T>(request: impl Future<Output = Result<ResponseValue<T>, Error<ByteStream>>>) -> Result<T, Failure> {
+    Ok(call_response(request).await?.into_inner())
+}
+
+/// [`call`] that keeps the response's status and headers (`files get` reads its `ETag`).
+pub async fn call_response<T>(
+    request: impl Future<Output = Result<ResponseValue<T>, Error<ByteStream>>>,
+) -> Result<ResponseValue<T>, Failure> {
     match request.await {
-        Ok(value) => Ok(value.into_inner()),
+        Ok(value) => Ok(value),
         Err(e) => Err(Failure::from_client(e).await),
     }
 }

@@ -61,6 +61,12 @@ pub enum Command {
     /// Organisations (with the operator token).
     #[command(subcommand)]
     Orgs(Orgs),
+    /// A session's files: put and get raw bytes, list, move, copy, remove, search.
+    #[command(subcommand)]
+    Files(Files),
+    /// A session's key-value store: JSON values with versions and optional expiry.
+    #[command(subcommand)]
+    Kv(Kv),
 }
 
 #[derive(Debug, Args)]
@@ -142,9 +148,7 @@ pub enum Agents {
         page: Page,
     },
     /// Show one.
-    Get {
-        id: String,
-    },
+    Get { id: String },
     /// Create one from flags, or --file body.json (flags win).
     Create {
         #[command(flatten)]
@@ -159,9 +163,7 @@ pub enum Agents {
         fields: AgentFields,
     },
     /// Archive (soft-delete) an agent.
-    Archive {
-        id: String,
-    },
+    Archive { id: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -175,9 +177,7 @@ pub enum Sessions {
         page: Page,
     },
     /// Show one.
-    Get {
-        id: String,
-    },
+    Get { id: String },
     /// Create one from flags, or --file body.json (flags win).
     Create {
         #[arg(long = "agent")]
@@ -262,9 +262,7 @@ pub enum Providers {
         page: Page,
     },
     /// Show one.
-    Get {
-        id: String,
-    },
+    Get { id: String },
     /// Create one from flags, or --file body.json (flags win).
     Create {
         #[arg(long)]
@@ -291,9 +289,7 @@ pub enum Providers {
         body: BodyFile,
     },
     /// Delete one.
-    Delete {
-        id: String,
-    },
+    Delete { id: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -304,9 +300,7 @@ pub enum Models {
         page: Page,
     },
     /// Show one.
-    Get {
-        id: String,
-    },
+    Get { id: String },
     /// Create one from flags, or --file body.json (flags win).
     Create {
         #[arg(long = "provider")]
@@ -322,9 +316,7 @@ pub enum Models {
         idempotency_key: Option<String>,
     },
     /// Delete one.
-    Delete {
-        id: String,
-    },
+    Delete { id: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -383,9 +375,7 @@ pub enum Orgs {
         page: Page,
     },
     /// Show one.
-    Get {
-        id: String,
-    },
+    Get { id: String },
     /// Create one from flags, or --file body.json (flags win).
     Create {
         #[arg(long)]
@@ -408,5 +398,136 @@ pub enum Orgs {
         expires_at: Option<String>,
         #[command(flatten)]
         body: BodyFile,
+    },
+}
+
+// A write's precondition: replace only this version, or only create.
+#[derive(Debug, Args)]
+#[group(multiple = false)]
+pub struct FilePrecondition {
+    /// Replace only this version (the `etag` a write or `ls` printed; quotes optional).
+    #[arg(long)]
+    pub if_match: Option<String>,
+    /// Only create: fail with `precondition_failed` if the file exists.
+    #[arg(long)]
+    pub create_only: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Files {
+    /// Write a file from --file LOCAL, else from stdin, byte for byte; prints its metadata.
+    Put {
+        session: String,
+        /// The file's absolute path in the session, e.g. /notes/todo.md.
+        path: String,
+        /// Read the content from this local file (default: stdin).
+        #[arg(long, short = 'f')]
+        file: Option<PathBuf>,
+        #[command(flatten)]
+        precondition: FilePrecondition,
+    },
+    /// Read a file: its bytes to stdout, unchanged, or to --file LOCAL (then its metadata is printed).
+    Get {
+        session: String,
+        path: String,
+        /// Write the content to this local file instead of stdout.
+        #[arg(long, short = 'f')]
+        file: Option<PathBuf>,
+    },
+    /// List a directory's files and subdirectories (--limit, --after for more).
+    Ls {
+        session: String,
+        /// The directory (default: /).
+        #[arg(long)]
+        dir: Option<String>,
+        /// Everything below the directory, not only its direct children.
+        #[arg(long)]
+        recursive: bool,
+        #[command(flatten)]
+        page: Page,
+    },
+    /// Remove a file (or, with --recursive, a directory and everything in it).
+    Rm {
+        session: String,
+        path: String,
+        #[arg(long)]
+        recursive: bool,
+        /// Remove only this version (an etag; quotes optional).
+        #[arg(long)]
+        if_match: Option<String>,
+    },
+    /// Move (rename) a file.
+    Mv {
+        session: String,
+        from: String,
+        to: String,
+        /// Replace TO if it exists.
+        #[arg(long)]
+        overwrite: bool,
+    },
+    /// Copy a file.
+    Cp {
+        session: String,
+        from: String,
+        to: String,
+        /// Replace TO if it exists.
+        #[arg(long)]
+        overwrite: bool,
+    },
+    /// Search the text files' lines with a regular expression.
+    Search {
+        session: String,
+        pattern: String,
+        /// Only files whose path (or, without `/`, name) matches, e.g. '*.md' or '/notes/**'.
+        #[arg(long)]
+        glob: Option<String>,
+        /// At most this many matches (default 100).
+        #[arg(long)]
+        limit: Option<std::num::NonZeroU32>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Kv {
+    /// Store a JSON value under a key ('-' reads it from stdin); prints the entry.
+    Set {
+        session: String,
+        // Not `key`: that id is the global `--key` (the API key), which clap would overwrite.
+        #[arg(value_name = "KEY")]
+        name: String,
+        /// The value, as JSON: '"text"', 42, '{"a":1}'.
+        value: String,
+        /// Expire the key after this many seconds.
+        #[arg(long)]
+        ttl: Option<i64>,
+        /// Replace only this version (the entry's `version`).
+        #[arg(long, conflicts_with = "create_only")]
+        if_version: Option<i64>,
+        /// Only create: fail with `precondition_failed` if the key exists.
+        #[arg(long)]
+        create_only: bool,
+    },
+    /// Show a key's entry (value, version, expiry).
+    Get {
+        session: String,
+        #[arg(value_name = "KEY")]
+        name: String,
+    },
+    /// Remove a key.
+    Rm {
+        session: String,
+        #[arg(value_name = "KEY")]
+        name: String,
+        /// Remove only this version.
+        #[arg(long)]
+        if_version: Option<i64>,
+    },
+    /// List the keys (--prefix to narrow; --limit, --after for more).
+    Ls {
+        session: String,
+        #[arg(long)]
+        prefix: Option<String>,
+        #[command(flatten)]
+        page: Page,
     },
 }

@@ -10,7 +10,8 @@
 //! - `args.rs` — the command line (clap derive).
 //! - `config.rs` — flags, environment, profile file; `login.rs` writes a profile.
 //! - `api.rs` — the generated client and how it is built; `failure.rs` — errors and exit codes.
-//! - `resources.rs` — the noun-verb commands; `output.rs` — `-o table|json`.
+//! - `resources.rs` — the noun-verb commands; `storage.rs` — `files` and `kv` (raw bytes in and
+//!   out); `output.rs` — `-o table|json|id`.
 //! - `stream.rs` — the resuming SSE reader; `chat.rs` and `watch.rs` use it.
 
 mod api;
@@ -21,6 +22,7 @@ mod failure;
 mod login;
 mod output;
 mod resources;
+mod storage;
 mod stream;
 mod watch;
 
@@ -72,5 +74,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Keys(verb) => resources::keys(&c, o, verb).await,
         Command::Capabilities(verb) => resources::capabilities(&c, o, verb).await,
         Command::Orgs(verb) => resources::orgs(&c, o, verb).await,
+        Command::Files(verb) => storage::files(&c, o, verb).await,
+        Command::Kv(verb) => storage::kv(&c, o, verb).await,
     }
 }

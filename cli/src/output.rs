@@ -16,19 +16,25 @@ pub enum Format {
     Table,
     /// The API's JSON document, one line.
     Json,
-    /// Only the `id` (one per line for a list): `AGENT=$(turnstone agents create … -o id)`.
+    /// Only the `id` (a file's `path`, a key's `key`; one per line for a list): `AGENT=$(turnstone agents create … -o id)`.
     Id,
 }
 
 /// Prints one response: a list (`data`) as rows with `columns`, anything else as KEY VALUE rows.
 pub fn print<T: Serialize>(format: Format, value: &T, columns: &[&str]) -> Result<(), Failure> {
+    print_as(format, value, columns, "id")
+}
+
+/// [`print`] for a resource named by another member than `id` (a file's `path`, a key's `key`):
+/// `-o id` prints that member.
+pub fn print_as<T: Serialize>(format: Format, value: &T, columns: &[&str], id: &str) -> Result<(), Failure> {
     let value = serde_json::to_value(value).map_err(|e| Failure::usage(e.to_string()))?;
     let mut out = std::io::stdout().lock();
     let text = match format {
         Format::Json => format!("{value}\n"),
         Format::Id => match value.get("data").and_then(Value::as_array) {
-            Some(rows) => rows.iter().map(|r| format!("{}\n", cell(&r["id"]))).collect(),
-            None => format!("{}\n", cell(value.get("id").unwrap_or(&value))),
+            Some(rows) => rows.iter().map(|r| format!("{}\n", cell(&r[id]))).collect(),
+            None => format!("{}\n", cell(value.get(id).unwrap_or(&value))),
         },
         Format::Table => match value.get("data").and_then(Value::as_array) {
             Some(rows) if !columns.is_empty() => {

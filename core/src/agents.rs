@@ -4,8 +4,10 @@
 use crate::error::{Error, Result};
 use crate::ids::{AgentId, ModelId, OrgId, TypedId};
 use crate::page::Page;
+use crate::tools::{self, ClientTool, Policies};
 use crate::{capabilities, limits, providers, validate};
 use chrono::{DateTime, Utc};
+use sqlx::types::Json;
 use sqlx::{AssertSqlSafe, PgConnection};
 
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -18,6 +20,11 @@ pub struct Agent {
     pub tags: Vec<String>,
     pub max_iterations: i32,
     pub max_turn_secs: i32,
+    /// Tools the client runs (the turn waits for their results).
+    pub client_tools: Json<Vec<ClientTool>>,
+    /// Tool name or glob → `auto` | `ask` | `deny`.
+    pub tool_policies: Json<Policies>,
+    pub approval_timeout_secs: i32,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub archived_at: Option<DateTime<Utc>>,
@@ -34,10 +41,14 @@ pub struct AgentInput {
     pub tags: Option<Vec<String>>,
     pub max_iterations: Option<i32>,
     pub max_turn_secs: Option<i32>,
+    pub client_tools: Option<Vec<ClientTool>>,
+    pub tool_policies: Option<Policies>,
+    pub approval_timeout_secs: Option<i32>,
 }
 
 const COLUMNS: &str =
-    "id, name, system_prompt, model_id, capabilities, tags, max_iterations, max_turn_secs, created_at, updated_at, archived_at";
+    "id, name, system_prompt, model_id, capabilities, tags, max_iterations, max_turn_secs, client_tools, tool_policies,
+     approval_timeout_secs, created_at, updated_at, archived_at";
 
 async fn validate_input(conn: &mut PgConnection, org_id: OrgId, input: &AgentInput) -> Result<()> {
     if let Some(name) = &input.name {
@@ -58,6 +69,15 @@ async fn validate_input(conn: &mut PgConnection, org_id: OrgId, input: &AgentInp
     if input.max_turn_secs.is_some_and(|n| !(1..=limits::MAX_TURN_SECS).contains(&n)) {
         return Err(Error::invalid("invalid_max_turn_secs", format!("max_turn_secs must be 1-{}", limits::MAX_TURN_SECS)));
     }
+    if let Some(tools) = &input.client_tools {
+        tools::validate_client_tools(tools, &[])?;
+    }
+    if let Some(policies) = &input.tool_policies {
+        tools::validate_policies(policies)?;
+    }
+    if input.approval_timeout_secs.is_some_and(|n| !(1..=limits::MAX_WAIT_SECS).contains(&n)) {
+        return Err(Error::invalid("invalid_timeout_secs", format!("approval_timeout_secs must be 1-{}", limits::MAX_WAIT_SECS)));
+    }
     if let Some(Some(model_id)) = input.model_id {
         providers::ensure_model(conn, org_id, model_id).await?;
     }
@@ -69,8 +89,9 @@ pub async fn create_agent(conn: &mut PgConnection, org_id: OrgId, input: AgentIn
     validate_input(conn, org_id, &input).await?;
     crate::quotas::check(conn, org_id, crate::quotas::Quota::Agents).await?;
     let agent = sqlx::query_as(AssertSqlSafe(format!(
-        "INSERT INTO agents (id, org_id, name, system_prompt, model_id, capabilities, tags, max_iterations, max_turn_secs)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING {COLUMNS}"
+        "INSERT INTO agents (id, org_id, name, system_prompt, model_id, capabilities, tags, max_iterations, max_turn_secs,
+                             client_tools, tool_policies, approval_timeout_secs)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING {COLUMNS}"
     )))
     .bind(AgentId::new())
     .bind(org_id)
@@ -81,6 +102,9 @@ pub async fn create_agent(conn: &mut PgConnection, org_id: OrgId, input: AgentIn
     .bind(input.tags.unwrap_or_default())
     .bind(input.max_iterations.unwrap_or(10))
     .bind(input.max_turn_secs.unwrap_or(600))
+    .bind(Json(input.client_tools.unwrap_or_default()))
+    .bind(Json(input.tool_policies.unwrap_or_default()))
+    .bind(input.approval_timeout_secs.unwrap_or(limits::DEFAULT_APPROVAL_TIMEOUT_SECS))
     .fetch_one(conn)
     .await?;
     Ok(agent)
@@ -132,6 +156,9 @@ pub async fn update_agent(conn: &mut PgConnection, org_id: OrgId, id: AgentId, i
             tags = coalesce($8, tags),
             max_iterations = coalesce($9, max_iterations),
             max_turn_secs = coalesce($10, max_turn_secs),
+            client_tools = coalesce($11, client_tools),
+            tool_policies = coalesce($12, tool_policies),
+            approval_timeout_secs = coalesce($13, approval_timeout_secs),
             updated_at = now()
           WHERE org_id = $1 AND id = $2 AND archived_at IS NULL
           RETURNING {COLUMNS}"
@@ -146,6 +173,9 @@ pub async fn update_agent(conn: &mut PgConnection, org_id: OrgId, id: AgentId, i
     .bind(input.tags)
     .bind(input.max_iterations)
     .bind(input.max_turn_secs)
+    .bind(input.client_tools.map(Json))
+    .bind(input.tool_policies.map(Json))
+    .bind(input.approval_timeout_secs)
     .fetch_optional(&mut *conn)
     .await?;
     match updated {

@@ -201,7 +201,7 @@ impl Routine {
 /// The migration that defines the current [`Routine`]s (`migrations/<this>.sql`).
 /// A change to a routine's SQL is a new migration: write [`routines_sql`]'s
 /// output to it (`scripts/routines`) and name it here.
-pub const ROUTINES_MIGRATION: &str = "20261206100001_routines";
+pub const ROUTINES_MIGRATION: &str = "20261206200001_routines";
 
 /// The SQL of [`ROUTINES_MIGRATION`]: the schema, every routine, and who may call them.
 pub fn routines_sql() -> String {

@@ -12,6 +12,10 @@ pub enum Error {
     /// The request conflicts with the current state of a resource.
     #[error("{message}")]
     Conflict { code: &'static str, message: String },
+    /// Well-formed, valid in itself, and yet naming something the resource
+    /// does not hold (422): a tool call id that is not pending.
+    #[error("{message}")]
+    Unprocessable { code: &'static str, message: String },
     /// A quota of the org is used up (403).
     #[error("{0}")]
     QuotaExceeded(String),
@@ -50,6 +54,10 @@ impl Error {
 
     pub fn conflict(code: &'static str, message: impl Into<String>) -> Self {
         Self::Conflict { code, message: message.into() }
+    }
+
+    pub fn unprocessable(code: &'static str, message: impl Into<String>) -> Self {
+        Self::Unprocessable { code, message: message.into() }
     }
 
     /// True when the database could not be reached (as opposed to a query error),

@@ -137,6 +137,15 @@ pub mod types {
     pub const TURN_COMPLETED: &str = "turn.completed";
     pub const TURN_FAILED: &str = "turn.failed";
     pub const TURN_CANCELLED: &str = "turn.cancelled";
+    /// The model called client tools: the client runs them and posts their results.
+    pub const TOOL_CALL_REQUESTED: &str = "tool.call_requested";
+    /// A call waits for a person's decision.
+    pub const TOOL_APPROVAL_REQUESTED: &str = "tool.approval_requested";
+    pub const TOOL_APPROVAL_RESOLVED: &str = "tool.approval_resolved";
+    /// The turn holds nothing until what it waits for is resolved.
+    pub const TURN_WAITING: &str = "turn.waiting";
+    /// The last pending call was resolved: the turn is queued to go on.
+    pub const TURN_RESUMED: &str = "turn.resumed";
     pub use crate::storage::files::types::{FILE_DELETED, FILE_MOVED, FILE_WRITTEN};
     pub use crate::storage::kv::types::{KV_DELETED, KV_SET};
 
@@ -153,6 +162,11 @@ pub mod types {
         TURN_COMPLETED,
         TURN_FAILED,
         TURN_CANCELLED,
+        TOOL_CALL_REQUESTED,
+        TOOL_APPROVAL_REQUESTED,
+        TOOL_APPROVAL_RESOLVED,
+        TURN_WAITING,
+        TURN_RESUMED,
         FILE_WRITTEN,
         FILE_DELETED,
         FILE_MOVED,

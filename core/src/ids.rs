@@ -87,6 +87,8 @@ typed_ids! {
     EventId => Event;
     /// A turn: one input message and the work that answers it.
     TurnId => Turn;
+    /// A pending tool approval (`pending_calls.id`; a client tool call's row has one too).
+    ApprovalId => Approval;
 }
 
 /// A kind of resource and its wire prefix.
@@ -100,6 +102,8 @@ pub enum Kind {
     Session,
     Event,
     Turn,
+    /// A pending tool approval (`pending_calls.id`).
+    Approval,
 }
 
 impl Kind {
@@ -113,6 +117,7 @@ impl Kind {
             Kind::Session => "ses",
             Kind::Event => "evt",
             Kind::Turn => "trn",
+            Kind::Approval => "apr",
         }
     }
 
@@ -126,6 +131,7 @@ impl Kind {
             Kind::Session => "session",
             Kind::Event => "event",
             Kind::Turn => "turn",
+            Kind::Approval => "approval",
         }
     }
 
@@ -140,6 +146,7 @@ impl Kind {
             Kind::Session => "a session",
             Kind::Event => "an event",
             Kind::Turn => "a turn",
+            Kind::Approval => "an approval",
         }
     }
 }

@@ -27,6 +27,7 @@
 //! - [`turns`]: a turn's transitions — post, start, guarded step commits, seal, cancel.
 //! - [`storage`]: the session filesystem and key-value store, and their tools.
 //! - [`capabilities`]: the registry of tools an agent can enable (with [`math`]).
+//! - [`tools`]: client tools, tool policies and the approval's argument hash.
 //! - [`page`]: cursor pagination.
 //! - [`validate`]: length, tag and URL rules with stable error codes.
 //! - [`telemetry`]: logs (text or JSON) and optional OpenTelemetry trace export.
@@ -54,6 +55,7 @@ pub mod quotas;
 pub mod sessions;
 pub mod storage;
 pub mod telemetry;
+pub mod tools;
 pub mod turns;
 pub mod validate;
 

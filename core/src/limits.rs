@@ -32,3 +32,27 @@ pub const MAX_IDEMPOTENCY_KEY_CHARS: usize = 255;
 pub const MAX_ITERATIONS: i32 = 100;
 /// Turn wall-clock cap bounds, seconds.
 pub const MAX_TURN_SECS: i32 = 86_400;
+/// Client tools per agent (and per session, added to its agent's).
+pub const MAX_CLIENT_TOOLS: usize = 64;
+/// A client tool's name (the model's function-name rules: letters, digits, `_`, `-`).
+pub const MAX_TOOL_NAME_CHARS: usize = 64;
+/// A client tool's description.
+pub const MAX_TOOL_DESCRIPTION_CHARS: usize = 1024;
+/// A client tool's `parameters` JSON Schema, serialised, bytes.
+pub const MAX_TOOL_PARAMETERS_BYTES: usize = 16 * 1024;
+/// A client tool's `timeout_secs`: default and bounds (7 days).
+pub const DEFAULT_CLIENT_TOOL_TIMEOUT_SECS: i32 = 300;
+pub const MAX_WAIT_SECS: i32 = 7 * 24 * 3600;
+/// Entries of an agent's `tool_policies`, and characters per pattern.
+pub const MAX_TOOL_POLICIES: usize = 64;
+pub const MAX_TOOL_PATTERN_CHARS: usize = 128;
+/// An agent's `approval_timeout_secs` default.
+pub const DEFAULT_APPROVAL_TIMEOUT_SECS: i32 = 900;
+/// Results in one `POST …/tool-results`.
+pub const MAX_TOOL_RESULTS: usize = 64;
+/// A tool call id (as the model sent it).
+pub const MAX_TOOL_CALL_ID_CHARS: usize = 256;
+/// One client tool output, bytes.
+pub const MAX_TOOL_OUTPUT_BYTES: usize = 256 * 1024;
+/// An approval decision's `reason`.
+pub const MAX_REASON_CHARS: usize = 2000;

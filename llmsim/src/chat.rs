@@ -75,21 +75,31 @@ impl Drop for InFlight {
 /// What the assistant says once the script has run.
 enum Answer {
     Text(String),
-    ToolCall { id: String, name: String, arguments: String },
+    /// One or more calls (`!tool a {…} !tool b {…}`), in order.
+    ToolCalls(Vec<Call>),
+}
+
+/// One function call of an answer.
+struct Call {
+    id: String,
+    name: String,
+    arguments: String,
 }
 
 impl Answer {
     fn completion_tokens(&self) -> u64 {
         match self {
             Answer::Text(text) => text.split_whitespace().count() as u64,
-            Answer::ToolCall { name, arguments, .. } => ((name.chars().count() + arguments.chars().count()) as u64).div_ceil(4),
+            Answer::ToolCalls(calls) => {
+                calls.iter().map(|c| ((c.name.chars().count() + c.arguments.chars().count()) as u64).div_ceil(4)).sum()
+            }
         }
     }
 
     fn finish_reason(&self) -> &'static str {
         match self {
             Answer::Text(_) => "stop",
-            Answer::ToolCall { .. } => "tool_calls",
+            Answer::ToolCalls(_) => "tool_calls",
         }
     }
 }
@@ -128,8 +138,24 @@ pub async fn chat_completions(Data(sim): Data<&Arc<Sim>>, body: Body) -> Respons
         }
         Script::Tool { name, arguments } => match last_tool_result(&request.messages[last_user + 1..]) {
             Some(result) => Answer::Text(format!("tool {name} returned: {result}")),
-            None => Answer::ToolCall { id: tool_call_id(last_user, &text), name, arguments },
+            None => Answer::ToolCalls(vec![Call { id: tool_call_id(last_user, &text), name, arguments }]),
         },
+        Script::Tools(calls) => {
+            let results: Vec<String> =
+                request.messages[last_user + 1..].iter().filter(|m| m.role == "tool").map(Message::text).collect();
+            if results.is_empty() {
+                let id = tool_call_id(last_user, &text);
+                Answer::ToolCalls(
+                    calls
+                        .into_iter()
+                        .enumerate()
+                        .map(|(i, (name, arguments))| Call { id: format!("{id}_{i}"), name, arguments })
+                        .collect(),
+                )
+            } else {
+                Answer::Text(format!("tools returned: {}", results.join(" | ")))
+            }
+        }
         Script::Echo(echo) => Answer::Text(format!("echo: {echo}")),
         Script::Sleep { .. } => unreachable!("sleeps were unwrapped above"),
     };
@@ -182,11 +208,14 @@ fn tool_call_id(position: usize, text: &str) -> String {
 fn message_json(answer: &Answer) -> Value {
     match answer {
         Answer::Text(text) => json!({ "role": "assistant", "content": text, "refusal": null }),
-        Answer::ToolCall { id, name, arguments } => json!({
+        Answer::ToolCalls(calls) => json!({
             "role": "assistant",
             "content": null,
             "refusal": null,
-            "tool_calls": [{ "id": id, "type": "function", "function": { "name": name, "arguments": arguments } }],
+            "tool_calls": calls
+                .iter()
+                .map(|c| json!({ "id": c.id, "type": "function", "function": { "name": c.name, "arguments": c.arguments } }))
+                .collect::<Vec<_>>(),
         }),
     }
 }
@@ -205,24 +234,22 @@ fn stream_frames(envelope: &Envelope<'_>, answer: &Answer, usage: Usage, include
                 chunks.push(envelope.chunk(delta_choice(json!({ "content": piece }), None), null_usage()));
             }
         }
-        Answer::ToolCall { id, name, arguments } => {
-            chunks.push(envelope.chunk(
-                delta_choice(
-                    json!({
-                        "role": "assistant",
-                        "content": null,
-                        "tool_calls": [{ "index": 0, "id": id, "type": "function",
-                                         "function": { "name": name, "arguments": "" } }],
-                    }),
-                    None,
-                ),
-                null_usage(),
-            ));
-            for piece in split_chars(arguments, 3) {
-                chunks.push(envelope.chunk(
-                    delta_choice(json!({ "tool_calls": [{ "index": 0, "function": { "arguments": piece } }] }), None),
-                    null_usage(),
-                ));
+        Answer::ToolCalls(calls) => {
+            for (index, c) in calls.iter().enumerate() {
+                let head =
+                    json!([{ "index": index, "id": c.id, "type": "function", "function": { "name": c.name, "arguments": "" } }]);
+                let delta = if index == 0 {
+                    json!({ "role": "assistant", "content": null, "tool_calls": head })
+                } else {
+                    json!({ "tool_calls": head })
+                };
+                chunks.push(envelope.chunk(delta_choice(delta, None), null_usage()));
+                for piece in split_chars(&c.arguments, 3) {
+                    chunks.push(envelope.chunk(
+                        delta_choice(json!({ "tool_calls": [{ "index": index, "function": { "arguments": piece } }] }), None),
+                        null_usage(),
+                    ));
+                }
             }
         }
     }

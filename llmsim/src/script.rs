@@ -14,6 +14,8 @@ pub enum Script {
     /// Answer with one call to function `name`; `arguments` is sent verbatim
     /// (not validated, so tests can also provoke malformed arguments).
     Tool { name: String, arguments: String },
+    /// `!tool a {…} !tool b {…}`: answer with several calls at once, in this order.
+    Tools(Vec<(String, String)>),
     /// Wait, then behave as `then`.
     Sleep { delay: Duration, then: Box<Script> },
     /// Answer with HTTP `status`; with `times`, only the first `times` requests do.
@@ -32,6 +34,16 @@ impl Script {
         let trimmed = text.trim_start();
         let (command, rest) = split_word(trimmed);
         match command {
+            "!tool" if rest.contains(" !tool ") => {
+                let mut calls = Vec::new();
+                for part in rest.split(" !tool ") {
+                    match Self::parse_with_echo(&format!("!tool {part}"), echo_text) {
+                        Script::Tool { name, arguments } => calls.push((name, arguments)),
+                        _ => return Script::Echo(echo_text.to_owned()),
+                    }
+                }
+                Script::Tools(calls)
+            }
             "!tool" => {
                 let (name, arguments) = split_word(rest);
                 if name.is_empty() {
@@ -110,6 +122,10 @@ mod tests {
         );
         assert_eq!(Script::parse("!tool now"), Script::Tool { name: "now".into(), arguments: "{}".into() });
         assert_eq!(Script::parse("!tool"), echo("!tool"));
+        assert_eq!(
+            Script::parse(r#"!tool a {"x": 1} !tool b"#),
+            Script::Tools(vec![("a".into(), r#"{"x": 1}"#.into()), ("b".into(), "{}".into())])
+        );
     }
 
     #[test]

@@ -127,6 +127,19 @@ pub async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
     }
 }
 
+/// [`wait_until`] for a condition that must be awaited (a query, a request).
+pub async fn wait_for_condition<F, Fut>(what: &str, mut cond: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    while !cond().await {
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// A fresh random master key spec.
 /// A fresh migrated database with the bootstrap org (no API key, a provider
 /// nobody listens on), for tests that drive `turnstone_core` directly.

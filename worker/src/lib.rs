@@ -69,6 +69,18 @@ async fn handle_turn(
     worker: WorkerContext,
 ) -> Result<queue::Handled, BoxDynError> {
     let queue_task = claim.map(|held| turnstone_core::turns::QueueTask { held: *held, worker: worker.name().to_owned() });
+    if task.wait {
+        // A waiting turn's deadline timer: expire what is due; it either
+        // resumes (run it now, with this task) or waits on (re-armed).
+        match turnstone_core::turns::expire(&ctx.pool, task.org_id, task.turn_id, queue_task.as_ref()).await {
+            Ok(turnstone_core::turns::Expiry::Parked) => return Ok(queue::Handled::Acknowledged),
+            Ok(turnstone_core::turns::Expiry::Run) => {}
+            Err(e) => {
+                tracing::warn!(turn_id = %task.turn_id, error = %e, "could not expire a wait; will retry");
+                return Err(Box::new(e));
+            }
+        }
+    }
     match turn::run(&ctx, task, queue_task).await {
         Ok(turn::TurnEnd::Released) => {
             // The process is about to hand this task back (see `run`); finishing
@@ -76,7 +88,7 @@ async fn handle_turn(
             std::future::pending::<()>().await;
             Ok(queue::Handled::Done)
         }
-        Ok(turn::TurnEnd::Sealed) => Ok(queue::Handled::Acknowledged),
+        Ok(turn::TurnEnd::Sealed | turn::TurnEnd::Parked) => Ok(queue::Handled::Acknowledged),
         Ok(end) => {
             tracing::debug!(turn_id = %task.turn_id, ?end, "turn task done");
             Ok(queue::Handled::Done)

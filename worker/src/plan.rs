@@ -7,7 +7,8 @@ use serde::Deserialize;
 use serde_json::Value;
 use turnstone_core::events::{Event, types};
 use turnstone_core::ids::TurnId;
-use turnstone_core::turns::TurnContext;
+use turnstone_core::tools::{self, Policy};
+use turnstone_core::turns::{TurnContext, WaitKind};
 
 use crate::llm::{ChatMessage, ToolCall};
 
@@ -16,8 +17,12 @@ use crate::llm::{ChatMessage, ToolCall};
 pub enum Step {
     /// Call the model for iteration `iteration` (1-based).
     CallModel { iteration: i32 },
-    /// Run a tool the model asked for in `iteration`.
-    RunTool { iteration: i32, call: ToolCall },
+    /// Run a tool the model asked for in `iteration` (`denied`: its policy
+    /// is `deny`; the model gets the error without the tool running).
+    RunTool { iteration: i32, call: ToolCall, denied: bool },
+    /// Nothing of `iteration` can run until people answer: wait for these
+    /// calls (client tools and approvals), holding nothing.
+    Wait { iteration: i32, calls: Vec<(ToolCall, WaitKind)> },
     /// The model answered without tool calls: seal the turn.
     Seal,
 }
@@ -62,7 +67,23 @@ fn is_result_of(e: &Event, iteration_no: i32, call_id: &str) -> bool {
         && e.data.get("tool_call_id").and_then(Value::as_str) == Some(call_id)
 }
 
+/// Whether the log holds an approval of `call_id` of `iteration`.
+fn approved(mine: &[&Event], iteration_no: i32, call_id: &str) -> bool {
+    mine.iter().any(|e| {
+        e.kind == types::TOOL_APPROVAL_RESOLVED
+            && iteration(e) == iteration_no
+            && e.data.get("tool_call_id").and_then(Value::as_str) == Some(call_id)
+            && e.data.get("decision").and_then(Value::as_str) == Some("approve")
+    })
+}
+
 /// The first step of `turn_id` whose result is not in the log.
+///
+/// Of a model call's tool calls, those that can run now come first, in the
+/// order asked: auto tools, approved ones (with the arguments the model
+/// sent, which the approval's hash covers) and denied ones (an error, at
+/// once). Then the turn waits for every call still open: client tools (the
+/// client posts their results) and `ask` tools without a decision.
 pub fn next_step(ctx: &TurnContext, turn_id: TurnId) -> Step {
     let mine: Vec<&Event> = ctx.history.iter().map(|e| e.as_ref()).filter(|e| e.turn_id == Some(turn_id)).collect();
     let Some(last) = mine.iter().rev().find(|e| e.kind == types::OUTPUT_MESSAGE_COMPLETED) else {
@@ -73,10 +94,24 @@ pub fn next_step(ctx: &TurnContext, turn_id: TurnId) -> Step {
     if calls.is_empty() {
         return Step::Seal;
     }
+    let mut waits = Vec::new();
     for call in calls {
-        if !mine.iter().any(|e| is_result_of(e, it, &call.id)) {
-            return Step::RunTool { iteration: it, call };
+        if mine.iter().any(|e| is_result_of(e, it, &call.id)) {
+            continue;
         }
+        if ctx.client_tools.iter().any(|t| t.name == call.name) {
+            waits.push((call, WaitKind::ClientTool));
+            continue;
+        }
+        match tools::policy_for(&ctx.tool_policies, &call.name) {
+            Policy::Auto => return Step::RunTool { iteration: it, call, denied: false },
+            Policy::Deny => return Step::RunTool { iteration: it, call, denied: true },
+            Policy::Ask if approved(&mine, it, &call.id) => return Step::RunTool { iteration: it, call, denied: false },
+            Policy::Ask => waits.push((call, WaitKind::Approval)),
+        }
+    }
+    if !waits.is_empty() {
+        return Step::Wait { iteration: it, calls: waits };
     }
     Step::CallModel { iteration: it + 1 }
 }
@@ -137,6 +172,7 @@ pub fn prompt(ctx: &TurnContext, system_prompt: String) -> Vec<ChatMessage> {
 mod tests {
     use super::*;
     use serde_json::json;
+    use std::sync::Arc;
     use turnstone_core::ids::{EventId, SessionId, TypedId};
     use turnstone_core::turns::ContentPart;
 
@@ -159,6 +195,10 @@ mod tests {
             max_iterations: 10,
             max_turn_secs: 600,
             cancel_requested: false,
+            waited_secs: 0.0,
+            client_tools: vec![],
+            tool_policies: Default::default(),
+            approval_timeout_secs: 900,
             model_id: None,
             history: history.into_iter().map(std::sync::Arc::new).collect(),
             endpoint: None,
@@ -179,7 +219,7 @@ mod tests {
             json!({"iteration":1,"message":{"role":"assistant","content":[{"type":"text","text":""}],"tool_calls":[call]}}),
         );
         let step = next_step(&ctx(vec![user.clone(), out.clone()]), t);
-        assert!(matches!(step, Step::RunTool { iteration: 1, ref call } if call.id == "c1"));
+        assert!(matches!(step, Step::RunTool { iteration: 1, ref call, denied: false } if call.id == "c1"));
 
         let res = ev(5, types::TOOL_COMPLETED, t, json!({"iteration":1,"tool_call_id":"c1","name":"math","result":"42"}));
         assert_eq!(next_step(&ctx(vec![user.clone(), out.clone(), res.clone()]), t), Step::CallModel { iteration: 2 });
@@ -195,6 +235,53 @@ mod tests {
         let p = prompt(&ctx(all), "sys".into());
         assert_eq!(p.len(), 5);
         assert!(matches!(&p[3], ChatMessage::Tool { content, .. } if content == "42"));
+    }
+
+    #[test]
+    fn a_mixed_batch_runs_what_it_can_then_waits_for_the_rest() {
+        use turnstone_core::tools::{ClientTool, Policy};
+        let t = TurnId::new();
+        let calls = json!([
+            {"id":"a","name":"lookup_order","arguments":"{}"},
+            {"id":"b","name":"math","arguments":"{\"expression\":\"1+1\"}"},
+            {"id":"c","name":"refund","arguments":"{\"amount\":5}"},
+            {"id":"d","name":"drop_table","arguments":"{}"}
+        ]);
+        let out = ev(
+            2,
+            types::OUTPUT_MESSAGE_COMPLETED,
+            t,
+            json!({"iteration":1,"message":{"role":"assistant","content":[],"tool_calls":calls}}),
+        );
+        let mut c = ctx(vec![out.clone()]);
+        c.client_tools = vec![ClientTool {
+            name: "lookup_order".into(),
+            description: String::new(),
+            parameters: json!({}),
+            timeout_secs: 300,
+        }];
+        c.tool_policies = [("refund".to_string(), Policy::Ask), ("drop_*".into(), Policy::Deny)].into();
+        assert!(matches!(next_step(&c, t), Step::RunTool { ref call, denied: false, .. } if call.id == "b"), "auto first");
+        let res = |seq, id: &str| ev(seq, types::TOOL_COMPLETED, t, json!({"iteration":1,"tool_call_id":id,"result":"x"}));
+        c.history.push(Arc::new(res(3, "b")));
+        assert!(matches!(next_step(&c, t), Step::RunTool { ref call, denied: true, .. } if call.id == "d"), "deny at once");
+        c.history.push(Arc::new(res(4, "d")));
+        let Step::Wait { iteration: 1, calls } = next_step(&c, t) else { panic!("waits") };
+        let waits: Vec<(&str, WaitKind)> = calls.iter().map(|(c, k)| (c.id.as_str(), *k)).collect();
+        assert_eq!(waits, vec![("a", WaitKind::ClientTool), ("c", WaitKind::Approval)]);
+        c.history.push(Arc::new(res(5, "a")));
+        c.history.push(Arc::new(ev(
+            6,
+            types::TOOL_APPROVAL_RESOLVED,
+            t,
+            json!({"iteration":1,"tool_call_id":"c","decision":"approve"}),
+        )));
+        assert!(
+            matches!(next_step(&c, t), Step::RunTool { ref call, denied: false, .. } if call.id == "c"),
+            "approved runs, no model call"
+        );
+        c.history.push(Arc::new(res(7, "c")));
+        assert_eq!(next_step(&c, t), Step::CallModel { iteration: 2 });
     }
 
     #[test]

@@ -32,6 +32,9 @@ pub enum TurnEnd {
     LeaseLost,
     /// The drain deadline passed mid-turn; the task is released to another worker.
     Released,
+    /// The turn waits for people: its task became the wait's deadline timer,
+    /// in the transaction that parked it. Nothing to acknowledge, nothing held.
+    Parked,
 }
 
 /// Test hook: `TURNSTONE_CRASH_AT=<point>` aborts the process at that point,
@@ -121,6 +124,9 @@ pub async fn run(ctx: &Context, task: TurnTask, queue_task: Option<turns::QueueT
     };
     lease.task = queue_task;
     let mut cancel = ctx.cancels.register(task.org_id, task.turn_id);
+    if tc.history.iter().any(|e| e.turn_id == Some(task.turn_id) && e.kind == types::TURN_RESUMED) {
+        crash_point("resuming");
+    }
     if tc.cancel_requested {
         seal(ctx, &lease, Outcome::Cancelled).await?;
         return Ok(TurnEnd::Sealed);
@@ -154,7 +160,10 @@ async fn drive(ctx: &Context, lease: &Lease, mut tc: TurnContext, cancel: &mut C
             seal(ctx, lease, Outcome::Cancelled).await?;
             return Ok(TurnEnd::Sealed);
         }
-        let deadline = lease.started_at + chrono::Duration::seconds(i64::from(tc.max_turn_secs));
+        // Time spent waiting for people does not count against the cap.
+        let deadline = lease.started_at
+            + chrono::Duration::seconds(i64::from(tc.max_turn_secs))
+            + chrono::Duration::milliseconds((tc.waited_secs * 1000.0) as i64);
         let left = (deadline - chrono::Utc::now()).to_std().unwrap_or_default();
         if left.is_zero() {
             return time_out(ctx, lease, &tc).await;
@@ -211,6 +220,11 @@ async fn drive(ctx: &Context, lease: &Lease, mut tc: TurnContext, cancel: &mut C
                 let tools: Vec<ToolSpec> = capabilities::tools_for(&tc.capabilities)
                     .into_iter()
                     .map(|t| ToolSpec { name: t.name.into(), description: t.description.into(), parameters: (t.parameters)() })
+                    .chain(tc.client_tools.iter().map(|t| ToolSpec {
+                        name: t.name.clone(),
+                        description: t.description.clone(),
+                        parameters: t.parameters.clone(),
+                    }))
                     .collect();
                 let mut abort = ctx.abort.clone();
                 // Dropping the call future aborts the HTTP stream at once.
@@ -260,7 +274,43 @@ async fn drive(ctx: &Context, lease: &Lease, mut tc: TurnContext, cancel: &mut C
                 commit(ctx, lease, &mut tc, vec![output], 1, usage).await?;
                 crash_point("after_llm_commit");
             }
-            Step::RunTool { iteration, call } => {
+            Step::Wait { iteration, calls } => {
+                let now = chrono::Utc::now();
+                let waits: Vec<turns::WaitCall> = calls
+                    .into_iter()
+                    .map(|(call, kind)| {
+                        let secs = match kind {
+                            turns::WaitKind::ClientTool => {
+                                tc.client_tools.iter().find(|t| t.name == call.name).map_or(300, |t| t.timeout_secs)
+                            }
+                            turns::WaitKind::Approval => tc.approval_timeout_secs,
+                        };
+                        turns::WaitCall {
+                            kind,
+                            tool_call_id: call.id,
+                            name: call.name,
+                            arguments: call.arguments,
+                            deadline_at: now + chrono::Duration::seconds(i64::from(secs)),
+                        }
+                    })
+                    .collect();
+                let open_next = iteration < tc.max_iterations;
+                crash_point("before_wait_commit");
+                match turns::park(&ctx.pool, lease, iteration, &waits, open_next).await? {
+                    turns::Parked::Waiting => {
+                        crash_point("after_wait_commit");
+                        return Ok(TurnEnd::Parked);
+                    }
+                    turns::Parked::Superseded(appended) => {
+                        tc.history.extend(appended.into_iter().map(std::sync::Arc::new));
+                    }
+                    turns::Parked::Cancelled => {
+                        seal(ctx, lease, Outcome::Cancelled).await?;
+                        return Ok(TurnEnd::Sealed);
+                    }
+                }
+            }
+            Step::RunTool { iteration, call, denied } => {
                 let step = format!("{iteration}:{}", call.id);
                 let started =
                     json!({ "iteration": iteration, "tool_call_id": call.id, "name": call.name, "arguments": call.arguments });
@@ -269,7 +319,9 @@ async fn drive(ctx: &Context, lease: &Lease, mut tc: TurnContext, cancel: &mut C
                 let mut events = vec![NewEvent::step(types::TOOL_STARTED, format!("tool_started:{step}"), started)];
                 // A storage tool writes in the step's own transaction, so its
                 // writes commit with `tool.completed` below, or not at all.
-                let (result, mut step_tx) = if capabilities::uses_storage(&tc.capabilities, &call.name) {
+                let (result, mut step_tx) = if denied {
+                    (Err(json!({ "error": "denied", "reason": "the agent's tool policy denies this tool" }).to_string()), None)
+                } else if capabilities::uses_storage(&tc.capabilities, &call.name) {
                     let mut tx = turns::StepTx::begin(&ctx.pool, lease).await?;
                     let run = run_storage_tool(&mut tx, lease, &call).await?;
                     events.extend(run.events);

@@ -15,7 +15,7 @@ use crate::error::ApiError;
 use crate::idempotency::create_once;
 use crate::text::strings;
 use crate::wire::rules::{self, Id};
-use crate::wire::{self, Agent, AgentCreate, AgentList, AgentUpdate, IdempotencyKey, PageLimit};
+use crate::wire::{self, Agent, AgentCreate, AgentList, AgentUpdate, ClientTool, IdempotencyKey, PageLimit, core_policies};
 
 pub struct AgentsApi {
     pub state: AppState,
@@ -50,6 +50,9 @@ impl AgentsApi {
             tags: Some(strings(b.tags.0)),
             max_iterations: b.max_iterations.map(Into::into),
             max_turn_secs: b.max_turn_secs.map(Into::into),
+            client_tools: Some(ClientTool::cores(&b.client_tools)),
+            tool_policies: Some(core_policies(&b.tool_policies)),
+            approval_timeout_secs: b.approval_timeout_secs.map(Into::into),
         };
         let agent = create_once(&self.state, org, idempotency_key.0.as_deref(), &request, move |c| {
             Box::pin(async move { Ok(Agent::from(agents::create_agent(c, org, input).await?)) })
@@ -124,6 +127,9 @@ impl AgentsApi {
             tags: b.tags.map(|t| strings(t.0)),
             max_iterations: b.max_iterations.map(Into::into),
             max_turn_secs: b.max_turn_secs.map(Into::into),
+            client_tools: b.client_tools.as_deref().map(ClientTool::cores),
+            tool_policies: b.tool_policies.as_ref().map(core_policies),
+            approval_timeout_secs: b.approval_timeout_secs.map(Into::into),
         };
         let mut tx = self.state.org_tx(auth.0.org_id).await?;
         let agent = agents::update_agent(&mut tx, auth.0.org_id, id, input).await?;

@@ -9,6 +9,7 @@ pub mod orgs;
 pub mod providers;
 pub mod sessions;
 pub mod system;
+pub mod waiting;
 
 use poem_openapi::Tags;
 use turnstone_core::limits;

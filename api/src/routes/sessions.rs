@@ -97,6 +97,7 @@ impl SessionsApi {
             model_id: Id::opt(&b.model_id)?,
             title: b.title.map(Into::into),
             tags: crate::text::strings(b.tags.0),
+            client_tools: crate::wire::ClientTool::cores(&b.client_tools),
         };
         let session = create_once(&self.state, org, idempotency_key.0.as_deref(), &request, move |c| {
             Box::pin(async move { Ok(Session::from(sessions::create_session(c, org, input).await?)) })

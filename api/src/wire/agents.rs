@@ -28,8 +28,16 @@ pub struct AgentCreate {
     pub tags: Tags,
     /// Cap on LLM calls per turn (default 10).
     pub max_iterations: Option<MaxIterations>,
-    /// Wall-clock cap on one turn in seconds (default 600).
+    /// Wall-clock cap on one turn in seconds (default 600); time spent waiting for people does not count.
     pub max_turn_secs: Option<MaxTurnSecs>,
+    /// Tools the client runs; the turn waits for their results (`POST …/tool-results`).
+    #[oai(default, validator(max_items = 64))]
+    pub client_tools: Vec<ClientTool>,
+    /// Tool name or glob → `auto` (default), `ask` (wait for an approval) or `deny`. At most 64.
+    #[oai(default, validator(max_properties = 64))]
+    pub tool_policies: ToolPolicies,
+    /// Seconds an approval may wait (default 900, at most 7 days); past that the call is denied.
+    pub approval_timeout_secs: Option<WaitSecs>,
 }
 
 impl Example for AgentCreate {
@@ -39,6 +47,10 @@ impl Example for AgentCreate {
             "system_prompt": "You are a helpful assistant.",
             "capabilities": ["math", "current_time"],
             "tags": ["team:support"],
+            "client_tools": [{"name": "lookup_order", "description": "Looks an order up by id.",
+                              "parameters": {"type": "object", "properties": {"order_id": {"type": "string"}}},
+                              "timeout_secs": 300}],
+            "tool_policies": {"refund_*": "ask"},
         }))
     }
 }
@@ -64,6 +76,14 @@ pub struct AgentUpdate {
     pub max_iterations: Option<MaxIterations>,
     /// Wall-clock cap on one turn in seconds.
     pub max_turn_secs: Option<MaxTurnSecs>,
+    /// Replaces the client tools.
+    #[oai(validator(max_items = 64))]
+    pub client_tools: Option<Vec<ClientTool>>,
+    /// Replaces the tool policies.
+    #[oai(validator(max_properties = 64))]
+    pub tool_policies: Option<ToolPolicies>,
+    /// Seconds an approval may wait.
+    pub approval_timeout_secs: Option<WaitSecs>,
 }
 
 impl Example for AgentUpdate {
@@ -84,6 +104,9 @@ pub struct Agent {
     pub tags: Vec<String>,
     pub max_iterations: i32,
     pub max_turn_secs: i32,
+    pub client_tools: Vec<ClientTool>,
+    pub tool_policies: ToolPolicies,
+    pub approval_timeout_secs: i32,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     /// When the agent was archived (DELETE); `null` while it is active.
@@ -101,6 +124,9 @@ impl From<agents::Agent> for Agent {
             tags: a.tags,
             max_iterations: a.max_iterations,
             max_turn_secs: a.max_turn_secs,
+            client_tools: a.client_tools.0.into_iter().map(Into::into).collect(),
+            tool_policies: wire_policies(a.tool_policies.0),
+            approval_timeout_secs: a.approval_timeout_secs,
             created_at: a.created_at,
             updated_at: a.updated_at,
             archived_at: a.archived_at.into(),

@@ -138,8 +138,8 @@ impl<T: ToJSON, R: Rule> ToJSON for Ruled<T, R> {
 /// The id types of the resources, by the names the wire rules use: `Id<Agent>`
 /// parses to an [`ids::AgentId`], which cannot be passed where a session id is wanted.
 pub use turnstone_core::ids::{
-    AgentId as Agent, ApiKeyId as ApiKey, EventId as Event, ModelId as Model, OrgId as Org, ProviderId as Provider,
-    SessionId as Session,
+    AgentId as Agent, ApiKeyId as ApiKey, ApprovalId as Approval, EventId as Event, ModelId as Model, OrgId as Org,
+    ProviderId as Provider, SessionId as Session,
 };
 
 /// `<prefix>_<32 hex digits>`, as `TypedId::parse` accepts it.

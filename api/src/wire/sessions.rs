@@ -17,6 +17,9 @@ pub struct SessionCreate {
     /// Distinct tags.
     #[oai(default, validator(max_items = 32, max_length = 64))]
     pub tags: Tags,
+    /// Client tools added to the agent's for this session (names may not repeat the agent's).
+    #[oai(default, validator(max_items = 64))]
+    pub client_tools: Vec<ClientTool>,
 }
 
 impl Example for SessionCreate {
@@ -27,7 +30,8 @@ impl Example for SessionCreate {
 }
 
 /// `idle`: no turn; `queued`: a turn waits for a worker; `running`: a worker runs a turn;
-/// `cancelling`: cancellation was requested and the worker is stopping the turn.
+/// `cancelling`: cancellation was requested and the worker is stopping the turn;
+/// `waiting`: the turn waits for client tool results or approvals (`GET …/pending`), holding no worker.
 #[derive(Debug, Enum, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[oai(rename_all = "snake_case")]
 #[serde(rename_all = "snake_case")]
@@ -36,6 +40,7 @@ pub enum SessionStatus {
     Queued,
     Running,
     Cancelling,
+    Waiting,
 }
 
 #[derive(Debug, Object, serde::Serialize, serde::Deserialize)]
@@ -50,6 +55,8 @@ pub struct Session {
     pub title: Nullable<String>,
     pub tags: Vec<String>,
     pub status: SessionStatus,
+    /// Client tools the session added to its agent's.
+    pub client_tools: Vec<ClientTool>,
     /// Sequence number of the newest event.
     pub last_sequence: i64,
     pub created_at: DateTime<Utc>,
@@ -68,8 +75,10 @@ impl From<sessions::Session> for Session {
                 "queued" => SessionStatus::Queued,
                 "running" => SessionStatus::Running,
                 "cancelling" => SessionStatus::Cancelling,
+                "waiting" => SessionStatus::Waiting,
                 _ => SessionStatus::Idle,
             },
+            client_tools: s.client_tools.0.into_iter().map(Into::into).collect(),
             last_sequence: s.last_sequence,
             created_at: s.created_at,
             updated_at: s.updated_at,

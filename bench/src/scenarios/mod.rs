@@ -8,6 +8,7 @@ pub mod queue;
 pub mod recovery;
 pub mod storage;
 pub mod turns;
+pub mod waiting;
 
 use serde_json::{Value, json};
 

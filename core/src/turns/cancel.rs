@@ -28,7 +28,8 @@ pub struct Cancelled {
 }
 
 /// Cancels the session's active turn (and with `all`, its pending turns) in the
-/// caller's transaction. A turn no worker has started is sealed here; a running
+/// caller's transaction. A turn no worker holds (queued, or waiting for
+/// people: its pending calls resolve as cancelled) is sealed here; a running
 /// one gets the durable flag plus a NOTIFY, and its worker seals it.
 /// An idle session is a conflict (`session_idle`).
 pub async fn cancel(tx: &mut PgConnection, org_id: OrgId, session_id: SessionId, all: bool) -> Result<Cancelled> {
@@ -58,7 +59,7 @@ pub async fn cancel(tx: &mut PgConnection, org_id: OrgId, session_id: SessionId,
     type Active = (TurnId, String, i32, Option<DateTime<Utc>>, i64, Option<ModelId>);
     let active: Option<Active> = sqlx::query_as(
         "SELECT id, status, attempt, started_at, input_sequence, model_id FROM turns
-          WHERE session_id = $1 AND status IN ('queued', 'running') FOR UPDATE",
+          WHERE session_id = $1 AND status IN ('queued', 'running', 'waiting') FOR UPDATE",
     )
     .bind(session_id)
     .fetch_optional(&mut *tx)
@@ -74,7 +75,11 @@ pub async fn cancel(tx: &mut PgConnection, org_id: OrgId, session_id: SessionId,
             .ok_or_else(|| Error::conflict("session_idle", "the session has no turn to cancel"))?;
         return Ok(Cancelled { turn_id, state: "cancelled", pending_cancelled });
     };
-    if turn_status == "queued" {
+    if turn_status == "waiting" {
+        // No worker holds it: its pending calls resolve as cancelled, and it is sealed here.
+        super::wait::cancel_waiting(tx, org_id, session_id, turn_id).await?;
+    }
+    if turn_status == "queued" || turn_status == "waiting" {
         let lease = Lease {
             turn_id,
             org_id,

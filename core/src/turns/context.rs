@@ -5,6 +5,7 @@
 use crate::ids::{ModelId, OrgId, SessionId, TurnId};
 use std::sync::Arc;
 
+use serde_json::Value;
 use sqlx::PgPool;
 
 use super::Lease;
@@ -23,6 +24,12 @@ pub struct TurnContext {
     pub max_turn_secs: i32,
     /// The durable cancellation flag is set.
     pub cancel_requested: bool,
+    /// Seconds the turn has spent waiting for people: not counted against `max_turn_secs`.
+    pub waited_secs: f64,
+    /// The agent's client tools, then the session's.
+    pub client_tools: Vec<crate::tools::ClientTool>,
+    pub tool_policies: crate::tools::Policies,
+    pub approval_timeout_secs: i32,
     /// Message control → session → agent; `None` means the org default.
     pub model_id: Option<ModelId>,
     /// The session's conversation up to now and every event of this turn
@@ -59,13 +66,15 @@ pub async fn load_contexts(
     let mut tx = db::begin_org(pool, org_id).await?;
     let sessions: Vec<SessionId> = leases.iter().map(|l| l.session_id).collect();
     let turns: Vec<TurnId> = leases.iter().map(|l| l.turn_id).collect();
-    type Row = (i64, String, Vec<String>, i32, i32, Option<ModelId>, Option<ModelId>, bool);
+    type Row = (i64, String, Vec<String>, i32, i32, Option<ModelId>, Option<ModelId>, bool, f64, Value, Value, i32);
     let rows: Vec<Row> = sqlx::query_as(
         "SELECT l.ord, a.system_prompt, a.capabilities, a.max_iterations, a.max_turn_secs, s.model_id, a.model_id,
-                coalesce((SELECT t.cancel_requested_at IS NOT NULL FROM turns t WHERE t.id = l.turn_id), false)
+                coalesce(t.cancel_requested_at IS NOT NULL, false), coalesce(extract(epoch FROM t.waited), 0)::float8,
+                a.client_tools || s.client_tools, a.tool_policies, a.approval_timeout_secs
            FROM unnest($2::uuid[], $3::uuid[]) WITH ORDINALITY AS l(session_id, turn_id, ord)
            JOIN sessions s ON s.org_id = $1 AND s.id = l.session_id AND s.id = ANY($2)
-           JOIN agents a ON a.id = s.agent_id AND a.org_id = s.org_id",
+           JOIN agents a ON a.id = s.agent_id AND a.org_id = s.org_id
+           LEFT JOIN turns t ON t.id = l.turn_id",
     )
     .bind(org_id)
     .bind(&sessions)
@@ -77,7 +86,10 @@ pub async fn load_contexts(
     let mut histories = events::for_turn_contexts(&mut tx, org_id, &sessions, &turns, &after).await?;
     let mut endpoints: Vec<(Option<ModelId>, Option<crate::providers::StoredEndpoint>)> = Vec::new();
     let mut contexts: Vec<Result<TurnContext>> = leases.iter().map(|_| Err(Error::NotFound("session"))).collect();
-    for (ord, system_prompt, capabilities, max_iterations, max_turn_secs, session_model, agent_model, cancel_requested) in rows {
+    for row in rows {
+        let (ord, system_prompt, capabilities, max_iterations, max_turn_secs, session_model, agent_model, cancel_requested, ..) =
+            row;
+        let (waited_secs, client_tools, tool_policies, approval_timeout_secs) = (row.8, row.9, row.10, row.11);
         let lease = &leases[ord as usize - 1];
         let model_id = lease.model_id.or(session_model).or(agent_model);
         // In this read-only transaction too, once per model: no transaction of its own per turn.
@@ -100,6 +112,11 @@ pub async fn load_contexts(
             max_iterations,
             max_turn_secs,
             cancel_requested,
+            waited_secs,
+            // Validated when stored: a row that no longer parses offers no client tools, all auto.
+            client_tools: serde_json::from_value(client_tools).unwrap_or_default(),
+            tool_policies: serde_json::from_value(tool_policies).unwrap_or_default(),
+            approval_timeout_secs,
             model_id,
             history,
         };

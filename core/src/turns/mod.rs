@@ -12,8 +12,11 @@
 //!   of a transaction holding a storage tool's writes.
 //! - `seal.rs` — [`seal_many`]: the terminal event, then the next pending turn
 //!   is enqueued or the session goes idle.
-//! - `cancel.rs` — [`cancel()`]: a turn no worker has started is sealed at once;
-//!   a running one is flagged for its worker to seal.
+//! - `cancel.rs` — [`cancel()`]: a turn no worker holds (queued or waiting)
+//!   is sealed at once; a running one is flagged for its worker to seal.
+//! - `wait.rs` — [`park`]: a turn waits for client tool results or approvals,
+//!   holding nothing; [`submit_results`], [`decide`], [`supersede`] and
+//!   [`expire`] resolve what it waits for, and the last resolution resumes it.
 //!
 //! `context.rs` reads what a worker runs a turn from ([`load_contexts`]); this
 //! file holds the vocabulary the transitions share.
@@ -37,6 +40,7 @@ mod post;
 mod seal;
 mod start;
 mod step;
+mod wait;
 
 use crate::ids::{ModelId, OrgId, SessionId, TurnId};
 use chrono::{DateTime, Utc};
@@ -51,6 +55,10 @@ pub use post::{Posted, content_text, post_message, validate_content};
 pub use seal::{commit_and_seal, seal, seal_many};
 pub use start::{start, start_many};
 pub use step::{StepTx, assistant_message_data, commit_step, reason_started};
+pub use wait::{
+    Decided, Decision, Expiry, Parked, Pending, Submitted, ToolResult, WaitCall, WaitKind, decide, expire, list_pending, park,
+    submit_results, supersede,
+};
 
 pub(crate) use post::POST_ROUTINE;
 pub(crate) use seal::SEAL_ROUTINES;
@@ -70,6 +78,9 @@ const TASK_MAX_ATTEMPTS: i32 = 1000;
 pub struct TurnTask {
     pub turn_id: TurnId,
     pub org_id: OrgId,
+    /// A waiting turn's deadline timer: the worker first expires what is due ([`expire`]).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub wait: bool,
 }
 
 /// One part of a message's content.

@@ -46,7 +46,9 @@ pub struct Posted {
 /// on a connection outside one (one round trip, [`POST_ROUTINE`]), else a
 /// statement of the caller's transaction.
 ///
-/// One statement: it locks the session, checks the model and (when the session
+/// One statement: it locks the session, checks the model, that the session
+/// is not waiting for people (then it writes nothing, and the wait is ended
+/// first: see the body), and (when the session
 /// wakes up) the concurrent-turn quota, and only if they pass appends the
 /// message (and `session.activated` for an idle session), inserts the turn and,
 /// for an idle session, marks it queued and writes the turn's task with its
@@ -64,10 +66,36 @@ pub async fn post_message(
     model_id: Option<ModelId>,
 ) -> Result<Posted> {
     validate_content(&content)?;
-    type Row = (String, i32, Option<i64>, bool, Option<EventId>, Option<i64>, Option<Value>, Option<DateTime<Utc>>);
     let turn_id = TurnId::new();
+    match post_once(&mut *tx, org_id, session_id, &content, model_id, turn_id).await? {
+        Some(posted) => Ok(posted),
+        None => {
+            // The session waits for people: the message ends the wait first
+            // (`wait::supersede`), in one transaction with the post (a
+            // savepoint inside the caller's). Rare, so off the one-round-trip path.
+            let mut tx = sqlx::Connection::begin(&mut *tx).await?;
+            crate::db::enter_org(&mut tx, org_id).await?;
+            super::wait::supersede(&mut tx, org_id, session_id).await?;
+            let posted = post_once(&mut tx, org_id, session_id, &content, model_id, turn_id).await?;
+            tx.commit().await?;
+            // Unreachable: the wait ended above, under the session's lock.
+            posted.ok_or(Error::Database(sqlx::Error::RowNotFound))
+        }
+    }
+}
+
+/// One call of [`POST_ROUTINE`]; `None` when the session is waiting (nothing written).
+async fn post_once(
+    tx: &mut PgConnection,
+    org_id: OrgId,
+    session_id: SessionId,
+    content: &[ContentPart],
+    model_id: Option<ModelId>,
+    turn_id: TurnId,
+) -> Result<Option<Posted>> {
+    type Row = (String, i32, Option<i64>, bool, Option<EventId>, Option<i64>, Option<Value>, Option<DateTime<Utc>>);
+    let task = serde_json::to_value(TurnTask { turn_id, org_id, wait: false }).expect("task payloads serialise");
     let data = json!({ "message": { "role": "user", "content": content } });
-    let task = serde_json::to_value(TurnTask { turn_id, org_id }).expect("task payloads serialise");
     let row: Option<Row> = events::bind_append(sqlx::query_as(sqlx::AssertSqlSafe(POST_ROUTINE.call())), org_id)
         .bind(session_id)
         .bind(turn_id)
@@ -84,6 +112,9 @@ pub async fn post_message(
     if !model_ok {
         return Err(Error::NotFound("model"));
     }
+    if status == "waiting" {
+        return Ok(None);
+    }
     if let Some(active) = active {
         // Only a session that becomes active adds a concurrent turn; queueing behind one never fails.
         crate::quotas::concurrent_turns_within(limit, active)?;
@@ -94,7 +125,7 @@ pub async fn post_message(
     };
     let message = Event { id, session_id, sequence, kind: types::INPUT_MESSAGE.into(), turn_id: Some(turn_id), data, ts };
     let turn_status = if status == "idle" { "queued" } else { "pending" };
-    Ok(Posted { message, turn_id, turn_status })
+    Ok(Some(Posted { message, turn_id, turn_status }))
 }
 
 /// [`post_message`]'s statement as a routine (`turnstone.post_message`), with
@@ -136,7 +167,8 @@ pub(crate) static POST_ROUTINE: std::sync::LazyLock<Routine> = std::sync::LazyLo
                  WHERE s.org_id = $1 AND s.id = $6
                    FOR UPDATE OF s
              ), gate AS (
-                SELECT l.*, l.status = 'idle' AS idle, l.model_ok AND (l.active IS NULL OR l.active < l.lim) AS go
+                SELECT l.*, l.status = 'idle' AS idle,
+                       l.model_ok AND l.status <> 'waiting' AND (l.active IS NULL OR l.active < l.lim) AS go
                   FROM locked l
              ), new_events AS (
                 SELECT $6::uuid AS session_id, v.id, v.type, v.data, NULL::text AS step_key, $7::uuid AS turn_id, v.ord

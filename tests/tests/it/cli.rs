@@ -2,7 +2,8 @@
 //! stack. Exit codes (0 ok, 1 API error, 2 usage, 3 cannot connect), the profile file (mode 0600;
 //! flags over environment over profile), `-o json` passing the API's JSON through, every noun's
 //! happy path and a bad-input path, `chat` from a pipe, across server-cycled streams and under
-//! Ctrl-C (SIGINT), and `sessions watch` resuming with no gap and no duplicate.
+//! Ctrl-C (SIGINT), `sessions watch` resuming with no gap and no duplicate, and `files`/`kv`
+//! (bytes through unchanged, preconditions, the API's JSON).
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
@@ -24,6 +25,8 @@ struct Out {
     code: i32,
     stdout: String,
     stderr: String,
+    /// stdout as bytes (`stdout` is its lossy text).
+    raw: Vec<u8>,
 }
 
 impl Out {
@@ -65,6 +68,10 @@ impl User {
     }
 
     async fn run_with(&self, args: &[&str], env: &[(&str, &str)], stdin: Option<&str>) -> Out {
+        self.run_bytes(args, env, stdin.map(str::as_bytes)).await
+    }
+
+    async fn run_bytes(&self, args: &[&str], env: &[(&str, &str)], stdin: Option<&[u8]>) -> Out {
         let mut cmd = self.command(args, env);
         if stdin.is_some() {
             cmd.stdin(Stdio::piped());
@@ -72,7 +79,7 @@ impl User {
         let mut child = cmd.spawn().expect("turnstone runs");
         if let Some(text) = stdin {
             let mut pipe = child.stdin.take().unwrap();
-            pipe.write_all(text.as_bytes()).await.unwrap();
+            pipe.write_all(text).await.unwrap();
         }
         let output = tokio::time::timeout(turnstone_tests::DEADLINE, child.wait_with_output())
             .await
@@ -82,6 +89,7 @@ impl User {
             code: output.status.code().expect("exited, not signalled"),
             stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
             stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+            raw: output.stdout,
         }
     }
 
@@ -555,4 +563,117 @@ async fn watch_and_chat_refuse_what_is_not_there() {
     user.fails(&env, &["chat", "--session", &zero_id("ses")], 1, "not_found").await;
     user.fails(&env, &["chat", "--agent", &zero_id("agt")], 1, "not_found").await;
     user.fails(&env, &["chat", "--agent", "x", "--session", "y"], 2, "cannot be used with").await;
+}
+
+#[tokio::test]
+async fn files_pass_bytes_through_unchanged_and_a_failed_precondition_exits_1() {
+    let stack = Stack::start_with(StackOptions { workers: 0, ..Default::default() }).await;
+    let user = User::new();
+    let env = env(&stack);
+    let sid = stack.client().session(&[]).await;
+
+    // NUL, bytes that are not UTF-8 (a lone continuation, an overlong start, 0xff), every byte value.
+    let mut blob: Vec<u8> = b"\x00head\x00\xff\xfe\xc3\x28\x80 not utf-8\r\n".to_vec();
+    blob.extend(0..=255u8);
+    assert!(std::str::from_utf8(&blob).is_err());
+    let put = user.run_bytes(&["files", "put", &sid, "/bin/blob.dat", "-o", "json"], &env, Some(&blob)).await.json();
+    assert_eq!((put["path"].as_str(), put["size"].as_u64()), (Some("/bin/blob.dat"), Some(blob.len() as u64)), "{put}");
+    let etag = put["etag"].as_str().unwrap().to_owned();
+    let got = user.run(&["files", "get", &sid, "/bin/blob.dat"], &env).await;
+    assert_eq!(got.code, 0, "{got:?}");
+    assert!(got.raw == blob, "stdout is the bytes written: {:?}", got.raw);
+
+    // --file both ways; the metadata is the API's JSON.
+    let local = user.home.join("blob.in");
+    std::fs::write(&local, &blob[..100]).unwrap();
+    let again =
+        user.ok(&env, &["files", "put", &sid, "/bin/blob.dat", "--file", local.to_str().unwrap(), "--if-match", &etag]).await;
+    assert_eq!(again["size"], 100);
+    let out = user.home.join("blob.out");
+    let saved = user.ok(&env, &["files", "get", &sid, "/bin/blob.dat", "--file", out.to_str().unwrap()]).await;
+    assert_eq!(std::fs::read(&out).unwrap(), &blob[..100]);
+    assert_eq!((saved["size"].as_u64(), &saved["etag"]), (Some(100), &again["etag"]), "{saved}");
+
+    // The old version's etag, and --create-only over an existing file: 412, exit 1, the code on stderr.
+    user.fails(
+        &env,
+        &["files", "put", &sid, "/bin/blob.dat", "--file", local.to_str().unwrap(), "--if-match", &etag],
+        1,
+        "precondition_failed",
+    )
+    .await;
+    let exists = user.run_bytes(&["files", "put", &sid, "/bin/blob.dat", "--create-only"], &env, Some(b"x")).await;
+    assert_eq!(exists.code, 1, "{exists:?}");
+    assert!(exists.stderr.contains("precondition_failed"), "{exists:?}");
+    user.fails(&env, &["files", "rm", &sid, "/bin/blob.dat", "--if-match", &etag], 1, "precondition_failed").await;
+
+    // ls, cp, mv, search, rm: the API's JSON.
+    let todo = user.run_with(&["files", "put", &sid, "/notes/todo.md"], &env, Some("one\nTODO: ship it\n")).await;
+    assert_eq!(todo.code, 0, "{todo:?}");
+    assert_eq!(user.ok(&env, &["files", "cp", &sid, "/notes/todo.md", "/notes/copy.md"]).await["path"], "/notes/copy.md");
+    user.fails(&env, &["files", "mv", &sid, "/notes/todo.md", "/notes/copy.md"], 1, "file_exists").await;
+    assert_eq!(user.ok(&env, &["files", "mv", &sid, "/notes/copy.md", "/notes/moved.md"]).await["path"], "/notes/moved.md");
+    let listed = user.ok(&env, &["files", "ls", &sid, "--recursive"]).await;
+    assert_eq!(listed, stack.client().get(&format!("/v1/sessions/{sid}/files?recursive=true")).await.expect(200));
+    let names = user.run(&["files", "ls", &sid, "--dir", "/notes", "-o", "id"], &env).await;
+    assert_eq!(names.stdout, "/notes/moved.md\n/notes/todo.md\n", "{names:?}");
+    let found = user.ok(&env, &["files", "search", &sid, "TODO", "--glob", "*.md"]).await;
+    let mut hits: Vec<(&str, i64)> =
+        found["data"].as_array().unwrap().iter().map(|m| (m["path"].as_str().unwrap(), m["line"].as_i64().unwrap())).collect();
+    hits.sort();
+    assert_eq!(hits, [("/notes/moved.md", 2), ("/notes/todo.md", 2)], "{found}");
+    let removed = user.ok(&env, &["files", "rm", &sid, "/notes", "--recursive"]).await;
+    assert_eq!((removed["path"].as_str(), removed["files"].as_i64()), (Some("/notes"), Some(2)), "{removed}");
+    user.fails(&env, &["files", "get", &sid, "/notes/todo.md"], 1, "not_found").await;
+
+    // Usage errors: nothing is sent, exit 2.
+    user.fails(&env, &["files", "put", &sid, "relative.txt", "--file", local.to_str().unwrap()], 2, "path").await;
+    user.fails(&env, &["files", "put", &sid, "/a", "--if-match", &etag, "--create-only"], 2, "cannot be used with").await;
+    user.fails(&env, &["files", "get", &sid], 2, "PATH").await;
+}
+
+#[tokio::test]
+async fn kv_set_get_ls_rm_print_the_apis_json() {
+    let stack = Stack::start_with(StackOptions { workers: 0, ..Default::default() }).await;
+    let user = User::new();
+    let env = env(&stack);
+    let sid = stack.client().session(&[]).await;
+    let api = stack.client();
+
+    let set = user.ok(&env, &["kv", "set", &sid, "user:name", r#"{"name":"Ada","n":[1,2]}"#, "--ttl", "3600"]).await;
+    let raw = api.get(&format!("/v1/sessions/{sid}/kv/user:name")).await.expect(200);
+    assert_eq!(set, raw);
+    assert_eq!(raw["value"], json!({"name": "Ada", "n": [1, 2]}));
+    assert!(raw["expires_at"].is_string(), "{raw}");
+    assert_eq!(user.ok(&env, &["kv", "get", &sid, "user:name"]).await, raw);
+    let v = raw["version"].as_i64().unwrap().to_string();
+
+    let plan = user.run_with(&["kv", "set", &sid, "user:plan", "-", "-o", "json"], &env, Some("\"pro\"")).await.json();
+    assert_eq!((plan["value"].as_str(), plan["expires_at"].is_null()), (Some("pro"), true), "{plan}");
+    user.ok(&env, &["kv", "set", &sid, "other", "42"]).await;
+    let listed = user.ok(&env, &["kv", "ls", &sid, "--prefix", "user:"]).await;
+    assert_eq!(listed, api.get(&format!("/v1/sessions/{sid}/kv?prefix=user:")).await.expect(200));
+    assert_eq!(listed["data"].as_array().unwrap().len(), 2, "{listed}");
+    // The KEY argument is not the global `--key` (the API key): both in one command line.
+    let flags = ["kv", "get", &sid, "other", "--key", &stack.key, "--url", &stack.base, "-o", "json"];
+    assert_eq!(user.run(&flags, &[]).await.json()["value"], 42);
+    let keys = user.run(&["kv", "ls", &sid, "-o", "id"], &env).await;
+    assert_eq!(keys.stdout, "other\nuser:name\nuser:plan\n", "{keys:?}");
+
+    // Versions: a stale one is 412 (exit 1); the current one replaces, then removes.
+    let updated = user.ok(&env, &["kv", "set", &sid, "user:name", r#""Grace""#, "--if-version", &v]).await;
+    assert_eq!(updated["value"], "Grace");
+    user.fails(&env, &["kv", "set", &sid, "user:name", "1", "--if-version", &v], 1, "precondition_failed").await;
+    user.fails(&env, &["kv", "set", &sid, "user:name", "1", "--create-only"], 1, "precondition_failed").await;
+    user.fails(&env, &["kv", "rm", &sid, "user:name", "--if-version", &v], 1, "precondition_failed").await;
+    let current = updated["version"].as_i64().unwrap().to_string();
+    let removed = user.ok(&env, &["kv", "rm", &sid, "user:name", "--if-version", &current]).await;
+    assert_eq!(removed, json!({"key": "user:name", "version": updated["version"]}));
+    user.fails(&env, &["kv", "get", &sid, "user:name"], 1, "not_found").await;
+
+    // Usage errors: exit 2, nothing sent.
+    user.fails(&env, &["kv", "set", &sid, "k", "not json"], 2, "not JSON").await;
+    user.fails(&env, &["kv", "set", &sid, "bad key!", "1"], 2, "key").await;
+    user.fails(&env, &["kv", "set", &sid, "k"], 2, "VALUE").await;
+    user.fails(&env, &["kv", "ls", "ses_nope"], 2, "session id").await;
 }

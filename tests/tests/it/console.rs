@@ -56,8 +56,12 @@ async fn the_console_is_served_under_a_strict_csp() {
     for source in std::fs::read_dir(Path::new(ROOT).join("api/console")).unwrap() {
         let path = source.unwrap().path();
         let text = std::fs::read_to_string(&path).unwrap();
-        for banned in ["innerHTML", "outerHTML", "insertAdjacentHTML", "eval(", "new Function", "access_token", "http://", "https://"] {
-            let allowed = banned.starts_with("http") && text.contains("placeholder: \"https://api.openai.com/v1\"") && text.matches(banned).count() == 1;
+        for banned in
+            ["innerHTML", "outerHTML", "insertAdjacentHTML", "eval(", "new Function", "access_token", "http://", "https://"]
+        {
+            let allowed = banned.starts_with("http")
+                && text.contains("placeholder: \"https://api.openai.com/v1\"")
+                && text.matches(banned).count() == 1;
             assert!(!text.contains(banned) || allowed, "{} contains {banned}", path.display());
         }
     }
@@ -109,11 +113,14 @@ async fn the_console_walks_its_flow_in_chromium() {
     let big = api.session(&[]).await;
     let owner = turnstone_core::db::connect(&stack.db.url, 1).await.unwrap();
     let big_id = SessionId::parse(&big).unwrap();
-    let org: OrgId = sqlx::query_scalar("SELECT org_id FROM sessions WHERE id = $1").bind(big_id).fetch_one(&owner).await.unwrap();
+    let org: OrgId =
+        sqlx::query_scalar("SELECT org_id FROM sessions WHERE id = $1").bind(big_id).fetch_one(&owner).await.unwrap();
     for batch in 0..10 {
         use turnstone_core::events::{self, NewEvent, types};
         let mut tx = owner.begin().await.unwrap();
-        let new = (0..1000).map(|i| NewEvent::new(types::REASON_STARTED, serde_json::json!({ "iteration": batch * 1000 + i }))).collect();
+        let new = (0..1000)
+            .map(|i| NewEvent::new(types::REASON_STARTED, serde_json::json!({ "iteration": batch * 1000 + i })))
+            .collect();
         events::append(&mut tx, org, big_id, None, new).await.unwrap();
         tx.commit().await.unwrap();
     }

@@ -161,7 +161,8 @@ fn request_examples(doc: &Value) -> Vec<(String, String, Value)> {
 
 #[tokio::test]
 async fn every_request_example_works_as_sent() {
-    let stack = Stack::start_with(StackOptions { workers: 0, ..Default::default() }).await;
+    // One worker: the waiting routes' examples answer a turn it parked.
+    let stack = Stack::start().await;
     let (api, operator) = (stack.client(), stack.operator());
     let doc = api.get("/openapi.json").await.expect(200);
 
@@ -172,16 +173,48 @@ async fn every_request_example_works_as_sent() {
     let provider = provider["id"].as_str().unwrap().to_owned();
     let agent = api.agent(&[]).await;
     let session = api.post("/v1/sessions", json!({"agent_id": agent})).await.expect(201)["id"].as_str().unwrap().to_owned();
+    // A session waiting for a client tool, and one waiting for an approval of a call with `{}` arguments.
+    let waiting = |tools: Value, ask: Value, say: &'static str| {
+        let api = api.clone();
+        async move {
+            let agent = api
+                .post("/v1/agents", json!({"name": "w", "capabilities": ["math"], "client_tools": tools, "tool_policies": ask}))
+                .await
+                .expect(201);
+            let session =
+                api.post("/v1/sessions", json!({"agent_id": agent["id"]})).await.expect(201)["id"].as_str().unwrap().to_owned();
+            api.say(&session, say).await;
+            api.wait_for(&session, "turn.waiting", 1).await;
+            let pending = api.get(&format!("/v1/sessions/{session}/pending")).await.expect(200)["data"][0].clone();
+            (session, pending)
+        }
+    };
+    let (client_session, call) =
+        waiting(json!([{"name": "lookup_order", "parameters": {"type": "object"}}]), json!({}), "!tool lookup_order {}").await;
+    let (approval_session, approval) = waiting(json!([]), json!({"math": "ask"}), "!tool math {}").await;
+    let session_for = |path: &str| {
+        if path.contains("/tool-results") {
+            client_session.clone()
+        } else if path.contains("/approvals/") {
+            approval_session.clone()
+        } else {
+            session.clone()
+        }
+    };
     // The file the move and copy examples name.
     let upload = format!("{}/v1/sessions/{session}/files/content?path=/drafts/report.md", api.base);
     api.send(api.http.put(upload).body("# Draft\n")).await.expect(201);
-    let real = |text: String| {
+    // The placeholders of an operation's path and example, made real; a waiting route's session is its own.
+    let real = |path: &str, text: String| {
+        let session = session_for(path);
         text.replace("prv_0190b5e3a1c47d2e8f0a1b2c3d4e5f60", &provider)
             .replace("agt_0190b5e3a1c47d2e8f0a1b2c3d4e5f60", &agent)
             .replace("{org_id}", &org)
             .replace("{provider_id}", &provider)
             .replace("{agent_id}", &agent)
             .replace("{session_id}", &session)
+            .replace("{approval_id}", approval["approval_id"].as_str().unwrap())
+            .replace("\"call_1\"", &call["tool_call_id"].to_string())
             .replace("{key}", "user:name")
     };
 
@@ -189,8 +222,8 @@ async fn every_request_example_works_as_sent() {
     assert!(examples.len() >= 10, "every creating or changing operation has an example: {examples:?}");
     for (method, path, example) in examples {
         let client = if path.starts_with("/v1/orgs") { &operator } else { &api };
-        let url = format!("{}{}", client.base, real(path.clone()));
-        let body: Value = serde_json::from_str(&real(example.to_string())).unwrap();
+        let url = format!("{}{}", client.base, real(&path, path.clone()));
+        let body: Value = serde_json::from_str(&real(&path, example.to_string())).unwrap();
         let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
         let reply = client.send(client.http.request(method.clone(), url).json(&body)).await;
         assert!(

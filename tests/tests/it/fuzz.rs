@@ -136,6 +136,7 @@ fn prefix_of(name: &str) -> &'static str {
         "model_id" => "mdl",
         "agent_id" => "agt",
         "session_id" => "ses",
+        "approval_id" => "apr",
         "since_id" | "Last-Event-ID" => "evt",
         "after" => "agt",
         _ => "xyz",
@@ -925,6 +926,8 @@ async fn malformed_requests_to_every_operation_get_problem_json_and_no_5xx() {
             ("model_id", model),
             ("agent_id", agent),
             ("session_id", session),
+            // No approval is pending: a well-formed id answers 404, as another session's would.
+            ("approval_id", format!("apr_{}", "0".repeat(32))),
             ("code", "invalid_id".to_owned()),
             ("key", "user:name".to_owned()),
         ]),

@@ -254,6 +254,47 @@ async fn no_secret_reaches_a_response_event_row_log_or_ciphertext() {
         sessions.push(ses);
     }
 
+    // A turn that waits on the second provider: a client tool, then an approval, resolved over the API.
+    let waiter = seen.expect(
+        "POST /v1/agents (waiter)",
+        api.post(
+            "/v1/agents",
+            json!({"name": "waiter", "capabilities": ["math"], "model_id": id(&model), "tool_policies": {"math": "ask"},
+                   "client_tools": [{"name": "lookup_order", "parameters": {"type": "object"}}]}),
+        )
+        .await,
+        201,
+    );
+    let wses =
+        id(&seen.expect("POST /v1/sessions (waiter)", api.post("/v1/sessions", json!({"agent_id": id(&waiter)})).await, 201));
+    let mut sse = api.sse(&wses, "", None).await;
+    let mut frames = vec![sse.next().await.expect("connected frame")];
+    let say = |text: &str| json!({"content": [{"type": "text", "text": text}]});
+    seen.expect(
+        "POST messages (client tool)",
+        api.post(&format!("/v1/sessions/{wses}/messages"), say(r#"!tool lookup_order {"order_id":"A1"}"#)).await,
+        202,
+    );
+    frames.extend(sse.until("turn.waiting").await);
+    let pending = seen.expect("GET pending (tool call)", api.get(&format!("/v1/sessions/{wses}/pending")).await, 200);
+    let results = json!({"results": [{"tool_call_id": pending["data"][0]["tool_call_id"], "output": "shipped"}]});
+    seen.expect("POST tool-results", api.post(&format!("/v1/sessions/{wses}/tool-results"), results).await, 200);
+    frames.extend(sse.until("turn.completed").await);
+    seen.expect(
+        "POST messages (approval)",
+        api.post(&format!("/v1/sessions/{wses}/messages"), say(r#"!tool math {"expression":"2*3"}"#)).await,
+        202,
+    );
+    frames.extend(sse.until("turn.waiting").await);
+    let pending = seen.expect("GET pending (approval)", api.get(&format!("/v1/sessions/{wses}/pending")).await, 200);
+    let decision = json!({"decision": "approve", "arguments_sha256": pending["data"][0]["arguments_sha256"]});
+    let approval = pending["data"][0]["approval_id"].as_str().expect("an approval").to_owned();
+    seen.expect("POST approvals", api.post(&format!("/v1/sessions/{wses}/approvals/{approval}"), decision).await, 200);
+    frames.extend(sse.until("turn.completed").await);
+    for f in &frames {
+        seen.add("SSE frame of the waiting session", format!("{} {:?} {}", f.event, f.id, f.data));
+    }
+    sessions.push(wses);
     // Session storage: a file and a key written, read, listed and searched.
     let ses = &sessions[0];
     let put = api.http.put(format!("{}/v1/sessions/{ses}/files/content?path=/notes/a.txt", api.base)).body("plain notes\n");
@@ -316,6 +357,7 @@ async fn no_secret_reaches_a_response_event_row_log_or_ciphertext() {
         paths.push(format!("/v1/sessions/{ses}/messages?limit=200"));
         paths.push(format!("/v1/sessions/{ses}/events?limit=1000"));
         paths.push(format!("/v1/sessions/{ses}/events?types=tool.completed,turn.failed,turn.completed"));
+        paths.push(format!("/v1/sessions/{ses}/pending"));
         paths.push(format!("/v1/sessions/{ses}/files?recursive=true"));
         paths.push(format!("/v1/sessions/{ses}/kv"));
     }

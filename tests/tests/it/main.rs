@@ -3,8 +3,8 @@
 
 mod cancel;
 mod cli;
-mod contract;
 mod console;
+mod contract;
 mod conversation;
 mod durability;
 mod e2e;
@@ -29,3 +29,4 @@ mod starts;
 mod storage;
 mod taskqueue;
 mod tenancy;
+mod waiting;

@@ -70,7 +70,7 @@ fn code_literals(dir: &std::path::Path, out: &mut std::collections::BTreeMap<Str
                     || b.rsplit_once("StatusCode::").is_some_and(|(_, s)| s.bytes().all(|c| c.is_ascii_uppercase() || c == b'_'))
             });
             let is_code = after_status
-                || ["invalid(", "conflict(", "bad_request(", "TooMany{code:", "TooLarge{code:"]
+                || ["invalid(", "conflict(", "unprocessable(", "bad_request(", "TooMany{code:", "TooLarge{code:"]
                     .iter()
                     .any(|m| before.ends_with(m));
             if is_code {

@@ -83,9 +83,9 @@ async fn post_commits_message_turn_and_task_together() {
 async fn a_stale_lease_changes_nothing() {
     let (_db, pool, org, session) = setup().await;
     let posted = post(&pool, org, session, "hello").await;
-    let old = leased(turns::start(&pool, TurnTask { turn_id: posted.turn_id, org_id: org }, 3).await.unwrap());
+    let old = leased(turns::start(&pool, TurnTask { turn_id: posted.turn_id, org_id: org, wait: false }, 3).await.unwrap());
     // The turn is reclaimed: a new attempt fences the old one out.
-    let new = leased(turns::start(&pool, TurnTask { turn_id: posted.turn_id, org_id: org }, 3).await.unwrap());
+    let new = leased(turns::start(&pool, TurnTask { turn_id: posted.turn_id, org_id: org, wait: false }, 3).await.unwrap());
     assert_eq!(new.attempt, old.attempt + 1);
     let before = count(&pool, org, "SELECT count(*) FROM events WHERE session_id = $1", session).await;
 
@@ -117,16 +117,22 @@ async fn a_turn_is_sealed_once_and_hands_over_to_the_next_turn() {
     let (_db, pool, org, session) = setup().await;
     let first = post(&pool, org, session, "one").await;
     let second = post(&pool, org, session, "two").await;
-    let lease = leased(turns::start(&pool, TurnTask { turn_id: first.turn_id, org_id: org }, 3).await.unwrap());
+    let lease = leased(turns::start(&pool, TurnTask { turn_id: first.turn_id, org_id: org, wait: false }, 3).await.unwrap());
     assert!(
-        matches!(turns::start(&pool, TurnTask { turn_id: second.turn_id, org_id: org }, 3).await.unwrap(), Start::Sealed),
+        matches!(
+            turns::start(&pool, TurnTask { turn_id: second.turn_id, org_id: org, wait: false }, 3).await.unwrap(),
+            Start::Sealed
+        ),
         "a pending turn cannot be started"
     );
 
     turns::seal(&pool, &lease, Outcome::Completed).await.unwrap();
     assert!(matches!(turns::seal(&pool, &lease, Outcome::Completed).await, Err(Error::LeaseLost)), "sealed once");
     assert!(
-        matches!(turns::start(&pool, TurnTask { turn_id: first.turn_id, org_id: org }, 3).await.unwrap(), Start::Sealed),
+        matches!(
+            turns::start(&pool, TurnTask { turn_id: first.turn_id, org_id: org, wait: false }, 3).await.unwrap(),
+            Start::Sealed
+        ),
         "a terminal turn never restarts"
     );
     let status: String = {
@@ -140,7 +146,7 @@ async fn a_turn_is_sealed_once_and_hands_over_to_the_next_turn() {
     };
     assert_eq!(session_status, "queued");
 
-    let lease = leased(turns::start(&pool, TurnTask { turn_id: second.turn_id, org_id: org }, 3).await.unwrap());
+    let lease = leased(turns::start(&pool, TurnTask { turn_id: second.turn_id, org_id: org, wait: false }, 3).await.unwrap());
     turns::seal(&pool, &lease, Outcome::Failed { code: "x".into(), message: "y".into() }).await.unwrap();
     let session_status: String = {
         let mut tx = db::begin_org(&pool, org).await.unwrap();
@@ -222,7 +228,7 @@ async fn sealing_a_turn_completes_its_task_in_the_same_transaction() {
     let claimed = turnstone_core::queue::claim(&worker, turns::QUEUE, "w1", 10).await.unwrap();
     assert_eq!(claimed.len(), 1);
     let task = turns::QueueTask { held: claimed[0].held(), worker: "w1".into() };
-    let tt = TurnTask { turn_id: posted.turn_id, org_id: org };
+    let tt = TurnTask { turn_id: posted.turn_id, org_id: org, wait: false };
     let mut stale = leased(turns::start(&worker, tt, 3).await.unwrap());
     let mut lease = leased(turns::start(&worker, tt, 3).await.unwrap());
     // A fenced-out seal rolls back, and the task row with it.
@@ -265,9 +271,9 @@ async fn a_batch_of_seals_completes_only_the_sealed_turns_tasks() {
         let c = claimed.iter().find(|c| c.payload["turn_id"] == json!(turn)).expect("a task for the turn");
         turns::QueueTask { held: c.held(), worker: "w1".into() }
     };
-    let mut stale_a = leased(turns::start(&worker, TurnTask { turn_id: a.turn_id, org_id: org }, 3).await.unwrap());
-    leased(turns::start(&worker, TurnTask { turn_id: a.turn_id, org_id: org }, 3).await.unwrap());
-    let mut lease_b = leased(turns::start(&worker, TurnTask { turn_id: b.turn_id, org_id: org }, 3).await.unwrap());
+    let mut stale_a = leased(turns::start(&worker, TurnTask { turn_id: a.turn_id, org_id: org, wait: false }, 3).await.unwrap());
+    leased(turns::start(&worker, TurnTask { turn_id: a.turn_id, org_id: org, wait: false }, 3).await.unwrap());
+    let mut lease_b = leased(turns::start(&worker, TurnTask { turn_id: b.turn_id, org_id: org, wait: false }, 3).await.unwrap());
     stale_a.task = Some(task_of(a.turn_id));
     lease_b.task = Some(task_of(b.turn_id));
 
@@ -288,7 +294,7 @@ async fn a_batch_of_seals_completes_only_the_sealed_turns_tasks() {
     assert_eq!(tasks.len(), 2, "{tasks:?}");
     assert_eq!(tasks[0], (json!({ "turn_id": a.turn_id, "org_id": org }), "running".to_owned()), "the stale seal's task stays");
     let next: TurnTask = serde_json::from_value(tasks[1].0.clone()).expect("the hand-over's task is a turn task");
-    assert_eq!(next, TurnTask { turn_id: behind_b.turn_id, org_id: org });
+    assert_eq!(next, TurnTask { turn_id: behind_b.turn_id, org_id: org, wait: false });
     assert_eq!(tasks[1].1, "pending");
     let status = |turn: TurnId| scalar::<String, TurnId>(&pool, org, "SELECT status FROM turns WHERE id = $1", turn);
     assert_eq!(status(a.turn_id).await, "running");

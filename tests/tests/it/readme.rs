@@ -130,3 +130,32 @@ async fn the_readme_cli_quickstart_prints_the_tools_answer() {
         "the messages table ends with the answer: {stdout}"
     );
 }
+
+#[tokio::test]
+async fn the_readme_waiting_walkthrough_resolves_a_client_tool_and_an_approval() {
+    // Arrange: the walkthrough, after the quickstart's variables.
+    let stack = Stack::start().await;
+    let readme = std::fs::read_to_string(format!("{ROOT}/README.md")).expect("README.md");
+    let start = readme.find("<!-- waiting:begin -->\n```sh\n").expect("waiting begin marker") + 29;
+    let end = readme.find("```\n<!-- waiting:end -->").expect("waiting end marker");
+    let script = format!("H=\"Authorization: Bearer $KEY\"; J='content-type: application/json'\n{}", &readme[start..end]);
+
+    // Act
+    let run = tokio::process::Command::new("bash")
+        .arg("-c")
+        .arg(script)
+        .env("TS", &stack.base)
+        .env("KEY", &stack.key)
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(turnstone_tests::DEADLINE, run).await.expect("the walkthrough finishes").expect("bash runs");
+
+    // Assert
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "exit {:?}; stdout: {stdout}; stderr: {}", out.status, String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("\"resumed\":true"), "{stdout}");
+    let messages = stdout.lines().last().expect("the messages list is printed last");
+    assert!(messages.contains("tool lookup_order returned: shipped"), "{messages}");
+    assert!(messages.contains("tool math returned: 42"), "{messages}");
+}

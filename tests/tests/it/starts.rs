@@ -200,7 +200,7 @@ async fn a_start_batch_answers_every_task_and_starts_a_duplicate_after_its_twin(
     for &session in &s {
         ids.push(post(&owner, org, session).await);
     }
-    let mut tasks: Vec<TurnTask> = ids.iter().map(|&turn_id| TurnTask { turn_id, org_id: org }).collect();
+    let mut tasks: Vec<TurnTask> = ids.iter().map(|&turn_id| TurnTask { turn_id, org_id: org, wait: false }).collect();
     tasks.push(tasks[3]);
     // One batch holding both twins, as the worker's starter would form it.
     let history = std::sync::Arc::new(ConversationCache::new(1 << 20));

@@ -69,6 +69,21 @@ async fn another_orgs_ids_answer_404_and_change_nothing() {
     a.send(a.http.put(format!("{}/v1/sessions/{ses}/kv/k", a.base)).json(&json!({"value": "a's value"}))).await.expect(201);
     let events = a.events(&ses).await;
 
+    // And a session waiting for an approval and for a client tool.
+    let waiter = id(&a
+        .post(
+            "/v1/agents",
+            json!({"name": "a-waiter", "capabilities": ["math"], "tool_policies": {"math": "ask"},
+                   "client_tools": [{"name": "lookup_order", "parameters": {"type": "object"}}]}),
+        )
+        .await
+        .expect(201));
+    let wses = id(&a.post("/v1/sessions", json!({"agent_id": waiter})).await.expect(201));
+    a.say(&wses, r#"!tool math {"expression":"1+1"}"#).await;
+    let waiting = a.wait_for(&wses, "turn.waiting", 1).await;
+    let asked = waiting.iter().find(|e| e["type"] == "tool.approval_requested").expect("approval requested")["data"].clone();
+    let (apr, sha, call) = (asked["approval_id"].clone(), asked["arguments_sha256"].clone(), asked["tool_call_id"].clone());
+
     let (b_org, b) = second_org(&stack, &pool).await;
     let b_agent = id(&b.post("/v1/agents", json!({"name": "b-agent"})).await.expect(201));
     let b_session = id(&b.post("/v1/sessions", json!({"agent_id": b_agent})).await.expect(201));
@@ -85,6 +100,7 @@ async fn another_orgs_ids_answer_404_and_change_nothing() {
             snapshot(format!("/v1/models/{mdl}")).await,
             snapshot(format!("/v1/sessions/{ses}")).await,
             snapshot(format!("/v1/sessions/{ses}/messages")).await,
+            snapshot(format!("/v1/sessions/{wses}/pending")).await,
             snapshot(format!("/v1/sessions/{ses}/files?recursive=true")).await,
             snapshot(format!("/v1/sessions/{ses}/kv")).await,
         )
@@ -120,6 +136,19 @@ async fn another_orgs_ids_answer_404_and_change_nothing() {
         b.post("/v1/models", json!({"provider_id": prv, "name": "m"})).await,
         b.post(&format!("/v1/sessions/{b_session}/messages"), json!({"content": msg["content"], "controls": {"model_id": mdl}}))
             .await,
+        b.get(&format!("/v1/sessions/{wses}/pending")).await,
+        b.post(&format!("/v1/sessions/{wses}/tool-results"), json!({"results": [{"tool_call_id": call, "output": "x"}]})).await,
+        b.post(
+            &format!("/v1/sessions/{wses}/approvals/{}", apr.as_str().unwrap()),
+            json!({"decision": "approve", "arguments_sha256": sha}),
+        )
+        .await,
+        b.post(
+            &format!("/v1/sessions/{b_session}/approvals/{}", apr.as_str().unwrap()),
+            json!({"decision": "deny", "arguments_sha256": sha}),
+        )
+        .await,
+        b.post(&format!("/v1/sessions/{wses}/cancel"), json!({})).await,
         // Session storage: every route (storage.rs also walls the tools and the sessions of one org).
         b.send(b.http.put(format!("{}/v1/sessions/{ses}/files/content?path=/x", b.base)).body("pwned")).await,
         b.get(&format!("/v1/sessions/{ses}/files/content?path=/a.txt")).await,
@@ -173,6 +202,7 @@ async fn another_orgs_ids_answer_404_and_change_nothing() {
     assert!(after.0["archived_at"].is_null());
     assert_eq!(after.0["name"], "a-agent");
     assert_eq!(a.events(&ses).await, events, "no new events in A's session");
+    assert_eq!(a.events(&wses).await, waiting, "A's waiting session is untouched");
     assert_eq!(listed_ids(&a).await, a_ids);
     // And at the bottom: B's org owns only what B created, and no row points across orgs.
     let (b_agents, b_sessions, b_providers, crossing): (i64, i64, i64, i64) = sqlx::query_as(
@@ -181,7 +211,8 @@ async fn another_orgs_ids_answer_404_and_change_nothing() {
                 (SELECT count(*) FROM providers WHERE org_id = $1) + (SELECT count(*) FROM models WHERE org_id = $1),
                 (SELECT count(*) FROM sessions s JOIN agents g ON g.id = s.agent_id WHERE s.org_id <> g.org_id)
               + (SELECT count(*) FROM agents g JOIN models m ON m.id = g.model_id WHERE g.org_id <> m.org_id)
-              + (SELECT count(*) FROM events e JOIN sessions s ON s.id = e.session_id WHERE e.org_id <> s.org_id)",
+              + (SELECT count(*) FROM events e JOIN sessions s ON s.id = e.session_id WHERE e.org_id <> s.org_id)
+              + (SELECT count(*) FROM pending_calls p JOIN turns t ON t.id = p.turn_id WHERE p.org_id <> t.org_id)",
     )
     .bind(b_org)
     .fetch_one(&pool)
