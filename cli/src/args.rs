@@ -209,6 +209,34 @@ pub enum Sessions {
         #[arg(long)]
         until: Option<String>,
     },
+    /// What the session's waiting turn waits for: client tool calls and approvals.
+    Pending { id: String },
+    /// Approve a pending call (approval id apr_… from `pending`); it runs with the arguments shown.
+    Approve {
+        id: String,
+        approval_id: String,
+        /// Why (recorded with the decision).
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Deny a pending call; the model gets an error (with --reason).
+    Deny {
+        id: String,
+        approval_id: String,
+        /// Why (given to the model).
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Answer a pending client tool call (its tool_call_id from `pending`) with OUTPUT.
+    ToolResult {
+        id: String,
+        call_id: String,
+        #[arg(value_name = "OUTPUT")]
+        result: String,
+        /// OUTPUT is an error message.
+        #[arg(long)]
+        error: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]

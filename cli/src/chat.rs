@@ -7,6 +7,10 @@
 //! part not printed yet, so the reply reads whole, once. Ctrl-C during a turn cancels it, a second
 //! Ctrl-C (or one between turns) exits. From a pipe it reads one message per line and exits after
 //! the last reply; it exits 1 if a turn failed.
+//!
+//! A turn that waits asks on stderr and reads the answer as the next input line: a client tool's
+//! result (posted as typed), or `approve? [y/N]` for a call under an `ask` policy (`y`/`yes`
+//! approves the arguments shown, by their `arguments_sha256`; anything else denies).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, IsTerminal, Write};
@@ -20,6 +24,7 @@ use crate::args::ChatTarget;
 use crate::failure::Failure;
 use crate::output::Format;
 use crate::stream::{EventStream, Frame};
+use crate::waiting;
 
 pub async fn run(c: &Client, o: Format, target: ChatTarget) -> Result<(), Failure> {
     let mut sigint = signal(SignalKind::interrupt()).map_err(|e| Failure::usage(format!("SIGINT handler: {e}")))?;
@@ -80,7 +85,15 @@ pub async fn run(c: &Client, o: Format, target: ChatTarget) -> Result<(), Failur
         loop {
             tokio::select! {
                 frame = stream.next() => match frame? {
-                    Frame::Event(event) => if turn.event(&event) { break },
+                    Frame::Event(event) => {
+                        let ended = turn.event(&event);
+                        for ask in std::mem::take(&mut turn.asks) {
+                            answer(c, &session.id, ask, &mut lines, &mut sigint).await?;
+                        }
+                        if ended {
+                            break;
+                        }
+                    }
                     Frame::Delta(delta) => turn.delta(&delta),
                     Frame::Reconnecting { why, cycled } => {
                         turn.missed_deltas = true;
@@ -112,6 +125,45 @@ pub async fn run(c: &Client, o: Format, target: ChatTarget) -> Result<(), Failur
     }
 }
 
+/// What a waiting turn asks of the user.
+enum Ask {
+    /// A client tool's result: the next line read.
+    Result { call_id: String },
+    /// A decision on an approval: the next line read, `y`/`yes` approves.
+    Approval { approval_id: String, sha256: String },
+}
+
+/// Reads the answer to `ask` from the chat's input and posts it. Nothing is sent at end of input:
+/// the turn keeps waiting (`turnstone sessions pending` shows it).
+async fn answer(
+    c: &Client,
+    session: &str,
+    ask: Ask,
+    lines: &mut mpsc::Receiver<String>,
+    sigint: &mut tokio::signal::unix::Signal,
+) -> Result<(), Failure> {
+    eprint!("{}", if matches!(ask, Ask::Result { .. }) { "result> " } else { "approve? [y/N] " });
+    let _ = std::io::stderr().flush();
+    let line = tokio::select! {
+        line = lines.recv() => line,
+        _ = sigint.recv() => return Err(Failure::Interrupted),
+    };
+    let Some(line) = line else {
+        eprintln!("\n(input ended while the turn waits; see: turnstone sessions pending {session})");
+        return Err(Failure::Quiet(1));
+    };
+    match ask {
+        Ask::Result { call_id } => {
+            waiting::post_result(c, session, &call_id, line.trim_end_matches('\r'), false).await?;
+        }
+        Ask::Approval { approval_id, sha256 } => {
+            let yes = matches!(line.trim().to_ascii_lowercase().as_str(), "y" | "yes");
+            waiting::decide(c, session, &approval_id, yes, None, &sha256).await?;
+        }
+    }
+    Ok(())
+}
+
 /// Standard input, a line at a time, from a thread (reading a terminal blocks); closed at EOF.
 fn read_lines() -> mpsc::Receiver<String> {
     let (tx, rx) = mpsc::channel(16);
@@ -139,11 +191,13 @@ struct Turn {
     /// prints what is missing after the contiguous start printed before.
     missed_deltas: bool,
     failed: bool,
+    /// What the last event asked of the user (client tool results, approvals), in order.
+    asks: Vec<Ask>,
 }
 
 impl Turn {
     fn new(id: String, format: Format, missed_deltas: bool) -> Turn {
-        Turn { id, format, printed: BTreeMap::new(), done: BTreeSet::new(), missed_deltas, failed: false }
+        Turn { id, format, printed: BTreeMap::new(), done: BTreeSet::new(), missed_deltas, failed: false, asks: Vec::new() }
     }
 
     fn delta(&mut self, delta: &Value) {
@@ -169,6 +223,24 @@ impl Turn {
         }
         let kind = event["type"].as_str().unwrap_or_default();
         let data = &event["data"];
+        match kind {
+            "tool.call_requested" => {
+                for call in data["calls"].as_array().into_iter().flatten() {
+                    let name = call["name"].as_str().unwrap_or("?");
+                    eprintln!("  ? {name}({}) asks for its result", waiting::arguments(&call["arguments"]));
+                    let call_id = call["tool_call_id"].as_str().unwrap_or_default().to_owned();
+                    self.asks.push(Ask::Result { call_id });
+                }
+            }
+            "tool.approval_requested" => {
+                let name = data["name"].as_str().unwrap_or("?");
+                eprintln!("  ? {name}({}) needs approval", waiting::arguments(&data["arguments"]));
+                let approval_id = data["approval_id"].as_str().unwrap_or_default().to_owned();
+                let sha256 = data["arguments_sha256"].as_str().unwrap_or_default().to_owned();
+                self.asks.push(Ask::Approval { approval_id, sha256 });
+            }
+            _ => {}
+        }
         if self.format == Format::Json {
             emit(&event.to_string(), true);
         } else {

@@ -13,6 +13,7 @@
 //! - `resources.rs` — the noun-verb commands; `storage.rs` — `files` and `kv` (raw bytes in and
 //!   out); `output.rs` — `-o table|json|id`.
 //! - `stream.rs` — the resuming SSE reader; `chat.rs` and `watch.rs` use it.
+//! - `waiting.rs` — answering a waiting turn (tool results, approvals); `chat.rs` uses it.
 
 mod api;
 mod args;
@@ -24,6 +25,7 @@ mod output;
 mod resources;
 mod storage;
 mod stream;
+mod waiting;
 mod watch;
 
 use clap::Parser;

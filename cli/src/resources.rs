@@ -108,6 +108,10 @@ pub async fn sessions(c: &Client, o: Format, verb: args::Sessions) -> Result<(),
         }
         Cancel { id, all } => output::print(o, &call(c.cancel_turn(&arg("session id", &id)?, Some(all))).await?, &[]),
         Watch { id, since, until } => crate::watch::run(c, o, id, since, until).await,
+        Pending { id } => crate::waiting::pending(c, o, &id).await,
+        Approve { id, approval_id, reason } => crate::waiting::approve(c, o, &id, &approval_id, true, reason.as_deref()).await,
+        Deny { id, approval_id, reason } => crate::waiting::approve(c, o, &id, &approval_id, false, reason.as_deref()).await,
+        ToolResult { id, call_id, result, error } => crate::waiting::tool_result(c, o, &id, &call_id, &result, error).await,
     }
 }
 

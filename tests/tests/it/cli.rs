@@ -3,7 +3,8 @@
 //! flags over environment over profile), `-o json` passing the API's JSON through, every noun's
 //! happy path and a bad-input path, `chat` from a pipe, across server-cycled streams and under
 //! Ctrl-C (SIGINT), `sessions watch` resuming with no gap and no duplicate, and `files`/`kv`
-//! (bytes through unchanged, preconditions, the API's JSON).
+//! (bytes through unchanged, preconditions, the API's JSON), and answering waiting turns (client tool
+//! results and approvals read from the next input line in `chat`; `sessions pending|tool-result|approve|deny`).
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
@@ -676,4 +677,114 @@ async fn kv_set_get_ls_rm_print_the_apis_json() {
     user.fails(&env, &["kv", "set", &sid, "bad key!", "1"], 2, "key").await;
     user.fails(&env, &["kv", "set", &sid, "k"], 2, "VALUE").await;
     user.fails(&env, &["kv", "ls", "ses_nope"], 2, "session id").await;
+}
+
+/// An agent with `math` under an `ask` policy and the client tool `lookup_order`; returns a new
+/// session of it.
+async fn waiting_session(stack: &Stack) -> String {
+    let api = stack.client();
+    let agent = api
+        .post(
+            "/v1/agents",
+            json!({
+                "name": "waiter", "capabilities": ["math"], "tool_policies": {"math": "ask"},
+                "client_tools": [{"name": "lookup_order", "description": "Looks an order up.",
+                                  "parameters": {"type": "object", "properties": {"order_id": {"type": "string"}}}}],
+            }),
+        )
+        .await
+        .expect(201);
+    let session = api.post("/v1/sessions", json!({"agent_id": agent["id"]})).await.expect(201);
+    session["id"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn piped_chat_answers_a_client_tool_and_an_approval_from_the_next_lines() {
+    let stack = Stack::start().await;
+    let user = User::new();
+    let session = waiting_session(&stack).await;
+
+    // Act: each ask reads the next line: the tool's result, then `y`, then `n`.
+    let input = concat!(
+        "!tool lookup_order {\"order_id\":\"A1\"}\n",
+        "{\"status\":\"shipped\"}\n",
+        "!tool math {\"expression\":\"6*7\"}\n",
+        "y\n",
+        "!tool math {\"expression\":\"1+1\"}\n",
+        "no thanks\n",
+        "bye\n",
+    );
+    let out = user.run_with(&["chat", "--session", &session], &env(&stack), Some(input)).await;
+
+    // Assert
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(out.stderr.contains("  ? lookup_order({\"order_id\":\"A1\"}) asks for its result"), "{out:?}");
+    assert!(out.stderr.contains("result> "), "{out:?}");
+    assert!(out.stderr.contains("  ? math({\"expression\":\"6*7\"}) needs approval"), "{out:?}");
+    assert_eq!(out.stderr.matches("approve? [y/N] ").count(), 2, "{out:?}");
+    assert!(out.stdout.contains("tool lookup_order returned: {\"status\":\"shipped\"}\n"), "the reply has the typed result: {out:?}");
+    assert!(out.stdout.contains("  ← math: 42\ntool math returned: 42\n"), "approved, it ran: {out:?}");
+    assert!(out.stdout.contains("  ✗ math: "), "denied, the model got an error: {out:?}");
+    assert!(out.stdout.ends_with("echo: bye\n"), "the lines after the answers are messages again: {out:?}");
+    let pending = stack.client().get(&format!("/v1/sessions/{session}/pending")).await.expect(200);
+    assert_eq!(pending["data"], json!([]), "nothing left waiting");
+
+    // Input that ends while the turn waits: exit 1, the turn still waits.
+    let cut = user.run_with(&["chat", "--session", &session], &env(&stack), Some("!tool lookup_order {\"order_id\":\"B2\"}\n")).await;
+    assert_eq!(cut.code, 1, "{cut:?}");
+    assert!(cut.stderr.contains("turnstone sessions pending ses_"), "{cut:?}");
+    let pending = stack.client().get(&format!("/v1/sessions/{session}/pending")).await.expect(200);
+    assert_eq!(pending["data"].as_array().unwrap().len(), 1, "{pending}");
+}
+
+#[tokio::test]
+async fn sessions_pending_approve_deny_and_tool_result_answer_a_waiting_turn() {
+    let stack = Stack::start().await;
+    let user = User::new();
+    let env = env(&stack);
+    let api = stack.client();
+    let session = waiting_session(&stack).await;
+    let url = format!("/v1/sessions/{session}/pending");
+
+    // A client tool call: listed (the API's JSON), answered by hand.
+    api.say(&session, r#"!tool lookup_order {"order_id": "A1"}"#).await;
+    api.wait_for(&session, "turn.waiting", 1).await;
+    let listed = user.ok(&env, &["sessions", "pending", &session]).await;
+    assert_eq!(listed, api.get(&url).await.expect(200));
+    let call = listed["data"][0]["tool_call_id"].as_str().unwrap().to_owned();
+    assert_eq!(listed["data"][0]["type"], "tool_call");
+    let table = user.run(&["sessions", "pending", &session], &env).await;
+    assert!(table.stdout.starts_with("TYPE") && table.stdout.contains("lookup_order"), "{table:?}");
+    let ids = user.run(&["sessions", "pending", &session, "-o", "id"], &env).await;
+    assert_eq!(ids.stdout, format!("{call}\n"));
+    let answered = user.ok(&env, &["sessions", "tool-result", &session, &call, "{\"status\":\"lost\"}", "--error"]).await;
+    assert_eq!(answered, json!({"accepted": [call], "resumed": true}));
+    let events = api.wait_for(&session, "turn.completed", 1).await;
+    let done = events.iter().find(|e| e["type"] == "tool.completed").unwrap();
+    assert_eq!(done["data"]["is_error"], true, "{done}");
+    user.fails(&env, &["sessions", "tool-result", &session, &call, "again"], 1, "already_resolved").await;
+
+    // Approvals: one approved, one denied with a reason.
+    api.say(&session, r#"!tool math {"expression": "6*7"}"#).await;
+    api.wait_for(&session, "turn.waiting", 2).await;
+    let listed = user.ok(&env, &["sessions", "pending", &session]).await;
+    assert_eq!(listed["data"][0]["type"], "approval");
+    let approval = listed["data"][0]["approval_id"].as_str().unwrap().to_owned();
+    let decided = user.ok(&env, &["sessions", "approve", &session, &approval, "--reason", "fine"]).await;
+    assert_eq!((decided["decision"].as_str(), decided["resumed"].as_bool()), (Some("approve"), Some(true)), "{decided}");
+    api.wait_for(&session, "turn.completed", 2).await;
+    user.fails(&env, &["sessions", "approve", &session, &approval], 1, "not_found").await;
+
+    api.say(&session, r#"!tool math {"expression": "1+1"}"#).await;
+    api.wait_for(&session, "turn.waiting", 3).await;
+    let approval = api.get(&url).await.expect(200)["data"][0]["approval_id"].as_str().unwrap().to_owned();
+    let denied = user.run(&["sessions", "deny", &session, &approval, "--reason", "not now", "-o", "id"], &env).await;
+    assert_eq!((denied.code, denied.stdout.clone()), (0, format!("{approval}\n")), "{denied:?}");
+    let events = api.wait_for(&session, "turn.completed", 3).await;
+    let last = events.iter().rev().find(|e| e["type"] == "tool.completed").unwrap();
+    assert_eq!(last["data"]["is_error"], true, "{last}");
+
+    // Usage errors: exit 2, nothing sent.
+    user.fails(&env, &["sessions", "pending", "ses_nope"], 2, "session id").await;
+    user.fails(&env, &["sessions", "tool-result", &session, &call], 2, "OUTPUT").await;
 }
