@@ -74,7 +74,27 @@ export async function call(method, path, body, { token, signal } = {}) {
 export const get = (path, opts) => call("GET", path, undefined, opts);
 export const post = (path, body, opts) => call("POST", path, body ?? {}, opts);
 export const patch = (path, body, opts) => call("PATCH", path, body, opts);
+export const put = (path, body, opts) => call("PUT", path, body, opts);
 export const del = (path, opts) => call("DELETE", path, undefined, opts);
+
+/**
+ * A call whose body or answer is bytes (a file's content), not JSON: resolves to the `Response`
+ * (read it with `.blob()`, `.arrayBuffer()`), rejects with a `Problem`. The key is a header here too.
+ */
+export async function bytes(method, path, { body, headers = {}, signal } = {}) {
+  const all = { ...headers };
+  const credential = auth.get()?.token;
+  if (credential) all.Authorization = `Bearer ${credential}`;
+  let resp;
+  try {
+    resp = await fetch(path, { method, headers: all, body, signal });
+  } catch (e) {
+    if (e.name === "AbortError") throw e;
+    throw new Problem(0, "network_error", `the API did not answer (${e.message})`);
+  }
+  if (!resp.ok) throw await problemOf(resp);
+  return resp;
+}
 
 /** A query string from an object, leaving out empty values. */
 export function query(params) {

@@ -181,7 +181,7 @@ document.getElementById("signout").addEventListener("click", () => {
 // Same-origin console links navigate in place; modified clicks (new tab…) are left to the browser.
 document.addEventListener("click", (e) => {
   const a = e.target.closest?.("a[href]");
-  if (!a || e.defaultPrevented || e.button !== 0 || e.metaKey || e.ctrlKey || e.shiftKey || e.altKey) return;
+  if (!a || a.hasAttribute("download") || e.defaultPrevented || e.button !== 0 || e.metaKey || e.ctrlKey || e.shiftKey || e.altKey) return;
   const url = new URL(a.href, location.href);
   if (url.origin !== location.origin || !url.pathname.startsWith("/console") || a.target) return;
   e.preventDefault();

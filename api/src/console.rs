@@ -26,6 +26,7 @@ const ASSETS: &[(&str, &str, &str)] = &[
     ("dom.js", "text/javascript; charset=utf-8", include_str!("../console/dom.js")),
     ("sessions.js", "text/javascript; charset=utf-8", include_str!("../console/sessions.js")),
     ("session.js", "text/javascript; charset=utf-8", include_str!("../console/session.js")),
+    ("storage.js", "text/javascript; charset=utf-8", include_str!("../console/storage.js")),
     ("agents.js", "text/javascript; charset=utf-8", include_str!("../console/agents.js")),
     ("providers.js", "text/javascript; charset=utf-8", include_str!("../console/providers.js")),
     ("keys.js", "text/javascript; charset=utf-8", include_str!("../console/keys.js")),

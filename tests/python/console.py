@@ -129,6 +129,7 @@ def main():
         page.get_by_label("Name", exact=True).fill("console agent")
         page.get_by_label("System prompt").fill("You are terse.")
         page.locator("#cap-math").check()
+        page.locator("#cap-files").check()
         page.locator(".capability", has_text="math").locator("summary").click()
         expect(page.locator(".capability", has_text="math").locator("pre.json")).to_contain_text("expression")
         shot(page, "agent-new")
@@ -204,6 +205,59 @@ def main():
         page.get_by_role("link", name="Events").click()
         expect(page.locator("table.events tbody tr")).to_have_count(before + 7)
 
+        # Files: upload one and see it listed; the agent writes another, which appears live; view
+        # it, download it (fetched with the key in a header, handed over as a Blob URL); delete.
+        page.get_by_role("link", name="Files").click()
+        expect(page.get_by_text("No files in /.")).to_be_visible()
+        page.get_by_label("File", exact=True).set_input_files(
+            files=[{"name": "upload.txt", "mimeType": "text/plain", "buffer": b"uploaded from the console\n"}]
+        )
+        page.get_by_role("button", name="Upload", exact=True).click()
+        expect(page.get_by_role("button", name="View /upload.txt")).to_be_visible()
+        # Uploading onto an existing file without "Replace" is refused, with the problem shown.
+        guard.allow(r"/files/content\?path=%2Fupload\.txt$", 412)
+        page.get_by_label("File", exact=True).set_input_files(files=[{"name": "upload.txt", "mimeType": "text/plain", "buffer": b"again"}])
+        page.get_by_role("button", name="Upload", exact=True).click()
+        expect(page.locator("#problem .code")).to_have_text("precondition_failed")
+        session_id = session_url.rsplit("/", 1)[1]
+        wrote = page.request.post(
+            f"{BASE}/v1/sessions/{session_id}/messages",
+            headers={"Authorization": f"Bearer {KEY}"},
+            data={"content": [{"type": "text", "text": '!tool write_file {"path":"/notes/a.md","content":"hi"}'}]},
+        )
+        assert wrote.status == 202, wrote.status
+        page.get_by_role("link", name="notes/").click()
+        expect(page).to_have_url(re.compile(r"/files\?dir=%2Fnotes$"))
+        page.get_by_role("button", name="View /notes/a.md").click()
+        expect(page.locator("pre.file")).to_have_text("hi")
+        with page.expect_download() as downloading:
+            page.get_by_role("button", name="Download /notes/a.md").first.click()
+        assert downloading.value.suggested_filename == "a.md", downloading.value.suggested_filename
+        with open(downloading.value.path(), encoding="utf-8") as f:
+            assert f.read() == "hi", "the download is the file"
+        shot(page, "session-files")
+        page.get_by_role("link", name="/", exact=True).click()
+        page.get_by_role("button", name="Delete /upload.txt").click()
+        page.get_by_role("button", name="Confirm delete /upload.txt").click()
+        expect(page.get_by_role("button", name="View /upload.txt")).to_have_count(0)
+        expect(page.get_by_role("link", name="notes/")).to_be_visible()
+
+        # Key-value: set a key (JSON value, TTL), see its JSON, delete it.
+        page.get_by_role("link", name="Key-value").click()
+        expect(page.get_by_text("No keys.")).to_be_visible()
+        page.get_by_label("Key", exact=True).fill("console:greeting")
+        page.get_by_label("Value (JSON)").fill('{"hello": "world"}')
+        page.get_by_label("TTL (seconds)").fill("3600")
+        page.get_by_role("button", name="Set key").click()
+        key_row = page.locator("table.kv tbody tr", has_text="console:greeting")
+        expect(key_row.locator("td").nth(2)).to_have_text("1")
+        key_row.locator("summary").click()
+        expect(key_row.locator("pre.json")).to_contain_text('"hello": "world"')
+        shot(page, "session-kv")
+        key_row.get_by_role("button", name="Delete console:greeting").click()
+        key_row.get_by_role("button", name="Confirm delete console:greeting").click()
+        expect(page.get_by_text("No keys.")).to_be_visible()
+
         # An error shows the problem's code and detail.
         missing = "ses_" + "0" * 31 + "1"
         guard.allow(re.escape(f"/v1/sessions/{missing}"), 404)
@@ -226,7 +280,6 @@ def main():
         # The sessions list follows statuses live: another client starts a turn, the row shows it.
         row = page.locator("tr", has_text="console session")
         expect(row.locator(".badge")).to_have_text("idle")
-        session_id = session_url.rsplit("/", 1)[1]
         posted = page.request.post(
             f"{BASE}/v1/sessions/{session_id}/messages",
             headers={"Authorization": f"Bearer {KEY}"},
@@ -267,9 +320,17 @@ def main():
 
         # 390 px wide: nothing overflows sideways, the session still works.
         page.set_viewport_size({"width": 390, "height": 844})
-        for path, title in [("/console/sessions", "Sessions"), (session_url[len(BASE):], "console session")]:
+        session_path = session_url[len(BASE):]
+        # Each page is left only once it has loaded (leaving earlier aborts its reads).
+        for path, title, ready in [
+            ("/console/sessions", "Sessions", "tbody tr"),
+            (session_path + "/files?dir=/notes", "console session", "table.files tbody tr"),
+            (session_path + "/kv", "console session", "text=No keys."),
+            (session_path, "console session", "form.composer"),
+        ]:
             page.goto(BASE + path)
             heading(page, title)
+            expect(page.locator(ready).first).to_be_visible()
             width = page.evaluate("() => document.documentElement.scrollWidth")
             assert width <= 390, f"{path} is {width} px wide at 390"
         shot(page, "session-390")

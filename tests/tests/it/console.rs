@@ -3,7 +3,9 @@
 //! real browser — headless Chromium (the Debian package) driven by Playwright for Python
 //! (`tests/python/console.py`, pinned in `tests/python/requirements.txt`) against a live stack:
 //! sign in, create an agent, start a session, watch a reply stream in, call a tool, cancel,
-//! filter and inspect events, reload a deep link, see a problem's code and detail, keys,
+//! filter and inspect events, reload a deep link, upload a file and see one the agent writes appear
+//! live, view and download it (a Blob URL, no key in a URL), set, view and delete a key, see a
+//! problem's code and detail, keys,
 //! providers, the operator's orgs, 390 px width, sign out. The script fails on any JavaScript
 //! error, any failed request the flow did not provoke, and any page without its main heading.
 //! It also times the first screen of a session of 10,000 events (docs/benchmarks.md).
@@ -39,7 +41,12 @@ async fn the_console_is_served_under_a_strict_csp() {
     assert!(!csp.contains("http"), "no other origin: {csp}");
 
     // Every asset the page loads is embedded; none builds HTML from strings.
-    for (asset, kind) in [("app.js", "text/javascript"), ("session.js", "text/javascript"), ("console.css", "text/css")] {
+    for (asset, kind) in [
+        ("app.js", "text/javascript"),
+        ("session.js", "text/javascript"),
+        ("storage.js", "text/javascript"),
+        ("console.css", "text/css"),
+    ] {
         let resp = get(&format!("/console/assets/{asset}")).await;
         assert_eq!(resp.status().as_u16(), 200, "{asset}");
         assert!(resp.headers()["content-type"].to_str().unwrap().starts_with(kind));
