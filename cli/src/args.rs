@@ -67,6 +67,9 @@ pub enum Command {
     /// A session's key-value store: JSON values with versions and optional expiry.
     #[command(subcommand)]
     Kv(Kv),
+    /// The org's MCP servers: register, list, change, remove; their tools.
+    #[command(subcommand)]
+    Mcp(Mcp),
 }
 
 #[derive(Debug, Args)]
@@ -558,4 +561,57 @@ pub enum Kv {
         #[command(flatten)]
         page: Page,
     },
+}
+
+// `mcp`: flags of a server, for `add` and `update`.
+#[derive(Debug, Args)]
+pub struct McpFields {
+    /// Unique in the org; the model sees tools as `mcp__<name>__<tool>`.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// The server's MCP endpoint (streamable HTTP): the body's `url` (`--url` is the API's).
+    #[arg(long, value_name = "URL")]
+    pub server_url: Option<String>,
+    /// 'Name: value', sent with every request to the server (repeat it). Values are secrets: stored
+    /// encrypted, never shown. On `update`, replaces every header.
+    #[arg(long = "header", value_name = "NAME: VALUE")]
+    pub headers: Vec<String>,
+    /// Offer agents only this tool (repeat it); default: every tool.
+    #[arg(long = "allowed-tool", value_name = "TOOL")]
+    pub allowed_tools: Vec<String>,
+    #[command(flatten)]
+    pub body: BodyFile,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Mcp {
+    /// List them (--limit, --after for more).
+    Ls {
+        #[command(flatten)]
+        page: Page,
+    },
+    /// Show one (header names only).
+    Get { id: String },
+    /// Register one: --name, --server-url, or --file server.json (flags win).
+    Add {
+        #[command(flatten)]
+        fields: McpFields,
+        #[arg(long)]
+        idempotency_key: Option<String>,
+    },
+    /// Change one: flags, or --file body.json (flags win); a new --server-url of a server with headers needs --header too.
+    Update {
+        id: String,
+        #[command(flatten)]
+        fields: McpFields,
+        /// `active` or `disabled`.
+        #[arg(long)]
+        status: Option<String>,
+    },
+    /// Remove one.
+    Rm { id: String },
+    /// Its cached tools (as last fetched).
+    Tools { id: String },
+    /// Fetch its tools from the server now, and list them.
+    Refresh { id: String },
 }

@@ -11,7 +11,7 @@
 //! - `config.rs` — flags, environment, profile file; `login.rs` writes a profile.
 //! - `api.rs` — the generated client and how it is built; `failure.rs` — errors and exit codes.
 //! - `resources.rs` — the noun-verb commands; `storage.rs` — `files` and `kv` (raw bytes in and
-//!   out); `output.rs` — `-o table|json|id`.
+//!   out); `mcp.rs` — the MCP server catalog; `output.rs` — `-o table|json|id`.
 //! - `stream.rs` — the resuming SSE reader; `chat.rs` and `watch.rs` use it.
 //! - `waiting.rs` — answering a waiting turn (tool results, approvals); `chat.rs` uses it.
 
@@ -21,6 +21,7 @@ mod chat;
 mod config;
 mod failure;
 mod login;
+mod mcp;
 mod output;
 mod resources;
 mod storage;
@@ -78,5 +79,6 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Orgs(verb) => resources::orgs(&c, o, verb).await,
         Command::Files(verb) => storage::files(&c, o, verb).await,
         Command::Kv(verb) => storage::kv(&c, o, verb).await,
+        Command::Mcp(verb) => mcp::mcp(&c, o, verb).await,
     }
 }

@@ -23,7 +23,7 @@ const CAPABILITY: &[&str] = &["name", "description"];
 const ORG: &[&str] = &["id", "name", "disabled", "max_agents", "max_sessions", "max_concurrent_turns", "created_at"];
 
 /// A request body: the --file object (if any) with the flags set over it, parsed into `T`.
-fn body<T: DeserializeOwned>(file: &BodyFile, flags: Value) -> Result<T, Failure> {
+pub(crate) fn body<T: DeserializeOwned>(file: &BodyFile, flags: Value) -> Result<T, Failure> {
     let mut object = match &file.file {
         None => Map::new(),
         Some(path) => {
@@ -50,14 +50,14 @@ fn body<T: DeserializeOwned>(file: &BodyFile, flags: Value) -> Result<T, Failure
     serde_json::from_value(Value::Object(object)).map_err(|e| Failure::usage(format!("request body: {e}")))
 }
 
-fn key<T: std::str::FromStr>(value: &Option<String>) -> Result<Option<T>, Failure>
+pub(crate) fn key<T: std::str::FromStr>(value: &Option<String>) -> Result<Option<T>, Failure>
 where
     T::Err: std::fmt::Display,
 {
     value.as_deref().map(|v| arg("--idempotency-key", v)).transpose()
 }
 
-fn after<T: std::str::FromStr>(page: &Page) -> Result<Option<T>, Failure>
+pub(crate) fn after<T: std::str::FromStr>(page: &Page) -> Result<Option<T>, Failure>
 where
     T::Err: std::fmt::Display,
 {
@@ -181,7 +181,7 @@ pub async fn models(c: &Client, o: Format, verb: args::Models) -> Result<(), Fai
 }
 
 /// A 204 has no body: `-o json` prints `{"deleted": id}` so that scripts still read JSON.
-fn deleted(o: Format, id: &str) -> Result<(), Failure> {
+pub(crate) fn deleted(o: Format, id: &str) -> Result<(), Failure> {
     match o {
         Format::Json => output::print(o, &json!({ "deleted": id }), &[]),
         Format::Table => {

@@ -4,7 +4,8 @@
 //! happy path and a bad-input path, `chat` from a pipe, across server-cycled streams and under
 //! Ctrl-C (SIGINT), `sessions watch` resuming with no gap and no duplicate, and `files`/`kv`
 //! (bytes through unchanged, preconditions, the API's JSON), and answering waiting turns (client tool
-//! results and approvals read from the next input line in `chat`; `sessions pending|tool-result|approve|deny`).
+//! results and approvals read from the next input line in `chat`; `sessions pending|tool-result|approve|deny`),
+//! and `mcp` against a real loopback MCP server (header values never printed).
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
@@ -787,4 +788,74 @@ async fn sessions_pending_approve_deny_and_tool_result_answer_a_waiting_turn() {
     // Usage errors: exit 2, nothing sent.
     user.fails(&env, &["sessions", "pending", "ses_nope"], 2, "session id").await;
     user.fails(&env, &["sessions", "tool-result", &session, &call], 2, "OUTPUT").await;
+}
+
+#[tokio::test]
+async fn mcp_add_tools_refresh_update_rm_print_the_apis_json_and_never_a_header_value() {
+    const SECRET: &str = "cli-mcp-secret-93ab";
+    let stack = Stack::start_with(StackOptions { workers: 0, ..Default::default() }).await;
+    let user = User::new();
+    let env = env(&stack);
+    let api = stack.client();
+    let server = turnstone_tests::mcp_server::McpServer::start_with_token(Some(SECRET)).await;
+    let auth = format!("Authorization: Bearer {SECRET}");
+    let mut printed = String::new();
+    let mut run = async |args: &[&str]| {
+        let out = user.run(args, &env).await;
+        printed.push_str(&out.stdout);
+        printed.push_str(&out.stderr);
+        out
+    };
+
+    // add (the server's URL is --server-url: --url is the API's), then tools (never fetched) and refresh (fetched from the server, with the header).
+    let out = run(&["mcp", "add", "--name", "test", "--server-url", &server.url, "--header", &auth, "-o", "json"]).await;
+    let created = out.json();
+    let id = created["id"].as_str().unwrap().to_owned();
+    assert_eq!(created["headers"], json!(["Authorization"]), "{created}");
+    assert_eq!(run(&["mcp", "tools", &id, "-o", "json"]).await.json()["data"], json!([]));
+    let refreshed = run(&["mcp", "refresh", &id, "-o", "json"]).await.json();
+    let names: Vec<&str> = refreshed["data"].as_array().unwrap().iter().map(|t| t["model_name"].as_str().unwrap()).collect();
+    assert!(names.contains(&"mcp__test__echo"), "{refreshed}");
+    let tools = run(&["mcp", "tools", &id, "-o", "json"]).await.json();
+    assert_eq!(tools, api.get(&format!("/v1/mcp-servers/{id}/tools")).await.expect(200));
+    assert_eq!(tools["data"], refreshed["data"]);
+    let table = run(&["mcp", "tools", &id]).await;
+    assert!(table.code == 0 && table.stdout.contains("mcp__test__echo"), "{table:?}");
+    let ids = run(&["mcp", "tools", &id, "-o", "id"]).await;
+    assert!(ids.stdout.lines().any(|l| l == "mcp__test__echo"), "{ids:?}");
+
+    // -o json is the API's JSON, for get and ls; the table and -o id print too.
+    let got = run(&["mcp", "get", &id, "-o", "json"]).await.json();
+    assert_eq!(got, api.get(&format!("/v1/mcp-servers/{id}")).await.expect(200));
+    let listed = run(&["mcp", "ls", "-o", "json"]).await.json();
+    assert_eq!(listed, api.get("/v1/mcp-servers").await.expect(200));
+    assert_eq!(listed["data"].as_array().unwrap().len(), 1, "{listed}");
+    assert_eq!(run(&["mcp", "ls", "-o", "id"]).await.stdout, format!("{id}\n"));
+    for args in [&["mcp", "ls"][..], &["mcp", "get", &id]] {
+        let out = run(args).await;
+        assert!(out.code == 0 && out.stdout.contains("Authorization"), "{out:?}");
+    }
+
+    // update: allowed tools and status, then a new header value (replaces the old).
+    let updated =
+        run(&["mcp", "update", &id, "--allowed-tool", "echo", "--status", "disabled", "-o", "json"]).await.json();
+    assert_eq!((updated["allowed_tools"].clone(), updated["status"].clone()), (json!(["echo"]), json!("disabled")));
+    let body = user.home.join("server.json");
+    std::fs::write(&body, json!({"status": "active", "headers": {"Authorization": format!("Bearer {SECRET}-2")}}).to_string())
+        .unwrap();
+    let updated = run(&["mcp", "update", &id, "--file", body.to_str().unwrap(), "-o", "json"]).await.json();
+    assert_eq!((updated["status"].clone(), updated["headers"].clone()), (json!("active"), json!(["Authorization"])));
+
+    // rm, then get is the API's not_found (exit 1); a bad id or header is a usage error (exit 2).
+    assert_eq!(run(&["mcp", "rm", &id, "-o", "json"]).await.json(), json!({"deleted": id}));
+    let gone = run(&["mcp", "get", &id]).await;
+    assert!(gone.code == 1 && gone.stderr.contains("not_found"), "{gone:?}");
+    for args in [&["mcp", "get", "mcp_nope"][..], &["mcp", "rm", "agt_123"], &["mcp", "tools", "x"], &["mcp", "refresh", "x"]] {
+        let out = run(args).await;
+        assert!(out.code == 2 && out.stderr.contains("mcp server id"), "{args:?}: {out:?}");
+    }
+    let no_colon = format!("Authorization Bearer {SECRET}");
+    let out = run(&["mcp", "add", "--name", "bad", "--server-url", &server.url, "--header", &no_colon]).await;
+    assert!(out.code == 2 && out.stderr.contains("--header"), "{out:?}");
+    assert!(!printed.contains(SECRET), "a header value was printed: {printed}");
 }
