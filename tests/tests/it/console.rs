@@ -46,6 +46,7 @@ async fn the_console_is_served_under_a_strict_csp() {
         ("app.js", "text/javascript"),
         ("session.js", "text/javascript"),
         ("storage.js", "text/javascript"),
+        ("pending.js", "text/javascript"),
         ("console.css", "text/css"),
     ] {
         let resp = get(&format!("/console/assets/{asset}")).await;
