@@ -285,8 +285,11 @@ def main():
         page.get_by_role("button", name="Approve math").click()
         expect(page.get_by_text("Nothing is pending.")).to_be_visible()
         expect(page.locator("dd .badge")).to_have_text("idle")
-        page.get_by_role("link", name="Chat", exact=True).click()
-        expect(page.locator(".bubble.tool", has_text="42").first).to_be_visible()
+        page.goto(f"{BASE}/console/sessions/{held_id}/events?types=tool.completed")
+        ran = page.locator("table.events tbody tr")
+        expect(ran).to_have_count(1)
+        ran.locator("summary").click()
+        expect(ran.locator("pre.json")).to_contain_text('"result": "42"')
 
         # An error shows the problem's code and detail.
         missing = "ses_" + "0" * 31 + "1"
