@@ -1,10 +1,11 @@
 // One session: a header (status, agent, cancel) over tabs. Every tab shares the session's one
 // SSE stream, read from the newest event on (so a session of any length opens at once).
-// Tabs are a table: a tab (pending calls, say) is one more entry.
+// Tabs are a table: a tab is one more entry.
 
 import { get, post, follow, query, Problem } from "./api.js";
 import { h, fill, field, when, json, badge, partsText } from "./dom.js";
 import { files, kv } from "./storage.js";
+import { pending } from "./pending.js";
 
 /** The tabs: path segment, label, and the function that draws it into the panel. */
 const TABS = [
@@ -12,6 +13,7 @@ const TABS = [
   { id: "events", label: "Events", draw: events },
   { id: "files", label: "Files", draw: files },
   { id: "kv", label: "Key-value", draw: kv },
+  { id: "pending", label: "Pending", draw: pending },
 ];
 
 /** Events per timeline page (the events route allows up to 1000). */

@@ -27,6 +27,7 @@ const ASSETS: &[(&str, &str, &str)] = &[
     ("sessions.js", "text/javascript; charset=utf-8", include_str!("../console/sessions.js")),
     ("session.js", "text/javascript; charset=utf-8", include_str!("../console/session.js")),
     ("storage.js", "text/javascript; charset=utf-8", include_str!("../console/storage.js")),
+    ("pending.js", "text/javascript; charset=utf-8", include_str!("../console/pending.js")),
     ("agents.js", "text/javascript; charset=utf-8", include_str!("../console/agents.js")),
     ("providers.js", "text/javascript; charset=utf-8", include_str!("../console/providers.js")),
     ("keys.js", "text/javascript; charset=utf-8", include_str!("../console/keys.js")),

@@ -258,6 +258,39 @@ def main():
         key_row.get_by_role("button", name="Confirm delete console:greeting").click()
         expect(page.get_by_text("No keys.")).to_be_visible()
 
+        # Pending: a call held for approval is listed with its arguments and deadline; approving
+        # it runs the call and the turn completes.
+        auth = {"Authorization": f"Bearer {KEY}"}
+        agent = page.request.post(f"{BASE}/v1/agents", headers=auth, data={"name": "approver", "capabilities": ["math"], "tool_policies": {"math": "ask"}})
+        assert agent.status == 201, agent.status
+        held = page.request.post(f"{BASE}/v1/sessions", headers=auth, data={"agent_id": agent.json()["id"], "title": "pending session"})
+        assert held.status == 201, held.status
+        held_id = held.json()["id"]
+        asked = page.request.post(
+            f"{BASE}/v1/sessions/{held_id}/messages", headers=auth, data={"content": [{"type": "text", "text": '!tool math {"expression":"6*7"}'}]}
+        )
+        assert asked.status == 202, asked.status
+        page.goto(f"{BASE}/console/sessions/{held_id}/pending")
+        heading(page, "pending session")
+        item = page.locator("article.pending")
+        expect(item).to_have_count(1)
+        expect(item.locator("pre.json")).to_contain_text('"expression": "6*7"')
+        expect(item.locator("time")).to_have_count(1)
+        expect(page.get_by_label("Reason (for a denial)")).to_be_visible()
+        page.set_viewport_size({"width": 390, "height": 844})
+        width = page.evaluate("() => document.documentElement.scrollWidth")
+        assert width <= 390, f"the pending tab is {width} px wide at 390"
+        shot(page, "session-pending-390")
+        page.set_viewport_size({"width": 1280, "height": 860})
+        page.get_by_role("button", name="Approve math").click()
+        expect(page.get_by_text("Nothing is pending.")).to_be_visible()
+        expect(page.locator("dd .badge")).to_have_text("idle")
+        page.goto(f"{BASE}/console/sessions/{held_id}/events?types=tool.completed")
+        ran = page.locator("table.events tbody tr")
+        expect(ran).to_have_count(1)
+        ran.locator("summary").click()
+        expect(ran.locator("pre.json")).to_contain_text('"result": "42"')
+
         # An error shows the problem's code and detail.
         missing = "ses_" + "0" * 31 + "1"
         guard.allow(re.escape(f"/v1/sessions/{missing}"), 404)

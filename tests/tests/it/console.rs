@@ -4,7 +4,8 @@
 //! (`tests/python/console.py`, pinned in `tests/python/requirements.txt`) against a live stack:
 //! sign in, create an agent, start a session, watch a reply stream in, call a tool, cancel,
 //! filter and inspect events, reload a deep link, upload a file and see one the agent writes appear
-//! live, view and download it (a Blob URL, no key in a URL), set, view and delete a key, see a
+//! live, view and download it (a Blob URL, no key in a URL), set, view and delete a key, approve
+//! a held tool call from the Pending tab, see a
 //! problem's code and detail, keys,
 //! providers, the operator's orgs, 390 px width, sign out. The script fails on any JavaScript
 //! error, any failed request the flow did not provoke, and any page without its main heading.
@@ -45,6 +46,7 @@ async fn the_console_is_served_under_a_strict_csp() {
         ("app.js", "text/javascript"),
         ("session.js", "text/javascript"),
         ("storage.js", "text/javascript"),
+        ("pending.js", "text/javascript"),
         ("console.css", "text/css"),
     ] {
         let resp = get(&format!("/console/assets/{asset}")).await;
