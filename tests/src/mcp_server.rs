@@ -143,6 +143,9 @@ impl McpServer {
                     _ = s.cancelled() => return,
                 };
                 let Ok((stream, _)) = accepted else { continue };
+                // As a production server should: with Nagle on, each response on a kept-alive
+                // connection waited ~40 ms for the client's delayed ACK (docs/benchmarks.md, `mcp`).
+                let _ = stream.set_nodelay(true);
                 let (service, expected, c) = (service.clone(), expected.clone(), c.clone());
                 tokio::spawn(async move {
                     let svc = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
