@@ -3,7 +3,7 @@
 // servers), tool policies, client tools, tags and limits.
 
 import { get, post, patch, del, all, Problem } from "./api.js";
-import { h, fill, field, table, when, json, badge } from "./dom.js";
+import { h, fill, append, field, table, when, json, badge } from "./dom.js";
 
 export async function list(main, { query: q }, { navigate, showProblem }) {
   const archived = q.get("archived") === "1";
@@ -87,7 +87,8 @@ export async function edit(main, { id }, { navigate, showProblem }) {
       if (!tools.open || tools.children.length > 1) return;
       try {
         const list = await get(`/v1/mcp-servers/${s.id}/tools`);
-        tools.append(
+        append(
+          tools,
           list.fetched_at ? list.data.map((t) => h("div", { class: "tool" }, h("code", {}, t.model_name), " ", t.description ?? "", json(t.input_schema))) : h("p", { class: "muted" }, "Never fetched: refresh the server on its page."),
         );
       } catch (err) {
