@@ -33,7 +33,8 @@ export async function render(main, { id, tab }, ctx) {
 
   const statusBadge = h("span", {}, badge(session.status));
   const streamState = h("span", { class: "muted", "aria-live": "polite" }, "connecting…");
-  const cancel = h("button", { type: "button", class: "danger" }, "Cancel turn");
+  // The API cancels the turn that runs; messages queued behind it still run (as posted).
+  const cancel = h("button", { type: "button", class: "danger", title: "Cancels the running turn; messages queued behind it still run" }, "Cancel turn");
   const setStatus = (s) => {
     session.status = s;
     fill(statusBadge, badge(s));
