@@ -113,8 +113,8 @@ const CHAT_TYPES = [
 /** The types as a query: the parameter repeated, one value each (an enum in the contract). */
 const CHAT_QUERY = CHAT_TYPES.map((t) => `types=${encodeURIComponent(t)}`).join("&");
 
-/** How many chat events a (re)loaded chat shows at most: the newest ones. */
-const CHAT_HISTORY = 1000;
+/** A (re)loaded chat shows the chat events among this many of the newest events. */
+const CHAT_WINDOW = 2000;
 
 const argsText = (args) => (typeof args === "string" ? args : JSON.stringify(args ?? {}));
 
@@ -140,11 +140,14 @@ export function chatLine(event) {
     case "tool.started":
       return { role: "tool", text: `→ ${d.name}(${argsText(d.arguments)})` };
     case "tool.completed":
-      return { role: "tool", text: `← ${d.name}: ${JSON.stringify(d.is_error ? d.error : d.result)}${d.by && d.by !== "worker" ? ` (by ${d.by})` : ""}` };
+      return {
+        role: "tool",
+        text: `← ${d.name}${d.is_error ? ` (error): ${typeof d.error === "string" ? d.error : JSON.stringify(d.error)}` : `: ${JSON.stringify(d.result)}`}${d.by && d.by !== "worker" ? ` (by ${d.by})` : ""}`,
+      };
     case "tool.call_requested":
-      return { role: "tool", text: (d.calls ?? []).map((c) => `⏸ waiting for the client: ${c.name}(${argsText(c.arguments)})`).join("\n") };
+      return { role: "tool", text: (d.calls ?? []).map((c) => `… waiting for the client: ${c.name}(${argsText(c.arguments)})`).join("\n") };
     case "tool.approval_requested":
-      return { role: "tool", text: `⏸ waiting for an approval: ${d.name}(${argsText(d.arguments)})` };
+      return { role: "tool", text: `… waiting for an approval: ${d.name}(${argsText(d.arguments)})` };
     case "tool.approval_resolved":
       return { role: "tool", text: `${d.decision === "approve" ? "✓ approved" : d.decision === "deny" ? "✗ denied" : `✗ ${d.decision}`}: ${d.tool_call_id}${d.reason ? ` (${d.reason})` : ""}` };
     case "turn.failed":
@@ -171,22 +174,17 @@ async function chat(panel, { session }, { showProblem }) {
     log.lastElementChild.scrollIntoView?.({ block: "nearest" });
   };
 
-  // The history: the session's chat events in sequence order, as the stream delivered them.
-  const history = [];
-  let truncated = false;
-  let after = 0;
-  for (;;) {
+  // The history: the chat events among the newest CHAT_WINDOW of the log, in sequence order (as
+  // the stream delivered them). At most two pages, so the time does not grow with the log.
+  const from = Math.max(0, (session.last_sequence ?? 0) - CHAT_WINDOW);
+  let after = from;
+  for (let pages = 0; pages < CHAT_WINDOW / 1000; pages++) {
     const page = await get(`/v1/sessions/${id}/events?${CHAT_QUERY}&after_sequence=${after}&limit=1000`);
-    history.push(...page.data);
-    if (history.length > CHAT_HISTORY) {
-      history.splice(0, history.length - CHAT_HISTORY);
-      truncated = true;
-    }
+    page.data.forEach(show);
     if (page.next_after_sequence === null || page.data.length === 0) break;
     after = page.next_after_sequence;
   }
-  if (truncated) log.append(h("li", { class: "muted" }, `The newest ${CHAT_HISTORY} lines; earlier ones are on the `, h("a", { href: `/console/sessions/${id}/events?from=0` }, "events"), " tab."));
-  history.forEach(show);
+  if (from > 0) log.prepend(h("li", { class: "muted" }, `Lines of the newest ${CHAT_WINDOW} events; earlier ones are on the `, h("a", { href: `/console/sessions/${id}/events?from=0` }, "events"), " tab."));
 
   const text = h("textarea", { name: "message", rows: 3, required: true, maxlength: 100000, placeholder: "Write a message (Ctrl+Enter sends)" });
   const send = h("button", { type: "submit" }, "Send");

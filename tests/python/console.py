@@ -466,6 +466,7 @@ def main():
             '← lookup: "a stone that turns" (by client)',
         ]:
             expect(page.locator(".bubble.tool", has_text=line)).to_have_count(1)
+        shot(page, "session-tools-chat")
 
         # An error shows the problem's code and detail.
         missing = "ses_" + "0" * 31 + "1"
