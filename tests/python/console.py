@@ -537,6 +537,8 @@ def main():
             (session_path + "/files?dir=/notes", "console session", "table.files tbody tr"),
             (session_path + "/kv", "console session", "text=No keys."),
             (session_path, "console session", "form.composer"),
+            ("/console/mcp-servers", "MCP servers", "tbody tr"),
+            (f"/console/agents/{tools_agent}", "tools agent", "fieldset.client-tool"),
         ]:
             page.goto(BASE + path)
             heading(page, title)
