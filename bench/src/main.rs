@@ -48,6 +48,7 @@ const ALL: &[&str] = &[
     "recovery",
     "waiting",
     "storage",
+    "mcp",
 ];
 
 fn main() {
@@ -96,6 +97,7 @@ async fn run(mut ctx: Ctx, only: Vec<String>) {
                 "recovery" => scenarios::recovery::run(&c).await,
                 "waiting" => scenarios::waiting::run(&c).await,
                 "storage" => scenarios::storage::run(&c).await,
+                "mcp" => scenarios::mcp::run(&c).await,
                 _ => unreachable!(),
             }
         });

@@ -3,9 +3,9 @@
 
 pub mod agents;
 pub mod capabilities;
-pub mod mcp;
 pub mod files;
 pub mod kv;
+pub mod mcp;
 pub mod orgs;
 pub mod providers;
 pub mod sessions;

@@ -139,8 +139,7 @@ impl<T: ToJSON, R: Rule> ToJSON for Ruled<T, R> {
 /// parses to an [`ids::AgentId`], which cannot be passed where a session id is wanted.
 pub use turnstone_core::ids::{
     AgentId as Agent, ApiKeyId as ApiKey, ApprovalId as Approval, EventId as Event, McpServerId as McpServer, ModelId as Model,
-    OrgId as Org,
-    ProviderId as Provider, SessionId as Session,
+    OrgId as Org, ProviderId as Provider, SessionId as Session,
 };
 
 /// `<prefix>_<32 hex digits>`, as `TypedId::parse` accepts it.

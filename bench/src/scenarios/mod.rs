@@ -1,8 +1,9 @@
 //! The scenarios of issue 5, one module each (turn latency and throughput share `turns`),
-//! and issue 19's `storage`.
+//! issue 19's `storage`, issue 20's `waiting` and issue 21's `mcp`.
 
 pub mod concurrency;
 pub mod fanout;
+pub mod mcp;
 pub mod pg_baseline;
 pub mod queue;
 pub mod recovery;

@@ -723,7 +723,10 @@ async fn piped_chat_answers_a_client_tool_and_an_approval_from_the_next_lines() 
     assert!(out.stderr.contains("result> "), "{out:?}");
     assert!(out.stderr.contains("  ? math({\"expression\":\"6*7\"}) needs approval"), "{out:?}");
     assert_eq!(out.stderr.matches("approve? [y/N] ").count(), 2, "{out:?}");
-    assert!(out.stdout.contains("tool lookup_order returned: {\"status\":\"shipped\"}\n"), "the reply has the typed result: {out:?}");
+    assert!(
+        out.stdout.contains("tool lookup_order returned: {\"status\":\"shipped\"}\n"),
+        "the reply has the typed result: {out:?}"
+    );
     assert!(out.stdout.contains("  ← math: 42\ntool math returned: 42\n"), "approved, it ran: {out:?}");
     assert!(out.stdout.contains("  ✗ math: "), "denied, the model got an error: {out:?}");
     assert!(out.stdout.ends_with("echo: bye\n"), "the lines after the answers are messages again: {out:?}");
@@ -731,7 +734,8 @@ async fn piped_chat_answers_a_client_tool_and_an_approval_from_the_next_lines() 
     assert_eq!(pending["data"], json!([]), "nothing left waiting");
 
     // Input that ends while the turn waits: exit 1, the turn still waits.
-    let cut = user.run_with(&["chat", "--session", &session], &env(&stack), Some("!tool lookup_order {\"order_id\":\"B2\"}\n")).await;
+    let cut =
+        user.run_with(&["chat", "--session", &session], &env(&stack), Some("!tool lookup_order {\"order_id\":\"B2\"}\n")).await;
     assert_eq!(cut.code, 1, "{cut:?}");
     assert!(cut.stderr.contains("turnstone sessions pending ses_"), "{cut:?}");
     let pending = stack.client().get(&format!("/v1/sessions/{session}/pending")).await.expect(200);
@@ -837,8 +841,7 @@ async fn mcp_add_tools_refresh_update_rm_print_the_apis_json_and_never_a_header_
     }
 
     // update: allowed tools and status, then a new header value (replaces the old).
-    let updated =
-        run(&["mcp", "update", &id, "--allowed-tool", "echo", "--status", "disabled", "-o", "json"]).await.json();
+    let updated = run(&["mcp", "update", &id, "--allowed-tool", "echo", "--status", "disabled", "-o", "json"]).await.json();
     assert_eq!((updated["allowed_tools"].clone(), updated["status"].clone()), (json!(["echo"]), json!("disabled")));
     let body = user.home.join("server.json");
     std::fs::write(&body, json!({"status": "active", "headers": {"Authorization": format!("Bearer {SECRET}-2")}}).to_string())

@@ -118,6 +118,59 @@ async fn an_agent_calls_an_mcp_servers_tools_in_a_turn() {
 }
 
 #[tokio::test]
+async fn tool_policies_hold_deny_and_approve_mcp_tools_by_their_model_names() {
+    // Arrange: every tool of the server asks, `fail` is denied outright (the exact name wins).
+    let stack = Stack::start().await;
+    let api = stack.client();
+    let server = McpServer::start().await;
+    let mcp = id(&register(&api, "test", &server.url, None).await);
+    api.post(&format!("/v1/mcp-servers/{mcp}/refresh"), json!({})).await.expect(200);
+    let policies = json!({"mcp__test__*": "ask", "mcp__test__fail": "deny"});
+    let agent = api
+        .post("/v1/agents", json!({"name": "careful", "capabilities": [format!("mcp:{mcp}")], "tool_policies": policies}))
+        .await
+        .expect(201);
+    let ses = api.post("/v1/sessions", json!({"agent_id": agent["id"]})).await.expect(201)["id"].as_str().unwrap().to_owned();
+
+    // Act: a denied tool never reaches the server, and the turn goes on without waiting.
+    api.say(&ses, "!tool mcp__test__fail {}").await;
+    let events = api.wait_for(&ses, "turn.completed", 1).await;
+    assert!(of(&events, "turn.waiting").is_empty(), "{events:#?}");
+    let denied = of(&events, "tool.completed")[0];
+    assert_eq!(denied["data"]["is_error"], true);
+    assert!(denied["data"]["error"].as_str().unwrap().contains("denied"), "{denied:#?}");
+    assert_eq!(server.calls(), 0, "a denied MCP tool is not called");
+
+    // Act: an asked tool parks the turn; nothing is called until someone decides.
+    api.say(&ses, r#"!tool mcp__test__echo {"text": "held"}"#).await;
+    let events = api.wait_for(&ses, "turn.waiting", 1).await;
+    let asked = of(&events, "tool.approval_requested")[0]["data"].clone();
+    assert_eq!(asked["name"], "mcp__test__echo", "{asked:#}");
+    assert_eq!(server.calls(), 0, "nothing runs before the approval");
+    let url = format!("/v1/sessions/{ses}/approvals/{}", asked["approval_id"].as_str().unwrap());
+    api.post(&url, json!({"decision": "approve", "arguments_sha256": asked["arguments_sha256"]})).await.expect(200);
+    let events = api.wait_for(&ses, "turn.completed", 2).await;
+
+    // Assert: the approved call ran once on the server with its held arguments, named by its server.
+    let ran = of(&events, "tool.completed")[1];
+    assert_eq!(ran["data"]["result"], "held", "{ran:#?}");
+    assert_eq!(ran["data"]["mcp_server_id"], mcp.as_str());
+    assert_eq!(server.calls(), 1);
+
+    // A denial by a person: the server is not called and the model reads why.
+    api.say(&ses, r#"!tool mcp__test__add {"a": 1, "b": 2}"#).await;
+    let events = api.wait_for(&ses, "turn.waiting", 2).await;
+    let asked = of(&events, "tool.approval_requested")[1]["data"].clone();
+    let url = format!("/v1/sessions/{ses}/approvals/{}", asked["approval_id"].as_str().unwrap());
+    api.post(&url, json!({"decision": "deny", "reason": "no sums", "arguments_sha256": asked["arguments_sha256"]}))
+        .await
+        .expect(200);
+    let events = api.wait_for(&ses, "turn.completed", 3).await;
+    assert_eq!(of(&events, "tool.completed")[2]["data"]["error"], r#"{"error":"denied","reason":"no sums"}"#);
+    assert_eq!(server.calls(), 1, "the denied call never reached the server");
+}
+
+#[tokio::test]
 async fn a_changed_tool_list_gets_new_hashes_and_a_disabled_server_offers_nothing() {
     let stack = Stack::start().await;
     let api = stack.client();
