@@ -111,7 +111,7 @@ export async function edit(main, { id }, { navigate, showProblem }) {
   const addPolicy = (pattern = "", policy = "ask") => {
     const pat = h("input", { name: "policy_pattern", required: true, maxlength: 128, value: pattern, placeholder: "mcp__github__*", spellcheck: "false", "aria-label": "Tool pattern" });
     const choice = h("select", { name: "policy", "aria-label": "Policy" }, ["auto", "ask", "deny"].map((p) => h("option", { value: p, selected: p === policy }, p)));
-    const drop = h("button", { type: "button", class: "link" }, "Remove");
+    const drop = h("button", { type: "button", class: "link", "aria-label": "Remove this policy" }, "Remove");
     const row = h("div", { class: "toolbar pair", role: "listitem" }, pat, choice, drop);
     drop.addEventListener("click", () => row.remove());
     policyRows.append(row);
