@@ -9,6 +9,7 @@ import * as session from "./session.js";
 import * as agents from "./agents.js";
 import * as providers from "./providers.js";
 import * as keys from "./keys.js";
+import * as mcp from "./mcp.js";
 import * as operator from "./operator.js";
 
 /** Routes: a path pattern (`:name` captures one segment), the page and who may see it. */
@@ -19,6 +20,8 @@ const ROUTES = [
   { path: "/console/agents", page: agents.list, who: "key" },
   { path: "/console/agents/:id", page: agents.edit, who: "key" },
   { path: "/console/providers", page: providers.render, who: "key" },
+  { path: "/console/mcp-servers", page: mcp.list, who: "key" },
+  { path: "/console/mcp-servers/:id", page: mcp.show, who: "key" },
   { path: "/console/keys", page: keys.render, who: "key" },
   { path: "/console/orgs", page: operator.list, who: "operator" },
   { path: "/console/orgs/:id", page: operator.edit, who: "operator" },
@@ -30,6 +33,7 @@ const NAV = {
     ["/console/sessions", "Sessions"],
     ["/console/agents", "Agents"],
     ["/console/providers", "Providers & models"],
+    ["/console/mcp-servers", "MCP servers"],
     ["/console/keys", "API keys"],
   ],
   operator: [["/console/orgs", "Organisations"]],

@@ -33,7 +33,8 @@ export async function render(main, { id, tab }, ctx) {
 
   const statusBadge = h("span", {}, badge(session.status));
   const streamState = h("span", { class: "muted", "aria-live": "polite" }, "connecting…");
-  const cancel = h("button", { type: "button", class: "danger" }, "Cancel turn");
+  // The API cancels the turn that runs; messages queued behind it still run (as posted).
+  const cancel = h("button", { type: "button", class: "danger", title: "Cancels the running turn; messages queued behind it still run" }, "Cancel turn");
   const setStatus = (s) => {
     session.status = s;
     fill(statusBadge, badge(s));
@@ -96,34 +97,94 @@ export async function render(main, { id, tab }, ctx) {
   };
 }
 
+/** The stored events the chat shows (the same list for its history and for the live stream). */
+const CHAT_TYPES = [
+  "input.message",
+  "output.message.completed",
+  "tool.started",
+  "tool.call_requested",
+  "tool.approval_requested",
+  "tool.approval_resolved",
+  "tool.completed",
+  "turn.failed",
+  "turn.cancelled",
+];
+
+/** The types as a query: the parameter repeated, one value each (an enum in the contract). */
+const CHAT_QUERY = CHAT_TYPES.map((t) => `types=${encodeURIComponent(t)}`).join("&");
+
+/** A (re)loaded chat shows the chat events among this many of the newest events. */
+const CHAT_WINDOW = 2000;
+
+const argsText = (args) => (typeof args === "string" ? args : JSON.stringify(args ?? {}));
+
+/** A message's tool calls, as a list under its bubble. */
+function calls(toolCalls) {
+  return Array.isArray(toolCalls) && toolCalls.length
+    ? h("ul", { class: "calls" }, toolCalls.map((c) => h("li", {}, h("code", {}, `${c.name ?? c.function?.name ?? "tool"}(${argsText(c.arguments ?? c.function?.arguments)})`))))
+    : null;
+}
+
+/**
+ * The chat line of one stored event — `{role, text, extra?}`, or null for events the chat does
+ * not show. The one renderer of both the history read when the page opens and the live stream,
+ * so a reload shows what the live view showed.
+ */
+export function chatLine(event) {
+  const d = event.data ?? {};
+  switch (event.type) {
+    case "input.message":
+      return { role: "user", text: partsText(d.message?.content) };
+    case "output.message.completed":
+      return { role: "assistant", text: partsText(d.message?.content), extra: calls(d.message?.tool_calls) };
+    case "tool.started":
+      return { role: "tool", text: `→ ${d.name}(${argsText(d.arguments)})` };
+    case "tool.completed":
+      return {
+        role: "tool",
+        text: `← ${d.name}${d.is_error ? ` (error): ${typeof d.error === "string" ? d.error : JSON.stringify(d.error)}` : `: ${JSON.stringify(d.result)}`}${d.by && d.by !== "worker" ? ` (by ${d.by})` : ""}`,
+      };
+    case "tool.call_requested":
+      return { role: "tool", text: (d.calls ?? []).map((c) => `… waiting for the client: ${c.name}(${argsText(c.arguments)})`).join("\n") };
+    case "tool.approval_requested":
+      return { role: "tool", text: `… waiting for an approval: ${d.name}(${argsText(d.arguments)})` };
+    case "tool.approval_resolved":
+      return { role: "tool", text: `${d.decision === "approve" ? "✓ approved" : d.decision === "deny" ? "✗ denied" : `✗ ${d.decision}`}: ${d.tool_call_id}${d.reason ? ` (${d.reason})` : ""}` };
+    case "turn.failed":
+      return { role: "system", text: `turn failed: ${d.error_code ?? ""} ${d.message ?? ""}`.trim() };
+    case "turn.cancelled":
+      return { role: "system", text: "turn cancelled" };
+  }
+  return null;
+}
+
 /** The chat: the conversation so far, live token deltas, and a message box. */
 async function chat(panel, { session }, { showProblem }) {
   const id = session.id;
   const log = h("ol", { class: "chat", "aria-label": "Conversation" });
   const live = h("div", { class: "bubble assistant live", "aria-live": "polite", hidden: true });
+  // Each stored event is shown once (the history and the stream may both hold it).
   const shown = new Set();
-  const bubble = (role, text, seq, extra) => {
-    if (seq !== undefined) {
-      if (shown.has(seq)) return;
-      shown.add(seq);
-    }
-    log.append(h("li", { class: `bubble ${role}`, "data-sequence": seq ?? null }, h("span", { class: "role" }, role), h("div", { class: "text" }, text), extra ?? null));
+  const show = (event) => {
+    if (shown.has(event.sequence)) return;
+    shown.add(event.sequence);
+    const line = chatLine(event);
+    if (!line) return;
+    log.append(h("li", { class: `bubble ${line.role}`, "data-sequence": event.sequence }, h("span", { class: "role" }, line.role), h("div", { class: "text" }, line.text), line.extra ?? null));
     log.lastElementChild.scrollIntoView?.({ block: "nearest" });
   };
-  const toolLine = (text, seq) => bubble("tool", text, seq);
-  const calls = (toolCalls) =>
-    Array.isArray(toolCalls) && toolCalls.length
-      ? h("ul", { class: "calls" }, toolCalls.map((c) => h("li", {}, h("code", {}, `${c.name ?? c.function?.name ?? "tool"}(${typeof c.arguments === "string" ? c.arguments : JSON.stringify(c.arguments ?? c.function?.arguments ?? {})})`))))
-      : null;
 
-  // The conversation in turn order (the latest 1000 messages at most).
-  let after = 0;
-  for (let pages = 0; pages < 5; pages++) {
-    const page = await get(`/v1/sessions/${id}/messages?limit=200&after_sequence=${after}`);
-    for (const m of page.data) bubble(m.role, partsText(m.content), m.sequence, calls(m.tool_calls));
+  // The history: the chat events among the newest CHAT_WINDOW of the log, in sequence order (as
+  // the stream delivered them). At most two pages, so the time does not grow with the log.
+  const from = Math.max(0, (session.last_sequence ?? 0) - CHAT_WINDOW);
+  let after = from;
+  for (let pages = 0; pages < CHAT_WINDOW / 1000; pages++) {
+    const page = await get(`/v1/sessions/${id}/events?${CHAT_QUERY}&after_sequence=${after}&limit=1000`);
+    page.data.forEach(show);
     if (page.next_after_sequence === null || page.data.length === 0) break;
     after = page.next_after_sequence;
   }
+  if (from > 0) log.prepend(h("li", { class: "muted" }, `Lines of the newest ${CHAT_WINDOW} events; earlier ones are on the `, h("a", { href: `/console/sessions/${id}/events?from=0` }, "events"), " tab."));
 
   const text = h("textarea", { name: "message", rows: 3, required: true, maxlength: 100000, placeholder: "Write a message (Ctrl+Enter sends)" });
   const send = h("button", { type: "submit" }, "Send");
@@ -154,25 +215,12 @@ async function chat(panel, { session }, { showProblem }) {
       live.textContent += frame.data?.delta ?? "";
     },
     onEvent(event) {
-      const d = event.data ?? {};
-      switch (event.type) {
-        case "input.message":
-          return bubble("user", partsText(d.message?.content), event.sequence);
-        case "output.message.completed":
-          live.hidden = true;
-          live.textContent = "";
-          return bubble("assistant", partsText(d.message?.content), event.sequence, calls(d.message?.tool_calls));
-        case "tool.started":
-          return toolLine(`→ ${d.name}(${typeof d.arguments === "string" ? d.arguments : JSON.stringify(d.arguments ?? {})})`, event.sequence);
-        case "tool.completed":
-          return toolLine(`← ${d.name}: ${JSON.stringify(d.is_error ? d.error : d.result)}`, event.sequence);
-        case "turn.failed":
-          return bubble("system", `turn failed: ${d.error_code ?? ""} ${d.message ?? ""}`.trim(), event.sequence);
-        case "turn.cancelled":
-          live.hidden = true;
-          live.textContent = "";
-          return bubble("system", "turn cancelled", event.sequence);
+      // The final message or the turn's end replaces the streamed text.
+      if (["output.message.completed", "turn.completed", "turn.failed", "turn.cancelled"].includes(event.type)) {
+        live.hidden = true;
+        live.textContent = "";
       }
+      show(event);
     },
   };
 }

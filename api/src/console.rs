@@ -31,6 +31,7 @@ const ASSETS: &[(&str, &str, &str)] = &[
     ("agents.js", "text/javascript; charset=utf-8", include_str!("../console/agents.js")),
     ("providers.js", "text/javascript; charset=utf-8", include_str!("../console/providers.js")),
     ("keys.js", "text/javascript; charset=utf-8", include_str!("../console/keys.js")),
+    ("mcp.js", "text/javascript; charset=utf-8", include_str!("../console/mcp.js")),
     ("operator.js", "text/javascript; charset=utf-8", include_str!("../console/operator.js")),
 ];
 

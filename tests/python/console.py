@@ -3,7 +3,8 @@ Chromium) against a live stack, and fails on any JavaScript error, any failed re
 did not provoke, and any page without its main heading. Run by `tests/tests/it/console.rs`.
 
 Usage: console.py BASE_URL API_KEY OPERATOR_TOKEN BIG_SESSION_ID ARTIFACT_DIR
-Environment: TURNSTONE_CHROMIUM (default /usr/bin/chromium).
+Environment: TURNSTONE_CHROMIUM (default /usr/bin/chromium); TURNSTONE_CONSOLE_MCP_URL and
+TURNSTONE_CONSOLE_MCP_TOKEN: a live MCP server (tests/src/mcp_server.rs) and the bearer token it wants.
 Prints one line `FIRST_SCREEN_MS {...}` with the 10,000-event session's first-screen times.
 """
 
@@ -12,11 +13,14 @@ import os
 import re
 import sys
 import time
+import urllib.request
 
 from playwright.sync_api import expect, sync_playwright
 
 BASE, KEY, OPERATOR, BIG, ARTIFACTS = sys.argv[1:6]
 CHROMIUM = os.environ.get("TURNSTONE_CHROMIUM", "/usr/bin/chromium")
+MCP_URL = os.environ["TURNSTONE_CONSOLE_MCP_URL"]
+MCP_TOKEN = os.environ["TURNSTONE_CONSOLE_MCP_TOKEN"]
 os.makedirs(ARTIFACTS, exist_ok=True)
 expect.set_options(timeout=15_000)
 
@@ -60,6 +64,20 @@ class Guard:
         if req.method == "GET" and "ABORTED" in (req.failure or ""):
             return
         self.problems.append(f"request failed: {req.method} {req.url}: {req.failure}")
+
+
+# Sessions the walk drives; if it fails, their event logs are printed (what the server sent).
+WATCHED = []
+
+
+def dump_events():
+    for sid in WATCHED:
+        req = urllib.request.Request(f"{BASE}/v1/sessions/{sid}/events?limit=1000", headers={"Authorization": f"Bearer {KEY}"})
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            events = json.load(resp)["data"]
+        print(f"events of {sid}:", file=sys.stderr)
+        for e in events:
+            print(f"  #{e['sequence']} {e['ts']} {e['type']} turn={e.get('turn_id')} {json.dumps(e['data'])[:160]}", file=sys.stderr)
 
 
 def heading(page, text):
@@ -145,6 +163,7 @@ def main():
         heading(page, "console session")
         expect(page.locator("dd", has_text="live")).to_be_visible()
         session_url = page.url
+        WATCHED.append(session_url.rsplit("/", 1)[1])
         page.evaluate(
             """() => new MutationObserver(() => {
                  const live = document.querySelector('.bubble.live');
@@ -159,15 +178,27 @@ def main():
         assert page.evaluate("() => window.__sawDelta === true"), "no live delta was shown"
         expect(page.locator("dd .badge")).to_have_text("idle")
 
-        # A tool call shows as a call and its result.
+        # A tool call shows as a call and its result; the turn goes on to its answer.
         page.get_by_role("textbox", name="Message").fill('!tool math {"expression":"6*7"}')
         page.keyboard.press("Control+Enter")
         expect(page.locator(".bubble.tool", has_text="42").first).to_be_visible()
+        expect(page.locator(".bubble.assistant:not(.live)", has_text="tool math returned: 42")).to_be_visible()
+        expect(page.locator("dd .badge")).to_have_text("idle")
         shot(page, "session-chat")
 
-        # Cancel a running turn.
+        # After a reload the chat, read back from the stored events, shows the same lines.
+        live_lines = page.locator("ol.chat .bubble").all_inner_texts()
+        page.reload()
+        heading(page, "console session")
+        expect(page.locator(".bubble.tool", has_text="→ math")).to_have_count(1)
+        expect(page.locator("ol.chat .bubble")).to_have_count(len(live_lines))
+        assert page.locator("ol.chat .bubble").all_inner_texts() == live_lines, "the reloaded chat differs from the live one"
+
+        # Cancel a running turn. The session is idle first: "Cancel turn" cancels the turn that
+        # runs, and a message sent while the previous turn still ran would queue behind it.
         page.get_by_role("textbox", name="Message").fill("!sleep 20000")
         page.get_by_role("button", name="Send").click()
+        expect(page.locator(".bubble.user", has_text="!sleep 20000")).to_be_visible()
         expect(page.locator("dd .badge")).to_have_text("running")
         page.get_by_role("button", name="Cancel turn").click()
         expect(page.locator(".bubble.system", has_text="turn cancelled")).to_be_visible()
@@ -266,6 +297,7 @@ def main():
         held = page.request.post(f"{BASE}/v1/sessions", headers=auth, data={"agent_id": agent.json()["id"], "title": "pending session"})
         assert held.status == 201, held.status
         held_id = held.json()["id"]
+        WATCHED.append(held_id)
         asked = page.request.post(
             f"{BASE}/v1/sessions/{held_id}/messages", headers=auth, data={"content": [{"type": "text", "text": '!tool math {"expression":"6*7"}'}]}
         )
@@ -290,6 +322,151 @@ def main():
         expect(ran).to_have_count(1)
         ran.locator("summary").click()
         expect(ran.locator("pre.json")).to_contain_text('"result": "42"')
+
+        # MCP servers: add one with a header (its value is never shown back), refresh it and see
+        # its tools; an unreachable one answers its refresh with a problem; disable, enable, delete.
+        nav(page, "MCP servers")
+        heading(page, "MCP servers")
+        expect(page.get_by_text("No MCP servers yet.")).to_be_visible()
+        page.get_by_label("Name", exact=True).fill("tools")
+        page.get_by_label("URL", exact=True).fill(MCP_URL)
+        page.get_by_role("button", name="Add header").click()
+        page.get_by_label("Header 1 name").fill("Authorization")
+        page.get_by_label("Header 1 value").fill(f"Bearer {MCP_TOKEN}")
+        page.get_by_role("button", name="Add server").click()
+        servers = page.locator("table[aria-label='MCP servers'] tbody tr")
+        tools_row = servers.filter(has=page.get_by_role("link", name="tools", exact=True))
+        expect(tools_row.locator(".badge")).to_have_text("active")
+        expect(tools_row.locator("td").nth(3)).to_have_text("Authorization")
+        page.get_by_role("button", name="Refresh tools").click()
+        expect(page.locator(".notice")).to_have_text("tools: 5 tools fetched.")
+        page.get_by_label("Name", exact=True).fill("down")
+        page.get_by_label("URL", exact=True).fill("http://127.0.0.1:9/mcp")
+        page.get_by_role("button", name="Add server").click()
+        expect(servers).to_have_count(2)
+        guard.allow(r"/v1/mcp-servers/mcp_[0-9a-f]{32}/refresh$", 502)
+        page.get_by_role("button", name="Refresh down").click()
+        expect(page.locator("#problem .code")).to_have_text("mcp_unreachable")
+        expect(page.locator("#problem .detail")).not_to_be_empty()
+        shot(page, "mcp-servers")
+        page.get_by_role("button", name="Delete down").click()
+        page.get_by_role("button", name="Delete down").click()
+        expect(servers).to_have_count(1)
+        page.get_by_role("button", name="Disable tools").click()
+        expect(tools_row.locator(".badge")).to_have_text("disabled")
+        page.get_by_role("button", name="Enable tools").click()
+        expect(tools_row.locator(".badge")).to_have_text("active")
+        assert MCP_TOKEN not in page.content(), "an MCP header value is shown"
+        page.get_by_role("link", name="tools", exact=True).click()
+        heading(page, "tools")
+        echo = page.locator("tr", has_text="mcp__tools__echo")
+        expect(echo).to_contain_text("Echoes its text.")
+        echo.locator("summary").click()
+        expect(echo.locator("pre.json")).to_contain_text('"required": [')
+        expect(echo.locator("code[title]")).to_have_attribute("title", re.compile(r"^[0-9a-f]{64}$"))
+        expect(page.locator("tr[data-tool]")).to_have_count(5)
+        assert MCP_TOKEN not in page.content(), "an MCP header value is shown"
+        shot(page, "mcp-server")
+
+        # The agent editor: the MCP server beside the registry's capabilities, a tool policy, a
+        # client tool. A client tool named like a capability tool is refused, with the problem shown.
+        nav(page, "Agents")
+        page.get_by_role("link", name="New agent").click()
+        heading(page, "New agent")
+        page.get_by_label("Name", exact=True).fill("tools agent")
+        page.locator("#cap-math").check()
+        page.locator("#cap-mcp-tools").check()
+        page.locator(".capability", has_text="mcp:").locator("summary").click()
+        expect(page.locator(".capability", has_text="mcp:").locator(".tool", has_text="mcp__tools__echo")).to_be_visible()
+        page.get_by_role("button", name="Add policy").click()
+        page.get_by_label("Tool pattern").fill("math")
+        page.get_by_label("Policy", exact=True).select_option("ask")
+        page.get_by_role("button", name="Add policy").click()
+        page.get_by_label("Tool pattern").nth(1).fill("mcp__tools__*")
+        page.get_by_label("Policy", exact=True).nth(1).select_option("auto")
+        page.get_by_role("button", name="Add client tool").click()
+        page.get_by_label("Tool name").fill("math")
+        page.get_by_label("Description", exact=True).fill("Looks a word up in the client's dictionary.")
+        page.get_by_label("Parameters (JSON Schema)").fill('{"type": "object", "properties": {"word": {"type": "string"}}}')
+        page.get_by_label("Timeout (seconds)", exact=True).fill("120")
+        page.get_by_label("Approval timeout (seconds)").fill("600")
+        guard.allow(r"/v1/agents$", 400)
+        page.get_by_role("button", name="Create agent").click()
+        expect(page.locator("#problem .code")).to_have_text("tool_name_conflict")
+        expect(page.locator("#problem .detail")).to_contain_text("capability tool")
+        page.get_by_label("Tool name").fill("lookup")
+        shot(page, "agent-editor")
+        page.get_by_role("button", name="Create agent").click()
+        heading(page, "tools agent")
+        expect(page.get_by_role("status")).to_have_text("Saved.")
+        page.reload()
+        heading(page, "tools agent")
+        expect(page.get_by_label("Tool pattern")).to_have_count(2)
+        expect(page.get_by_label("Tool pattern").first).to_have_value("math")
+        expect(page.get_by_label("Policy", exact=True).first).to_have_value("ask")
+        expect(page.get_by_label("Tool name")).to_have_value("lookup")
+        expect(page.get_by_label("Timeout (seconds)", exact=True)).to_have_value("120")
+        expect(page.get_by_label("Approval timeout (seconds)")).to_have_value("600")
+        expect(page.locator("#cap-mcp-tools")).to_be_checked()
+        tools_agent = page.url.rsplit("/", 1)[1]
+
+        # A session of that agent: an MCP tool runs (policy auto); a held math call is denied from
+        # the Pending tab; a client tool call gets its result there, and the turn finishes.
+        tools_session = page.request.post(f"{BASE}/v1/sessions", headers=auth, data={"agent_id": tools_agent, "title": "tools session"})
+        assert tools_session.status == 201, tools_session.status
+        tools_session = tools_session.json()["id"]
+        WATCHED.append(tools_session)
+        page.goto(f"{BASE}/console/sessions/{tools_session}")
+        heading(page, "tools session")
+        expect(page.locator("dd", has_text="live")).to_be_visible()
+        page.get_by_role("textbox", name="Message").fill('!tool mcp__tools__echo {"text":"hello over mcp"}')
+        page.get_by_role("button", name="Send").click()
+        expect(page.locator(".bubble.tool", has_text='← mcp__tools__echo: "hello over mcp"')).to_be_visible()
+        expect(page.locator("dd .badge")).to_have_text("idle")
+        page.get_by_role("textbox", name="Message").fill('!tool math {"expression":"2+2"}')
+        page.get_by_role("button", name="Send").click()
+        expect(page.locator(".bubble.tool", has_text="waiting for an approval: math")).to_be_visible()
+        expect(page.locator("dd .badge")).to_have_text("waiting")
+        page.get_by_role("link", name="Pending").click()
+        expect(page.locator("article.pending")).to_have_count(1)
+        page.get_by_label("Reason (for a denial)").fill("not today")
+        page.get_by_role("button", name="Deny math").click()
+        expect(page.get_by_text("Nothing is pending.")).to_be_visible()
+        expect(page.locator("dd .badge")).to_have_text("idle")
+        page.get_by_role("link", name="Events").click()
+        page.get_by_label("Types").fill("tool.approval_resolved,tool.completed")
+        page.get_by_role("button", name="Apply").click()
+        denial = page.locator("table.events tbody tr", has_text="tool.approval_resolved")
+        expect(denial).to_have_count(1)
+        denial.locator("summary").click()
+        expect(denial.locator("pre.json")).to_contain_text('"decision": "deny"')
+        expect(denial.locator("pre.json")).to_contain_text('"reason": "not today"')
+        shot(page, "session-denied")
+        page.get_by_role("link", name="Chat").click()
+        page.get_by_role("textbox", name="Message").fill('!tool lookup {"word":"turnstone"}')
+        page.get_by_role("button", name="Send").click()
+        expect(page.locator(".bubble.tool", has_text="waiting for the client: lookup")).to_be_visible()
+        page.get_by_role("link", name="Pending").click()
+        call = page.locator("article.pending", has_text="client tool call")
+        expect(call).to_have_count(1)
+        expect(call.locator("pre.json")).to_contain_text('"word": "turnstone"')
+        call.get_by_label("Result", exact=True).fill("a stone that turns")
+        shot(page, "session-client-tool")
+        call.get_by_role("button", name="Submit result").click()
+        expect(page.get_by_text("Nothing is pending.")).to_be_visible()
+        expect(page.locator("dd .badge")).to_have_text("idle")
+        page.get_by_role("link", name="Chat").click()
+        expect(page.locator(".bubble.assistant", has_text="tool lookup returned: a stone that turns")).to_be_visible()
+        # The whole conversation, read back from the log: every tool line the live view showed.
+        for line in [
+            '← mcp__tools__echo: "hello over mcp"',
+            "waiting for an approval: math",
+            "✗ denied",
+            "waiting for the client: lookup",
+            '← lookup: "a stone that turns" (by client)',
+        ]:
+            expect(page.locator(".bubble.tool", has_text=line)).to_have_count(1)
+        shot(page, "session-tools-chat")
 
         # An error shows the problem's code and detail.
         missing = "ses_" + "0" * 31 + "1"
@@ -360,6 +537,8 @@ def main():
             (session_path + "/files?dir=/notes", "console session", "table.files tbody tr"),
             (session_path + "/kv", "console session", "text=No keys."),
             (session_path, "console session", "form.composer"),
+            ("/console/mcp-servers", "MCP servers", "tbody tr"),
+            (f"/console/agents/{tools_agent}", "tools agent", "fieldset.client-tool"),
         ]:
             page.goto(BASE + path)
             heading(page, title)
@@ -399,4 +578,8 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except Exception:
+        dump_events()
+        raise

@@ -1,24 +1,32 @@
 //! The operator console (`/console`): served under a strict Content-Security-Policy with its
 //! assets embedded, deep links answered with the page, `/viewer` redirected; and walked in a
 //! real browser — headless Chromium (the Debian package) driven by Playwright for Python
-//! (`tests/python/console.py`, pinned in `tests/python/requirements.txt`) against a live stack:
-//! sign in, create an agent, start a session, watch a reply stream in, call a tool, cancel,
-//! filter and inspect events, reload a deep link, upload a file and see one the agent writes appear
-//! live, view and download it (a Blob URL, no key in a URL), set, view and delete a key, approve
-//! a held tool call from the Pending tab, see a
-//! problem's code and detail, keys,
-//! providers, the operator's orgs, 390 px width, sign out. The script fails on any JavaScript
-//! error, any failed request the flow did not provoke, and any page without its main heading.
-//! It also times the first screen of a session of 10,000 events (docs/benchmarks.md).
+//! (`tests/python/console.py`, pinned in `tests/python/requirements.txt`) against a live stack
+//! and a live MCP server (`turnstone_tests::mcp_server`): sign in, create an agent, start a
+//! session, watch a reply stream in, call a tool, reload and see the same chat read back from the
+//! log, cancel, filter and inspect events, reload a deep link, upload a file and see one the agent
+//! writes appear live, view and download it (a Blob URL, no key in a URL), set, view and delete a
+//! key, approve a held tool call from the Pending tab; add an MCP server with a header, refresh it
+//! (and an unreachable one: its problem shown), see its tools; create an agent with that server,
+//! a tool policy and a client tool; deny a held call and submit a client tool's result from the
+//! Pending tab; see a problem's code and detail, keys, providers, the operator's orgs, 390 px
+//! width, sign out. The script fails on any JavaScript error, any failed request the flow did not
+//! provoke, and any page without its main heading; when it fails it prints the event logs of the
+//! sessions it drove. It also times the first screen of a session of 10,000 events
+//! (docs/benchmarks.md).
 //!
 //! Screenshots go to `TURNSTONE_CONSOLE_ARTIFACTS` (default `target/tmp/console`).
 
 use std::path::{Path, PathBuf};
 
 use turnstone_core::ids::{OrgId, SessionId, TypedId};
+use turnstone_tests::mcp_server::McpServer;
 use turnstone_tests::{Stack, StackOptions};
 
 const ROOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+
+/// The bearer token the browser test's MCP server wants; the console must never show it back.
+const MCP_TOKEN: &str = "console-mcp-token-never-shown";
 
 #[tokio::test]
 async fn the_console_is_served_under_a_strict_csp() {
@@ -47,6 +55,8 @@ async fn the_console_is_served_under_a_strict_csp() {
         ("session.js", "text/javascript"),
         ("storage.js", "text/javascript"),
         ("pending.js", "text/javascript"),
+        ("agents.js", "text/javascript"),
+        ("mcp.js", "text/javascript"),
         ("console.css", "text/css"),
     ] {
         let resp = get(&format!("/console/assets/{asset}")).await;
@@ -128,6 +138,11 @@ async fn the_console_walks_its_flow_in_chromium() {
     }
     owner.close().await;
 
+    // A real MCP server (rmcp, streamable HTTP on 127.0.0.1) that wants a bearer token: the
+    // console adds it with that header, refreshes it and lists its tools. The stack allows
+    // loopback targets (`TURNSTONE_ALLOW_PRIVATE_NETWORKS`, StackOptions' default).
+    let mcp = McpServer::start_with_token(Some(MCP_TOKEN)).await;
+
     let artifacts = std::env::var_os("TURNSTONE_CONSOLE_ARTIFACTS")
         .map(PathBuf::from)
         .unwrap_or_else(|| Path::new(env!("CARGO_TARGET_TMPDIR")).join("console"));
@@ -136,6 +151,8 @@ async fn the_console_walks_its_flow_in_chromium() {
         .args([&stack.base, &stack.key, &stack.operator_token, &big])
         .arg(&artifacts)
         .env("TURNSTONE_CHROMIUM", &chromium)
+        .env("TURNSTONE_CONSOLE_MCP_URL", &mcp.url)
+        .env("TURNSTONE_CONSOLE_MCP_TOKEN", MCP_TOKEN)
         .kill_on_drop(true)
         .output()
         .await
@@ -144,6 +161,8 @@ async fn the_console_walks_its_flow_in_chromium() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     eprintln!("{stdout}{stderr}\nscreenshots: {}", artifacts.display());
     assert!(output.status.success(), "the console flow failed (output above)");
+    assert!(mcp.calls() >= 1, "the agent called the MCP server's tool");
+    assert_eq!(mcp.counters.unauthorized.load(std::sync::atomic::Ordering::SeqCst), 0, "the header the console stored was sent");
 
     let timings: serde_json::Value = stdout
         .lines()
