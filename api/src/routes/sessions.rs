@@ -42,7 +42,8 @@ enum CancelResponse {
     /// The turn had not started and is now cancelled.
     #[oai(status = 200)]
     Cancelled(Json<CancelAccepted>),
-    /// The running turn's worker was told to stop; `turn.cancelled` follows.
+    /// The running turn's worker was told to stop: `turn.cancelled` follows at its next step,
+    /// unless the model's final answer was already in, when `turn.completed` follows instead.
     #[oai(status = 202)]
     Cancelling(Json<CancelAccepted>),
 }
