@@ -13,11 +13,13 @@
 //! - [`procs`]: the same binaries as child processes.
 //! - [`pooler`]: a real PgBouncer in transaction mode in front of the test database.
 //! - [`recorder`]: an OpenAI-compatible endpoint that records what workers send the model.
+//! - [`readme`]: the README's walkthroughs, run as written.
 //! - [`mcp_server`]: a real MCP server (rmcp, streamable HTTP) and a connection recorder for the outbound guard.
 
 pub mod mcp_server;
 pub mod pooler;
 pub mod procs;
+pub mod readme;
 pub mod recorder;
 
 use std::time::Duration;

@@ -447,3 +447,20 @@ async fn an_org_providers_internal_base_url_is_refused_and_the_operators_is_trus
     assert_eq!(of(&events, "turn.failed")[0]["data"]["error_code"], "provider_address_refused");
     assert_eq!(target.connections(), 0, "a refused provider address saw a connection");
 }
+
+#[tokio::test]
+async fn the_readme_mcp_walkthrough_calls_the_reference_server() {
+    // Arrange
+    let Some(everything) = Everything::start().await else { return };
+    let stack = Stack::start().await;
+
+    // Act: the README's walkthrough, pointed at the reference server.
+    let stdout =
+        turnstone_tests::readme::run(&stack, &turnstone_tests::readme::block("mcp"), &[("MCP_URL", &everything.url)]).await;
+
+    // Assert: the tool list came back, and the last line is the remote tool's result.
+    assert!(stdout.contains("\"model_name\":\"mcp__everything__get-sum\""), "{stdout}");
+    let completed = stdout.lines().last().expect("the tool.completed events are printed last");
+    assert!(completed.contains("The sum of 2 and 3 is 5.") && completed.contains("\"mcp_server_id\":\"mcp_"), "{completed}");
+    assert!(!stdout.contains("your-mcp-token"), "the header value is never returned");
+}

@@ -3,16 +3,12 @@
 
 use std::process::Stdio;
 
-use turnstone_tests::Stack;
+use turnstone_tests::{Stack, readme};
 
 const ROOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
 
-/// The lines of the README's `sh` block between the quickstart markers.
 fn readme_quickstart() -> String {
-    let readme = std::fs::read_to_string(format!("{ROOT}/README.md")).expect("README.md");
-    let start = readme.find("<!-- quickstart:begin -->\n```sh\n").expect("quickstart begin marker") + 32;
-    let end = readme.find("```\n<!-- quickstart:end -->").expect("quickstart end marker");
-    readme[start..end].to_owned()
+    readme::block("quickstart")
 }
 
 #[test]
@@ -38,30 +34,11 @@ async fn the_readme_quickstart_prints_the_tools_answer() {
     assert_eq!(first, "export TS=http://127.0.0.1:8080 KEY=$(cat .turnstone/api_key)");
 
     // Act
-    let run = tokio::process::Command::new("bash")
-        .arg("-c")
-        .arg(rest)
-        .env("TS", &stack.base)
-        .env("KEY", &stack.key)
-        .stdin(Stdio::null())
-        .kill_on_drop(true)
-        .output();
-    let out = tokio::time::timeout(turnstone_tests::DEADLINE, run).await.expect("the quickstart finishes").expect("bash runs");
+    let stdout = readme::run(&stack, rest, &[]).await;
 
     // Assert
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "exit {:?}; stdout: {stdout}; stderr: {}", out.status, String::from_utf8_lossy(&out.stderr));
     let messages = stdout.lines().last().expect("the messages list is printed last");
     assert!(messages.contains("tool math returned: 42"), "{messages}");
-}
-
-/// The lines of the README's storage example (`<!-- storage-example:begin -->`).
-fn readme_storage_example() -> String {
-    let readme = std::fs::read_to_string(format!("{ROOT}/README.md")).expect("README.md");
-    let marker = "<!-- storage-example:begin -->\n```sh\n";
-    let start = readme.find(marker).expect("storage example begin marker") + marker.len();
-    let end = readme.find("```\n<!-- storage-example:end -->").expect("storage example end marker");
-    readme[start..end].to_owned()
 }
 
 #[tokio::test]
@@ -70,19 +47,9 @@ async fn the_readme_storage_example_downloads_the_agents_edit() {
     let stack = Stack::start().await;
 
     // Act
-    let run = tokio::process::Command::new("bash")
-        .arg("-c")
-        .arg(format!("set -e\n{}", readme_storage_example()))
-        .env("TS", &stack.base)
-        .env("KEY", &stack.key)
-        .stdin(Stdio::null())
-        .kill_on_drop(true)
-        .output();
-    let out = tokio::time::timeout(turnstone_tests::DEADLINE, run).await.expect("the example finishes").expect("bash runs");
+    let stdout = readme::run(&stack, &format!("set -e\n{}", readme::block("storage-example")), &[]).await;
 
     // Assert: what it downloads last is the file as the agent edited it.
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "exit {:?}; stdout: {stdout}; stderr: {}", out.status, String::from_utf8_lossy(&out.stderr));
     assert!(stdout.ends_with("# Plan\n- [x] draft\n"), "{stdout}");
     assert!(stdout.contains(r#""path":"/plan.md""#), "the upload answered its metadata: {stdout}");
 }
@@ -91,10 +58,7 @@ async fn the_readme_storage_example_downloads_the_agents_edit() {
 async fn the_readme_cli_quickstart_prints_the_tools_answer() {
     // Arrange: the block's first two lines point at `scripts/dev`'s build and stack; the test
     // puts its build on PATH and logs in to its own stack instead, in a home of its own.
-    let readme = std::fs::read_to_string(format!("{ROOT}/README.md")).expect("README.md");
-    let start = readme.find("<!-- cli-quickstart:begin -->\n```sh\n").expect("CLI quickstart begin marker") + 36;
-    let end = readme.find("```\n<!-- cli-quickstart:end -->").expect("CLI quickstart end marker");
-    let block = &readme[start..end];
+    let block = readme::block("cli-quickstart");
     let mut lines = block.lines();
     assert_eq!(lines.next(), Some("export PATH=$PWD/target/debug:$PATH   # or: cargo install --path cli"));
     assert_eq!(lines.next(), Some(r#"turnstone login --url http://127.0.0.1:8080 --key "$(cat .turnstone/api_key)""#));
@@ -135,25 +99,11 @@ async fn the_readme_cli_quickstart_prints_the_tools_answer() {
 async fn the_readme_waiting_walkthrough_resolves_a_client_tool_and_an_approval() {
     // Arrange: the walkthrough, after the quickstart's variables.
     let stack = Stack::start().await;
-    let readme = std::fs::read_to_string(format!("{ROOT}/README.md")).expect("README.md");
-    let start = readme.find("<!-- waiting:begin -->\n```sh\n").expect("waiting begin marker") + 29;
-    let end = readme.find("```\n<!-- waiting:end -->").expect("waiting end marker");
-    let script = format!("H=\"Authorization: Bearer $KEY\"; J='content-type: application/json'\n{}", &readme[start..end]);
 
     // Act
-    let run = tokio::process::Command::new("bash")
-        .arg("-c")
-        .arg(script)
-        .env("TS", &stack.base)
-        .env("KEY", &stack.key)
-        .stdin(Stdio::null())
-        .kill_on_drop(true)
-        .output();
-    let out = tokio::time::timeout(turnstone_tests::DEADLINE, run).await.expect("the walkthrough finishes").expect("bash runs");
+    let stdout = readme::run(&stack, &readme::block("waiting"), &[]).await;
 
     // Assert
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "exit {:?}; stdout: {stdout}; stderr: {}", out.status, String::from_utf8_lossy(&out.stderr));
     assert!(stdout.contains("\"resumed\":true"), "{stdout}");
     let messages = stdout.lines().last().expect("the messages list is printed last");
     assert!(messages.contains("tool lookup_order returned: shipped"), "{messages}");
