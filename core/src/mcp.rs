@@ -506,21 +506,32 @@ impl StoredServer {
 
 /// Reads servers with their sealed headers and the data keys they name; missing ids are left out.
 pub async fn stored_servers(conn: &mut PgConnection, org_id: OrgId, ids: &[McpServerId]) -> Result<Vec<StoredServer>> {
-    type Row = (McpServerId, String, String, String, Option<Vec<String>>, Option<Vec<u8>>);
+    Ok(servers_with_tools(conn, org_id, ids).await?.into_iter().map(|(s, _)| s).collect())
+}
+
+/// [`stored_servers`] with each one's cached tool list, in one statement: what a turn reads.
+pub async fn servers_with_tools(
+    conn: &mut PgConnection,
+    org_id: OrgId,
+    ids: &[McpServerId],
+) -> Result<Vec<(StoredServer, ToolList)>> {
+    type Row = (McpServerId, String, String, String, Option<Vec<String>>, Option<Vec<u8>>, Value, Option<DateTime<Utc>>);
     let rows: Vec<Row> = sqlx::query_as(
-        "SELECT id, name, url, status, allowed_tools, headers_ciphertext FROM mcp_servers WHERE org_id = $1 AND id = ANY($2)",
+        "SELECT id, name, url, status, allowed_tools, headers_ciphertext, tools, tools_fetched_at
+           FROM mcp_servers WHERE org_id = $1 AND id = ANY($2)",
     )
     .bind(org_id)
     .bind(ids)
     .fetch_all(&mut *conn)
     .await?;
     let mut out = Vec::with_capacity(rows.len());
-    for (id, name, url, status, allowed_tools, sealed) in rows {
+    for (id, name, url, status, allowed_tools, sealed, tools, fetched_at) in rows {
         let headers = match sealed {
             Some(s) => Some(keychain::fetch(&mut *conn, org_id, id.uuid(), s).await?),
             None => None,
         };
-        out.push(StoredServer { id, name, url, status, allowed_tools, headers });
+        let list = ToolList { tools: serde_json::from_value(tools).unwrap_or_default(), fetched_at };
+        out.push((StoredServer { id, name, url, status, allowed_tools, headers }, list));
     }
     Ok(out)
 }

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use sqlx::PgPool;
 use turnstone_core::crypto::KeyRing;
 use turnstone_core::ids::{McpServerId, OrgId, TypedId};
-use turnstone_core::mcp::{self, CachedTool, StoredServer};
+use turnstone_core::mcp::{self, CachedTool, StoredServer, ToolList};
 use turnstone_core::{Error, db};
 
 use crate::client::{Endpoint, McpError, Sessions};
@@ -87,20 +87,19 @@ async fn refresh_claimed(
     }
 }
 
-/// A server's tools for a turn: the cached list while it is fresh; else a
-/// refresh, falling back to the stale list when the server cannot be reached
-/// or another process is refreshing it.
+/// A server's tools for a turn, given its `cached` list (read with the server,
+/// [`mcp::servers_with_tools`]): that list while it is fresh; else a refresh,
+/// falling back to the stale list when the server cannot be reached or another
+/// process is refreshing it.
 pub async fn tools_for_turn(
     pool: &PgPool,
     keys: &KeyRing,
     sessions: &Sessions,
     org_id: OrgId,
     server: &StoredServer,
+    cached: ToolList,
     ttl: Duration,
 ) -> Result<Vec<CachedTool>, CatalogError> {
-    let mut tx = db::begin_org(pool, org_id).await?;
-    let cached = mcp::cached_tools(&mut *tx, org_id, server.id).await?;
-    tx.commit().await.map_err(Error::from)?;
     if cached.is_fresh(ttl) {
         return Ok(cached.tools);
     }

@@ -2,7 +2,7 @@
 //! built-ins beside the tools of the agent's MCP servers (`mcp:<id>`).
 //!
 //! MCP tools come from each server's cached list ([`turnstone_mcp::catalog`]),
-//! read once per turn run; a server that cannot be listed is left out of the
+//! read with the servers in one statement per turn run; a server that cannot be listed is left out of the
 //! turn (logged), the others still work. A call goes over the worker's warm
 //! session to that server. Calls are at-least-once: a crash after the server
 //! ran a tool but before its `tool.completed` committed runs it again.
@@ -50,11 +50,11 @@ impl Toolbox {
         let mut remote = Vec::new();
         if !ids.is_empty() {
             let mut tx = db::begin_org(pool, org_id).await?;
-            let servers = mcp::stored_servers(&mut tx, org_id, &ids).await?;
+            let servers = mcp::servers_with_tools(&mut tx, org_id, &ids).await?;
             tx.commit().await?;
-            for server in servers.into_iter().filter(|s| s.status == "active") {
+            for (server, cached) in servers.into_iter().filter(|(s, _)| s.status == "active") {
                 let server = Arc::new(server);
-                match catalog::tools_for_turn(pool, keys, sessions, org_id, &server, sessions.config().tools_ttl).await {
+                match catalog::tools_for_turn(pool, keys, sessions, org_id, &server, cached, sessions.config().tools_ttl).await {
                     Ok(tools) => remote.extend(
                         tools
                             .into_iter()
