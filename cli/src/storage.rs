@@ -103,7 +103,7 @@ pub async fn files(c: &Client, o: Format, verb: args::Files) -> Result<(), Failu
 /// `files get`: the content, byte for byte, to stdout; or to `local`, then its metadata (the
 /// session path, the bytes written, the `ETag`) as `-o` says.
 async fn get(c: &Client, o: Format, session: &str, path: &str, local: Option<&Path>) -> Result<(), Failure> {
-    let response = call_response(c.read_file(&arg("session id", session)?, &arg("path", path)?, None, None)).await?;
+    let response = call_response(c.read_file(&arg("session id", session)?, &arg("path", path)?, None, None, None)).await?;
     let etag =
         response.headers().get(reqwest::header::ETAG).and_then(|v| v.to_str().ok()).map(|v| v.trim_matches('"').to_owned());
     let mut stream = response.into_inner().into_inner();

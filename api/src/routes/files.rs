@@ -77,6 +77,13 @@ fn none_match_hit(value: Option<&str>, etag: &str) -> bool {
     value.is_some_and(|v| v.split(',').map(str::trim).any(|t| t == "*" || t.trim_start_matches("W/").trim_matches('"') == etag))
 }
 
+/// Whether a `Range` applies under `If-Range` (RFC 9110 13.1.5): without one, yes; with one, only
+/// when it names the current entity tag, strongly compared. A date never matches (no
+/// `Last-Modified` is sent), so the whole file is sent.
+fn range_applies(if_range: Option<&str>, etag: &str) -> bool {
+    if_range.is_none_or(|v| v.trim().strip_prefix('"').and_then(|v| v.strip_suffix('"')) == Some(etag))
+}
+
 /// A `Range: bytes=…` header resolved against the content's length: `None`
 /// to send it whole (no header, or several ranges), `Err` when unsatisfiable.
 fn byte_range(value: Option<&str>, len: u64) -> Result<Option<(u64, u64)>, ()> {
@@ -295,7 +302,8 @@ impl FilesApi {
     }
 
     /// Read a file's bytes. `If-None-Match` naming the current version answers
-    /// 304; one `Range: bytes=…` answers 206 with that part.
+    /// 304; one `Range: bytes=…` answers 206 with that part, unless an `If-Range`
+    /// names another version (then the whole file, 200).
     #[oai(path = "/sessions/:session_id/files/content", method = "get", operation_id = "readFile")]
     async fn read(
         &self,
@@ -305,6 +313,9 @@ impl FilesApi {
         path: Query<rules::FilePath>,
         #[oai(name = "If-None-Match")] if_none_match: Header<Option<Text>>,
         #[oai(name = "Range")] range: Header<Option<Text>>,
+        /// `"<etag>"`: apply `Range` only if the file is still that version.
+        #[oai(name = "If-Range")]
+        if_range: Header<Option<Text>>,
     ) -> Result<FileContent, ApiError> {
         let org = auth.0.org_id;
         let session = session_id.0.id()?;
@@ -321,7 +332,12 @@ impl FilesApi {
         }
         let (meta, content) = files::read(&mut tx, org, session, &path).await?;
         let len = content.len() as u64;
-        Ok(match byte_range(range.0.as_ref().map(|t| t.0.as_str()), len) {
+        let range = range
+            .0
+            .as_ref()
+            .map(|t| t.0.as_str())
+            .filter(|_| range_applies(if_range.0.as_ref().map(|t| t.0.as_str()), &meta.etag));
+        Ok(match byte_range(range, len) {
             Ok(None) => FileContent::Full { content, content_type: meta.content_type, etag: meta.etag },
             Ok(Some((start, end))) => FileContent::Partial {
                 content: content[start as usize..=end as usize].to_vec(),
@@ -490,5 +506,14 @@ mod tests {
         assert!(!none_match_hit(Some("\"abd\""), "abc"));
         assert_eq!(if_match_tag(Some(&Text("\"ab12\"".into()))).unwrap(), Some("ab12".into()));
         assert!(if_match_tag(Some(&Text("\"a\", \"b\"".into()))).is_err());
+    }
+
+    #[test]
+    fn if_range_applies_a_range_only_to_the_version_it_names() {
+        assert!(range_applies(None, "ab12"));
+        assert!(range_applies(Some("\"ab12\""), "ab12"));
+        assert!(!range_applies(Some("\"ab13\""), "ab12"));
+        assert!(!range_applies(Some("W/\"ab12\""), "ab12"), "a weak tag never matches strongly");
+        assert!(!range_applies(Some("Sun, 06 Dec 2026 04:00:00 GMT"), "ab12"));
     }
 }

@@ -106,6 +106,11 @@ async fn files_round_trip_any_bytes_with_etags_ranges_and_preconditions() {
     assert_eq!(part.header("content-range"), Some(format!("bytes 10-19/{}", bytes.len()).as_str()));
     let tail = get_file(&api, &session, "/data/blob.bin", &[("range", "bytes=-3")]).await;
     assert_eq!(tail.bytes, bytes[bytes.len() - 3..]);
+    // If-Range: the part only while the file is the version named, else the whole file.
+    let same = get_file(&api, &session, "/data/blob.bin", &[("range", "bytes=10-19"), ("if-range", &quoted)]).await;
+    assert_eq!((same.status, same.bytes.as_slice()), (206, &bytes[10..20]));
+    let changed = get_file(&api, &session, "/data/blob.bin", &[("range", "bytes=10-19"), ("if-range", "\"0000\"")]).await;
+    assert_eq!((changed.status, changed.bytes.as_slice()), (200, bytes.as_slice()));
     let outside = get_file(&api, &session, "/data/blob.bin", &[("range", "bytes=100000-")]).await;
     assert_eq!(outside.status, 416);
     assert_eq!(outside.json()["code"], "range_not_satisfiable");
