@@ -70,8 +70,17 @@ class Guard:
 WATCHED = []
 
 
+# What the walk's own API posts answered, printed with the logs on failure.
+POSTED = []
+
+
 def dump_events():
+    for line in POSTED:
+        print(f"posted: {line}", file=sys.stderr)
     for sid in WATCHED:
+        req = urllib.request.Request(f"{BASE}/v1/sessions/{sid}", headers={"Authorization": f"Bearer {KEY}"})
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            print(f"session {sid}: {resp.read().decode()[:400]}", file=sys.stderr)
         req = urllib.request.Request(f"{BASE}/v1/sessions/{sid}/events?limit=1000", headers={"Authorization": f"Bearer {KEY}"})
         with urllib.request.urlopen(req, timeout=10) as resp:
             events = json.load(resp)["data"]
@@ -496,6 +505,7 @@ def main():
             data={"content": [{"type": "text", "text": "!sleep 20000"}]},
         )
         assert posted.status == 202, posted.status
+        POSTED.append(f"{session_id} !sleep 20000 -> {posted.status} {posted.text()}")
         expect(row.locator(".badge")).to_have_text("running")
         cancelled = page.request.post(f"{BASE}/v1/sessions/{session_id}/cancel", headers={"Authorization": f"Bearer {KEY}"})
         assert cancelled.status in (200, 202), cancelled.status

@@ -272,3 +272,36 @@ async fn a_crash_before_an_mcp_result_commits_runs_the_call_again() {
     let done = events.iter().find(|e| e["type"] == "tool.completed").unwrap();
     assert_eq!(done["data"]["result"], "twice");
 }
+
+/// sqlx 0.9.0 raised a connection's transaction depth only after `BEGIN`'s round trip, so a
+/// future dropped during it (a client that disconnected: poem drops the handler) left the
+/// backend inside a transaction nothing would end, and the pool handed that connection on. The
+/// next request's one-round-trip write (`POST …/messages` answers 202 after it) ran inside that
+/// transaction, visible to it alone, and was lost when the connection next rolled back. The
+/// browser walk caught it under load; sqlx 0.9.1 claims the depth first, so the drop rolls back.
+#[tokio::test]
+async fn a_transaction_cancelled_while_it_begins_never_swallows_a_later_write() {
+    // Arrange: a migrated database, a pool of one connection (each use reuses it), a probe table.
+    let db = turnstone_tests::TestDb::new().await;
+    let admin = sqlx::PgPool::connect(&db.url).await.unwrap();
+    turnstone_core::db::migrate(&admin).await.unwrap();
+    sqlx::query("CREATE TABLE cancel_probe (i int PRIMARY KEY)").execute(&admin).await.unwrap();
+    let pool = sqlx::postgres::PgPoolOptions::new().max_connections(1).connect(&db.url).await.unwrap();
+    let org = <turnstone_core::ids::OrgId as turnstone_core::ids::TypedId>::new();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+    let mut cut_short = 0;
+    for i in 0..300 {
+        // Act: the org idiom's `BEGIN`, dropped after 0–300 µs; then a write outside any transaction.
+        let wait = std::time::Duration::from_micros(rng.random_range(0..300));
+        if tokio::time::timeout(wait, turnstone_core::db::begin_org(&pool, org)).await.is_err() {
+            cut_short += 1;
+        }
+        sqlx::query("INSERT INTO cancel_probe VALUES ($1)").bind(i).execute(&pool).await.unwrap();
+
+        // Assert: another connection sees the write at once; it was not made inside a leaked transaction.
+        let seen: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM cancel_probe WHERE i = $1").bind(i).fetch_one(&admin).await.unwrap();
+        assert_eq!(seen, 1, "write {i} ran inside a transaction a cancelled BEGIN left open ({cut_short} BEGINs cut short)");
+    }
+    assert!(cut_short > 0, "no BEGIN was cut short: the race was not run");
+}
