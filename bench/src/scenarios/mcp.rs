@@ -32,11 +32,6 @@ async fn register(c: &Client, name: &str, url: &str) -> String {
     id
 }
 
-/// A session of a fresh agent whose only capability is `capability`.
-async fn session(c: &Client, capability: &str) -> String {
-    c.session(&[capability]).await
-}
-
 /// `initialize` measured alone: a fresh client's first `tools/list` (connect, initialize, list)
 /// against the warm client's next one, `n` times.
 async fn initialize_alone(url: &str, n: usize) -> Value {
@@ -79,7 +74,7 @@ pub async fn run(ctx: &Ctx) -> Value {
     let mut pair = None;
     for i in 0..turns + 10 {
         if i % 10 == 0 {
-            let (m, r) = (session(c, "math").await, session(c, &format!("mcp:{mcp}")).await);
+            let (m, r) = (c.session(&["math"]).await, c.session(&[&format!("mcp:{mcp}")]).await);
             pair = Some(((open_sse(c, &m).await, m), (open_sse(c, &r).await, r)));
         }
         let ((m_sse, m), (r_sse, r)) = pair.as_mut().expect("sessions");
@@ -104,7 +99,7 @@ pub async fn run(ctx: &Ctx) -> Value {
     let mut cold = Samples::default();
     for i in 0..colds {
         let id = register(c, &format!("cold{i}"), &server.url).await;
-        let s = session(c, &format!("mcp:{id}")).await;
+        let s = c.session(&[&format!("mcp:{id}")]).await;
         let mut sse = open_sse(c, &s).await;
         let script = ADD.replace("mcp__bench__", &format!("mcp__cold{i}__"));
         cold.push(run_turn(c, &mut sse, &s, &script).await.completed_ms);
